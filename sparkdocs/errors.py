@@ -1,0 +1,78 @@
+"""One small error tree. Every message names the thing, the limit and the fix, so the CLI and
+the pages can show it to a user as-is, without a traceback."""
+
+from __future__ import annotations
+
+
+class SparkdocsError(Exception):
+    """Root of every error sparkdocs raises on purpose."""
+
+
+class IngestError(SparkdocsError):
+    """A document could not be read into text."""
+
+
+class UnsupportedFormatError(IngestError):
+    """The bytes are not a format sparkdocs reads."""
+
+
+class EncryptedDocumentError(IngestError):
+    """The PDF needs a password (or the one given is wrong)."""
+
+
+class FileTooLargeError(IngestError):
+    """Refused from its size, before reading it."""
+
+
+class UnsafeArchiveError(IngestError):
+    """An archive that tries to escape its root or expands past the limits."""
+
+
+class BudgetError(SparkdocsError):
+    """The prompt cannot fit the served context."""
+
+
+class ServiceError(SparkdocsError):
+    """The model service failed; the message says how to fix it."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """Nothing is listening, or the service keeps failing."""
+
+
+class ServiceTimeoutError(ServiceError):
+    """The service did not answer in time."""
+
+
+class AuthenticationError(ServiceError):
+    """The service refused the API key."""
+
+
+class ModelNotFoundError(ServiceError):
+    """The configured model is not served."""
+
+
+class ContextOverflowError(ServiceError):
+    """The server says the prompt plus answer exceed its context."""
+
+    def __init__(self, message: str, *, prompt_tokens: int | None = None,
+                 context_length: int | None = None) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+class StreamInterruptedError(ServiceError):
+    """The answer stream broke off; the partial answer is kept on the exception."""
+
+    def __init__(self, message: str, *, partial_answer: str = "") -> None:
+        super().__init__(message)
+        self.partial_answer = partial_answer
+
+
+class StoreError(SparkdocsError):
+    """The on-disk cache could not be read or written."""
+
+
+class SessionNotFoundError(StoreError):
+    """A session id that the store does not hold."""

@@ -1,0 +1,122 @@
+"""Bytes and names in, a `Document` out. Pure: no disk, no network; see `sparkdocs.sources`
+for reading paths and folders."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..documents import Document, DocumentKind, Section, SectionKind, content_hash
+from ..errors import UnsupportedFormatError
+from .code import SourceFile, check_size, codebase_sections, read_tar, read_zip
+from .docx import docx_sections
+from .options import IngestOptions
+from .pdf import pdf_sections
+from .text import looks_binary, text_sections
+
+__all__ = ["IngestOptions", "SourceFile", "Upload", "detect_kind", "ingest_bytes",
+           "ingest_uploads", "ingest_codebase", "document_key"]
+
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+def detect_kind(name: str, data: bytes) -> str:
+    """'pdf', 'docx', 'zip', 'tar' or 'text', from magic bytes first, then the name."""
+    lower = name.lower()
+    if data.startswith(b"%PDF-") or (lower.endswith(".pdf") and b"%PDF-" in data[:1024]):
+        return "pdf"
+    if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
+        if lower.endswith((".docx", ".docm", ".dotx")) or b"word/" in data[:4096]:
+            return "docx"
+        return "zip"
+    if data.startswith(b"\x1f\x8b") or data.startswith(b"BZh") or data.startswith(b"\xfd7zXZ") or (
+            len(data) > 262 and data[257:262] == b"ustar"):
+        return "tar"
+    if lower.endswith(".pdf"):
+        return "pdf"  # a broken PDF: let the PDF reader say what is wrong
+    if lower.endswith(".docx"):
+        return "docx"
+    if lower.endswith(_ARCHIVE_SUFFIXES):
+        return "zip" if lower.endswith(".zip") else "tar"
+    return "text"
+
+
+def document_key(uploads: Sequence[Upload], options: IngestOptions) -> str:
+    """The cache key of what `ingest_uploads` would make, computable without parsing. A single
+    file's name counts only through its extension, so a renamed copy is the same document."""
+    if len(uploads) == 1:
+        suffix = posixpath.splitext(uploads[0].name.lower())[1]
+        return content_hash([(suffix, uploads[0].data)], salt=options.cache_salt())
+    parts = sorted((u.name, u.data) for u in uploads)
+    return content_hash(parts, salt=options.cache_salt())
+
+
+def _single(upload: Upload, options: IngestOptions) -> tuple[DocumentKind, list[Section], list[str]]:
+    name, data = upload.name, upload.data
+    check_size(name, len(data), options.max_file_bytes)
+    if not data:
+        raise UnsupportedFormatError(f"{name}: the file is empty; pick a file with content.")
+    kind = detect_kind(name, data)
+    if kind == "pdf":
+        return DocumentKind.PDF, *pdf_sections(data, name=name, password=options.password)
+    if kind == "docx":
+        return DocumentKind.DOCX, *docx_sections(data, name=name)
+    if kind in ("zip", "tar"):
+        reader = read_zip if kind == "zip" else read_tar
+        files, notes = reader(data, name=name, options=options)
+        return DocumentKind.CODEBASE, *codebase_sections(files, notes=notes)
+    if looks_binary(data):
+        raise UnsupportedFormatError(
+            f"{name}: a binary file in a format sparkdocs does not read; use PDF, DOCX, text, "
+            "source code, or a .zip/.tar.gz of a codebase."
+        )
+    return DocumentKind.TEXT, *text_sections(data, name=name)
+
+
+def ingest_bytes(name: str, data: bytes, *, options: IngestOptions = IngestOptions()) -> Document:
+    return ingest_uploads([Upload(name, data)], options=options)
+
+
+def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = IngestOptions()
+                   ) -> Document:
+    """One file → its own kind; many files → one document with one section per file, in name
+    order. Token counts are filled in by `tokens.count_document`."""
+    if not uploads:
+        raise UnsupportedFormatError("No files given: upload or name at least one file.")
+    key = document_key(uploads, options)
+    if len(uploads) == 1:
+        kind, sections, warnings = _single(uploads[0], options)
+        return Document(uploads[0].name, kind, key, tuple(sections), tuple(warnings),
+                        source_bytes=len(uploads[0].data))
+    sections: list[Section] = []
+    warnings: list[str] = []
+    for upload in sorted(uploads, key=lambda u: u.name):
+        kind, parts, notes = _single(upload, options)
+        warnings += notes
+        if kind in (DocumentKind.TEXT, DocumentKind.DOCX) or len(parts) == 1:
+            text = "\n\n".join(p.text for p in parts)
+            sections.append(Section(SectionKind.FILE, upload.name, text))
+        else:  # PDFs keep pages, archives keep files: prefix their titles with the upload name
+            for part in parts:
+                title = (f"{upload.name} p.{part.title}" if part.kind is SectionKind.PAGE
+                         else f"{upload.name}/{part.title}")
+                sections.append(Section(part.kind, title, part.text))
+    name = f"{len(uploads)} files"
+    return Document(name, DocumentKind.FILES, key, tuple(sections), tuple(warnings),
+                    source_bytes=sum(len(u.data) for u in uploads))
+
+
+def ingest_codebase(name: str, files: Sequence[SourceFile], *, notes: Sequence[str] = (),
+                    options: IngestOptions = IngestOptions()) -> Document:
+    """A folder's files (already filtered by `PathFilter`) as one codebase document."""
+    key = content_hash(sorted((f.path, f.data) for f in files), salt=options.cache_salt())
+    sections, warnings = codebase_sections(files, notes=notes)
+    return Document(name, DocumentKind.CODEBASE, key, tuple(sections), tuple(warnings),
+                    source_bytes=sum(len(f.data) for f in files))

@@ -1,0 +1,110 @@
+"""What the CLI and the pages share: settings, the store, the tokenizer and prompt builder,
+wired once. Loading a document goes through the store, so the same bytes are parsed once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Sequence
+
+from .config import Settings
+from .documents import Document, SectionKind
+from .ingest import IngestOptions, Upload, document_key, ingest_codebase, ingest_uploads
+from .ingest.code import directory_tokens
+from .prompts import PreparedDocument, PromptBuilder, fit_sections, prepare_document, rank_sections
+from .sources import expand_paths, read_file, walk_codebase
+from .store import Store
+from .tokens import Budget, count_document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    paths: tuple[str, ...]
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    password: str | None = None
+    codebase: bool = False
+
+
+class Workspace:
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self._store = store
+
+    @cached_property
+    def store(self) -> Store:
+        return self._store or Store(self.settings.cache_dir,
+                                    size_limit_bytes=self.settings.cache_size_limit_mb * 2**20)
+
+    @cached_property
+    def prompts(self) -> PromptBuilder:
+        return PromptBuilder()
+
+    def ingest_options(self, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                       password: str | None = None) -> IngestOptions:
+        return IngestOptions.from_settings(self.settings, include=tuple(include),
+                                           exclude=tuple(exclude), password=password)
+
+    def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions) -> Document:
+        """Uploaded bytes → counted document, from the store when these bytes were seen before."""
+        key = document_key(uploads, options)
+        return self.store.get_or_ingest(key, lambda: ingest_uploads(uploads, options=options))
+
+    def load(self, request: LoadRequest) -> Document:
+        options = self.ingest_options(include=request.include, exclude=request.exclude,
+                                      password=request.password)
+        paths = expand_paths(request.paths)
+        if len(paths) == 1 and (paths[0].is_dir() or request.codebase):
+            source = walk_codebase(paths[0], options)
+            document = ingest_codebase(source.root.name, source.files, notes=source.notes,
+                                       options=options)
+            cached = self.store.get_document(document.content_hash)
+            if cached is not None:
+                return cached
+            document = count_document(document)
+            self.store.put_document(document)
+            return document
+        if any(p.is_dir() for p in paths):
+            from .errors import IngestError
+            raise IngestError("Give either one folder or a list of files, not both.")
+        uploads = [read_file(p, options) for p in paths]
+        if len({u.name for u in uploads}) != len(uploads):
+            uploads = [Upload(str(p), u.data) for p, u in zip(paths, uploads)]
+        return self.load_uploads(uploads, options)
+
+    def budget(self, document: Document, *, keep: Sequence[int] | None = None,
+               context: int | None = None, answer_tokens: int | None = None) -> Budget:
+        return self.prompts.budget(document, context=context or self.settings.context_length,
+                                   answer_reserve=answer_tokens or self.settings.answer_tokens,
+                                   keep=keep)
+
+    def prepare(self, document: Document, *, keep: Sequence[int] | None = None) -> PreparedDocument:
+        return prepare_document(document, keep=keep, tokenizer=self.prompts.tokenizer)
+
+    def fit(self, document: Document, *, context: int | None = None) -> tuple[int, ...] | None:
+        """None when everything fits, else the sections to keep (largest dropped first)."""
+        budget = self.budget(document, context=context)
+        if budget.fits:
+            return None
+        return fit_sections(document, budget.available)
+
+
+def count_report(document: Document, budget: Budget) -> dict[str, Any]:
+    """The `count` view of a document: tokens per section and directory, the budget, warnings."""
+    report: dict[str, Any] = {
+        "name": document.name,
+        "kind": document.kind.value,
+        "content_hash": document.content_hash,
+        "tokens": document.section_tokens,
+        "sections": [{"kind": s.kind.value, "title": s.title, "tokens": s.tokens}
+                     for s in document.sections],
+        "largest_sections": [document.sections[i].locator for i in rank_sections(document)[:10]],
+        "warnings": list(document.warnings),
+        "budget": budget.as_dict(),
+    }
+    if any(s.kind is SectionKind.FILE for s in document.sections):
+        report["directories"] = directory_tokens(document.sections)
+    return report

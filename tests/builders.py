@@ -1,0 +1,137 @@
+"""Test documents made by the tests themselves (no downloads): PDFs, DOCX files, archives."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+
+LOREM = (
+    "The Supplier shall deliver the Goods to the Customer within thirty (30) days of the "
+    "Effective Date. Payment is due net 45 days from invoice. Either party may terminate this "
+    "Agreement on ninety days' written notice. Liability is capped at the fees paid in the "
+    "twelve months before the claim."
+)
+
+
+def make_pdf(pages: list[str], *, password: str | None = None) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_auto_page_break(auto=True, margin=15)
+    for text in pages:
+        pdf.add_page()
+        if text:
+            pdf.set_font("helvetica", size=11)
+            pdf.multi_cell(0, 6, text)
+    if password:
+        pdf.set_encryption(owner_password=password + "-owner", user_password=password)
+    return bytes(pdf.output())
+
+
+def make_contract_pdf(n_pages: int) -> bytes:
+    return make_pdf([f"Clause {i}. {LOREM} Section {i} ends here." for i in range(1, n_pages + 1)])
+
+
+def make_docx(*, tracked_change: bool = False) -> bytes:
+    import docx
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    document = docx.Document()
+    document.sections[0].header.paragraphs[0].text = "ACME Confidential"
+    document.sections[0].footer.paragraphs[0].text = "Page footer text"
+    document.add_heading("Master Services Agreement", level=1)
+    document.add_paragraph("This agreement is made between ACME and Globex.")
+    document.add_heading("Payment", level=2)
+    document.add_paragraph("Invoices are due within 45 days.")
+    document.add_paragraph("First bullet", style="List Bullet")
+    document.add_paragraph("Second bullet", style="List Bullet")
+    document.add_paragraph("Step one", style="List Number")
+    document.add_paragraph("Step two", style="List Number")
+    table = document.add_table(rows=3, cols=3)
+    for r in range(3):
+        for c in range(3):
+            table.cell(r, c).text = f"r{r}c{c}"
+    merged = table.cell(0, 0).merge(table.cell(0, 1))
+    merged.text = "Merged header"
+    table.cell(1, 2).merge(table.cell(2, 2)).text = "Tall cell"
+    document.add_heading("Termination", level=2)
+    paragraph = document.add_paragraph("Either party may terminate ")
+    if tracked_change:
+        ins = OxmlElement("w:ins")
+        ins.set(qn("w:id"), "1")
+        ins.set(qn("w:author"), "Legal")
+        run = OxmlElement("w:r")
+        text = OxmlElement("w:t")
+        text.text = "with 30 days notice"
+        run.append(text)
+        ins.append(run)
+        paragraph._p.append(ins)
+        deleted = OxmlElement("w:del")
+        deleted.set(qn("w:id"), "2")
+        deleted.set(qn("w:author"), "Legal")
+        run2 = OxmlElement("w:r")
+        dtext = OxmlElement("w:delText")
+        dtext.text = "at any time"
+        run2.append(dtext)
+        deleted.append(run2)
+        paragraph._p.append(deleted)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def make_zip(files: dict[str, bytes], *, symlinks: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            archive.writestr(info, target)
+    return buffer.getvalue()
+
+
+def make_tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def make_zip_bomb(unpacked_mb: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb.txt", b"0" * (unpacked_mb * 2**20))
+    return buffer.getvalue()
+
+
+def synthetic_document_text(approx_tokens: int, *, seed: int = 7) -> str:
+    """Deterministic varied prose+code+table text of roughly `approx_tokens` Llama 3 tokens."""
+    import random
+
+    rng = random.Random(seed)
+    words = ("contract party clause obligation shall term payment liability notice agreement "
+             "data model token cache prefix budget server request answer document page").split()
+    chunks = []
+    size = 0
+    i = 0
+    while size < approx_tokens * 4:
+        i += 1
+        kind = i % 4
+        if kind == 0:
+            chunk = f"## Section {i}\n\n" + " ".join(rng.choice(words) for _ in range(120)) + "."
+        elif kind == 1:
+            chunk = f"def handler_{i}(x: int) -> int:\n    return x * {rng.randint(1, 99)}  # ünïcode ✓\n"
+        elif kind == 2:
+            chunk = "| a | b |\n|---|---|\n" + "\n".join(f"| {rng.randint(0, 999)} | {rng.choice(words)} |" for _ in range(8))
+        else:
+            chunk = "Übersicht: naïve café — 日本語のテキスト. Ελληνικά. " + " ".join(rng.choice(words) for _ in range(60))
+        chunks.append(chunk)
+        size += len(chunk)
+    return "\n\n".join(chunks)

@@ -239,10 +239,14 @@ def fit_sections(document: Document, available: int) -> tuple[int, ...]:
         if total + document.sections[index].tokens <= available:
             keep.add(index)
             total += document.sections[index].tokens
-    if total > available:
+    content = [i for i in keep if document.sections[i].kind is not SectionKind.TREE]
+    if total > available or not content:
+        smallest = min((s.tokens for s in document.sections if s.kind is not SectionKind.TREE),
+                       default=0)
         raise BudgetError(
-            f"{document.name}: even without its largest parts it needs {total:,} tokens but "
-            f"only {available:,} are available; choose fewer parts or raise the context length."
+            f"{document.name}: no part fits: the smallest needs {smallest:,} tokens (with the "
+            f"file tree {total + smallest:,}) but only {available:,} are available; raise the "
+            "context length or lower the answer reserve."
         )
     return tuple(sorted(keep))
 

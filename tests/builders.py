@@ -17,7 +17,10 @@ LOREM = (
 def make_pdf(pages: list[str], *, password: str | None = None) -> bytes:
     from fpdf import FPDF
 
+    import datetime
+
     pdf = FPDF()
+    pdf.set_creation_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
     pdf.set_auto_page_break(auto=True, margin=15)
     for text in pages:
         pdf.add_page()
@@ -121,7 +124,7 @@ def synthetic_document_text(approx_tokens: int, *, seed: int = 7) -> str:
     chunks = []
     size = 0
     i = 0
-    while size < approx_tokens * 4:
+    while size < approx_tokens * 5.3:
         i += 1
         kind = i % 4
         if kind == 0:

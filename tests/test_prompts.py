@@ -1,0 +1,131 @@
+"""The prefix contract, measured on token ids under vLLM's 16-token full-block rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from builders import synthetic_document_text
+from sparkdocs.documents import Document, DocumentKind, Section, SectionKind
+from sparkdocs.errors import BudgetError, SparkdocsError
+from sparkdocs.ingest import ingest_bytes
+from sparkdocs.prompts import (PromptBuilder, fit_sections, prepare_document, rank_sections,
+                               reusable_prefix_tokens)
+from sparkdocs.tokens import count_document
+
+
+@pytest.fixture(scope="module")
+def builder() -> PromptBuilder:
+    return PromptBuilder()
+
+
+@pytest.fixture(scope="module")
+def big_document() -> Document:
+    text = synthetic_document_text(60_000)
+    return count_document(ingest_bytes("big.md", text.encode()))
+
+
+def test_reusable_prefix_tokens_block_rule():
+    a = list(range(100))
+    assert reusable_prefix_tokens(a, a) == 96  # last token of the new prompt is never reused
+    assert reusable_prefix_tokens(a, a[:40] + [999] + a[41:]) == 32
+    assert reusable_prefix_tokens([], a) == 0
+    assert reusable_prefix_tokens(a[:16], a[:17]) == 16
+
+
+def test_two_questions_reuse_at_least_99_percent_of_the_document(builder, big_document):
+    prepared = prepare_document(big_document)
+    q1 = builder.encoder.chat_ids(builder.question(prepared, "Who are the parties?").messages)
+    q2 = builder.encoder.chat_ids(builder.question(prepared, "What is the term?").messages)
+    reused = reusable_prefix_tokens(q1, q2)
+    assert reused >= 0.99 * prepared.block_tokens
+
+
+def test_warm_up_prefix_serves_question_summary_and_follow_up(builder, big_document):
+    prepared = prepare_document(big_document)
+    warm = builder.encoder.chat_ids(builder.warm_up(prepared).messages)
+    for built in (builder.question(prepared, "Anything?"), builder.summary(prepared),
+                  builder.follow_up(prepared, [("A?", "B.")], "C?")):
+        ids = builder.encoder.chat_ids(built.messages)
+        assert reusable_prefix_tokens(warm, ids) >= 0.99 * prepared.block_tokens, built.task
+
+
+def test_follow_up_extends_the_previous_request(builder, big_document):
+    prepared = prepare_document(big_document)
+    first = builder.question(prepared, "Q1?")
+    second = builder.follow_up(prepared, [("Q1?", "A1.")], "Q2?")
+    a, b = (builder.encoder.chat_ids(p.messages) for p in (first, second))
+    assert reusable_prefix_tokens(a, b) >= len(a) - 16 - 4  # everything but the generation prompt tail
+
+
+def test_asking_encodes_only_the_question(big_document):
+    """The document is never re-rendered or re-tokenised per question (the benchmark shows the
+    milliseconds); here we check what gets encoded."""
+    encoded: list[int] = []
+
+    class Spy(PromptBuilder().tokenizer.__class__):
+        def __init__(self) -> None:  # share the loaded encoding, record input sizes
+            self.__dict__.update(PromptBuilder().tokenizer.__dict__)
+
+        def encode(self, text: str) -> list[int]:
+            encoded.append(len(text))
+            return super().encode(text)
+
+    spy = Spy()
+    builder = PromptBuilder(spy)
+    prepared = prepare_document(big_document, tokenizer=spy)
+    encoded.clear()
+    built = builder.question(prepared, "Question about clause 7?")
+    assert built.prompt_tokens > 60_000
+    assert encoded and max(encoded) < 100
+
+
+RENDER_SCRIPT = """
+import sys, hashlib
+sys.path.insert(0, 'tests')
+from builders import make_contract_pdf
+from sparkdocs.ingest import ingest_bytes
+from sparkdocs.tokens import count_document
+from sparkdocs.prompts import prepare_document
+doc = count_document(ingest_bytes(sys.argv[1], make_contract_pdf(5)))
+print(hashlib.sha256(prepare_document(doc).block.encode()).hexdigest(), doc.content_hash)
+"""
+
+
+@pytest.mark.integration
+def test_same_document_renders_byte_identically_in_two_processes():
+    runs = [subprocess.run([sys.executable, "-c", RENDER_SCRIPT, name], capture_output=True,
+                           text=True, check=True, env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
+            for name, seed in (("a.pdf", "1"), ("renamed copy.pdf", "2"))]
+    assert runs[0] == runs[1] and len(runs[0].split()) == 2
+
+
+def _doc(sizes: list[int]) -> Document:
+    sections = tuple(Section(SectionKind.FILE, f"f{i}.py", "x") for i in range(len(sizes)))
+    document = Document("d", DocumentKind.CODEBASE, "h", sections, counted=True)
+    import dataclasses
+    return dataclasses.replace(document, sections=tuple(
+        dataclasses.replace(s, tokens=n) for s, n in zip(sections, sizes)))
+
+
+def test_rank_and_fit_sections_drop_largest_first_and_state_it():
+    document = _doc([100, 5000, 300, 2000])
+    assert rank_sections(document) == [1, 3, 2, 0]
+    assert fit_sections(document, 2500) == (0, 2, 3)
+    assert fit_sections(document, 10_000) == (0, 1, 2, 3)
+    with pytest.raises(BudgetError, match="only 50"):
+        fit_sections(document, 50)
+
+
+def test_omission_is_stated_in_the_prompt(builder):
+    document = count_document(ingest_bytes("c.pdf", __import__("builders").make_contract_pdf(3)))
+    prepared = prepare_document(document, keep=[0, 2])
+    assert "Left out to fit the context: page 2" in prepared.block
+    assert prepared.omitted == (1,)
+
+
+def test_empty_question_is_refused(builder, big_document):
+    with pytest.raises(SparkdocsError, match="question is empty"):
+        builder.question(prepare_document(big_document), "   ")

@@ -100,7 +100,7 @@ def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = Ingest
     for upload in sorted(uploads, key=lambda u: u.name):
         kind, parts, notes = _single(upload, options)
         warnings += notes
-        if kind in (DocumentKind.TEXT, DocumentKind.DOCX) or len(parts) == 1:
+        if kind in (DocumentKind.TEXT, DocumentKind.DOCX):
             text = "\n\n".join(p.text for p in parts)
             sections.append(Section(SectionKind.FILE, upload.name, text))
         else:  # PDFs keep pages, archives keep files: prefix their titles with the upload name

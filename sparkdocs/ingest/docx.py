@@ -16,6 +16,7 @@ from ..errors import IngestError, UnsupportedFormatError
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _HEADING_STYLE = re.compile(r"^(?:heading\s*(\d)|title)$", re.IGNORECASE)
 _BULLET_FORMATS = {"bullet", "none"}
+_LIST_STYLE = re.compile(r"^List (Bullet|Number)(?: (\d))?$", re.IGNORECASE)
 
 
 def _run_text(element: Any) -> str:
@@ -163,7 +164,14 @@ def docx_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
             level = int(heading.group(1) or 1)
             lines += [f"{'#' * level} {text}", ""]
             continue
+        style = _style_name(child, styles)
+        list_style = _LIST_STYLE.match(style)
         num_pr = child.find(f"{W}pPr/{W}numPr")
+        if list_style and num_pr is None:
+            level = int(list_style.group(2) or 1) - 1
+            marker = "-" if list_style.group(1).lower() == "bullet" else "1."
+            lines.append(f"{'  ' * level}{marker} {text}")
+            continue
         if num_pr is not None:
             num_id = num_pr.find(f"{W}numId")
             ilvl = num_pr.find(f"{W}ilvl")

@@ -40,17 +40,28 @@ def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
         )
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    results = from_bytes(data)
+    best = results.best()
     if best is None:
         raise UnsupportedFormatError(
             f"{name}: the text encoding could not be detected; save it as UTF-8 and try again."
         )
     encoding = best.encoding
-    # Latin-1 and Windows-1252 agree except in 0x80-0x9F; 1252 is what such files really are.
-    if encoding in {"latin_1", "iso8859_1"}:
+    # Short Western text is ambiguous between single-byte code pages; on a tie (or when the
+    # bytes read the same) prefer Windows-1252, by far the most common of them.
+    tied = {m.encoding for m in results if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
+    if encoding != "cp1252" and ("cp1252" in tied or encoding in {"latin_1", "iso8859_1"}
+                                 or _same_as_cp1252(data, str(best))):
         encoding = "cp1252"
     text = data.decode(encoding, errors="replace")
     return text, f"{name}: not UTF-8; decoded as {encoding}."
+
+
+def _same_as_cp1252(data: bytes, decoded: str) -> bool:
+    try:
+        return data.decode("cp1252") == decoded
+    except UnicodeDecodeError:
+        return False
 
 
 def split_markdown(text: str) -> list[Section]:

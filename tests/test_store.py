@@ -1,0 +1,67 @@
+"""The real disk cache: re-ingest without parsing, sessions kept apart, many processes at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builders import make_contract_pdf
+from sparkdocs.config import Settings
+from sparkdocs.errors import SessionNotFoundError
+from sparkdocs.ingest import IngestOptions, Upload
+from sparkdocs.store import Store, Turn
+from sparkdocs.workspace import Workspace
+
+pytestmark = pytest.mark.integration
+
+
+def test_reingesting_the_same_bytes_does_no_parsing(workspace: Workspace, monkeypatch):
+    upload = Upload("contract.pdf", make_contract_pdf(4))
+    options = workspace.ingest_options()
+    first = workspace.load_uploads([upload], options)
+    import sparkdocs.workspace as module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(module, "ingest_uploads", boom)
+    again = workspace.load_uploads([Upload("renamed.pdf", upload.data)], options)
+    assert again == first and again.section_tokens > 0
+
+
+def test_sessions_survive_reopening_and_are_not_evicted(tmp_path: Path):
+    store = Store(tmp_path, size_limit_bytes=16 * 2**20)
+    workspace = Workspace(Settings(cache_dir=tmp_path), store=store)
+    document = workspace.load_uploads([Upload("a.txt", b"hello world")], IngestOptions())
+    session = store.new_session(document)
+    store.save_session(session.with_turn(Turn("q?", "a.")))
+    store.close()
+    reopened = Store(tmp_path, size_limit_bytes=16 * 2**20)
+    assert reopened.get_session(session.id).turns[0].answer == "a."
+    assert [d.key for d in reopened.list_documents()] == [document.content_hash]
+    reopened.delete_document(document.content_hash)
+    with pytest.raises(SessionNotFoundError):
+        reopened.get_session(session.id)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from sparkdocs.store import Store
+from sparkdocs.ingest import Upload, IngestOptions, ingest_uploads
+from sparkdocs.tokens import count_document
+store = Store(Path(sys.argv[1]), size_limit_bytes=64 * 2**20)
+for i in range(20):
+    doc = count_document(ingest_uploads([Upload(f"{sys.argv[2]}-{i}.txt", f"{sys.argv[2]} {i}".encode())]))
+    store.put_document(doc)
+    assert store.get_document(doc.content_hash) == doc
+"""
+
+
+def test_many_processes_write_one_store_safely(tmp_path: Path):
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), f"p{n}"]) for n in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert len(Store(tmp_path, size_limit_bytes=64 * 2**20).list_documents()) == 80

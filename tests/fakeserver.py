@@ -1,0 +1,190 @@
+"""A small fake OpenAI-compatible server, only for what a real server cannot be made to do:
+vLLM's usage and metrics shapes, a 400 overflow body, a stream cut in the middle, a slow
+server, a 503, latency for scheduling tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+VLLM_METRICS = """# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size="16",cache_dtype="auto",enable_prefix_caching="True",gpu_memory_utilization="0.8",num_gpu_blocks="12000"} 1.0
+# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 10000.0
+# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 7500.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 2.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 1.0
+"""
+
+
+@dataclass
+class Behaviour:
+    """What the next requests do. Tests mutate it between calls."""
+
+    model: str = "nvidia/Llama-3.3-70B-Instruct-FP8"
+    max_model_len: int = 65_536
+    answer: str = "The answer is forty-two."
+    latency_s: float = 0.0  # before the first token
+    token_delay_s: float = 0.0
+    cut_after_chunks: int | None = None
+    status: int = 200
+    status_times: int = 0  # how many requests get `status` before normal service resumes
+    error_body: dict[str, Any] | None = None
+    cached_tokens: int | None = 1024
+    api_key: str | None = None
+    fail_when_prompt_contains: str | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    behaviour: Behaviour
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorised(self) -> bool:
+        key = self.behaviour.api_key
+        if key and self.headers.get("Authorization") != f"Bearer {key}":
+            self._json(401, {"error": {"message": "Unauthorized", "type": "AuthenticationError", "code": 401}})
+            return False
+        return True
+
+    def do_GET(self) -> None:  # noqa: N802
+        b = self.behaviour
+        if self.path == "/v1/models":
+            if self._authorised():
+                self._json(200, {"object": "list", "data": [
+                    {"id": b.model, "object": "model", "owned_by": "vllm", "max_model_len": b.max_model_len}]})
+        elif self.path == "/metrics":
+            data = VLLM_METRICS.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif self.path == "/health":
+            self._json(200, {})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:  # noqa: N802
+        b = self.behaviour
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if self.path == "/tokenize":
+            self._json(200, {"count": 3, "max_model_len": b.max_model_len, "tokens": [1, 2, 3]})
+            return
+        if self.path != "/v1/chat/completions":
+            self._json(404, {"error": {"message": "not found"}})
+            return
+        if not self._authorised():
+            return
+        with b.lock:
+            b.requests.append(body)
+            b.in_flight += 1
+            b.max_in_flight = max(b.max_in_flight, b.in_flight)
+            fail = b.status_times > 0
+            if fail:
+                b.status_times -= 1
+        try:
+            prompt = json.dumps(body.get("messages"))
+            if fail or (b.fail_when_prompt_contains and b.fail_when_prompt_contains in prompt):
+                self._json(b.status, b.error_body or {"error": {"message": "Service Unavailable", "code": b.status}})
+                return
+            time.sleep(b.latency_s)
+            if not body.get("stream"):
+                self._json(200, {"id": "x", "object": "chat.completion", "model": b.model, "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": b.answer[:1]}, "finish_reason": "length"}],
+                    "usage": self._usage(1)})
+                return
+            self._stream(body)
+        finally:
+            with b.lock:
+                b.in_flight -= 1
+
+    def _usage(self, completion: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": 2048, "completion_tokens": completion,
+                                 "total_tokens": 2048 + completion}
+        if self.behaviour.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.behaviour.cached_tokens}
+        return usage
+
+    def _stream(self, body: dict[str, Any]) -> None:
+        b = self.behaviour
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        words = b.answer.split(" ")
+        max_tokens = body.get("max_tokens") or len(words)
+        emitted = words[:max_tokens]
+        finish = "stop" if len(emitted) == len(words) else "length"
+
+        def send(obj: Any) -> None:
+            self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+            self.wfile.flush()
+
+        for index, word in enumerate(emitted):
+            if b.cut_after_chunks is not None and index >= b.cut_after_chunks:
+                self.wfile.write(b"data: {\"broken")
+                self.wfile.flush()
+                self.connection.shutdown(2)
+                return
+            send({"id": "x", "object": "chat.completion.chunk", "model": b.model, "choices": [
+                {"index": 0, "delta": {"content": word if index == 0 else " " + word}, "finish_reason": None}]})
+            time.sleep(b.token_delay_s)
+        send({"id": "x", "object": "chat.completion.chunk", "model": b.model,
+              "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            send({"id": "x", "object": "chat.completion.chunk", "model": b.model, "choices": [],
+                  "usage": self._usage(len(emitted))})
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+        handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -25,6 +25,10 @@ IncludeOpt = Annotated[list[str], typer.Option("--include", help="gitignore-styl
 ExcludeOpt = Annotated[list[str], typer.Option("--exclude", help="gitignore-style pattern of files to leave out.")]
 PasswordOpt = Annotated[Optional[str], typer.Option("--password", help="Password of an encrypted PDF.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Served model id (SPARKDOCS_MODEL).")]
+ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key (SPARKDOCS_API_KEY).")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Answer length limit (the answer reserve).")]
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -91,10 +95,114 @@ def prompt(paths: PathsArg,
     out.print(f"prompt tokens (Llama 3.3 template): {built.prompt_tokens:,}")
 
 
+def _service_settings(base_url: str | None, model: str | None, api_key: str | None,
+                      **more: Any) -> Settings:
+    return settings_from(base_url=base_url, model=model, api_key=api_key, **more)
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTION (last).")],
+        follow_up_of: Annotated[Optional[str], typer.Option("--follow-up-of", help="Session id to continue (keeps history).")] = None,
+        max_tokens: MaxTokensOpt = None, include: IncludeOpt = [], exclude: ExcludeOpt = [],
+        password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,
+        model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+    """Stream an answer about a document; the session id printed lets you follow up."""
+    from .client import ModelClient
+    from .qa import QuestionAnswering
+
+    if len(args) < 2:
+        raise typer.BadParameter("give at least one PATH and then the QUESTION")
+    *paths, question = args
+    settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
+    workspace = Workspace(settings)
+    document = workspace.load(LoadRequest(tuple(paths), tuple(include), tuple(exclude), password))
+    qa = QuestionAnswering(workspace, ModelClient(settings))
+    if follow_up_of:
+        session = workspace.store.get_session(follow_up_of)
+        if session.document_key != document.content_hash:
+            raise SparkdocsError(f"Session {follow_up_of} is about {session.document_name!r}, not "
+                                 "these paths; give that document's paths or start a new session.")
+    else:
+        keep = workspace.fit(document)
+        if keep is not None:
+            raise SparkdocsError(
+                f"{document.name}: {document.section_tokens:,} tokens do not fit the budget "
+                f"({workspace.budget(document).available:,}); choose parts with --include/--exclude "
+                "(see `sparkdocs count`).")
+        session = workspace.store.new_session(document)
+    pending = qa.ask(document, session, question, follow_up=bool(follow_up_of), max_tokens=max_tokens)
+    try:
+        for part in pending.stream:
+            if not as_json:
+                sys.stdout.write(part)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        pending.stream.cancel()
+    session = qa.record(session, pending)
+    result = pending.stream.result
+    assert result is not None
+    if as_json:
+        emit_json({**result.as_dict(), "session": session.id})
+    else:
+        sys.stdout.write("\n")
+        cached = "not reported by this server" if result.cached_tokens is None else f"{result.cached_tokens:,}"
+        err.print(f"[dim]session {session.id} · ttft {result.ttft_s or 0:.2f}s · "
+                  f"{result.decode_tokens_per_s or 0:.1f} tok/s · prompt {result.prompt_tokens} · "
+                  f"cached {cached} · finish {result.finish_reason}[/]")
+        if result.truncated:
+            err.print("[yellow]the answer was cut off at --max-tokens[/]")
+    if result.interrupted:
+        err.print(f"[yellow]interrupted:[/] {result.error}")
+        raise typer.Exit(3)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False, base_url: BaseUrlOpt = None, model: ModelOpt = None,
+           api_key: ApiKeyOpt = None) -> None:
+    """Check the model service and say how to fix what is wrong."""
+    from .client import ModelClient
+    from .doctor import run_checks
+
+    checks = run_checks(ModelClient(_service_settings(base_url, model, api_key)))
+    if as_json:
+        emit_json([c.as_dict() for c in checks])
+    else:
+        marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "unknown": "[dim]?[/]"}
+        for check in checks:
+            out.print(f"{marks[check.status]} {check.name}: {check.detail}")
+            if check.fix and check.status != "ok":
+                out.print(f"    fix: {check.fix}")
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("local-model")
+def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+                host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+                n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length.")] = 8192) -> None:
+    """Start a TINY DEMO MODEL (SmolLM2-135M via llama.cpp) for machines without a GPU service."""
+    import time
+
+    from .local_model import LOCAL_MODEL_ALIAS, start_local_server
+
+    err.print(f"[bold yellow]Starting {LOCAL_MODEL_ALIAS}[/] — a 135M-parameter demo model: answers "
+              "will be poor. On a DGX Spark use `docker compose up -d` instead.")
+    server = start_local_server(host=host, port=port, n_ctx=n_ctx)
+    err.print(f"serving at {server.base_url} (context {n_ctx:,}); set SPARKDOCS_BASE_URL={server.base_url} "
+              f"and SPARKDOCS_CONTEXT_LENGTH={n_ctx}. Ctrl-C stops it.")
+    try:
+        while server.process.poll() is None:
+            time.sleep(1)
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except SparkdocsError as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True)
         return 2

@@ -1,0 +1,96 @@
+"""Questions over one document: the flow shared by `sparkdocs ask` and the Ask page.
+Prepared documents are kept per (document, selection), so a question costs only its own
+encoding; every finished, stopped or broken answer is saved to the session."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+from .client import AnswerResult, AnswerStream, ModelClient, WarmUpResult
+from .documents import Document
+from .errors import BudgetError
+from .prompts import PreparedDocument, Prompt
+from .store import Session, Turn
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingAnswer:
+    prompt: Prompt
+    stream: AnswerStream
+    question: str
+    follow_up: bool
+
+
+class QuestionAnswering:
+    def __init__(self, workspace: Workspace, client: ModelClient) -> None:
+        self.workspace = workspace
+        self.client = client
+        self._prepared: dict[tuple[str, tuple[int, ...] | None], PreparedDocument] = {}
+        self._lock = threading.Lock()
+
+    def prepared(self, document: Document, keep: Sequence[int] | None = None) -> PreparedDocument:
+        key = (document.content_hash, tuple(keep) if keep is not None else None)
+        with self._lock:
+            if key not in self._prepared:
+                if len(self._prepared) > 16:
+                    self._prepared.pop(next(iter(self._prepared)))
+                self._prepared[key] = self.workspace.prepare(document, keep=keep)
+            return self._prepared[key]
+
+    def build(self, document: Document, session: Session, question: str, *, follow_up: bool
+              ) -> Prompt:
+        prepared = self.prepared(document, session.kept_sections)
+        history = [(t.question, t.answer) for t in session.turns if t.answer and not t.error]
+        if follow_up and history:
+            return self.workspace.prompts.follow_up(prepared, history, question)
+        return self.workspace.prompts.question(prepared, question)
+
+    def check_fits(self, prompt: Prompt, *, max_tokens: int) -> None:
+        context = self.client.capabilities().context_length
+        if prompt.prompt_tokens + max_tokens > context:
+            raise BudgetError(
+                f"This prompt needs {prompt.prompt_tokens:,} tokens plus {max_tokens:,} for the "
+                f"answer, over the served context of {context:,}; leave out parts of the document, "
+                "switch off follow-up mode, or lower the answer length.")
+
+    def ask(self, document: Document, session: Session, question: str, *, follow_up: bool = False,
+            max_tokens: int | None = None) -> PendingAnswer:
+        answer_tokens = max_tokens or self.workspace.settings.answer_tokens
+        prompt = self.build(document, session, question, follow_up=follow_up)
+        self.check_fits(prompt, max_tokens=answer_tokens)
+        stream = self.client.stream(prompt.messages, max_tokens=answer_tokens)
+        return PendingAnswer(prompt, stream, question, follow_up)
+
+    def record(self, session: Session, pending: PendingAnswer, *, error: str | None = None
+               ) -> Session:
+        """Save the turn, whatever happened: finished, stopped, cut or failed."""
+        result = pending.stream.result
+        turn = turn_from(pending.question, result, follow_up=pending.follow_up,
+                         partial=pending.stream.text, error=error)
+        updated = session.with_turn(turn)
+        self.workspace.store.save_session(updated)
+        return updated
+
+    def warm_up(self, document: Document, keep: Sequence[int] | None = None) -> WarmUpResult:
+        prepared = self.prepared(document, keep)
+        return self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages)
+
+
+def turn_from(question: str, result: AnswerResult | None, *, follow_up: bool, partial: str = "",
+              error: str | None = None) -> Turn:
+    import time
+
+    if result is None:
+        return Turn(question, partial, follow_up=follow_up, interrupted=True,
+                    error=error or "interrupted before the answer finished", asked_at=time.time())
+    return Turn(question, result.answer, follow_up=follow_up, finish_reason=result.finish_reason,
+                interrupted=result.interrupted, error=error or result.error, ttft_s=result.ttft_s,
+                decode_tokens_per_s=result.decode_tokens_per_s, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens,
+                asked_at=time.time())

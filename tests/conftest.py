@@ -33,3 +33,42 @@ def store(tmp_path: Path) -> Store:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+class RealServer:
+    """The real llama.cpp server (llama-cpp-python + SmolLM2-135M) and its log, whose
+    `N prefix-match hit` lines are the ground truth for prefix reuse."""
+
+    def __init__(self, server, log_path: Path) -> None:
+        self.server = server
+        self.log_path = log_path
+        self.base_url = server.base_url
+
+    def log_offset(self) -> int:
+        return self.log_path.stat().st_size
+
+    def prefix_hits_since(self, offset: int) -> list[tuple[int, int]]:
+        import re
+
+        text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+        return [(int(a), int(b)) for a, b in
+                re.findall(r"(\d+) prefix-match hit, remaining (\d+) prompt tokens", text)]
+
+    def settings(self, tmp_path: Path, **overrides) -> Settings:
+        return Settings(**{"base_url": self.base_url, "cache_dir": tmp_path / "cache",
+                           "context_length": 8192, "answer_tokens": 64, "temperature": 0.0,
+                           **overrides})
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory):
+    from sparkdocs.local_model import free_port, start_local_server
+
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    handle = log_path.open("wb")
+    server = start_local_server(port=free_port(), n_ctx=8192, log_file=handle, log_path=log_path)
+    try:
+        yield RealServer(server, log_path)
+    finally:
+        server.stop()
+        handle.close()

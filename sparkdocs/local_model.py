@@ -75,7 +75,9 @@ def start_local_server(*, host: str = "127.0.0.1", port: int = 8000, n_ctx: int 
         ) from exc
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()),
                "--host", host, "--port", str(port), "--n_ctx", str(n_ctx),
-               "--model_alias", LOCAL_MODEL_ALIAS, "--n_threads", "2"]
+               "--model_alias", LOCAL_MODEL_ALIAS, "--n_threads", "2",
+               # serve concurrent requests one after another instead of cutting the older one
+               "--interrupt_requests", "False"]
     log.info("starting %s", " ".join(command))
     process = subprocess.Popen(command, stdout=log_file or subprocess.DEVNULL,
                                stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL)

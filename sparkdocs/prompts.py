@@ -19,6 +19,7 @@ from .documents import (
     SectionKind,
     clean_text,
     omission_note,
+    part_note,
     render_section,
 )
 from .errors import BudgetError, SparkdocsError
@@ -98,8 +99,10 @@ class Prompt:
 
 
 def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
-                     tokenizer: Llama3Tokenizer | None = None) -> PreparedDocument:
-    """Render the kept sections (all by default) in document order, with a stated omission."""
+                     tokenizer: Llama3Tokenizer | None = None, note: str | None = None
+                     ) -> PreparedDocument:
+    """Render the kept sections (all by default) in document order, with a stated omission.
+    `note` replaces the omission list (map-reduce parts say which part they are instead)."""
     tok = tokenizer or llama3()
     if not document.counted:
         raise SparkdocsError(f"{document.name}: count its tokens (tokens.count_document) first.")
@@ -109,7 +112,10 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
         raise SparkdocsError(f"{document.name}: section index out of range in the selection.")
     omitted = tuple(i for i in all_indices if i not in set(kept))
     body = [render_section(document.sections[i]) for i in kept]
-    note = omission_note(document.sections[i] for i in omitted) if omitted else ""
+    if note is not None:
+        note = part_note(note)
+    else:
+        note = omission_note(document.sections[i] for i in omitted) if omitted else ""
     block = DOCUMENT_OPEN + note + "".join(body) + DOCUMENT_CLOSE
     tokens = (tok.count(DOCUMENT_OPEN) + (tok.count(note) if note else 0)
               + sum(document.sections[i].tokens for i in kept) + tok.count(DOCUMENT_CLOSE))

@@ -8,9 +8,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from .errors import FileTooLargeError, IngestError, UnsafeArchiveError
+from .errors import IngestError, UnsafeArchiveError
 from .ingest import IngestOptions, SourceFile, Upload
 from .ingest.code import PathFilter, check_size
 
@@ -50,13 +50,18 @@ def read_file(path: Path, options: IngestOptions) -> Upload:
         raise IngestError(f"{path}: cannot be read ({exc.strerror}); check its permissions.") from exc
 
 
-def walk_codebase(root: Path, options: IngestOptions) -> CodebaseSource:
-    """Every file git would track under `root`, read with per-file and total limits."""
+@dataclass(frozen=True)
+class TreeEntry:
+    relative: str
+    path: Path
+    size: int
+
+
+def iter_tree(root: Path, options: IngestOptions, notes: list[str]) -> Iterator[TreeEntry]:
+    """Files git would track under `root`, in path order, without reading them; what is
+    skipped (links out of the root, secrets, oversized files) is added to `notes`."""
     root = root.resolve()
     path_filter = PathFilter(options)
-    files: list[SourceFile] = []
-    notes: list[str] = []
-    total = 0
     for directory, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = Path(directory).relative_to(root).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir
@@ -81,31 +86,36 @@ def walk_codebase(root: Path, options: IngestOptions) -> CodebaseSource:
                 if path_filter.is_secret(rel):
                     notes.append(f"{rel}: looks like a secret, skipped")
                 continue
-            if full.is_symlink():
-                target = full.resolve()
-                if not target.is_relative_to(root):
-                    notes.append(f"{rel}: symbolic link pointing outside the folder, not followed")
-                    continue
+            if full.is_symlink() and not full.resolve().is_relative_to(root):
+                notes.append(f"{rel}: symbolic link pointing outside the folder, not followed")
+                continue
             try:
                 size = full.stat().st_size
             except OSError:
                 notes.append(f"{rel}: unreadable, skipped")
                 continue
-            if size > options.max_source_file_bytes:
-                notes.append(f"{rel}: {size / 1024:,.0f} KiB is over the "
-                             f"{options.max_source_file_bytes / 1024:,.0f} KiB per-file limit, skipped")
-                continue
-            total += size
-            if total > options.max_unpacked_bytes:
-                raise UnsafeArchiveError(
-                    f"{root}: more than {options.max_unpacked_bytes / 2**20:,.0f} MiB of source "
-                    "files; narrow it with --include/--exclude."
-                )
-            try:
-                files.append(SourceFile(rel, full.read_bytes()))
-            except OSError:
-                notes.append(f"{rel}: unreadable, skipped")
-    return CodebaseSource(root, tuple(files), tuple(notes))
+            yield TreeEntry(rel, full, size)
 
 
-__all__ = ["CodebaseSource", "expand_paths", "read_file", "walk_codebase", "FileTooLargeError"]
+def walk_codebase(root: Path, options: IngestOptions) -> CodebaseSource:
+    """Every file git would track under `root`, read with per-file and total limits."""
+    notes: list[str] = []
+    files: list[SourceFile] = []
+    total = 0
+    for entry in iter_tree(root, options, notes):
+        if entry.size > options.max_source_file_bytes:
+            notes.append(f"{entry.relative}: {entry.size / 1024:,.0f} KiB is over the "
+                         f"{options.max_source_file_bytes / 1024:,.0f} KiB per-file limit, skipped")
+            continue
+        total += entry.size
+        if total > options.max_unpacked_bytes:
+            raise UnsafeArchiveError(
+                f"{root}: more than {options.max_unpacked_bytes / 2**20:,.0f} MiB of source "
+                "files; narrow it with --include/--exclude.")
+        try:
+            files.append(SourceFile(entry.relative, entry.path.read_bytes()))
+        except OSError:
+            notes.append(f"{entry.relative}: unreadable, skipped")
+    return CodebaseSource(root.resolve(), tuple(files), tuple(notes))
+
+__all__ = ["CodebaseSource", "TreeEntry", "expand_paths", "iter_tree", "read_file", "walk_codebase"]

@@ -1,0 +1,409 @@
+"""Batch summarisation: many documents → one summary each, N requests always in flight, every
+finished summary written atomically and never redone unless asked (resume by default).
+
+Documents over budget go through an explicit map-reduce: consecutive budget-sized parts are
+summarised in order, then combined; the parts and their page/file ranges are recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .client import AnswerResult, AnswerStream, ModelClient
+from .documents import Document
+from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ServiceError,
+                     SparkdocsError)
+from .prompts import DEFAULT_SUMMARY_INSTRUCTIONS, PromptBuilder, prepare_document
+from .tokens import ChatMessage
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = "1"
+_NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One document to summarise: where it comes from and how to load it."""
+
+    source: str
+    load: Callable[[], Document]
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    out_dir: Path
+    instructions: str = DEFAULT_SUMMARY_INSTRUCTIONS
+    output_format: str = "md"  # or "jsonl"
+    concurrency: int = 8
+    max_tokens: int = 1024
+    force: bool = False
+    attempts: int = 2  # per request, on top of the client's own retries of 5xx
+
+
+@dataclass(frozen=True)
+class Part:
+    label: str
+    sections: tuple[int, ...]
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    source: str
+    status: str  # "done", "skipped" (finished before), "failed", "cancelled"
+    output: str | None = None
+    error: str | None = None
+    content_hash: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    parts: tuple[Part, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass
+class Progress:
+    """Counters the caller shows while the batch runs (read under no lock: display only)."""
+
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done - self.skipped - self.failed
+
+
+def output_stem(source: str) -> str:
+    """A stable, filesystem-safe name from the input path: `contracts/a.pdf` → `contracts__a.pdf`."""
+    cleaned = source.replace("\\", "/").strip("/")
+    while cleaned.startswith("./"):
+        cleaned = cleaned[2:]
+    cleaned = cleaned.replace("../", "up__")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", cleaned.replace("/", "__")) or "document"
+    if len(stem) > 150:
+        stem = stem[:120] + "-" + hashlib.sha256(source.encode()).hexdigest()[:12]
+    return stem
+
+
+def job_key(content_hash: str, *, instructions: str, model: str, max_tokens: int) -> str:
+    """What makes a summary the same summary: document bytes, instructions, model, options."""
+    raw = json.dumps([FORMAT_VERSION, content_hash, instructions, model, max_tokens])
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def split_into_parts(document: Document, available: int) -> list[Part]:
+    """Consecutive sections grouped into parts that each fit `available` tokens."""
+    parts: list[Part] = []
+    current: list[int] = []
+    used = 0
+    for index, section in enumerate(document.sections):
+        if section.tokens > available:
+            raise BudgetError(
+                f"{document.name}: {section.locator} alone needs {section.tokens:,} tokens, over "
+                f"the {available:,} available per request; raise the context length.")
+        if current and used + section.tokens > available:
+            parts.append(_part(document, current, used))
+            current, used = [], 0
+        current.append(index)
+        used += section.tokens
+    if current:
+        parts.append(_part(document, current, used))
+    return parts
+
+
+def _part(document: Document, indices: list[int], tokens: int) -> Part:
+    first, last = document.sections[indices[0]], document.sections[indices[-1]]
+    label = first.locator if first is last else f"{first.locator} to {last.locator}"
+    return Part(label, tuple(indices), tokens)
+
+
+class SummaryWriter:
+    """Finished summaries on disk: one Markdown file each, or one JSONL record each."""
+
+    def __init__(self, options: BatchOptions) -> None:
+        self.options = options
+        self._lock = threading.Lock()
+        self._jsonl = options.out_dir / "summaries.jsonl"
+        self._done_keys = self._read_jsonl_keys() if options.output_format == "jsonl" else set()
+
+    def _read_jsonl_keys(self) -> set[str]:
+        keys: set[str] = set()
+        if not self._jsonl.exists():
+            return keys
+        for line in self._jsonl.read_text(encoding="utf-8").splitlines():
+            try:
+                keys.add(json.loads(line)["key"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a crash: that document is simply redone
+        return keys
+
+    def path_for(self, source: str) -> Path:
+        if self.options.output_format == "jsonl":
+            return self._jsonl
+        return self.options.out_dir / f"{output_stem(source)}.md"
+
+    def is_done(self, source: str, key: str) -> bool:
+        if self.options.output_format == "jsonl":
+            return key in self._done_keys
+        path = self.path_for(source)
+        if not path.exists():
+            return False
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return f"key: {key}" in handle.read(2048)
+
+    def write(self, *, source: str, key: str, document: Document, summary: str,
+              stats: dict[str, Any], parts: Sequence[Part]) -> Path:
+        path = self.path_for(source)
+        if self.options.output_format == "jsonl":
+            record = {"key": key, "source": source, "content_hash": document.content_hash,
+                      "name": document.name, "summary": summary, **stats,
+                      "parts": [asdict(p) for p in parts]}
+            line = json.dumps(record, ensure_ascii=False) + "\n"
+            with self._lock:
+                self._options_dir()
+                with self._jsonl.open("a+b") as handle:
+                    handle.seek(0, os.SEEK_END)
+                    if handle.tell():
+                        handle.seek(-1, os.SEEK_END)
+                        if handle.read(1) != b"\n":
+                            handle.write(b"\n")  # a crash left half a line: close it off
+                    handle.write(line.encode("utf-8"))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                self._done_keys.add(key)
+            return path
+        part_lines = "".join(f"#   - part {i}: {p.label} ({p.tokens:,} tokens)\n"
+                             for i, p in enumerate(parts, 1)) if len(parts) > 1 else ""
+        header = (f"<!--\nsparkdocs summary\nkey: {key}\nsource: {source}\n"
+                  f"content_hash: {document.content_hash}\nmodel: {stats.get('model')}\n"
+                  + (f"map-reduce over {len(parts)} parts:\n{part_lines}" if part_lines else "")
+                  + "-->\n\n")
+        atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n")
+        return path
+
+    def _options_dir(self) -> None:
+        self.options.out_dir.mkdir(parents=True, exist_ok=True)
+
+
+class BatchSummarizer:
+    def __init__(self, workspace: Workspace, client: ModelClient, options: BatchOptions, *,
+                 on_progress: Callable[[Progress, Outcome | None], None] | None = None) -> None:
+        self.workspace = workspace
+        self.client = client
+        self.options = options
+        self.progress = Progress()
+        self._on_progress = on_progress or (lambda progress, outcome: None)
+        self._writer = SummaryWriter(options)
+        self._cancelled = threading.Event()
+        self._active: set[AnswerStream] = set()
+        self._lock = threading.Lock()
+        self._builder: PromptBuilder = workspace.prompts
+
+    def cancel(self) -> None:
+        """Ctrl-C: stop starting work and close every stream in flight."""
+        self._cancelled.set()
+        with self._lock:
+            for stream in list(self._active):
+                stream.cancel()
+
+    def run(self, items: Sequence[BatchItem]) -> list[Outcome]:
+        self.progress.total = len(items)
+        model = self.client.resolve_model()
+        context = self.client.capabilities().context_length
+        outcomes: dict[int, Outcome] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency),
+                                thread_name_prefix="summarize") as pool:
+            futures: dict[Future[Outcome], int] = {}
+            pending = list(enumerate(items))
+            try:
+                while pending or futures:
+                    while pending and len(futures) < self.options.concurrency and not self._cancelled.is_set():
+                        index, item = pending.pop(0)
+                        futures[pool.submit(self._one, item, model, context)] = index
+                    if not futures:
+                        break
+                    finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        index = futures.pop(future)
+                        outcomes[index] = future.result()
+                        self._count(outcomes[index])
+            except KeyboardInterrupt:
+                self.cancel()
+                for future, index in futures.items():
+                    outcomes[index] = future.result()
+                raise
+            finally:
+                for index, item in pending:
+                    outcomes.setdefault(index, Outcome(item.source, "cancelled"))
+        return [outcomes[i] for i in range(len(items))]
+
+    def _count(self, outcome: Outcome) -> None:
+        progress = self.progress
+        if outcome.status == "done":
+            progress.done += 1
+        elif outcome.status == "skipped":
+            progress.skipped += 1
+        elif outcome.status == "failed":
+            progress.failed += 1
+        self._on_progress(progress, outcome)
+
+    def _one(self, item: BatchItem, model: str, context: int) -> Outcome:
+        started = time.monotonic()
+        if self._cancelled.is_set():
+            return Outcome(item.source, "cancelled")
+        try:
+            document = item.load()
+            key = job_key(document.content_hash, instructions=self.options.instructions,
+                          model=model, max_tokens=self.options.max_tokens)
+            if not self.options.force and self._writer.is_done(item.source, key):
+                return Outcome(item.source, "skipped", str(self._writer.path_for(item.source)),
+                               content_hash=document.content_hash)
+            summary, stats, parts = self._summarise(document, model, context)
+            if self._cancelled.is_set():
+                return Outcome(item.source, "cancelled", content_hash=document.content_hash)
+            path = self._writer.write(source=item.source, key=key, document=document,
+                                      summary=summary, stats=stats, parts=parts)
+            return Outcome(item.source, "done", str(path), content_hash=document.content_hash,
+                           prompt_tokens=stats["prompt_tokens"] or 0,
+                           completion_tokens=stats["completion_tokens"] or 0, parts=tuple(parts),
+                           seconds=time.monotonic() - started)
+        except SparkdocsError as exc:
+            if self._cancelled.is_set():
+                return Outcome(item.source, "cancelled")
+            log.warning("%s: %s", item.source, exc)
+            return Outcome(item.source, "failed", error=str(exc), seconds=time.monotonic() - started)
+        except Exception as exc:  # an unexpected bug must not stop the other documents
+            log.exception("%s: unexpected failure", item.source)
+            return Outcome(item.source, "failed", error=f"unexpected error: {exc!r}")
+
+    def _summarise(self, document: Document, model: str, context: int
+                   ) -> tuple[str, dict[str, Any], list[Part]]:
+        instructions = self.options.instructions
+        whole = prepare_document(document, tokenizer=self._builder.tokenizer)
+        prompt = self._builder.summary(whole, instructions)
+        if prompt.prompt_tokens + self.options.max_tokens <= context:
+            result = self._request(prompt.messages, model)
+            return result.answer, self._stats(result, [result]), [Part("whole document", whole.kept, whole.block_tokens)]
+        # Map-reduce, stated: parts in order, then one combining request.
+        fixed = prompt.prompt_tokens - whole.block_tokens + 96  # template, instructions, part note
+        available = context - self.options.max_tokens - fixed
+        parts = split_into_parts(document, available)
+        log.info("%s: %d tokens over budget; map-reduce over %d parts", document.name,
+                 document.section_tokens, len(parts))
+        results: list[AnswerResult] = []
+        partials: list[tuple[str, str]] = []
+        for number, part in enumerate(parts, 1):
+            prepared = prepare_document(
+                document, keep=part.sections, tokenizer=self._builder.tokenizer,
+                note=f"Part {number} of {len(parts)} of the document: {part.label}. "
+                     "The other parts are summarised separately.")
+            result = self._request(self._builder.summary(prepared, instructions).messages, model)
+            results.append(result)
+            partials.append((part.label, result.answer))
+        merge = self._builder.merge(partials, instructions)
+        if merge.prompt_tokens + self.options.max_tokens > context:
+            raise BudgetError(
+                f"{document.name}: the {len(parts)} part summaries together are too long to combine "
+                f"({merge.prompt_tokens:,} tokens); lower --max-tokens or raise the context length.")
+        final = self._request(merge.messages, model)
+        results.append(final)
+        return final.answer, self._stats(final, results), parts
+
+    def _request(self, messages: Sequence[ChatMessage], model: str) -> AnswerResult:
+        last_error: Exception | None = None
+        for attempt in range(1, self.options.attempts + 1):
+            if self._cancelled.is_set():
+                raise SparkdocsError("cancelled")
+            stream = self.client.stream(messages, max_tokens=self.options.max_tokens, model=model)
+            with self._lock:
+                self._active.add(stream)
+                self.progress.in_flight += 1
+            try:
+                result = stream.run()
+            except _NOT_RETRIED:
+                raise
+            except ServiceError as exc:
+                last_error = exc
+                log.info("request failed (attempt %d/%d): %s", attempt, self.options.attempts, exc)
+                time.sleep(min(2.0 ** attempt, 10.0) * 0.25)
+                continue
+            finally:
+                with self._lock:
+                    self._active.discard(stream)
+                    self.progress.in_flight -= 1
+            self.progress.tokens_in += result.prompt_tokens or 0
+            self.progress.tokens_out += result.completion_tokens or 0
+            if not result.interrupted:
+                return result
+            last_error = ServiceError(result.error or "the answer stream broke off")
+        raise ServiceError(f"gave up after {self.options.attempts} attempts: {last_error}")
+
+    @staticmethod
+    def _stats(final: AnswerResult, results: Sequence[AnswerResult]) -> dict[str, Any]:
+        stats = final.as_dict()
+        stats.pop("answer", None)
+        stats["prompt_tokens"] = sum(r.prompt_tokens or 0 for r in results) or None
+        stats["completion_tokens"] = sum(r.completion_tokens or 0 for r in results) or None
+        stats["requests"] = len(results)
+        return stats
+
+
+def collect_items(workspace: Workspace, patterns: Sequence[str], *, codebase: bool = False,
+                  include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[BatchItem]:
+    """Files, globs or folders → documents. A folder with a `.git` (or with `codebase=True`) is
+    one document; any other folder gives one document per file in it."""
+    from .sources import expand_paths, iter_tree
+    from .workspace import LoadRequest
+
+    options = workspace.ingest_options(include=include, exclude=exclude)
+    items: list[BatchItem] = []
+    seen: set[str] = set()
+
+    def add(source: str, request: LoadRequest) -> None:
+        if source not in seen:
+            seen.add(source)
+            items.append(BatchItem(source, lambda: workspace.load(request)))
+
+    for path in expand_paths(patterns):
+        if path.is_dir() and (codebase or (path / ".git").exists()):
+            add(str(path), LoadRequest((str(path),), tuple(include), tuple(exclude), codebase=True))
+        elif path.is_dir():
+            notes: list[str] = []
+            for entry in iter_tree(path, options, notes):
+                add(str(entry.path), LoadRequest((str(entry.path),)))
+            for note in notes:
+                log.info("%s: %s", path, note)
+        else:
+            add(str(path), LoadRequest((str(path),)))
+    return items

@@ -89,6 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif self.path == "/stats":
+            self._json(200, {"max_in_flight": b.max_in_flight, "requests": len(b.requests)})
         elif self.path == "/health":
             self._json(200, {})
         else:
@@ -173,7 +175,8 @@ class FakeServer:
     def __init__(self) -> None:
         self.behaviour = Behaviour()
         handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 256})
+        self._server = server_class(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -188,3 +191,12 @@ class FakeServer:
     def __exit__(self, *exc: Any) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+if __name__ == "__main__":  # a separate process, so benchmarks do not share the GIL with it
+    import sys
+
+    fake = FakeServer()
+    fake.behaviour.latency_s = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    print(fake.base_url, flush=True)
+    fake._server.serve_forever()

@@ -1,0 +1,11 @@
+"""sparkdocs in the browser: `streamlit run app.py`. Routing only."""
+
+import streamlit as st
+
+st.set_page_config(page_title="sparkdocs", page_icon="📄", layout="wide")
+navigation = st.navigation([
+    st.Page("pages/ask.py", title="Ask", icon="💬", default=True),
+    st.Page("pages/library.py", title="Library", icon="📚"),
+    st.Page("pages/server.py", title="Server", icon="🖥️"),
+])
+navigation.run()

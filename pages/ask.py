@@ -1,0 +1,26 @@
+"""Ask: upload (or reopen) a document, see its budget, ask questions, watch answers stream."""
+
+import streamlit as st
+
+from sparkdocs import ui
+
+svc = ui.services()
+st.title("💬 Ask your document")
+
+with st.sidebar:
+    ui.upload_panel(svc)
+    ui.reopen_panel(svc)
+
+with ui.friendly_errors():
+    active = ui.active_session(svc)
+    if active is None:
+        st.info("Upload a contract, paper or codebase in the sidebar to begin. sparkdocs sends the "
+                "whole document with every question — no retrieval — and keeps it in the model's "
+                "prefix cache so only the first question pays to read it.")
+        st.stop()
+    document, session = active
+    st.subheader(f"{document.name} · {document.kind.value} · {document.section_tokens:,} tokens")
+    session = ui.budget_view(svc, document, session)
+    ui.warm_status(svc, document, session.kept_sections)
+    session = ui.chat(svc, document, session)
+    ui.export_button(session)

@@ -1,0 +1,301 @@
+"""Streamlit building blocks for the pages: shared services, friendly errors, the document
+picker, the budget view, warm-up status and the chat. Logic lives in the library modules these
+call; this module only arranges widgets."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+from typing import Iterator, Sequence
+
+import streamlit as st
+
+from .client import ModelClient
+from .config import Settings
+from .documents import Document
+from .errors import SparkdocsError, StoreError
+from .ingest import Upload
+from .prompts import fit_sections
+from .qa import QuestionAnswering
+from .store import Session
+from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
+                    turn_status)
+from .warmup import WarmUps
+from .workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    workspace: Workspace
+    client: ModelClient
+    qa: QuestionAnswering
+    warmups: WarmUps
+
+
+@st.cache_resource
+def services() -> Services:
+    """Built once per process and shared by every browser session (all are thread-safe)."""
+    settings = Settings()
+    workspace = Workspace(settings)
+    client = ModelClient(settings)
+    qa = QuestionAnswering(workspace, client)
+    return Services(settings, workspace, client, qa, WarmUps(qa))
+
+
+@contextlib.contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Every sparkdocs error becomes a readable message with its fix; the session goes on."""
+    try:
+        yield
+    except SparkdocsError as exc:
+        st.error(str(exc), icon="⚠️")
+    except Exception as exc:
+        if type(exc).__module__.startswith("streamlit"):
+            raise  # reruns and stops are control flow, not errors
+        log.exception("unexpected error in the app")
+        st.error(f"Something unexpected went wrong ({exc.__class__.__name__}: {exc}). Your "
+                 "session is saved; reload the page, and report this if it happens again.")
+
+
+def _session_id() -> str | None:
+    return st.session_state.get("session_id") or st.query_params.get("session")
+
+
+def _open_session(session: Session) -> None:
+    st.session_state["session_id"] = session.id
+    st.query_params["session"] = session.id  # a reload finds the session again
+
+
+def active_session(svc: Services) -> tuple[Document, Session] | None:
+    """The document and session this browser tab is working on, if any."""
+    session_id = _session_id()
+    if not session_id:
+        return None
+    store = svc.workspace.store
+    try:
+        session = store.get_session(session_id)
+    except StoreError:
+        st.session_state.pop("session_id", None)
+        st.query_params.pop("session", None)
+        return None
+    document = store.get_document(session.document_key)
+    if document is None:
+        st.warning(f"The document of this session ({session.document_name}) is no longer in the "
+                   "cache; upload it again to go on.")
+        return None
+    return document, session
+
+
+def upload_panel(svc: Services) -> None:
+    """Upload files (or an archive) and make them the active document."""
+    limit_mb = svc.settings.max_upload_mb
+    files = st.file_uploader(
+        f"Upload a PDF, DOCX, text or source files, or a codebase .zip / .tar.gz (up to {limit_mb} MB each)",
+        accept_multiple_files=True, key="uploads")
+    with st.expander("Options: PDF password, codebase include/exclude"):
+        password = st.text_input("PDF password", type="password") or None
+        include = [p for p in st.text_input("Include (gitignore patterns, comma-separated)").split(",") if p.strip()]
+        exclude = [p for p in st.text_input("Exclude (gitignore patterns, comma-separated)").split(",") if p.strip()]
+    if not files:
+        return
+    signature = (tuple((f.file_id, f.size) for f in files), password, tuple(include), tuple(exclude))
+    if st.session_state.get("upload_signature") == signature:
+        return  # already loaded on an earlier rerun
+    too_big = [f.name for f in files if f.size > svc.settings.max_upload_bytes]
+    if too_big:
+        st.error(f"{', '.join(too_big)}: over the {limit_mb} MB upload limit "
+                 "(SPARKDOCS_MAX_UPLOAD_MB); split the file or raise the limit.")
+        return
+    with friendly_errors(), st.status(f"Reading {len(files)} file(s)…", expanded=False) as status:
+        uploads = [Upload(f.name, f.getvalue()) for f in files]
+        status.update(label="Extracting text and counting tokens…")
+        options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
+        document = svc.workspace.load_uploads(uploads, options)
+        keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
+        session = svc.workspace.store.new_session(document, kept_sections=keep)
+        _open_session(session)
+        st.session_state["upload_signature"] = signature
+        status.update(label=f"{document.name}: {document.section_tokens:,} tokens", state="complete")
+
+
+def reopen_panel(svc: Services) -> None:
+    infos = svc.workspace.store.list_documents()
+    if not infos:
+        return
+    labels = {f"{i.name} — {i.tokens:,} tokens": i.key for i in infos}
+    choice = st.selectbox("…or reopen a stored document", ["—"] + list(labels))
+    if choice != "—" and st.button("Open", key="reopen"):
+        document = svc.workspace.store.get_document(labels[choice])
+        if document is not None:
+            _open_session(svc.workspace.store.new_session(
+                document, kept_sections=svc.workspace.fit(document)))
+            st.rerun()
+
+
+def budget_view(svc: Services, document: Document, session: Session) -> Session:
+    """The bar, the breakdown and, over budget, the choice of parts to keep."""
+    context = svc.client.capabilities().context_length
+    budget = svc.workspace.budget(document, keep=session.kept_sections, context=context)
+    full = svc.workspace.budget(document, context=context)
+    st.bar_chart({"tokens": {s.label: s.tokens for s in budget_segments(budget)}}, horizontal=True,
+                 height=140)
+    (st.caption if budget.fits else st.error)(budget_summary(budget))
+    for warning in document.warnings:
+        st.warning(warning)
+    with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
+        rows = section_rows(document, session.kept_sections)
+        edited = st.data_editor(rows, disabled=["index", "part", "tokens"], hide_index=True,
+                                key=f"keep-{session.id}", width="stretch")
+        keep = tuple(sorted(r["index"] for r in edited if r["keep"]))
+        if st.button("Fit automatically (drop the largest parts first)"):
+            with friendly_errors():
+                keep = fit_sections(document, full.available)
+        new_keep = None if len(keep) == len(document.sections) else keep
+        if new_keep != session.kept_sections:
+            session = replace(session, kept_sections=new_keep)
+            svc.workspace.store.save_session(session)
+            st.rerun()
+    if session.kept_sections is not None:
+        left_out = len(document.sections) - len(session.kept_sections)
+        st.info(f"{left_out} part(s) left out; the prompt says so, so the model will not guess them.")
+    return session
+
+
+@st.fragment(run_every=2.0)
+def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -> None:
+    state = svc.warmups.state(document, keep) or svc.warmups.start(document, keep)
+    if state.status == "warming":
+        st.caption("⏳ Warming the model's prefix cache with this document…")
+    elif state.status == "warm":
+        st.caption(f"🔥 Prefix cache warm ({state.seconds:.1f} s): the first question starts fast.")
+    else:
+        st.caption(f"❄️ Warm-up failed: {state.error}")
+
+
+def show_turn(turn) -> None:  # a stored Turn
+    with st.chat_message("user"):
+        st.markdown(turn.question)
+    with st.chat_message("assistant"):
+        st.markdown(turn.answer or "_(no answer)_")
+        status = turn_status(turn)
+        if status:
+            st.warning(status)
+        st.caption(stats_line(turn))
+
+
+def chat(svc: Services, document: Document, session: Session) -> Session:
+    for turn in session.turns:
+        show_turn(turn)
+    follow_up = st.toggle("Follow-up mode (the model sees earlier questions and answers)",
+                          key=f"follow-{session.id}")
+    question = st.chat_input("Ask about the document")
+    if not question:
+        return session
+    with st.chat_message("user"):
+        st.markdown(question)
+    with friendly_errors(), st.chat_message("assistant"):
+        pending = svc.qa.ask(document, session, question, follow_up=follow_up)
+        st.button("Stop", key=f"stop-{len(session.turns)}", help="Stops the answer; what arrived is kept.")
+        try:
+            st.write_stream(pending.stream)
+        finally:  # also on a rerun mid-stream: keep the partial answer, marked interrupted
+            if pending.stream.result is None:
+                pending.stream.cancel()
+            session = svc.qa.record(session, pending)
+        st.caption(stats_line(session.turns[-1]))
+        status = turn_status(session.turns[-1])
+        if status:
+            st.warning(status)
+    return session
+
+
+def export_button(session: Session) -> None:
+    if session.turns:
+        st.download_button("Export session (Markdown)", session_markdown(session),
+                           file_name=f"sparkdocs-{session.id}.md", mime="text/markdown")
+
+
+def library(svc: Services) -> None:
+    """Stored documents with their sessions: reopen, rename, delete."""
+    store = svc.workspace.store
+    infos = store.list_documents()
+    if not infos:
+        st.info("No stored documents yet: upload one on the Ask page.")
+        return
+    for info in infos:
+        sessions = store.list_sessions(document_key=info.key)
+        with st.expander(f"📄 {info.name} — {info.kind}, {info.tokens:,} tokens, "
+                         f"{len(sessions)} session(s)"):
+            name = st.text_input("Name", info.name, key=f"name-{info.key}")
+            cols = st.columns(3)
+            if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
+                store.rename_document(info.key, name)
+                st.rerun()
+            if cols[1].button("New session", key=f"new-{info.key}"):
+                document = store.get_document(info.key)
+                if document is not None:
+                    _open_session(store.new_session(document, kept_sections=svc.workspace.fit(document)))
+                    st.switch_page("pages/ask.py")
+            if cols[2].button("Delete document and sessions", key=f"del-{info.key}", type="secondary"):
+                store.delete_document(info.key)
+                st.rerun()
+            for session in sessions:
+                c1, c2, c3 = st.columns([5, 1, 1])
+                c1.write(f"**{session.title}** · {len(session.turns)} question(s) · `{session.id}`")
+                if c2.button("Open", key=f"open-{session.id}"):
+                    _open_session(session)
+                    st.switch_page("pages/ask.py")
+                if c3.button("Delete", key=f"dels-{session.id}"):
+                    store.delete_session(session.id)
+                    st.rerun()
+
+
+def server_status(svc: Services) -> None:
+    """What the service is and serves, its cache, its queue, and each doctor check."""
+    from .doctor import run_checks
+    from .views import kv_fit
+
+    caps = svc.client.capabilities(refresh=st.button("Refresh"))
+    if not caps.reachable:
+        st.error(caps.error or "The model service is not reachable.")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Model", caps.model or "none")
+    cols[1].metric("Context", f"{caps.context_length:,}",
+                   help="from the server" if caps.context_from_server else "from configuration")
+    cols[2].metric("Server", caps.server_kind)
+    cols[3].metric("Tokenize endpoint", caps.tokenize_path or "none")
+    if caps.model_note:
+        st.warning(caps.model_note)
+    metrics = caps.metrics
+    if metrics is None:
+        st.info("This server publishes no vLLM metrics: no prefix-cache hit rate or queue to show.")
+    else:
+        cols = st.columns(4)
+        rate = metrics.prefix_hit_rate
+        cols[0].metric("Prefix-cache hit rate", "—" if rate is None else f"{rate:.0%}")
+        cols[1].metric("KV cache used", "—" if metrics.kv_cache_usage is None else f"{metrics.kv_cache_usage:.0%}")
+        cols[2].metric("Running", f"{metrics.running or 0:.0f}")
+        cols[3].metric("Waiting", f"{metrics.waiting or 0:.0f}")
+        if metrics.kv_capacity_tokens:
+            st.bar_chart({"tokens": {"KV capacity": metrics.kv_capacity_tokens,
+                                     "in use": int(metrics.kv_capacity_tokens * (metrics.kv_cache_usage or 0))}},
+                         horizontal=True, height=120)
+        active = active_session(svc)
+        if active:
+            fit = kv_fit(caps, active[0].section_tokens)
+            if fit:
+                st.caption(fit)
+    if st.button("Run all checks (sends one tiny request)"):
+        marks = {"ok": "✅", "warn": "⚠️", "fail": "❌", "unknown": "❔"}
+        for check in run_checks(svc.client):
+            st.markdown(f"{marks[check.status]} **{check.name}**: {check.detail}"
+                        + (f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""))
+    report = svc.settings.cache_dir / "bench" / "latest.md"
+    if report.exists():
+        with st.expander("Latest `sparkdocs bench` report"):
+            st.markdown(report.read_text(encoding="utf-8"))

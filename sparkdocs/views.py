@@ -1,0 +1,96 @@
+"""What the pages show, computed without Streamlit: budget segments, section breakdowns, the
+stats line under an answer, and the Markdown export of a session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .client import Capabilities
+from .documents import Document
+from .store import Session, Turn
+from .tokens import Budget
+
+
+@dataclass(frozen=True)
+class BudgetSegment:
+    label: str
+    tokens: int
+
+
+def budget_segments(budget: Budget) -> list[BudgetSegment]:
+    """The context split into what the bar shows, in order. Over budget, 'over' is the excess."""
+    free = budget.free
+    return [
+        BudgetSegment("document", budget.used),
+        BudgetSegment("prompt overhead", budget.prompt_overhead),
+        BudgetSegment("answer reserve", budget.answer_reserve),
+        BudgetSegment("free" if free >= 0 else "over budget", abs(free)),
+    ]
+
+
+def budget_summary(budget: Budget) -> str:
+    if budget.fits:
+        return (f"{budget.used:,} document tokens of {budget.available:,} available "
+                f"({budget.context:,} context − {budget.answer_reserve:,} answer reserve − "
+                f"{budget.prompt_overhead:,} prompt overhead); {budget.free:,} free.")
+    return (f"Over budget by {-budget.free:,} tokens: the document has {budget.used:,} tokens but "
+            f"{budget.available:,} are available. Choose the parts to keep below.")
+
+
+def section_rows(document: Document, kept: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """One row per page/section/file, largest first (the order to consider dropping them)."""
+    keep = set(range(len(document.sections)) if kept is None else kept)
+    rows = [{"index": i, "part": s.locator, "tokens": s.tokens, "keep": i in keep}
+            for i, s in enumerate(document.sections)]
+    return sorted(rows, key=lambda r: (-r["tokens"], r["index"]))
+
+
+def stats_line(turn: Turn) -> str:
+    parts = []
+    if turn.ttft_s is not None:
+        parts.append(f"first token {turn.ttft_s:.2f} s")
+    if turn.decode_tokens_per_s is not None:
+        parts.append(f"{turn.decode_tokens_per_s:.1f} tok/s")
+    parts.append(f"prompt {turn.prompt_tokens:,} tokens" if turn.prompt_tokens is not None
+                 else "prompt tokens not reported by this server")
+    parts.append(f"cached {turn.cached_tokens:,}" if turn.cached_tokens is not None
+                 else "cached tokens not reported by this server")
+    parts.append(f"finish: {turn.finish_reason or 'none'}")
+    if turn.finish_reason == "length":
+        parts.append("cut off at the answer limit")
+    if turn.follow_up:
+        parts.append("follow-up")
+    return " · ".join(parts)
+
+
+def turn_status(turn: Turn) -> str | None:
+    """A warning to show under an answer that did not finish, or None."""
+    if turn.interrupted or turn.error:
+        return f"Interrupted: {turn.error or 'the answer did not finish'}. The partial answer is kept."
+    return None
+
+
+def session_markdown(session: Session) -> str:
+    """The whole session as Markdown: document, questions, answers and their stats."""
+    lines = [f"# {session.title}", "", f"Document: {session.document_name} "
+             f"(`{session.document_key[:12]}`)", ""]
+    if session.kept_sections is not None:
+        lines += [f"Sections kept: {len(session.kept_sections)} (others left out to fit).", ""]
+    for number, turn in enumerate(session.turns, 1):
+        lines += [f"## Q{number}. {turn.question}", "", turn.answer or "_(no answer)_", ""]
+        status = turn_status(turn)
+        if status:
+            lines += [f"> {status}", ""]
+        lines += [f"<sub>{stats_line(turn)}</sub>", ""]
+    return "\n".join(lines)
+
+
+def kv_fit(caps: Capabilities, document_tokens: int) -> str | None:
+    """How many documents of this size the server's KV cache holds at once."""
+    metrics = caps.metrics
+    if metrics is None or metrics.kv_capacity_tokens is None or document_tokens <= 0:
+        return None
+    copies = metrics.kv_capacity_tokens // document_tokens
+    return (f"KV cache holds {metrics.kv_capacity_tokens:,} tokens: {copies} documents of "
+            f"{document_tokens:,} tokens stay cached at once.")

@@ -1,0 +1,65 @@
+"""Background cache warm-ups, one per (document, selection), shared by every browser session
+of the process. The page polls `state()`; nothing here blocks a page."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+from .documents import Document
+from .errors import SparkdocsError
+from .qa import QuestionAnswering
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WarmState:
+    status: str  # "warming", "warm", "failed"
+    seconds: float | None = None
+    error: str | None = None
+    started: float = 0.0
+
+
+class WarmUps:
+    def __init__(self, qa: QuestionAnswering, *, workers: int = 2) -> None:
+        self._qa = qa
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warm-up")
+        self._states: dict[tuple[str, tuple[int, ...] | None], WarmState] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(document: Document, keep: Sequence[int] | None) -> tuple[str, tuple[int, ...] | None]:
+        return document.content_hash, tuple(keep) if keep is not None else None
+
+    def start(self, document: Document, keep: Sequence[int] | None = None) -> WarmState:
+        key = self._key(document, keep)
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None and state.status in ("warming", "warm"):
+                return state
+            state = WarmState("warming", started=time.time())
+            self._states[key] = state
+        self._pool.submit(self._run, key, document, keep)
+        return state
+
+    def _run(self, key: tuple[str, tuple[int, ...] | None], document: Document,
+             keep: Sequence[int] | None) -> None:
+        try:
+            result = self._qa.warm_up(document, keep)
+            state = WarmState("warm", seconds=result.seconds)
+        except SparkdocsError as exc:
+            state = WarmState("failed", error=str(exc))
+        except Exception as exc:  # never let a warm-up thread die silently
+            log.exception("warm-up failed")
+            state = WarmState("failed", error=f"unexpected error: {exc!r}")
+        with self._lock:
+            self._states[key] = state
+
+    def state(self, document: Document, keep: Sequence[int] | None = None) -> WarmState | None:
+        with self._lock:
+            return self._states.get(self._key(document, keep))

@@ -1,0 +1,154 @@
+"""Streamlit AppTest for every page: upload, budget, ask, follow-up, export, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from builders import make_contract_pdf, synthetic_document_text
+from sparkdocs.config import Settings
+from sparkdocs.ingest import Upload
+from sparkdocs.store import Turn
+from sparkdocs.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path):
+    def configure(base_url: str = "http://127.0.0.1:9/v1", context: int = 6000) -> Settings:
+        monkeypatch.setenv("SPARKDOCS_BASE_URL", base_url)
+        monkeypatch.setenv("SPARKDOCS_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("SPARKDOCS_CONTEXT_LENGTH", str(context))
+        monkeypatch.setenv("SPARKDOCS_ANSWER_TOKENS", "48")
+        monkeypatch.setenv("SPARKDOCS_MAX_RETRIES", "0")
+        st.cache_resource.clear()  # services are per process: rebuild them from this env
+        return Settings()
+    yield configure
+    st.cache_resource.clear()
+
+
+def upload(at: AppTest, name: str, data: bytes, mime: str = "application/pdf") -> AppTest:
+    return at.sidebar.file_uploader[0].set_value((name, data, mime)).run()
+
+
+@pytest.mark.integration
+def test_ask_page_opens_with_guidance(app_env):
+    app_env()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "Upload a contract" in at.info[0].value
+
+
+@pytest.mark.integration
+def test_upload_shows_tokens_budget_and_breakdown(app_env):
+    app_env()
+    at = upload(AppTest.from_file(APP, default_timeout=60).run(), "c.pdf", make_contract_pdf(3))
+    assert not at.exception
+    assert "c.pdf · pdf ·" in at.subheader[0].value and "tokens" in at.subheader[0].value
+    assert any("document tokens of" in c.value and "free" in c.value for c in at.caption)
+    assert at.query_params["session"]
+
+
+@pytest.mark.integration
+def test_over_budget_is_stated_and_parts_can_be_chosen(app_env):
+    app_env(context=2048)
+    text = synthetic_document_text(3000).encode()
+    at = upload(AppTest.from_file(APP, default_timeout=60).run(), "long.md", text, "text/markdown")
+    assert not at.exception
+    assert any("part(s) left out" in i.value for i in at.info)  # fitted automatically, and said
+
+
+@pytest.mark.integration
+def test_bad_upload_is_a_readable_error_and_the_app_goes_on(app_env):
+    app_env()
+    at = upload(AppTest.from_file(APP, default_timeout=60).run(), "fake.docx", b"not a zip",
+                "application/octet-stream")
+    assert not at.exception
+    assert any("not a valid .docx" in e.value for e in at.error)
+
+
+@pytest.mark.integration
+def test_service_down_is_a_readable_error_and_the_session_survives(app_env):
+    app_env(base_url="http://127.0.0.1:9/v1")
+    at = upload(AppTest.from_file(APP, default_timeout=60).run(), "c.pdf", make_contract_pdf(2))
+    at.chat_input[0].set_value("What is the term?").run()
+    assert not at.exception
+    assert any("docker compose up -d vllm" in e.value for e in at.error)
+    assert "c.pdf" in at.subheader[0].value  # still on the document
+
+
+@pytest.mark.e2e
+def test_ask_and_follow_up_stream_answers_with_stats(app_env, real_server):
+    app_env(base_url=real_server.base_url)
+    at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf", make_contract_pdf(3))
+    at.chat_input[0].set_value("What is the payment term?").run()
+    assert not at.exception
+    assert any("first token" in c.value for c in at.caption)
+    at.toggle[0].set_value(True).run()
+    at.chat_input[0].set_value("And the liability cap?").run()
+    assert not at.exception
+    stats = [c.value for c in at.caption if "first token" in c.value]
+    assert len(stats) == 2 and "follow-up" in stats[-1]
+    assert len([m for m in at.chat_message if m.name == "assistant"]) == 2
+
+
+@pytest.mark.integration
+def test_export_and_reload_find_the_session(app_env):
+    settings = app_env()
+    workspace = Workspace(settings)
+    document = workspace.load_uploads([Upload("a.txt", b"Alpha beta gamma.")], workspace.ingest_options())
+    session = workspace.store.new_session(document)
+    workspace.store.save_session(session.with_turn(Turn("Q one?", "A one.", ttft_s=0.5)))
+    workspace.store.close()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["session"] = session.id
+    at.run()
+    assert not at.exception
+    assert [m.markdown[0].value for m in at.chat_message] == ["Q one?", "A one."]
+    exported = at.get("download_button")
+    assert exported, "export button missing"
+
+
+@pytest.mark.integration
+def test_library_page_lists_renames_and_deletes(app_env):
+    settings = app_env()
+    workspace = Workspace(settings)
+    document = workspace.load_uploads([Upload("a.txt", b"Alpha.")], workspace.ingest_options())
+    workspace.store.new_session(document)
+    workspace.store.close()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/library.py").run()
+    assert not at.exception
+    assert "a.txt" in at.expander[0].label and "1 session" in at.expander[0].label
+    at.text_input(key=f"name-{document.content_hash}").set_value("Renamed doc").run()
+    at.button(key=f"rename-{document.content_hash}").click().run()
+    assert "Renamed doc" in at.expander[0].label
+    at.button(key=f"del-{document.content_hash}").click().run()
+    assert "No stored documents" in at.info[0].value
+
+
+@pytest.mark.integration
+def test_server_page_reports_an_unreachable_service(app_env):
+    app_env(base_url="http://127.0.0.1:9/v1")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/server.py").run()
+    assert not at.exception
+    assert any("docker compose up -d vllm" in e.value for e in at.error)
+
+
+@pytest.mark.integration
+def test_server_page_with_vllm_metrics(app_env):
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        app_env(base_url=server.base_url)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page("pages/server.py").run()
+        assert not at.exception
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Prefix-cache hit rate"] == "75%" and metrics["Context"] == "65,536"

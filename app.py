@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="sparkdocs", page_icon="📄", layout="wide")
+st.set_page_config(page_title="sparkdocs", page_icon=":material/description:", layout="wide")
 navigation = st.navigation([
-    st.Page("pages/ask.py", title="Ask", icon="💬", default=True),
-    st.Page("pages/library.py", title="Library", icon="📚"),
-    st.Page("pages/server.py", title="Server", icon="🖥️"),
+    st.Page("pages/ask.py", title="Ask", icon=":material/chat:", default=True),
+    st.Page("pages/library.py", title="Library", icon=":material/library_books:"),
+    st.Page("pages/server.py", title="Server", icon=":material/dns:"),
 ])
 navigation.run()

@@ -5,7 +5,7 @@ import streamlit as st
 from sparkdocs import ui
 
 svc = ui.services()
-st.title("💬 Ask your document")
+st.title("Ask your document")
 
 with st.sidebar:
     ui.upload_panel(svc)

@@ -5,6 +5,6 @@ import streamlit as st
 from sparkdocs import ui
 
 svc = ui.services()
-st.title("📚 Library")
+st.title("Library")
 with ui.friendly_errors():
     ui.library(svc)

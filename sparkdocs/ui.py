@@ -52,7 +52,7 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except SparkdocsError as exc:
-        st.error(str(exc), icon="⚠️")
+        st.error(str(exc), icon=":material/warning:")
     except Exception as exc:
         if type(exc).__module__.startswith("streamlit"):
             raise  # reruns and stops are control flow, not errors
@@ -141,8 +141,7 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     context = svc.client.capabilities().context_length
     budget = svc.workspace.budget(document, keep=session.kept_sections, context=context)
     full = svc.workspace.budget(document, context=context)
-    st.bar_chart({"tokens": {s.label: s.tokens for s in budget_segments(budget)}}, horizontal=True,
-                 height=140)
+    st.altair_chart(_budget_bar(budget_segments(budget), context), width="stretch")
     (st.caption if budget.fits else st.error)(budget_summary(budget))
     for warning in document.warnings:
         st.warning(warning)
@@ -165,15 +164,35 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     return session
 
 
+_SEGMENT_COLOURS = {"document": "#1f77b4", "prompt overhead": "#9467bd",
+                    "answer reserve": "#ff7f0e", "free": "#d9d9d9", "over budget": "#d62728"}
+
+
+def _budget_bar(segments, context: int):  # list[BudgetSegment]
+    """One stacked bar, in context order: document, overhead, reserve, free (or over)."""
+    import altair as alt
+
+    data = [{"part": s.label, "tokens": s.tokens, "order": i} for i, s in enumerate(segments)]
+    return (alt.Chart(alt.Data(values=data)).mark_bar(height=28)
+            .encode(x=alt.X("tokens:Q", stack="zero", title=f"tokens (context {context:,})"),
+                    color=alt.Color("part:N", sort=[s.label for s in segments],
+                                    scale=alt.Scale(domain=list(_SEGMENT_COLOURS),
+                                                    range=list(_SEGMENT_COLOURS.values())),
+                                    legend=alt.Legend(orient="bottom", title=None)),
+                    order=alt.Order("order:Q"), tooltip=["part:N", "tokens:Q"])
+            .properties(height=90))
+
+
 @st.fragment(run_every=2.0)
 def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -> None:
     state = svc.warmups.state(document, keep) or svc.warmups.start(document, keep)
     if state.status == "warming":
-        st.caption("⏳ Warming the model's prefix cache with this document…")
+        st.caption(":material/hourglass_top: Warming the model's prefix cache with this document…")
     elif state.status == "warm":
-        st.caption(f"🔥 Prefix cache warm ({state.seconds:.1f} s): the first question starts fast.")
+        st.caption(f":material/local_fire_department: Prefix cache warm ({state.seconds:.1f} s): "
+                   "the first question starts fast.")
     else:
-        st.caption(f"❄️ Warm-up failed: {state.error}")
+        st.caption(f":material/error: Warm-up failed: {state.error}")
 
 
 def show_turn(turn) -> None:  # a stored Turn
@@ -199,9 +218,12 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         st.markdown(question)
     with friendly_errors(), st.chat_message("assistant"):
         pending = svc.qa.ask(document, session, question, follow_up=follow_up)
-        st.button("Stop", key=f"stop-{len(session.turns)}", help="Stops the answer; what arrived is kept.")
+        stop_slot = st.empty()
+        stop_slot.button("Stop", key=f"stop-{len(session.turns)}",
+                         help="Stops the answer; what arrived is kept.")
         try:
             st.write_stream(pending.stream)
+            stop_slot.empty()
         finally:  # also on a rerun mid-stream: keep the partial answer, marked interrupted
             if pending.stream.result is None:
                 pending.stream.cancel()
@@ -228,7 +250,7 @@ def library(svc: Services) -> None:
         return
     for info in infos:
         sessions = store.list_sessions(document_key=info.key)
-        with st.expander(f"📄 {info.name} — {info.kind}, {info.tokens:,} tokens, "
+        with st.expander(f"{info.name} — {info.kind}, {info.tokens:,} tokens, "
                          f"{len(sessions)} session(s)"):
             name = st.text_input("Name", info.name, key=f"name-{info.key}")
             cols = st.columns(3)
@@ -291,7 +313,8 @@ def server_status(svc: Services) -> None:
             if fit:
                 st.caption(fit)
     if st.button("Run all checks (sends one tiny request)"):
-        marks = {"ok": "✅", "warn": "⚠️", "fail": "❌", "unknown": "❔"}
+        marks = {"ok": ":green[:material/check_circle:]", "warn": ":orange[:material/warning:]",
+                 "fail": ":red[:material/cancel:]", "unknown": ":gray[:material/help:]"}
         for check in run_checks(svc.client):
             st.markdown(f"{marks[check.status]} **{check.name}**: {check.detail}"
                         + (f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""))

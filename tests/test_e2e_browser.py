@@ -1,0 +1,82 @@
+"""The real app in a real browser (Debian chromium via Playwright) against the real llama.cpp
+server: upload a PDF, see its token count, ask two questions, see them stream with stats,
+reload and find the session again. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from builders import make_contract_pdf
+from sparkdocs.local_model import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def app_url(real_server, tmp_path):
+    port = free_port()
+    env = {**os.environ, "SPARKDOCS_BASE_URL": real_server.base_url,
+           "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"), "SPARKDOCS_CONTEXT_LENGTH": "6000",
+           "SPARKDOCS_ANSWER_TOKENS": "48", "SPARKDOCS_TEMPERATURE": "0"}
+    log = (tmp_path / "streamlit.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                                "--server.port", str(port), "--server.address", "127.0.0.1",
+                                "--server.headless", "true"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("streamlit did not start; see " + str(tmp_path / "streamlit.log"))
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    pdf = tmp_path / "supply-contract.pdf"
+    pdf.write_bytes(make_contract_pdf(4))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app_url)
+        page.locator("input[type=file]").set_input_files(str(pdf))
+        expect(page.get_by_text("supply-contract.pdf · pdf ·")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("document tokens of")).to_be_visible()
+        page.screenshot(path=str(artifacts_dir / "01-uploaded.png"), full_page=True)
+
+        for number, question in enumerate(["What is the payment term?", "Who may terminate?"], 1):
+            box = page.get_by_placeholder("Ask about the document")
+            box.fill(question)
+            box.press("Enter")
+            expect(page.get_by_text("first token")).to_have_count(number, timeout=120_000)
+        answers = page.locator('[data-testid="stChatMessage"]')
+        expect(answers).to_have_count(4)
+        page.screenshot(path=str(artifacts_dir / "02-ask-page.png"), full_page=True)
+        assert "session=" in page.url
+
+        page.reload()
+        expect(page.get_by_text("What is the payment term?")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Who may terminate?")).to_be_visible()
+        expect(page.get_by_text("first token")).to_have_count(2)
+        page.screenshot(path=str(artifacts_dir / "03-after-reload.png"), full_page=True)
+        browser.close()

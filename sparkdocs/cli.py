@@ -251,6 +251,40 @@ def _run_batch(make_summarizer: Any, items: list[Any]) -> list[Any]:
             raise
 
 
+@app.command("app")
+def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
+            local_model: Annotated[bool, typer.Option(
+                "--local-model", help="If no model service answers, start the tiny demo model.")] = False,
+            base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+    """Open the browser app (streamlit run app.py), optionally with the tiny local model."""
+    import os
+    import subprocess
+
+    from .client import ModelClient
+    from .local_model import LOCAL_MODEL_ALIAS, free_port, start_local_server
+
+    settings = _service_settings(base_url, model, api_key)
+    env = dict(os.environ)
+    env.update({"SPARKDOCS_BASE_URL": settings.base_url, "SPARKDOCS_MODEL": settings.model,
+                "SPARKDOCS_API_KEY": settings.api_key})
+    server = None
+    if local_model and not ModelClient(settings).capabilities().reachable:
+        err.print(f"[bold yellow]No model service at {settings.base_url}: starting {LOCAL_MODEL_ALIAS}[/] "
+                  "— answers will be poor; on a DGX Spark use `docker compose up -d`.")
+        server = start_local_server(port=free_port(), n_ctx=8192)
+        env.update({"SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_CONTEXT_LENGTH": "8192"})
+    app_path = Path(__file__).resolve().parent.parent / "app.py"
+    if not app_path.exists():
+        raise SparkdocsError(f"{app_path} not found: run `sparkdocs app` from a source checkout, "
+                             "or use the Docker image.")
+    try:
+        subprocess.run([sys.executable, "-m", "streamlit", "run", str(app_path),
+                        "--server.port", str(port)], env=env, cwd=app_path.parent, check=False)
+    finally:
+        if server is not None:
+            server.stop()
+
+
 @app.command("local-model")
 def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
                 host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",

@@ -178,9 +178,9 @@ def _budget_bar(segments, context: int):  # list[BudgetSegment]
                     color=alt.Color("part:N", sort=[s.label for s in segments],
                                     scale=alt.Scale(domain=list(_SEGMENT_COLOURS),
                                                     range=list(_SEGMENT_COLOURS.values())),
-                                    legend=alt.Legend(orient="bottom", title=None)),
+                                    legend=alt.Legend(orient="top", title=None)),
                     order=alt.Order("order:Q"), tooltip=["part:N", "tokens:Q"])
-            .properties(height=90))
+            .properties(height=70))
 
 
 @st.fragment(run_every=2.0)

@@ -62,6 +62,7 @@ def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
         page.locator("input[type=file]").set_input_files(str(pdf))
         expect(page.get_by_text("supply-contract.pdf · pdf ·")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("document tokens of")).to_be_visible()
+        page.wait_for_timeout(1500)  # the budget bar is drawn by Vega after the page settles
         page.screenshot(path=str(artifacts_dir / "01-uploaded.png"), full_page=True)
 
         for number, question in enumerate(["What is the payment term?", "Who may terminate?"], 1):

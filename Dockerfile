@@ -1,0 +1,21 @@
+# The sparkdocs app. Pure-Python dependencies or wheels for both linux/amd64 and linux/arm64
+# (the Spark's Grace CPU), so `docker buildx build --platform linux/arm64,linux/amd64 .` works.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    SPARKDOCS_CACHE_DIR=/data
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY sparkdocs ./sparkdocs
+RUN pip install . && useradd --create-home --uid 10001 sparkdocs && mkdir -p /data \
+    && chown sparkdocs /data
+COPY app.py ./
+COPY pages ./pages
+COPY .streamlit ./.streamlit
+
+USER sparkdocs
+EXPOSE 8501
+VOLUME ["/data"]
+# No secrets here: the API key and endpoint come from the environment at run time.
+CMD ["streamlit", "run", "app.py", "--server.address=0.0.0.0", "--server.port=8501"]

@@ -285,6 +285,46 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
             server.stop()
 
 
+@app.command()
+def bench(path: Annotated[Optional[Path], typer.Argument(help="A document to use (default: synthetic).")] = None,
+          tokens: Annotated[int, typer.Option(help="Document size in Llama 3 tokens.")] = 4000,
+          concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,2,4,8",
+          max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length per request.")] = 64,
+          as_json: JsonOpt = False,
+          out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write report.md, report.json and PNG charts here.")] = None,
+          base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+    """Measure TTFT cold / follow-up / warmed, prefill and decode speed, and concurrency."""
+    from .bench import Bench, BenchOptions, write_report
+    from .client import ModelClient
+
+    try:
+        levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter("--concurrency is a comma-separated list of integers, e.g. 1,2,4")
+    if not levels or min(levels) < 1 or max(levels) > 64:
+        raise typer.BadParameter("--concurrency levels must be between 1 and 64")
+    settings = _service_settings(base_url, model, api_key)
+    workspace = Workspace(settings)
+    with err.status("starting…") as status:
+        runner = Bench(workspace, ModelClient(settings),
+                       BenchOptions(tokens=tokens, concurrency=levels, max_tokens=max_tokens, path=path),
+                       on_step=lambda step: status.update(f"bench: {step}…"))
+        try:
+            report = runner.run()
+        except KeyboardInterrupt:
+            runner.cancel()
+            err.print("[yellow]bench interrupted[/]")
+            raise
+    write_report(report, settings.cache_dir / "bench")  # the Server page shows the latest
+    if out_dir is not None:
+        for written in write_report(report, out_dir):
+            err.print(f"wrote {written}")
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        out.print(report.to_markdown(), markup=False)
+
+
 @app.command("local-model")
 def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
                 host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",

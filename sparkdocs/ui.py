@@ -318,7 +318,13 @@ def server_status(svc: Services) -> None:
         for check in run_checks(svc.client):
             st.markdown(f"{marks[check.status]} **{check.name}**: {check.detail}"
                         + (f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""))
-    report = svc.settings.cache_dir / "bench" / "latest.md"
+    bench_dir = svc.settings.cache_dir / "bench"
+    report = bench_dir / "report.md"
     if report.exists():
-        with st.expander("Latest `sparkdocs bench` report"):
-            st.markdown(report.read_text(encoding="utf-8"))
+        with st.expander("Latest `sparkdocs bench` report", expanded=True):
+            text = report.read_text(encoding="utf-8")
+            st.markdown("\n".join(line for line in text.splitlines() if not line.startswith("![")))
+            for chart in sorted(bench_dir.glob("*.png")):
+                st.image(str(chart))
+    else:
+        st.caption("Run `sparkdocs bench` to measure this server; its latest report appears here.")

@@ -1,0 +1,320 @@
+"""`sparkdocs bench`: what the user's own server does with long documents, and what the prefix
+contract buys. Every document is fresh (a random nonce opens it), so "cold" really is cold."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .client import AnswerResult, ModelClient
+from .documents import Document, DocumentKind, Section, SectionKind, clean_text
+from .prompts import SYSTEM_PROMPT, PreparedDocument, prepare_document
+from .tokens import ChatMessage, count_document
+from .workspace import LoadRequest, Workspace
+
+log = logging.getLogger(__name__)
+QUESTIONS = ("What is this document about? Answer in three sentences.",
+             "List the three most important obligations it states.",
+             "Which numbers appear most often, and where?")
+_WORDS = ("contract party clause obligation shall term payment liability notice agreement data "
+          "model token cache prefix budget server request answer document page supplier "
+          "customer invoice delivery warranty termination indemnity confidential").split()
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    tokens: int = 4000
+    concurrency: tuple[int, ...] = (1, 2, 4, 8)
+    max_tokens: int = 64
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    label: str
+    ttft_s: float | None
+    total_s: float
+    decode_tokens_per_s: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+
+    @property
+    def cached_fraction(self) -> float | None:
+        if self.cached_tokens is None or not self.prompt_tokens:
+            return None
+        return self.cached_tokens / self.prompt_tokens
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    concurrency: int
+    requests: int
+    wall_s: float
+    aggregate_decode_tokens_per_s: float | None
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+
+
+@dataclass
+class BenchReport:
+    base_url: str
+    model: str
+    server_kind: str
+    document_tokens: int
+    prompt_tokens_llama3: int
+    samples: list[Sample] = field(default_factory=list)
+    warm_up_s: float | None = None
+    levels: list[LevelResult] = field(default_factory=list)
+    started: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def sample(self, label: str) -> Sample | None:
+        return next((s for s in self.samples if s.label == label), None)
+
+    def ratios(self) -> dict[str, float | None]:
+        cold = self.sample("cold first question")
+
+        def ratio(label: str) -> float | None:
+            other = self.sample(label)
+            if not cold or not other or not cold.ttft_s or other.ttft_s is None:
+                return None
+            return other.ttft_s / cold.ttft_s
+
+        return {"follow-up / cold": ratio("follow-up question"),
+                "warmed first / cold": ratio("first question after warm-up"),
+                "bad layout second / cold": ratio("bad layout: second question")}
+
+    def prefill_tokens_per_s(self) -> float | None:
+        cold = self.sample("cold first question")
+        tokens = (cold.prompt_tokens if cold and cold.prompt_tokens else self.prompt_tokens_llama3)
+        return tokens / cold.ttft_s if cold and cold.ttft_s else None
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["ratios"] = self.ratios()
+        data["prefill_tokens_per_s"] = self.prefill_tokens_per_s()
+        for sample, raw in zip(self.samples, data["samples"]):
+            raw["cached_fraction"] = sample.cached_fraction
+        return data
+
+    def to_markdown(self) -> str:
+        def fmt(value: float | None, spec: str = ".3f", unit: str = "") -> str:
+            return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+        lines = [f"# sparkdocs bench — {self.started}", "",
+                 f"Server `{self.base_url}` ({self.server_kind}), model `{self.model}`; fresh "
+                 f"documents of {self.document_tokens:,} tokens (prompt {self.prompt_tokens_llama3:,} "
+                 "Llama 3 tokens).", "",
+                 "| request | TTFT | decode tok/s | prompt tokens | cached | cached fraction |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for s in self.samples:
+            lines.append(f"| {s.label} | {fmt(s.ttft_s, '.3f', ' s')} | {fmt(s.decode_tokens_per_s, '.1f')} | "
+                         f"{s.prompt_tokens if s.prompt_tokens is not None else 'not reported'} | "
+                         f"{s.cached_tokens if s.cached_tokens is not None else 'not reported'} | "
+                         f"{fmt(s.cached_fraction, '.0%')} |")
+        if self.warm_up_s is not None:
+            lines += ["", f"Warm-up request (max_tokens=1): {self.warm_up_s:.2f} s."]
+        lines += ["", "| ratio | value |", "| --- | --- |"]
+        lines += [f"| {k} | {fmt(v, '.2%')} |" for k, v in self.ratios().items()]
+        lines += [f"| prefill tokens/s (cold) | {fmt(self.prefill_tokens_per_s(), ',.0f')} |"]
+        if self.levels:
+            lines += ["", "Concurrency (distinct fresh documents, one question each):", "",
+                      "| concurrency | requests | wall | aggregate decode tok/s | TTFT p50 | TTFT p95 |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            lines += [f"| {l.concurrency} | {l.requests} | {l.wall_s:.1f} s | "
+                      f"{fmt(l.aggregate_decode_tokens_per_s, '.1f')} | {fmt(l.ttft_p50_s, '.2f', ' s')} | "
+                      f"{fmt(l.ttft_p95_s, '.2f', ' s')} |" for l in self.levels]
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def synthetic_document(tokens: int, *, rng: random.Random) -> Document:
+    """A deterministic-looking but unique document of about `tokens` Llama 3 tokens."""
+    nonce = f"{rng.getrandbits(64):016x}"
+    pages: list[Section] = []
+    page_words = 400
+    total_words = max(50, int(tokens / 1.3))
+    for number in range(1, total_words // page_words + 2):
+        words = [rng.choice(_WORDS) for _ in range(page_words)]
+        for i in range(0, len(words), 37):
+            words[i] = f"{words[i]} {rng.randint(1, 9999)}."
+        text = f"Reference {nonce}-{number}. " + " ".join(words)
+        pages.append(Section(SectionKind.PAGE, str(number), clean_text(text)))
+    return count_document(Document(f"synthetic-{nonce}", DocumentKind.TEXT, nonce, tuple(pages)))
+
+
+def _trim_to(document: Document, tokens: int) -> Document:
+    kept, total = [], 0
+    for section in document.sections:
+        if total + section.tokens > tokens and kept:
+            break
+        kept.append(section)
+        total += section.tokens
+    return Document(document.name, document.kind, document.content_hash, tuple(kept), counted=True)
+
+
+class Bench:
+    def __init__(self, workspace: Workspace, client: ModelClient, options: BenchOptions, *,
+                 on_step: Callable[[str], None] | None = None) -> None:
+        self.workspace = workspace
+        self.client = client
+        self.options = options
+        self._on_step = on_step or (lambda step: None)
+        self._rng = random.Random()
+        self._stop = threading.Event()
+        self._base: Document | None = None
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def _fresh(self) -> PreparedDocument:
+        """A document the server has not seen: the user's file with a new nonce page first, or
+        a synthetic one."""
+        if self._base is None:
+            return prepare_document(synthetic_document(self.options.tokens, rng=self._rng))
+        nonce = Section(SectionKind.HEADING, "bench nonce", f"Run {self._rng.getrandbits(64):016x}.")
+        document = count_document(Document(self._base.name, self._base.kind, "bench",
+                                           (nonce,) + self._base.sections))
+        return prepare_document(document)
+
+    def _ask(self, label: str, messages: Sequence[ChatMessage]) -> Sample:
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+        self._on_step(label)
+        result = self.client.stream(messages, max_tokens=self.options.max_tokens,
+                                    temperature=0.0).run()
+        return _sample(label, result)
+
+    def run(self) -> BenchReport:
+        caps = self.client.capabilities()
+        model = self.client.resolve_model()
+        if self.options.path is not None:
+            loaded = self.workspace.load(LoadRequest((str(self.options.path),)))
+            self._base = _trim_to(loaded, self.options.tokens)
+        builder = self.workspace.prompts
+        probe = self._fresh()
+        report = BenchReport(self.client.settings.base_url, model, caps.server_kind,
+                             probe.block_tokens, builder.question(probe, QUESTIONS[0]).prompt_tokens,
+                             started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        if caps.server_kind != "vllm":
+            report.notes.append("Not a vLLM server: cached tokens are not reported; llama.cpp reuses "
+                                "only the previous request's prefix and serves one request at a time.")
+        # 1-2: cold question, then a second question over the same document.
+        report.samples.append(self._ask("cold first question", builder.question(probe, QUESTIONS[0]).messages))
+        report.samples.append(self._ask("follow-up question", builder.question(probe, QUESTIONS[1]).messages))
+        # 3: warm-up, then the first question.
+        warm = self._fresh()
+        self._on_step("warm-up")
+        report.warm_up_s = self.client.warm_up(builder.warm_up(warm).messages).seconds
+        report.samples.append(self._ask("first question after warm-up",
+                                        builder.question(warm, QUESTIONS[0]).messages))
+        # 4: the bad layout — question before the document — defeats the prefix cache.
+        bad = self._fresh()
+        report.samples.append(self._ask("bad layout: first question", _bad_layout(bad, QUESTIONS[0])))
+        report.samples.append(self._ask("bad layout: second question", _bad_layout(bad, QUESTIONS[1])))
+        # 5: concurrency with distinct fresh documents.
+        for level in self.options.concurrency:
+            if self._stop.is_set():
+                break
+            self._on_step(f"concurrency {level}")
+            report.levels.append(self._level(level))
+        return report
+
+    def _level(self, level: int) -> LevelResult:
+        builder = self.workspace.prompts
+        prompts = [builder.question(self._fresh(), QUESTIONS[i % len(QUESTIONS)]).messages
+                   for i in range(level)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=level) as pool:
+            results = list(pool.map(lambda m: self.client.stream(
+                m, max_tokens=self.options.max_tokens, temperature=0.0).run(), prompts))
+        wall = time.perf_counter() - started
+        ttfts = sorted(r.ttft_s for r in results if r.ttft_s is not None)
+        produced = [_completion_tokens(r) for r in results]
+        produced = [n for n in produced if n is not None]
+        first_token = min(ttfts) if ttfts else 0.0
+        aggregate = sum(produced) / (wall - first_token) if produced and wall > first_token else None
+        return LevelResult(level, len(results), wall, aggregate,
+                           statistics.median(ttfts) if ttfts else None,
+                           ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))] if ttfts else None)
+
+
+def _completion_tokens(result: AnswerResult) -> float | None:
+    """Reported completion tokens, else what the decode rate implies (llama.cpp reports none)."""
+    if result.completion_tokens is not None:
+        return result.completion_tokens
+    if result.decode_tokens_per_s and result.ttft_s is not None:
+        return 1 + result.decode_tokens_per_s * (result.total_s - result.ttft_s)
+    return None
+
+
+def _bad_layout(prepared: PreparedDocument, question: str) -> list[ChatMessage]:
+    """What many tools do: the question first, the document after it."""
+    return [ChatMessage("system", SYSTEM_PROMPT),
+            ChatMessage("user", f"Question: {question}\n\n{prepared.block}")]
+
+
+def _sample(label: str, result: AnswerResult) -> Sample:
+    return Sample(label, result.ttft_s, result.total_s, result.decode_tokens_per_s,
+                  result.prompt_tokens, result.completion_tokens, result.cached_tokens)
+
+
+def write_report(report: BenchReport, out_dir: Path) -> list[Path]:
+    """Markdown, JSON and (with matplotlib) PNG charts; returns the files written."""
+    from .batch import atomic_write
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "report.md", out_dir / "report.json"]
+    markdown = report.to_markdown()
+    charts = _charts(report, out_dir)
+    if charts:
+        markdown += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in charts) + "\n"
+    atomic_write(written[0], markdown)
+    atomic_write(written[1], json.dumps(report.as_dict(), indent=2))
+    return written + charts
+
+
+def _charts(report: BenchReport, out_dir: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.info("matplotlib not installed: no charts (pip install 'sparkdocs[bench]')")
+        return []
+    paths = []
+    labels = [s.label for s in report.samples if s.ttft_s is not None]
+    values = [s.ttft_s for s in report.samples if s.ttft_s is not None]
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    axis.barh(labels, values, color=["#d62728" if "cold" in l or "bad" in l else "#1f77b4" for l in labels])
+    axis.set_xlabel("time to first token (s)")
+    axis.set_title(f"TTFT, {report.document_tokens:,}-token documents")
+    axis.invert_yaxis()
+    figure.tight_layout()
+    paths.append(out_dir / "ttft.png")
+    figure.savefig(paths[-1], dpi=120)
+    plt.close(figure)
+    levels = [l for l in report.levels if l.aggregate_decode_tokens_per_s is not None]
+    if levels:
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        axis.plot([l.concurrency for l in levels], [l.aggregate_decode_tokens_per_s for l in levels], marker="o")
+        axis.set_xlabel("concurrent requests")
+        axis.set_ylabel("aggregate decode tokens/s")
+        axis.set_xscale("log", base=2)
+        axis.set_title("Throughput vs concurrency")
+        figure.tight_layout()
+        paths.append(out_dir / "throughput.png")
+        figure.savefig(paths[-1], dpi=120)
+        plt.close(figure)
+    return paths

@@ -1,0 +1,54 @@
+"""`sparkdocs bench` against the real llama.cpp test server, with small settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparkdocs.bench import BenchReport, Sample, synthetic_document
+
+import random
+
+
+def test_synthetic_documents_are_fresh_and_about_the_right_size():
+    a = synthetic_document(2000, rng=random.Random(1))
+    b = synthetic_document(2000, rng=random.Random(2))
+    assert a.sections[0].text != b.sections[0].text
+    assert 1500 < a.section_tokens < 3000
+
+
+def test_report_ratios_and_markdown():
+    report = BenchReport("http://x/v1", "m", "vllm", 4000, 4100, samples=[
+        Sample("cold first question", 5.0, 6.0, 3.0, 4100, 10, None),
+        Sample("follow-up question", 0.05, 1.0, 3.0, 4100, 10, 4096),
+        Sample("first question after warm-up", 0.1, 1.0, 3.0, 4100, 10, 4080),
+        Sample("bad layout: second question", 5.0, 6.0, 3.0, 4100, 10, 0)])
+    ratios = report.ratios()
+    assert ratios["follow-up / cold"] == pytest.approx(0.01)
+    assert report.prefill_tokens_per_s() == pytest.approx(820)
+    text = report.to_markdown()
+    assert "| follow-up / cold | 1.00% |" in text and "100%" in text
+
+
+@pytest.mark.e2e
+def test_bench_command_against_the_real_server(real_server, tmp_path: Path):
+    env = {**os.environ, "SPARKDOCS_BASE_URL": real_server.base_url,
+           "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"), "SPARKDOCS_CONTEXT_LENGTH": "8192"}
+    run = subprocess.run([sys.executable, "-m", "sparkdocs", "bench", "--tokens", "500",
+                          "--concurrency", "1,2", "--max-tokens", "8", "--json", "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    labels = [s["label"] for s in report["samples"]]
+    assert labels == ["cold first question", "follow-up question", "first question after warm-up",
+                      "bad layout: first question", "bad layout: second question"]
+    assert [level["concurrency"] for level in report["levels"]] == [1, 2]
+    assert report["ratios"]["follow-up / cold"] is not None and report["warm_up_s"] > 0
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"report.md", "report.json", "ttft.png", "throughput.png"} <= written
+    assert (tmp_path / "cache" / "bench" / "report.md").exists()

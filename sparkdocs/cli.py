@@ -118,19 +118,7 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     workspace = Workspace(settings)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include), tuple(exclude), password))
     qa = QuestionAnswering(workspace, ModelClient(settings))
-    if follow_up_of:
-        session = workspace.store.get_session(follow_up_of)
-        if session.document_key != document.content_hash:
-            raise SparkdocsError(f"Session {follow_up_of} is about {session.document_name!r}, not "
-                                 "these paths; give that document's paths or start a new session.")
-    else:
-        keep = workspace.fit(document)
-        if keep is not None:
-            raise SparkdocsError(
-                f"{document.name}: {document.section_tokens:,} tokens do not fit the budget "
-                f"({workspace.budget(document).available:,}); choose parts with --include/--exclude "
-                "(see `sparkdocs count`).")
-        session = workspace.store.new_session(document)
+    session = qa.session_for(document, follow_up_of=follow_up_of)
     pending = qa.ask(document, session, question, follow_up=bool(follow_up_of), max_tokens=max_tokens)
     try:
         for part in pending.stream:

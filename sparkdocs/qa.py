@@ -11,7 +11,7 @@ from typing import Sequence
 
 from .client import AnswerResult, AnswerStream, ModelClient, WarmUpResult
 from .documents import Document
-from .errors import BudgetError
+from .errors import BudgetError, SparkdocsError
 from .prompts import PreparedDocument, Prompt
 from .store import Session, Turn
 from .workspace import Workspace
@@ -42,6 +42,25 @@ class QuestionAnswering:
                     self._prepared.pop(next(iter(self._prepared)))
                 self._prepared[key] = self.workspace.prepare(document, keep=keep)
             return self._prepared[key]
+
+    def session_for(self, document: Document, *, follow_up_of: str | None = None) -> Session:
+        """The session to continue (it must be about this document) or a new one, which must
+        fit the budget as a whole (the CLI has no picker: choose parts with --include)."""
+        store = self.workspace.store
+        if follow_up_of:
+            session = store.get_session(follow_up_of)
+            if session.document_key != document.content_hash:
+                raise SparkdocsError(
+                    f"Session {follow_up_of} is about {session.document_name!r}, not these paths; "
+                    "give that document's paths or start a new session.")
+            return session
+        context = self.client.capabilities().context_length
+        if self.workspace.fit(document, context=context) is not None:
+            raise BudgetError(
+                f"{document.name}: {document.section_tokens:,} tokens do not fit the budget "
+                f"({self.workspace.budget(document, context=context).available:,} available); "
+                "choose parts with --include/--exclude (see `sparkdocs count`).")
+        return store.new_session(document)
 
     def build(self, document: Document, session: Session, question: str, *, follow_up: bool
               ) -> Prompt:

@@ -114,7 +114,11 @@ def upload_panel(svc: Services) -> None:
         uploads = [Upload(f.name, f.getvalue()) for f in files]
         status.update(label="Extracting text and counting tokens…")
         options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
-        document = svc.workspace.load_uploads(uploads, options)
+        bar = st.progress(0.0)
+        document = svc.workspace.load_uploads(
+            uploads, options, progress=lambda done, total, what: bar.progress(
+                done / max(total, 1), text=f"Extracting {what}…"))
+        bar.empty()
         keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
         session = svc.workspace.store.new_session(document, kept_sections=keep)
         _open_session(session)

@@ -10,7 +10,9 @@ from typing import Any, Sequence
 
 from .config import Settings
 from .documents import Document, SectionKind
-from .ingest import IngestOptions, Upload, document_key, ingest_codebase, ingest_uploads
+from .errors import IngestError
+from .ingest import (IngestOptions, Progress, Upload, document_key, ingest_codebase,
+                     ingest_uploads)
 from .ingest.code import directory_tokens
 from .prompts import PreparedDocument, PromptBuilder, fit_sections, prepare_document, rank_sections
 from .sources import expand_paths, read_file, walk_codebase
@@ -48,10 +50,12 @@ class Workspace:
         return IngestOptions.from_settings(self.settings, include=tuple(include),
                                            exclude=tuple(exclude), password=password)
 
-    def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions) -> Document:
+    def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions, *,
+                     progress: Progress | None = None) -> Document:
         """Uploaded bytes → counted document, from the store when these bytes were seen before."""
         key = document_key(uploads, options)
-        return self.store.get_or_ingest(key, lambda: ingest_uploads(uploads, options=options))
+        return self.store.get_or_ingest(
+            key, lambda: ingest_uploads(uploads, options=options, progress=progress))
 
     def load(self, request: LoadRequest) -> Document:
         options = self.ingest_options(include=request.include, exclude=request.exclude,
@@ -68,7 +72,6 @@ class Workspace:
             self.store.put_document(document)
             return document
         if any(p.is_dir() for p in paths):
-            from .errors import IngestError
             raise IngestError("Give either one folder or a list of files, not both.")
         uploads = [read_file(p, options) for p in paths]
         if len({u.name for u in uploads}) != len(uploads):

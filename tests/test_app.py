@@ -152,3 +152,14 @@ def test_server_page_with_vllm_metrics(app_env):
         assert not at.exception
         metrics = {m.label: m.value for m in at.metric}
         assert metrics["Prefix-cache hit rate"] == "75%" and metrics["Context"] == "65,536"
+
+
+@pytest.mark.integration
+def test_two_browser_sessions_do_not_see_each_other(app_env):
+    app_env()
+    first = upload(AppTest.from_file(APP, default_timeout=60).run(), "first.pdf", make_contract_pdf(2))
+    second = upload(AppTest.from_file(APP, default_timeout=60).run(), "second.md",
+                    b"# Second\nA different document.", "text/markdown")
+    first.run()
+    assert "first.pdf" in first.subheader[0].value and "second.md" in second.subheader[0].value
+    assert first.query_params["session"] != second.query_params["session"]

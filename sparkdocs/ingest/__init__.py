@@ -11,11 +11,11 @@ from ..documents import Document, DocumentKind, Section, SectionKind, content_ha
 from ..errors import UnsupportedFormatError
 from .code import SourceFile, check_size, codebase_sections, read_tar, read_zip
 from .docx import docx_sections
-from .options import IngestOptions
+from .options import IngestOptions, Progress
 from .pdf import pdf_sections
 from .text import looks_binary, text_sections
 
-__all__ = ["IngestOptions", "SourceFile", "Upload", "detect_kind", "ingest_bytes",
+__all__ = ["IngestOptions", "Progress", "SourceFile", "Upload", "detect_kind", "ingest_bytes",
            "ingest_uploads", "ingest_codebase", "document_key"]
 
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -58,14 +58,16 @@ def document_key(uploads: Sequence[Upload], options: IngestOptions) -> str:
     return content_hash(parts, salt=options.cache_salt())
 
 
-def _single(upload: Upload, options: IngestOptions) -> tuple[DocumentKind, list[Section], list[str]]:
+def _single(upload: Upload, options: IngestOptions, progress: Progress | None = None
+            ) -> tuple[DocumentKind, list[Section], list[str]]:
     name, data = upload.name, upload.data
     check_size(name, len(data), options.max_file_bytes)
     if not data:
         raise UnsupportedFormatError(f"{name}: the file is empty; pick a file with content.")
     kind = detect_kind(name, data)
     if kind == "pdf":
-        return DocumentKind.PDF, *pdf_sections(data, name=name, password=options.password)
+        return DocumentKind.PDF, *pdf_sections(data, name=name, password=options.password,
+                                               progress=progress)
     if kind == "docx":
         return DocumentKind.DOCX, *docx_sections(data, name=name)
     if kind in ("zip", "tar"):
@@ -84,20 +86,23 @@ def ingest_bytes(name: str, data: bytes, *, options: IngestOptions = IngestOptio
     return ingest_uploads([Upload(name, data)], options=options)
 
 
-def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = IngestOptions()
-                   ) -> Document:
+def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = IngestOptions(),
+                   progress: Progress | None = None) -> Document:
     """One file → its own kind; many files → one document with one section per file, in name
     order. Token counts are filled in by `tokens.count_document`."""
     if not uploads:
         raise UnsupportedFormatError("No files given: upload or name at least one file.")
     key = document_key(uploads, options)
     if len(uploads) == 1:
-        kind, sections, warnings = _single(uploads[0], options)
+        kind, sections, warnings = _single(uploads[0], options, progress)
         return Document(uploads[0].name, kind, key, tuple(sections), tuple(warnings),
                         source_bytes=len(uploads[0].data))
     sections: list[Section] = []
     warnings: list[str] = []
-    for upload in sorted(uploads, key=lambda u: u.name):
+    ordered = sorted(uploads, key=lambda u: u.name)
+    for number, upload in enumerate(ordered):
+        if progress is not None:
+            progress(number, len(ordered), upload.name)
         kind, parts, notes = _single(upload, options)
         warnings += notes
         if kind in (DocumentKind.TEXT, DocumentKind.DOCX):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
+
+# (done, total, what): called while a long file is read, so a page can show progress.
+Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ import threading
 
 from ..documents import Section, SectionKind, clean_text
 from ..errors import EncryptedDocumentError, IngestError
+from .options import Progress
 
 log = logging.getLogger(__name__)
 _PDFIUM_LOCK = threading.Lock()  # PDFium is not thread-safe; Streamlit runs sessions in threads
 
 
-def _pdfium_pages(data: bytes, *, name: str, password: str | None) -> list[str]:
+def _pdfium_pages(data: bytes, *, name: str, password: str | None,
+                  progress: Progress | None = None) -> list[str]:
     import pypdfium2 as pdfium
 
     with _PDFIUM_LOCK:
@@ -28,7 +30,10 @@ def _pdfium_pages(data: bytes, *, name: str, password: str | None) -> list[str]:
             raise
         try:
             pages = []
-            for index in range(len(pdf)):
+            total = len(pdf)
+            for index in range(total):
+                if progress is not None and index % 25 == 0:
+                    progress(index, total, f"page {index + 1} of {total}")
                 page = pdf[index]
                 textpage = page.get_textpage()
                 pages.append(textpage.get_text_range())
@@ -50,10 +55,10 @@ def _pypdf_pages(data: bytes, *, name: str, password: str | None) -> list[str]:
     return [page.extract_text() or "" for page in reader.pages]
 
 
-def pdf_sections(data: bytes, *, name: str, password: str | None = None
-                 ) -> tuple[list[Section], list[str]]:
+def pdf_sections(data: bytes, *, name: str, password: str | None = None,
+                 progress: Progress | None = None) -> tuple[list[Section], list[str]]:
     try:
-        pages = _pdfium_pages(data, name=name, password=password)
+        pages = _pdfium_pages(data, name=name, password=password, progress=progress)
     except EncryptedDocumentError:
         raise
     except Exception as first:  # PDFium refused it: give pypdf's lenient parser a chance

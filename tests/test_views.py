@@ -1,0 +1,43 @@
+"""What the pages show, without Streamlit: budget segments, stats lines, the export."""
+
+from __future__ import annotations
+
+from sparkdocs.client import Capabilities, ServerMetrics
+from sparkdocs.store import Session, Turn
+from sparkdocs.tokens import Budget
+from sparkdocs.views import (budget_segments, budget_summary, kv_fit, session_markdown,
+                             stats_line, turn_status)
+
+
+def test_budget_segments_add_up_to_the_context():
+    budget = Budget(context=65_536, answer_reserve=1024, prompt_overhead=400, used=50_000)
+    segments = budget_segments(budget)
+    assert [s.label for s in segments] == ["document", "prompt overhead", "answer reserve", "free"]
+    assert sum(s.tokens for s in segments) == 65_536
+    over = Budget(context=1000, answer_reserve=100, prompt_overhead=100, used=1200)
+    assert budget_segments(over)[-1].label == "over budget" and budget_segments(over)[-1].tokens == 400
+    assert "Over budget by 400 tokens" in budget_summary(over)
+
+
+def test_stats_line_says_what_the_server_did_not_report():
+    line = stats_line(Turn("q", "a", ttft_s=0.25, decode_tokens_per_s=3.1, finish_reason="length"))
+    assert "first token 0.25 s" in line and "cached tokens not reported by this server" in line
+    assert "cut off" in line
+    vllm = stats_line(Turn("q", "a", prompt_tokens=5000, cached_tokens=4992, finish_reason="stop"))
+    assert "prompt 5,000 tokens" in vllm and "cached 4,992" in vllm
+
+
+def test_export_holds_questions_answers_stats_and_interruptions():
+    session = Session("s1", "abc123def456", "contract.pdf", "contract.pdf", turns=(
+        Turn("Who pays?", "The customer.", ttft_s=1.0, finish_reason="stop"),
+        Turn("And when?", "Within 45", interrupted=True, error="stopped by the user")))
+    text = session_markdown(session)
+    assert text.startswith("# contract.pdf") and "## Q1. Who pays?" in text and "The customer." in text
+    assert "## Q2. And when?" in text and "Interrupted: stopped by the user" in text
+    assert turn_status(session.turns[0]) is None
+
+
+def test_kv_fit_from_vllm_metrics():
+    caps = Capabilities("u", True, metrics=ServerMetrics(block_size=16, num_gpu_blocks=12_000))
+    assert "4 documents of 48,000 tokens" in kv_fit(caps, 48_000)
+    assert kv_fit(Capabilities("u", True), 1000) is None

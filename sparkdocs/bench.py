@@ -130,9 +130,9 @@ class BenchReport:
             lines += ["", "Concurrency (distinct fresh documents, one question each):", "",
                       "| concurrency | requests | wall | aggregate decode tok/s | TTFT p50 | TTFT p95 |",
                       "| --- | --- | --- | --- | --- | --- |"]
-            lines += [f"| {l.concurrency} | {l.requests} | {l.wall_s:.1f} s | "
-                      f"{fmt(l.aggregate_decode_tokens_per_s, '.1f')} | {fmt(l.ttft_p50_s, '.2f', ' s')} | "
-                      f"{fmt(l.ttft_p95_s, '.2f', ' s')} |" for l in self.levels]
+            lines += [f"| {lv.concurrency} | {lv.requests} | {lv.wall_s:.1f} s | "
+                      f"{fmt(lv.aggregate_decode_tokens_per_s, '.1f')} | {fmt(lv.ttft_p50_s, '.2f', ' s')} | "
+                      f"{fmt(lv.ttft_p95_s, '.2f', ' s')} |" for lv in self.levels]
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
@@ -154,7 +154,8 @@ def synthetic_document(tokens: int, *, rng: random.Random) -> Document:
 
 
 def _trim_to(document: Document, tokens: int) -> Document:
-    kept, total = [], 0
+    kept: list[Section] = []
+    total = 0
     for section in document.sections:
         if total + section.tokens > tokens and kept:
             break
@@ -240,8 +241,7 @@ class Bench:
                 m, max_tokens=self.options.max_tokens, temperature=0.0).run(), prompts))
         wall = time.perf_counter() - started
         ttfts = sorted(r.ttft_s for r in results if r.ttft_s is not None)
-        produced = [_completion_tokens(r) for r in results]
-        produced = [n for n in produced if n is not None]
+        produced = [n for n in (_completion_tokens(r) for r in results) if n is not None]
         first_token = min(ttfts) if ttfts else 0.0
         aggregate = sum(produced) / (wall - first_token) if produced and wall > first_token else None
         return LevelResult(level, len(results), wall, aggregate,
@@ -297,7 +297,7 @@ def _charts(report: BenchReport, out_dir: Path) -> list[Path]:
     labels = [s.label for s in report.samples if s.ttft_s is not None]
     values = [s.ttft_s for s in report.samples if s.ttft_s is not None]
     figure, axis = plt.subplots(figsize=(8, 3.5))
-    axis.barh(labels, values, color=["#d62728" if "cold" in l or "bad" in l else "#1f77b4" for l in labels])
+    axis.barh(labels, values, color=["#d62728" if "cold" in label or "bad" in label else "#1f77b4" for label in labels])
     axis.set_xlabel("time to first token (s)")
     axis.set_title(f"TTFT, {report.document_tokens:,}-token documents")
     axis.invert_yaxis()
@@ -305,10 +305,11 @@ def _charts(report: BenchReport, out_dir: Path) -> list[Path]:
     paths.append(out_dir / "ttft.png")
     figure.savefig(paths[-1], dpi=120)
     plt.close(figure)
-    levels = [l for l in report.levels if l.aggregate_decode_tokens_per_s is not None]
+    levels = [lv for lv in report.levels if lv.aggregate_decode_tokens_per_s is not None]
     if levels:
         figure, axis = plt.subplots(figsize=(6, 3.5))
-        axis.plot([l.concurrency for l in levels], [l.aggregate_decode_tokens_per_s for l in levels], marker="o")
+        axis.plot([lv.concurrency for lv in levels],
+                  [lv.aggregate_decode_tokens_per_s or 0.0 for lv in levels], marker="o")
         axis.set_xlabel("concurrent requests")
         axis.set_ylabel("aggregate decode tokens/s")
         axis.set_xscale("log", base=2)

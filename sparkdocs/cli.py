@@ -22,8 +22,8 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 PathsArg = Annotated[list[str], typer.Argument(help="Files, globs, a folder or an archive: one document.")]
-IncludeOpt = Annotated[list[str], typer.Option("--include", help="gitignore-style pattern of files to keep (codebases).")]
-ExcludeOpt = Annotated[list[str], typer.Option("--exclude", help="gitignore-style pattern of files to leave out.")]
+IncludeOpt = Annotated[Optional[list[str]], typer.Option("--include", help="gitignore-style pattern of files to keep (codebases).")]
+ExcludeOpt = Annotated[Optional[list[str]], typer.Option("--exclude", help="gitignore-style pattern of files to leave out.")]
 PasswordOpt = Annotated[Optional[str], typer.Option("--password", help="Password of an encrypted PDF.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
@@ -42,13 +42,13 @@ def emit_json(value: Any) -> None:
 
 
 @app.command()
-def count(paths: PathsArg, include: IncludeOpt = [], exclude: ExcludeOpt = [],
+def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = None,
           password: PasswordOpt = None, as_json: JsonOpt = False,
           context_length: Annotated[Optional[int], typer.Option(help="Context length to budget against.")] = None,
           max_tokens: Annotated[Optional[int], typer.Option(help="Answer reserve.")] = None) -> None:
     """Exact Llama 3 token counts per section and the budget against the context."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
-    document = workspace.load(LoadRequest(tuple(paths), tuple(include), tuple(exclude), password))
+    document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     report = count_report(document, workspace.budget(document))
     if as_json:
         emit_json(report)
@@ -80,11 +80,11 @@ def count(paths: PathsArg, include: IncludeOpt = [], exclude: ExcludeOpt = [],
 @app.command()
 def prompt(paths: PathsArg,
            question: Annotated[str, typer.Option("--question", "-q", help="The question to ask.")],
-           include: IncludeOpt = [], exclude: ExcludeOpt = [], password: PasswordOpt = None,
+           include: IncludeOpt = None, exclude: ExcludeOpt = None, password: PasswordOpt = None,
            as_json: JsonOpt = False) -> None:
     """The exact chat messages that would be sent, and their Llama 3.3 token count."""
     workspace = Workspace(settings_from())
-    document = workspace.load(LoadRequest(tuple(paths), tuple(include), tuple(exclude), password))
+    document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     built = workspace.prompts.question(workspace.prepare(document), question)
     if as_json:
         emit_json({"messages": built.as_dicts(), "prompt_tokens": built.prompt_tokens})
@@ -104,7 +104,7 @@ def _service_settings(base_url: str | None, model: str | None, api_key: str | No
 @app.command(context_settings={"allow_interspersed_args": True})
 def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTION (last).")],
         follow_up_of: Annotated[Optional[str], typer.Option("--follow-up-of", help="Session id to continue (keeps history).")] = None,
-        max_tokens: MaxTokensOpt = None, include: IncludeOpt = [], exclude: ExcludeOpt = [],
+        max_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
         password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,
         model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Stream an answer about a document; the session id printed lets you follow up."""
@@ -116,7 +116,7 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     *paths, question = args
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
-    document = workspace.load(LoadRequest(tuple(paths), tuple(include), tuple(exclude), password))
+    document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     qa = QuestionAnswering(workspace, ModelClient(settings))
     session = qa.session_for(document, follow_up_of=follow_up_of)
     pending = qa.ask(document, session, question, follow_up=bool(follow_up_of), max_tokens=max_tokens)
@@ -176,7 +176,7 @@ def summarize(
         max_tokens: MaxTokensOpt = None,
         force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
         codebase: Annotated[bool, typer.Option(help="Treat each folder as one codebase.")] = False,
-        include: IncludeOpt = [], exclude: ExcludeOpt = [],
+        include: IncludeOpt = None, exclude: ExcludeOpt = None,
         base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Summarise many documents, one output each; resumes where it stopped."""
     from .batch import BatchOptions, BatchSummarizer, collect_items
@@ -195,7 +195,8 @@ def summarize(
             else SUMMARY_STYLES[style or "brief"])
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
-    items = collect_items(workspace, paths, codebase=codebase, include=include, exclude=exclude)
+    items = collect_items(workspace, paths, codebase=codebase, include=include or (),
+                          exclude=exclude or ())
     options = BatchOptions(out_dir=out, instructions=text.strip(), output_format=output_format,
                            concurrency=concurrency, max_tokens=settings.answer_tokens, force=force)
     outcomes = _run_batch(lambda on_progress: BatchSummarizer(
@@ -245,16 +246,14 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
                 "--local-model", help="If no model service answers, start the tiny demo model.")] = False,
             base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Open the browser app (streamlit run app.py), optionally with the tiny local model."""
-    import os
     import subprocess
 
     from .client import ModelClient
+    from .config import child_environment
     from .local_model import LOCAL_MODEL_ALIAS, free_port, start_local_server
 
     settings = _service_settings(base_url, model, api_key)
-    env = dict(os.environ)
-    env.update({"SPARKDOCS_BASE_URL": settings.base_url, "SPARKDOCS_MODEL": settings.model,
-                "SPARKDOCS_API_KEY": settings.api_key})
+    env = child_environment(settings)
     server = None
     if local_model and not ModelClient(settings).capabilities().reachable:
         err.print(f"[bold yellow]No model service at {settings.base_url}: starting {LOCAL_MODEL_ALIAS}[/] "
@@ -288,7 +287,7 @@ def bench(path: Annotated[Optional[Path], typer.Argument(help="A document to use
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
     except ValueError:
-        raise typer.BadParameter("--concurrency is a comma-separated list of integers, e.g. 1,2,4")
+        raise typer.BadParameter("--concurrency is a comma-separated list of integers, e.g. 1,2,4") from None
     if not levels or min(levels) < 1 or max(levels) > 64:
         raise typer.BadParameter("--concurrency levels must be between 1 and 64")
     settings = _service_settings(base_url, model, api_key)

@@ -129,7 +129,7 @@ _OVERFLOW_NUMBERS = re.compile(r"maximum context length is (\d+) tokens.*?(\d+) 
 def _service_error(exc: Exception, *, settings: Settings, model: str) -> ServiceError:
     """openai/httpx exceptions → sparkdocs errors whose message says what to do."""
     url = settings.base_url
-    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
         return ServiceTimeoutError(
             f"The model service at {url} did not answer within {settings.request_timeout_s:.0f} s; "
             "it may be loading the model or overloaded — check `sparkdocs doctor`, or raise "
@@ -200,8 +200,8 @@ class AnswerStream:
         error: str | None = None
         interrupted = False
         try:
-            self._response = self._client.openai.chat.completions.create(
-                model=self._model, messages=self._messages, stream=True,  # type: ignore[arg-type]
+            self._response = self._client.openai.chat.completions.create(  # type: ignore[call-overload]
+                model=self._model, messages=self._messages, stream=True,
                 max_tokens=self._max_tokens, temperature=self._temperature,
                 stream_options={"include_usage": True})
         except openai.OpenAIError as exc:
@@ -226,7 +226,7 @@ class AnswerStream:
         except GeneratorExit:  # the consumer went away (a Streamlit rerun): keep what we have
             interrupted, error = True, "interrupted before the answer finished"
             raise
-        except (openai.OpenAIError, httpx.HTTPError) as exc:
+        except Exception as exc:  # any transport failure mid-stream (httpx or httpx2, by version)
             if not self._cancel.is_set():
                 interrupted = True
                 error = f"the answer stream broke off: {exc}; the partial answer is kept"
@@ -282,9 +282,11 @@ class ModelClient:
         self.settings = settings
         timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
         self._http = http_client or httpx.Client(timeout=timeout)
-        self.openai = openai.OpenAI(base_url=settings.base_url, api_key=settings.api_key,
-                                    timeout=timeout, max_retries=settings.max_retries,
-                                    http_client=self._http)
+        # The openai package brings its own HTTP stack (httpx2 since openai 3): give it its own
+        # timeout type and let it own its connection pool; ours serves discovery only.
+        self.openai = openai.OpenAI(
+            base_url=settings.base_url, api_key=settings.api_key, max_retries=settings.max_retries,
+            timeout=openai.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s))
         self._caps: Capabilities | None = None
         self._lock = threading.Lock()
 
@@ -295,6 +297,7 @@ class ModelClient:
 
     def close(self) -> None:
         self._http.close()
+        self.openai.close()
 
     # discovery -------------------------------------------------------------------------------
     def capabilities(self, *, refresh: bool = False) -> Capabilities:
@@ -333,7 +336,8 @@ class ModelClient:
             data = []
         models = tuple(str(m.get("id")) for m in data if isinstance(m, dict))
         wanted = self.settings.model
-        model, note = (wanted, None)
+        model: str | None = wanted
+        note: str | None = None
         if wanted not in models:
             if len(models) == 1:
                 model = models[0]
@@ -448,7 +452,7 @@ class ModelClient:
                 max_tokens=1, temperature=0.0, stream=False)
         except openai.OpenAIError as exc:
             raise _service_error(exc, settings=self.settings, model=model) from exc
-        usage = response.usage
+        usage = getattr(response, "usage", None)
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return WarmUpResult(time.perf_counter() - started,
                             usage.prompt_tokens if usage else None,

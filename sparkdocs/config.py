@@ -3,6 +3,7 @@ the environment."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -51,3 +52,13 @@ class Settings(BaseSettings):
     @property
     def max_unpacked_bytes(self) -> int:
         return self.max_unpacked_mb * 1024 * 1024
+
+
+def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment for a child process (the Streamlit server) that rebuilds these same
+    settings: the current environment plus every setting as a SPARKDOCS_* variable."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"SPARKDOCS_{name.upper()}"] = str(value)
+    env.update(overrides)
+    return env

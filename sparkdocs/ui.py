@@ -39,7 +39,7 @@ class Services:
 @st.cache_resource
 def services() -> Services:
     """Built once per process and shared by every browser session (all are thread-safe)."""
-    settings = Settings()
+    settings = Settings()  # type: ignore[call-arg]  # every field has a default
     workspace = Workspace(settings)
     client = ModelClient(settings)
     qa = QuestionAnswering(workspace, client)
@@ -115,9 +115,11 @@ def upload_panel(svc: Services) -> None:
         status.update(label="Extracting text and counting tokens…")
         options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
         bar = st.progress(0.0)
-        document = svc.workspace.load_uploads(
-            uploads, options, progress=lambda done, total, what: bar.progress(
-                done / max(total, 1), text=f"Extracting {what}…"))
+
+        def show(done: int, total: int, what: str) -> None:
+            bar.progress(done / max(total, 1), text=f"Extracting {what}…")
+
+        document = svc.workspace.load_uploads(uploads, options, progress=show)
         bar.empty()
         keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
         session = svc.workspace.store.new_session(document, kept_sections=keep)

@@ -47,8 +47,14 @@ class Workspace:
 
     def ingest_options(self, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
                        password: str | None = None) -> IngestOptions:
-        return IngestOptions.from_settings(self.settings, include=tuple(include),
-                                           exclude=tuple(exclude), password=password)
+        settings = self.settings
+        return IngestOptions(
+            password=password, include=tuple(include), exclude=tuple(exclude),
+            include_lock_files=settings.include_lock_files,
+            max_file_bytes=settings.max_upload_bytes,
+            max_source_file_bytes=settings.max_source_file_bytes,
+            max_unpacked_bytes=settings.max_unpacked_bytes,
+            max_compression_ratio=settings.max_compression_ratio)
 
     def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions, *,
                      progress: Progress | None = None) -> Document:

@@ -18,6 +18,7 @@ from .text import looks_binary, text_sections
 __all__ = ["IngestOptions", "Progress", "SourceFile", "Upload", "detect_kind", "ingest_bytes",
            "ingest_uploads", "ingest_codebase", "document_key"]
 
+DEFAULT_OPTIONS = IngestOptions()
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
@@ -82,11 +83,11 @@ def _single(upload: Upload, options: IngestOptions, progress: Progress | None = 
     return DocumentKind.TEXT, *text_sections(data, name=name)
 
 
-def ingest_bytes(name: str, data: bytes, *, options: IngestOptions = IngestOptions()) -> Document:
+def ingest_bytes(name: str, data: bytes, *, options: IngestOptions = DEFAULT_OPTIONS) -> Document:
     return ingest_uploads([Upload(name, data)], options=options)
 
 
-def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = IngestOptions(),
+def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = DEFAULT_OPTIONS,
                    progress: Progress | None = None) -> Document:
     """One file → its own kind; many files → one document with one section per file, in name
     order. Token counts are filled in by `tokens.count_document`."""
@@ -97,29 +98,29 @@ def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = Ingest
         kind, sections, warnings = _single(uploads[0], options, progress)
         return Document(uploads[0].name, kind, key, tuple(sections), tuple(warnings),
                         source_bytes=len(uploads[0].data))
-    sections: list[Section] = []
-    warnings: list[str] = []
+    merged: list[Section] = []
+    notes_all: list[str] = []
     ordered = sorted(uploads, key=lambda u: u.name)
     for number, upload in enumerate(ordered):
         if progress is not None:
             progress(number, len(ordered), upload.name)
         kind, parts, notes = _single(upload, options)
-        warnings += notes
+        notes_all += notes
         if kind in (DocumentKind.TEXT, DocumentKind.DOCX):
             text = "\n\n".join(p.text for p in parts)
-            sections.append(Section(SectionKind.FILE, upload.name, text))
+            merged.append(Section(SectionKind.FILE, upload.name, text))
         else:  # PDFs keep pages, archives keep files: prefix their titles with the upload name
             for part in parts:
                 title = (f"{upload.name} p.{part.title}" if part.kind is SectionKind.PAGE
                          else f"{upload.name}/{part.title}")
-                sections.append(Section(part.kind, title, part.text))
+                merged.append(Section(part.kind, title, part.text))
     name = f"{len(uploads)} files"
-    return Document(name, DocumentKind.FILES, key, tuple(sections), tuple(warnings),
+    return Document(name, DocumentKind.FILES, key, tuple(merged), tuple(notes_all),
                     source_bytes=sum(len(u.data) for u in uploads))
 
 
 def ingest_codebase(name: str, files: Sequence[SourceFile], *, notes: Sequence[str] = (),
-                    options: IngestOptions = IngestOptions()) -> Document:
+                    options: IngestOptions = DEFAULT_OPTIONS) -> Document:
     """A folder's files (already filtered by `PathFilter`) as one codebase document."""
     key = content_hash(sorted((f.path, f.data) for f in files), salt=options.cache_salt())
     sections, warnings = codebase_sections(files, notes=notes)

@@ -141,7 +141,8 @@ def docx_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
         warnings.append(f"{name}: has comments; they are not included.")
 
     sections: list[Section] = []
-    title, lines = "(start)", []
+    title = "(start)"
+    lines: list[str] = []
 
     def flush() -> None:
         text = clean_text("\n".join(lines))
@@ -161,16 +162,16 @@ def docx_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
         if heading:
             flush()
             title, lines = text, []
-            level = int(heading.group(1) or 1)
-            lines += [f"{'#' * level} {text}", ""]
+            depth = int(heading.group(1) or 1)
+            lines += [f"{'#' * depth} {text}", ""]
             continue
         style = _style_name(child, styles)
         list_style = _LIST_STYLE.match(style)
         num_pr = child.find(f"{W}pPr/{W}numPr")
         if list_style and num_pr is None:
-            level = int(list_style.group(2) or 1) - 1
+            indent = int(list_style.group(2) or 1) - 1
             marker = "-" if list_style.group(1).lower() == "bullet" else "1."
-            lines.append(f"{'  ' * level}{marker} {text}")
+            lines.append(f"{'  ' * indent}{marker} {text}")
             continue
         if num_pr is not None:
             num_id = num_pr.find(f"{W}numId")

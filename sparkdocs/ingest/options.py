@@ -24,15 +24,3 @@ class IngestOptions:
         """The options that change the resulting Document (limits do not, passwords never go in)."""
         return repr(("v1", self.include, self.exclude, self.include_lock_files,
                      self.max_source_file_bytes))
-
-    @classmethod
-    def from_settings(cls, settings: object, **overrides: object) -> "IngestOptions":
-        values = dict(
-            include_lock_files=getattr(settings, "include_lock_files"),
-            max_file_bytes=getattr(settings, "max_upload_bytes"),
-            max_source_file_bytes=getattr(settings, "max_source_file_bytes"),
-            max_unpacked_bytes=getattr(settings, "max_unpacked_bytes"),
-            max_compression_ratio=getattr(settings, "max_compression_ratio"),
-        )
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]

@@ -66,7 +66,8 @@ def _same_as_cp1252(data: bytes, decoded: str) -> bool:
 
 def split_markdown(text: str) -> list[Section]:
     sections: list[Section] = []
-    title, lines, in_fence = "(start)", [], False
+    title, in_fence = "(start)", False
+    lines: list[str] = []
     for line in text.split("\n"):
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence

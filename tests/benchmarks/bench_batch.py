@@ -57,7 +57,7 @@ def main() -> None:
     assert all(o.status == "done" for o in outcomes)
     ideal = args.docs * args.latency / args.concurrency
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"| documents | concurrency | latency/request | ideal | makespan | ratio | max in flight | peak RSS |")
+    print("| documents | concurrency | latency/request | ideal | makespan | ratio | max in flight | peak RSS |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {args.docs} | {args.concurrency} | {args.latency:.2f} s | {ideal:.2f} s | {makespan:.2f} s | "
           f"{makespan / ideal:.3f}x (target <= 1.1x) | {stats['max_in_flight']} | {peak:.0f} MB |")

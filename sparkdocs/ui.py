@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
@@ -75,6 +76,9 @@ def active_session(svc: Services) -> tuple[Document, Session] | None:
     session_id = _session_id()
     if not session_id:
         return None
+    saving = st.session_state.get("answer_saved")
+    if saving is not None:  # Stop or any click mid-answer: wait for the partial answer's save
+        saving.wait(timeout=10)
     store = svc.workspace.store
     try:
         session = store.get_session(session_id)
@@ -182,8 +186,8 @@ def _budget_bar(segments, context: int):  # list[BudgetSegment]
     return (alt.Chart(alt.Data(values=data)).mark_bar(height=28)
             .encode(x=alt.X("tokens:Q", stack="zero", title=f"tokens (context {context:,})"),
                     color=alt.Color("part:N", sort=[s.label for s in segments],
-                                    scale=alt.Scale(domain=list(_SEGMENT_COLOURS),
-                                                    range=list(_SEGMENT_COLOURS.values())),
+                                    scale=alt.Scale(domain=[s.label for s in segments],
+                                                    range=[_SEGMENT_COLOURS[s.label] for s in segments]),
                                     legend=alt.Legend(orient="top", title=None)),
                     order=alt.Order("order:Q"), tooltip=["part:N", "tokens:Q"])
             .properties(height=70))
@@ -224,6 +228,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         st.markdown(question)
     with friendly_errors(), st.chat_message("assistant"):
         pending = svc.qa.ask(document, session, question, follow_up=follow_up)
+        saved = threading.Event()  # a rerun may start before this run has saved the answer
+        st.session_state["answer_saved"] = saved
         stop_slot = st.empty()
         stop_slot.button("Stop", key=f"stop-{len(session.turns)}",
                          help="Stops the answer; what arrived is kept.")
@@ -233,7 +239,10 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         finally:  # also on a rerun mid-stream: keep the partial answer, marked interrupted
             if pending.stream.result is None:
                 pending.stream.cancel()
-            session = svc.qa.record(session, pending)
+            try:
+                session = svc.qa.record(session, pending)
+            finally:
+                saved.set()
         st.caption(stats_line(session.turns[-1]))
         status = turn_status(session.turns[-1])
         if status:

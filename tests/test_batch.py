@@ -141,3 +141,31 @@ def test_document_over_budget_goes_through_map_reduce(real_server, tmp_path: Pat
     assert len(outcome.parts) >= 2
     text = Path(outcome.output).read_text()
     assert f"map-reduce over {len(outcome.parts)} parts" in text and "part 1: section" in text
+
+
+@pytest.mark.integration
+def test_ctrl_c_cancels_in_flight_requests_and_keeps_finished_outputs(tmp_path: Path):
+    _docs(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    with FakeServer() as server:
+        server.behaviour.latency_s = 0.2
+        server.behaviour.answer = " ".join(["word"] * 200)
+        server.behaviour.token_delay_s = 0.02  # each summary streams for ~4 s
+        env = {**os.environ, "SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c")}
+        process = subprocess.Popen([sys.executable, "-m", "sparkdocs", "summarize", str(tmp_path / "in"),
+                                    "--out", str(out), "--concurrency", "2", "--max-tokens", "200"],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(out.glob("*.md"))) < 2:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the next two are mid-stream now
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        stopped_in = time.monotonic() - started
+    assert process.returncode == 130, stderr
+    assert stopped_in < 10  # in-flight streams were closed, not waited out
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    finished = list(out.glob("*.md"))
+    assert 2 <= len(finished) < 6 and not list(out.glob(".*.tmp"))
+    assert all(p.read_text().rstrip().endswith("word") for p in finished)  # complete, not cut

@@ -22,10 +22,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture
-def app_url(real_server, tmp_path):
+def _start_app(base_url: str, tmp_path: Path):
     port = free_port()
-    env = {**os.environ, "SPARKDOCS_BASE_URL": real_server.base_url,
+    env = {**os.environ, "SPARKDOCS_BASE_URL": base_url,
            "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"), "SPARKDOCS_CONTEXT_LENGTH": "6000",
            "SPARKDOCS_ANSWER_TOKENS": "48", "SPARKDOCS_TEMPERATURE": "0"}
     log = (tmp_path / "streamlit.log").open("wb")
@@ -44,10 +43,35 @@ def app_url(real_server, tmp_path):
     else:
         process.kill()
         pytest.fail("streamlit did not start; see " + str(tmp_path / "streamlit.log"))
+    return url, process, log
+
+
+@pytest.fixture
+def app_url(real_server, tmp_path):
+    url, process, log = _start_app(real_server.base_url, tmp_path)
     yield url
     process.terminate()
     process.wait(timeout=20)
     log.close()
+
+
+@pytest.fixture
+def slow_app_url(tmp_path):
+    """The app against the fake server streaming slowly: a real server cannot be made to."""
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        server.behaviour.answer = " ".join(f"word{i}" for i in range(300))
+        server.behaviour.token_delay_s = 0.05
+        url, process, log = _start_app(server.base_url, tmp_path)
+        yield url
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
 
 
 def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
@@ -56,7 +80,7 @@ def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
     pdf = tmp_path / "supply-contract.pdf"
     pdf.write_bytes(make_contract_pdf(4))
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        browser = _browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(app_url)
         page.locator("input[type=file]").set_input_files(str(pdf))
@@ -80,4 +104,29 @@ def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
         expect(page.get_by_text("Who may terminate?")).to_be_visible()
         expect(page.get_by_text("first token")).to_have_count(2)
         page.screenshot(path=str(artifacts_dir / "03-after-reload.png"), full_page=True)
+        browser.close()
+
+
+def test_stop_keeps_the_partial_answer_marked_interrupted(slow_app_url, tmp_path, artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    note = tmp_path / "note.md"
+    note.write_text("# Note\nThe supplier delivers within thirty days.")
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(slow_app_url)
+        page.locator("input[type=file]").set_input_files(str(note))
+        expect(page.get_by_text("note.md · text ·")).to_be_visible(timeout=60_000)
+        box = page.get_by_placeholder("Ask about the document")
+        box.fill("When is delivery?")
+        box.press("Enter")
+        expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Stop").click()
+        expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(artifacts_dir / "04-stopped.png"), full_page=True)
+        page.reload()
+        expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=60_000)
+        answer = page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
+        assert "word0" in answer and "word299" not in answer
         browser.close()

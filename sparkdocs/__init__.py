@@ -1,8 +1,6 @@
-"""sparkdocs: ask questions of whole documents on a local GPU box, no retrieval."""
+"""sparkdocs: ask questions of whole documents on a local GPU box, no retrieval.
 
-from .config import Settings
-from .documents import Document, DocumentKind, Section, SectionKind
-from .errors import SparkdocsError
+Import what you need from the submodules (`sparkdocs.ingest`, `sparkdocs.prompts`, …); this
+package module stays empty so that importing one part does not import them all."""
 
-__all__ = ["Document", "DocumentKind", "Section", "SectionKind", "Settings", "SparkdocsError"]
 __version__ = "0.1.0"

@@ -39,13 +39,15 @@ class BenchOptions:
 
 @dataclass(frozen=True)
 class Sample:
+    """One measured request: its label and the client's record of it."""
+
     label: str
-    ttft_s: float | None
-    total_s: float
-    decode_tokens_per_s: float | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cached_tokens: int | None
+    result: AnswerResult
+
+    def __getattr__(self, name: str):  # ttft_s, prompt_tokens, … straight from the record
+        if name.startswith("__") or name == "result":
+            raise AttributeError(name)
+        return getattr(self.result, name)
 
     @property
     def cached_fraction(self) -> float | None:
@@ -100,10 +102,12 @@ class BenchReport:
 
     def as_dict(self) -> dict:
         data = asdict(self)
+        data["samples"] = [{"label": s.label, **s.result.as_dict(), "cached_fraction": s.cached_fraction}
+                           for s in self.samples]
+        for raw in data["samples"]:
+            raw.pop("answer", None)
         data["ratios"] = self.ratios()
         data["prefill_tokens_per_s"] = self.prefill_tokens_per_s()
-        for sample, raw in zip(self.samples, data["samples"]):
-            raw["cached_fraction"] = sample.cached_fraction
         return data
 
     def to_markdown(self) -> str:
@@ -265,8 +269,7 @@ def _bad_layout(prepared: PreparedDocument, question: str) -> list[ChatMessage]:
 
 
 def _sample(label: str, result: AnswerResult) -> Sample:
-    return Sample(label, result.ttft_s, result.total_s, result.decode_tokens_per_s,
-                  result.prompt_tokens, result.completion_tokens, result.cached_tokens)
+    return Sample(label, result)
 
 
 def write_report(report: BenchReport, out_dir: Path) -> list[Path]:

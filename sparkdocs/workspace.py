@@ -17,7 +17,7 @@ from .ingest.code import directory_tokens
 from .prompts import PreparedDocument, PromptBuilder, fit_sections, prepare_document, rank_sections
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Store
-from .tokens import Budget, count_document
+from .tokens import Budget, count_document, preload_llama3
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,13 @@ class Workspace:
     def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions, *,
                      progress: Progress | None = None) -> Document:
         """Uploaded bytes → counted document, from the store when these bytes were seen before."""
+        preload_llama3()
         key = document_key(uploads, options)
         return self.store.get_or_ingest(
             key, lambda: ingest_uploads(uploads, options=options, progress=progress))
 
     def load(self, request: LoadRequest) -> Document:
+        preload_llama3()
         options = self.ingest_options(include=request.include, exclude=request.exclude,
                                       password=request.password)
         paths = expand_paths(request.paths)

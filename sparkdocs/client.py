@@ -387,8 +387,9 @@ class ModelClient:
         return self._metrics()
 
     def _find_tokenize(self, model: str | None) -> str | None:
-        probes = (("/tokenize", {"model": model, "prompt": "hi"}),
-                  ("/extras/tokenize", {"input": "hi", "model": model}))
+        probes = (("/tokenize", {"model": model, "prompt": "hi"}),  # vLLM
+                  ("/tokenize", {"content": "hi"}),  # llama.cpp's own server
+                  ("/extras/tokenize", {"input": "hi", "model": model}))  # llama-cpp-python
         for path, payload in probes:
             try:
                 response = self._http.post(f"{self.root_url}{path}", json=payload,
@@ -405,8 +406,12 @@ class ModelClient:
         caps = self.capabilities()
         if caps.tokenize_path is None:
             return None
-        payload = ({"model": caps.model, "prompt": text, "add_special_tokens": False}
-                   if caps.tokenize_path == "/tokenize" else {"input": text, "model": caps.model})
+        if caps.tokenize_path == "/extras/tokenize":
+            payload: dict[str, object] = {"input": text, "model": caps.model}
+        elif caps.server_kind == "llama.cpp":
+            payload = {"content": text, "add_special": False}
+        else:
+            payload = {"model": caps.model, "prompt": text, "add_special_tokens": False}
         try:
             response = self._http.post(f"{self.root_url}{caps.tokenize_path}", json=payload,
                                        headers=self._auth_headers())

@@ -82,6 +82,7 @@ def test_doctor_reports_what_this_server_lacks(real_server, tmp_path):
     assert checks["cached-token reporting"].status == "warn"
     assert checks["health endpoint"].status == "unknown"
     assert checks["tokenize endpoint"].detail == "/extras/tokenize"
+    assert ModelClient(real_server.settings(tmp_path)).count_tokens("Hello there, world.") > 2
 
 
 def test_cli_ask_json_and_follow_up(real_server, tmp_path: Path):

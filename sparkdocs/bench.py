@@ -132,7 +132,7 @@ class BenchReport:
         lines += [f"| prefill tokens/s (cold) | {fmt(self.prefill_tokens_per_s(), ',.0f')} |"]
         if self.levels:
             lines += ["", "Concurrency (distinct fresh documents, one question each):", "",
-                      "| concurrency | requests | wall | aggregate decode tok/s | TTFT p50 | TTFT p95 |",
+                      "| concurrency | requests | wall | aggregate output tok/s | TTFT p50 | TTFT p95 |",
                       "| --- | --- | --- | --- | --- | --- |"]
             lines += [f"| {lv.concurrency} | {lv.requests} | {lv.wall_s:.1f} s | "
                       f"{fmt(lv.aggregate_decode_tokens_per_s, '.1f')} | {fmt(lv.ttft_p50_s, '.2f', ' s')} | "
@@ -246,8 +246,7 @@ class Bench:
         wall = time.perf_counter() - started
         ttfts = sorted(r.ttft_s for r in results if r.ttft_s is not None)
         produced = [n for n in (_completion_tokens(r) for r in results) if n is not None]
-        first_token = min(ttfts) if ttfts else 0.0
-        aggregate = sum(produced) / (wall - first_token) if produced and wall > first_token else None
+        aggregate = sum(produced) / wall if produced and wall > 0 else None  # output throughput
         return LevelResult(level, len(results), wall, aggregate,
                            statistics.median(ttfts) if ttfts else None,
                            ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))] if ttfts else None)
@@ -314,7 +313,7 @@ def _charts(report: BenchReport, out_dir: Path) -> list[Path]:
         axis.plot([lv.concurrency for lv in levels],
                   [lv.aggregate_decode_tokens_per_s or 0.0 for lv in levels], marker="o")
         axis.set_xlabel("concurrent requests")
-        axis.set_ylabel("aggregate decode tokens/s")
+        axis.set_ylabel("aggregate output tokens/s")
         axis.set_xscale("log", base=2)
         axis.set_title("Throughput vs concurrency")
         figure.tight_layout()

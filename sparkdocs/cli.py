@@ -133,13 +133,10 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if as_json:
         emit_json({**result.as_dict(), "session": session.id})
     else:
+        from .views import stats_line
+
         sys.stdout.write("\n")
-        cached = "not reported by this server" if result.cached_tokens is None else f"{result.cached_tokens:,}"
-        err.print(f"[dim]session {session.id} · ttft {result.ttft_s or 0:.2f}s · "
-                  f"{result.decode_tokens_per_s or 0:.1f} tok/s · prompt {result.prompt_tokens} · "
-                  f"cached {cached} · finish {result.finish_reason}[/]")
-        if result.truncated:
-            err.print("[yellow]the answer was cut off at --max-tokens[/]")
+        err.print(f"session {session.id} · {stats_line(session.turns[-1])}", style="dim", markup=False)
     if result.interrupted:
         err.print(f"[yellow]interrupted:[/] {result.error}")
         raise typer.Exit(3)

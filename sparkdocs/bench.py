@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .client import AnswerResult, ModelClient
+from .client import AnswerResult, AnswerStream, ModelClient
 from .documents import Document, DocumentKind, Section, SectionKind, clean_text
 from .prompts import SYSTEM_PROMPT, PreparedDocument, prepare_document
 from .tokens import ChatMessage, count_document
@@ -178,9 +178,27 @@ class Bench:
         self._rng = random.Random()
         self._stop = threading.Event()
         self._base: Document | None = None
+        self._active: set[AnswerStream] = set()
+        self._lock = threading.Lock()
 
     def cancel(self) -> None:
+        """Ctrl-C: start nothing new and close every stream in flight."""
         self._stop.set()
+        with self._lock:
+            for stream in list(self._active):
+                stream.cancel()
+
+    def _run_one(self, messages: Sequence[ChatMessage]) -> AnswerResult:
+        if self._stop.is_set():
+            raise KeyboardInterrupt
+        stream = self.client.stream(messages, max_tokens=self.options.max_tokens, temperature=0.0)
+        with self._lock:
+            self._active.add(stream)
+        try:
+            return stream.run()
+        finally:
+            with self._lock:
+                self._active.discard(stream)
 
     def _fresh(self) -> PreparedDocument:
         """A document the server has not seen: the user's file with a new nonce page first, or
@@ -193,12 +211,8 @@ class Bench:
         return prepare_document(document)
 
     def _ask(self, label: str, messages: Sequence[ChatMessage]) -> Sample:
-        if self._stop.is_set():
-            raise KeyboardInterrupt
         self._on_step(label)
-        result = self.client.stream(messages, max_tokens=self.options.max_tokens,
-                                    temperature=0.0).run()
-        return _sample(label, result)
+        return _sample(label, self._run_one(messages))
 
     def run(self) -> BenchReport:
         caps = self.client.capabilities()
@@ -241,8 +255,11 @@ class Bench:
                    for i in range(level)]
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=level) as pool:
-            results = list(pool.map(lambda m: self.client.stream(
-                m, max_tokens=self.options.max_tokens, temperature=0.0).run(), prompts))
+            try:
+                results = list(pool.map(self._run_one, prompts))
+            except KeyboardInterrupt:
+                self.cancel()  # before the pool's exit waits for its threads
+                raise
         wall = time.perf_counter() - started
         ttfts = sorted(r.ttft_s for r in results if r.ttft_s is not None)
         produced = [n for n in (_completion_tokens(r) for r in results) if n is not None]

@@ -296,8 +296,8 @@ def bench(path: Annotated[Optional[Path], typer.Argument(help="A document to use
         try:
             report = runner.run()
         except KeyboardInterrupt:
-            runner.cancel()
-            err.print("[yellow]bench interrupted[/]")
+            runner.cancel()  # closes every stream still in flight
+            err.print("[yellow]bench interrupted: in-flight requests cancelled[/]")
             raise
     write_report(report, settings.cache_dir / "bench")  # the Server page shows the latest
     if out_dir is not None:

@@ -55,3 +55,25 @@ def test_bench_command_against_the_real_server(real_server, tmp_path: Path):
     written = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"report.md", "report.json", "ttft.png", "throughput.png"} <= written
     assert (tmp_path / "cache" / "bench" / "report.md").exists()
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_the_bench_promptly(tmp_path: Path):
+    import signal
+    import time
+
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        server.behaviour.answer = " ".join(["word"] * 400)
+        server.behaviour.token_delay_s = 0.05  # every request streams for ~20 s
+        env = {**os.environ, "SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c")}
+        process = subprocess.Popen([sys.executable, "-m", "sparkdocs", "bench", "--tokens", "300",
+                                    "--concurrency", "4", "--max-tokens", "400"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6)
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        assert time.monotonic() - started < 10
+    assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr

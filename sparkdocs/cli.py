@@ -331,7 +331,12 @@ def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM (docker stop, timeout, kill) unwinds like Ctrl-C: child servers are stopped and
+    # finished work is kept.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     try:
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int):

@@ -191,7 +191,7 @@ class SummaryWriter:
                       "parts": [asdict(p) for p in parts]}
             line = json.dumps(record, ensure_ascii=False) + "\n"
             with self._lock:
-                self._options_dir()
+                self._ensure_out_dir()
                 with self._jsonl.open("a+b") as handle:
                     handle.seek(0, os.SEEK_END)
                     if handle.tell():
@@ -212,7 +212,7 @@ class SummaryWriter:
         atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n")
         return path
 
-    def _options_dir(self) -> None:
+    def _ensure_out_dir(self) -> None:
         self.options.out_dir.mkdir(parents=True, exist_ok=True)
 
 

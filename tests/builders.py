@@ -131,3 +131,33 @@ def synthetic_document_text(approx_tokens: int, *, seed: int = 7) -> str:
         chunks.append(chunk)
         size += len(chunk)
     return "\n\n".join(chunks)
+
+
+FOOTNOTES_XML = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<w:footnotes xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+    '<w:footnote w:type="separator" w:id="-1"><w:p><w:r><w:separator/></w:r></w:p></w:footnote>'
+    '<w:footnote w:id="1"><w:p><w:r><w:t>Interest accrues at 2% per month.</w:t></w:r></w:p></w:footnote>'
+    '</w:footnotes>'
+)
+
+
+def add_footnotes(docx_bytes: bytes) -> bytes:
+    """python-docx cannot write footnotes: add the part, its relationship and content type."""
+    source = zipfile.ZipFile(io.BytesIO(docx_bytes))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "[Content_Types].xml":
+                data = data.replace(b"</Types>", (
+                    b'<Override PartName="/word/footnotes.xml" ContentType="application/'
+                    b'vnd.openxmlformats-officedocument.wordprocessingml.footnotes+xml"/></Types>'))
+            elif item.filename == "word/_rels/document.xml.rels":
+                data = data.replace(b"</Relationships>", (
+                    b'<Relationship Id="rIdFootnotes" Type="http://schemas.openxmlformats.org/'
+                    b'officeDocument/2006/relationships/footnotes" Target="footnotes.xml"/>'
+                    b"</Relationships>"))
+            target.writestr(item, data)
+        target.writestr("word/footnotes.xml", FOOTNOTES_XML)
+    return buffer.getvalue()

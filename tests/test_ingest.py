@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from builders import (LOREM, make_contract_pdf, make_docx, make_pdf, make_tar_gz, make_zip,
+from builders import (LOREM, add_footnotes, make_contract_pdf, make_docx, make_pdf, make_tar_gz, make_zip,
                       make_zip_bomb)
 from sparkdocs.documents import DocumentKind, SectionKind
 from sparkdocs.errors import (EncryptedDocumentError, FileTooLargeError, IngestError,
@@ -56,6 +56,12 @@ def test_docx_body_order_headings_lists_tables_headers_footnotes():
     assert "| r2c0 | r2c1 |  |" in payment  # vertical merge continuation left empty
     assert payment.index("Invoices") < payment.index("First bullet") < payment.index("| Merged")
     assert "Header: ACME Confidential" in document.sections[-1].text
+
+
+def test_docx_footnotes_come_last():
+    document = ingest_bytes("msa.docx", add_footnotes(make_docx()))
+    assert document.sections[-1].title == "Footnotes"
+    assert document.sections[-1].text == "[^1]: Interest accrues at 2% per month."
 
 
 def test_docx_tracked_changes_shown_as_accepted_and_said_so():

@@ -42,7 +42,9 @@ class Section:
 
     @property
     def locator(self) -> str:
-        """How an answer cites it: "page 12", "file src/app.py"."""
+        """How an answer cites it: "page 12", "file src/app.py", 'section "Payment"'."""
+        if self.kind is SectionKind.HEADING:
+            return f'section "{self.title}"'
         return f"{self.kind.value} {self.title}"
 
 

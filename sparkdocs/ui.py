@@ -86,6 +86,8 @@ def active_session(svc: Services) -> tuple[Document, Session] | None:
         st.session_state.pop("session_id", None)
         st.query_params.pop("session", None)
         return None
+    if st.query_params.get("session") != session.id:
+        st.query_params["session"] = session.id  # st.switch_page drops it; a reload needs it
     document = store.get_document(session.document_key)
     if document is None:
         st.warning(f"The document of this session ({session.document_name}) is no longer in the "

@@ -125,6 +125,12 @@ def test_library_page_lists_renames_and_deletes(app_env):
     at.switch_page("pages/library.py").run()
     assert not at.exception
     assert "a.txt" in at.expander[0].label and "1 session" in at.expander[0].label
+    session = Workspace(settings).store.list_sessions()[0]
+    at.button(key=f"open-{session.id}").click().run()
+    assert not at.exception
+    assert at.query_params["session"] == session.id  # a reload after "Open" finds it again
+    assert "a.txt" in at.subheader[0].value
+    at.switch_page("pages/library.py").run()
     at.text_input(key=f"name-{document.content_hash}").set_value("Renamed doc").run()
     at.button(key=f"rename-{document.content_hash}").click().run()
     assert "Renamed doc" in at.expander[0].label

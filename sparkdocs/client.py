@@ -302,9 +302,13 @@ class ModelClient:
     # discovery -------------------------------------------------------------------------------
     def capabilities(self, *, refresh: bool = False) -> Capabilities:
         with self._lock:
-            fresh = self._caps and time.monotonic() - self._caps.checked_at < self.settings.capability_ttl_s
-            if self._caps is None or refresh or not fresh:
+            caps = self._caps
+            # A failure is never cached: the moment the service comes up, the next call sees it.
+            fresh = (caps is not None and caps.reachable and caps.error is None
+                     and time.monotonic() - caps.checked_at < self.settings.capability_ttl_s)
+            if refresh or not fresh:
                 self._caps = self._discover()
+            assert self._caps is not None
             return self._caps
 
     def _get(self, path: str, *, absolute: bool = False) -> httpx.Response | None:

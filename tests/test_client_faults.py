@@ -145,3 +145,24 @@ def test_warm_up_sends_max_tokens_1(server):
 def test_parse_metrics_older_gpu_cache_name():
     metrics = parse_metrics("# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc 0.5\n")
     assert metrics.kv_cache_usage == 0.5 and metrics.kv_capacity_tokens is None
+
+
+def test_a_service_that_comes_up_is_seen_at_once(tmp_path):
+    with FakeServer() as server:
+        url = server.base_url
+    client = ModelClient(Settings(base_url=url, max_retries=0, capability_ttl_s=3600))
+    assert not client.capabilities().reachable  # the port is closed now
+    import http.server
+    import threading
+
+    from fakeserver import _Handler, Behaviour
+
+    handler = type("H", (_Handler,), {"behaviour": Behaviour()})
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    revived = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=revived.serve_forever, daemon=True).start()
+    try:
+        assert client.capabilities().reachable  # not the cached failure
+    finally:
+        revived.shutdown()
+        revived.server_close()

@@ -20,6 +20,7 @@ from .errors import (AuthenticationError, ContextOverflowError, ModelNotFoundErr
 from .tokens import ChatMessage
 
 log = logging.getLogger(__name__)
+FAILURE_TTL_S = 2.0
 START_HINT = "start it with `docker compose up -d vllm` (or `sparkdocs local-model`), or set SPARKDOCS_BASE_URL"
 
 
@@ -303,9 +304,11 @@ class ModelClient:
     def capabilities(self, *, refresh: bool = False) -> Capabilities:
         with self._lock:
             caps = self._caps
-            # A failure is never cached: the moment the service comes up, the next call sees it.
-            fresh = (caps is not None and caps.reachable and caps.error is None
-                     and time.monotonic() - caps.checked_at < self.settings.capability_ttl_s)
+            # A failure is kept only briefly: the service is seen soon after it comes up, yet
+            # a page that reruns on every click does not wait on a dead address each time.
+            ttl = (self.settings.capability_ttl_s if caps is not None and caps.reachable
+                   and caps.error is None else min(FAILURE_TTL_S, self.settings.capability_ttl_s))
+            fresh = caps is not None and time.monotonic() - caps.checked_at < ttl
             if refresh or not fresh:
                 self._caps = self._discover()
             assert self._caps is not None

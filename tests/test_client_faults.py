@@ -147,7 +147,10 @@ def test_parse_metrics_older_gpu_cache_name():
     assert metrics.kv_cache_usage == 0.5 and metrics.kv_capacity_tokens is None
 
 
-def test_a_service_that_comes_up_is_seen_at_once(tmp_path):
+def test_a_service_that_comes_up_is_seen_once_the_short_failure_ttl_passes(monkeypatch):
+    import sparkdocs.client
+
+    monkeypatch.setattr(sparkdocs.client, "FAILURE_TTL_S", 0.0)
     with FakeServer() as server:
         url = server.base_url
     client = ModelClient(Settings(base_url=url, max_retries=0, capability_ttl_s=3600))
@@ -162,7 +165,7 @@ def test_a_service_that_comes_up_is_seen_at_once(tmp_path):
     revived = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=revived.serve_forever, daemon=True).start()
     try:
-        assert client.capabilities().reachable  # not the cached failure
+        assert client.capabilities().reachable  # not the cached failure (the long TTL is 1 h)
     finally:
         revived.shutdown()
         revived.server_close()

@@ -17,6 +17,7 @@ from .config import Settings
 from .documents import Document
 from .errors import SparkdocsError, StoreError
 from .ingest import Upload
+from .ingest.code import directory_tokens
 from .prompts import fit_sections
 from .qa import QuestionAnswering
 from .store import Session
@@ -162,6 +163,11 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
         edited = st.data_editor(rows, disabled=["index", "part", "tokens"], hide_index=True,
                                 key=f"keep-{session.id}", width="stretch")
         keep = tuple(sorted(r["index"] for r in edited if r["keep"]))
+        directories = directory_tokens(document.sections)
+        if len(directories) > 1:
+            st.caption("Tokens per directory (use Include/Exclude in the sidebar to choose):")
+            st.dataframe([{"directory": d, "tokens": t} for d, t in directories.items()],
+                         hide_index=True, width="stretch", height=min(400, 36 + 35 * len(directories)))
         if st.button("Fit automatically (drop the largest parts first)"):
             with friendly_errors():
                 keep = fit_sections(document, full.available)

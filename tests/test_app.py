@@ -169,3 +169,17 @@ def test_two_browser_sessions_do_not_see_each_other(app_env):
     first.run()
     assert "first.pdf" in first.subheader[0].value and "second.md" in second.subheader[0].value
     assert first.query_params["session"] != second.query_params["session"]
+
+
+@pytest.mark.integration
+def test_codebase_upload_shows_files_and_tokens_per_directory(app_env):
+    from builders import make_zip
+
+    app_env()
+    archive = make_zip({"r/src/a.py": b"a = 1\n", "r/src/b/c.py": b"c = 2\n", "r/docs/x.md": b"# x\n"})
+    at = upload(AppTest.from_file(APP, default_timeout=60).run(), "r.zip", archive, "application/zip")
+    assert not at.exception
+    assert "r.zip · codebase ·" in at.subheader[0].value
+    assert any("Tokens per directory" in c.value for c in at.caption)
+    directories = at.dataframe[1].value  # [0] is the per-file editor
+    assert set(directories["directory"]) == {".", "docs", "src", "src/b"}

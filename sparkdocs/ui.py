@@ -5,6 +5,7 @@ call; this module only arranges widgets."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, replace
@@ -144,8 +145,9 @@ def reopen_panel(svc: Services) -> None:
     if choice != "—" and st.button("Open", key="reopen"):
         document = svc.workspace.store.get_document(labels[choice])
         if document is not None:
+            context = svc.client.capabilities().context_length
             _open_session(svc.workspace.store.new_session(
-                document, kept_sections=svc.workspace.fit(document)))
+                document, kept_sections=svc.workspace.fit(document, context=context)))
             st.rerun()
 
 
@@ -160,8 +162,10 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
         st.warning(warning)
     with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
         rows = section_rows(document, session.kept_sections)
+        # The key follows the saved choice, so the editor restarts from it after each change.
+        version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
         edited = st.data_editor(rows, disabled=["index", "part", "tokens"], hide_index=True,
-                                key=f"keep-{session.id}", width="stretch")
+                                key=f"keep-{session.id}-{version}", width="stretch")
         keep = tuple(sorted(r["index"] for r in edited if r["keep"]))
         directories = directory_tokens(document.sections)
         if len(directories) > 1:
@@ -283,7 +287,9 @@ def library(svc: Services) -> None:
             if cols[1].button("New session", key=f"new-{info.key}"):
                 document = store.get_document(info.key)
                 if document is not None:
-                    _open_session(store.new_session(document, kept_sections=svc.workspace.fit(document)))
+                    context = svc.client.capabilities().context_length
+                    _open_session(store.new_session(
+                        document, kept_sections=svc.workspace.fit(document, context=context)))
                     st.switch_page("pages/ask.py")
             if cols[2].button("Delete document and sessions", key=f"del-{info.key}", type="secondary"):
                 store.delete_document(info.key)

@@ -110,7 +110,8 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
     kept = tuple(sorted(set(all_indices if keep is None else keep)))
     if any(i < 0 or i >= len(document.sections) for i in kept):
         raise SparkdocsError(f"{document.name}: section index out of range in the selection.")
-    omitted = tuple(i for i in all_indices if i not in set(kept))
+    kept_set = set(kept)
+    omitted = tuple(i for i in all_indices if i not in kept_set)
     body = [render_section(document.sections[i]) for i in kept]
     if note is not None:
         note = part_note(note)

@@ -275,8 +275,11 @@ def library(svc: Services) -> None:
     if not infos:
         st.info("No stored documents yet: upload one on the Ask page.")
         return
+    by_document: dict[str, list[Session]] = {}
+    for session in store.list_sessions():  # read once, not once per document
+        by_document.setdefault(session.document_key, []).append(session)
     for info in infos:
-        sessions = store.list_sessions(document_key=info.key)
+        sessions = by_document.get(info.key, [])
         with st.expander(f"{info.name} — {info.kind}, {info.tokens:,} tokens, "
                          f"{len(sessions)} session(s)"):
             name = st.text_input("Name", info.name, key=f"name-{info.key}")

@@ -11,13 +11,13 @@ from typing import Any, Sequence
 from .config import Settings
 from .documents import Document, SectionKind
 from .errors import IngestError
-from .ingest import (IngestOptions, Progress, Upload, document_key, ingest_codebase,
-                     ingest_uploads)
+from .ingest import (IngestOptions, Progress, Upload, codebase_key, document_key,
+                     ingest_codebase, ingest_uploads)
 from .ingest.code import directory_tokens
 from .prompts import PreparedDocument, PromptBuilder, fit_sections, prepare_document, rank_sections
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Store
-from .tokens import Budget, count_document, preload_llama3
+from .tokens import Budget, preload_llama3
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,10 @@ class Workspace:
         paths = expand_paths(request.paths)
         if len(paths) == 1 and (paths[0].is_dir() or request.codebase):
             source = walk_codebase(paths[0], options)
-            document = ingest_codebase(source.root.name, source.files, notes=source.notes,
-                                       options=options)
-            cached = self.store.get_document(document.content_hash)
-            if cached is not None:
-                return cached
-            document = count_document(document)
-            self.store.put_document(document)
-            return document
+            return self.store.get_or_ingest(
+                codebase_key(source.files, options),
+                lambda: ingest_codebase(source.root.name, source.files, notes=source.notes,
+                                        options=options))
         if any(p.is_dir() for p in paths):
             raise IngestError("Give either one folder or a list of files, not both.")
         uploads = [read_file(p, options) for p in paths]

@@ -65,3 +65,15 @@ def test_many_processes_write_one_store_safely(tmp_path: Path):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), f"p{n}"]) for n in range(4)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     assert len(Store(tmp_path, size_limit_bytes=64 * 2**20).list_documents()) == 80
+
+
+def test_reloading_the_same_folder_decodes_nothing(workspace: Workspace, tmp_path: Path, monkeypatch):
+    from sparkdocs.workspace import LoadRequest
+
+    (tmp_path / "repo" / "pkg").mkdir(parents=True)
+    (tmp_path / "repo" / "pkg" / "m.py").write_text("m = 1\n")
+    first = workspace.load(LoadRequest((str(tmp_path / "repo"),)))
+    import sparkdocs.workspace as module
+
+    monkeypatch.setattr(module, "ingest_codebase", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
+    assert workspace.load(LoadRequest((str(tmp_path / "repo"),))) == first

@@ -16,7 +16,7 @@ from .pdf import pdf_sections
 from .text import looks_binary, text_sections
 
 __all__ = ["IngestOptions", "Progress", "SourceFile", "Upload", "detect_kind", "ingest_bytes",
-           "ingest_uploads", "ingest_codebase", "document_key"]
+           "ingest_uploads", "ingest_codebase", "codebase_key", "document_key"]
 
 DEFAULT_OPTIONS = IngestOptions()
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -119,10 +119,15 @@ def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = DEFAUL
                     source_bytes=sum(len(u.data) for u in uploads))
 
 
+def codebase_key(files: Sequence[SourceFile], options: IngestOptions = DEFAULT_OPTIONS) -> str:
+    """The cache key of a folder's files, computable before decoding any of them."""
+    return content_hash(sorted((f.path, f.data) for f in files), salt=options.cache_salt())
+
+
 def ingest_codebase(name: str, files: Sequence[SourceFile], *, notes: Sequence[str] = (),
                     options: IngestOptions = DEFAULT_OPTIONS) -> Document:
     """A folder's files (already filtered by `PathFilter`) as one codebase document."""
-    key = content_hash(sorted((f.path, f.data) for f in files), salt=options.cache_salt())
+    key = codebase_key(files, options)
     sections, warnings = codebase_sections(files, notes=notes)
     return Document(name, DocumentKind.CODEBASE, key, tuple(sections), tuple(warnings),
                     source_bytes=sum(len(f.data) for f in files))

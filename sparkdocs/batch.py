@@ -23,7 +23,8 @@ from .client import AnswerResult, AnswerStream, ModelClient
 from .documents import Document
 from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ServiceError,
                      SparkdocsError)
-from .prompts import DEFAULT_SUMMARY_INSTRUCTIONS, PromptBuilder, prepare_document
+from .prompts import (DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document,
+                      split_into_parts)
 from .tokens import ChatMessage
 from .workspace import Workspace
 
@@ -49,13 +50,6 @@ class BatchOptions:
     max_tokens: int = 1024
     force: bool = False
     attempts: int = 2  # per request, on top of the client's own retries of 5xx
-
-
-@dataclass(frozen=True)
-class Part:
-    label: str
-    sections: tuple[int, ...]
-    tokens: int
 
 
 @dataclass(frozen=True)
@@ -120,32 +114,6 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def split_into_parts(document: Document, available: int) -> list[Part]:
-    """Consecutive sections grouped into parts that each fit `available` tokens."""
-    parts: list[Part] = []
-    current: list[int] = []
-    used = 0
-    for index, section in enumerate(document.sections):
-        if section.tokens > available:
-            raise BudgetError(
-                f"{document.name}: {section.locator} alone needs {section.tokens:,} tokens, over "
-                f"the {available:,} available per request; raise the context length.")
-        if current and used + section.tokens > available:
-            parts.append(_part(document, current, used))
-            current, used = [], 0
-        current.append(index)
-        used += section.tokens
-    if current:
-        parts.append(_part(document, current, used))
-    return parts
-
-
-def _part(document: Document, indices: list[int], tokens: int) -> Part:
-    first, last = document.sections[indices[0]], document.sections[indices[-1]]
-    label = first.locator if first is last else f"{first.locator} to {last.locator}"
-    return Part(label, tuple(indices), tokens)
 
 
 class SummaryWriter:
@@ -315,10 +283,11 @@ class BatchSummarizer:
         if prompt.prompt_tokens + self.options.max_tokens <= context:
             result = self._request(prompt.messages, model)
             return result.answer, self._stats(result, [result]), [Part("whole document", whole.kept, whole.block_tokens)]
-        # Map-reduce, stated: parts in order, then one combining request.
-        fixed = prompt.prompt_tokens - whole.block_tokens + 96  # template, instructions, part note
-        available = context - self.options.max_tokens - fixed
-        parts = split_into_parts(document, available)
+        # Map-reduce, stated: parts in order, then one combining request. Everything in the
+        # prompt but the block is the same for every part, so the block gets the rest exactly.
+        available = context - self.options.max_tokens - (prompt.prompt_tokens - whole.block_tokens)
+        parts = split_into_parts(document, available, note=_part_note,
+                                 tokenizer=self._builder.tokenizer)
         log.info("%s: %d tokens over budget; map-reduce over %d parts", document.name,
                  document.section_tokens, len(parts))
         results: list[AnswerResult] = []
@@ -326,8 +295,7 @@ class BatchSummarizer:
         for number, part in enumerate(parts, 1):
             prepared = prepare_document(
                 document, keep=part.sections, tokenizer=self._builder.tokenizer,
-                note=f"Part {number} of {len(parts)} of the document: {part.label}. "
-                     "The other parts are summarised separately.")
+                note=_part_note(number, len(parts), part.label))
             result = self._request(self._builder.summary(prepared, instructions).messages, model)
             results.append(result)
             partials.append((part.label, result.answer))
@@ -377,6 +345,11 @@ class BatchSummarizer:
         stats["completion_tokens"] = sum(r.completion_tokens or 0 for r in results) or None
         stats["requests"] = len(results)
         return stats
+
+
+def _part_note(number: int, total: int, label: str) -> str:
+    return (f"Part {number} of {total} of the document: {label}. The other parts are summarised "
+            "separately.")
 
 
 def collect_items(workspace: Workspace, patterns: Sequence[str], *, codebase: bool = False,

@@ -247,26 +247,44 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
 
     from .client import ModelClient
     from .config import child_environment
-    from .local_model import LOCAL_MODEL_ALIAS, free_port, start_local_server
+    from .local_model import LOCAL_MODEL_ALIAS, LocalModelSupervisor, local_model_log
 
     settings = _service_settings(base_url, model, api_key)
     env = child_environment(settings)
-    server = None
-    if local_model and not ModelClient(settings).capabilities().reachable:
-        err.print(f"[bold yellow]No model service at {settings.base_url}: starting {LOCAL_MODEL_ALIAS}[/] "
-                  "— answers will be poor; on a DGX Spark use `docker compose up -d`.")
-        server = start_local_server(port=free_port(), n_ctx=8192)
-        env.update({"SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_CONTEXT_LENGTH": "8192"})
     app_path = Path(__file__).resolve().parent.parent / "app.py"
     if not app_path.exists():
         raise SparkdocsError(f"{app_path} not found: run `sparkdocs app` from a source checkout, "
                              "or use the Docker image.")
+    supervisor = None
+    if local_model and not ModelClient(settings).capabilities().reachable:
+        err.print(f"[bold yellow]No model service at {settings.base_url}: starting {LOCAL_MODEL_ALIAS}[/] "
+                  "— answers will be poor; on a DGX Spark use `docker compose up -d`.")
+        supervisor = LocalModelSupervisor(log_path=local_model_log(settings.cache_dir), n_ctx=8192,
+                                          on_status=_echo_local_model_status)
+        supervisor.start()
+        _echo_local_model(supervisor.base_url, supervisor.log_path, 8192)
+        env.update({"SPARKDOCS_BASE_URL": supervisor.base_url, "SPARKDOCS_CONTEXT_LENGTH": "8192",
+                    # a page can show the tail of this log when the demo model stops answering
+                    "SPARKDOCS_LOCAL_MODEL_LOG": str(supervisor.log_path)})
     try:
         subprocess.run([sys.executable, "-m", "streamlit", "run", str(app_path),
                         "--server.port", str(port)], env=env, cwd=app_path.parent, check=False)
     finally:
-        if server is not None:
-            server.stop()
+        if supervisor is not None:
+            supervisor.stop()
+
+
+def _echo_local_model(base_url: str, log_path: Path, n_ctx: int) -> None:
+    # typer.echo, not rich: a path must not be wrapped or read as markup
+    typer.echo(f"Demo model (SmolLM2-135M, tiny) at {base_url} — log: {log_path}; point the CLI "
+               f"at it with SPARKDOCS_BASE_URL={base_url} SPARKDOCS_CONTEXT_LENGTH={n_ctx}", err=True)
+
+
+def _echo_local_model_status(status: Any) -> None:
+    """The supervisor's watcher reports crashes, restarts and failures here, as they happen
+    (the first start is shown by the caller, and its failure raises)."""
+    if status.restarts:
+        typer.echo(f"[demo model {status.state.value}] {status.message}", err=True)
 
 
 @app.command()
@@ -312,22 +330,29 @@ def bench(path: Annotated[Optional[Path], typer.Argument(help="A document to use
 @app.command("local-model")
 def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
                 host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-                n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length.")] = 8192) -> None:
+                n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length.")] = 8192,
+                log_file: Annotated[Optional[Path], typer.Option(
+                    "--log-file", help="Server output (default: CACHE_DIR/local-model.log).")] = None) -> None:
     """Start a TINY DEMO MODEL (SmolLM2-135M via llama.cpp) for machines without a GPU service."""
     import time
 
-    from .local_model import LOCAL_MODEL_ALIAS, start_local_server
+    from .local_model import LOCAL_MODEL_ALIAS, LocalModelSupervisor, ServerState, local_model_log
 
     err.print(f"[bold yellow]Starting {LOCAL_MODEL_ALIAS}[/] — a 135M-parameter demo model: answers "
               "will be poor. On a DGX Spark use `docker compose up -d` instead.")
-    server = start_local_server(host=host, port=port, n_ctx=n_ctx)
-    err.print(f"serving at {server.base_url} (context {n_ctx:,}); set SPARKDOCS_BASE_URL={server.base_url} "
-              f"and SPARKDOCS_CONTEXT_LENGTH={n_ctx}. Ctrl-C stops it.")
+    supervisor = LocalModelSupervisor(
+        host=host, port=port, n_ctx=n_ctx, on_status=_echo_local_model_status,
+        log_path=log_file or local_model_log(settings_from().cache_dir))
+    supervisor.start()
+    _echo_local_model(supervisor.base_url, supervisor.log_path, n_ctx)
+    typer.echo("Ctrl-C stops it.", err=True)
     try:
-        while server.process.poll() is None:
+        while supervisor.status().state not in (ServerState.FAILED, ServerState.STOPPED):
             time.sleep(1)
     finally:
-        server.stop()
+        supervisor.stop()
+    if supervisor.status().state is ServerState.FAILED:
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

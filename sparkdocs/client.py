@@ -5,7 +5,9 @@ when it cannot, warms the prefix cache, and turns every failure into an error wi
 from __future__ import annotations
 
 import logging
+import queue
 import re
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -163,6 +165,15 @@ def _service_error(exc: Exception, *, settings: Settings, model: str) -> Service
     return ServiceError(f"The model service at {url} refused the request: {message}")
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A heartbeat while no text arrives (queued or prefilling): lets a page show the wait and
+    notice a Stop, since the text stream itself cannot be interrupted between chunks."""
+
+    elapsed_s: float
+    received_chunks: int
+
+
 class AnswerStream:
     """Iterate for text as it arrives; `result` holds the record once the stream ends (also after
     a cancel or a cut: the partial answer is kept and marked)."""
@@ -180,17 +191,63 @@ class AnswerStream:
         self.parts: list[str] = []
 
     def cancel(self) -> None:
-        """Stop promptly: closes the HTTP stream so the server stops generating."""
+        """Stop now, also on the server: shutting the socket down wakes the reading thread and
+        tells vLLM the client left, so it aborts the request even in the middle of a prefill
+        (closing the response alone waits for the next chunk, which a prefill does not send)."""
         self._cancel.set()
-        if self._response is not None:
-            try:
-                self._response.close()
-            except Exception:  # closing an already-broken stream
-                pass
+        self._abort_connection()
+
+    def _abort_connection(self) -> None:
+        response = getattr(self._response, "response", None)  # openai's Stream → HTTP response
+        extensions = getattr(response, "extensions", None) or {}
+        network = extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed by the server or by the reading thread
+            pass
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    def events(self, *, heartbeat_s: float = 0.5) -> Iterator[str | Waiting]:
+        """Text chunks, with a `Waiting` every `heartbeat_s` while none arrives. The stream is
+        read on a helper thread; leaving the loop early (a Stop, a rerun) cancels it."""
+        box: queue.Queue[object] = queue.Queue()
+        finished = object()
+
+        def pump() -> None:
+            try:
+                for part in self:
+                    box.put(part)
+            except BaseException as exc:  # handed to the consumer, raised there
+                box.put(exc)
+            finally:
+                box.put(finished)
+
+        reader = threading.Thread(target=pump, name="answer-stream", daemon=True)
+        reader.start()
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    item = box.get(timeout=heartbeat_s)
+                except queue.Empty:
+                    yield Waiting(time.monotonic() - started, len(self.parts))
+                    continue
+                if item is finished:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, str)
+                yield item
+        finally:
+            if reader.is_alive():
+                self.cancel()
+                reader.join(timeout=10)
 
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
@@ -207,6 +264,8 @@ class AnswerStream:
                 stream_options={"include_usage": True})
         except openai.OpenAIError as exc:
             raise _service_error(exc, settings=self._client.settings, model=self._model) from exc
+        if self._cancel.is_set():  # stopped while the request was being sent
+            self._abort_connection()
         try:
             for chunk in self._response:
                 if self._cancel.is_set():
@@ -227,6 +286,9 @@ class AnswerStream:
         except GeneratorExit:  # the consumer went away (a Streamlit rerun): keep what we have
             interrupted, error = True, "interrupted before the answer finished"
             raise
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM turned into it) in the reading thread
+            interrupted, error = True, "stopped by the user"
+            raise
         except Exception as exc:  # any transport failure mid-stream (httpx or httpx2, by version)
             if not self._cancel.is_set():
                 interrupted = True
@@ -236,7 +298,12 @@ class AnswerStream:
                 interrupted, error = True, "stopped by the user"
         finally:
             if interrupted:
-                self.cancel()
+                self._cancel.set()
+                self._abort_connection()
+            try:
+                self._response.close()
+            except (OSError, httpx.HTTPError, openai.OpenAIError, RuntimeError) as exc:
+                log.debug("closing a finished stream: %s", exc)
             ended = time.perf_counter()
             if finish is None and not interrupted and not self._cancel.is_set():
                 interrupted, error = True, "the answer stream broke off before its end; the partial answer is kept"

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterable
+from typing import Iterable, Sequence
 
 
 class DocumentKind(StrEnum):
@@ -91,8 +91,10 @@ def _attr(value: str) -> str:
     return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def render_section(section: Section) -> str:
-    """The exact text of one section inside the document block."""
+def render_section(section: Section, *, text: str | None = None) -> str:
+    """The exact text of one section inside the document block. Every byte of a section (title,
+    text, tree) passes the one neutralising step here, so no field can carry a control token
+    into a prompt. `text` overrides the body (a tree re-drawn for a selection)."""
     tag = section.kind.value
     if section.kind is SectionKind.PAGE:
         open_tag = f'<page number="{_attr(section.title)}">'
@@ -102,21 +104,98 @@ def render_section(section: Section) -> str:
         open_tag = "<tree>"
     else:
         open_tag = f'<section title="{_attr(section.title)}">'
-    return f"{open_tag}\n{section.text}\n</{tag}>\n"
+    body = section.text if text is None else text
+    return neutralise_special_tokens(f"{open_tag}\n{body}\n</{tag}>\n")
 
 
 DOCUMENT_OPEN = "<document>\n"
 DOCUMENT_CLOSE = "</document>\n\n"
 
 
-def omission_note(omitted: Iterable[Section]) -> str:
-    """States, inside the prompt, what was left out so the model does not pretend otherwise."""
-    names = ", ".join(s.locator for s in omitted)
-    return f"<omitted>\nLeft out to fit the context: {neutralise_special_tokens(_attr(names))}\n</omitted>\n"
+MAX_NOTE_ITEMS = 24
+
+
+def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
+
+
+def omission_note(sections: Sequence[Section], omitted: Sequence[int]) -> str:
+    """States, inside the prompt, what was left out so the model does not pretend otherwise.
+    Consecutive parts are given as ranges ("page 3 to page 90") and files by count (the tree
+    shows where they are), so the note stays short however much is left out."""
+    files = [i for i in omitted if sections[i].kind is SectionKind.FILE]
+    others = [i for i in omitted if sections[i].kind is not SectionKind.FILE]
+    items = []
+    for first, last in _runs(others):
+        a, b = sections[first], sections[last]
+        items.append(a.locator if first == last else f"{a.locator} to {b.locator}")
+    if len(items) > MAX_NOTE_ITEMS:
+        rest = len(items) - MAX_NOTE_ITEMS
+        items = items[:MAX_NOTE_ITEMS] + [f"and {rest:,} more ranges"]
+    if files:
+        total = sum(1 for s in sections if s.kind is SectionKind.FILE)
+        items.append(f"{len(files):,} of {total:,} files (marked in the tree)" if any(
+            s.kind is SectionKind.TREE for s in sections) else f"{len(files):,} of {total:,} files")
+    return f"<omitted>\nLeft out to fit the context: {_attr('; '.join(items))}\n</omitted>\n"
 
 
 def part_note(text: str) -> str:
-    return f"<part>\n{neutralise_special_tokens(_attr(text))}\n</part>\n"
+    return f"<part>\n{_attr(text)}\n</part>\n"
+
+
+def _files(n: int) -> str:
+    return f"{n:,} file" if n == 1 else f"{n:,} files"
+
+
+def render_tree(paths: Iterable[str], *, omitted: Iterable[str] = ()) -> str:
+    """A `tree`-style listing, directories first-seen in path order. Omitted files are drawn as
+    counts: a directory with nothing kept is one line, and each directory's omitted files one
+    line, so the tree of a selection grows with what is kept, not with the repository."""
+    root: dict[str, dict] = {}
+    for path in paths:
+        node = root
+        for part in path.split("/"):
+            node = node.setdefault(part, {})
+    gone: dict[str, dict] = {}
+    for path in omitted:
+        node = gone
+        for part in path.split("/"):
+            node = node.setdefault(part, {})
+    lines = ["."]
+
+    def count(node: dict[str, dict]) -> int:
+        return sum(count(child) if child else 1 for child in node.values())
+
+    def walk(kept: dict[str, dict], left_out: dict[str, dict], prefix: str) -> None:
+        rows: list[tuple[bool, str, str, dict, dict]] = []  # (is file, label, line, kept, gone)
+        hidden_files = 0
+        for label in sorted(kept.keys() | left_out.keys()):
+            kept_child, gone_child = kept.get(label), left_out.get(label) or {}
+            if kept_child is not None:
+                is_dir = bool(kept_child) or bool(gone_child)
+                rows.append((not is_dir, label, label + "/" * is_dir, kept_child, gone_child))
+            elif gone_child:
+                rows.append((False, label, f"{label}/ ({_files(count(gone_child))} left out)",
+                             {}, {}))
+            else:
+                hidden_files += 1
+        rows.sort(key=lambda row: (row[0], row[1]))
+        if hidden_files:
+            rows.append((True, "", f"… {hidden_files:,} more {'file' if hidden_files == 1 else 'files'} left out", {}, {}))
+        for index, (_, _, line, kept_child, gone_child) in enumerate(rows):
+            last = index == len(rows) - 1
+            lines.append(f"{prefix}{'└── ' if last else '├── '}{line}")
+            if kept_child:
+                walk(kept_child, gone_child, prefix + ("    " if last else "│   "))
+
+    walk(root, gone, "")
+    return "\n".join(lines)
 
 
 def content_hash(parts: Iterable[tuple[str, bytes]], *, salt: str = "") -> str:

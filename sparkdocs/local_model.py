@@ -5,14 +5,18 @@ demo and test model — answers are poor — but every byte of sparkdocs' path i
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import httpx
 
@@ -52,20 +56,52 @@ class LocalServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def stop(self) -> None:
+    def stop(self, *, timeout_s: float = 15.0) -> None:
+        """Terminate, then kill after `timeout_s`; always wait, so the child is reaped."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
 
 
-def start_local_server(*, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 8192,
-                       log_file: IO[bytes] | None = None, log_path: Path | None = None,
-                       wait_s: float = 180.0) -> LocalServer:
-    """Start `python -m llama_cpp.server` and wait until /v1/models answers."""
+def local_model_log(cache_dir: Path) -> Path:
+    """Where the demo server's output goes by default: next to the cache, so it survives the run."""
+    return cache_dir / "local-model.log"
+
+
+def describe_exit(returncode: int) -> str:
+    """`exit code -11 (signal SIGSEGV)`: a negative code alone means nothing to most people."""
+    if returncode < 0:
+        try:
+            return f"exit code {returncode} (signal {signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"exit code {returncode} (signal {-returncode})"
+    return f"exit code {returncode}"
+
+
+def log_tail(path: Path | None, *, lines: int = 5) -> str:
+    """The last lines of the server log, on one line, to quote in a status or an error."""
+    if path is None:
+        return "(no log)"
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            text = handle.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) or "(log empty)"
+
+
+def spawn_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = 8000,
+                       n_ctx: int = 8192, log_file: IO[bytes] | None = None) -> LocalServer:
+    """Start `python -m llama_cpp.server` without waiting. Its stdout and stderr always go to
+    `log_file` or (appended) `log_path`: a crash on a fresh machine must leave evidence. It runs
+    in its own process group so a terminal Ctrl-C reaches only sparkdocs, which stops it in
+    order instead of racing a supervisor that would see an unexpected exit."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
@@ -73,26 +109,176 @@ def start_local_server(*, host: str = "127.0.0.1", port: int = 8000, n_ctx: int 
             "llama-cpp-python is not installed: run `pip install 'sparkdocs[local]'` "
             "(it compiles llama.cpp, about 5 minutes on 2 cores)."
         ) from exc
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()),
+    # -u: a killed child must not take its buffered last lines with it
+    command = [sys.executable, "-u", "-m", "llama_cpp.server", "--model", str(gguf_path()),
                "--host", host, "--port", str(port), "--n_ctx", str(n_ctx),
                "--model_alias", LOCAL_MODEL_ALIAS, "--n_threads", "2",
                # serve concurrent requests one after another instead of cutting the older one
                "--interrupt_requests", "False"]
-    log.info("starting %s", " ".join(command))
-    process = subprocess.Popen(command, stdout=log_file or subprocess.DEVNULL,
-                               stderr=subprocess.STDOUT if log_file else subprocess.DEVNULL)
-    server = LocalServer(process, host, port, log_path)
+    log.info("starting %s (log: %s)", " ".join(command), log_path)
+    if log_file is not None:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                   stderr=subprocess.STDOUT, process_group=0)
+    else:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as handle:  # the child keeps its own descriptor
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
+                                       stderr=subprocess.STDOUT, process_group=0)
+    return LocalServer(process, host, port, log_path)
+
+
+def wait_until_ready(server: LocalServer, *, wait_s: float = 180.0,
+                     abort: threading.Event | None = None) -> None:
+    """Poll /v1/models (llama-cpp-python has no /health) until it answers; fail early, with the
+    log's last lines, if the child exits; give up when `abort` is set."""
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
+    while time.monotonic() < deadline and not (abort is not None and abort.is_set()):
+        if (code := server.process.poll()) is not None:
             raise ServiceUnavailableError(
-                f"The local model server exited with code {process.returncode}"
-                + (f"; see {log_path}" if log_path else "") + ". Is the port free?")
+                f"The local model server exited with {describe_exit(code)} while starting "
+                f"(is port {server.port} free?); last log lines: {log_tail(server.log_path)}; "
+                f"full log: {server.log_path}")
         try:
             if httpx.get(f"{server.base_url}/models", timeout=2).status_code == 200:
-                return server
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     server.stop()
-    raise ServiceUnavailableError(f"The local model server did not answer within {wait_s:.0f} s.")
+    raise ServiceUnavailableError(
+        "The local model server was stopped while starting." if abort is not None and abort.is_set()
+        else f"The local model server did not answer within {wait_s:.0f} s; see {server.log_path}.")
+
+
+def start_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = 8000,
+                       n_ctx: int = 8192, log_file: IO[bytes] | None = None,
+                       wait_s: float = 180.0) -> LocalServer:
+    """Start the demo server and wait until /v1/models answers (no supervision)."""
+    server = spawn_local_server(log_path=log_path, host=host, port=port, n_ctx=n_ctx,
+                                log_file=log_file)
+    wait_until_ready(server, wait_s=wait_s)
+    return server
+
+
+class ServerState(Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class SupervisorStatus:
+    """What a page or the terminal can show about the demo server, in plain words."""
+
+    state: ServerState
+    message: str
+    log_path: Path
+    restarts: int
+
+
+class LocalModelSupervisor:
+    """Owns the demo server for the life of `sparkdocs app --local-model` / `local-model`. A
+    watcher thread polls the child, which also reaps it (no zombie); an unexpected exit is
+    reported with its signal and the log's last lines and restarted once on the same port (a
+    one-off crash should not end a demo), a second one leaves it down with a status that says
+    so and names the log, instead of a bare "nothing is answering"."""
+
+    def __init__(self, *, log_path: Path, host: str = "127.0.0.1", port: int | None = None,
+                 n_ctx: int = 8192, wait_s: float = 180.0, poll_s: float = 0.5,
+                 on_status: Callable[[SupervisorStatus], None] | None = None) -> None:
+        self.host, self.port = host, free_port() if port is None else port
+        self.n_ctx, self.wait_s, self.poll_s, self.log_path = n_ctx, wait_s, poll_s, log_path
+        self._on_status = on_status
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: LocalServer | None = None
+        self._watcher: threading.Thread | None = None
+        self._status = SupervisorStatus(ServerState.STARTING, "The demo model server is starting.",
+                                        log_path, 0)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The current child (a new one after a restart)."""
+        return self._server.process if self._server is not None else None
+
+    def status(self) -> SupervisorStatus:
+        with self._lock:
+            return self._status
+
+    def start(self) -> LocalModelSupervisor:
+        """Start the server, wait until it answers, then watch it. A failed first start raises
+        (it is the user's setup, not a crash to retry); Ctrl-C here still stops the child."""
+        try:
+            self._launch()
+        except SparkdocsError as exc:
+            self.stop()
+            self._set(ServerState.FAILED, f"{exc} (log: {self.log_path})")
+            raise ServiceUnavailableError(self._status.message) from exc
+        except BaseException:  # KeyboardInterrupt/SystemExit: never leave the child behind
+            self.stop()
+            raise
+        self._set(ServerState.RUNNING, f"The demo model server answers at {self.base_url}.")
+        self._watcher = threading.Thread(target=self._watch, name="local-model-watcher",
+                                         daemon=True)
+        self._watcher.start()
+        return self
+
+    def stop(self, *, timeout_s: float = 15.0) -> None:
+        """Stop the watcher and the child: terminate, then kill after `timeout_s`."""
+        self._stopping.set()  # before taking the lock: the watcher then never spawns again
+        with self._lock:
+            server = self._server
+        if server is not None:
+            server.stop(timeout_s=timeout_s)
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=timeout_s + 10)
+        if self.status().state is not ServerState.FAILED:
+            self._set(ServerState.STOPPED, "The demo model server was stopped.")
+
+    def _set(self, state: ServerState, message: str, *, restarts: int | None = None) -> None:
+        with self._lock:
+            self._status = SupervisorStatus(state, message, self.log_path,
+                                            self._status.restarts if restarts is None else restarts)
+            status = self._status
+        # a callback (the CLI) shows it to the user already; otherwise do not let it go unseen
+        bad = state in (ServerState.RESTARTING, ServerState.FAILED) and self._on_status is None
+        log.log(logging.WARNING if bad else logging.INFO, "%s", message)
+        if self._on_status is not None:
+            self._on_status(status)
+
+    def _launch(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                raise ServiceUnavailableError("The demo model server is being stopped.")
+            self._server = spawn_local_server(log_path=self.log_path, host=self.host,
+                                              port=self.port, n_ctx=self.n_ctx)
+        wait_until_ready(self._server, wait_s=self.wait_s, abort=self._stopping)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.poll_s):
+            server = self._server
+            code = server.process.poll() if server is not None else None  # poll() reaps it
+            if code is None or self._stopping.is_set():
+                continue
+            crash = (f"The demo model server (llama-cpp-python) stopped unexpectedly with "
+                     f"{describe_exit(code)}; last log lines: {log_tail(self.log_path)}")
+            if self.status().restarts >= 1:
+                self._set(ServerState.FAILED, f"{crash}. It was already restarted once, so it "
+                          f"stays down; the full log is {self.log_path}.")
+                return
+            self._set(ServerState.RESTARTING, f"{crash}; restarting it once.", restarts=1)
+            try:
+                self._launch()
+            except SparkdocsError as exc:
+                if not self._stopping.is_set():
+                    self._set(ServerState.FAILED, f"{crash}. The restart failed too: {exc}; it "
+                              f"stays down; the full log is {self.log_path}.")
+                return
+            self._set(ServerState.RUNNING, f"The demo model server was restarted after a crash "
+                      f"and answers at {self.base_url} (log: {self.log_path}).")

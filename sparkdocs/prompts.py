@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .documents import (
     DOCUMENT_CLOSE,
@@ -18,12 +18,15 @@ from .documents import (
     Section,
     SectionKind,
     clean_text,
+    neutralise_special_tokens,
     omission_note,
     part_note,
     render_section,
+    render_tree,
 )
 from .errors import BudgetError, SparkdocsError
-from .tokens import Budget, ChatEncoder, ChatMessage, Llama3Tokenizer, llama3
+from .tokens import (Budget, ChatEncoder, ChatMessage, Llama3Tokenizer, document_frame_tokens,
+                     llama3)
 
 # One system text for every task: questions, follow-ups and summaries all share the cached
 # document prefix. Task-specific wording goes after the document.
@@ -102,25 +105,51 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
                      tokenizer: Llama3Tokenizer | None = None, note: str | None = None
                      ) -> PreparedDocument:
     """Render the kept sections (all by default) in document order, with a stated omission.
-    `note` replaces the omission list (map-reduce parts say which part they are instead)."""
+    `note` replaces the omission list (map-reduce parts say which part they are instead).
+    When files are left out, the file tree is drawn for the selection (omitted folders as
+    counts), so the tree never costs more than what is kept."""
     tok = tokenizer or llama3()
     if not document.counted:
         raise SparkdocsError(f"{document.name}: count its tokens (tokens.count_document) first.")
-    all_indices = range(len(document.sections))
+    sections = document.sections
+    all_indices = range(len(sections))
     kept = tuple(sorted(set(all_indices if keep is None else keep)))
-    if any(i < 0 or i >= len(document.sections) for i in kept):
+    if any(i < 0 or i >= len(sections) for i in kept):
         raise SparkdocsError(f"{document.name}: section index out of range in the selection.")
     kept_set = set(kept)
     omitted = tuple(i for i in all_indices if i not in kept_set)
-    body = [render_section(document.sections[i]) for i in kept]
+    tree = _selection_tree(sections, kept_set, omitted)
+    body: list[str] = []
+    tokens = tok.count(DOCUMENT_OPEN) + tok.count(DOCUMENT_CLOSE)
+    for i in kept:
+        if tree is not None and sections[i].kind is SectionKind.TREE:
+            rendered = render_section(sections[i], text=tree)
+            tokens += tok.count(rendered)
+        else:
+            rendered = render_section(sections[i])
+            tokens += sections[i].tokens
+        body.append(rendered)
     if note is not None:
         note = part_note(note)
     else:
-        note = omission_note(document.sections[i] for i in omitted) if omitted else ""
+        note = omission_note(sections, omitted) if omitted else ""
+    note = neutralise_special_tokens(note)
+    tokens += tok.count(note) if note else 0
     block = DOCUMENT_OPEN + note + "".join(body) + DOCUMENT_CLOSE
-    tokens = (tok.count(DOCUMENT_OPEN) + (tok.count(note) if note else 0)
-              + sum(document.sections[i].tokens for i in kept) + tok.count(DOCUMENT_CLOSE))
     return PreparedDocument(document, kept, omitted, block, tokens)
+
+
+def _selection_tree(sections: Sequence[Section], kept: set[int], omitted: Sequence[int]
+                    ) -> str | None:
+    """The file tree re-drawn for a selection that leaves files out; None to use the stored one."""
+    if not any(sections[i].kind is SectionKind.FILE for i in omitted):
+        return None
+    if not any(sections[i].kind is SectionKind.TREE for i in kept):
+        return None
+    return render_tree((s.title for i, s in enumerate(sections)
+                        if i in kept and s.kind is SectionKind.FILE),
+                       omitted=(sections[i].title for i in omitted
+                                if sections[i].kind is SectionKind.FILE))
 
 
 def clean_question(question: str) -> str:
@@ -216,46 +245,136 @@ class PromptBuilder:
 
     def budget(self, document: Document, *, context: int, answer_reserve: int,
                keep: Iterable[int] | None = None) -> Budget:
-        kept = range(len(document.sections)) if keep is None else keep
-        used = sum(document.sections[i].tokens for i in kept)
+        """The budget of the block that is sent: kept sections, the omission note and the tree
+        as drawn for this selection (the frame is part of the overhead)."""
+        prepared = prepare_document(document, keep=keep, tokenizer=self._tok)
         return Budget(context=context, answer_reserve=answer_reserve,
-                      prompt_overhead=self.overhead_tokens(), used=used)
+                      prompt_overhead=self.overhead_tokens(),
+                      used=prepared.block_tokens - document_frame_tokens(self._tok))
+
+    def fit(self, document: Document, *, context: int, answer_reserve: int) -> tuple[int, ...]:
+        """A selection whose whole prompt fits (see `fit_sections`)."""
+        available = Budget(context=context, answer_reserve=answer_reserve,
+                           prompt_overhead=self.overhead_tokens(), used=0).available
+        return fit_sections(document, available, tokenizer=self._tok)
 
 
 def rank_sections(document: Document) -> list[int]:
-    """Section indices, most expensive first: the order in which to consider dropping them."""
+    """Section indices, most expensive first (the parts editor's order)."""
     return sorted(range(len(document.sections)),
                   key=lambda i: (-document.sections[i].tokens, i))
 
 
-def fit_sections(document: Document, available: int) -> tuple[int, ...]:
-    """Keep as many sections as fit by dropping the most expensive first; the file tree of a
-    codebase always stays. Raises when even that cannot fit."""
-    keep = set(range(len(document.sections)))
-    total = document.section_tokens
-    for index in rank_sections(document):
-        if total <= available:
-            break
-        if document.sections[index].kind is SectionKind.TREE:
-            continue
-        keep.discard(index)
-        total -= document.sections[index].tokens
-    # Re-add cheap sections that fit again after a big one left (keeps the most content).
-    for index in sorted(set(range(len(document.sections))) - keep,
-                        key=lambda i: document.sections[i].tokens):
-        if total + document.sections[index].tokens <= available:
-            keep.add(index)
-            total += document.sections[index].tokens
-    content = [i for i in keep if document.sections[i].kind is not SectionKind.TREE]
-    if total > available or not content:
-        smallest = min((s.tokens for s in document.sections if s.kind is not SectionKind.TREE),
-                       default=0)
+def drop_order(document: Document) -> list[int]:
+    """The order in which auto-fit leaves parts out. Files are independent, so the most
+    expensive go first; pages and sections are read in order, so a reader keeps a contiguous
+    run from the start and the end goes first. The file tree always stays."""
+    sections = document.sections
+    if any(s.kind is SectionKind.FILE for s in sections):
+        order = rank_sections(document)
+    else:
+        order = list(reversed(range(len(sections))))
+    return [i for i in order if sections[i].kind is not SectionKind.TREE]
+
+
+def fit_sections(document: Document, available: int, *,
+                 tokenizer: Llama3Tokenizer | None = None) -> tuple[int, ...]:
+    """The sections to keep so that the block as sent (kept sections, the omission note, the
+    tree drawn for the selection) uses at most `available` tokens besides its frame. Leaves
+    out the fewest parts in `drop_order`, found by bisection over exact counts. Raises when
+    even one part cannot fit."""
+    tok = tokenizer or llama3()
+    frame = document_frame_tokens(tok)
+    order = drop_order(document)
+    everything = range(len(document.sections))
+
+    def keep_after(dropped: int) -> tuple[int, ...]:
+        gone = set(order[:dropped])
+        return tuple(i for i in everything if i not in gone)
+
+    def fits(dropped: int) -> bool:
+        return prepare_document(document, keep=keep_after(dropped), tokenizer=tok
+                                ).block_tokens - frame <= available
+
+    if fits(0):
+        return tuple(everything)
+    low, high = 0, len(order) - 1  # keep at least one part: fits(low) is False
+    if high < 1 or not fits(high):
+        smallest = min((document.sections[i].tokens for i in order), default=0)
         raise BudgetError(
-            f"{document.name}: no part fits: the smallest needs {smallest:,} tokens (with the "
-            f"file tree {total + smallest:,}) but only {available:,} are available; raise the "
-            "context length or lower the answer reserve."
-        )
-    return tuple(sorted(keep))
+            f"{document.name}: no part fits: the smallest needs {smallest:,} tokens but only "
+            f"{available:,} are available for the document; raise the context length or lower "
+            "the answer reserve.")
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    return keep_after(high)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One map-reduce part: consecutive sections (and the file tree, drawn for the part)."""
+
+    label: str
+    sections: tuple[int, ...]
+    tokens: int  # of the whole block as sent, note and frame included
+
+
+PartNote = Callable[[int, int, str], str]  # (number, total, label) → the part's note
+
+
+def part_label(document: Document, indices: Sequence[int]) -> str:
+    content = [i for i in indices if document.sections[i].kind is not SectionKind.TREE]
+    first, last = document.sections[content[0]], document.sections[content[-1]]
+    return first.locator if first is last else f"{first.locator} to {last.locator}"
+
+
+def split_into_parts(document: Document, available: int, *, note: PartNote,
+                     tokenizer: Llama3Tokenizer | None = None) -> list[Part]:
+    """Consecutive sections grouped into parts whose blocks as sent (part note, the tree drawn
+    for the part, frame) each use at most `available` tokens. Each part is the longest run that
+    fits, found by bisection over exact counts; the note is measured with a 4-digit part count,
+    an upper bound for the real one."""
+    tok = tokenizer or llama3()
+    sections = document.sections
+    tree = tuple(i for i, s in enumerate(sections) if s.kind is SectionKind.TREE)
+    content = [i for i, s in enumerate(sections) if s.kind is not SectionKind.TREE]
+
+    def block_tokens(start: int, end: int, number: int = 9999, total: int = 9999) -> int:
+        keep = tree + tuple(content[start:end])
+        text = note(number, total, part_label(document, keep))
+        return prepare_document(document, keep=keep, tokenizer=tok, note=text).block_tokens
+
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start < len(content):
+        if block_tokens(start, start + 1) > available:
+            section = sections[content[start]]
+            raise BudgetError(
+                f"{document.name}: {section.locator} alone needs {section.tokens:,} tokens, over "
+                f"the {available:,} available per request; raise the context length or lower "
+                "--max-tokens.")
+        low, step = start + 1, 1  # content[start:low] fits; gallop, then bisect
+        while low + step <= len(content) and block_tokens(start, low + step) <= available:
+            low, step = low + step, step * 2
+        high = min(low + step, len(content) + 1)  # content[start:high] does not fit (or past end)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if block_tokens(start, middle) <= available:
+                low = middle
+            else:
+                high = middle
+        spans.append((start, low))
+        start = low
+    parts = []
+    for number, (first, end) in enumerate(spans, 1):
+        keep = tree + tuple(content[first:end])
+        parts.append(Part(part_label(document, keep), keep,
+                          block_tokens(first, end, number, len(spans))))
+    return parts
 
 
 def reusable_prefix_tokens(previous_ids: Sequence[int], next_ids: Sequence[int], *,

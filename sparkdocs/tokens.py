@@ -20,6 +20,7 @@ from .documents import (
     DOCUMENT_CLOSE,
     DOCUMENT_OPEN,
     Document,
+    neutralise_special_tokens,
     render_section,
 )
 from .errors import SparkdocsError
@@ -73,8 +74,15 @@ class TokenCounter(Protocol):
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """One chat turn. Every text that reaches a prompt becomes a ChatMessage, so this is the one
+    place where control-token text is neutralised: a new field cannot skip it. (Document
+    sections are neutralised when rendered too, so their cached counts match; it is idempotent.)"""
+
     role: str
     content: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content", neutralise_special_tokens(self.content))
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}

@@ -13,13 +13,12 @@ from typing import Iterator, Sequence
 
 import streamlit as st
 
-from .client import ModelClient
+from .client import AnswerStream, ModelClient, Waiting
 from .config import Settings
 from .documents import Document
 from .errors import SparkdocsError, StoreError
 from .ingest import Upload
 from .ingest.code import directory_tokens
-from .prompts import fit_sections
 from .qa import QuestionAnswering
 from .store import Session
 from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
@@ -172,9 +171,10 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
             st.caption("Tokens per directory (use Include/Exclude in the sidebar to choose):")
             st.dataframe([{"directory": d, "tokens": t} for d, t in directories.items()],
                          hide_index=True, width="stretch", height=min(400, 36 + 35 * len(directories)))
-        if st.button("Fit automatically (drop the largest parts first)"):
+        if st.button("Fit automatically (pages from the start; largest files out first)"):
             with friendly_errors():
-                keep = fit_sections(document, full.available)
+                keep = (svc.workspace.fit(document, context=context)
+                        or tuple(range(len(document.sections))))
         new_keep = None if len(keep) == len(document.sections) else keep
         if new_keep != session.kept_sections:
             session = replace(session, kept_sections=new_keep)
@@ -246,7 +246,7 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         stop_slot.button("Stop", key=f"stop-{len(session.turns)}",
                          help="Stops the answer; what arrived is kept.")
         try:
-            st.write_stream(pending.stream)
+            st.write_stream(_text_with_waits(pending.stream, st.empty()))
             stop_slot.empty()
         finally:  # also on a rerun mid-stream: keep the partial answer, marked interrupted
             if pending.stream.result is None:
@@ -260,6 +260,21 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         if status:
             st.warning(status)
     return session
+
+
+def _text_with_waits(stream: AnswerStream, slot) -> Iterator[str]:
+    """The answer's text for st.write_stream, showing the wait before the first token. Touching
+    the page on every heartbeat is also what lets a Stop click interrupt a long prefill."""
+    for event in stream.events():
+        if isinstance(event, Waiting):
+            if event.received_chunks:
+                slot.empty()
+            else:
+                slot.caption(f"Waiting for the first token: {event.elapsed_s:.0f} s (queued or "
+                             "reading the document)")
+            continue
+        slot.empty()
+        yield event
 
 
 def export_button(session: Session) -> None:

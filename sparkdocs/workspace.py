@@ -14,7 +14,7 @@ from .errors import IngestError
 from .ingest import (IngestOptions, Progress, Upload, codebase_key, document_key,
                      ingest_codebase, ingest_uploads)
 from .ingest.code import directory_tokens
-from .prompts import PreparedDocument, PromptBuilder, fit_sections, prepare_document, rank_sections
+from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Store
 from .tokens import Budget, preload_llama3
@@ -91,12 +91,13 @@ class Workspace:
     def prepare(self, document: Document, *, keep: Sequence[int] | None = None) -> PreparedDocument:
         return prepare_document(document, keep=keep, tokenizer=self.prompts.tokenizer)
 
-    def fit(self, document: Document, *, context: int | None = None) -> tuple[int, ...] | None:
-        """None when everything fits, else the sections to keep (largest dropped first)."""
-        budget = self.budget(document, context=context)
-        if budget.fits:
-            return None
-        return fit_sections(document, budget.available)
+    def fit(self, document: Document, *, context: int | None = None,
+            answer_tokens: int | None = None) -> tuple[int, ...] | None:
+        """None when everything fits, else the sections to keep (see `prompts.drop_order`);
+        the kept sections, omission note and tree together fit the prompt that is sent."""
+        keep = self.prompts.fit(document, context=context or self.settings.context_length,
+                                answer_reserve=answer_tokens or self.settings.answer_tokens)
+        return None if len(keep) == len(document.sections) else keep
 
 
 def count_report(document: Document, budget: Budget) -> dict[str, Any]:

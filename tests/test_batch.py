@@ -16,10 +16,11 @@ import pytest
 from builders import synthetic_document_text
 from fakeserver import FakeServer
 from sparkdocs.batch import (BatchOptions, BatchSummarizer, atomic_write, collect_items,
-                             output_stem, split_into_parts)
+                             output_stem)
 from sparkdocs.client import ModelClient
 from sparkdocs.config import Settings
 from sparkdocs.ingest import ingest_bytes
+from sparkdocs.prompts import split_into_parts
 from sparkdocs.tokens import count_document
 from sparkdocs.workspace import Workspace
 
@@ -47,7 +48,7 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path: Path):
 
 def test_split_into_parts_keeps_order_and_ranges():
     document = count_document(ingest_bytes("big.md", synthetic_document_text(3000).encode()))
-    parts = split_into_parts(document, 1000)
+    parts = split_into_parts(document, 1000, note=lambda n, total, label: f"Part {n} of {total}")
     flat = [i for part in parts for i in part.sections]
     assert flat == list(range(len(document.sections))) and all(p.tokens <= 1000 for p in parts)
     assert parts[0].label.startswith("section ")

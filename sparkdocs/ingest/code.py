@@ -14,7 +14,7 @@ from typing import Iterable
 
 import pathspec
 
-from ..documents import Section, SectionKind, clean_text
+from ..documents import Section, SectionKind, clean_text, render_tree
 from ..errors import FileTooLargeError, UnsafeArchiveError, UnsupportedFormatError
 from .options import IngestOptions
 from .text import decode_text, looks_binary
@@ -193,27 +193,6 @@ def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
             continue
         files.append(SourceFile(path, read(ref, options.max_source_file_bytes)))
     return files, notes
-
-
-def render_tree(paths: Iterable[str]) -> str:
-    """A `tree`-style listing of the kept files, directories first-seen in path order."""
-    root: dict[str, dict] = {}
-    for path in paths:
-        node = root
-        for part in path.split("/"):
-            node = node.setdefault(part, {})
-    lines = ["."]
-
-    def walk(node: dict[str, dict], prefix: str) -> None:
-        items = sorted(node.items(), key=lambda kv: (not kv[1], kv[0]))
-        for index, (label, child) in enumerate(items):
-            last = index == len(items) - 1
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{label}{'/' if child else ''}")
-            if child:
-                walk(child, prefix + ("    " if last else "│   "))
-
-    walk(root, "")
-    return "\n".join(lines)
 
 
 def codebase_sections(files: Iterable[SourceFile], *, notes: Iterable[str] = ()

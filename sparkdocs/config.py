@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(5.0, gt=0)
     max_retries: int = Field(3, ge=0)
     capability_ttl_s: float = Field(30.0, ge=0)
+    warm_up: bool = Field(True, description="Prefill the document into the prefix cache on open.")
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     cache_size_limit_mb: int = Field(2048, ge=16)

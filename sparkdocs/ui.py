@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
@@ -207,12 +208,17 @@ def _budget_bar(segments, context: int):  # list[BudgetSegment]
 
 @st.fragment(run_every=2.0)
 def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -> None:
+    if not svc.settings.warm_up:
+        st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
+                   "whole document.")
+        return
     state = svc.warmups.state(document, keep) or svc.warmups.start(document, keep)
     if state.status == "warming":
         st.caption(":material/hourglass_top: Warming the model's prefix cache with this document…")
     elif state.status == "warm":
-        st.caption(f":material/local_fire_department: Prefix cache warm ({state.seconds:.1f} s): "
-                   "the first question starts fast.")
+        ago = time.strftime("%H:%M", time.localtime(state.started))
+        st.caption(f":material/local_fire_department: Prefix cache warmed at {ago} (took "
+                   f"{state.seconds:.1f} s); other documents read since may have evicted it.")
     else:
         st.caption(f":material/error: Warm-up failed: {state.error}")
 

@@ -22,11 +22,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _start_app(base_url: str, tmp_path: Path):
+def _start_app(base_url: str, tmp_path: Path, **overrides: str):
     port = free_port()
     env = {**os.environ, "SPARKDOCS_BASE_URL": base_url,
            "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"), "SPARKDOCS_CONTEXT_LENGTH": "6000",
-           "SPARKDOCS_ANSWER_TOKENS": "48", "SPARKDOCS_TEMPERATURE": "0"}
+           "SPARKDOCS_ANSWER_TOKENS": "48", "SPARKDOCS_TEMPERATURE": "0", **overrides}
     log = (tmp_path / "streamlit.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                                 "--server.port", str(port), "--server.address", "127.0.0.1",

@@ -322,3 +322,36 @@ def test_ctrl_c_and_sigterm_abort_the_request_on_the_server(vllm, tmp_path, long
     print(f"{command} {sig.name}: running gauge back to 0 {gone} s after the signal")
     assert gone is not None and gone <= 2.0
     assert process.returncode != 0
+
+
+def test_stop_in_the_browser_during_a_prefill_aborts_it_on_the_server(vllm, tmp_path,
+                                                                      long_document,
+                                                                      artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_e2e_browser import _ask, _start_app, _upload
+
+    document = tmp_path / "long-contract.md"
+    document.write_text(long_document.read_text() + "\nbrowser stop")
+    url, process, log = _start_app(vllm.base_url, tmp_path, SPARKDOCS_API_KEY=API_KEY,
+                                   SPARKDOCS_WARM_UP="false")
+    try:
+        with sync_playwright() as p:
+            browser, page = _upload(p, url, document, "long-contract.md · text ·")
+            _ask(page, "What does clause 3 say?")
+            expect(page.get_by_text("Waiting for the first token")).to_be_visible(timeout=60_000)
+            assert _wait_running(vllm, 1, 30) is not None
+            page.get_by_role("button", name="Stop").click()
+            gone = _wait_running(vllm, 0, 10)
+            print(f"browser Stop: running gauge back to 0 {gone} s after the click")
+            assert gone is not None and gone <= 2.0
+            expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(artifacts_dir / "05-stopped-during-prefill.png"),
+                            full_page=True)
+            _ask(page, "Next question?")  # the next question starts at once and is answered
+            expect(page.get_by_text("first token")).to_have_count(1, timeout=120_000)
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()

@@ -1,4 +1,6 @@
-"""Against the real llama.cpp test server: streaming, prefix reuse, warm-up, doctor."""
+"""Against the demo engine (llama.cpp with SmolLM2): streaming, saving, graceful degradation in
+doctor and the CLI. Engine truths (counts, cache hits, aborts) are judged by vLLM in
+test_e2e_vllm.py."""
 
 from __future__ import annotations
 
@@ -43,34 +45,6 @@ def test_an_answer_streams_in_parts(qa):
     assert result.finish_reason in {"stop", "length"} and result.ttft_s > 0
     saved = qa.record(session, pending)
     assert qa.workspace.store.get_session(session.id).turns[0].answer == result.answer == saved.turns[0].answer
-
-
-def test_three_questions_reuse_the_document_prefix(qa, real_server):
-    document = _document(qa, 2000, seed=2)
-    session = qa.workspace.store.new_session(document)
-    ttfts, hits = [], []
-    for question in ("Who are the parties?", "What is the payment term?", "How can it end?"):
-        offset = real_server.log_offset()
-        pending = qa.ask(document, session, question, max_tokens=8)
-        result = pending.stream.run()
-        ttfts.append(result.ttft_s)
-        hits.append(real_server.prefix_hits_since(offset)[-1])
-    print("TTFT per question (s):", [round(t, 3) for t in ttfts], "prefix hits:", hits)
-    first_hit, first_remaining = hits[0]
-    assert first_remaining > 1500  # the first question evaluates the whole document
-    for hit, remaining in hits[1:]:
-        assert hit > 0.95 * (hit + remaining) and remaining < 40  # only the question is new
-
-
-def test_warm_up_makes_the_first_question_a_cache_hit(qa, real_server):
-    document = _document(qa, 2000, seed=3)
-    warm = qa.warm_up(document)
-    offset = real_server.log_offset()
-    session = qa.workspace.store.new_session(document)
-    result = qa.ask(document, session, "What is the term?", max_tokens=8).stream.run()
-    hit, remaining = real_server.prefix_hits_since(offset)[-1]
-    print(f"warm-up {warm.seconds:.2f}s, first question TTFT {result.ttft_s:.3f}s, hit {hit}, remaining {remaining}")
-    assert hit > 0.95 * (hit + remaining) and remaining < 40
 
 
 def test_doctor_reports_what_this_server_lacks(real_server, tmp_path):

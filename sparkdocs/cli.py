@@ -256,17 +256,17 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
         raise SparkdocsError(f"{app_path} not found: run `sparkdocs app` from a source checkout, "
                              "or use the Docker image.")
     supervisor = None
-    if local_model and not ModelClient(settings).capabilities().reachable:
-        err.print(f"[bold yellow]No model service at {settings.base_url}: starting {LOCAL_MODEL_ALIAS}[/] "
-                  "— answers will be poor; on a DGX Spark use `docker compose up -d`.")
-        supervisor = LocalModelSupervisor(log_path=local_model_log(settings.cache_dir), n_ctx=8192,
-                                          on_status=_echo_local_model_status)
-        supervisor.start()
-        _echo_local_model(supervisor.base_url, supervisor.log_path, 8192)
-        env.update({"SPARKDOCS_BASE_URL": supervisor.base_url, "SPARKDOCS_CONTEXT_LENGTH": "8192",
-                    # a page can show the tail of this log when the demo model stops answering
-                    "SPARKDOCS_LOCAL_MODEL_LOG": str(supervisor.log_path)})
-    try:
+    try:  # from before the start: Ctrl-C/SIGTERM at any point stops the demo model
+        if local_model and not ModelClient(settings).capabilities().reachable:
+            err.print(f"[bold yellow]No model service at {settings.base_url}: starting {LOCAL_MODEL_ALIAS}[/] "
+                      "— answers will be poor; on a DGX Spark use `docker compose up -d`.")
+            supervisor = LocalModelSupervisor(log_path=local_model_log(settings.cache_dir), n_ctx=8192,
+                                              on_status=_echo_local_model_status)
+            supervisor.start()
+            _echo_local_model(supervisor.base_url, supervisor.log_path, 8192)
+            env.update({"SPARKDOCS_BASE_URL": supervisor.base_url, "SPARKDOCS_CONTEXT_LENGTH": "8192",
+                        # a page can show the tail of this log when the demo model stops answering
+                        "SPARKDOCS_LOCAL_MODEL_LOG": str(supervisor.log_path)})
         subprocess.run([sys.executable, "-m", "streamlit", "run", str(app_path),
                         "--server.port", str(port)], env=env, cwd=app_path.parent, check=False)
     finally:
@@ -343,10 +343,10 @@ def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 
     supervisor = LocalModelSupervisor(
         host=host, port=port, n_ctx=n_ctx, on_status=_echo_local_model_status,
         log_path=log_file or local_model_log(settings_from().cache_dir))
-    supervisor.start()
-    _echo_local_model(supervisor.base_url, supervisor.log_path, n_ctx)
-    typer.echo("Ctrl-C stops it.", err=True)
-    try:
+    try:  # from before the start: Ctrl-C/SIGTERM at any point stops the server
+        supervisor.start()
+        _echo_local_model(supervisor.base_url, supervisor.log_path, n_ctx)
+        typer.echo("Ctrl-C stops it.", err=True)
         while supervisor.status().state not in (ServerState.FAILED, ServerState.STOPPED):
             time.sleep(1)
     finally:

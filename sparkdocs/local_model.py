@@ -24,6 +24,7 @@ from .errors import ServiceUnavailableError, SparkdocsError
 
 log = logging.getLogger(__name__)
 LOCAL_MODEL_ALIAS = "smollm2-135m-instruct (tiny demo model)"
+SHUTDOWN_GRACE_S = 2.0  # an exit this long before stop() is called still counts as a shutdown
 
 
 def gguf_path() -> Path:
@@ -99,9 +100,9 @@ def log_tail(path: Path | None, *, lines: int = 5) -> str:
 def spawn_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = 8000,
                        n_ctx: int = 8192, log_file: IO[bytes] | None = None) -> LocalServer:
     """Start `python -m llama_cpp.server` without waiting. Its stdout and stderr always go to
-    `log_file` or (appended) `log_path`: a crash on a fresh machine must leave evidence. It runs
-    in its own process group so a terminal Ctrl-C reaches only sparkdocs, which stops it in
-    order instead of racing a supervisor that would see an unexpected exit."""
+    `log_file` or (appended) `log_path`: a crash on a fresh machine must leave evidence. It stays
+    in sparkdocs' process group, so a terminal's Ctrl-C or hang-up stops it even if sparkdocs
+    cannot."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
@@ -118,12 +119,12 @@ def spawn_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = 8
     log.info("starting %s (log: %s)", " ".join(command), log_path)
     if log_file is not None:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT, process_group=0)
+                                   stderr=subprocess.STDOUT)
     else:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as handle:  # the child keeps its own descriptor
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
-                                       stderr=subprocess.STDOUT, process_group=0)
+                                       stderr=subprocess.STDOUT)
     return LocalServer(process, host, port, log_path)
 
 
@@ -264,7 +265,8 @@ class LocalModelSupervisor:
         while not self._stopping.wait(self.poll_s):
             server = self._server
             code = server.process.poll() if server is not None else None  # poll() reaps it
-            if code is None or self._stopping.is_set():
+            # a terminal's Ctrl-C reaches the child too: give the main thread time to call stop()
+            if code is None or self._stopping.wait(SHUTDOWN_GRACE_S):
                 continue
             crash = (f"The demo model server (llama-cpp-python) stopped unexpectedly with "
                      f"{describe_exit(code)}; last log lines: {log_tail(self.log_path)}")

@@ -355,3 +355,33 @@ def test_stop_in_the_browser_during_a_prefill_aborts_it_on_the_server(vllm, tmp_
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+def test_server_page_shows_the_engines_own_figures(vllm, tmp_path, monkeypatch):
+    import streamlit as st
+    from prometheus_client.parser import text_string_to_metric_families
+    from streamlit.testing.v1 import AppTest
+
+    qa = _qa(vllm, tmp_path)
+    document = _text_document(qa, 800, seed=105)
+    session = qa.workspace.store.new_session(document)
+    for question in ("One?", "Two?"):
+        qa.ask(document, session, question).stream.run()
+    for name, value in {"SPARKDOCS_BASE_URL": vllm.base_url, "SPARKDOCS_API_KEY": API_KEY,
+                        "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(name, value)
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "server.py"),
+                               default_timeout=60).run()
+    finally:
+        st.cache_resource.clear()
+    shown = {m.label: m.value for m in at.metric}
+    samples = {s.name: s.value for family in text_string_to_metric_families(
+        httpx.get(f"{vllm.root_url}/metrics", timeout=10).text) for s in family.samples}
+    rate = samples["vllm:prefix_cache_hits_total"] / samples["vllm:prefix_cache_queries_total"]
+    assert shown["Prefix-cache hit rate"] == f"{rate:.0%}" and rate > 0
+    assert shown["Context"] == "65,536" and shown["Server"] == "vllm"
+    assert shown["Tokenize endpoint"] == "/tokenize"
+    assert shown["Running"] == f"{samples['vllm:num_requests_running']:.0f}"
+    assert shown["KV cache used"] == f"{samples['vllm:kv_cache_usage_perc']:.0%}"

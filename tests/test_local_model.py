@@ -171,7 +171,8 @@ def test_app_names_url_and_log_passes_log_to_streamlit_and_stops_on_sigterm(
             for pid in _children(cli.pid):
                 raw = Path(f"/proc/{pid}/environ").read_bytes()
                 if b"streamlit" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+                    items = raw.decode().split("\0")
+                    return dict(item.split("=", 1) for item in items if "=" in item)
             return {}
 
         _until(lambda: bool(streamlit_env()), timeout_s=30, what="the streamlit child")
@@ -189,4 +190,41 @@ def test_app_names_url_and_log_passes_log_to_streamlit_and_stops_on_sigterm(
     finally:
         if cli.poll() is None:
             cli.kill()
+            cli.wait()
+
+
+@pytest.mark.e2e
+def test_local_model_ctrl_c_from_a_terminal_stops_it_without_a_restart(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, the server included: the supervisor
+    must see a shutdown, not a crash to restart."""
+    log_path = tmp_path / "demo.log"
+    # as from an interactive shell: SIGINT raises KeyboardInterrupt, whatever runs this test
+    code = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.argv = ['sparkdocs', *sys.argv[1:]]; runpy.run_module('sparkdocs', run_name='__main__')")
+    cli = subprocess.Popen(
+        [sys.executable, "-c", code, "local-model", "--port", str(free_port()),
+         "--log-file", str(log_path)],
+        env={**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")}, cwd=ROOT,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        process_group=0)
+    try:
+        assert cli.stderr is not None
+        lines = []
+        while not lines or "Ctrl-C stops it." not in lines[-1]:
+            lines.append(cli.stderr.readline())
+            assert lines[-1] or cli.poll() is None, "".join(lines)
+        assert any(f"log: {log_path};" in line for line in lines), lines
+        server = _children(cli.pid)
+        assert len(server) == 1
+        time.sleep(0.5)
+        os.killpg(cli.pid, signal.SIGINT)
+        assert cli.wait(timeout=60) == 130
+        rest = cli.stderr.read()
+        assert "restarting" not in rest and "stopped unexpectedly" not in rest, rest
+        _until(lambda: not Path(f"/proc/{server[0]}").exists(), timeout_s=10,
+               what="the server to be gone")
+        assert log_path.read_text(errors="replace").count("Uvicorn running") == 1
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
             cli.wait()

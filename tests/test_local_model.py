@@ -200,7 +200,8 @@ def test_local_model_ctrl_c_from_a_terminal_stops_it_without_a_restart(tmp_path:
     log_path = tmp_path / "demo.log"
     # as from an interactive shell: SIGINT raises KeyboardInterrupt, whatever runs this test
     code = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "sys.argv = ['sparkdocs', *sys.argv[1:]]; runpy.run_module('sparkdocs', run_name='__main__')")
+            "sys.argv = ['sparkdocs', *sys.argv[1:]]; "
+            "runpy.run_module('sparkdocs', run_name='__main__')")
     cli = subprocess.Popen(
         [sys.executable, "-c", code, "local-model", "--port", str(free_port()),
          "--log-file", str(log_path)],

@@ -76,3 +76,7 @@ class StoreError(SparkdocsError):
 
 class SessionNotFoundError(StoreError):
     """A session id that the store does not hold."""
+
+
+class SelectionError(SparkdocsError):
+    """A --pages/--parts choice that does not name parts of this document."""

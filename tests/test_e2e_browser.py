@@ -125,10 +125,10 @@ def test_stop_keeps_the_partial_answer_marked_interrupted(slow_app_url, tmp_path
         _ask(page, "When is delivery?")
         expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
         page.get_by_role("button", name="Stop").click()
-        expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Stopped by the user")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(artifacts_dir / "04-stopped.png"), full_page=True)
         page.reload()
-        expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Stopped by the user")).to_be_visible(timeout=60_000)
         answer = page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
         assert "word0" in answer and "word299" not in answer
         browser.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -147,6 +150,7 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
         raise typer.Exit(3)
 
 
+ASK_INTERRUPTED = "stopped by the user (Ctrl-C)"
 ASK_TERMINATED = "stopped: sparkdocs was terminated (SIGTERM)"
 
 
@@ -155,6 +159,8 @@ def _stream_answer(qa: QuestionAnswering, session: Session, pending: PendingAnsw
     """Print the answer as it streams and append its turn, however it ends: a failed request
     keeps the server's error, Ctrl-C and SIGTERM (which `main` turns into SystemExit(143))
     keep the partial answer. Returns the session as stored after the append."""
+    stopped: str | None = None
+    failure: SparkdocsError | None = None
     try:
         for part in pending.stream:
             if not as_json:
@@ -162,17 +168,37 @@ def _stream_answer(qa: QuestionAnswering, session: Session, pending: PendingAnsw
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pending.stream.cancel()
-        return qa.record(session, pending, stopped="stopped by the user (Ctrl-C)")
+        stopped = ASK_INTERRUPTED
     except SystemExit:
         pending.stream.cancel()
-        qa.record(session, pending, stopped=ASK_TERMINATED)
+        stopped = ASK_TERMINATED
         raise
     except SparkdocsError as exc:
-        qa.record(session, pending, failure=exc)
-        err.print(f"session {session.id} · the question is kept, marked failed", style="dim",
-                  markup=False)
+        failure = exc
         raise
-    return qa.record(session, pending)
+    finally:
+        with _signals_held():
+            recorded = qa.record(session, pending, failure=failure, stopped=stopped)
+        if failure is not None:
+            err.print(f"session {session.id} · the question is kept, marked failed",
+                      style="dim", markup=False)
+    return recorded
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM inside the append would roll it back and lose the turn: hold them
+    until it has committed (they are delivered right after)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if (not hasattr(signal, "pthread_sigmask")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @app.command()

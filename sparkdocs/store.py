@@ -23,10 +23,11 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from .documents import Document, DocumentKind, Section, SectionKind
 from .errors import SessionNotFoundError, StoreError
@@ -127,7 +128,7 @@ class Session:
     created_at: float = 0.0
     updated_at: float = 0.0
 
-    def with_turn(self, turn: Turn) -> "Session":
+    def with_turn(self, turn: Turn) -> Session:
         """A copy with one more turn, for display only: the store appends with `append_turn`."""
         return replace(self, turns=self.turns + (turn,), updated_at=time.time())
 
@@ -362,9 +363,9 @@ class Store:
     def new_session(self, document: Document, *, kept_sections: Sequence[int] | None = None
                     ) -> Session:
         now = time.time()
+        kept = tuple(kept_sections) if kept_sections is not None else None
         session = Session(uuid.uuid4().hex[:12], document.content_hash, document.name,
-                          document.name, tuple(kept_sections) if kept_sections is not None else None,
-                          (), now, now)
+                          document.name, kept, (), now, now)
         with self._write() as db:
             db.execute("INSERT INTO sessions (id, document_key, document_name, title, "
                        "kept_sections, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -399,7 +400,8 @@ class Store:
             if not db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone():
                 raise self._missing(session_id)
             if title.strip():
-                db.execute("UPDATE sessions SET title = ? WHERE id = ?", (title.strip(), session_id))
+                db.execute("UPDATE sessions SET title = ? WHERE id = ?",
+                           (title.strip(), session_id))
 
     def get_session(self, session_id: str) -> Session:
         with self._lock:

@@ -84,8 +84,9 @@ def turn_status(turn: Turn) -> str | None:
     if turn.status is TurnStatus.CUT:
         return (f"{label}: the answer is incomplete; raise the answer length or ask the model "
                 "to go on.")
-    if turn.status is TurnStatus.STOPPED and (turn.error or "").lower().startswith("stopped"):
-        text = turn.error[0].upper() + turn.error[1:]  # "stopped by the user" reads as is
+    error = turn.error or ""
+    if turn.status is TurnStatus.STOPPED and error.lower().startswith("stopped"):
+        text = error[0].upper() + error[1:]  # "stopped by the user" reads as it is
     else:
         text = f"{label}: {turn.error or 'the answer did not finish'}"
     text = text.rstrip(".")

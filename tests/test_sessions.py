@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fakeserver import FakeServer
+
 from sparkdocs.client import AnswerResult
 from sparkdocs.errors import ServiceUnavailableError, SessionNotFoundError, StoreError
 from sparkdocs.ingest import IngestOptions, Upload, ingest_uploads
@@ -125,9 +125,9 @@ def test_session_fields_change_only_by_targeted_updates(tmp_path: Path):
 # -- every ending is stored as what it was ------------------------------------------------------
 
 def _result(**overrides) -> AnswerResult:
-    base = dict(answer="partial", finish_reason="stop", ttft_s=0.1, total_s=1.0,
-                decode_tokens_per_s=3.0, prompt_tokens=10, completion_tokens=2, cached_tokens=0,
-                model="m")
+    base = {"answer": "partial", "finish_reason": "stop", "ttft_s": 0.1, "total_s": 1.0,
+            "decode_tokens_per_s": 3.0, "prompt_tokens": 10, "completion_tokens": 2,
+            "cached_tokens": 0, "model": "m"}
     return AnswerResult(**{**base, **overrides})
 
 
@@ -169,8 +169,9 @@ def test_a_failed_request_keeps_its_question_and_the_servers_error(tmp_path, sta
     with FakeServer() as server:
         server.behaviour.status, server.behaviour.status_times = status, 1
         server.behaviour.error_body = body
-        run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(doc), "When is payment due?"],
-                             capture_output=True, text=True, timeout=120,
+        run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(doc),
+                              "When is payment due?"], capture_output=True, text=True,
+                             timeout=120, check=False,
                              env=_env(tmp_path / "cache", server.base_url))
     assert run.returncode == 2 and expected in run.stderr
     sessions = Store(tmp_path / "cache", size_limit_bytes=2**30).list_sessions()
@@ -188,7 +189,8 @@ def test_a_refused_api_key_is_stored_as_the_error_shown(tmp_path):
         server.behaviour.api_key = "right-key"
         run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(doc), "Q?",
                               "--api-key", "wrong-key"], capture_output=True, text=True,
-                             timeout=120, env=_env(tmp_path / "cache", server.base_url))
+                             timeout=120, check=False,
+                             env=_env(tmp_path / "cache", server.base_url))
     assert run.returncode == 2
     turn = Store(tmp_path / "cache", size_limit_bytes=2**30).list_sessions()[0].turns[0]
     # stored as the very error the user was shown (its wording is the client's business)

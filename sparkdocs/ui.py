@@ -247,7 +247,7 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         try:
             pending = svc.qa.ask(document, session, question, follow_up=follow_up)
         except SparkdocsError as exc:  # never sent (over budget, service down): still history
-            svc.qa.record_failure(session, question, follow_up=follow_up, failure=exc)
+            session = svc.qa.record_failure(session, question, follow_up=follow_up, failure=exc)
             raise
         saved = threading.Event()  # a rerun may start before this run has saved the answer
         st.session_state["answer_saved"] = saved

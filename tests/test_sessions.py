@@ -198,6 +198,28 @@ def test_a_refused_api_key_is_stored_as_the_error_shown(tmp_path):
     assert " ".join(turn.error.split()) in " ".join(run.stderr.split())
 
 
+def test_a_question_that_was_never_sent_is_kept_with_its_reason(tmp_path):
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Notes\nPayment within 45 days.")
+    with FakeServer() as server:
+        env = _env(tmp_path / "cache", server.base_url)
+
+        def ask(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(doc), *extra],
+                                  capture_output=True, text=True, timeout=120, check=False,
+                                  env=env)
+
+        first = ask("When?", "--json")
+        assert first.returncode == 0, first.stderr
+        session_id = json.loads(first.stdout)["session"]
+        over = ask("And then?", "--follow-up-of", session_id, "--max-tokens", "70000")
+    assert over.returncode == 2 and "over the served context" in " ".join(over.stderr.split())
+    turns = Store(tmp_path / "cache", size_limit_bytes=2**30).get_session(session_id).turns
+    assert [(t.question, t.status) for t in turns] == [("When?", TurnStatus.FINISHED),
+                                                       ("And then?", TurnStatus.FAILED)]
+    assert "over the served context" in turns[1].error and len(server.behaviour.requests) == 1
+
+
 def test_the_app_keeps_a_failed_question_in_the_history(tmp_path, monkeypatch):
     import streamlit as st
     from streamlit.testing.v1 import AppTest

@@ -182,6 +182,20 @@ def test_a_failed_request_keeps_its_question_and_the_servers_error(tmp_path, sta
     assert status_counts(sessions[0]) == "1 question(s) (1 failed)"
 
 
+def test_a_request_that_timed_out_is_stored_as_failed_with_the_timeout(tmp_path):
+    doc = tmp_path / "notes.md"
+    doc.write_text("# Notes\nPayment within 45 days.")
+    with FakeServer() as server:
+        server.behaviour.latency_s = 4.0  # no response headers within the timeout
+        run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(doc), "Q?"],
+                             capture_output=True, text=True, timeout=120, check=False,
+                             env=_env(tmp_path / "cache", server.base_url,
+                                      SPARKDOCS_REQUEST_TIMEOUT_S="1"))
+    assert run.returncode == 2
+    turn = Store(tmp_path / "cache", size_limit_bytes=2**30).list_sessions()[0].turns[0]
+    assert turn.status is TurnStatus.FAILED and "did not answer within 1 s" in turn.error
+
+
 def test_a_refused_api_key_is_stored_as_the_error_shown(tmp_path):
     doc = tmp_path / "notes.md"
     doc.write_text("# Notes\nPayment within 45 days.")

@@ -208,8 +208,12 @@ class Store:
             raise StoreError(
                 f"Cannot open the store {self.path} ({exc}); check that the folder is writable "
                 "or set SPARKDOCS_CACHE_DIR to another folder.") from exc
-        self._migrate()
-        self._note_legacy_store()
+        try:
+            self._migrate()
+            self._note_legacy_store()
+        except StoreError:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         """Create or check the schema. Most opens find it current and take no write lock."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +18,10 @@ from rich.table import Table
 from .config import Settings
 from .errors import SparkdocsError
 from .workspace import LoadRequest, Workspace, count_report
+
+if TYPE_CHECKING:
+    from .qa import PendingAnswer, QuestionAnswering
+    from .store import Session
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ask questions of whole documents with a local LLM (no retrieval).")
@@ -119,7 +126,41 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     qa = QuestionAnswering(workspace, ModelClient(settings))
     session = qa.session_for(document, follow_up_of=follow_up_of)
-    pending = qa.ask(document, session, question, follow_up=bool(follow_up_of), max_tokens=max_tokens)
+    follow_up = bool(follow_up_of)
+    try:
+        pending = qa.ask(document, session, question, follow_up=follow_up, max_tokens=max_tokens)
+    except SparkdocsError as exc:  # never sent: the question still enters the history
+        qa.record_failure(session, question, follow_up=follow_up, failure=exc)
+        err.print(f"session {session.id} · the question is kept, marked failed", style="dim",
+                  markup=False)
+        raise
+    session = _stream_answer(qa, session, pending, as_json=as_json)
+    turn = session.turns[-1]
+    result = pending.stream.result
+    if as_json:
+        emit_json({**(result.as_dict() if result is not None else {"answer": turn.answer}),
+                   "status": turn.status.value, "error": turn.error, "session": session.id})
+    else:
+        from .views import stats_line
+
+        sys.stdout.write("\n")
+        err.print(f"session {session.id} · {stats_line(turn)}", style="dim", markup=False)
+    if turn.interrupted:
+        err.print(f"[yellow]{turn.status.value}:[/] {turn.error}")
+        raise typer.Exit(3)
+
+
+ASK_INTERRUPTED = "stopped by the user (Ctrl-C)"
+ASK_TERMINATED = "stopped: sparkdocs was terminated (SIGTERM)"
+
+
+def _stream_answer(qa: QuestionAnswering, session: Session, pending: PendingAnswer, *,
+                   as_json: bool) -> Session:
+    """Print the answer as it streams and append its turn, however it ends: a failed request
+    keeps the server's error, Ctrl-C and SIGTERM (which `main` turns into SystemExit(143))
+    keep the partial answer. Returns the session as stored after the append."""
+    stopped: str | None = None
+    failure: SparkdocsError | None = None
     try:
         for part in pending.stream:
             if not as_json:
@@ -127,19 +168,37 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
                 sys.stdout.flush()
     except KeyboardInterrupt:
         pending.stream.cancel()
-    session = qa.record(session, pending)
-    result = pending.stream.result
-    assert result is not None
-    if as_json:
-        emit_json({**result.as_dict(), "session": session.id})
-    else:
-        from .views import stats_line
+        stopped = ASK_INTERRUPTED
+    except SystemExit:
+        pending.stream.cancel()
+        stopped = ASK_TERMINATED
+        raise
+    except SparkdocsError as exc:
+        failure = exc
+        raise
+    finally:
+        with _signals_held():
+            recorded = qa.record(session, pending, failure=failure, stopped=stopped)
+        if failure is not None:
+            err.print(f"session {session.id} · the question is kept, marked failed",
+                      style="dim", markup=False)
+    return recorded
 
-        sys.stdout.write("\n")
-        err.print(f"session {session.id} · {stats_line(session.turns[-1])}", style="dim", markup=False)
-    if result.interrupted:
-        err.print(f"[yellow]interrupted:[/] {result.error}")
-        raise typer.Exit(3)
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM inside the append would roll it back and lose the turn: hold them
+    until it has committed (they are delivered right after)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if (not hasattr(signal, "pthread_sigmask")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @app.command()

@@ -1,11 +1,13 @@
 """Questions over one document: the flow shared by `sparkdocs ask` and the Ask page.
 Prepared documents are kept per (document, selection), so a question costs only its own
-encoding; every finished, stopped or broken answer is saved to the session."""
+encoding; every answer is appended to its session as what it was: finished, cut, stopped,
+broke off or failed (a failed request keeps its question and the real error)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,7 +15,7 @@ from .client import AnswerResult, AnswerStream, ModelClient, WarmUpResult
 from .documents import Document
 from .errors import BudgetError, SparkdocsError
 from .prompts import PreparedDocument, Prompt
-from .store import Session, Turn
+from .store import Session, Turn, TurnStatus
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ class QuestionAnswering:
     def build(self, document: Document, session: Session, question: str, *, follow_up: bool
               ) -> Prompt:
         prepared = self.prepared(document, session.kept_sections)
-        history = [(t.question, t.answer) for t in session.turns if t.answer and not t.error]
+        history = [(t.question, t.answer) for t in session.turns
+                   if t.answer and t.status.complete]
         if follow_up and history:
             return self.workspace.prompts.follow_up(prepared, history, question)
         return self.workspace.prompts.question(prepared, question)
@@ -86,30 +89,54 @@ class QuestionAnswering:
         stream = self.client.stream(prompt.messages, max_tokens=answer_tokens)
         return PendingAnswer(prompt, stream, question, follow_up)
 
-    def record(self, session: Session, pending: PendingAnswer, *, error: str | None = None
-               ) -> Session:
-        """Save the turn, whatever happened: finished, stopped, cut or failed."""
-        result = pending.stream.result
-        turn = turn_from(pending.question, result, follow_up=pending.follow_up,
-                         partial=pending.stream.text, error=error)
-        updated = session.with_turn(turn)
-        self.workspace.store.save_session(updated)
-        return updated
+    def record(self, session: Session, pending: PendingAnswer, *,
+               failure: SparkdocsError | None = None, stopped: str | None = None) -> Session:
+        """Append the turn, whatever happened, as what it was: finished, cut, stopped, broke
+        off or failed. `failure` is the error the request raised; `stopped` says who stopped it
+        (the caller knows: a Stop click, Ctrl-C, SIGTERM). Returns the session as stored just
+        after the append, whose last turn is this one."""
+        turn = turn_from(pending.question, pending.stream.result, follow_up=pending.follow_up,
+                         partial=pending.stream.text, failure=failure, stopped=stopped)
+        return self.workspace.store.append_turn(session.id, turn)
+
+    def record_failure(self, session: Session, question: str, *, follow_up: bool,
+                       failure: SparkdocsError) -> Session:
+        """A question that never got a stream (over budget, service down) still enters the
+        history, with the reason, so the user sees what was asked and why nothing came back."""
+        turn = Turn(question, "", status=TurnStatus.FAILED, error=str(failure),
+                    follow_up=follow_up, asked_at=time.time())
+        return self.workspace.store.append_turn(session.id, turn)
 
     def warm_up(self, document: Document, keep: Sequence[int] | None = None) -> WarmUpResult:
         prepared = self.prepared(document, keep)
         return self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages)
 
 
-def turn_from(question: str, result: AnswerResult | None, *, follow_up: bool, partial: str = "",
-              error: str | None = None) -> Turn:
-    import time
+STOPPED_BY_USER = "stopped by the user"
 
+
+def turn_from(question: str, result: AnswerResult | None, *, follow_up: bool, partial: str = "",
+              failure: SparkdocsError | None = None, stopped: str | None = None) -> Turn:
+    """The turn to store for one request. An answer that ended by itself is finished or cut,
+    even if a stop arrived after its last chunk; otherwise the failure, then the stop, then the
+    stream's own account (a cut connection) says what happened."""
+    now = time.time()
+    if result is not None and not result.interrupted and failure is None:
+        status = TurnStatus.CUT if result.finish_reason == "length" else TurnStatus.FINISHED
+        error = None
+    elif failure is not None:
+        status, error = TurnStatus.FAILED, str(failure)
+    elif stopped is not None or (result is not None and result.error == STOPPED_BY_USER):
+        status, error = TurnStatus.STOPPED, stopped or STOPPED_BY_USER
+    else:
+        status = TurnStatus.BROKE_OFF
+        error = (result.error if result is not None and result.error
+                 else "the answer did not finish")
     if result is None:
-        return Turn(question, partial, follow_up=follow_up, interrupted=True,
-                    error=error or "interrupted before the answer finished", asked_at=time.time())
-    return Turn(question, result.answer, follow_up=follow_up, finish_reason=result.finish_reason,
-                interrupted=result.interrupted, error=error or result.error, ttft_s=result.ttft_s,
+        return Turn(question, partial, status=status, error=error, follow_up=follow_up,
+                    asked_at=now)
+    return Turn(question, result.answer or partial, status=status, error=error,
+                follow_up=follow_up, finish_reason=result.finish_reason, ttft_s=result.ttft_s,
                 decode_tokens_per_s=result.decode_tokens_per_s, prompt_tokens=result.prompt_tokens,
                 completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens,
-                asked_at=time.time())
+                asked_at=now)

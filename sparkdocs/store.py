@@ -1,43 +1,120 @@
-"""The disk cache (diskcache: SQLite + files, safe across threads and processes). Parsed
-documents live in a size-limited LRU cache keyed by content hash, so re-ingesting the same
-bytes costs a lookup; sessions live apart and are never evicted."""
+"""The disk store: one SQLite file (stdlib sqlite3, WAL, busy timeout) whose rows hold plain
+data — columns and JSON, never pickles — so whoever can write the cache folder can corrupt
+what sparkdocs shows but cannot make it run code.
+
+Parsed documents are a size-limited LRU cache keyed by content hash: re-ingesting the same bytes
+costs a lookup, and the least recently used documents go when the total passes the limit.
+Sessions live apart and are never evicted. A turn is an appended row (one INSERT in one
+transaction) and a session's other fields change only by targeted UPDATEs, so two tabs, the CLI
+beside the app, or several `sparkdocs ask --follow-up-of` at once each keep their turn: nothing
+ever writes a whole session back from a copy that may be stale.
+
+The schema carries an explicit version (`PRAGMA user_version`). The diskcache folders of the
+previous version (`documents-v1/`, `sessions-v1/`) hold pickles and are never read: documents
+are parsed again on their next upload, and a log line says the old sessions were left behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-import pickle
+import sqlite3
+import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
-import diskcache
-
-from .documents import Document
+from .documents import Document, DocumentKind, Section, SectionKind
 from .errors import SessionNotFoundError, StoreError
 from .tokens import count_document
 
 log = logging.getLogger(__name__)
-SCHEMA = "v1"
+
+SCHEMA_VERSION = 2  # version 1 was the diskcache (pickle) store
+DATABASE_NAME = "sparkdocs.sqlite3"
+LEGACY_FOLDERS = ("documents-v1", "sessions-v1")
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS documents (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    sections INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    stored_at REAL NOT NULL,
+    accessed_at REAL NOT NULL,
+    body TEXT NOT NULL                -- JSON: the Document with its sections
+);
+CREATE INDEX IF NOT EXISTS documents_by_access ON documents (accessed_at);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    document_key TEXT NOT NULL,       -- no foreign key: documents are evicted, sessions are not
+    document_name TEXT NOT NULL,
+    title TEXT NOT NULL,
+    kept_sections TEXT,               -- JSON list of section indices, or NULL for all
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_document ON sessions (document_key);
+CREATE TABLE IF NOT EXISTS turns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order across every process
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL                -- JSON: the Turn
+);
+CREATE INDEX IF NOT EXISTS turns_by_session ON turns (session_id, seq);
+"""
+
+
+class TurnStatus(StrEnum):
+    """How an answer ended. Each is shown as what it was, so a failure is never mistaken for an
+    empty answer and a stop never for a broken connection."""
+
+    FINISHED = "finished"    # the model ended the answer itself
+    CUT = "cut"              # cut at the answer limit (max_tokens)
+    STOPPED = "stopped"      # the user stopped it (Stop, Ctrl-C, SIGTERM); partial text kept
+    BROKE_OFF = "broke off"  # the stream broke off mid-answer; partial text kept
+    FAILED = "failed"        # the request failed before an answer (401, 404, 400, 503, timeout)
+
+    @property
+    def complete(self) -> bool:
+        """The model gave this answer in full (or up to the limit): fit for follow-up history."""
+        return self in (TurnStatus.FINISHED, TurnStatus.CUT)
 
 
 @dataclass(frozen=True)
 class Turn:
-    """One question and its answer, with the stats shown under it."""
+    """One question and how its answer ended, with the stats shown under it."""
 
     question: str
     answer: str
+    _: KW_ONLY
+    status: TurnStatus = TurnStatus.FINISHED
+    error: str | None = None  # what stopped or failed it, in words a user can act on
     follow_up: bool = False
     finish_reason: str | None = None
-    interrupted: bool = False
-    error: str | None = None
     ttft_s: float | None = None
     decode_tokens_per_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     asked_at: float = 0.0
+
+    @property
+    def interrupted(self) -> bool:
+        """The answer did not end by itself (stopped, broke off or failed)."""
+        return self.status in (TurnStatus.STOPPED, TurnStatus.BROKE_OFF, TurnStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -51,11 +128,9 @@ class Session:
     created_at: float = 0.0
     updated_at: float = 0.0
 
-    def with_turn(self, turn: Turn) -> "Session":
+    def with_turn(self, turn: Turn) -> Session:
+        """A copy with one more turn, for display only: the store appends with `append_turn`."""
         return replace(self, turns=self.turns + (turn,), updated_at=time.time())
-
-    def replace_last_turn(self, turn: Turn) -> "Session":
-        return replace(self, turns=self.turns[:-1] + (turn,), updated_at=time.time())
 
 
 @dataclass(frozen=True)
@@ -68,53 +143,202 @@ class DocumentInfo:
     stored_at: float = field(default=0.0)
 
 
+# -- rows <-> values: plain data only ---------------------------------------------------------
+
+def document_to_json(document: Document) -> str:
+    return json.dumps({
+        "name": document.name, "kind": document.kind.value, "content_hash": document.content_hash,
+        "sections": [{"kind": s.kind.value, "title": s.title, "text": s.text, "tokens": s.tokens}
+                     for s in document.sections],
+        "warnings": list(document.warnings), "source_bytes": document.source_bytes,
+        "counted": document.counted,
+    }, ensure_ascii=False, separators=(",", ":"))
+
+
+def document_from_json(text: str) -> Document:
+    data = json.loads(text)
+    return Document(
+        name=str(data["name"]), kind=DocumentKind(data["kind"]),
+        content_hash=str(data["content_hash"]),
+        sections=tuple(Section(SectionKind(s["kind"]), str(s["title"]), str(s["text"]),
+                               int(s["tokens"])) for s in data["sections"]),
+        warnings=tuple(str(w) for w in data["warnings"]), source_bytes=int(data["source_bytes"]),
+        counted=bool(data["counted"]))
+
+
+_TURN_FIELDS = {f.name for f in fields(Turn)} - {"_"}
+
+
+def turn_to_json(turn: Turn) -> str:
+    return json.dumps({**asdict(turn), "status": turn.status.value}, ensure_ascii=False,
+                      separators=(",", ":"))
+
+
+def turn_from_json(text: str) -> Turn:
+    data = json.loads(text)
+    known = {k: v for k, v in data.items() if k in _TURN_FIELDS}  # a newer version may add some
+    known["status"] = TurnStatus(known.get("status", TurnStatus.FINISHED.value))
+    return Turn(**known)
+
+
+_BAD_ROW = (ValueError, KeyError, TypeError)  # json.JSONDecodeError is a ValueError
+
+
 class Store:
-    def __init__(self, directory: Path, *, size_limit_bytes: int) -> None:
+    """Documents, sessions and turns in `directory/sparkdocs.sqlite3`, safe across threads (one
+    connection behind a lock) and processes (SQLite's own locking, WAL, a busy timeout)."""
+
+    def __init__(self, directory: Path, *, size_limit_bytes: int,
+                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self.directory = directory
+        self.path = directory / DATABASE_NAME
+        self.size_limit_bytes = size_limit_bytes
+        self._lock = threading.RLock()
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._documents = diskcache.Cache(
-                str(directory / f"documents-{SCHEMA}"), size_limit=size_limit_bytes,
-                eviction_policy="least-recently-used")
-        except Exception as exc:
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL loses no commit when a process dies (only, at worst, the last
+            # commits on a power cut), at far less fsync cost than FULL.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+        except (OSError, sqlite3.Error) as exc:
             raise StoreError(
-                f"Cannot open the cache at {directory} ({exc}); check that it is writable or set "
-                "SPARKDOCS_CACHE_DIR to another folder."
-            ) from exc
-        self.directory = directory
-        self._sessions_cache: diskcache.Cache | None = None
+                f"Cannot open the store {self.path} ({exc}); check that the folder is writable "
+                "or set SPARKDOCS_CACHE_DIR to another folder.") from exc
+        try:
+            self._migrate()
+            self._note_legacy_store()
+        except StoreError:
+            self._db.close()
+            raise
 
-    @property
-    def _sessions(self) -> diskcache.Cache:
-        """Opened on first use: commands that only count never pay for it."""
-        if self._sessions_cache is None:
-            try:
-                self._sessions_cache = diskcache.Cache(
-                    str(self.directory / f"sessions-{SCHEMA}"), eviction_policy="none")
-            except Exception as exc:
+    def _migrate(self) -> None:
+        """Create or check the schema. Most opens find it current and take no write lock."""
+        if self._read("PRAGMA user_version")[0][0] == SCHEMA_VERSION:
+            return
+        with self._write() as db:  # re-read under the lock: another process may have done it
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"Cannot open the session store in {self.directory} ({exc}); check that it is "
-                    "writable or set SPARKDOCS_CACHE_DIR to another folder.") from exc
-        return self._sessions_cache
+                    f"The store {self.path} has schema version {version}, newer than this "
+                    f"sparkdocs understands ({SCHEMA_VERSION}); upgrade sparkdocs, or set "
+                    "SPARKDOCS_CACHE_DIR to another folder.")
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _note_legacy_store(self) -> None:
+        """Say once per folder that the pickle store of the previous version is not read
+        (reading it could run code planted in it) and what that means for the user."""
+        legacy = [name for name in LEGACY_FOLDERS if (self.directory / name).exists()]
+        if not legacy:
+            return
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM meta WHERE key = 'legacy_store_noted'").fetchone():
+                return
+            db.execute("INSERT INTO meta (key, value) VALUES ('legacy_store_noted', ?)",
+                       (json.dumps({"folders": legacy, "at": time.time()}),))
+        log.warning(
+            "Found the store of an earlier sparkdocs in %s (%s). It holds Python pickles, which "
+            "can run code when read, so it is not read: documents are parsed again on their next "
+            "upload, and the sessions in it are not carried over. Delete %s to free the space.",
+            self.directory, ", ".join(legacy), " and ".join(legacy))
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. BEGIN IMMEDIATE takes the write lock first, so concurrent
+        writers queue (up to the busy timeout) instead of failing half-way."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._error("lock", exc) from exc
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise self._error("write", exc) from exc
+            except BaseException:  # rolled back, then raised as it was
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise self._error("write", exc) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+
+    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return StoreError(
+                f"The store {self.path} stayed locked by another sparkdocs process for longer "
+                f"than the busy timeout; try again, or stop the process that holds it ({exc}).")
+        return StoreError(f"Cannot {action} the store {self.path} ({exc}); check the disk and "
+                          "its permissions, or set SPARKDOCS_CACHE_DIR to another folder.")
 
     def close(self) -> None:
-        self._documents.close()
-        if self._sessions_cache is not None:
-            self._sessions_cache.close()
+        with self._lock:
+            self._db.close()
 
     # documents -------------------------------------------------------------------------------
     def get_document(self, key: str) -> Document | None:
-        try:
-            value = self._documents.get(f"doc:{key}")
-        except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
-            log.warning("dropping unreadable cached document %s: %s", key, exc)
-            self._documents.delete(f"doc:{key}")
+        rows = self._read("SELECT name, body FROM documents WHERE key = ?", (key,))
+        if not rows:
             return None
-        return value if isinstance(value, Document) else None
+        name, body = rows[0]
+        try:
+            document = replace(document_from_json(body), name=name)
+        except _BAD_ROW as exc:
+            log.warning("dropping unreadable stored document %s: %s", key[:12], exc)
+            with self._write() as db:
+                db.execute("DELETE FROM documents WHERE key = ?", (key,))
+            return None
+        with self._write() as db:  # least recently *used*: a read counts
+            db.execute("UPDATE documents SET accessed_at = ? WHERE key = ?", (time.time(), key))
+        return document
 
     def put_document(self, document: Document) -> None:
-        with self._documents.transact():
-            self._documents.set(f"doc:{document.content_hash}", document)
-            self._documents.set(f"info:{document.content_hash}", self._info(document))
+        body = document_to_json(document)
+        size = len(body.encode("utf-8"))
+        now = time.time()
+        key = document.content_hash
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO documents (key, name, kind, tokens, sections, size_bytes, stored_at, "
+                "accessed_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET name = excluded.name, kind = excluded.kind, tokens = excluded.tokens, "
+                "sections = excluded.sections, size_bytes = excluded.size_bytes, "
+                "accessed_at = excluded.accessed_at, body = excluded.body",
+                (key, document.name, document.kind.value, document.section_tokens,
+                 len(document.sections), size, now, now, body))
+            self._evict(db, keep=key)
+
+    def _evict(self, db: sqlite3.Connection, *, keep: str) -> None:
+        """Least recently used documents go until the total fits the limit (the one just
+        stored stays, even alone over the limit). Their sessions stay: they are never evicted."""
+        total = db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM documents").fetchone()[0]
+        if total <= self.size_limit_bytes:
+            return
+        victims = db.execute("SELECT key, size_bytes FROM documents WHERE key != ? "
+                             "ORDER BY accessed_at", (keep,)).fetchall()
+        for victim, size in victims:
+            if total <= self.size_limit_bytes:
+                break
+            db.execute("DELETE FROM documents WHERE key = ?", (victim,))
+            total -= size
+            log.info("evicted stored document %s (%d bytes) to stay under %d bytes",
+                     victim[:12], size, self.size_limit_bytes)
 
     def get_or_ingest(self, key: str, ingest: Callable[[], Document]) -> Document:
         """The cached, counted document for `key`, or ingest, count and store it."""
@@ -125,64 +349,134 @@ class Store:
         self.put_document(document)
         return document
 
-    @staticmethod
-    def _info(document: Document) -> DocumentInfo:
-        return DocumentInfo(document.content_hash, document.name, document.kind.value,
-                            document.section_tokens, len(document.sections), time.time())
-
     def list_documents(self) -> list[DocumentInfo]:
-        infos = []
-        for key in list(self._documents.iterkeys()):
-            if isinstance(key, str) and key.startswith("info:"):
-                info = self._documents.get(key)
-                if isinstance(info, DocumentInfo) and f"doc:{info.key}" in self._documents:
-                    infos.append(info)
-        return sorted(infos, key=lambda i: -i.stored_at)
+        rows = self._read("SELECT key, name, kind, tokens, sections, stored_at FROM documents "
+                          "ORDER BY stored_at DESC")
+        return [DocumentInfo(*row) for row in rows]
 
     def rename_document(self, key: str, name: str) -> None:
-        document = self.get_document(key)
-        if document is None:
-            raise StoreError(f"No stored document {key[:12]}; it may have been evicted.")
-        self.put_document(replace(document, name=name.strip() or document.name))
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM documents WHERE key = ?", (key,)).fetchone():
+                raise StoreError(f"No stored document {key[:12]}; it may have been evicted "
+                                 "(upload it again).")
+            if name.strip():
+                db.execute("UPDATE documents SET name = ? WHERE key = ?", (name.strip(), key))
 
     def delete_document(self, key: str) -> None:
-        self._documents.delete(f"doc:{key}")
-        self._documents.delete(f"info:{key}")
-        for session in self.list_sessions(document_key=key):
-            self.delete_session(session.id)
+        """The document and every session about it (their turns go with them)."""
+        with self._write() as db:
+            db.execute("DELETE FROM documents WHERE key = ?", (key,))
+            db.execute("DELETE FROM sessions WHERE document_key = ?", (key,))
 
     # sessions --------------------------------------------------------------------------------
     def new_session(self, document: Document, *, kept_sections: Sequence[int] | None = None
                     ) -> Session:
         now = time.time()
+        kept = tuple(kept_sections) if kept_sections is not None else None
         session = Session(uuid.uuid4().hex[:12], document.content_hash, document.name,
-                          document.name, tuple(kept_sections) if kept_sections is not None else None,
-                          (), now, now)
-        self.save_session(session)
+                          document.name, kept, (), now, now)
+        with self._write() as db:
+            db.execute("INSERT INTO sessions (id, document_key, document_name, title, "
+                       "kept_sections, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (session.id, session.document_key, session.document_name, session.title,
+                        _kept_json(session.kept_sections), now, now))
         return session
 
-    def save_session(self, session: Session) -> None:
-        self._sessions.set(f"session:{session.id}", session)
+    def append_turn(self, session_id: str, turn: Turn) -> Session:
+        """Append one turn (one INSERT, one transaction) and return the session as stored right
+        after it, so its last turn is this one. Turns keep their commit order."""
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone():
+                raise self._missing(session_id)
+            db.execute("INSERT INTO turns (session_id, status, body) VALUES (?, ?, ?)",
+                       (session_id, turn.status.value, turn_to_json(turn)))
+            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id))
+            return self._load_session(db, session_id)
 
-    def get_session(self, session_id: str) -> Session:
-        value = self._sessions.get(f"session:{session_id}")
-        if not isinstance(value, Session):
-            raise SessionNotFoundError(
-                f"No session {session_id!r}; list them with `sparkdocs sessions` or in the Library page."
-            )
-        return value
-
-    def list_sessions(self, *, document_key: str | None = None) -> list[Session]:
-        sessions = []
-        for key in list(self._sessions.iterkeys()):
-            value = self._sessions.get(key)
-            if isinstance(value, Session) and (document_key is None or value.document_key == document_key):
-                sessions.append(value)
-        return sorted(sessions, key=lambda s: -s.updated_at)
-
-    def delete_session(self, session_id: str) -> None:
-        self._sessions.delete(f"session:{session_id}")
+    def set_kept_sections(self, session_id: str, kept_sections: Sequence[int] | None) -> Session:
+        """Change which parts of the document the session keeps, and nothing else."""
+        kept = tuple(kept_sections) if kept_sections is not None else None
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE sessions SET kept_sections = ?, updated_at = ? WHERE id = ?",
+                (_kept_json(kept), time.time(), session_id)).rowcount
+            if not changed:
+                raise self._missing(session_id)
+            return self._load_session(db, session_id)
 
     def rename_session(self, session_id: str, title: str) -> None:
-        session = self.get_session(session_id)
-        self.save_session(replace(session, title=title.strip() or session.title))
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone():
+                raise self._missing(session_id)
+            if title.strip():
+                db.execute("UPDATE sessions SET title = ? WHERE id = ?",
+                           (title.strip(), session_id))
+
+    def get_session(self, session_id: str) -> Session:
+        with self._lock:
+            try:
+                return self._load_session(self._db, session_id)
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+
+    def list_sessions(self, *, document_key: str | None = None) -> list[Session]:
+        where, params = ("WHERE document_key = ?", (document_key,)) if document_key else ("", ())
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT id, document_key, document_name, title, kept_sections, created_at, "
+                    f"updated_at FROM sessions {where} ORDER BY updated_at DESC", params).fetchall()
+                turns = self._turns_by_session(self._db, [row[0] for row in rows])
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+        return [_session(row, turns.get(row[0], ())) for row in rows]
+
+    def delete_session(self, session_id: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def _load_session(self, db: sqlite3.Connection, session_id: str) -> Session:
+        row = db.execute("SELECT id, document_key, document_name, title, kept_sections, "
+                         "created_at, updated_at FROM sessions WHERE id = ?",
+                         (session_id,)).fetchone()
+        if row is None:
+            raise self._missing(session_id)
+        return _session(row, self._turns_by_session(db, [session_id]).get(session_id, ()))
+
+    @staticmethod
+    def _turns_by_session(db: sqlite3.Connection, ids: Sequence[str]
+                          ) -> dict[str, tuple[Turn, ...]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        found: dict[str, list[Turn]] = {}
+        for session_id, seq, body in db.execute(
+                f"SELECT session_id, seq, body FROM turns WHERE session_id IN ({marks}) "
+                "ORDER BY seq", tuple(ids)):
+            try:
+                found.setdefault(session_id, []).append(turn_from_json(body))
+            except _BAD_ROW as exc:
+                log.warning("skipping unreadable turn %d of session %s: %s", seq, session_id, exc)
+        return {key: tuple(value) for key, value in found.items()}
+
+    @staticmethod
+    def _missing(session_id: str) -> SessionNotFoundError:
+        return SessionNotFoundError(
+            f"No session {session_id!r} in the store; open one from the Library page, or start a "
+            "new one (leave out --follow-up-of).")
+
+
+def _kept_json(kept: tuple[int, ...] | None) -> str | None:
+    return None if kept is None else json.dumps(list(kept))
+
+
+def _session(row: tuple[Any, ...], turns: tuple[Turn, ...]) -> Session:
+    session_id, document_key, document_name, title, kept, created_at, updated_at = row
+    kept_sections = None
+    if kept is not None:
+        try:
+            kept_sections = tuple(int(i) for i in json.loads(kept))
+        except _BAD_ROW as exc:  # unreadable choice: fall back to the whole document
+            log.warning("session %s: unreadable kept sections (%s); keeping all", session_id, exc)
+    return Session(session_id, document_key, document_name, title, kept_sections, turns,
+                   created_at, updated_at)

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import streamlit as st
@@ -20,10 +20,10 @@ from .documents import Document
 from .errors import SparkdocsError, StoreError
 from .ingest import Upload
 from .ingest.code import directory_tokens
-from .qa import QuestionAnswering
+from .qa import STOPPED_BY_USER, QuestionAnswering
 from .store import Session
 from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
-                    turn_status)
+                    status_counts, turn_status)
 from .warmup import WarmUps
 from .workspace import Workspace
 
@@ -178,8 +178,7 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
                         or tuple(range(len(document.sections))))
         new_keep = None if len(keep) == len(document.sections) else keep
         if new_keep != session.kept_sections:
-            session = replace(session, kept_sections=new_keep)
-            svc.workspace.store.save_session(session)
+            session = svc.workspace.store.set_kept_sections(session.id, new_keep)
             st.rerun()
     if session.kept_sections is not None:
         left_out = len(document.sections) - len(session.kept_sections)
@@ -245,24 +244,37 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     with st.chat_message("user"):
         st.markdown(question)
     with friendly_errors(), st.chat_message("assistant"):
-        pending = svc.qa.ask(document, session, question, follow_up=follow_up)
+        try:
+            pending = svc.qa.ask(document, session, question, follow_up=follow_up)
+        except SparkdocsError as exc:  # never sent (over budget, service down): still history
+            session = svc.qa.record_failure(session, question, follow_up=follow_up, failure=exc)
+            raise
         saved = threading.Event()  # a rerun may start before this run has saved the answer
         st.session_state["answer_saved"] = saved
         stop_slot = st.empty()
         stop_slot.button("Stop", key=f"stop-{len(session.turns)}",
                          help="Stops the answer; what arrived is kept.")
+        ended = False
+        failure: SparkdocsError | None = None
         try:
             st.write_stream(_text_with_waits(pending.stream, st.empty()))
+            ended = True
             stop_slot.empty()
-        finally:  # also on a rerun mid-stream: keep the partial answer, marked interrupted
+        except SparkdocsError as exc:  # the request failed: kept with the server's own error
+            failure = exc
+            raise
+        finally:  # also on a rerun mid-stream (Stop, any click): keep the partial answer
             if pending.stream.result is None:
                 pending.stream.cancel()
             try:
-                session = svc.qa.record(session, pending)
+                session = svc.qa.record(
+                    session, pending, failure=failure,
+                    stopped=None if ended or failure is not None else STOPPED_BY_USER)
             finally:
                 saved.set()
-        st.caption(stats_line(session.turns[-1]))
-        status = turn_status(session.turns[-1])
+        turn = session.turns[-1]
+        st.caption(stats_line(turn))
+        status = turn_status(turn)
         if status:
             st.warning(status)
     return session
@@ -320,7 +332,7 @@ def library(svc: Services) -> None:
                 st.rerun()
             for session in sessions:
                 c1, c2, c3 = st.columns([5, 1, 1])
-                c1.write(f"**{session.title}** · {len(session.turns)} question(s) · `{session.id}`")
+                c1.write(f"**{session.title}** · {status_counts(session)} · `{session.id}`")
                 if c2.button("Open", key=f"open-{session.id}"):
                     _open_session(session)
                     st.switch_page("pages/ask.py")

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from .client import Capabilities
 from .documents import Document
-from .store import Session, Turn
+from .store import Session, Turn, TurnStatus
 from .tokens import Budget
 
 
@@ -47,6 +47,8 @@ def section_rows(document: Document, kept: Sequence[int] | None = None) -> list[
 
 
 def stats_line(turn: Turn) -> str:
+    if turn.status is TurnStatus.FAILED:
+        return "request failed: no answer" + (" · follow-up" if turn.follow_up else "")
     parts = []
     if turn.ttft_s is not None:
         parts.append(f"first token {turn.ttft_s:.2f} s")
@@ -57,18 +59,50 @@ def stats_line(turn: Turn) -> str:
     parts.append(f"cached {turn.cached_tokens:,}" if turn.cached_tokens is not None
                  else "cached tokens not reported by this server")
     parts.append(f"finish: {turn.finish_reason or 'none'}")
-    if turn.finish_reason == "length":
+    if turn.status is TurnStatus.CUT:
         parts.append("cut off at the answer limit")
     if turn.follow_up:
         parts.append("follow-up")
     return " · ".join(parts)
 
 
+STATUS_LABELS = {
+    TurnStatus.FINISHED: "Finished",
+    TurnStatus.CUT: "Cut off at the answer limit",
+    TurnStatus.STOPPED: "Stopped",
+    TurnStatus.BROKE_OFF: "Broke off",
+    TurnStatus.FAILED: "Failed",
+}
+
+
 def turn_status(turn: Turn) -> str | None:
-    """A warning to show under an answer that did not finish, or None."""
-    if turn.interrupted or turn.error:
-        return f"Interrupted: {turn.error or 'the answer did not finish'}. The partial answer is kept."
-    return None
+    """What to show under an answer that did not simply finish, or None. Each ending is named
+    as what it was, with its own words (the server's error for a failed request)."""
+    label = STATUS_LABELS[turn.status]
+    if turn.status is TurnStatus.FINISHED:
+        return None
+    if turn.status is TurnStatus.CUT:
+        return (f"{label}: the answer is incomplete; raise the answer length or ask the model "
+                "to go on.")
+    error = turn.error or ""
+    if turn.status is TurnStatus.STOPPED and error.lower().startswith("stopped"):
+        text = error[0].upper() + error[1:]  # "stopped by the user" reads as it is
+    else:
+        text = f"{label}: {turn.error or 'the answer did not finish'}"
+    text = text.rstrip(".")
+    if turn.answer and "partial answer is kept" not in text:
+        text += ". The partial answer is kept"
+    return text + "."
+
+
+def status_counts(session: Session) -> str:
+    """'3 question(s)', with how many did not finish: the Library's line per session."""
+    counts: dict[TurnStatus, int] = {}
+    for turn in session.turns:
+        counts[turn.status] = counts.get(turn.status, 0) + 1
+    others = [f"{n} {status.value}" for status, n in counts.items()
+              if status is not TurnStatus.FINISHED]
+    return f"{len(session.turns)} question(s)" + (f" ({', '.join(others)})" if others else "")
 
 
 def session_markdown(session: Session) -> str:

@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Sequence
 
 from .documents import Document
@@ -17,9 +18,15 @@ from .qa import QuestionAnswering
 log = logging.getLogger(__name__)
 
 
+class WarmStatus(StrEnum):
+    WARMING = "warming"
+    WARM = "warm"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class WarmState:
-    status: str  # "warming", "warm", "failed"
+    status: WarmStatus
     seconds: float | None = None
     error: str | None = None
     started: float = 0.0
@@ -40,9 +47,9 @@ class WarmUps:
         key = self._key(document, keep)
         with self._lock:
             state = self._states.get(key)
-            if state is not None and state.status in ("warming", "warm"):
+            if state is not None and state.status in (WarmStatus.WARMING, WarmStatus.WARM):
                 return state
-            state = WarmState("warming", started=time.time())
+            state = WarmState(WarmStatus.WARMING, started=time.time())
             self._states[key] = state
         self._pool.submit(self._run, key, document, keep)
         return state
@@ -51,12 +58,12 @@ class WarmUps:
              keep: Sequence[int] | None) -> None:
         try:
             result = self._qa.warm_up(document, keep)
-            state = WarmState("warm", seconds=result.seconds)
+            state = WarmState(WarmStatus.WARM, seconds=result.seconds)
         except SparkdocsError as exc:
-            state = WarmState("failed", error=str(exc))
+            state = WarmState(WarmStatus.FAILED, error=str(exc))
         except Exception as exc:  # never let a warm-up thread die silently
             log.exception("warm-up failed")
-            state = WarmState("failed", error=f"unexpected error: {exc!r}")
+            state = WarmState(WarmStatus.FAILED, error=f"unexpected error: {exc!r}")
         with self._lock:
             self._states[key] = state
 

@@ -103,7 +103,7 @@ def test_export_and_reload_find_the_session(app_env):
     workspace = Workspace(settings)
     document = workspace.load_uploads([Upload("a.txt", b"Alpha beta gamma.")], workspace.ingest_options())
     session = workspace.store.new_session(document)
-    workspace.store.save_session(session.with_turn(Turn("Q one?", "A one.", ttft_s=0.5)))
+    workspace.store.append_turn(session.id, Turn("Q one?", "A one.", ttft_s=0.5))
     workspace.store.close()
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["session"] = session.id

@@ -5,6 +5,7 @@ reload and find the session again. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from builders import make_contract_pdf
 from sparkdocs.local_model import free_port
 
 pytestmark = pytest.mark.e2e
+# the stats line under a finished answer, not the "Waiting for the first token" caption
+STATS = re.compile(r"^first token \d")
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -101,7 +104,7 @@ def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
 
         for number, question in enumerate(["What is the payment term?", "Who may terminate?"], 1):
             _ask(page, question)
-            expect(page.get_by_text("first token")).to_have_count(number, timeout=120_000)
+            expect(page.get_by_text(STATS)).to_have_count(number, timeout=120_000)
         answers = page.locator('[data-testid="stChatMessage"]')
         expect(answers).to_have_count(4)
         page.screenshot(path=str(artifacts_dir / "02-ask-page.png"), full_page=True)
@@ -110,7 +113,7 @@ def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
         page.reload()
         expect(page.get_by_text("What is the payment term?")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Who may terminate?")).to_be_visible()
-        expect(page.get_by_text("first token")).to_have_count(2)
+        expect(page.get_by_text(STATS)).to_have_count(2)
         page.screenshot(path=str(artifacts_dir / "03-after-reload.png"), full_page=True)
         browser.close()
 
@@ -125,10 +128,10 @@ def test_stop_keeps_the_partial_answer_marked_interrupted(slow_app_url, tmp_path
         _ask(page, "When is delivery?")
         expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
         page.get_by_role("button", name="Stop").click()
-        expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Stopped by the user")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(artifacts_dir / "04-stopped.png"), full_page=True)
         page.reload()
-        expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Stopped by the user")).to_be_visible(timeout=60_000)
         answer = page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
         assert "word0" in answer and "word299" not in answer
         browser.close()

@@ -345,7 +345,7 @@ def test_stop_in_the_browser_during_a_prefill_aborts_it_on_the_server(vllm, tmp_
             gone = _wait_running(vllm, 0, 10)
             print(f"browser Stop: running gauge back to 0 {gone} s after the click")
             assert gone is not None and gone <= 2.0
-            expect(page.get_by_text("Interrupted:")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Stopped by the user")).to_be_visible(timeout=30_000)
             page.screenshot(path=str(artifacts_dir / "05-stopped-during-prefill.png"),
                             full_page=True)
             _ask(page, "Next question?")  # the next question starts at once and is answered

@@ -1,4 +1,4 @@
-"""The real disk cache: re-ingest without parsing, sessions kept apart, many processes at once."""
+"""The real disk store: re-ingest without parsing, sessions kept apart, many processes at once."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_sessions_survive_reopening_and_are_not_evicted(tmp_path: Path):
     workspace = Workspace(Settings(cache_dir=tmp_path), store=store)
     document = workspace.load_uploads([Upload("a.txt", b"hello world")], IngestOptions())
     session = store.new_session(document)
-    store.save_session(session.with_turn(Turn("q?", "a.")))
+    store.append_turn(session.id, Turn("q?", "a."))
     store.close()
     reopened = Store(tmp_path, size_limit_bytes=16 * 2**20)
     assert reopened.get_session(session.id).turns[0].answer == "a."

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sparkdocs.client import Capabilities, ServerMetrics
-from sparkdocs.store import Session, Turn
+from sparkdocs.store import Session, Turn, TurnStatus
 from sparkdocs.tokens import Budget
 from sparkdocs.views import (budget_segments, budget_summary, kv_fit, session_markdown,
                              stats_line, turn_status)
@@ -20,7 +20,8 @@ def test_budget_segments_add_up_to_the_context():
 
 
 def test_stats_line_says_what_the_server_did_not_report():
-    line = stats_line(Turn("q", "a", ttft_s=0.25, decode_tokens_per_s=3.1, finish_reason="length"))
+    line = stats_line(Turn("q", "a", ttft_s=0.25, decode_tokens_per_s=3.1, finish_reason="length",
+                           status=TurnStatus.CUT))
     assert "first token 0.25 s" in line and "cached tokens not reported by this server" in line
     assert "cut off" in line
     vllm = stats_line(Turn("q", "a", prompt_tokens=5000, cached_tokens=4992, finish_reason="stop"))
@@ -30,10 +31,12 @@ def test_stats_line_says_what_the_server_did_not_report():
 def test_export_holds_questions_answers_stats_and_interruptions():
     session = Session("s1", "abc123def456", "contract.pdf", "contract.pdf", turns=(
         Turn("Who pays?", "The customer.", ttft_s=1.0, finish_reason="stop"),
-        Turn("And when?", "Within 45", interrupted=True, error="stopped by the user")))
+        Turn("And when?", "Within 45", status=TurnStatus.STOPPED, error="stopped by the user"),
+        Turn("And where?", "", status=TurnStatus.FAILED, error="HTTP 503: engine draining")))
     text = session_markdown(session)
     assert text.startswith("# contract.pdf") and "## Q1. Who pays?" in text and "The customer." in text
-    assert "## Q2. And when?" in text and "Interrupted: stopped by the user" in text
+    assert "## Q2. And when?" in text and "Stopped by the user. The partial answer is kept." in text
+    assert "## Q3. And where?" in text and "Failed: HTTP 503: engine draining." in text
     assert turn_status(session.turns[0]) is None
 
 

@@ -11,6 +11,9 @@ CORPUS: dict[str, list[tuple[SectionKind, str, str]]] = {
               (SectionKind.PAGE, "2", "Payment is due net 45 days. Liability: capped at 1,000,000 EUR.")],
     "code": [(SectionKind.TREE, "files", ".\n└── a.py"),
              (SectionKind.FILE, "a.py", "def f(x):\n\treturn {'k': [1, 2, 3]}  # comment\n\n\nclass A:\n    pass\n")],
+    "code-anchored": [(SectionKind.TREE, "files", ".\n└── src\n    └── app.py"),
+                      (SectionKind.FILE, "src/app.py", "\n".join(
+                          f"def handler_{i}(request: dict) -> int:  # line {i + 1}" for i in range(60)))],
     "table": [(SectionKind.HEADING, "Prices", "| item | price |\n|---|---|\n| A | 1.00 |\n| B<br>C | 2\\|3 |")],
     "unicode": [(SectionKind.HEADING, "Ünïcødé", "日本語のテキスト。Ελληνικά. Emoji 🎉👩‍💻. Zero​width. RTL: עברית\r\nCRLF line")],
     "special": [(SectionKind.PAGE, "1", f"Before. {INJECTION} <|begin_of_text|> <|reserved_special_token_7|> <|python_tag|> After.")],

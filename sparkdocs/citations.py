@@ -99,11 +99,13 @@ class Citation:
 
 _LETTER = r"[^\W\d_]"
 _HYPHENS = "\\-\u2010\u2011"
+_SOFT_HYPHENS = "\u00ad\ufffe"  # PDFium gives U+FFFE for a hyphen it found at a line end
 # A word is a run of word characters; words split by a hyphen (or soft hyphen) before a line
 # or page break, or inside a compound, are one word: "termi-\nnate" = "terminate". A few
 # symbols count as words so that code and formulas keep their operators.
-_WORD = re.compile(rf"(?:\w*{_LETTER}(?:[{_HYPHENS}]\s*|\u00ad\s*)(?={_LETTER}))*\w+|[+=<>%$€£¥&|^~@/]")
-_FOLD = re.compile(rf"[\s{_HYPHENS}\u00ad\u200b-\u200d\u2060\ufeff]")
+_WORD = re.compile(rf"(?:\w*{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*(?={_LETTER}))*\w+|[+=<>%$€£¥&|^~@/]")
+_FOLD = re.compile(rf"[\s{_HYPHENS}{_SOFT_HYPHENS}\u200b-\u200d\u2060\ufeff]")
+_HYPHEN_AT_END = re.compile(rf"{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*$")
 _SENTINEL = "\x01"  # between parts that were not adjacent in what was sent
 
 
@@ -155,6 +157,7 @@ class CitationIndex:
         starts: list[int] = []
         ends: list[int] = []
         previous: int | None = None
+        hyphen_at_end = False
         normalise = _NORMALISE
         for index, section in enumerate(sections):
             if section.kind is SectionKind.TREE:
@@ -162,14 +165,22 @@ class CitationIndex:
             if previous is not None and (previous != index - 1
                                          or (previous in self.kept) != (index in self.kept)):
                 words.append(_SENTINEL), owner.append(-1), starts.append(0), ends.append(0)
+            joins = previous == index - 1 and hyphen_at_end
             previous = index
             for match in _WORD.finditer(section.text):
                 word = normalise(match.group())
-                if word:
-                    words.append(word)
-                    owner.append(index)
-                    starts.append(match.start())
-                    ends.append(match.end())
+                if not word:
+                    continue
+                if joins and word[0].isalpha():  # "confi-" | next page | "dentiality"
+                    words[-1] += word
+                    joins = False
+                    continue
+                joins = False
+                words.append(word)
+                owner.append(index)
+                starts.append(match.start())
+                ends.append(match.end())
+            hyphen_at_end = _HYPHEN_AT_END.search(section.text[-40:]) is not None
         self.words = words
         self.owner = owner
         self.starts = starts
@@ -347,10 +358,10 @@ _DOUBLE_QUOTED = re.compile(r"\"([^\"\n]+(?:\n(?![ \t]*\n)[^\"\n]+)*)\"|“([^�
 _TITLE_BEFORE = re.compile(r"\b(?:section|heading|chapter|titled|entitled)\s*$", re.IGNORECASE)
 _ELLIPSIS = re.compile(r"\[\s*(?:\.\s*){3}\]|\[…\]|\.\s*\.\s*\.|…")
 _ANCHOR_PREFIX = re.compile(r"^(\s*)\d+\t", re.MULTILINE)
-_TRAILING_REFERENCE = re.compile(r"\s*[\(\[]([^()\[\]\n]{1,80})[\)\]][.,;]?\s*$")
-_ATTRIBUTION = re.compile(r"^\s*(?:[—–-]{1,2}|\(|\[)?\s*(?:source:?\s*)?(.{1,80}?)[\)\]]?[.,;]?\s*$",
-                          re.IGNORECASE)
+_TRAILING_REFERENCE = re.compile(r"\s*[\(\[]{1,2}([^()\[\]\n]{1,80})[\)\]]{1,2}[.,;]?\s*$")
 _WORD_COUNT = re.compile(r"\w+")
+_ATTRIBUTION_WORDS = {"see", "source", "from", "cf", "on", "at", "in", "the", "document", "quoted",
+                      "p", "pp", "page", "pages"}
 
 
 def _masked(text: str, pattern: re.Pattern[str], *, keep_inner: bool = False) -> str:
@@ -422,8 +433,8 @@ def find_quotes(answer: str) -> list[QuoteMention]:
         reference = None
         last = contents[-1]
         references = find_references(last)
-        if references and len(contents) > 1 and _word_count(
-                _REFERENCE.sub(" ", last.replace("`", " "))) <= 3:
+        rest = set(_WORD_COUNT.findall(_REFERENCE.sub(" ", last.replace("`", " ")).lower()))
+        if references and len(contents) > 1 and rest <= _ATTRIBUTION_WORDS:
             reference = references[0]
             contents = contents[:-1]
         text = "\n".join(contents)
@@ -444,13 +455,23 @@ def find_quotes(answer: str) -> list[QuoteMention]:
         text = _strip_quote(text)
         if _word_count(text) >= MIN_QUOTE_WORDS:
             found.append((start, end, text, trailing))
+    fences = []
+    for match in _FENCE.finditer(answer):  # code is a quote only when it cites a file
+        body = match.group().split("\n", 1)[1].rsplit("\n", 1)[0]
+        if _word_count(body) >= MIN_QUOTE_WORDS:
+            fences.append((match.start(), match.end(), _ANCHOR_PREFIX.sub(r"\1", body), None))
     found.sort(key=lambda item: item[0])
+    everything = sorted(found + fences, key=lambda item: item[0])
     mentions = []
-    for number, (start, end, text, reference) in enumerate(found):
+    for number, (start, end, text, reference) in enumerate(everything):
         if reference is None:
-            before_limit = found[number - 1][1] if number else 0
-            after_limit = found[number + 1][0] if number + 1 < len(found) else len(answer)
+            before_limit = everything[number - 1][1] if number else 0
+            after_limit = (everything[number + 1][0] if number + 1 < len(everything)
+                           else len(answer))
             reference = _nearest_reference(answer, start, end, before_limit, after_limit)
+        is_fence = any(start == f[0] for f in fences)
+        if is_fence and (reference is None or reference.kind not in (RefKind.FILE, RefKind.LINES)):
+            continue
         mentions.append(QuoteMention(text, (start, end), reference))
     return mentions
 
@@ -458,7 +479,7 @@ def find_quotes(answer: str) -> list[QuoteMention]:
 def _split_trailing_reference(text: str) -> tuple[str, Reference | None]:
     match = _TRAILING_REFERENCE.search(text)
     if match:
-        references = find_references(match.group(1))
+        references = find_references(match.group())
         if references:
             return text[:match.start()], references[0]
     return text, None
@@ -669,28 +690,33 @@ def _near_match(index: CitationIndex, quote: Sequence[str], prefer: Iterable[int
     if len(present) < max(3, n // 2):
         return None
     preferred = set(prefer)
-    votes: Counter[int] = Counter()
-    cited_votes: Counter[int] = Counter()
-    for _, qi, word in sorted(present)[:6]:
+    votes: Counter[int] = Counter()  # where the quote would start, by its rarest words
+    for _, qi, word in sorted(present)[:8]:
         for p in positions[word][:2000]:
-            votes[(p - qi) // 4] += 1
-            if index.owner[p] in preferred:
-                cited_votes[(p - qi) // 4] += 1
-    buckets = [b for b, _ in cited_votes.most_common(3)] + [b for b, _ in votes.most_common(6)]
+            votes[p - qi] += 1
+    scores = Counter({start: votes[start - 1] + votes[start] + votes[start + 1]
+                      for start in votes})
+    cited_starts = [s for s, _ in scores.most_common() if 0 <= s < len(index.owner)
+                    and index.owner[s] in preferred][:3]
+    starts = cited_starts + [s for s, _ in scores.most_common(8)]
     best: _Near | None = None
     best_cited = False
     seen: set[int] = set()
-    for bucket in buckets:
-        if bucket in seen or votes[bucket] < 2:
+    for candidate in starts:
+        if candidate in seen or scores[candidate] < 2:
             continue
-        seen.add(bucket)
-        start = max(0, bucket * 4 - 8)
-        window = index.words[start:bucket * 4 + n + 12]
+        seen.add(candidate)
+        start = max(0, candidate - 3)
+        window = index.words[start:candidate + n + 3]
         matcher = SequenceMatcher(None, quote, window, autojunk=False)
         blocks = [b for b in matcher.get_matching_blocks() if b.size]
         if not blocks:
             continue
         first, last = blocks[0].b, blocks[-1].b + blocks[-1].size
+        # unmatched words at the quote's ends are set against the words beside the match, so
+        # a changed first or last word is judged as a change, not as an addition
+        first = max(0, first - blocks[0].a)
+        last = min(len(window), last + n - (blocks[-1].a + blocks[-1].size))
         source = window[first:last]
         if _SENTINEL in source:
             continue
@@ -733,8 +759,8 @@ def _find_exact(index: CitationIndex, quote: str) -> list[_Hit]:
         return []
     if len(fragments) == 1:
         return index.find(fragments[0])
-    hits = []
-    for hit in index.find(fragments[0])[:50]:
+    shortest: dict[int, _Hit] = {}  # by last token: the latest start, the tightest span
+    for hit in index.find(fragments[0])[:200]:
         current = hit
         for fragment in fragments[1:]:
             following = index.find_after(fragment, current.last, max_gap=400)
@@ -742,8 +768,9 @@ def _find_exact(index: CitationIndex, quote: str) -> list[_Hit]:
                 break
             current = following
         else:
-            hits.append(_Hit(hit.first, current.last))
-    return hits
+            if current.last not in shortest or shortest[current.last].first < hit.first:
+                shortest[current.last] = _Hit(hit.first, current.last)
+    return sorted(shortest.values(), key=lambda h: h.first)
 
 
 def _omitted_note(index: CitationIndex, cited: Locator | None) -> str:

@@ -24,3 +24,360 @@ CORPUS: dict[str, list[tuple[SectionKind, str, str]]] = {
 def corpus_document(name: str) -> Document:
     sections = tuple(Section(kind, title, clean_text(text)) for kind, title, text in CORPUS[name])
     return Document(name, DocumentKind.TEXT, f"hash-{name}", sections)
+
+
+# -- a labelled corpus of quoted answers, for the citation verifier ------------------------------
+# Documents of every kind, built here (no downloads), and answers that quote them in the ways
+# models really do: verbatim, re-wrapped, across hyphenated line and page breaks, with the
+# typographic quotes and ligatures of PDF extraction, with ellipses, with the wrong page, from a
+# left-out part, paraphrased, fabricated, nearly verbatim, and changed in meaning.
+
+import random  # noqa: E402
+import re  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+PARTIES = ("Supplier", "Customer", "Licensor", "Licensee", "Contractor", "Agent", "Auditor")
+VERBS = ("deliver", "invoice", "inspect", "replace", "certify", "report", "insure", "store",
+         "repair", "label", "return", "archive")
+OBJECTS = ("the Goods", "each shipment", "the spare parts", "all defective units",
+           "the safety records", "the quarterly statements", "the test samples", "the tooling")
+EVENTS = ("the Effective Date", "written notice", "each delivery", "the end of each quarter",
+          "final acceptance", "the audit request", "the purchase order")
+PLACES = ("Rotterdam", "Lyon", "Gdansk", "Porto", "Tampere", "Graz", "Brno", "Turin", "Leeds")
+
+
+def contract_sentence(rng: random.Random, serial: int) -> str:
+    """One clause-like sentence with a unique serial number, so it occurs once in a document."""
+    party, other = rng.sample(PARTIES, 2)
+    negated = rng.random() < 0.3
+    modal = rng.choice(("shall", "may", "must")) + (" not" if negated else "")
+    return (f"The {party} {modal} {rng.choice(VERBS)} {rng.choice(OBJECTS)} within "
+            f"{serial} days of {rng.choice(EVENTS)}, and the {other} will keep "
+            f"{rng.randint(2, 9)} copies at the {rng.choice(PLACES)} office.")
+
+
+def contract_pages(n_pages: int, *, per_page: int = 5, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    serial = 100 + seed * 1000
+    pages = []
+    for _ in range(n_pages):
+        sentences = []
+        for _ in range(per_page):
+            serial += 1
+            sentences.append(contract_sentence(rng, serial))
+        pages.append(" ".join(sentences))
+    return pages
+
+
+@dataclass(frozen=True)
+class CitationCase:
+    """One quote in one answer and what checking it must give."""
+
+    label: str  # class: verbatim, rewrapped, hyphenated, ...
+    document: str  # key of citation_documents()
+    answer: str
+    expected: str  # a citations.Status value
+    truth: tuple[int, ...] = ()  # section indices the quote really comes from
+    keep: tuple[int, ...] | None = None
+
+
+REAL_CLASSES = ("verbatim", "rewrapped", "hyphenated", "typographic", "ellipsis", "wrong_place",
+                "near_verbatim", "code")
+FALSE_CLASSES = ("fabricated", "paraphrased", "meaning_changed")
+
+
+def _pdf_pages_with_breaks() -> list[str]:
+    pages = contract_pages(10, seed=2)
+    # a hyphenated word at a line break inside a page, and one across a page break
+    pages[3] = pages[3] + "\nThe indemnity obli-\ngations of the Contractor survive termination for 77 months."
+    pages[6] = pages[6] + "\nAny dispute is settled by the arbitration tribunal in Graz under the rules of confi-"
+    pages[7] = "dentiality agreed by both parties in the annex. " + pages[7]
+    return pages
+
+
+EXTRACTED_PAGES = (  # text as PDF extraction gives it: ligatures, curly quotes, soft hyphens
+    "The “Licensed Software” means the ﬁnancial modelling suite and its ﬂoating licences.\n"
+    "The Licensee’s staﬀ may use the software at 3 sites – no more – during the term.",
+    "Fees are payable quarterly in advance; the ﬁrst instalment is due on signature.\n"
+    "Late payments bear interest at 4 % above the base rate, compounded monthly.",
+    "Either party may termi\u00adnate for material breach not cured within 30 days of a no-\n"
+    "tice describing the breach in reasonable detail.",
+    "The Licensor’s aggregate liability shall not exceed the fees paid in the 12 months "
+    "before the claim, except for wilful misconduct.",
+)
+
+
+def _docx_bytes() -> bytes:
+    import io
+
+    import docx
+
+    rng = random.Random(5)
+    document = docx.Document()
+    serial = 500
+    for number, title in enumerate(("Definitions", "Payment", "Delivery", "Liability",
+                                    "Termination", "Governing Law"), 1):
+        document.add_heading(f"{number}. {title}", level=1)
+        for _ in range(3):
+            serial += 1
+            document.add_paragraph(contract_sentence(rng, serial))
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def _markdown_bytes() -> bytes:
+    rng = random.Random(9)
+    serial = 900
+    parts = []
+    for title in ("Overview", "Installation", "Configuration", "Operations", "Security"):
+        body = []
+        for _ in range(4):
+            serial += 1
+            body.append(contract_sentence(rng, serial))
+        parts.append(f"## {title}\n\n" + "\n".join(body))
+    return ("# Service guide\n\n" + "\n\n".join(parts)).encode()
+
+
+def _codebase_bytes() -> bytes:
+    from builders import make_zip
+
+    files = {}
+    for module, noun in (("billing", "invoice"), ("shipping", "parcel"), ("audit", "record")):
+        lines = [f'"""The {module} module: everything about each {noun}."""', ""]
+        for i in range(1, 9):
+            lines += [
+                f"def {noun}_step_{i}(items: list[int], rate: float = {i}.5) -> float:",
+                f'    """Apply step {i} of the {module} rules to every {noun} in the batch."""',
+                f"    total_{noun} = sum(item * rate for item in items if item > {i * 3})",
+                f"    return round(total_{noun} * {1 + i / 10:.2f}, {i % 4})  # {module} step {i}",
+                "",
+            ]
+        files[f"src/{module}/{noun}s.py"] = "\n".join(lines).encode()
+    files["README.md"] = b"# Demo\n\nA tiny codebase for citation tests.\n"
+    return make_zip(files)
+
+
+def citation_documents() -> dict[str, "Document"]:
+    """Counted documents of every kind, keyed by name."""
+    from builders import make_pdf
+    from sparkdocs.ingest import ingest_bytes
+    from sparkdocs.tokens import count_document
+
+    extracted = Document("extracted.pdf", DocumentKind.PDF, "hash-extracted", tuple(
+        Section(SectionKind.PAGE, str(i), clean_text(text)) for i, text in enumerate(EXTRACTED_PAGES, 1)))
+    return {
+        "pdf": count_document(ingest_bytes("contract.pdf", make_pdf(_pdf_pages_with_breaks()))),
+        "extracted": count_document(extracted),
+        "docx": count_document(ingest_bytes("msa.docx", _docx_bytes())),
+        "markdown": count_document(ingest_bytes("guide.md", _markdown_bytes())),
+        "code": count_document(ingest_bytes("repo.zip", _codebase_bytes())),
+    }
+
+
+# what each document leaves out of the prompt (section indices)
+OMITTED = {"pdf": (9,), "docx": (5,), "markdown": (5,), "code": (3,), "extracted": ()}
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _where(document: "Document", quote: str) -> tuple[int, ...]:
+    """Independent ground truth: sections whose whitespace-collapsed text holds the quote."""
+    wanted = _collapse(quote)
+    return tuple(i for i, s in enumerate(document.sections)
+                 if s.kind is not SectionKind.TREE and wanted in _collapse(s.text))
+
+
+def _ref(document: "Document", index: int, rng: random.Random, *, quote: str = "") -> str:
+    """A reference to a section in one of the forms models write."""
+    section = document.sections[index]
+    if section.kind is SectionKind.PAGE:
+        n = section.title
+        return rng.choice((f"p. {n}", f"page {n}", f"[{n}]", f"(p. {n})", f"pg. {n}"))
+    if section.kind is SectionKind.FILE:
+        lines = section.text.split("\n")
+        line = next((i for i, text in enumerate(lines, 1) if quote and _collapse(quote)[:30] in _collapse(text)), None)
+        if line is not None and rng.random() < 0.7:
+            return rng.choice((f"{section.title}:{line}-{line + 1}", f"`{section.title}:{line}`",
+                               f"{section.title}, lines {line}-{line + 2}"))
+        return rng.choice((f"(file {section.title})", f"in `{section.title}`"))
+    number = re.match(r"(\d+(?:\.\d+)*)\.?\s", section.title)
+    if number and rng.random() < 0.5:
+        return rng.choice((f"§ {number.group(1)}", f"clause {number.group(1)}", f"section {number.group(1)}"))
+    title = re.sub(r"^\d+(?:\.\d+)*\.?\s*", "", section.title) if rng.random() < 0.3 else section.title
+    return rng.choice((f'section "{title}"', f"the “{title}” section", f"section “{title}”"))
+
+
+def _wrap(quote: str, ref: str, rng: random.Random, *, block: bool = False, code: bool = False
+          ) -> str:
+    if code:  # code is quoted as code: fenced or in a blockquote, never in double quotes
+        quoted = "\n> ".join(quote.split("\n"))
+        return rng.choice((f"In {ref.strip('()')}:\n\n```python\n{quote}\n```",
+                           f"```\n{quote}\n```\n({ref.strip('()')})",
+                           f"> {quoted}\n>\n> — {ref.strip('()')}"))
+    if block or rng.random() < 0.25:
+        words = quote.split()
+        cut = rng.randint(2, max(2, len(words) - 2))
+        body = " ".join(words[:cut]) + "\n> " + " ".join(words[cut:])
+        return rng.choice((f"> {body}\n>\n> — {ref}", f"As {ref} puts it:\n\n> {body}",
+                           f"> {body} ({ref.strip('()')})"))
+    return rng.choice((f'The document says "{quote}" ({ref.strip("()")}).',
+                       f"On {ref.strip('()')} it says: “{quote}”.",
+                       f'“{quote}” {ref if ref.startswith(("(", "[")) else "(" + ref + ")"}',
+                       f'It states that "{quote}", see {ref.strip("()")}.'))
+
+
+def _window(text: str, rng: random.Random, lo: int = 8, hi: int = 16) -> str:
+    """A run of whole words (a model does not quote half a word broken at a line end)."""
+    words = text.split()
+    size = min(len(words), rng.randint(lo, hi))
+    start = rng.randint(0, len(words) - size)
+    while start + size < len(words) and words[start + size - 1].endswith(("-", "\u00ad", "\ufffe")):
+        size += 1
+    return " ".join(words[start:start + size])
+
+
+def _code_lines(text: str, rng: random.Random) -> str:
+    """One or two whole lines of code, as a model quotes code."""
+    lines = text.split("\n")
+    start = rng.randrange(len(lines) - 1)
+    while len(" ".join(lines[start:start + 1]).split()) < 6 and start + 2 < len(lines):
+        start += 1
+    return "\n".join(lines[start:start + rng.choice((1, 2))]).strip("\n")
+
+
+_CHANGES = (
+    (r"\b(shall|may|must) not\b", r"\1"),  # a negation dropped
+    (r"\b(shall|may|must)\b(?! not)", r"\1 not"),  # a negation added
+    (r"\bshall\b", "may"), (r"\bmay\b", "must"), (r"\bmust\b", "may"),
+    (r"\bwithin\b", "after"),
+)
+
+
+def meaning_change(quote: str, rng: random.Random) -> str | None:
+    """The quote with one change that alters its meaning (None when none applies)."""
+    options: list[str] = []
+    for pattern, replacement in _CHANGES:
+        changed = re.sub(pattern, replacement, quote, count=1)
+        if changed != quote:
+            options.append(changed)
+    numbers = list(re.finditer(r"\d+", quote))
+    if numbers:
+        m = rng.choice(numbers)
+        options.append(quote[:m.start()] + str(int(m.group()) + rng.choice((1, 2, 10, -1))) + quote[m.end():])
+    return rng.choice(options) if options else None
+
+
+def paraphrase(quote: str, rng: random.Random) -> str:
+    words = quote.rstrip(".").split()
+    swaps = {"shall": "is obliged to", "deliver": "hand over", "within": "no later than",
+             "copies": "duplicates", "office": "branch", "keep": "retain", "days": "calendar days"}
+    changed = [swaps.get(w, w) for w in words]
+    if changed == words:
+        changed = words[len(words) // 2:] + ["as well as"] + words[:len(words) // 2]
+    return " ".join(changed)
+
+
+def near_verbatim(quote: str, rng: random.Random) -> str | None:
+    """A quote with one harmless slip: an article dropped or added, a verb inflected."""
+    words = quote.split()
+    for i, w in enumerate(words):
+        if w.lower() == "the" and i + 1 < len(words):
+            return " ".join(words[:i] + words[i + 1:])
+    for i, w in enumerate(words):
+        if w in VERBS:
+            return " ".join(words[:i] + [w + "s"] + words[i + 1:])
+    return None
+
+
+def citation_cases(documents: dict[str, "Document"], *, seed: int = 13, per_section: int = 4
+                   ) -> list[CitationCase]:
+    """The labelled corpus: every class over every document kind it applies to."""
+    rng = random.Random(seed)
+    cases: list[CitationCase] = []
+    for name, document in documents.items():
+        omitted = OMITTED[name]
+        keep = tuple(i for i in range(len(document.sections)) if i not in omitted)
+        content = [i for i in keep if document.sections[i].kind is not SectionKind.TREE
+                   and len(document.sections[i].text.split()) >= 12]
+
+        is_code = document.kind is DocumentKind.CODEBASE
+
+        def add(label: str, answer: str, expected: str, truth: tuple[int, ...] = ()) -> None:
+            cases.append(CitationCase(label, name, answer, expected, truth, keep if omitted else None))
+
+        for index in content:
+            text = document.sections[index].text
+            for _ in range(per_section):
+                quote = _code_lines(text, rng) if is_code else _window(text, rng)
+                truth = _where(document, quote)
+                if index not in truth or len(truth) != 1:
+                    continue
+                ref = _ref(document, index, rng, quote=quote)
+                label = "code" if document.sections[index].kind is SectionKind.FILE else "verbatim"
+                add(label, _wrap(quote, ref, rng, code=is_code), "verified", truth)
+                add("rewrapped", _wrap(quote, ref, rng, block=True, code=is_code), "verified", truth)
+                words = quote.split()
+                if len(words) >= 12:
+                    add("ellipsis", _wrap(" ".join(words[:5]) + " ... " + " ".join(words[-5:]), ref, rng, code=is_code),
+                        "verified", truth)
+                other = rng.choice([i for i in content if i != index] or [index])
+                if other != index:
+                    add("wrong_place", _wrap(quote, _ref(document, other, rng), rng, code=is_code), "moved", truth)
+                changed = meaning_change(quote, rng)
+                if changed and not _where(document, changed):
+                    add("meaning_changed", _wrap(changed, ref, rng, code=is_code), "not_found")
+                add("paraphrased", _wrap(paraphrase(quote, rng), ref, rng, code=is_code), "not_found")
+                slipped = near_verbatim(quote, rng)
+                if slipped and len(slipped.split()) >= 8 and not _where(document, slipped):
+                    add("near_verbatim", _wrap(slipped, ref, rng, code=is_code), "repaired", truth)
+            fabricated = _window(contract_sentence(random.Random(rng.random()), 10_000 + rng.randint(0, 9999)), rng)
+            if not _where(document, fabricated):
+                add("fabricated", _wrap(fabricated, _ref(document, index, rng), rng, code=is_code), "not_found")
+        for index in omitted:
+            quote = _window(document.sections[index].text, rng)
+            if _where(document, quote) == (index,):
+                add("omitted", _wrap(quote, _ref(document, index, rng, quote=quote), rng,
+                                      code=document.kind is DocumentKind.CODEBASE), "omitted",
+                    (index,))
+    cases += _special_cases(documents)
+    return cases
+
+
+def _special_cases(documents: dict[str, "Document"]) -> list[CitationCase]:
+    """Hyphenation across line and page breaks and PDF typography, by construction."""
+    pdf = documents["pdf"]
+    page = {s.title: i for i, s in enumerate(pdf.sections)}
+    cases = [
+        CitationCase("hyphenated", "pdf", 'It says "The indemnity obligations of the Contractor '
+                     'survive termination for 77 months" (p. 4).', "verified", (page["4"],), (*range(9),)),
+        CitationCase("hyphenated", "pdf", "> settled by the arbitration tribunal in Graz under the "
+                     "rules of confidentiality agreed by both parties\n\n— pages 7-8", "verified",
+                     (page["7"], page["8"]), (*range(9),)),
+        CitationCase("hyphenated", "pdf", 'Disputes go to "the arbitration tribunal in Graz under the '
+                     'rules of confidentiality agreed by both parties" [7]', "verified",
+                     (page["7"], page["8"]), (*range(9),)),
+    ]
+    ex = "extracted"
+    cases += [
+        CitationCase("typographic", ex, 'It defines "The "Licensed Software" means the financial '
+                     'modelling suite and its floating licences" (p. 1).', "verified", (0,)),
+        CitationCase("typographic", ex, "Per page 1: “The Licensee's staff may use the software at 3 "
+                     "sites - no more - during the term.”", "verified", (0,)),
+        CitationCase("typographic", ex, "> the first instalment is due on signature. Late payments "
+                     "bear interest at 4% above the base rate\n> — p. 2", "verified", (1,)),
+        CitationCase("hyphenated", ex, 'Termination: "Either party may terminate for material breach '
+                     'not cured within 30 days of a notice describing the breach" (page 3)',
+                     "verified", (2,)),
+        CitationCase("typographic", ex, "“The Licensor’s aggregate liability shall not exceed the fees "
+                     "paid in the 12 months before the claim” (p. 4)", "verified", (3,)),
+        CitationCase("meaning_changed", ex, "“The Licensor’s aggregate liability shall exceed the fees "
+                     "paid in the 12 months before the claim” (p. 4)", "not_found"),
+        CitationCase("meaning_changed", ex, '"Either party may terminate for material breach not cured '
+                     'within 60 days of a notice describing the breach" (page 3)', "not_found"),
+        CitationCase("meaning_changed", ex, '"Late payments bear interest at 4 % below the base rate, '
+                     'compounded monthly" (p. 2)', "not_found"),
+    ]
+    return cases

@@ -460,20 +460,80 @@ def find_quotes(answer: str) -> list[QuoteMention]:
         body = match.group().split("\n", 1)[1].rsplit("\n", 1)[0]
         if _word_count(body) >= MIN_QUOTE_WORDS:
             fences.append((match.start(), match.end(), _ANCHOR_PREFIX.sub(r"\1", body), None))
-    found.sort(key=lambda item: item[0])
     everything = sorted(found + fences, key=lambda item: item[0])
+    fence_starts = {f[0] for f in fences}
+    block_starts = {start for start, _ in blocked} | fence_starts
+    # first the references attached right after each quote, then, for quotes without one, the
+    # last reference before the quote in its sentence or lead-in (not one attached to another)
+    attached: list[Reference | None] = []
+    for number, (start, end, _, reference) in enumerate(everything):
+        limit = everything[number + 1][0] if number + 1 < len(everything) else len(answer)
+        attached.append(reference or _attached_reference(answer, end, limit))
     mentions = []
-    for number, (start, end, text, reference) in enumerate(everything):
+    for number, (start, end, text, _) in enumerate(everything):
+        reference = attached[number]
         if reference is None:
-            before_limit = everything[number - 1][1] if number else 0
-            after_limit = (everything[number + 1][0] if number + 1 < len(everything)
-                           else len(answer))
-            reference = _nearest_reference(answer, start, end, before_limit, after_limit)
-        is_fence = any(start == f[0] for f in fences)
-        if is_fence and (reference is None or reference.kind not in (RefKind.FILE, RefKind.LINES)):
-            continue
+            floor = 0
+            if number:
+                previous = everything[number - 1][1]
+                floor = max(previous, attached[number - 1].span[1]
+                            if attached[number - 1] is not None else previous)
+            limit = everything[number + 1][0] if number + 1 < len(everything) else len(answer)
+            reference = (_reference_before(answer, start, floor, block=start in block_starts)
+                         or _reference_after(answer, end, limit))
+        if start in fence_starts and (reference is None
+                                      or reference.kind not in (RefKind.FILE, RefKind.LINES)):
+            continue  # code is a quote only when it cites a file
         mentions.append(QuoteMention(text, (start, end), reference))
     return mentions
+
+
+_CONNECTOR = re.compile(
+    r"(?P<punct>[\s,.;:()\[\]—–-]*)(?P<word>(?:see|cf\.?|on|at|in|from|per|according to|as (?:stated|said|"
+    r"written|set out) (?:on|in)|quoted from|source:?)\s+(?:the\s+)?)?)[\s(\[`]*", re.IGNORECASE)
+
+
+def _attached_reference(answer: str, end: int, limit: int) -> Reference | None:
+    """A reference written right after the quote: `"…" (p. 12)`, `"…", see p. 12`, or an
+    attribution line under a blockquote (`— p. 12`)."""
+    window = answer[end:min(limit, end + 200)]
+    gap = _CONNECTOR.match(window)
+    assert gap is not None
+    between = window[:gap.end()]
+    if gap.group("word") and re.search(r"[.!?]", gap.group("punct")):
+        return None  # "…". On p. 4 it says: a reference that opens the next sentence
+    if re.search(r"\n[ \t]*\n", between) and re.search(r"[^\s—–-]", between):
+        return None  # a new paragraph that is not an attribution line
+    references = find_references(window[gap.end():], offset=end + gap.end())
+    if references and references[0].span[0] == end + gap.end():
+        return references[0]
+    return None
+
+
+def _reference_before(answer: str, start: int, floor: int, *, block: bool) -> Reference | None:
+    """The last reference in the quote's own paragraph before it, or, for a blockquote or code
+    block, in the paragraph that leads into it ("As p. 12 puts it:")."""
+    before = answer[max(floor, start - 240):start]
+    offset = start - len(before)
+    paragraphs = re.split(r"\n[ \t]*\n", before)
+    own = paragraphs[-1]
+    if not own.strip() and block and len(paragraphs) > 1:
+        own = paragraphs[-2]
+        offset = start - len(before) + before.rfind(own)
+    else:
+        offset = start - len(own)
+    references = find_references(own, offset=offset)
+    return references[-1] if references else None
+
+
+def _reference_after(answer: str, end: int, limit: int) -> Reference | None:
+    """A reference later in the same paragraph (`"…", as the contract says on page 12`)."""
+    after = answer[end:min(limit, end + 160)]
+    paragraph = re.search(r"\n[ \t]*\n", after)
+    if paragraph:
+        after = after[:paragraph.start()]
+    references = find_references(after, offset=end)
+    return references[0] if references else None
 
 
 def _split_trailing_reference(text: str) -> tuple[str, Reference | None]:
@@ -483,31 +543,6 @@ def _split_trailing_reference(text: str) -> tuple[str, Reference | None]:
         if references:
             return text[:match.start()], references[0]
     return text, None
-
-
-def _nearest_reference(answer: str, start: int, end: int, before_limit: int, after_limit: int
-                       ) -> Reference | None:
-    """The reference right after the quote (same paragraph, or the next line after a
-    blockquote), else the last one before it in the same paragraph or the line above."""
-    after_end = min(after_limit, end + 160)
-    after = answer[end:after_end]
-    paragraph = re.search(r"\n[ \t]*\n", after)
-    if paragraph and answer[end - 1:end] != "\n" and paragraph.start() > 0:
-        after = after[:paragraph.start()]
-    references = find_references(after, offset=end)
-    near = [r for r in references if r.span[0] - end <= 60]
-    if near:
-        return near[0]
-    before_start = max(before_limit, start - 200)
-    before = answer[before_start:start]
-    breaks = [m.end() for m in re.finditer(r"\n[ \t]*\n", before)]
-    if len(breaks) > 1 or (breaks and before[breaks[-1]:].strip()):
-        before = before[breaks[-1]:]
-        before_start = start - len(before)
-    references = find_references(before, offset=before_start)
-    if references:
-        return references[-1]
-    return references[0] if (references := find_references(after, offset=end)) else None
 
 
 # -- resolving references ---------------------------------------------------------------------

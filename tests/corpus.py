@@ -381,3 +381,97 @@ def _special_cases(documents: dict[str, "Document"]) -> list[CitationCase]:
                      'compounded monthly" (p. 2)', "not_found"),
     ]
     return cases
+
+
+@dataclass(frozen=True)
+class Outcome:
+    case: CitationCase
+    status: str  # what the verifier said ("missed" when it found no quote, "split" for several)
+    located: bool  # found where the quote really is (for real quotes)
+
+
+def run_cases(cases: list[CitationCase], documents: dict[str, "Document"], *,
+              combine: int = 1) -> list[Outcome]:
+    """Verify every case. With combine > 1, that many answers of one document are joined into one
+    answer (alternately as paragraphs and within one paragraph), so each quote must still get
+    its own reference."""
+    from sparkdocs.citations import verify_answer
+    from sparkdocs.prompts import prepare_document
+
+    prepared: dict[tuple[str, tuple[int, ...] | None], object] = {}
+    groups: dict[tuple[str, tuple[int, ...] | None], list[CitationCase]] = {}
+    for case in cases:
+        groups.setdefault((case.document, case.keep), []).append(case)
+    outcomes = []
+    for key, members in groups.items():
+        prepared[key] = prepare_document(documents[key[0]], keep=key[1])
+        for start in range(0, len(members), combine):
+            chunk = members[start:start + combine]
+            joiner = "\n\n" if start % 2 == 0 or any("```" in c.answer or "> " in c.answer for c in chunk) else " "
+            citations = verify_answer(joiner.join(c.answer for c in chunk), prepared[key])  # type: ignore[arg-type]
+            for number, case in enumerate(chunk):
+                if len(citations) != len(chunk):
+                    status = "missed" if len(citations) < len(chunk) else "split"
+                    outcomes.append(Outcome(case, status, False))
+                    continue
+                c = citations[number]
+                located = bool(case.truth and c.found is not None
+                               and set(c.found.sections) & set(case.truth))
+                outcomes.append(Outcome(case, c.status.value, located))
+    return outcomes
+
+
+def score(outcomes: list[Outcome]) -> dict[str, object]:
+    """Per class: cases, right verdicts, recall; per verdict: precision and recall; and the two
+    targets: fabricated/changed quotes verified or repaired (must be 0) and real quotes located."""
+    from collections import Counter
+
+    by_class: dict[str, dict[str, object]] = {}
+    for label in sorted({o.case.label for o in outcomes}):
+        mine = [o for o in outcomes if o.case.label == label]
+        right = [o for o in mine if o.status == o.case.expected and (not o.case.truth or o.located)]
+        by_class[label] = {"n": len(mine), "expected": mine[0].case.expected,
+                           "right": len(right), "recall": len(right) / len(mine),
+                           "got": dict(Counter(o.status for o in mine))}
+    by_status: dict[str, dict[str, float | int]] = {}
+    for status in ("verified", "moved", "repaired", "omitted", "not_found"):
+        predicted = [o for o in outcomes if o.status == status]
+        expected = [o for o in outcomes if o.case.expected == status]
+        hits = [o for o in predicted if o.case.expected == status]
+        by_status[status] = {"predicted": len(predicted), "expected": len(expected),
+                             "precision": len(hits) / len(predicted) if predicted else 1.0,
+                             "recall": len(hits) / len(expected) if expected else 1.0}
+    false = [o for o in outcomes if o.case.label in FALSE_CLASSES]
+    real = [o for o in outcomes if o.case.truth]
+    return {"classes": by_class, "statuses": by_status,
+            "false_accepted": sum(o.status in ("verified", "repaired") for o in false),
+            "false_total": len(false),
+            "real_located": sum(o.located for o in real) / max(1, len(real)),
+            "real_total": len(real)}
+
+
+def format_score(result: dict[str, object]) -> str:
+    lines = [f"{'class':16} {'n':>4} {'expected':>10} {'right':>6} {'recall':>7}  verdicts"]
+    for label, row in result["classes"].items():  # type: ignore[union-attr]
+        got = ", ".join(f"{k} {v}" for k, v in sorted(row["got"].items()))
+        lines.append(f"{label:16} {row['n']:>4} {row['expected']:>10} {row['right']:>6} "
+                     f"{row['recall']:>7.1%}  {got}")
+    lines += ["", f"{'verdict':10} {'predicted':>9} {'expected':>9} {'precision':>10} {'recall':>7}"]
+    for status, row in result["statuses"].items():  # type: ignore[union-attr]
+        lines.append(f"{status:10} {row['predicted']:>9} {row['expected']:>9} "
+                     f"{row['precision']:>10.1%} {row['recall']:>7.1%}")
+    lines += ["", f"fabricated/paraphrased/meaning-changed quotes verified or repaired: "
+              f"{result['false_accepted']} of {result['false_total']}",
+              f"real quotes located on the right page/section/file: {result['real_located']:.1%} "
+              f"of {result['real_total']}"]
+    return "\n".join(lines)
+
+
+def big_document(approx_tokens: int = 65_000) -> "Document":
+    """A counted contract-like PDF document of about `approx_tokens` tokens (for timing)."""
+    from sparkdocs.tokens import count_document
+
+    pages = contract_pages(max(1, approx_tokens // 200), per_page=5, seed=4)
+    document = Document("big.pdf", DocumentKind.PDF, "hash-big", tuple(
+        Section(SectionKind.PAGE, str(i), text) for i, text in enumerate(pages, 1)))
+    return count_document(document)

@@ -490,7 +490,7 @@ def find_quotes(answer: str) -> list[QuoteMention]:
 
 _CONNECTOR = re.compile(
     r"(?P<punct>[\s,.;:()\[\]—–-]*)(?P<word>(?:see|cf\.?|on|at|in|from|per|according to|as (?:stated|said|"
-    r"written|set out) (?:on|in)|quoted from|source:?)\s+(?:the\s+)?)?)[\s(\[`]*", re.IGNORECASE)
+    r"written|set out) (?:on|in)|quoted from|source:?)\s+(?:the\s+)?)?[\s(\[`]*", re.IGNORECASE)
 
 
 def _attached_reference(answer: str, end: int, limit: int) -> Reference | None:

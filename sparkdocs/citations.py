@@ -194,6 +194,7 @@ class CitationIndex:
         self._offsets = offsets
         self._positions: dict[str, list[int]] | None = None
         self._newlines: dict[int, list[int]] = {}
+        self.pages = page_numbers(self.document)
         self._lock = threading.Lock()
 
     # exact search
@@ -551,16 +552,27 @@ _NUMBERED_LINE = r"^[ \t]*(?:§+\s*|(?:section|clause|article)\s+)?{number}(?![\
 _TITLE_LEAD = {"section", "clause", "article", "chapter", "part"}
 
 
-def resolve(reference: Reference, document: Document) -> Locator:
-    """The sections a reference points at (none when the document has no such place)."""
+def page_numbers(document: Document) -> dict[int, int]:
+    """Section index → page number, for the pages of a document."""
+    numbers = {}
+    for i, s in enumerate(document.sections):
+        if s.kind is SectionKind.PAGE and (number := _page_number(s.title)) is not None:
+            numbers[i] = number
+    return numbers
+
+
+def resolve(reference: Reference, document: Document, *, pages: dict[int, int] | None = None
+            ) -> Locator:
+    """The sections a reference points at (none when the document has no such place).
+    `pages` is `page_numbers(document)` when the caller keeps it."""
     sections = document.sections
     if reference.kind is RefKind.PAGE:
         low = int(reference.value)
         high = int(reference.last) if reference.last else low
         if high < low or high - low > 50:
             high = low
-        matches = tuple(i for i, s in enumerate(sections) if s.kind is SectionKind.PAGE
-                        and _page_number(s.title) is not None and low <= _page_number(s.title) <= high)
+        numbers = page_numbers(document) if pages is None else pages
+        matches = tuple(i for i, number in numbers.items() if low <= number <= high)
         label = f"p. {low}" if high == low else f"pp. {low}-{high}"
         return Locator(SectionKind.PAGE, str(low), label, last=str(high) if high != low else None,
                        sections=matches)
@@ -873,7 +885,8 @@ def verify_answer(answer: str, prepared: PreparedDocument) -> tuple[Citation, ..
     index = index_for(prepared)
     citations = []
     for mention in find_quotes(answer):
-        cited = resolve(mention.reference, index.document) if mention.reference else None
+        cited = (resolve(mention.reference, index.document, pages=index.pages)
+                 if mention.reference else None)
         citations.append(verify_quote(index, mention.quote, cited, span=mention.span))
     return tuple(citations)
 

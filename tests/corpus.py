@@ -471,7 +471,7 @@ def big_document(approx_tokens: int = 65_000) -> "Document":
     """A counted contract-like PDF document of about `approx_tokens` tokens (for timing)."""
     from sparkdocs.tokens import count_document
 
-    pages = contract_pages(max(1, approx_tokens // 200), per_page=5, seed=4)
+    pages = contract_pages(max(1, approx_tokens // 164), per_page=5, seed=4)
     document = Document("big.pdf", DocumentKind.PDF, "hash-big", tuple(
         Section(SectionKind.PAGE, str(i), text) for i, text in enumerate(pages, 1)))
     return count_document(document)

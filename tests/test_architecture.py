@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sparkdocs"
-PURE = ["documents.py", "tokens.py", "prompts.py", "ingest"]
+PURE = ["documents.py", "tokens.py", "prompts.py", "citations.py", "ingest"]
 FORBIDDEN = {"openai", "httpx", "diskcache", "streamlit", "requests", "socket", "urllib", "rich",
              "typer", "sparkdocs.client", "sparkdocs.store", "sparkdocs.batch", "sparkdocs.workspace"}
 

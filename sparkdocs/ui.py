@@ -22,6 +22,7 @@ from .ingest import Upload
 from .ingest.code import directory_tokens
 from .qa import QuestionAnswering
 from .store import Session
+from .ui_sources import answer_citations, marked_answer, show_sources
 from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
                     turn_status)
 from .warmup import WarmUps
@@ -223,11 +224,13 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
         st.caption(f":material/error: Warm-up failed: {state.error}")
 
 
-def show_turn(turn) -> None:  # a stored Turn
+def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
     with st.chat_message("user"):
         st.markdown(turn.question)
     with st.chat_message("assistant"):
-        st.markdown(turn.answer or "_(no answer)_")
+        citations = answer_citations(prepared, turn.answer)
+        st.markdown(marked_answer(turn.answer, citations) or "_(no answer)_")
+        show_sources(prepared, citations, key=key)
         status = turn_status(turn)
         if status:
             st.warning(status)
@@ -235,8 +238,9 @@ def show_turn(turn) -> None:  # a stored Turn
 
 
 def chat(svc: Services, document: Document, session: Session) -> Session:
-    for turn in session.turns:
-        show_turn(turn)
+    prepared = svc.qa.prepared(document, session.kept_sections)
+    for number, turn in enumerate(session.turns):
+        show_turn(turn, prepared=prepared, key=f"{session.id}-{number}")
     follow_up = st.toggle("Follow-up mode (the model sees earlier questions and answers)",
                           key=f"follow-{session.id}")
     question = st.chat_input("Ask about the document")
@@ -261,6 +265,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
                 session = svc.qa.record(session, pending)
             finally:
                 saved.set()
+        show_sources(prepared, answer_citations(prepared, session.turns[-1].answer),
+                     key=f"{session.id}-{len(session.turns) - 1}")
         st.caption(stats_line(session.turns[-1]))
         status = turn_status(session.turns[-1])
         if status:

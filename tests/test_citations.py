@@ -5,6 +5,7 @@ meaning-changed quote pass as `verified` or `repaired`."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 import re
 
 import pytest
@@ -353,3 +354,43 @@ def test_source_excerpt_highlights_the_match(contract):
 def test_answers_without_quotes_have_no_citations(contract):
     assert verify_answer("", prepare_document(contract)) == ()
     assert verify_answer("The contract does not say (see p. 2).", prepare_document(contract)) == ()
+
+
+# -- in the app ---------------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_app_shows_sources_under_an_answer_and_marks_a_missing_quote(monkeypatch, tmp_path):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from builders import make_contract_pdf
+    from sparkdocs.config import Settings
+    from sparkdocs.ingest import Upload
+    from sparkdocs.store import Turn
+    from sparkdocs.workspace import Workspace
+
+    monkeypatch.setenv("SPARKDOCS_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("SPARKDOCS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPARKDOCS_CONTEXT_LENGTH", "6000")
+    monkeypatch.setenv("SPARKDOCS_MAX_RETRIES", "0")
+    st.cache_resource.clear()
+    workspace = Workspace(Settings())
+    document = workspace.load_uploads([Upload("c.pdf", make_contract_pdf(3))], workspace.ingest_options())
+    session = workspace.store.new_session(document)
+    answer = ('Delivery: "The Supplier shall deliver the Goods to the Customer within thirty" (p. 2). '
+              'Also "The Customer shall pay a bonus of ten million euros on signature" (p. 3).')
+    workspace.store.save_session(session.with_turn(Turn("Terms?", answer)))
+    workspace.store.close()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=60)
+    at.query_params["session"] = session.id
+    at.run()
+    try:
+        assert not at.exception
+        shown = at.chat_message[1].markdown[0].value
+        assert "not found in the document" in shown and shown.count(":red-background[") == 1
+        captions = " ".join(c.value for c in at.caption)
+        assert "Sources: 1 ✓ · 1 ✗" in captions
+        labels = [p.proto.popover.label for p in at.get("popover")]
+        assert labels == [":green[✓ p\\. 2]", ":red[✗ p\\. 3]"]
+    finally:
+        st.cache_resource.clear()

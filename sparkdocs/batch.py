@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .citations import Citation, citation_record, sources_markdown, verify_answer
 from .client import AnswerResult, AnswerStream, ModelClient
 from .documents import Document
 from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ServiceError,
@@ -63,6 +64,7 @@ class Outcome:
     completion_tokens: int = 0
     parts: tuple[Part, ...] = ()
     seconds: float = 0.0
+    citations: dict[str, int] | None = None  # quotes per verdict (citations.citation_counts)
 
 
 @dataclass
@@ -151,7 +153,8 @@ class SummaryWriter:
             return f"key: {key}" in handle.read(2048)
 
     def write(self, *, source: str, key: str, document: Document, summary: str,
-              stats: dict[str, Any], parts: Sequence[Part]) -> Path:
+              stats: dict[str, Any], parts: Sequence[Part], citations: Sequence[Citation] = ()
+              ) -> Path:
         path = self.path_for(source)
         if self.options.output_format == "jsonl":
             record = {"key": key, "source": source, "content_hash": document.content_hash,
@@ -177,7 +180,9 @@ class SummaryWriter:
                   f"content_hash: {document.content_hash}\nmodel: {stats.get('model')}\n"
                   + (f"map-reduce over {len(parts)} parts:\n{part_lines}" if part_lines else "")
                   + "-->\n\n")
-        atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n")
+        sources = sources_markdown(citations)
+        atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n"
+                     + (f"\n{sources}" if sources else ""))
         return path
 
     def _ensure_out_dir(self) -> None:
@@ -258,14 +263,19 @@ class BatchSummarizer:
                 return Outcome(item.source, "skipped", str(self._writer.path_for(item.source)),
                                content_hash=document.content_hash)
             summary, stats, parts = self._summarise(document, model, context)
+            sent = prepare_document(document, tokenizer=self._builder.tokenizer)  # every part
+            citations = verify_answer(summary, sent)
+            stats = {**stats, **citation_record(citations)}
             if self._cancelled.is_set():
                 return Outcome(item.source, "cancelled", content_hash=document.content_hash)
             path = self._writer.write(source=item.source, key=key, document=document,
-                                      summary=summary, stats=stats, parts=parts)
+                                      summary=summary, stats=stats, parts=parts,
+                                      citations=citations)
             return Outcome(item.source, "done", str(path), content_hash=document.content_hash,
                            prompt_tokens=stats["prompt_tokens"] or 0,
                            completion_tokens=stats["completion_tokens"] or 0, parts=tuple(parts),
-                           seconds=time.monotonic() - started)
+                           seconds=time.monotonic() - started,
+                           citations=stats["citation_counts"])
         except SparkdocsError as exc:
             if self._cancelled.is_set():
                 return Outcome(item.source, "cancelled")

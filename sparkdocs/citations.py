@@ -909,6 +909,28 @@ def citation_counts(citations: Iterable[Citation]) -> dict[str, int]:
     return {status.value: counts.get(status, 0) for status in Status}
 
 
+def citation_record(citations: Sequence[Citation]) -> dict[str, Any]:
+    """The fields a JSONL summary record gets: every quote with its verdict, and the counts."""
+    return {"citations": [c.as_dict() for c in citations],
+            "citation_counts": citation_counts(citations)}
+
+
+def counts_text(counts: dict[str, int] | None) -> str:
+    """"3 ✓ 1 → 1 ✗" from `citation_counts`, for tables ("" when nothing was quoted)."""
+    if not counts:
+        return ""
+    return " ".join(f"{n} {STATUS_MARKS[Status(s)]}" for s, n in counts.items() if n)
+
+
+def total_counts(counts: Iterable[dict[str, int] | None]) -> dict[str, int]:
+    """Verdict counts summed over many summaries (None for those that were not checked)."""
+    total = {status.value: 0 for status in Status}
+    for one in counts:
+        for status, n in (one or {}).items():
+            total[status] = total.get(status, 0) + n
+    return total
+
+
 def counts_line(citations: Sequence[Citation]) -> str:
     """"3 ✓ · 1 → · 1 ✗", or "" when there are no quotes."""
     counts = Counter(c.status for c in citations)

@@ -130,12 +130,18 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     session = qa.record(session, pending)
     result = pending.stream.result
     assert result is not None
+    from .citations import sources_text, verify_answer
+
+    citations = verify_answer(result.answer, qa.prepared(document, session.kept_sections))
     if as_json:
-        emit_json({**result.as_dict(), "session": session.id})
+        emit_json({**result.as_dict(), "session": session.id,
+                   "citations": [c.as_dict() for c in citations]})
     else:
         from .views import stats_line
 
         sys.stdout.write("\n")
+        if citations:
+            out.print(f"\n{sources_text(citations)}", markup=False)
         err.print(f"session {session.id} · {stats_line(session.turns[-1])}", style="dim", markup=False)
     if result.interrupted:
         err.print(f"[yellow]interrupted:[/] {result.error}")
@@ -177,6 +183,7 @@ def summarize(
         base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Summarise many documents, one output each; resumes where it stopped."""
     from .batch import BatchOptions, BatchSummarizer, collect_items
+    from .citations import counts_text, total_counts
     from .client import ModelClient
     from .prompts import SUMMARY_STYLES
 
@@ -199,14 +206,16 @@ def summarize(
     outcomes = _run_batch(lambda on_progress: BatchSummarizer(
         workspace, ModelClient(settings), options, on_progress=on_progress), items)
     table = Table(title=f"{len(outcomes)} documents")
-    for column in ("document", "status", "output / error", "tokens in/out", "parts"):
+    for column in ("document", "status", "output / error", "tokens in/out", "parts", "quotes"):
         table.add_column(column)
     colours = {"done": "green", "skipped": "cyan", "failed": "red", "cancelled": "yellow"}
     for o in outcomes:
         table.add_row(o.source, f"[{colours[o.status]}]{o.status}[/]", o.output or o.error or "",
                       (f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens
                        else "not reported") if o.status == "done" else "",
-                      str(len(o.parts)) if len(o.parts) > 1 else "")
+                      str(len(o.parts)) if len(o.parts) > 1 else "", counts_text(o.citations))
+    quotes = counts_text(total_counts(o.citations for o in outcomes))
+    table.caption = f"quotes checked: {quotes or 'none'}"
     err.print(table)
     if any(o.status != "done" and o.status != "skipped" for o in outcomes):
         raise typer.Exit(1)

@@ -394,3 +394,71 @@ def test_app_shows_sources_under_an_answer_and_marks_a_missing_quote(monkeypatch
         assert labels == [":green[✓ p\\. 2]", ":red[✗ p\\. 3]"]
     finally:
         st.cache_resource.clear()
+
+
+# -- in the CLI and the batch (a scripted answer: no real model can be made to quote on cue) ----
+
+def _cli(*args: str, env: dict[str, str]):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "sparkdocs", *args], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=300)
+
+
+QUOTED = ('The Supplier delivers: "The Supplier shall deliver the Goods to the Customer within '
+          'thirty" (p. 2). It also says "The Customer shall pay a bonus of ten million euros" (p. 1).')
+
+
+@pytest.mark.integration
+def test_cli_ask_prints_sources_and_json_has_citations(tmp_path):
+    import json
+
+    from builders import make_contract_pdf
+    from fakeserver import FakeServer
+
+    pdf = tmp_path / "c.pdf"
+    pdf.write_bytes(make_contract_pdf(3))
+    with FakeServer() as server:
+        server.behaviour.answer = QUOTED
+        env = {"SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c"),
+               "SPARKDOCS_MAX_RETRIES": "0"}
+        text = _cli("ask", str(pdf), "What are the terms?", env=env)
+        as_json = _cli("ask", str(pdf), "What are the terms?", "--json", env=env)
+    assert text.returncode == 0, text.stderr
+    assert "Sources (1 ✓ · 1 ✗)" in text.stdout and "verified · p. 2" in text.stdout
+    assert "not found · p. 1" in text.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    citations = json.loads(as_json.stdout)["citations"]
+    assert [c["status"] for c in citations] == ["verified", "not_found"]
+    assert citations[0]["cited"]["label"] == "p. 2" and citations[0]["found"]["title"] == "2"
+    assert citations[1]["found"] is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("output_format", ["md", "jsonl"])
+def test_summaries_carry_their_sources_and_counts(tmp_path, output_format):
+    import json
+
+    from builders import make_contract_pdf
+    from fakeserver import FakeServer
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "c.pdf").write_bytes(make_contract_pdf(3))
+    with FakeServer() as server:
+        server.behaviour.answer = QUOTED
+        env = {"SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c"),
+               "SPARKDOCS_MAX_RETRIES": "0"}
+        result = _cli("summarize", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                      "--format", output_format, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "1 ✓ 1 ✗" in result.stderr  # the final table
+    if output_format == "md":
+        (summary,) = (tmp_path / "out").glob("*.md")
+        text = summary.read_text()
+        assert "### Sources" in text and "**verified** (p\\. 2)" in text and "**not found**" in text
+    else:
+        record = json.loads((tmp_path / "out" / "summaries.jsonl").read_text().splitlines()[0])
+        assert record["citation_counts"]["verified"] == 1 and record["citation_counts"]["not_found"] == 1
+        assert [c["status"] for c in record["citations"]] == ["verified", "not_found"]

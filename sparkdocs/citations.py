@@ -988,6 +988,17 @@ def sources_markdown(citations: Sequence[Citation], *, heading: str = "Sources")
     return "\n".join(lines) + "\n"
 
 
+def answers_sources_markdown(prepared: PreparedDocument, answers: Sequence[str]) -> str:
+    """One sources section per answer that quotes the document ("Q2 sources"), for exports;
+    "" when no answer quotes anything."""
+    blocks = []
+    for number, answer in enumerate(answers, 1):
+        section = sources_markdown(verify_answer(answer, prepared), heading=f"Q{number} sources")
+        if section:
+            blocks.append(section)
+    return ("## Sources, checked against the document\n\n" + "\n".join(blocks)) if blocks else ""
+
+
 def mark_answer(answer: str, citations: Sequence[Citation]) -> str:
     """The answer with each quote that was not found (or only in a left-out part) marked in
     place, for Markdown renderers that know Streamlit's `:red-background[…]`."""

@@ -22,6 +22,7 @@ from .ingest import Upload
 from .ingest.code import directory_tokens
 from .qa import QuestionAnswering
 from .store import Session
+from .citations import answers_sources_markdown
 from .ui_sources import answer_citations, marked_answer, show_sources
 from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
                     turn_status)
@@ -289,9 +290,13 @@ def _text_with_waits(stream: AnswerStream, slot) -> Iterator[str]:
         yield event
 
 
-def export_button(session: Session) -> None:
+def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocument | None
     if session.turns:
-        st.download_button("Export session (Markdown)", session_markdown(session),
+        text = session_markdown(session)
+        if prepared is not None:  # each answer's quotes with their verdicts
+            sources = answers_sources_markdown(prepared, [t.answer for t in session.turns])
+            text = f"{text}\n{sources}" if sources else text
+        st.download_button("Export session (Markdown)", text,
                            file_name=f"sparkdocs-{session.id}.md", mime="text/markdown")
 
 

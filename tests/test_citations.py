@@ -462,3 +462,15 @@ def test_summaries_carry_their_sources_and_counts(tmp_path, output_format):
         record = json.loads((tmp_path / "out" / "summaries.jsonl").read_text().splitlines()[0])
         assert record["citation_counts"]["verified"] == 1 and record["citation_counts"]["not_found"] == 1
         assert [c["status"] for c in record["citations"]] == ["verified", "not_found"]
+
+
+def test_export_keeps_each_answers_sources_with_verdicts(contract):
+    from sparkdocs.citations import answers_sources_markdown
+
+    prepared = prepare_document(contract)
+    quote = " ".join(contract.sections[0].text.split()[:10])
+    text = answers_sources_markdown(prepared, ["No quotes here.", f'"{quote}" (p. 1)',
+                                               '"The Agent shall paint the moon green" (p. 2)'])
+    assert "Q1 sources" not in text and "### Q2 sources" in text and "### Q3 sources" in text
+    assert "**verified** (p\\. 1)" in text and "**not found** (p\\. 2)" in text
+    assert answers_sources_markdown(prepared, ["Nothing quoted."]) == ""

@@ -23,7 +23,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from enum import StrEnum
 from typing import Any, Iterable, Sequence
@@ -103,7 +103,8 @@ _SOFT_HYPHENS = "\u00ad\ufffe"  # PDFium gives U+FFFE for a hyphen it found at a
 # A word is a run of word characters; words split by a hyphen (or soft hyphen) before a line
 # or page break, or inside a compound, are one word: "termi-\nnate" = "terminate". A few
 # symbols count as words so that code and formulas keep their operators.
-_WORD = re.compile(rf"(?:\w*{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*(?={_LETTER}))*\w+|[+=<>%$€£¥&|^~@/]")
+_WORD = re.compile(
+    rf"(?:\w*{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*(?={_LETTER}))*\w+|[+=<>%$€£¥&|^~@/]")
 _FOLD = re.compile(rf"[\s{_HYPHENS}{_SOFT_HYPHENS}\u200b-\u200d\u2060\ufeff]")
 _HYPHEN_AT_END = re.compile(rf"{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*$")
 _SENTINEL = "\x01"  # between parts that were not adjacent in what was sent
@@ -365,7 +366,9 @@ _ATTRIBUTION_WORDS = {"see", "source", "from", "cf", "on", "at", "in", "the", "d
                       "p", "pp", "page", "pages"}
 
 
-def _masked(text: str, pattern: re.Pattern[str], *, keep_inner: bool = False) -> str:
+def _masked(text: str, pattern: re.Pattern[str]) -> str:
+    """`text` with each match blanked out (newlines kept), so offsets stay valid."""
+
     def blank(match: re.Match[str]) -> str:
         return re.sub(r"[^\n]", " ", match.group())
     return pattern.sub(blank, text)
@@ -387,7 +390,8 @@ def _reference(match: re.Match[str], offset: int = 0) -> Reference:
     if g["b"]:
         return Reference(RefKind.PAGE, text, g["b"], span=span)
     if g["title"] or g["title2"]:
-        return Reference(RefKind.SECTION_TITLE, text, (g["title"] or g["title2"]).strip(), span=span)
+        title = (g["title"] or g["title2"]).strip()
+        return Reference(RefKind.SECTION_TITLE, text, title, span=span)
     if g["num"]:
         return Reference(RefKind.SECTION_NUMBER, text, g["num"], span=span)
     return Reference(RefKind.LINES, text, "", lines=(int(g["l1"]), int(g["l2"] or g["l1"])),
@@ -490,8 +494,9 @@ def find_quotes(answer: str) -> list[QuoteMention]:
 
 
 _CONNECTOR = re.compile(
-    r"(?P<punct>[\s,.;:()\[\]—–-]*)(?P<word>(?:see|cf\.?|on|at|in|from|per|according to|as (?:stated|said|"
-    r"written|set out) (?:on|in)|quoted from|source:?)\s+(?:the\s+)?)?[\s(\[`]*", re.IGNORECASE)
+    r"(?P<punct>[\s,.;:()\[\]—–-]*)(?P<word>(?:see|cf\.?|on|at|in|from|per|according to|"
+    r"as (?:stated|said|written|set out) (?:on|in)|quoted from|source:?)\s+(?:the\s+)?)?"
+    r"[\s(\[`]*", re.IGNORECASE)
 
 
 def _attached_reference(answer: str, end: int, limit: int) -> Reference | None:
@@ -683,17 +688,24 @@ def _one_edit(a: str, b: str) -> bool:
     return True
 
 
+def _negates(a: str, b: str) -> bool:
+    """`b` is `a` (or one letter off it) with a negating prefix: "able"/"unable"."""
+    for prefix in _NEGATING_PREFIXES:
+        if b.startswith(prefix) and not a.startswith(prefix):
+            rest = b[len(prefix):]
+            if rest == a or _one_edit(rest, a):
+                return True
+    return False
+
+
 def _benign_pair(a: str, b: str) -> bool:
     """A changed word that cannot change the meaning: an inflection or a one-letter typo."""
     if a == b:
         return True
     if _guarded(a) or _guarded(b):
         return False
-    for prefix in _NEGATING_PREFIXES:
-        if a.startswith(prefix) != b.startswith(prefix) and (
-                a[len(prefix):] == b or b[len(prefix):] == a or a.startswith(prefix) and _one_edit(a[len(prefix):], b)
-                or b.startswith(prefix) and _one_edit(b[len(prefix):], a)):
-            return False
+    if _negates(a, b) or _negates(b, a):
+        return False
     if min(len(a), len(b)) >= 4 and _stem(a) == _stem(b):
         return True
     return min(len(a), len(b)) >= 5 and _one_edit(a, b) and a[0] == b[0]
@@ -859,13 +871,16 @@ def verify_quote(index: CitationIndex, quote: str, cited: Locator | None, *,
             found = index.locator(other_lines)
             return make(Status.MOVED, other_lines, f"cited {cited.label}, found at {found.label}")
         found = index.locator(sent[0])
-        return make(Status.MOVED, sent[0], unknown or f"cited {cited.label}, found on {found.label}")
+        return make(Status.MOVED, sent[0],
+                    unknown or f"cited {cited.label}, found on {found.label}")
     if hits:
         found = index.locator(hits[0])
         return make(Status.OMITTED, hits[0],
                     f"found only on {found.label}, which was left out of the prompt")
     words = normalise_words(_ELLIPSIS.sub(" ", quote))
-    near = _near_match(index, words, cited.sections if cited else ()) if len(words) >= MIN_QUOTE_WORDS else None
+    near = None
+    if len(words) >= MIN_QUOTE_WORDS:
+        near = _near_match(index, words, cited.sections if cited else ())
     if near is not None and index.is_sent(near.hit):
         found = index.locator(near.hit)
         where = ""
@@ -891,7 +906,7 @@ def verify_answer(answer: str, prepared: PreparedDocument) -> tuple[Citation, ..
     return tuple(citations)
 
 
-# -- presenting -------------------------------------------------------------------------------------
+# -- presenting ---------------------------------------------------------------------------------
 
 STATUS_LABELS: dict[Status, str] = {
     Status.VERIFIED: "verified", Status.MOVED: "found elsewhere", Status.REPAIRED: "close match",
@@ -974,8 +989,9 @@ def sources_markdown(citations: Sequence[Citation], *, heading: str = "Sources")
     empty when the text quotes nothing."""
     if not citations:
         return ""
+    counts = citation_counts(citations)
     lines = [f"### {heading}", "", f"{len(citations)} quote(s): "
-             + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in citation_counts(citations).items() if n), ""]
+             + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items() if n), ""]
     for number, c in enumerate(citations, 1):
         where = c.found.label if c.found else (c.cited.label if c.cited else "no reference")
         line = (f"{number}. **{STATUS_LABELS[c.status]}** ({escape_markdown(where)}): "
@@ -996,7 +1012,9 @@ def answers_sources_markdown(prepared: PreparedDocument, answers: Sequence[str])
         section = sources_markdown(verify_answer(answer, prepared), heading=f"Q{number} sources")
         if section:
             blocks.append(section)
-    return ("## Sources, checked against the document\n\n" + "\n".join(blocks)) if blocks else ""
+    if not blocks:
+        return ""
+    return "## Sources, checked against the document\n\n" + "\n".join(blocks)
 
 
 def mark_answer(answer: str, citations: Sequence[Citation]) -> str:
@@ -1006,9 +1024,11 @@ def mark_answer(answer: str, citations: Sequence[Citation]) -> str:
     for c in sorted(citations, key=lambda c: c.span[0], reverse=True):
         if c.status not in (Status.NOT_FOUND, Status.OMITTED) or c.span == (0, 0):
             continue
-        start, end = c.span
-        label = "not found in the document" if c.status is Status.NOT_FOUND else "from a left-out part"
-        marked = (marked[:end] + f" :red-background[**{STATUS_MARKS[c.status]} {label}**]"
+        end = c.span[1]
+        label = ("not found in the document" if c.status is Status.NOT_FOUND
+                 else "from a left-out part")
+        gap = "\n\n" if marked[:end].rstrip().endswith(("```", "~~~")) else " "  # after a fence
+        marked = (marked[:end] + f"{gap}:red-background[**{STATUS_MARKS[c.status]} {label}**]"
                   + marked[end:])
     return marked
 

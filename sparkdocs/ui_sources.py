@@ -59,7 +59,8 @@ def show_sources(prepared: PreparedDocument | None, citations: Sequence[Citation
 
 def _source_view(prepared: PreparedDocument, citation: Citation) -> None:
     verdict = STATUS_LABELS[citation.status]
-    st.markdown(f"**{verdict}**" + (f" — {escape_markdown(citation.note)}" if citation.note else ""))
+    note = f" — {escape_markdown(citation.note)}" if citation.note else ""
+    st.markdown(f"**{verdict}**{note}")
     st.markdown(f"> {escape_markdown(' '.join(citation.quote.split()))}")
     if citation.cited is not None:
         st.caption(f"cited: {escape_markdown(citation.cited.label)}")

@@ -278,6 +278,11 @@ class CitationIndex:
         pieces.append(sections[indices[-1]].text[:end])
         return "\n".join(pieces)
 
+    def crosses_only_pages(self, hit: _Hit) -> bool:
+        indices = self.hit_sections(hit)
+        return len(indices) == 1 or all(self.document.sections[i].kind is SectionKind.PAGE
+                                        for i in indices)
+
     def is_sent(self, hit: _Hit) -> bool:
         return any(i in self.kept for i in self.hit_sections(hit))
 
@@ -663,6 +668,7 @@ _FILLERS = {"the", "a", "an", "this", "that", "these", "those", "its", "their", 
             "on", "for", "by", "with", "as", "at", "is", "are", "be", "been", "was", "were", "it",
             "which", "such", "said"}
 _NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "de", "anti", "counter", "mis")
+_ROLE_ENDINGS = {"er", "ee", "or", "ed", "es", "ar"}
 _SUFFIXES = ("ing", "ies", "ied", "es", "ed", "s", "d", "'s")
 
 
@@ -708,6 +714,8 @@ def _benign_pair(a: str, b: str) -> bool:
         return False
     if min(len(a), len(b)) >= 4 and _stem(a) == _stem(b):
         return True
+    if a[-2:] != b[-2:] and {a[-2:], b[-2:]} <= _ROLE_ENDINGS:
+        return False  # payer/payee, insurer/insured, lessor/lessee: another party
     return min(len(a), len(b)) >= 5 and _one_edit(a, b) and a[0] == b[0]
 
 
@@ -782,6 +790,8 @@ def _near_match(index: CitationIndex, quote: Sequence[str], prefer: Iterable[int
         matched = sum(b.size for b in blocks)
         similarity = 2 * matched / (n + len(source))
         hit = _Hit(start + first, start + last - 1)
+        if not index.crosses_only_pages(hit):
+            continue
         in_cited = bool(preferred & set(index.hit_sections(hit)))
         if best is not None and (best_cited, best.similarity) >= (in_cited, similarity):
             continue
@@ -812,6 +822,12 @@ def _matches_cited(index: CitationIndex, hit: _Hit, cited: Locator) -> tuple[boo
 
 
 def _find_exact(index: CitationIndex, quote: str) -> list[_Hit]:
+    """Where the quote's words occur. A quote may run across a page break, never from one
+    file or heading section into the next."""
+    return [h for h in _exact_hits(index, quote) if index.crosses_only_pages(h)]
+
+
+def _exact_hits(index: CitationIndex, quote: str) -> list[_Hit]:
     fragments = [normalise_words(f) for f in _ELLIPSIS.split(quote)]
     fragments = [f for f in fragments if len(f) >= 2] or [f for f in fragments if f]
     if not fragments:

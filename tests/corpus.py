@@ -143,7 +143,8 @@ def _codebase_bytes() -> bytes:
     from builders import make_zip
 
     files = {}
-    for module, noun in (("billing", "invoice"), ("shipping", "parcel"), ("audit", "record")):
+    for module, noun in (("billing", "invoice"), ("shipping", "parcel"), ("audit", "record"),
+                         ("catalog", "product"), ("payroll", "payslip")):
         lines = [f'"""The {module} module: everything about each {noun}."""', ""]
         for i in range(1, 9):
             lines += [
@@ -156,6 +157,63 @@ def _codebase_bytes() -> bytes:
         files[f"src/{module}/{noun}s.py"] = "\n".join(lines).encode()
     files["README.md"] = b"# Demo\n\nA tiny codebase for citation tests.\n"
     return make_zip(files)
+
+
+_LIGATURES = (("ffi", "\ufb03"), ("ffl", "\ufb04"), ("ff", "\ufb00"), ("fi", "\ufb01"),
+              ("fl", "\ufb02"))
+
+
+def _typeset(words: list[str], rng: random.Random, width: int = 48) -> str:
+    """Words as PDF extraction returns them: ligatures, typographic apostrophes, lines of about
+    `width` characters, and words hyphenated at line ends (a hyphen, a soft hyphen, or the U+FFFE
+    that PDFium reports)."""
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        if rng.random() < 0.8:
+            for plain, ligature in _LIGATURES:
+                word = word.replace(plain, ligature)
+        word = word.replace("'", "\u2019")
+        if current and len(current) + len(word) + 1 > width:
+            if len(word) >= 7 and word.isalpha() and rng.random() < 0.8:
+                cut = rng.randint(3, len(word) - 3)
+                hyphen = rng.choice(("-", "\u00ad", "\ufffe"))
+                lines.append(f"{current} {word[:cut]}{hyphen}")
+                current = word[cut:]
+                continue
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return "\n".join(lines)
+
+
+def extracted_document(n_pages: int = 8, *, seed: int = 17) -> tuple["Document", list[list[str]]]:
+    """A PDF's text as extracted, from one continuous clean text split into pages (sometimes in
+    the middle of a word, hyphenated across the page break). Returns the document and each
+    page's clean words (what a model quoting the visible text would write)."""
+    rng = random.Random(seed)
+    words = " ".join(contract_pages(n_pages, per_page=5, seed=seed)).split()
+    per_page = len(words) // n_pages
+    pages_clean: list[list[str]] = []
+    texts: list[str] = []
+    rest = ""  # the end of a word hyphenated across the previous page break
+    for number in range(n_pages):
+        chunk = words[number * per_page:(number + 1) * per_page if number < n_pages - 1 else None]
+        pages_clean.append(chunk)
+        body = chunk[1:] if rest else list(chunk)
+        head = [rest] if rest else []
+        rest = ""
+        following = words[(number + 1) * per_page] if number < n_pages - 1 else ""
+        tail = []
+        if following.isalpha() and len(following) >= 7 and rng.random() < 0.7:
+            cut = len(following) // 2
+            tail, rest = [following[:cut] + "-"], following[cut:]
+        texts.append(_typeset(head + body + tail, rng))
+    document = Document("typeset.pdf", DocumentKind.PDF, "hash-typeset", tuple(
+        Section(SectionKind.PAGE, str(i), clean_text(t)) for i, t in enumerate(texts, 1)))
+    return document, pages_clean
 
 
 def citation_documents() -> dict[str, "Document"]:
@@ -172,11 +230,13 @@ def citation_documents() -> dict[str, "Document"]:
         "docx": count_document(ingest_bytes("msa.docx", _docx_bytes())),
         "markdown": count_document(ingest_bytes("guide.md", _markdown_bytes())),
         "code": count_document(ingest_bytes("repo.zip", _codebase_bytes())),
+        "typeset": count_document(extracted_document()[0]),
     }
 
 
 # what each document leaves out of the prompt (section indices)
-OMITTED = {"pdf": (9,), "docx": (5,), "markdown": (5,), "code": (3,), "extracted": ()}
+OMITTED = {"pdf": (9,), "docx": (5,), "markdown": (5,), "code": (3,), "extracted": (),
+           "typeset": (7,)}
 
 
 def _collapse(text: str) -> str:
@@ -198,7 +258,8 @@ def _ref(document: "Document", index: int, rng: random.Random, *, quote: str = "
         return rng.choice((f"p. {n}", f"page {n}", f"[{n}]", f"(p. {n})", f"pg. {n}"))
     if section.kind is SectionKind.FILE:
         lines = section.text.split("\n")
-        line = next((i for i, text in enumerate(lines, 1) if quote and _collapse(quote)[:30] in _collapse(text)), None)
+        head = quote.strip().split("\n")[0].strip()
+        line = next((i for i, text in enumerate(lines, 1) if head and text.strip() == head), None)
         if line is not None and rng.random() < 0.7:
             return rng.choice((f"{section.title}:{line}-{line + 1}", f"`{section.title}:{line}`",
                                f"{section.title}, lines {line}-{line + 2}"))
@@ -298,6 +359,8 @@ def citation_cases(documents: dict[str, "Document"], *, seed: int = 13, per_sect
     rng = random.Random(seed)
     cases: list[CitationCase] = []
     for name, document in documents.items():
+        if name == "typeset":
+            continue
         omitted = OMITTED[name]
         keep = tuple(i for i in range(len(document.sections)) if i not in omitted)
         content = [i for i in keep if document.sections[i].kind is not SectionKind.TREE
@@ -310,7 +373,7 @@ def citation_cases(documents: dict[str, "Document"], *, seed: int = 13, per_sect
 
         for index in content:
             text = document.sections[index].text
-            for _ in range(per_section):
+            for _ in range(per_section * (4 if is_code else 1)):
                 quote = _code_lines(text, rng) if is_code else _window(text, rng)
                 truth = _where(document, quote)
                 if index not in truth or len(truth) != 1:
@@ -343,6 +406,57 @@ def citation_cases(documents: dict[str, "Document"], *, seed: int = 13, per_sect
                                       code=document.kind is DocumentKind.CODEBASE), "omitted",
                     (index,))
     cases += _special_cases(documents)
+    if "typeset" in documents:
+        cases += _typeset_cases(documents["typeset"], rng)
+    return cases
+
+
+def _typeset_cases(document: "Document", rng: random.Random) -> list[CitationCase]:
+    """Quotes of the visible (clean) text of a typeset PDF, checked against its extracted text:
+    ligatures, typographic apostrophes, hyphens at line ends and across page breaks."""
+    _, clean = extracted_document()
+    omitted = OMITTED["typeset"]
+    keep = tuple(i for i in range(len(document.sections)) if i not in omitted)
+    words = [w for page in clean for w in page]
+    page_of = [number for number, page in enumerate(clean) for _ in page]
+    plain = " ".join(document.sections[i].text for i in range(len(document.sections)))
+    for plain_form, ligature in _LIGATURES:
+        plain = plain.replace(ligature, plain_form)
+    plain = _collapse(plain.replace("\u2019", "'"))
+    cases: list[CitationCase] = []
+
+    def add(label: str, answer: str, expected: str, truth: tuple[int, ...] = ()) -> None:
+        cases.append(CitationCase(label, "typeset", answer, expected, truth, keep))
+
+    for page in range(len(clean)):
+        first_word = sum(len(p) for p in clean[:page])
+        for _ in range(10):
+            size = rng.randint(8, 16)
+            start = rng.randint(first_word, first_word + len(clean[page]) - 4)
+            window = words[start:start + size]
+            quote = " ".join(window)
+            if _collapse(" ".join(words)).count(quote) != 1:
+                continue  # ground truth must be one place
+            pages = tuple(sorted({page_of[start], page_of[min(start + size, len(words)) - 1]}))
+            if start == first_word and page and document.sections[page - 1].text.endswith("-"):
+                pages = (page - 1, *pages)  # its first word began on the page before
+            if page in omitted or any(p in omitted for p in pages):
+                if pages == (page,) and page in omitted:
+                    add("omitted", _wrap(quote, f"p. {page + 1}", rng), "omitted", pages)
+                continue
+            label = "typographic" if quote in plain else "hyphenated"
+            ref = f"pp. {pages[0] + 1}-{pages[-1] + 1}" if len(pages) > 1 else \
+                rng.choice((f"p. {page + 1}", f"page {page + 1}", f"[{page + 1}]"))
+            add(label, _wrap(quote, ref, rng), "verified", pages)
+            if len(pages) == 1:
+                other = rng.choice([i for i in keep if i != page])
+                add("wrong_place", _wrap(quote, f"p. {other + 1}", rng), "moved", pages)
+            changed = meaning_change(quote, rng)
+            if changed and _collapse(changed) not in _collapse(" ".join(words)):
+                add("meaning_changed", _wrap(changed, ref, rng), "not_found")
+            slipped = near_verbatim(quote, rng)
+            if slipped and len(slipped.split()) >= 8 and _collapse(slipped) not in _collapse(" ".join(words)):
+                add("near_verbatim", _wrap(slipped, ref, rng), "repaired", pages)
     return cases
 
 

@@ -37,7 +37,8 @@ def documents() -> dict[str, Document]:
 def contract() -> Document:
     pages = contract_pages(6, seed=3)
     pages[2] += (" Prices would not improve before the second audit, and the fee is 1,250 EUR."
-                 " 4.2 Payment terms apply to every invoice issued under this Agreement.")
+                 " 4.2 Payment terms apply to every invoice issued under this Agreement."
+                 " The payer shall reimburse the payee for all reasonable costs of collection.")
     return _document(DocumentKind.PDF, [(SectionKind.PAGE, str(i), t) for i, t in enumerate(pages, 1)])
 
 
@@ -251,6 +252,10 @@ MEANING = [
     ("Prices would not improve before the second audit", "Prices should not improve before the second audit"),
     ("Payment terms apply to every invoice issued under this Agreement",
      "Payment terms apply to every invoice issued under this contract"),
+    ("The payer shall reimburse the payee for all reasonable costs of collection",
+     "The payee shall reimburse the payer for all reasonable costs of collection"),
+    ("The payer shall reimburse the payee for all reasonable costs of collection",
+     "The payer shall reimburse the payee for all unreasonable costs of collection"),
 ]
 
 

@@ -361,7 +361,7 @@ _REFERENCE = re.compile(
 _FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\1[ \t]*$", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _BLOCKQUOTE_LINE = re.compile(r"^[ \t]{0,3}>[ \t]?(.*)$", re.MULTILINE)
-_DOUBLE_QUOTED = re.compile(r"\"([^\"\n]+(?:\n(?![ \t]*\n)[^\"\n]+)*)\"|“([^“”]+)”")
+_STRAIGHT_QUOTED = re.compile(r"\"([^\"\n]+(?:\n(?![ \t]*\n)[^\"\n]+)*)\"")
 _TITLE_BEFORE = re.compile(r"\b(?:section|heading|chapter|titled|entitled)\s*$", re.IGNORECASE)
 _ELLIPSIS = re.compile(r"\[\s*(?:\.\s*){3}\]|\[…\]|\.\s*\.\s*\.|…")
 _ANCHOR_PREFIX = re.compile(r"^(\s*)\d+\t", re.MULTILINE)
@@ -453,12 +453,13 @@ def find_quotes(answer: str) -> list[QuoteMention]:
         text = _strip_quote(text)
         if _word_count(text) >= MIN_QUOTE_WORDS:
             found.append((start, end, text, reference))
-    for match in _DOUBLE_QUOTED.finditer(scan):
-        start, end = match.span()
+    quoted = sorted([m.span() for m in _STRAIGHT_QUOTED.finditer(scan)] + _curly_spans(scan),
+                    key=lambda span: (span[0], -span[1]))
+    for start, end in quoted:
         if any(a <= start < b for a, b in blocked):
-            continue
-        inner = answer[match.start(1 if match.group(1) is not None else 2):
-                       match.end(1 if match.group(1) is not None else 2)]
+            continue  # inside a blockquote, or a quote inside a quote
+        blocked.append((start, end))
+        inner = answer[start + 1:end - 1]
         if _TITLE_BEFORE.search(scan[max(0, start - 20):start]):
             continue  # section "Limitation of liability of either party": a title, not a quote
         text, trailing = _split_trailing_reference(inner)
@@ -545,6 +546,26 @@ def _reference_after(answer: str, end: int, limit: int) -> Reference | None:
         after = after[:paragraph.start()]
     references = find_references(after, offset=end)
     return references[0] if references else None
+
+
+def _curly_spans(text: str) -> list[tuple[int, int]]:
+    """Outermost “…” spans, nesting allowed (“The “Goods” are…”), within a paragraph."""
+    spans = []
+    depth = 0
+    start = 0
+    for match in re.finditer(r"[“”]|\n[ \t]*\n", text):
+        mark = match.group()
+        if mark == "“":
+            if depth == 0:
+                start = match.start()
+            depth += 1
+        elif mark == "”":
+            if depth == 1:
+                spans.append((start, match.end()))
+            depth = max(0, depth - 1)
+        else:
+            depth = 0  # a paragraph break ends any open quote
+    return spans
 
 
 def _split_trailing_reference(text: str) -> tuple[str, Reference | None]:

@@ -328,6 +328,16 @@ def meaning_change(quote: str, rng: random.Random) -> str | None:
     if numbers:
         m = rng.choice(numbers)
         options.append(quote[:m.start()] + str(int(m.group()) + rng.choice((1, 2, 10, -1))) + quote[m.end():])
+    for group in (PARTIES, VERBS, PLACES, ("and", "or"), ("before", "after")):
+        present = [w for w in group if re.search(rf"\b{w}\b", quote)]
+        if present:
+            word = rng.choice(present)
+            other = rng.choice([w for w in group if w != word])
+            options.append(re.sub(rf"\b{word}\b", other, quote, count=1))
+    words = quote.split()
+    if len(words) > 3:  # "not" inserted anywhere
+        at = rng.randrange(1, len(words))
+        options.append(" ".join(words[:at] + ["not"] + words[at:]))
     return rng.choice(options) if options else None
 
 

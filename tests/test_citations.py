@@ -154,6 +154,14 @@ def test_what_is_not_a_quote():
     assert len(fenced) == 1 and fenced[0].reference.value == "src/app.py"
 
 
+def test_nested_quotes_are_one_quote():
+    (mention,) = find_quotes('It says “The term “Goods” means all items listed in the annex” (p. 2) '
+                             'and "The “Licensed Software” is the suite we license to you" (p. 3).'[:87])
+    assert mention.quote == "The term “Goods” means all items listed in the annex"
+    both = find_quotes('"The “Licensed Software” is the suite we license to you and your staff" (p. 3)')
+    assert len(both) == 1 and both[0].reference.value == "3"
+
+
 def test_each_quote_gets_its_own_reference():
     answer = ('On p. 2 it says "alpha beta gamma delta epsilon zeta". It also says "one two three '
               'four five six" (p. 5).\n\nAs page 7 puts it:\n\n> eta theta iota kappa lambda mu\n\n'

@@ -193,10 +193,12 @@ class CitationIndex:
             offsets.append(position)
             position += len(word) + 1
         self._offsets = offsets
-        self._positions: dict[str, list[int]] | None = None
+        positions: dict[str, list[int]] = {}
+        for i, word in enumerate(words):
+            positions.setdefault(word, []).append(i)
+        self.positions = positions  # word → token indices, for near matches
         self._newlines: dict[int, list[int]] = {}
         self.pages = page_numbers(self.document)
-        self._lock = threading.Lock()
 
     # exact search
     def find(self, needle_words: Sequence[str]) -> list[_Hit]:
@@ -225,18 +227,6 @@ class CitationIndex:
         first = bisect.bisect_left(self._offsets, at + 1)
         hit = _Hit(first, first + len(needle_words) - 1)
         return None if _SENTINEL in self.words[after:hit.first] else hit
-
-    @property
-    def positions(self) -> dict[str, list[int]]:
-        """word → token indices (built on the first near-match search only)."""
-        if self._positions is None:
-            with self._lock:
-                if self._positions is None:
-                    positions: dict[str, list[int]] = {}
-                    for i, word in enumerate(self.words):
-                        positions.setdefault(word, []).append(i)
-                    self._positions = positions
-        return self._positions
 
     # where a hit is
     def line_of(self, section: int, offset: int) -> int:
@@ -774,19 +764,27 @@ def _near_match(index: CitationIndex, quote: Sequence[str], prefer: Iterable[int
     `prefer`red (cited) sections wins over a closer one elsewhere."""
     n = len(quote)
     positions = index.positions
+    if any(w not in positions for w in _meaning_words(quote)):
+        return None  # a number, negation or modal the document never uses: no repair can keep it
     present = [(len(positions[w]), qi, w) for qi, w in enumerate(quote) if w in positions]
     if len(present) < max(3, n // 2):
         return None
     preferred = set(prefer)
     votes: Counter[int] = Counter()  # where the quote would start, by its rarest words
-    for _, qi, word in sorted(present)[:8]:
-        for p in positions[word][:2000]:
+    budget = 0
+    for used, (count, qi, word) in enumerate(sorted(present)[:6]):
+        if used >= 3 and budget + count > 1500:
+            break  # the rarest words place a quote; common ones only cost time
+        budget += count
+        for p in positions[word][:1000]:
             votes[p - qi] += 1
     scores = Counter({start: votes[start - 1] + votes[start] + votes[start + 1]
-                      for start in votes})
-    cited_starts = [s for s, _ in scores.most_common() if 0 <= s < len(index.owner)
-                    and index.owner[s] in preferred][:3]
-    starts = cited_starts + [s for s, _ in scores.most_common(8)]
+                      for start in votes
+                      if votes[start] > 1 or votes[start - 1] or votes[start + 1]})
+    owner = index.owner
+    cited = Counter({s: v for s, v in scores.items()
+                     if 0 <= s < len(owner) and owner[s] in preferred})
+    starts = [s for s, _ in cited.most_common(3)] + [s for s, _ in scores.most_common(8)]
     best: _Near | None = None
     best_cited = False
     seen: set[int] = set()

@@ -327,14 +327,25 @@ class Reference:
     span: tuple[int, int] = (0, 0)
 
 
+Refs = tuple[Reference, ...]
+
+
 @dataclass(frozen=True)
 class QuoteMention:
     quote: str
     span: tuple[int, int]
     reference: Reference | None
+    # references written together with it ("(contract.pdf, p. 3)"): the first that names a
+    # place in the document is the one used
+    alternatives: tuple[Reference, ...] = ()
 
 
-_PATH = r"[\w][\w.\-/]*\.[A-Za-z0-9]{1,8}"
+_PATH = r"[\w][\w.\-/]*\.[A-Za-z][A-Za-z0-9]{0,7}"
+_CODE_EXTENSIONS = frozenset(
+    "py pyi ipynb js jsx ts tsx mjs cjs java kt kts scala go rs c h cc cpp hpp cxx cs rb php swift "
+    "m mm r jl lua pl sh bash zsh ps1 bat sql html htm css scss less vue svelte xml json yaml yml "
+    "toml ini cfg conf env md rst txt csv tsv proto graphql gradle cmake mk dockerfile tf hcl "
+    "lock pdf docx".split())
 _RANGE_SEP = r"\s*(?:-|–|—|to|through|and|&)\s*"
 _REFERENCE = re.compile(
     rf"(?P<fpath>{_PATH})(?:(?::|#L)(?P<fl1>\d+)(?:\s*[-–]\s*L?(?P<fl2>\d+))?"
@@ -394,8 +405,28 @@ def _reference(match: re.Match[str], offset: int = 0) -> Reference:
 
 
 def find_references(text: str, *, offset: int = 0) -> list[Reference]:
-    """Every page / section / file reference in a piece of text, in order."""
-    return [_reference(m, offset) for m in _REFERENCE.finditer(text.replace("`", " "))]
+    """Every page / section / file reference in a piece of text, in order. A dotted word is a
+    file only if it looks like one ("src/app.py", "app.py"), not "e.g." or "U.S."."""
+    references = []
+    for match in _REFERENCE.finditer(text.replace("`", " ")):
+        path = match.group("fpath")
+        if path and "/" not in path and path.rsplit(".", 1)[1].lower() not in _CODE_EXTENSIONS:
+            continue
+        references.append(_reference(match, offset))
+    return references
+
+
+def _group(references: list[Reference], text_of: str, offset: int) -> tuple[Reference, ...]:
+    """The references written together with the first one: "(contract.pdf, p. 3)"."""
+    if not references:
+        return ()
+    group = [references[0]]
+    for reference in references[1:]:
+        between = text_of[group[-1].span[1] - offset:reference.span[0] - offset]
+        if len(between) > 12 or not re.fullmatch(r"[\s,;:/]*(?:and|at|on|in)?[\s,;:/]*", between):
+            break
+        group.append(reference)
+    return tuple(group)
 
 
 def _word_count(text: str) -> int:
@@ -413,46 +444,43 @@ def _strip_quote(text: str) -> str:
 
 def find_quotes(answer: str) -> list[QuoteMention]:
     """The quotes of an answer (double-quoted text and blockquotes of MIN_QUOTE_WORDS words or
-    more), each with the reference written nearest to it, in answer order."""
+    more, and code blocks that cite a file), each with the reference written nearest to it, in
+    answer order."""
     scan = _masked(_masked(answer, _FENCE), _INLINE_CODE)
-    found: list[tuple[int, int, str, Reference | None]] = []
+    found: list[tuple[int, int, str, Refs]] = []
     # blockquotes: runs of `>` lines; a last line that is only a reference is the attribution
-    lines = list(_BLOCKQUOTE_LINE.finditer(scan))
     runs: list[list[re.Match[str]]] = []
-    for line in lines:
-        if runs and scan[runs[-1][-1].end():line.start()].strip() == "":
-            if scan.count("\n", runs[-1][-1].end(), line.start()) <= 1:
-                runs[-1].append(line)
-                continue
-        runs.append([line])
+    for line in _BLOCKQUOTE_LINE.finditer(scan):
+        if runs and scan[runs[-1][-1].end():line.start()].strip() == "" and scan.count(
+                "\n", runs[-1][-1].end(), line.start()) <= 1:
+            runs[-1].append(line)
+        else:
+            runs.append([line])
     blocked: list[tuple[int, int]] = []
     for run in runs:
         start, end = run[0].start(), run[-1].end()
         blocked.append((start, end))
         contents = [answer[m.start(1):m.end(1)] for m in run]
-        reference = None
+        references: Refs = ()
         last = contents[-1]
-        references = find_references(last)
         rest = set(_WORD_COUNT.findall(_REFERENCE.sub(" ", last.replace("`", " ")).lower()))
-        if references and len(contents) > 1 and rest <= _ATTRIBUTION_WORDS:
-            reference = references[0]
-            contents = contents[:-1]
-        text = "\n".join(contents)
-        text, trailing = _split_trailing_reference(text)
-        reference = reference or trailing
+        if len(contents) > 1 and rest <= _ATTRIBUTION_WORDS:
+            references = _group(find_references(last), last, 0)
+            if references:
+                contents = contents[:-1]
+        text, trailing = _split_trailing_reference("\n".join(contents))
         text = _strip_quote(text)
         if _word_count(text) >= MIN_QUOTE_WORDS:
-            found.append((start, end, text, reference))
+            found.append((start, end, text, references or trailing))
     quoted = sorted([m.span() for m in _STRAIGHT_QUOTED.finditer(scan)] + _curly_spans(scan),
                     key=lambda span: (span[0], -span[1]))
     for start, end in quoted:
         if any(a <= start < b for a, b in blocked):
             continue  # inside a blockquote, or a quote inside a quote
         blocked.append((start, end))
-        inner = answer[start + 1:end - 1]
         if _TITLE_BEFORE.search(scan[max(0, start - 20):start]):
             continue  # section "Limitation of liability of either party": a title, not a quote
-        text, trailing = _split_trailing_reference(inner)
+        text, trailing = _split_trailing_reference(answer[start + 1:end - 1])
         text = _strip_quote(text)
         if _word_count(text) >= MIN_QUOTE_WORDS:
             found.append((start, end, text, trailing))
@@ -460,32 +488,31 @@ def find_quotes(answer: str) -> list[QuoteMention]:
     for match in _FENCE.finditer(answer):  # code is a quote only when it cites a file
         body = match.group().split("\n", 1)[1].rsplit("\n", 1)[0]
         if _word_count(body) >= MIN_QUOTE_WORDS:
-            fences.append((match.start(), match.end(), _ANCHOR_PREFIX.sub(r"\1", body), None))
+            fences.append((match.start(), match.end(), _ANCHOR_PREFIX.sub(r"\1", body), ()))
     everything = sorted(found + fences, key=lambda item: item[0])
     fence_starts = {f[0] for f in fences}
     block_starts = {start for start, _ in blocked} | fence_starts
     # first the references attached right after each quote, then, for quotes without one, the
     # last reference before the quote in its sentence or lead-in (not one attached to another)
-    attached: list[Reference | None] = []
-    for number, (start, end, _, reference) in enumerate(everything):
+    attached: list[Refs] = []
+    for number, (start, end, _, references) in enumerate(everything):
         limit = everything[number + 1][0] if number + 1 < len(everything) else len(answer)
-        attached.append(reference or _attached_reference(answer, end, limit))
+        attached.append(references or _attached_reference(answer, end, limit))
     mentions = []
     for number, (start, end, text, _) in enumerate(everything):
-        reference = attached[number]
-        if reference is None:
-            floor = 0
-            if number:
-                previous = everything[number - 1][1]
-                floor = max(previous, attached[number - 1].span[1]
-                            if attached[number - 1] is not None else previous)
+        references = attached[number]
+        if not references:
+            floor = everything[number - 1][1] if number else 0
+            if number and attached[number - 1]:
+                floor = max(floor, attached[number - 1][-1].span[1])
             limit = everything[number + 1][0] if number + 1 < len(everything) else len(answer)
-            reference = (_reference_before(answer, start, floor, block=start in block_starts)
-                         or _reference_after(answer, end, limit))
-        if start in fence_starts and (reference is None
-                                      or reference.kind not in (RefKind.FILE, RefKind.LINES)):
+            references = (_reference_before(answer, start, floor, block=start in block_starts)
+                          or _reference_after(answer, end, limit))
+        if start in fence_starts and not any(r.kind in (RefKind.FILE, RefKind.LINES)
+                                             for r in references):
             continue  # code is a quote only when it cites a file
-        mentions.append(QuoteMention(text, (start, end), reference))
+        mentions.append(QuoteMention(text, (start, end), references[0] if references else None,
+                                     tuple(references[1:])))
     return mentions
 
 
@@ -495,47 +522,51 @@ _CONNECTOR = re.compile(
     r"[\s(\[`]*", re.IGNORECASE)
 
 
-def _attached_reference(answer: str, end: int, limit: int) -> Reference | None:
-    """A reference written right after the quote: `"…" (p. 12)`, `"…", see p. 12`, or an
+def _attached_reference(answer: str, end: int, limit: int) -> Refs:
+    """The references written right after the quote: `"…" (p. 12)`, `"…", see p. 12`, or an
     attribution line under a blockquote (`— p. 12`)."""
     window = answer[end:min(limit, end + 200)]
     gap = _CONNECTOR.match(window)
     assert gap is not None
     between = window[:gap.end()]
     if gap.group("word") and re.search(r"[.!?]", gap.group("punct")):
-        return None  # "…". On p. 4 it says: a reference that opens the next sentence
+        return ()  # "…". On p. 4 it says: a reference that opens the next sentence
     if re.search(r"\n[ \t]*\n", between) and re.search(r"[^\s—–-]", between):
-        return None  # a new paragraph that is not an attribution line
+        return ()  # a new paragraph that is not an attribution line
     references = find_references(window[gap.end():], offset=end + gap.end())
     if references and references[0].span[0] == end + gap.end():
-        return references[0]
-    return None
+        return _group(references, answer, 0)
+    return ()
 
 
-def _reference_before(answer: str, start: int, floor: int, *, block: bool) -> Reference | None:
-    """The last reference in the quote's own paragraph before it, or, for a blockquote or code
-    block, in the paragraph that leads into it ("As p. 12 puts it:")."""
+def _reference_before(answer: str, start: int, floor: int, *, block: bool) -> Refs:
+    """The last references in the quote's own paragraph before it, or, for a blockquote or
+    code block, in the paragraph that leads into it ("As p. 12 puts it:")."""
     before = answer[max(floor, start - 240):start]
-    offset = start - len(before)
     paragraphs = re.split(r"\n[ \t]*\n", before)
     own = paragraphs[-1]
+    offset = start - len(own)
     if not own.strip() and block and len(paragraphs) > 1:
         own = paragraphs[-2]
         offset = start - len(before) + before.rfind(own)
-    else:
-        offset = start - len(own)
     references = find_references(own, offset=offset)
-    return references[-1] if references else None
+    if not references:
+        return ()
+    cluster = [references[-1]]  # "In contract.pdf, p. 3:" — the page first, then the file
+    for reference in reversed(references[:-1]):
+        if cluster[-1].span[0] - reference.span[1] > 12:
+            break
+        cluster.append(reference)
+    return tuple(cluster)
 
 
-def _reference_after(answer: str, end: int, limit: int) -> Reference | None:
-    """A reference later in the same paragraph (`"…", as the contract says on page 12`)."""
+def _reference_after(answer: str, end: int, limit: int) -> Refs:
+    """References later in the same paragraph (`"…", as the contract says on page 12`)."""
     after = answer[end:min(limit, end + 160)]
     paragraph = re.search(r"\n[ \t]*\n", after)
     if paragraph:
         after = after[:paragraph.start()]
-    references = find_references(after, offset=end)
-    return references[0] if references else None
+    return _group(find_references(after, offset=end), answer, 0)
 
 
 def _curly_spans(text: str) -> list[tuple[int, int]]:
@@ -558,13 +589,14 @@ def _curly_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _split_trailing_reference(text: str) -> tuple[str, Reference | None]:
+def _split_trailing_reference(text: str) -> tuple[str, Refs]:
+    """A reference in brackets at the end of the quoted text: `… within 30 days (p. 3)`."""
     match = _TRAILING_REFERENCE.search(text)
     if match:
         references = find_references(match.group())
         if references:
-            return text[:match.start()], references[0]
-    return text, None
+            return text[:match.start()], _group(references, match.group(), 0)
+    return text, ()
 
 
 # -- resolving references ---------------------------------------------------------------------
@@ -935,8 +967,11 @@ def verify_answer(answer: str, prepared: PreparedDocument) -> tuple[Citation, ..
     index = index_for(prepared)
     citations = []
     for mention in find_quotes(answer):
-        cited = (resolve(mention.reference, index.document, pages=index.pages)
-                 if mention.reference else None)
+        cited = None
+        for reference in ((mention.reference, *mention.alternatives) if mention.reference else ()):
+            place = resolve(reference, index.document, pages=index.pages)
+            if cited is None or (place.sections and not cited.sections):
+                cited = place  # the first that names a place in the document, else the first
         citations.append(verify_quote(index, mention.quote, cited, span=mention.span))
     return tuple(citations)
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from corpus import (FALSE_CLASSES, citation_cases, citation_documents, contract_pages,
                     format_score, meaning_change, run_cases, score)
 from sparkdocs.citations import (Citation, RefKind, Status, citation_counts, find_quotes,
+                                 find_references,
                                  mark_answer, normalise_words, source_excerpt, sources_markdown,
                                  sources_text, verify_answer)
 from sparkdocs.documents import (DOCUMENT_CLOSE, DOCUMENT_OPEN, Document, DocumentKind, Section,
@@ -160,6 +161,16 @@ def test_nested_quotes_are_one_quote():
     assert mention.quote == "The term “Goods” means all items listed in the annex"
     both = find_quotes('"The “Licensed Software” is the suite we license to you and your staff" (p. 3)')
     assert len(both) == 1 and both[0].reference.value == "3"
+
+
+def test_dotted_words_are_not_files_and_grouped_references_pick_a_real_place(contract):
+    assert find_references("e.g. the U.S. rules, 4.2 million, version 1.2") == []
+    assert [r.value for r in find_references("see app.py and src/x.cfg1")] == ["app.py", "src/x.cfg1"]
+    prepared = prepare_document(contract)
+    quote = " ".join(contract.sections[2].text.split()[:10])
+    for answer in (f'"{quote}" (contract.pdf, p. 3)', f'In contract.pdf, p. 3: "{quote}"'):
+        (citation,) = verify_answer(answer, prepared)
+        assert citation.status is Status.VERIFIED and citation.cited.label == "p. 3", answer
 
 
 def test_each_quote_gets_its_own_reference():

@@ -133,6 +133,10 @@ FORMS = [  # (answer, reference kind, value as parsed, lines)
     ("As page 9 puts it:\n\n> The Supplier shall deliver the Goods on time", RefKind.PAGE, "9", None),
     ('"The Supplier shall deliver the Goods on time", see src/app.py, lines 3-5.',
      RefKind.FILE, "src/app.py", (3, 5)),
+    ('"The Supplier shall deliver the Goods on time" (p.12)', RefKind.PAGE, "12", None),
+    ('"The Supplier shall deliver the Goods on time" (Page 12)', RefKind.PAGE, "12", None),
+    ('"The Supplier shall deliver the Goods on time" (pp. 3–4)', RefKind.PAGE, "3", None),
+    ('"The Supplier **shall** deliver the Goods on time" — p. 12', RefKind.PAGE, "12", None),
 ]
 
 
@@ -182,6 +186,14 @@ def test_each_quote_gets_its_own_reference():
 
 
 # -- verification ----------------------------------------------------------------------------------
+
+def test_markdown_emphasis_and_case_inside_a_quote_still_verify(contract):
+    words = contract.sections[1].text.split()[:10]
+    words[2] = f"**{words[2]}**"
+    answer = f'"{" ".join(words).upper()}" (p. 2)'
+    (citation,) = verify_answer(answer, prepare_document(contract))
+    assert citation.status is Status.VERIFIED
+
 
 def test_verified_moved_and_not_found(contract):
     prepared = prepare_document(contract)

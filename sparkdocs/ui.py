@@ -266,12 +266,12 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
                 session = svc.qa.record(session, pending)
             finally:
                 saved.set()
-        show_sources(prepared, answer_citations(prepared, session.turns[-1].answer),
-                     key=f"{session.id}-{len(session.turns) - 1}")
         st.caption(stats_line(session.turns[-1]))
         status = turn_status(session.turns[-1])
         if status:
             st.warning(status)
+        show_sources(prepared, answer_citations(prepared, session.turns[-1].answer),
+                     key=f"{session.id}-{len(session.turns) - 1}")
     return session
 
 

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .citations import Citation, citation_record, sources_markdown, verify_answer
 from .client import AnswerResult, AnswerStream, ModelClient
 from .documents import Document
 from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ServiceError,
@@ -60,11 +59,11 @@ class Outcome:
     output: str | None = None
     error: str | None = None
     content_hash: str | None = None
+    citations: dict[str, int] | None = None  # quotes per verdict (citations.citation_counts)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     parts: tuple[Part, ...] = ()
     seconds: float = 0.0
-    citations: dict[str, int] | None = None  # quotes per verdict (citations.citation_counts)
 
 
 @dataclass
@@ -153,8 +152,7 @@ class SummaryWriter:
             return f"key: {key}" in handle.read(2048)
 
     def write(self, *, source: str, key: str, document: Document, summary: str,
-              stats: dict[str, Any], parts: Sequence[Part], citations: Sequence[Citation] = ()
-              ) -> Path:
+              stats: dict[str, Any], parts: Sequence[Part]) -> Path:
         path = self.path_for(source)
         if self.options.output_format == "jsonl":
             record = {"key": key, "source": source, "content_hash": document.content_hash,
@@ -180,7 +178,9 @@ class SummaryWriter:
                   f"content_hash: {document.content_hash}\nmodel: {stats.get('model')}\n"
                   + (f"map-reduce over {len(parts)} parts:\n{part_lines}" if part_lines else "")
                   + "-->\n\n")
-        sources = sources_markdown(citations)
+        from .citations import citations_from_records, sources_markdown
+
+        sources = sources_markdown(citations_from_records(stats.get("citations") or ()))
         atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n"
                      + (f"\n{sources}" if sources else ""))
         return path
@@ -263,14 +263,14 @@ class BatchSummarizer:
                 return Outcome(item.source, "skipped", str(self._writer.path_for(item.source)),
                                content_hash=document.content_hash)
             summary, stats, parts = self._summarise(document, model, context)
+            from .citations import citation_record, verify_answer
+
             sent = prepare_document(document, tokenizer=self._builder.tokenizer)  # every part
-            citations = verify_answer(summary, sent)
-            stats = {**stats, **citation_record(citations)}
+            stats = {**stats, **citation_record(verify_answer(summary, sent))}
             if self._cancelled.is_set():
                 return Outcome(item.source, "cancelled", content_hash=document.content_hash)
             path = self._writer.write(source=item.source, key=key, document=document,
-                                      summary=summary, stats=stats, parts=parts,
-                                      citations=citations)
+                                      summary=summary, stats=stats, parts=parts)
             return Outcome(item.source, "done", str(path), content_hash=document.content_hash,
                            prompt_tokens=stats["prompt_tokens"] or 0,
                            completion_tokens=stats["completion_tokens"] or 0, parts=tuple(parts),

@@ -71,6 +71,12 @@ class Locator:
         return {"kind": self.kind.value, "title": self.title, "label": self.label,
                 "last": self.last, "lines": list(self.lines) if self.lines else None}
 
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Locator":
+        lines = record.get("lines")
+        return cls(SectionKind(record["kind"]), record["title"], record["label"],
+                   last=record.get("last"), lines=(lines[0], lines[1]) if lines else None)
+
 
 @dataclass(frozen=True)
 class Citation:
@@ -93,6 +99,20 @@ class Citation:
                 "found": self.found.as_dict() if self.found else None,
                 "status": self.status.value, "source_text": self.source_text or None,
                 "occurrences": [o.as_dict() for o in self.occurrences], "note": self.note or None}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Citation":
+        """Back from `as_dict` (a JSONL record), for writing its sources again."""
+        def place(value: dict[str, Any] | None) -> Locator | None:
+            return Locator.from_dict(value) if value else None
+        return cls(record["quote"], place(record.get("cited")), place(record.get("found")),
+                   Status(record["status"]), record.get("source_text") or "",
+                   tuple(Locator.from_dict(o) for o in record.get("occurrences") or ()),
+                   note=record.get("note") or "")
+
+
+def citations_from_records(records: Iterable[dict[str, Any]]) -> tuple[Citation, ...]:
+    return tuple(Citation.from_dict(record) for record in records)
 
 
 # -- normalisation ---------------------------------------------------------------------------

@@ -183,9 +183,10 @@ def summarize(
         base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Summarise many documents, one output each; resumes where it stopped."""
     from .batch import BatchOptions, BatchSummarizer, collect_items
-    from .citations import counts_text, total_counts
     from .client import ModelClient
     from .prompts import SUMMARY_STYLES
+
+    from .citations import counts_text, total_counts  # quotes checked per summary
 
     if output_format not in ("md", "jsonl"):
         raise typer.BadParameter("--format is md or jsonl")

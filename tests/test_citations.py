@@ -510,3 +510,15 @@ def test_export_keeps_each_answers_sources_with_verdicts(contract):
     assert "Q1 sources" not in text and "### Q2 sources" in text and "### Q3 sources" in text
     assert "**verified** (p\\. 1)" in text and "**not found** (p\\. 2)" in text
     assert answers_sources_markdown(prepared, ["Nothing quoted."]) == ""
+
+
+def test_citations_round_trip_through_their_records(contract):
+    from sparkdocs.citations import citations_from_records
+
+    prepared = prepare_document(contract)
+    quote = " ".join(contract.sections[1].text.split()[:10])
+    citations = verify_answer(f'"{quote}" (p. 4). "The Agent shall paint the moon green" (p. 1)',
+                              prepared)
+    again = citations_from_records(c.as_dict() for c in citations)
+    assert [c.as_dict() for c in again] == [c.as_dict() for c in citations]
+    assert sources_markdown(again) == sources_markdown(citations)

@@ -1055,6 +1055,8 @@ def citation_line(citation: Citation) -> str:
             f"\"{_short(citation.quote, 80)}\"")
     if citation.note and citation.status is not Status.VERIFIED:
         line += f" ({citation.note})"
+    if citation.status is Status.REPAIRED and citation.source_text:
+        line += f" — the document says: \"{_short(citation.source_text, 160)}\""
     return line
 
 

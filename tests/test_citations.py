@@ -305,6 +305,8 @@ def test_harmless_slips_are_repaired_with_the_exact_source(contract):
                                 prepared)
     assert citation.status is Status.REPAIRED
     assert citation.source_text == "Payment terms apply to every invoice issued under this Agreement"
+    assert 'the document says: "Payment terms apply to every invoice issued under this Agreement"' \
+        in sources_text([citation])
 
 
 _PROPERTY_PAGES = contract_pages(8, seed=21)

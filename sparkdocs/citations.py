@@ -185,7 +185,10 @@ class CitationIndex:
                 continue
             if previous is not None and (previous != index - 1
                                          or (previous in self.kept) != (index in self.kept)):
-                words.append(_SENTINEL), owner.append(-1), starts.append(0), ends.append(0)
+                words.append(_SENTINEL)  # no quote runs across a gap in what was sent
+                owner.append(-1)
+                starts.append(0)
+                ends.append(0)
             joins = previous == index - 1 and hyphen_at_end
             previous = index
             for match in _WORD.finditer(section.text):
@@ -645,7 +648,10 @@ def resolve(reference: Reference, document: Document, *, pages: dict[int, int] |
         if high < low or high - low > 50:
             high = low
         numbers = page_numbers(document) if pages is None else pages
-        matches = tuple(i for i, number in numbers.items() if low <= number <= high)
+        if re.search(r"\band\b|&", reference.text):  # "pages 3 and 17": two pages, no range
+            matches = tuple(i for i, number in numbers.items() if number in (low, high))
+        else:
+            matches = tuple(i for i, number in numbers.items() if low <= number <= high)
         label = f"p. {low}" if high == low else f"pp. {low}-{high}"
         return Locator(SectionKind.PAGE, str(low), label, last=str(high) if high != low else None,
                        sections=matches)

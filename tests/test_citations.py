@@ -177,6 +177,14 @@ def test_dotted_words_are_not_files_and_grouped_references_pick_a_real_place(con
         assert citation.status is Status.VERIFIED and citation.cited.label == "p. 3", answer
 
 
+def test_page_ranges_and_pairs(contract):
+    from sparkdocs.citations import resolve
+
+    assert resolve(find_references("pages 2-4")[0], contract).sections == (1, 2, 3)
+    assert resolve(find_references("pages 2 and 5")[0], contract).sections == (1, 4)
+    assert resolve(find_references("p. 99")[0], contract).sections == ()
+
+
 def test_each_quote_gets_its_own_reference():
     answer = ('On p. 2 it says "alpha beta gamma delta epsilon zeta". It also says "one two three '
               'four five six" (p. 5).\n\nAs page 7 puts it:\n\n> eta theta iota kappa lambda mu\n\n'

@@ -59,6 +59,7 @@ class Outcome:
     output: str | None = None
     error: str | None = None
     content_hash: str | None = None
+    citations: dict[str, int] | None = None  # quotes per verdict (citations.citation_counts)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     parts: tuple[Part, ...] = ()
@@ -177,7 +178,11 @@ class SummaryWriter:
                   f"content_hash: {document.content_hash}\nmodel: {stats.get('model')}\n"
                   + (f"map-reduce over {len(parts)} parts:\n{part_lines}" if part_lines else "")
                   + "-->\n\n")
-        atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n")
+        from .citations import citations_from_records, sources_markdown
+
+        sources = sources_markdown(citations_from_records(stats.get("citations") or ()))
+        atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n"
+                     + (f"\n{sources}" if sources else ""))
         return path
 
     def _ensure_out_dir(self) -> None:
@@ -258,6 +263,10 @@ class BatchSummarizer:
                 return Outcome(item.source, "skipped", str(self._writer.path_for(item.source)),
                                content_hash=document.content_hash)
             summary, stats, parts = self._summarise(document, model, context)
+            from .citations import citation_record, verify_answer
+
+            sent = prepare_document(document, tokenizer=self._builder.tokenizer)  # every part
+            stats = {**stats, **citation_record(verify_answer(summary, sent))}
             if self._cancelled.is_set():
                 return Outcome(item.source, "cancelled", content_hash=document.content_hash)
             path = self._writer.write(source=item.source, key=key, document=document,
@@ -265,7 +274,8 @@ class BatchSummarizer:
             return Outcome(item.source, "done", str(path), content_hash=document.content_hash,
                            prompt_tokens=stats["prompt_tokens"] or 0,
                            completion_tokens=stats["completion_tokens"] or 0, parts=tuple(parts),
-                           seconds=time.monotonic() - started)
+                           seconds=time.monotonic() - started,
+                           citations=stats["citation_counts"])
         except SparkdocsError as exc:
             if self._cancelled.is_set():
                 return Outcome(item.source, "cancelled")

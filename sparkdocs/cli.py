@@ -137,13 +137,19 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     session = _stream_answer(qa, session, pending, as_json=as_json)
     turn = session.turns[-1]
     result = pending.stream.result
+    from .citations import sources_text, verify_answer
+
+    citations = verify_answer(turn.answer, qa.prepared(document, session.kept_sections))
     if as_json:
         emit_json({**(result.as_dict() if result is not None else {"answer": turn.answer}),
-                   "status": turn.status.value, "error": turn.error, "session": session.id})
+                   "status": turn.status.value, "error": turn.error, "session": session.id,
+                   "citations": [c.as_dict() for c in citations]})
     else:
         from .views import stats_line
 
         sys.stdout.write("\n")
+        if citations:
+            out.print(f"\n{sources_text(citations)}", markup=False)
         err.print(f"session {session.id} · {stats_line(turn)}", style="dim", markup=False)
     if turn.interrupted:
         err.print(f"[yellow]{turn.status.value}:[/] {turn.error}")
@@ -239,6 +245,8 @@ def summarize(
     from .client import ModelClient
     from .prompts import SUMMARY_STYLES
 
+    from .citations import counts_text, total_counts  # quotes checked per summary
+
     if output_format not in ("md", "jsonl"):
         raise typer.BadParameter("--format is md or jsonl")
     if instructions and style:
@@ -258,14 +266,16 @@ def summarize(
     outcomes = _run_batch(lambda on_progress: BatchSummarizer(
         workspace, ModelClient(settings), options, on_progress=on_progress), items)
     table = Table(title=f"{len(outcomes)} documents")
-    for column in ("document", "status", "output / error", "tokens in/out", "parts"):
+    for column in ("document", "status", "output / error", "tokens in/out", "parts", "quotes"):
         table.add_column(column)
     colours = {"done": "green", "skipped": "cyan", "failed": "red", "cancelled": "yellow"}
     for o in outcomes:
         table.add_row(o.source, f"[{colours[o.status]}]{o.status}[/]", o.output or o.error or "",
                       (f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens
                        else "not reported") if o.status == "done" else "",
-                      str(len(o.parts)) if len(o.parts) > 1 else "")
+                      str(len(o.parts)) if len(o.parts) > 1 else "", counts_text(o.citations))
+    quotes = counts_text(total_counts(o.citations for o in outcomes))
+    table.caption = f"quotes checked: {quotes or 'none'}"
     err.print(table)
     if any(o.status != "done" and o.status != "skipped" for o in outcomes):
         raise typer.Exit(1)

@@ -22,6 +22,8 @@ from .ingest import Upload
 from .ingest.code import directory_tokens
 from .qa import STOPPED_BY_USER, QuestionAnswering
 from .store import Session
+from .citations import answers_sources_markdown
+from .ui_sources import answer_citations, marked_answer, show_sources
 from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
                     status_counts, turn_status)
 from .warmup import WarmUps
@@ -222,11 +224,13 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
         st.caption(f":material/error: Warm-up failed: {state.error}")
 
 
-def show_turn(turn) -> None:  # a stored Turn
+def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
     with st.chat_message("user"):
         st.markdown(turn.question)
     with st.chat_message("assistant"):
-        st.markdown(turn.answer or "_(no answer)_")
+        citations = answer_citations(prepared, turn.answer)
+        st.markdown(marked_answer(turn.answer, citations) or "_(no answer)_")
+        show_sources(prepared, citations, key=key)
         status = turn_status(turn)
         if status:
             st.warning(status)
@@ -234,8 +238,9 @@ def show_turn(turn) -> None:  # a stored Turn
 
 
 def chat(svc: Services, document: Document, session: Session) -> Session:
-    for turn in session.turns:
-        show_turn(turn)
+    prepared = svc.qa.prepared(document, session.kept_sections)
+    for number, turn in enumerate(session.turns):
+        show_turn(turn, prepared=prepared, key=f"{session.id}-{number}")
     follow_up = st.toggle("Follow-up mode (the model sees earlier questions and answers)",
                           key=f"follow-{session.id}")
     question = st.chat_input("Ask about the document")
@@ -277,6 +282,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         status = turn_status(turn)
         if status:
             st.warning(status)
+        show_sources(prepared, answer_citations(prepared, session.turns[-1].answer),
+                     key=f"{session.id}-{len(session.turns) - 1}")
     return session
 
 
@@ -295,9 +302,13 @@ def _text_with_waits(stream: AnswerStream, slot) -> Iterator[str]:
         yield event
 
 
-def export_button(session: Session) -> None:
+def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocument | None
     if session.turns:
-        st.download_button("Export session (Markdown)", session_markdown(session),
+        text = session_markdown(session)
+        if prepared is not None:  # each answer's quotes with their verdicts
+            sources = answers_sources_markdown(prepared, [t.answer for t in session.turns])
+            text = f"{text}\n{sources}" if sources else text
+        st.download_button("Export session (Markdown)", text,
                            file_name=f"sparkdocs-{session.id}.md", mime="text/markdown")
 
 

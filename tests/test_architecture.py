@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sparkdocs"
 PURE = ["documents.py", "tokens.py", "prompts.py", "selection.py", "ingest"]
 FORBIDDEN = {"openai", "httpx", "diskcache", "streamlit", "requests", "socket", "urllib", "rich",
              "typer", "sparkdocs.client", "sparkdocs.store", "sparkdocs.batch", "sparkdocs.workspace"}
+PURE += ["citations.py"]  # the quote verifier (issue #13)
 
 
 def _imports(path: Path) -> set[str]:

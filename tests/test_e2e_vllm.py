@@ -385,3 +385,22 @@ def test_server_page_shows_the_engines_own_figures(vllm, tmp_path, monkeypatch):
     assert shown["Tokenize endpoint"] == "/tokenize"
     assert shown["Running"] == f"{samples['vllm:num_requests_running']:.0f}"
     assert shown["KV cache used"] == f"{samples['vllm:kv_cache_usage_perc']:.0%}"
+
+
+def test_line_anchored_codebase_counts_equal_vllms_and_answers_are_checked(vllm, tmp_path):
+    """Issue #13: the anchors inside files and the citation instructions keep every count exact
+    on the production engine; whatever the (dummy-weight) model writes is checked, and nothing
+    is called verified without the document's own text behind it."""
+    from sparkdocs.citations import Status, verify_answer
+
+    qa = _qa(vllm, tmp_path)
+    document = _load(qa, "repo.zip", make_many_file_codebase(40))
+    prompts = qa.workspace.prompts
+    prepared = prepare_document(document, tokenizer=prompts.tokenizer)
+    assert "\n10\t" in prepared.block  # sparse line anchors are in what is sent
+    prompt = prompts.question(prepared, "Where is function_3_1 defined? Quote it with path:lines.")
+    assert len(engine_ids(vllm, prompt)) == prompt.prompt_tokens
+    result = qa.client.stream(prompt.messages, max_tokens=32).run()
+    assert result.prompt_tokens == prompt.prompt_tokens
+    for citation in verify_answer(result.answer, prepared):
+        assert citation.status is Status.NOT_FOUND or citation.source_text

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..documents import RENDER_VERSION
+
 # (done, total, what): called while a long file is read, so a page can show progress.
 Progress = Callable[[int, int, str], None]
 
@@ -21,6 +23,7 @@ class IngestOptions:
     max_compression_ratio: float = 200.0
 
     def cache_salt(self) -> str:
-        """The options that change the resulting Document (limits do not, passwords never go in)."""
-        return repr(("v1", self.include, self.exclude, self.include_lock_files,
+        """The options that change the resulting Document (limits do not, passwords never go in),
+        and the rendering version (cached documents carry token counts of their rendering)."""
+        return repr(("v1", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
                      self.max_source_file_bytes))

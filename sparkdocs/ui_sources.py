@@ -1,0 +1,76 @@
+"""Sources under an answer in the app: one chip per quote, coloured by its verdict; a click opens
+the cited page or file section with the quote highlighted. Kept apart from `ui.py` so the chat
+only calls two functions. Document text is shown escaped: no Markdown, HTML, images or links
+from a document are ever rendered or fetched."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Sequence
+
+import streamlit as st
+
+from .citations import (STATUS_LABELS, STATUS_MARKS, Citation, Status, counts_line,
+                        escape_markdown, mark_answer, source_excerpt, verify_answer)
+from .prompts import PreparedDocument
+
+log = logging.getLogger(__name__)
+
+CHIP_COLOURS: dict[Status, str] = {
+    Status.VERIFIED: "green", Status.MOVED: "orange", Status.REPAIRED: "blue",
+    Status.OMITTED: "violet", Status.NOT_FOUND: "red",
+}
+
+
+def answer_citations(prepared: PreparedDocument | None, answer: str) -> tuple[Citation, ...]:
+    """The answer's checked quotes (empty without a document or an answer); milliseconds."""
+    if prepared is None or not answer:
+        return ()
+    return verify_answer(answer, prepared)
+
+
+def marked_answer(answer: str, citations: Sequence[Citation]) -> str:
+    """The answer with quotes that are not in the document marked where they stand."""
+    return mark_answer(answer, citations) if citations else answer
+
+
+def chip_label(citation: Citation) -> str:
+    where = citation.found or citation.cited
+    label = where.label if where else "no reference"
+    return (f":{CHIP_COLOURS[citation.status]}[{STATUS_MARKS[citation.status]} "
+            f"{escape_markdown(label)}]")
+
+
+def show_sources(prepared: PreparedDocument | None, citations: Sequence[Citation], *,
+                 key: str) -> None:
+    """The chips under an answer; each opens its source with the quote highlighted."""
+    if prepared is None or not citations:
+        return
+    st.caption(f"Sources: {counts_line(citations)} (✓ verified · → found elsewhere · "
+               "≈ close match · ∅ from a left-out part · ✗ not found)")
+    columns = st.columns(min(len(citations), 4))
+    for number, citation in enumerate(citations):
+        with columns[number % len(columns)]:
+            with st.popover(chip_label(citation), key=f"src-{key}-{number}",
+                            help=STATUS_LABELS[citation.status]):
+                _source_view(prepared, citation)
+
+
+def _source_view(prepared: PreparedDocument, citation: Citation) -> None:
+    verdict = STATUS_LABELS[citation.status]
+    note = f" — {escape_markdown(citation.note)}" if citation.note else ""
+    st.markdown(f"**{verdict}**{note}")
+    st.markdown(f"> {escape_markdown(' '.join(citation.quote.split()))}")
+    if citation.cited is not None:
+        st.caption(f"cited: {escape_markdown(citation.cited.label)}")
+    excerpt = source_excerpt(prepared, citation)
+    if excerpt is None:
+        st.caption("Nothing in the document to show for this quote.")
+        return
+    st.caption(f"{escape_markdown(excerpt.locator.label)}"
+               + (" (the document's exact words are highlighted)" if excerpt.match else ""))
+    body = (html.escape(excerpt.before) + (f"<mark>{html.escape(excerpt.match)}</mark>"
+                                           if excerpt.match else "") + html.escape(excerpt.after))
+    st.html('<div style="white-space: pre-wrap; font-family: monospace; font-size: 0.85em; '
+            f'max-height: 24em; overflow-y: auto">{body}</div>')

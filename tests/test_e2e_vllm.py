@@ -5,6 +5,7 @@ ids, every cache hit its `cached_tokens`, every abort its `vllm:num_requests_run
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -397,7 +398,7 @@ def test_line_anchored_codebase_counts_equal_vllms_and_answers_are_checked(vllm,
     document = _load(qa, "repo.zip", make_many_file_codebase(40))
     prompts = qa.workspace.prompts
     prepared = prepare_document(document, tokenizer=prompts.tokenizer)
-    assert "\n10\t" in prepared.block  # sparse line anchors are in what is sent
+    assert re.search(r"\n\d*0\t", prepared.block)  # sparse line anchors are in what is sent
     prompt = prompts.question(prepared, "Where is function_3_1 defined? Quote it with path:lines.")
     assert len(engine_ids(vllm, prompt)) == prompt.prompt_tokens
     result = qa.client.stream(prompt.messages, max_tokens=32).run()

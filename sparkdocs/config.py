@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     context_length: int = Field(65_536, ge=512, description="Used when the server does not say.")
     answer_tokens: int = Field(1024, ge=1, description="Answer reserve: max_tokens per answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0)
-    request_timeout_s: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0, description="Longest wait for any byte of an answer.")
+    answer_deadline_s: float = Field(
+        1800.0, gt=0, description="Longest a whole answer may take, prefill included (a server "
+        "that streams forever is stopped here).")
     connect_timeout_s: float = Field(5.0, gt=0)
     max_retries: int = Field(3, ge=0)
     capability_ttl_s: float = Field(30.0, ge=0)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
-from pydantic import Field
+import annotated_types
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
 
 DEFAULT_MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"
 
@@ -56,6 +60,57 @@ class Settings(BaseSettings):
     @property
     def max_unpacked_bytes(self) -> int:
         return self.max_unpacked_mb * 1024 * 1024
+
+
+def build_settings(*, overrides: Mapping[str, Any] | None = None,
+                   option_names: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment plus explicit values (None: not given). A value sparkdocs
+    cannot use is one ConfigError line that names where it came from — the command-line option
+    in `option_names` or the SPARKDOCS_* variable — and what to set instead, never a pydantic
+    traceback."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        names = option_names or {}
+        problems = [_explain(error, given, names) for error in exc.errors()]
+        raise ConfigError("; ".join(problems) + ".") from None
+
+
+def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, str]) -> str:
+    field_name = str(error["loc"][0]) if error.get("loc") else ""
+    env_name = f"SPARKDOCS_{field_name.upper()}"
+    if field_name in given:
+        source = option_names.get(field_name, f"--{field_name.replace('_', '-')}")
+        shown = f"{source} {given[field_name]}"
+    else:
+        source, shown = env_name, f"{env_name}={error.get('input')!r}"
+    reason = str(error.get("msg", "invalid")).replace("\n", " ")
+    reason = reason[:1].lower() + reason[1:]
+    return f"{shown} is not valid ({reason}); {field_fix(field_name, source)}"
+
+
+def field_fix(field_name: str, source: str) -> str:
+    """What a setting must be, from its type and limits: the fix half of a ConfigError."""
+    info = Settings.model_fields.get(field_name)
+    if info is None:
+        return f"remove {source}"
+    kinds = {int: "a whole number", float: "a number", bool: "true or false", Path: "a path",
+             str: "text"}
+    kind = kinds.get(info.annotation, "a valid value")  # type: ignore[arg-type]
+    limits = []
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            limits.append(f"at least {item.ge}")
+        elif isinstance(item, annotated_types.Gt):
+            limits.append(f"above {item.gt}")
+        elif isinstance(item, annotated_types.Le):
+            limits.append(f"at most {item.le}")
+        elif isinstance(item, annotated_types.Lt):
+            limits.append(f"below {item.lt}")
+    text = (info.description or "").rstrip(".")
+    about = f" ({text[:1].lower()}{text[1:]})" if text else ""
+    return f"set {source} to {kind}" + (f" of {' and '.join(limits)}" if limits else "") + about
 
 
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:

@@ -335,7 +335,7 @@ class AnswerStream:
         try:
             try:
                 self._response = self._open()
-            except KeyboardInterrupt:  # Ctrl-C while the request waits for its headers
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C/SIGTERM while it waits for headers
                 self._cancel.set()
                 state.end, state.error = StreamEnd.STOPPED, STOPPED_BY_USER
                 raise
@@ -387,7 +387,7 @@ class AnswerStream:
         except GeneratorExit:  # the consumer went away (a Streamlit rerun): keep what we have
             state.end, state.error = StreamEnd.ABANDONED, "interrupted before the answer finished"
             raise
-        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM turned into it) in the reading thread
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (sys.exit), while reading
             self._cancel.set()
             state.end, state.error = StreamEnd.STOPPED, STOPPED_BY_USER
             raise
@@ -684,7 +684,10 @@ class ModelClient:
             body = response.json()
         except (httpx.HTTPError, ValueError):
             return None
-        return int(body.get("count") or len(body.get("tokens", [])))
+        if not isinstance(body, dict):  # a server's odd JSON is "cannot count", not a crash
+            return None
+        tokens = body.get("tokens")
+        return _positive_int(body.get("count")) or (len(tokens) if isinstance(tokens, list) else None)
 
     def health(self) -> bool | None:
         """True/False from /health; None when the server has no such endpoint."""

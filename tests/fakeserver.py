@@ -72,6 +72,7 @@ class Behaviour:
     stall_s: float = 30.0
     models_body: Any = MODELS_NOT_SET  # the raw JSON /v1/models answers (a list, None, …)
     models_html: bool = False  # /v1/models answers 200 with an HTML page
+    tokenize_body: Any = MODELS_NOT_SET  # the raw JSON /tokenize answers (after discovery's probe)
     requests: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -139,7 +140,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path == "/tokenize":
-            self._json(200, {"count": 3, "max_model_len": b.max_model_len, "tokens": [1, 2, 3]})
+            if b.tokenize_body is not MODELS_NOT_SET and body.get("prompt") != "hi":  # not the probe
+                self._json(200, b.tokenize_body)
+            else:
+                self._json(200, {"count": 3, "max_model_len": b.max_model_len, "tokens": [1, 2, 3]})
             return
         if self.path != "/v1/chat/completions":
             self._json(404, {"error": {"message": "not found"}})

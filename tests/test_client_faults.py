@@ -323,3 +323,30 @@ def test_credentials_in_the_base_url_never_reach_a_message():
     with pytest.raises(ServiceUnavailableError) as info:
         client.stream(MESSAGES, model="m").run()  # the request's own failure, not discovery's
     assert "s3cret" not in str(info.value) and "***@" in str(info.value)
+
+
+@pytest.mark.parametrize("body", [[1, 2], None, {"count": "many"}, {"tokens": "abc"}])
+def test_a_tokenize_answer_of_another_shape_is_no_count_not_a_crash(server, body):
+    server.behaviour.tokenize_body = body
+    assert client_for(server).count_tokens("Hello there") is None
+
+
+@pytest.mark.parametrize("fault", [None, StreamFault.KEEPALIVE_ONLY], ids=["prefill", "streaming"])
+def test_sigterm_while_waiting_is_stopped_by_the_user_not_broke_off(server, fault):
+    import signal
+    import sys
+
+    if fault is None:
+        server.behaviour.latency_s = 5  # no headers yet: the request is in its "prefill"
+    server.behaviour.stream_fault = fault
+    stream = client_for(server).stream(MESSAGES)
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: sys.exit(143))  # as cli.main
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(SystemExit):
+            stream.run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stream.result is not None and stream.result.end is StreamEnd.STOPPED
+    assert stream.result.error == "stopped by the user"

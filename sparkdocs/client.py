@@ -10,7 +10,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Iterator, Sequence
 
@@ -60,6 +60,7 @@ class ServiceProblem(StrEnum):
     UNREACHABLE = "unreachable"
     KEY_REFUSED = "key-refused"
     NOT_OPENAI = "not-openai"  # /v1/models answered, but not with an OpenAI model list
+    FAILING = "failing"  # /v1/models answered 5xx: there, but loading or broken
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,11 @@ class AnswerStream:
         (closing the response alone waits for the next chunk, which a prefill does not send)."""
         self._cancel.set()
         self._abort_connection()
+        result = self.result
+        if result is not None and result.end is StreamEnd.ABANDONED:
+            # The reader left first (Ctrl-C landed in the caller's loop, not in the read), then
+            # the caller said stop: it was the user's stop.
+            self.result = replace(result, end=StreamEnd.STOPPED, error=STOPPED_BY_USER)
 
     def _expire(self) -> None:
         """The deadline timer: end the answer the way cancel() does, but say why."""
@@ -584,7 +590,7 @@ class ModelClient:
                 "set SPARKDOCS_API_KEY (or --api-key) to the key the server was started with "
                 "(VLLM_API_KEY in compose)."))
         if response.status_code >= 500:
-            return failed(ServiceProblem.UNREACHABLE, (
+            return failed(ServiceProblem.FAILING, (
                 f"The model service at {shown} answered /v1/models with HTTP "
                 f"{response.status_code}: it may be loading the model or failing; check its logs "
                 "(`docker compose logs vllm`)."))
@@ -707,6 +713,8 @@ class ModelClient:
             raise ServiceUnavailableError(caps.error or f"Nothing is answering at {caps.base_url}.")
         if problem is ServiceProblem.KEY_REFUSED:
             raise AuthenticationError(caps.error or f"{caps.base_url} refused the API key.")
+        if problem is ServiceProblem.FAILING:
+            raise ServiceUnavailableError(caps.error or f"{caps.base_url} is failing.")
         if problem is ServiceProblem.NOT_OPENAI:
             raise ProtocolError(caps.error or f"{caps.base_url} is not an OpenAI-compatible server.")
         if caps.model is None:

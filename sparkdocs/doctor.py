@@ -55,6 +55,10 @@ def run_checks(client: ModelClient) -> list[Check]:
         checks.append(Check("models endpoint", CheckStatus.FAIL, caps.error or "not a model list",
                             "point SPARKDOCS_BASE_URL at the server's OpenAI API (…/v1)"))
         return checks
+    if caps.problem is ServiceProblem.FAILING:
+        checks.append(Check("models endpoint", CheckStatus.FAIL, caps.error or "failing",
+                            "wait for the model to load, or read the server's logs"))
+        return checks
     if caps.model is None:
         checks.append(Check("model", CheckStatus.FAIL, caps.model_note or "no model served",
                             "set SPARKDOCS_MODEL to a served id"))

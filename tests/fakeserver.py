@@ -71,6 +71,7 @@ class Behaviour:
     stall_after_chunks: int = 2
     stall_s: float = 30.0
     models_body: Any = MODELS_NOT_SET  # the raw JSON /v1/models answers (a list, None, …)
+    models_status: int = 200  # with models_body
     models_html: bool = False  # /v1/models answers 200 with an HTML page
     tokenize_body: Any = MODELS_NOT_SET  # the raw JSON /tokenize answers (after discovery's probe)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -117,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
             if b.models_html:
                 self._html()
             elif b.models_body is not MODELS_NOT_SET:
-                self._json(200, b.models_body)
+                self._json(b.models_status, b.models_body)
             else:
                 self._json(200, {"object": "list", "data": [
                     {"id": b.model, "object": "model", "owned_by": "vllm", "max_model_len": b.max_model_len}]})

@@ -350,3 +350,26 @@ def test_sigterm_while_waiting_is_stopped_by_the_user_not_broke_off(server, faul
         signal.signal(signal.SIGALRM, previous)
     assert stream.result is not None and stream.result.end is StreamEnd.STOPPED
     assert stream.result.error == "stopped by the user"
+
+
+def test_ctrl_c_in_the_callers_loop_then_cancel_is_stopped_by_the_user(server):
+    server.behaviour.answer = " ".join(["word"] * 100)
+    server.behaviour.token_delay_s = 0.02
+    stream = client_for(server).stream(MESSAGES, max_tokens=100)
+    with pytest.raises(KeyboardInterrupt):
+        for index, _ in enumerate(stream):
+            if index == 2:
+                raise KeyboardInterrupt  # as if it landed while the CLI wrote the text
+    assert stream.result.end is StreamEnd.ABANDONED  # the reader left …
+    stream.cancel()  # … and the CLI's handler says stop (cli ask does this)
+    assert stream.result.end is StreamEnd.STOPPED and stream.result.error == "stopped by the user"
+    assert stream.result.answer == "word word word"
+
+
+def test_models_answering_5xx_is_a_failing_service_not_a_missing_model(server):
+    server.behaviour.models_body, server.behaviour.models_status = {"error": "loading"}, 503
+    client = client_for(server)
+    caps = client.capabilities()
+    assert caps.reachable and caps.problem is ServiceProblem.FAILING and "HTTP 503" in caps.error
+    with pytest.raises(ServiceUnavailableError, match="HTTP 503"):
+        client.stream(MESSAGES).run()

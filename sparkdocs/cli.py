@@ -251,7 +251,9 @@ def summarize(
                           exclude=exclude or ())
     options = BatchOptions(out_dir=out, instructions=text.strip(), output_format=output_format,
                            concurrency=concurrency, max_tokens=settings.answer_tokens, force=force)
-    summarizer = BatchSummarizer(workspace, ModelClient(settings), options)
+    client = ModelClient(settings)
+    client.resolve_model()  # a service that cannot answer is one error line, before any bar
+    summarizer = BatchSummarizer(workspace, client, options)
     outcomes = _run_batch(summarizer, items)
     table = Table(title=f"{len(outcomes)} documents")
     for column in ("document", "status", "output / error", "tokens in/out", "parts"):

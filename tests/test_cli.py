@@ -210,3 +210,34 @@ def test_ctrl_c_in_ask_is_stopped_by_the_user(tmp_path: Path, latency_s: float, 
         _, stderr = process.communicate(timeout=30)
     assert "Traceback" not in stderr and "broke off" not in stderr
     assert "stopped by the user" in stderr and process.returncode in (3, 130), stderr
+
+
+@pytest.mark.integration
+def test_a_server_message_with_markup_is_shown_literally_in_the_summary_table(tmp_path: Path):
+    from fakeserver import FakeServer, StreamFault
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    with FakeServer() as server:
+        server.behaviour.stream_fault = StreamFault.ERROR_EVENT  # "… an issue [/INST]"
+        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"),
+                          cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=server.base_url,
+                          SPARKDOCS_MAX_RETRIES="0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "EngineCore encountered an issue [/INST]" in result.stderr
+    assert "index of this run:" in result.stderr and (tmp_path / "out" / "index.md").exists()
+
+
+@pytest.mark.integration
+def test_summarize_against_a_models_list_is_one_clear_line(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    with FakeServer() as server:
+        server.behaviour.models_body = None
+        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"),
+                          cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=server.base_url)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "/v1/models with null" in lines[0] and "SPARKDOCS_BASE_URL" in lines[0]

@@ -176,7 +176,7 @@ def _service_error(exc: Exception, *, settings: Settings, model: str) -> Service
     url = redact_url(settings.base_url)
     if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
         return ServiceTimeoutError(
-            f"The model service at {url} did not answer within {settings.request_timeout_s:.0f} s; "
+            f"The model service at {url} did not answer within {settings.request_timeout_s:g} s; "
             "it may be loading the model or overloaded — check `sparkdocs doctor`, or raise "
             "SPARKDOCS_REQUEST_TIMEOUT_S.")
     if isinstance(exc, (openai.APIConnectionError, httpx.ConnectError, httpx.TransportError)):

@@ -96,3 +96,10 @@ def test_credentials_in_the_base_url_are_not_shown(server):
     unreachable = run_checks(ModelClient(Settings(base_url="http://bob:hunter2@127.0.0.1:9/v1",
                                                   max_retries=0)))
     assert unreachable[0].status is CheckStatus.FAIL and "hunter2" not in unreachable[0].detail
+
+
+@pytest.mark.e2e
+def test_the_real_llama_cpp_server_passes_the_completion_check(real_server, tmp_path):
+    checks = {c.name: c for c in run_checks(ModelClient(real_server.settings(tmp_path)))}
+    assert checks["completion"].status is CheckStatus.OK, checks["completion"].detail
+    assert not [c for c in checks.values() if c.status is CheckStatus.FAIL]

@@ -433,8 +433,8 @@ def sessions(as_json: JsonOpt = False) -> None:
     import datetime
 
     store = Workspace(settings_from()).store
-    listed = [{"id": s.id, "document": s.document_name, "title": s.title, "turns": len(s.turns),
-               "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.timezone.utc)
+    listed: list[dict[str, Any]] = [{"id": s.id, "document": s.document_name, "title": s.title, "turns": len(s.turns),
+               "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.UTC)
                .strftime("%Y-%m-%d %H:%M UTC")} for s in store.list_sessions()]
     if as_json:
         emit_json(listed)

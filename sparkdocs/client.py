@@ -353,7 +353,7 @@ class AnswerStream:
             if self._response is not None or state.end is not None:
                 self.result = self._record(started, state)
 
-    def _read(self, state: "_StreamState") -> Iterator[str]:
+    def _read(self, state: _StreamState) -> Iterator[str]:
         bound = chunk_bound(self._max_tokens)
         char_bound = bound * MAX_CHARS_PER_TOKEN
         stripper = ControlStripper()
@@ -436,7 +436,7 @@ class AnswerStream:
                 self._abort_connection()
             state.ended = time.perf_counter()
 
-    def _record(self, started: float, state: "_StreamState") -> AnswerResult:
+    def _record(self, started: float, state: _StreamState) -> AnswerResult:
         usage = state.usage
         completion = getattr(usage, "completion_tokens", None) if usage else None
         prompt = getattr(usage, "prompt_tokens", None) if usage else None
@@ -490,7 +490,7 @@ class _StreamState:
 
 def _cause(exc: BaseException) -> str:
     """The innermost message of a wrapped transport error ("Connection error." says nothing)."""
-    inner: BaseException | None = exc
+    inner: BaseException = exc
     while inner.__cause__ is not None:
         inner = inner.__cause__
     return redact_urls(str(inner) or inner.__class__.__name__)

@@ -4,8 +4,9 @@ the environment."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import annotated_types
 from pydantic import Field, ValidationError

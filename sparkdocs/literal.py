@@ -58,7 +58,7 @@ class ControlStripper:
         return "" if _OPEN_SEQUENCE.search(held) else strip_controls(held)
 
 
-_SECRET_PARAMS = re.compile(r"key|token|secret|pass|auth|sig", re.I)
+_SECRET_PARAMS = re.compile(r"key|token|secret|pass|auth|sig", re.IGNORECASE)
 _USERINFO_IN_TEXT = re.compile(r"(?<=://)[^/\s@]+@")
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import httpx
 import openai
 
-from .config import Settings
+from .config import Settings, check_base_url
 from .errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError, ProtocolError,
                      ServiceError, ServiceTimeoutError, ServiceUnavailableError)
 from .literal import ControlStripper, redact_url, redact_urls
@@ -522,6 +522,7 @@ class WarmUpResult:
 
 class ModelClient:
     def __init__(self, settings: Settings, *, http_client: httpx.Client | None = None) -> None:
+        check_base_url(settings.base_url)
         self.settings = settings
         timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
         self._http = http_client or httpx.Client(timeout=timeout)

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import annotated_types
+from urllib.parse import urlsplit
+
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .literal import redact_url
 
 DEFAULT_MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"
 
@@ -70,12 +73,31 @@ def build_settings(*, overrides: Mapping[str, Any] | None = None,
     in `option_names` or the SPARKDOCS_* variable — and what to set instead, never a pydantic
     traceback."""
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    names = option_names or {}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
-        names = option_names or {}
         problems = [_explain(error, given, names) for error in exc.errors()]
         raise ConfigError("; ".join(problems) + ".") from None
+    check_base_url(settings.base_url, source=names.get("base_url") if "base_url" in given else None)
+    return settings
+
+
+def check_base_url(url: str, *, source: str | None = None) -> None:
+    """The base URL must be an http(s) address with a host (and a numeric port, if any):
+    anything else is a ConfigError now, not an httpx error at the first request."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsing the port is the check: 'abc' raises ValueError)
+        problem = ("it does not start with http:// or https://" if parts.scheme not in ("http", "https")
+                   else "it has no host" if not parts.hostname else None)
+    except ValueError as exc:
+        problem = f"its port is not a number ({exc})" if "port" in str(exc).lower() else str(exc)
+    if problem:
+        named = f"{source} {redact_url(url)!r}" if source else f"SPARKDOCS_BASE_URL={redact_url(url)!r}"
+        raise ConfigError(f"{named} is not an address sparkdocs can use: {problem}; set "
+                          "SPARKDOCS_BASE_URL (or --base-url) to the model service's OpenAI "
+                          "endpoint, like http://localhost:8000/v1.")
 
 
 def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, str]) -> str:
@@ -86,6 +108,8 @@ def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, st
         shown = f"{source} {given[field_name]}"
     else:
         source, shown = env_name, f"{env_name}={error.get('input')!r}"
+    if field_name in ("api_key", "base_url"):  # never echo a secret
+        shown = source
     reason = str(error.get("msg", "invalid")).replace("\n", " ")
     reason = reason[:1].lower() + reason[1:]
     return f"{shown} is not valid ({reason}); {field_fix(field_name, source)}"

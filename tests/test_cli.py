@@ -241,3 +241,14 @@ def test_summarize_against_a_models_list_is_one_clear_line(tmp_path: Path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "/v1/models with null" in lines[0] and "SPARKDOCS_BASE_URL" in lines[0]
+
+
+@pytest.mark.parametrize("url, why", [("localhost:8000/v1", "http:// or https://"),
+                                      ("http://", "no host"), ("http://u:s3cret@host:abc/v1", "port"),
+                                      ("ftp://x/v1", "http:// or https://")])
+def test_a_base_url_that_is_no_address_is_one_line_with_the_fix(tmp_path: Path, url, why):
+    result = run_wide("doctor", cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=url)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "SPARKDOCS_BASE_URL" in lines[0] and why in lines[0]
+    assert "like http://localhost:8000/v1" in lines[0] and "s3cret" not in lines[0]

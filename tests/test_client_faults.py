@@ -373,3 +373,10 @@ def test_models_answering_5xx_is_a_failing_service_not_a_missing_model(server):
     assert caps.reachable and caps.problem is ServiceProblem.FAILING and "HTTP 503" in caps.error
     with pytest.raises(ServiceUnavailableError, match="HTTP 503"):
         client.stream(MESSAGES).run()
+
+
+def test_a_base_url_that_is_no_address_is_a_config_error_not_an_httpx_one():
+    from sparkdocs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SPARKDOCS_BASE_URL"):
+        ModelClient(Settings(base_url="http://host:abc/v1"))

@@ -243,8 +243,19 @@ def summarize(
         raise typer.BadParameter(f"--style is one of {', '.join(SUMMARY_STYLES)}")
     if concurrency < 1:
         raise typer.BadParameter("--concurrency must be at least 1")
-    text = (instructions.read_text(encoding="utf-8") if instructions
-            else SUMMARY_STYLES[style or "brief"])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the summaries (it is made "
+                          "if missing).")
+    try:
+        text = (instructions.read_text(encoding="utf-8") if instructions
+                else SUMMARY_STYLES[style or "brief"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--instructions {instructions}: cannot be read "
+                          f"({getattr(exc, 'strerror', None) or exc}); give a UTF-8 text file "
+                          "with the summary instructions, or use --style.") from None
+    if not text.strip():
+        raise ConfigError(f"--instructions {instructions} is empty; write the summary "
+                          "instructions in it, or use --style.")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     items = collect_items(workspace, paths, codebase=codebase, include=include or (),

@@ -252,3 +252,22 @@ def test_a_base_url_that_is_no_address_is_one_line_with_the_fix(tmp_path: Path, 
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "SPARKDOCS_BASE_URL" in lines[0] and why in lines[0]
     assert "like http://localhost:8000/v1" in lines[0] and "s3cret" not in lines[0]
+
+
+@pytest.mark.parametrize("problem", ["missing instructions", "empty instructions", "out is a file"])
+def test_summarize_inputs_it_cannot_use_are_one_line(tmp_path: Path, problem):
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    out = tmp_path / "out"
+    args = ["summarize", str(doc), "--out", str(out)]
+    if problem == "missing instructions":
+        args += ["--instructions", str(tmp_path / "nope.txt")]
+    elif problem == "empty instructions":
+        (tmp_path / "empty.txt").write_text("  \n")
+        args += ["--instructions", str(tmp_path / "empty.txt")]
+    else:
+        out.write_text("I am a file")
+    result = run_wide(*args, cache=tmp_path / "c", check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert ("--instructions" if "instructions" in problem else "--out") in lines[0]

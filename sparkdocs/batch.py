@@ -383,7 +383,10 @@ class BatchSummarizer:
         finally:
             ordered = [outcomes[i] for i in range(len(items)) if i in outcomes]
             if ordered:
-                self.index_path = self._writer.write_index(ordered)
+                try:
+                    self.index_path = self._writer.write_index(ordered)
+                except OSError as exc:  # the summaries are written; a missing index is no reason to fail
+                    log.warning("could not write %s in %s: %s", INDEX_NAME, self.options.out_dir, exc)
         return [outcomes[i] for i in range(len(items))]
 
     def _count(self, outcome: Outcome) -> None:

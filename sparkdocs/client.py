@@ -312,14 +312,25 @@ class AnswerStream:
                 reader.join(timeout=10)
 
     def _open(self) -> Any:
-        """Send the request; the response must be an event stream (not a login page)."""
+        """Send the request; the response must be an event stream (not a login page). A server
+        that holds back even its headers is waited for no longer than the answer's deadline
+        (per attempt: the timer cannot reach a connection that is not open yet)."""
+        settings = self._client.settings
+        wait_s = min(settings.request_timeout_s, self._deadline_s)
         try:
             response = self._client.openai.chat.completions.create(  # type: ignore[call-overload]
                 model=self._model, messages=self._messages, stream=True,
                 max_tokens=self._max_tokens, temperature=self._temperature,
-                stream_options={"include_usage": True})
+                stream_options={"include_usage": True},
+                timeout=openai.Timeout(wait_s, connect=settings.connect_timeout_s))
+        except openai.APITimeoutError as exc:
+            if wait_s < settings.request_timeout_s:
+                raise ServiceTimeoutError(
+                    f"The model service at {redact_url(settings.base_url)} sent no answer within "
+                    f"{wait_s:g} s; {self._deadline_fix}.") from exc
+            raise _service_error(exc, settings=settings, model=self._model) from exc
         except openai.OpenAIError as exc:
-            raise _service_error(exc, settings=self._client.settings, model=self._model) from exc
+            raise _service_error(exc, settings=settings, model=self._model) from exc
         headers = getattr(getattr(response, "response", None), "headers", None) or {}
         kind = str(headers.get("content-type", ""))
         if kind and "event-stream" not in kind:

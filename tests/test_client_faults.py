@@ -380,3 +380,11 @@ def test_a_base_url_that_is_no_address_is_a_config_error_not_an_httpx_one():
 
     with pytest.raises(ConfigError, match="SPARKDOCS_BASE_URL"):
         ModelClient(Settings(base_url="http://host:abc/v1"))
+
+
+def test_a_server_that_holds_back_its_headers_is_waited_for_no_longer_than_the_deadline(server):
+    server.behaviour.latency_s = 4
+    started = time.perf_counter()
+    with pytest.raises(ServiceTimeoutError, match="no answer within 1 s.*SPARKDOCS_ANSWER_DEADLINE_S"):
+        client_for(server, answer_deadline_s=1, max_retries=0).stream(MESSAGES).run()
+    assert time.perf_counter() - started < 3.5

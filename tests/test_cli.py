@@ -271,3 +271,18 @@ def test_summarize_inputs_it_cannot_use_are_one_line(tmp_path: Path, problem):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert ("--instructions" if "instructions" in problem else "--out") in lines[0]
+
+
+@pytest.mark.integration
+def test_ask_against_a_server_that_ignores_max_tokens_ends_saying_so(tmp_path: Path):
+    from fakeserver import FakeServer, StreamFault
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    with FakeServer() as server:
+        server.behaviour.stream_fault = StreamFault.ENDLESS
+        result = run_wide("ask", str(doc), "What?", "--max-tokens", "16", cache=tmp_path / "c",
+                          check=False, SPARKDOCS_BASE_URL=server.base_url)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "the server sent more than 48 tokens for max_tokens=16; stopped" in result.stderr
+    assert result.stdout.startswith("The answer")  # the partial answer was shown

@@ -190,7 +190,7 @@ class Bench:
             for stream in list(self._active):
                 stream.cancel()
 
-    def _run_one(self, messages: Sequence[ChatMessage], label: str = "a") -> AnswerResult:
+    def _run_one(self, messages: Sequence[ChatMessage], label: str | None = None) -> AnswerResult:
         """One measured request. An answer that did not finish (cut, stalled, past its deadline
         or length bound) is no measurement: its timings would be wrong, so the bench stops."""
         if self._stop.is_set():
@@ -208,8 +208,9 @@ class Bench:
         if result.end is StreamEnd.STOPPED:
             raise KeyboardInterrupt
         if result.end is not StreamEnd.FINISHED:
-            raise ServiceError(f"bench: the {label} request did not finish: {result.error}; its "
-                               "figures would be wrong, so the bench stopped.")
+            which = f"the {label!r} request" if label else "a request"
+            raise ServiceError(f"bench: {which} did not finish: {result.error}; its figures "
+                               "would be wrong, so the bench stopped.")
         return result
 
     def _fresh(self) -> PreparedDocument:

@@ -3,9 +3,10 @@
 import streamlit as st
 
 from sparkdocs import ui
+from sparkdocs.literal import redact_url
 
 svc = ui.services()
 st.title("Model service")
-st.caption(f"{svc.settings.base_url}")
+st.caption(redact_url(svc.settings.base_url))  # never its credentials
 with ui.friendly_errors():
     ui.server_status(svc)

@@ -2,7 +2,14 @@
 finished summary written atomically and never redone unless asked (resume by default).
 
 Documents over budget go through an explicit map-reduce: consecutive budget-sized parts are
-summarised in order, then combined; the parts and their page/file ranges are recorded."""
+summarised in order, then combined; the parts and their page/file ranges are recorded.
+
+Output names are planned for the whole batch at once (`plan_outputs`): each input's path
+relative to the inputs' common folder, made safe, and disambiguated by a short digest of that
+path when two inputs would otherwise share one file (`x/y.txt` and `x__y.txt`, `A.txt` and
+`a.txt` on a case-insensitive disk). The same inputs always get the same names, so resume (by
+job key, read back from each file) never flips between two documents. `index.md` — the file a
+person opens first — lists every document, its status and where its summary is."""
 
 from __future__ import annotations
 
@@ -14,15 +21,18 @@ import re
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .client import AnswerResult, AnswerStream, ModelClient
+from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
 from .documents import Document
-from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ServiceError,
-                     SparkdocsError)
+from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
+                     ServiceError, SparkdocsError)
+from .literal import strip_controls
 from .prompts import (DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document,
                       split_into_parts)
 from .tokens import ChatMessage
@@ -30,7 +40,14 @@ from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = "1"
-_NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError)
+_NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError, ProtocolError)
+# A server that ignored max_tokens or ran past the deadline would only do it again.
+_ENDS_NOT_RETRIED = (StreamEnd.TOO_LONG, StreamEnd.DEADLINE, StreamEnd.INVALID)
+INDEX_NAME = "index.md"
+JSONL_NAME = "summaries.jsonl"
+JSONL_INDEX_NAME = "index.jsonl"
+_RESERVED = {INDEX_NAME, JSONL_NAME, JSONL_INDEX_NAME}
+_MAX_NAME_BYTES = 200  # file names stop at 255 bytes on most disks; room for a digest and .md
 
 
 @dataclass(frozen=True)
@@ -52,10 +69,17 @@ class BatchOptions:
     attempts: int = 2  # per request, on top of the client's own retries of 5xx
 
 
+class OutcomeStatus(StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"  # finished in an earlier run with the same job key
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True)
 class Outcome:
     source: str
-    status: str  # "done", "skipped" (finished before), "failed", "cancelled"
+    status: OutcomeStatus
     output: str | None = None
     error: str | None = None
     content_hash: str | None = None
@@ -64,6 +88,7 @@ class Outcome:
     completion_tokens: int = 0
     parts: tuple[Part, ...] = ()
     seconds: float = 0.0
+    key: str | None = None
 
 
 @dataclass
@@ -84,16 +109,74 @@ class Progress:
         return self.total - self.done - self.skipped - self.failed
 
 
-def output_stem(source: str) -> str:
-    """A stable, filesystem-safe name from the input path: `contracts/a.pdf` → `contracts__a.pdf`."""
-    cleaned = source.replace("\\", "/").strip("/")
-    while cleaned.startswith("./"):
-        cleaned = cleaned[2:]
-    cleaned = cleaned.replace("../", "up__")
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", cleaned.replace("/", "__")) or "document"
-    if len(stem) > 150:
-        stem = stem[:120] + "-" + hashlib.sha256(source.encode()).hexdigest()[:12]
-    return stem
+@dataclass(frozen=True)
+class OutputName:
+    """Where one input's summary goes: `stem` + ".md" in the output folder; `relative` is the
+    input as a person knows it (its path from the inputs' common folder)."""
+
+    relative: str
+    stem: str
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.stem}.md"
+
+
+_UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+
+
+def _safe_component(part: str) -> str:
+    """One path component as a portable file name: characters no disk accepts become `_`, and
+    a leading dot too (a summary must not be a hidden file)."""
+    cleaned = _UNSAFE.sub("_", part).rstrip(" .") or "_"
+    return "_" + cleaned[1:] if cleaned.startswith(".") else cleaned
+
+
+def _digest(text: str, length: int = 8) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:length]
+
+
+def _shorten(stem: str) -> str:
+    data = stem.encode("utf-8", "surrogateescape")
+    if len(data) <= _MAX_NAME_BYTES:
+        return stem
+    return data[:_MAX_NAME_BYTES - 20].decode("utf-8", "ignore")
+
+
+def plan_outputs(sources: Sequence[str]) -> dict[str, OutputName]:
+    """Unique, readable output names for a whole batch, the same for the same inputs in any
+    order: the path relative to the inputs' common folder with `__` between folders; where
+    two inputs would share a name (also only by letter case, or with index.md), each of them
+    gets `-` and a digest of its own relative path."""
+    absolute = [os.path.abspath(source) for source in sources]
+    try:
+        common = os.path.commonpath([os.path.dirname(path) for path in absolute]) if absolute else ""
+    except ValueError:  # different drives: no common folder
+        common = ""
+    planned: dict[str, OutputName] = {}
+    for source, path in zip(sources, absolute):
+        relative = os.path.relpath(path, common) if common else path
+        parts = [p for p in re.split(r"[\\/]+", relative) if p not in ("", ".")]
+        relative = "/".join(parts) or os.path.basename(path) or "document"
+        stem = "__".join(_safe_component(p) for p in parts) or "document"
+        planned[source] = OutputName(relative, stem)
+    length = 8
+    while True:
+        groups: dict[str, list[str]] = defaultdict(list)
+        for source, name in planned.items():
+            groups[name.file_name.casefold()].append(source)
+        reserved = {name.casefold() for name in _RESERVED}
+        clashes = [members for key, members in groups.items()
+                   if len({planned[m].relative for m in members}) > 1 or key in reserved
+                   or len(key.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES]
+        if not clashes or length > 64:  # (the same file given twice shares its one output)
+            return planned
+        for members in clashes:
+            for source in members:
+                name = planned[source]
+                base = _shorten(re.sub(r"-[0-9a-f]{8,64}$", "", name.stem)) if length > 8 else _shorten(name.stem)
+                planned[source] = OutputName(name.relative, f"{base}-{_digest(name.relative, length)}")
+        length *= 2
 
 
 def job_key(content_hash: str, *, instructions: str, model: str, max_tokens: int) -> str:
@@ -117,14 +200,35 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _header_value(text: str) -> str:
+    """A name inside the summary's comment header: one line, no control characters, and it
+    cannot close the comment (or fake a `key:` line)."""
+    return strip_controls(text).replace("\n", " ").replace("-->", "--&gt;")
+
+
+def _cell(text: str) -> str:
+    """Text inside a Markdown table cell, literally."""
+    return strip_controls(text).replace("\n", " ").replace("|", "\\|")
+
+
 class SummaryWriter:
-    """Finished summaries on disk: one Markdown file each, or one JSONL record each."""
+    """Finished summaries on disk: one Markdown file each, or one JSONL record each, and the
+    index of the run. Names come from `plan` (the whole batch at once)."""
 
     def __init__(self, options: BatchOptions) -> None:
         self.options = options
         self._lock = threading.Lock()
-        self._jsonl = options.out_dir / "summaries.jsonl"
+        self._jsonl = options.out_dir / JSONL_NAME
         self._done_keys = self._read_jsonl_keys() if options.output_format == "jsonl" else set()
+        self._names: dict[str, OutputName] = {}
+
+    def plan(self, sources: Sequence[str]) -> None:
+        self._names = plan_outputs(sources)
+
+    def name_for(self, source: str) -> OutputName:
+        if source not in self._names:  # a source outside the plan: it is a batch of its own
+            self._names.update(plan_outputs([source]))
+        return self._names[source]
 
     def _read_jsonl_keys(self) -> set[str]:
         keys: set[str] = set()
@@ -140,7 +244,7 @@ class SummaryWriter:
     def path_for(self, source: str) -> Path:
         if self.options.output_format == "jsonl":
             return self._jsonl
-        return self.options.out_dir / f"{output_stem(source)}.md"
+        return self.options.out_dir / self.name_for(source).file_name
 
     def is_done(self, source: str, key: str) -> bool:
         if self.options.output_format == "jsonl":
@@ -149,7 +253,7 @@ class SummaryWriter:
         if not path.exists():
             return False
         with path.open(encoding="utf-8", errors="replace") as handle:
-            return f"key: {key}" in handle.read(2048)
+            return f"\nkey: {key}\n" in handle.read(2048)
 
     def write(self, *, source: str, key: str, document: Document, summary: str,
               stats: dict[str, Any], parts: Sequence[Part]) -> Path:
@@ -172,17 +276,56 @@ class SummaryWriter:
                     os.fsync(handle.fileno())
                 self._done_keys.add(key)
             return path
-        part_lines = "".join(f"#   - part {i}: {p.label} ({p.tokens:,} tokens)\n"
+        part_lines = "".join(f"#   - part {i}: {_header_value(p.label)} ({p.tokens:,} tokens)\n"
                              for i, p in enumerate(parts, 1)) if len(parts) > 1 else ""
-        header = (f"<!--\nsparkdocs summary\nkey: {key}\nsource: {source}\n"
-                  f"content_hash: {document.content_hash}\nmodel: {stats.get('model')}\n"
+        header = (f"<!--\nsparkdocs summary\nkey: {key}\nsource: {_header_value(source)}\n"
+                  f"content_hash: {document.content_hash}\n"
+                  f"model: {_header_value(str(stats.get('model')))}\n"
                   + (f"map-reduce over {len(parts)} parts:\n{part_lines}" if part_lines else "")
                   + "-->\n\n")
         from .citations import citations_from_records, sources_markdown
 
         sources = sources_markdown(citations_from_records(stats.get("citations") or ()))
-        atomic_write(path, f"{header}# Summary of {document.name}\n\n{summary.strip()}\n"
-                     + (f"\n{sources}" if sources else ""))
+        atomic_write(path, f"{header}# Summary of {strip_controls(document.name)}\n\n"
+                           f"{strip_controls(summary).strip()}\n"
+                           + (f"\n{sources}" if sources else ""))
+        return path
+
+    def write_index(self, outcomes: Sequence[Outcome]) -> Path:
+        """index.md (and index.jsonl beside summaries.jsonl): every document of this run, its
+        status and where its summary is — the file to open first."""
+        counts = {status: sum(1 for o in outcomes if o.status is status) for status in OutcomeStatus}
+        jsonl = self.options.output_format == "jsonl"
+        lines = ["# Summaries", "",
+                 f"{len(outcomes)} documents: {counts[OutcomeStatus.DONE]} done, "
+                 f"{counts[OutcomeStatus.SKIPPED]} already done before, "
+                 f"{counts[OutcomeStatus.FAILED]} failed, {counts[OutcomeStatus.CANCELLED]} "
+                 f"cancelled. Updated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+                 + (f" Summaries are the records of `{JSONL_NAME}` (one line each, by key)."
+                    if jsonl else ""),
+                 "", "| document | status | summary | tokens in/out | parts |",
+                 "| --- | --- | --- | --- | --- |"]
+        records = []
+        for o in outcomes:
+            name = self.name_for(o.source)
+            if o.status in (OutcomeStatus.DONE, OutcomeStatus.SKIPPED):
+                where = (f"record `{o.key}`" if jsonl and o.key
+                         else f"[{_cell(name.file_name)}](<{name.file_name}>)")
+            else:
+                where = _cell(o.error or "")
+            tokens = f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens else ""
+            lines.append(f"| {_cell(name.relative)} | {o.status.value} | {where} | {tokens} | "
+                         f"{len(o.parts) if len(o.parts) > 1 else ''} |")
+            records.append({"document": name.relative, "source": o.source, "status": o.status.value,
+                            "key": o.key, "output": o.output, "error": o.error,
+                            "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
+                            "parts": len(o.parts)})
+        self._ensure_out_dir()
+        if jsonl:
+            atomic_write(self.options.out_dir / JSONL_INDEX_NAME,
+                         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        path = self.options.out_dir / INDEX_NAME
+        atomic_write(path, "\n".join(lines) + "\n")
         return path
 
     def _ensure_out_dir(self) -> None:
@@ -196,12 +339,13 @@ class BatchSummarizer:
         self.client = client
         self.options = options
         self.progress = Progress()
-        self._on_progress = on_progress or (lambda progress, outcome: None)
+        self.on_progress = on_progress or (lambda progress, outcome: None)
         self._writer = SummaryWriter(options)
         self._cancelled = threading.Event()
         self._active: set[AnswerStream] = set()
         self._lock = threading.Lock()
         self._builder: PromptBuilder = workspace.prompts
+        self.index_path: Path | None = None
 
     def cancel(self) -> None:
         """Ctrl-C: stop starting work and close every stream in flight."""
@@ -214,76 +358,92 @@ class BatchSummarizer:
         self.progress.total = len(items)
         model = self.client.resolve_model()
         context = self.client.capabilities().context_length
+        self._writer.plan([item.source for item in items])
         outcomes: dict[int, Outcome] = {}
-        with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency),
-                                thread_name_prefix="summarize") as pool:
-            futures: dict[Future[Outcome], int] = {}
-            pending = list(enumerate(items))
-            try:
-                while pending or futures:
-                    while pending and len(futures) < self.options.concurrency and not self._cancelled.is_set():
-                        index, item = pending.pop(0)
-                        futures[pool.submit(self._one, item, model, context)] = index
-                    if not futures:
-                        break
-                    finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        index = futures.pop(future)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency),
+                                    thread_name_prefix="summarize") as pool:
+                futures: dict[Future[Outcome], int] = {}
+                pending = list(enumerate(items))
+                try:
+                    while pending or futures:
+                        while pending and len(futures) < self.options.concurrency and not self._cancelled.is_set():
+                            index, item = pending.pop(0)
+                            futures[pool.submit(self._one, item, model, context)] = index
+                        if not futures:
+                            break
+                        finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            index = futures.pop(future)
+                            outcomes[index] = future.result()
+                            self._count(outcomes[index])
+                except KeyboardInterrupt:
+                    self.cancel()
+                    for future, index in futures.items():
                         outcomes[index] = future.result()
-                        self._count(outcomes[index])
-            except KeyboardInterrupt:
-                self.cancel()
-                for future, index in futures.items():
-                    outcomes[index] = future.result()
-                raise
-            finally:
-                for index, item in pending:
-                    outcomes.setdefault(index, Outcome(item.source, "cancelled"))
+                    raise
+                finally:
+                    for index, item in pending:
+                        outcomes.setdefault(index, Outcome(item.source, OutcomeStatus.CANCELLED))
+        finally:
+            ordered = [outcomes[i] for i in range(len(items)) if i in outcomes]
+            if ordered:
+                try:
+                    self.index_path = self._writer.write_index(ordered)
+                except OSError as exc:  # the summaries are written; a missing index is no reason to fail
+                    log.warning("could not write %s in %s: %s", INDEX_NAME, self.options.out_dir, exc)
         return [outcomes[i] for i in range(len(items))]
 
     def _count(self, outcome: Outcome) -> None:
         progress = self.progress
-        if outcome.status == "done":
+        if outcome.status is OutcomeStatus.DONE:
             progress.done += 1
-        elif outcome.status == "skipped":
+        elif outcome.status is OutcomeStatus.SKIPPED:
             progress.skipped += 1
-        elif outcome.status == "failed":
+        elif outcome.status is OutcomeStatus.FAILED:
             progress.failed += 1
-        self._on_progress(progress, outcome)
+        self.on_progress(progress, outcome)
 
     def _one(self, item: BatchItem, model: str, context: int) -> Outcome:
         started = time.monotonic()
         if self._cancelled.is_set():
-            return Outcome(item.source, "cancelled")
+            return Outcome(item.source, OutcomeStatus.CANCELLED)
+        key: str | None = None
         try:
             document = item.load()
             key = job_key(document.content_hash, instructions=self.options.instructions,
                           model=model, max_tokens=self.options.max_tokens)
             if not self.options.force and self._writer.is_done(item.source, key):
-                return Outcome(item.source, "skipped", str(self._writer.path_for(item.source)),
-                               content_hash=document.content_hash)
+                return Outcome(item.source, OutcomeStatus.SKIPPED,
+                               str(self._writer.path_for(item.source)),
+                               content_hash=document.content_hash, key=key)
             summary, stats, parts = self._summarise(document, model, context)
             from .citations import citation_record, verify_answer
 
             sent = prepare_document(document, tokenizer=self._builder.tokenizer)  # every part
             stats = {**stats, **citation_record(verify_answer(summary, sent))}
             if self._cancelled.is_set():
-                return Outcome(item.source, "cancelled", content_hash=document.content_hash)
+                return Outcome(item.source, OutcomeStatus.CANCELLED,
+                               content_hash=document.content_hash, key=key)
             path = self._writer.write(source=item.source, key=key, document=document,
                                       summary=summary, stats=stats, parts=parts)
-            return Outcome(item.source, "done", str(path), content_hash=document.content_hash,
+            return Outcome(item.source, OutcomeStatus.DONE, str(path),
+                           content_hash=document.content_hash,
                            prompt_tokens=stats["prompt_tokens"] or 0,
                            completion_tokens=stats["completion_tokens"] or 0, parts=tuple(parts),
-                           seconds=time.monotonic() - started,
+                           seconds=time.monotonic() - started, key=key,
                            citations=stats["citation_counts"])
         except SparkdocsError as exc:
             if self._cancelled.is_set():
-                return Outcome(item.source, "cancelled")
+                return Outcome(item.source, OutcomeStatus.CANCELLED, key=key)
             log.warning("%s: %s", item.source, exc)
-            return Outcome(item.source, "failed", error=str(exc), seconds=time.monotonic() - started)
-        except Exception as exc:  # an unexpected bug must not stop the other documents
-            log.exception("%s: unexpected failure", item.source)
-            return Outcome(item.source, "failed", error=f"unexpected error: {exc!r}")
+            return Outcome(item.source, OutcomeStatus.FAILED, error=str(exc),
+                           seconds=time.monotonic() - started, key=key)
+        except OSError as exc:  # the file went away or cannot be read; the others go on
+            log.warning("%s: %s", item.source, exc)
+            return Outcome(item.source, OutcomeStatus.FAILED,
+                           error=f"could not read or write it: {exc}", key=key,
+                           seconds=time.monotonic() - started)
 
     def _summarise(self, document: Document, model: str, context: int
                    ) -> tuple[str, dict[str, Any], list[Part]]:
@@ -327,6 +487,8 @@ class BatchSummarizer:
             with self._lock:
                 self._active.add(stream)
                 self.progress.in_flight += 1
+            if self._cancelled.is_set():  # cancel() ran before this stream was in _active
+                stream.cancel()
             try:
                 result = stream.run()
             except _NOT_RETRIED:
@@ -344,6 +506,8 @@ class BatchSummarizer:
             self.progress.tokens_out += result.completion_tokens or 0
             if not result.interrupted:
                 return result
+            if result.end in _ENDS_NOT_RETRIED:
+                raise ServiceError(result.error or f"the answer ended: {result.end.value}")
             last_error = ServiceError(result.error or "the answer stream broke off")
         raise ServiceError(f"gave up after {self.options.attempts} attempts: {last_error}")
 
@@ -374,8 +538,9 @@ def collect_items(workspace: Workspace, patterns: Sequence[str], *, codebase: bo
     seen: set[str] = set()
 
     def add(source: str, request: LoadRequest) -> None:
-        if source not in seen:
-            seen.add(source)
+        same = os.path.normcase(os.path.abspath(source))  # `a.txt` and `./a.txt` are one input
+        if same not in seen:
+            seen.add(same)
             items.append(BatchItem(source, lambda: workspace.load(request)))
 
     for path in expand_paths(patterns):

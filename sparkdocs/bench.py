@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .client import AnswerResult, AnswerStream, ModelClient
+from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
 from .documents import Document, DocumentKind, Section, SectionKind, clean_text
+from .errors import ServiceError
+from .literal import redact_url
 from .prompts import SYSTEM_PROMPT, PreparedDocument, prepare_document
 from .tokens import ChatMessage, count_document
 from .workspace import LoadRequest, Workspace
@@ -188,17 +190,28 @@ class Bench:
             for stream in list(self._active):
                 stream.cancel()
 
-    def _run_one(self, messages: Sequence[ChatMessage]) -> AnswerResult:
+    def _run_one(self, messages: Sequence[ChatMessage], label: str | None = None) -> AnswerResult:
+        """One measured request. An answer that did not finish (cut, stalled, past its deadline
+        or length bound) is no measurement: its timings would be wrong, so the bench stops."""
         if self._stop.is_set():
             raise KeyboardInterrupt
         stream = self.client.stream(messages, max_tokens=self.options.max_tokens, temperature=0.0)
         with self._lock:
             self._active.add(stream)
+            if self._stop.is_set():  # cancel() ran before this stream was in _active
+                stream.cancel()
         try:
-            return stream.run()
+            result = stream.run()
         finally:
             with self._lock:
                 self._active.discard(stream)
+        if result.end is StreamEnd.STOPPED:
+            raise KeyboardInterrupt
+        if result.end is not StreamEnd.FINISHED:
+            which = f"the {label!r} request" if label else "a request"
+            raise ServiceError(f"bench: {which} did not finish: {result.error}; its figures "
+                               "would be wrong, so the bench stopped.")
+        return result
 
     def _fresh(self) -> PreparedDocument:
         """A document the server has not seen: the user's file with a new nonce page first, or
@@ -212,7 +225,7 @@ class Bench:
 
     def _ask(self, label: str, messages: Sequence[ChatMessage]) -> Sample:
         self._on_step(label)
-        return _sample(label, self._run_one(messages))
+        return _sample(label, self._run_one(messages, label))
 
     def run(self) -> BenchReport:
         caps = self.client.capabilities()
@@ -222,7 +235,7 @@ class Bench:
             self._base = _trim_to(loaded, self.options.tokens)
         builder = self.workspace.prompts
         probe = self._fresh()
-        report = BenchReport(self.client.settings.base_url, model, caps.server_kind,
+        report = BenchReport(redact_url(self.client.settings.base_url), model, caps.server_kind,
                              probe.block_tokens, builder.question(probe, QUESTIONS[0]).prompt_tokens,
                              started=time.strftime("%Y-%m-%d %H:%M:%S"))
         if caps.server_kind != "vllm":

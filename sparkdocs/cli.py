@@ -1,4 +1,9 @@
-"""The command line: parse, call the library, print. No logic lives here."""
+"""The command line: parse, call the library, print. No logic lives here.
+
+Text from outside (file names, headings, questions, answers, server messages) is printed as
+itself: both channels are built in `_channel` with Rich markup and emoji codes off and a render
+hook that strips terminal control sequences, so no field can be read as `[markup]` or move the
+cursor, whoever adds it. Styling is explicit (`rich.text.Text` spans via `_say`)."""
 
 from __future__ import annotations
 
@@ -11,12 +16,16 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
 
+import click
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
+from rich.segment import Segment
 from rich.table import Table
+from rich.text import Text
 
-from .config import Settings
-from .errors import SparkdocsError
+from .config import Settings, build_settings
+from .errors import ConfigError, SparkdocsError
+from .literal import redact_url, redact_urls, strip_controls
 from .workspace import LoadRequest, Workspace, count_report
 
 if TYPE_CHECKING:
@@ -25,8 +34,51 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Ask questions of whole documents with a local LLM (no retrieval).")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+
+
+class _Literal:
+    """A renderable with every control character taken out of its text (styles are kept:
+    they are segment attributes, not characters)."""
+
+    def __init__(self, renderable: ConsoleRenderable) -> None:
+        self._renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for segment in console.render(self._renderable, options):
+            if segment.control:
+                yield segment
+            else:
+                yield Segment(strip_controls(segment.text), segment.style)
+
+
+class _LiteralHook:
+    """Rich render hook: everything printed on a channel goes through `_Literal`."""
+
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
+        return [_Literal(r) for r in renderables]
+
+
+def _channel(*, stderr: bool, soft_wrap: bool) -> Console:
+    """The one place an output channel is made: no markup, no emoji codes, no highlighting,
+    no control sequences — text is shown as it is."""
+    console = Console(stderr=stderr, soft_wrap=soft_wrap, markup=False, emoji=False,
+                      highlight=False)
+    console.push_render_hook(_LiteralHook())  # type: ignore[arg-type]
+    return console
+
+
+out = _channel(stderr=False, soft_wrap=True)
+err = _channel(stderr=True, soft_wrap=False)
+
+
+def _say(console: Console, label: str, style: str, message: object, **print_options: Any) -> None:
+    """`label` styled, then `message` exactly as given."""
+    console.print(Text.assemble((label, style), " ", str(message)), **print_options)
+
+
+# Where a setting came from on the command line, for ConfigError messages.
+OPTION_NAMES = {"answer_tokens": "--max-tokens", "context_length": "--context-length",
+                "base_url": "--base-url", "model": "--model", "api_key": "--api-key"}
 
 PathsArg = Annotated[list[str], typer.Argument(help="Files, globs, a folder or an archive: one document.")]
 IncludeOpt = Annotated[Optional[list[str]], typer.Option("--include", help="gitignore-style pattern of files to keep (codebases).")]
@@ -40,8 +92,9 @@ MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Answe
 
 
 def settings_from(**overrides: Any) -> Settings:
-    """The one Settings object: environment first, then explicit command-line values."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """The one Settings object: environment first, then explicit command-line values. A bad
+    value is a ConfigError naming the variable or option and the fix (exit code 2)."""
+    return build_settings(overrides=overrides, option_names=OPTION_NAMES)
 
 
 def emit_json(value: Any) -> None:
@@ -74,14 +127,15 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
         for name, tokens in report["directories"].items():
             dirs.add_row(name, f"{tokens:,}")
         out.print(dirs)
-    out.print(
-        f"context {budget['context']:,} − answer reserve {budget['answer_reserve']:,} − prompt "
-        f"overhead {budget['prompt_overhead']:,} = available {budget['available']:,}; "
-        f"document {budget['used']:,}; free {budget['free']:,}"
-        + ("" if budget["fits"] else "  [bold red]OVER BUDGET[/]: choose parts with --include/--exclude")
-    )
+    line = Text(f"context {budget['context']:,} − answer reserve {budget['answer_reserve']:,} − "
+                f"prompt overhead {budget['prompt_overhead']:,} = available "
+                f"{budget['available']:,}; document {budget['used']:,}; free {budget['free']:,}")
+    if not budget["fits"]:
+        line.append("  ").append("OVER BUDGET", "bold red").append(
+            ": choose parts with --include/--exclude")
+    out.print(line)
     for warning in report["warnings"]:
-        err.print(f"[yellow]warning:[/] {warning}")
+        _say(err, "warning:", "yellow", warning)
 
 
 @app.command()
@@ -152,7 +206,7 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
             out.print(f"\n{sources_text(citations)}", markup=False)
         err.print(f"session {session.id} · {stats_line(turn)}", style="dim", markup=False)
     if turn.interrupted:
-        err.print(f"[yellow]{turn.status.value}:[/] {turn.error}")
+        _say(err, f"{turn.status.value}:", "yellow", turn.error)
         raise typer.Exit(3)
 
 
@@ -212,18 +266,19 @@ def doctor(as_json: JsonOpt = False, base_url: BaseUrlOpt = None, model: ModelOp
            api_key: ApiKeyOpt = None) -> None:
     """Check the model service and say how to fix what is wrong."""
     from .client import ModelClient
-    from .doctor import run_checks
+    from .doctor import CheckStatus, run_checks
 
     checks = run_checks(ModelClient(_service_settings(base_url, model, api_key)))
     if as_json:
         emit_json([c.as_dict() for c in checks])
     else:
-        marks = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "unknown": "[dim]?[/]"}
+        marks = {CheckStatus.OK: ("✓", "green"), CheckStatus.WARN: ("!", "yellow"),
+                 CheckStatus.FAIL: ("✗", "red"), CheckStatus.UNKNOWN: ("?", "dim")}
         for check in checks:
-            out.print(f"{marks[check.status]} {check.name}: {check.detail}")
-            if check.fix and check.status != "ok":
+            _say(out, *marks[check.status], f"{check.name}: {check.detail}")
+            if check.fix and check.status is not CheckStatus.OK:
                 out.print(f"    fix: {check.fix}")
-    if any(c.status == "fail" for c in checks):
+    if any(c.status is CheckStatus.FAIL for c in checks):
         raise typer.Exit(1)
 
 
@@ -241,7 +296,7 @@ def summarize(
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Summarise many documents, one output each; resumes where it stopped."""
-    from .batch import BatchOptions, BatchSummarizer, collect_items
+    from .batch import BatchOptions, BatchSummarizer, OutcomeStatus, collect_items
     from .client import ModelClient
     from .prompts import SUMMARY_STYLES
 
@@ -255,54 +310,75 @@ def summarize(
         raise typer.BadParameter(f"--style is one of {', '.join(SUMMARY_STYLES)}")
     if concurrency < 1:
         raise typer.BadParameter("--concurrency must be at least 1")
-    text = (instructions.read_text(encoding="utf-8") if instructions
-            else SUMMARY_STYLES[style or "brief"])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the summaries (it is made "
+                          "if missing).")
+    try:
+        text = (instructions.read_text(encoding="utf-8") if instructions
+                else SUMMARY_STYLES[style or "brief"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--instructions {instructions}: cannot be read "
+                          f"({getattr(exc, 'strerror', None) or exc}); give a UTF-8 text file "
+                          "with the summary instructions, or use --style.") from None
+    if not text.strip():
+        raise ConfigError(f"--instructions {instructions} is empty; write the summary "
+                          "instructions in it, or use --style.")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     items = collect_items(workspace, paths, codebase=codebase, include=include or (),
                           exclude=exclude or ())
     options = BatchOptions(out_dir=out, instructions=text.strip(), output_format=output_format,
                            concurrency=concurrency, max_tokens=settings.answer_tokens, force=force)
-    outcomes = _run_batch(lambda on_progress: BatchSummarizer(
-        workspace, ModelClient(settings), options, on_progress=on_progress), items)
+    client = ModelClient(settings)
+    client.resolve_model()  # a service that cannot answer is one error line, before any bar
+    summarizer = BatchSummarizer(workspace, client, options)
+    outcomes = _run_batch(summarizer, items)
     table = Table(title=f"{len(outcomes)} documents")
     for column in ("document", "status", "output / error", "tokens in/out", "parts", "quotes"):
         table.add_column(column)
-    colours = {"done": "green", "skipped": "cyan", "failed": "red", "cancelled": "yellow"}
+    colours = {OutcomeStatus.DONE: "green", OutcomeStatus.SKIPPED: "cyan",
+               OutcomeStatus.FAILED: "red", OutcomeStatus.CANCELLED: "yellow"}
     for o in outcomes:
-        table.add_row(o.source, f"[{colours[o.status]}]{o.status}[/]", o.output or o.error or "",
+        table.add_row(o.source, Text(o.status.value, style=colours[o.status]),
+                      o.output or o.error or "",
                       (f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens
-                       else "not reported") if o.status == "done" else "",
+                       else "not reported") if o.status is OutcomeStatus.DONE else "",
                       str(len(o.parts)) if len(o.parts) > 1 else "", counts_text(o.citations))
     quotes = counts_text(total_counts(o.citations for o in outcomes))
     table.caption = f"quotes checked: {quotes or 'none'}"
     err.print(table)
-    if any(o.status != "done" and o.status != "skipped" for o in outcomes):
+    if summarizer.index_path is not None:
+        err.print(f"index of this run: {summarizer.index_path}")
+    if any(o.status not in (OutcomeStatus.DONE, OutcomeStatus.SKIPPED) for o in outcomes):
         raise typer.Exit(1)
 
 
-def _run_batch(make_summarizer: Any, items: list[Any]) -> list[Any]:
+def _run_batch(summarizer: Any, items: list[Any]) -> list[Any]:
+    import time
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = [TextColumn("summarising"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+    columns = [TextColumn("summarising", markup=False), BarColumn(),
+               TextColumn("{task.completed}/{task.total}", markup=False),
+               TextColumn("{task.fields[detail]}", markup=False), TimeElapsedColumn()]
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("batch", total=len(items), detail="")
 
         def update(progress: Any, outcome: Any) -> None:
-            import time as _time
-            rate = progress.tokens_out / max(_time.monotonic() - progress.started, 1e-6)
+            rate = progress.tokens_out / max(time.monotonic() - progress.started, 1e-6)
             bar.update(task, completed=progress.done + progress.skipped + progress.failed,
                        detail=(f"done {progress.done} · skipped {progress.skipped} · failed "
                                f"{progress.failed} · left {progress.remaining} · in "
                                f"{progress.tokens_in:,} out {progress.tokens_out:,} tok · "
                                f"{rate:.1f} tok/s"))
 
-        summarizer = make_summarizer(update)
+        summarizer.on_progress = update
         try:
             return summarizer.run(items)
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted: in-flight requests cancelled; finished summaries are kept[/]")
+            _say(err, "interrupted:", "yellow", "stopped by the user; in-flight requests "
+                 "cancelled; finished summaries are kept"
+                 + (f" (index: {summarizer.index_path})" if summarizer.index_path else ""))
             raise
 
 
@@ -327,8 +403,10 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
     supervisor = None
     try:  # from before the start: Ctrl-C/SIGTERM at any point stops the demo model
         if local_model and not ModelClient(settings).capabilities().reachable:
-            err.print(f"[bold yellow]No model service at {settings.base_url}: starting {LOCAL_MODEL_ALIAS}[/] "
-                      "— answers will be poor; on a DGX Spark use `docker compose up -d`.")
+            err.print(Text.assemble(
+                (f"No model service at {redact_url(settings.base_url)}: starting "
+                 f"{LOCAL_MODEL_ALIAS}", "bold yellow"),
+                " — answers will be poor; on a DGX Spark use `docker compose up -d`."))
             supervisor = LocalModelSupervisor(log_path=local_model_log(settings.cache_dir), n_ctx=8192,
                                               on_status=_echo_local_model_status)
             supervisor.start()
@@ -376,15 +454,19 @@ def bench(path: Annotated[Optional[Path], typer.Argument(help="A document to use
         raise typer.BadParameter("--concurrency levels must be between 1 and 64")
     settings = _service_settings(base_url, model, api_key)
     workspace = Workspace(settings)
-    with err.status("starting…") as status:
+    if max_tokens < 1 or tokens < 1:
+        raise ConfigError(f"--max-tokens {max_tokens} --tokens {tokens}: both must be whole "
+                          "numbers of at least 1.")
+    with err.status(Text("starting…")) as status:
         runner = Bench(workspace, ModelClient(settings),
                        BenchOptions(tokens=tokens, concurrency=levels, max_tokens=max_tokens, path=path),
-                       on_step=lambda step: status.update(f"bench: {step}…"))
+                       on_step=lambda step: status.update(Text(f"bench: {step}…")))
         try:
             report = runner.run()
         except KeyboardInterrupt:
             runner.cancel()  # closes every stream still in flight
-            err.print("[yellow]bench interrupted: in-flight requests cancelled[/]")
+            _say(err, "bench interrupted:", "yellow", "stopped by the user; in-flight requests "
+                 "cancelled")
             raise
     write_report(report, settings.cache_dir / "bench")  # the Server page shows the latest
     if out_dir is not None:
@@ -407,8 +489,9 @@ def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 
 
     from .local_model import LOCAL_MODEL_ALIAS, LocalModelSupervisor, ServerState, local_model_log
 
-    err.print(f"[bold yellow]Starting {LOCAL_MODEL_ALIAS}[/] — a 135M-parameter demo model: answers "
-              "will be poor. On a DGX Spark use `docker compose up -d` instead.")
+    err.print(Text.assemble((f"Starting {LOCAL_MODEL_ALIAS}", "bold yellow"), " — a 135M-parameter "
+                            "demo model: answers will be poor. On a DGX Spark use `docker compose "
+                            "up -d` instead."))
     supervisor = LocalModelSupervisor(
         host=host, port=port, n_ctx=n_ctx, on_status=_echo_local_model_status,
         log_path=log_file or local_model_log(settings_from().cache_dir))
@@ -424,6 +507,29 @@ def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 
         raise typer.Exit(1)
 
 
+@app.command()
+def sessions(as_json: JsonOpt = False) -> None:
+    """Stored question sessions, newest first: the ids `ask --follow-up-of` takes."""
+    import datetime
+
+    store = Workspace(settings_from()).store
+    listed: list[dict[str, Any]] = [{"id": s.id, "document": s.document_name, "title": s.title, "turns": len(s.turns),
+               "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.UTC)
+               .strftime("%Y-%m-%d %H:%M UTC")} for s in store.list_sessions()]
+    if as_json:
+        emit_json(listed)
+        return
+    if not listed:
+        err.print("no sessions yet: `sparkdocs ask PATH... QUESTION` starts one")
+        return
+    table = Table(title=f"{len(listed)} sessions")
+    for column in ("id", "document", "title", "turns", "updated"):
+        table.add_column(column)
+    for row in listed:
+        table.add_row(row["id"], row["document"], row["title"], str(row["turns"]), row["updated"])
+    out.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -436,19 +542,16 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(code, int):
             return code
     except SparkdocsError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        _say(err, "error:", "bold red", redact_urls(str(exc)), soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print("interrupted: stopped by the user")
         return 130
     except typer.Exit as exc:
         return exc.exit_code
-    except Exception as exc:  # click's usage errors
-        import click
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
-        raise
+    except click.ClickException as exc:  # usage errors
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
     return 0

@@ -10,20 +10,57 @@ import re
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Iterator, Sequence
 
 import httpx
 import openai
 
-from .config import Settings
-from .errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError, ServiceError,
-                     ServiceTimeoutError, ServiceUnavailableError)
+from .config import Settings, check_base_url
+from .errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError, ProtocolError,
+                     ServiceError, ServiceTimeoutError, ServiceUnavailableError)
+from .literal import ControlStripper, redact_url, redact_urls
 from .tokens import ChatMessage
 
 log = logging.getLogger(__name__)
 FAILURE_TTL_S = 2.0
 START_HINT = "start it with `docker compose up -d vllm` (or `sparkdocs local-model`), or set SPARKDOCS_BASE_URL"
+BASE_URL_HINT = ("check SPARKDOCS_BASE_URL: it must point at an OpenAI-compatible server and "
+                 "usually ends in /v1 (a proxy's login or error page answers like this)")
+# Every answer's own length bound: a server that ignores max_tokens is stopped here, not never.
+# Chunks (vLLM sends one per token, plus a role, a finish and a usage chunk) and characters (no
+# Llama 3 token is longer than 128 characters) — loose enough for any honest server.
+LENGTH_BOUND_FACTOR = 2
+LENGTH_BOUND_SLACK = 16
+MAX_CHARS_PER_TOKEN = 128
+
+
+def chunk_bound(max_tokens: int) -> int:
+    """How many stream chunks an answer of `max_tokens` may take before it is stopped."""
+    return LENGTH_BOUND_FACTOR * max_tokens + LENGTH_BOUND_SLACK
+
+
+class StreamEnd(StrEnum):
+    """How an answer stream ended; everything but FINISHED keeps a partial answer."""
+
+    FINISHED = "finished"  # the server gave a finish reason (stop, length, …)
+    STOPPED = "stopped"  # by the user: Stop, Ctrl-C, SIGTERM, cancel()
+    ABANDONED = "abandoned"  # the reader went away (a page rerun) before the end
+    BROKEN = "broken"  # the connection broke, the server reported an error, or no finish reason
+    STALLED = "stalled"  # no text for the read timeout
+    DEADLINE = "deadline"  # the answer as a whole took longer than its deadline
+    TOO_LONG = "too-long"  # the server sent far more than max_tokens (it ignores the limit)
+    INVALID = "invalid"  # an event that is not JSON: not an OpenAI-compatible stream
+
+
+class ServiceProblem(StrEnum):
+    """Why discovery found no usable service (Capabilities.problem)."""
+
+    UNREACHABLE = "unreachable"
+    KEY_REFUSED = "key-refused"
+    NOT_OPENAI = "not-openai"  # /v1/models answered, but not with an OpenAI model list
+    FAILING = "failing"  # /v1/models answered 5xx: there, but loading or broken
 
 
 @dataclass(frozen=True)
@@ -41,6 +78,7 @@ class AnswerResult:
     model: str
     interrupted: bool = False
     error: str | None = None
+    end: StreamEnd = StreamEnd.FINISHED
 
     @property
     def truncated(self) -> bool:
@@ -77,9 +115,12 @@ class ServerMetrics:
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What discovery found. `base_url` is the one to show (credentials hidden)."""
+
     base_url: str
     reachable: bool
     error: str | None = None
+    problem: ServiceProblem | None = None
     models: tuple[str, ...] = ()
     model: str | None = None
     model_note: str | None = None
@@ -88,6 +129,7 @@ class Capabilities:
     tokenize_path: str | None = None
     metrics: ServerMetrics | None = None
     server_kind: str = "unknown"
+    notes: tuple[str, ...] = ()  # what the server said that sparkdocs could not use, and the fix
     checked_at: float = field(default=0.0, compare=False)
 
 
@@ -131,19 +173,20 @@ _OVERFLOW_NUMBERS = re.compile(r"maximum context length is (\d+) tokens.*?(\d+) 
 
 def _service_error(exc: Exception, *, settings: Settings, model: str) -> ServiceError:
     """openai/httpx exceptions → sparkdocs errors whose message says what to do."""
-    url = settings.base_url
+    url = redact_url(settings.base_url)
     if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
         return ServiceTimeoutError(
-            f"The model service at {url} did not answer within {settings.request_timeout_s:.0f} s; "
+            f"The model service at {url} did not answer within {settings.request_timeout_s:g} s; "
             "it may be loading the model or overloaded — check `sparkdocs doctor`, or raise "
             "SPARKDOCS_REQUEST_TIMEOUT_S.")
     if isinstance(exc, (openai.APIConnectionError, httpx.ConnectError, httpx.TransportError)):
         return ServiceUnavailableError(f"Nothing is answering at {url}: {START_HINT}.")
-    if isinstance(exc, openai.AuthenticationError) or getattr(exc, "status_code", None) == 401:
+    if (isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError))
+            or getattr(exc, "status_code", None) in (401, 403)):
         return AuthenticationError(
             f"The model service at {url} refused the API key; set SPARKDOCS_API_KEY (or --api-key) "
             "to the key the server was started with (VLLM_API_KEY in compose).")
-    message = str(getattr(exc, "message", "") or exc)
+    message = redact_urls(str(getattr(exc, "message", "") or exc))
     if isinstance(exc, openai.NotFoundError) or getattr(exc, "status_code", None) == 404:
         return ModelNotFoundError(
             f"The service at {url} does not serve model {model!r} ({message}); set SPARKDOCS_MODEL "
@@ -176,16 +219,25 @@ class Waiting:
 
 class AnswerStream:
     """Iterate for text as it arrives; `result` holds the record once the stream ends (also after
-    a cancel or a cut: the partial answer is kept and marked)."""
+    a cancel, a cut, a deadline or a length bound: the partial answer is kept and marked).
+
+    Every answer is bounded twice, so no server can keep it running forever: a deadline for the
+    whole answer (a timer that closes the connection, since a server sending keep-alives forever
+    never lets a read time out) and a length bound of about twice max_tokens. Text is stripped of
+    terminal control sequences here, once, for every reader (terminal, files, pages, store)."""
 
     def __init__(self, client: "ModelClient", messages: Sequence[ChatMessage], *, model: str,
-                 max_tokens: int, temperature: float) -> None:
+                 max_tokens: int, temperature: float, deadline_s: float,
+                 deadline_fix: str) -> None:
         self._client = client
         self._messages = [m.as_dict() for m in messages]
         self._model = model
         self._max_tokens = max_tokens
         self._temperature = temperature
+        self._deadline_s = deadline_s
+        self._deadline_fix = deadline_fix
         self._cancel = threading.Event()
+        self._expired = threading.Event()
         self._response: Any = None
         self.result: AnswerResult | None = None
         self.parts: list[str] = []
@@ -195,6 +247,16 @@ class AnswerStream:
         tells vLLM the client left, so it aborts the request even in the middle of a prefill
         (closing the response alone waits for the next chunk, which a prefill does not send)."""
         self._cancel.set()
+        self._abort_connection()
+        result = self.result
+        if result is not None and result.end is StreamEnd.ABANDONED:
+            # The reader left first (Ctrl-C landed in the caller's loop, not in the read), then
+            # the caller said stop: it was the user's stop.
+            self.result = replace(result, end=StreamEnd.STOPPED, error=STOPPED_BY_USER)
+
+    def _expire(self) -> None:
+        """The deadline timer: end the answer the way cancel() does, but say why."""
+        self._expired.set()
         self._abort_connection()
 
     def _abort_connection(self) -> None:
@@ -249,86 +311,163 @@ class AnswerStream:
                 self.cancel()
                 reader.join(timeout=10)
 
-    def __iter__(self) -> Iterator[str]:
-        started = time.perf_counter()
-        first: float | None = None
-        finish: str | None = None
-        usage: Any = None
-        chunks = 0
-        error: str | None = None
-        interrupted = False
+    def _open(self) -> Any:
+        """Send the request; the response must be an event stream (not a login page). A server
+        that holds back even its headers is waited for no longer than the answer's deadline
+        (per attempt: the timer cannot reach a connection that is not open yet)."""
+        settings = self._client.settings
+        wait_s = min(settings.request_timeout_s, self._deadline_s)
         try:
-            self._response = self._client.openai.chat.completions.create(  # type: ignore[call-overload]
+            response = self._client.openai.chat.completions.create(  # type: ignore[call-overload]
                 model=self._model, messages=self._messages, stream=True,
                 max_tokens=self._max_tokens, temperature=self._temperature,
-                stream_options={"include_usage": True})
+                stream_options={"include_usage": True},
+                timeout=openai.Timeout(wait_s, connect=settings.connect_timeout_s))
+        except openai.APITimeoutError as exc:
+            if wait_s < settings.request_timeout_s:
+                raise ServiceTimeoutError(
+                    f"The model service at {redact_url(settings.base_url)} sent no answer within "
+                    f"{wait_s:g} s; {self._deadline_fix}.") from exc
+            raise _service_error(exc, settings=settings, model=self._model) from exc
         except openai.OpenAIError as exc:
-            raise _service_error(exc, settings=self._client.settings, model=self._model) from exc
-        if self._cancel.is_set():  # stopped while the request was being sent
-            self._abort_connection()
+            raise _service_error(exc, settings=settings, model=self._model) from exc
+        headers = getattr(getattr(response, "response", None), "headers", None) or {}
+        kind = str(headers.get("content-type", ""))
+        if kind and "event-stream" not in kind:
+            try:
+                response.close()
+            except (OSError, httpx.HTTPError, openai.OpenAIError, RuntimeError) as exc:
+                log.debug("closing a response that is not a stream: %s", exc)
+            raise ProtocolError(
+                f"The model service at {redact_url(self._client.settings.base_url)} answered the "
+                f"chat request with {kind.split(';')[0]}, not an event stream; {BASE_URL_HINT}.")
+        return response
+
+    def __iter__(self) -> Iterator[str]:
+        started = time.perf_counter()
+        state = _StreamState()
+        timer = threading.Timer(self._deadline_s, self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            try:
+                self._response = self._open()
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C/SIGTERM while it waits for headers
+                self._cancel.set()
+                state.end, state.error = StreamEnd.STOPPED, STOPPED_BY_USER
+                raise
+            if self._cancel.is_set() or self._expired.is_set():  # stopped while it was sent
+                self._abort_connection()
+            yield from self._read(state)
+        finally:
+            timer.cancel()
+            if self._response is not None or state.end is not None:
+                self.result = self._record(started, state)
+
+    def _read(self, state: _StreamState) -> Iterator[str]:
+        bound = chunk_bound(self._max_tokens)
+        char_bound = bound * MAX_CHARS_PER_TOKEN
+        stripper = ControlStripper()
         try:
             for chunk in self._response:
-                if self._cancel.is_set():
-                    interrupted, error = True, "stopped by the user"
+                if self._cancel.is_set() or self._expired.is_set():
                     break
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage
-                for choice in chunk.choices or ():
-                    delta = choice.delta.content if choice.delta else None
-                    if delta:
-                        if first is None:
-                            first = time.perf_counter()
-                        chunks += 1
-                        self.parts.append(delta)
-                        yield delta
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+                state.chunks += 1
+                text, finish, usage = _chunk_fields(chunk)
+                if usage is not None:
+                    state.usage = usage
+                if finish:
+                    state.finish = finish
+                if text:
+                    state.chars += len(text)
+                    clean = stripper.feed(text)
+                    if clean:
+                        if state.first is None:
+                            state.first = time.perf_counter()
+                        state.text_chunks += 1
+                        self.parts.append(clean)
+                        yield clean
+                if state.chunks > bound or state.chars > char_bound:
+                    what = (f"{bound:,} tokens" if state.chunks > bound
+                            else f"{char_bound:,} characters")
+                    state.end = StreamEnd.TOO_LONG
+                    state.error = (f"the server sent more than {what} for max_tokens="
+                                   f"{self._max_tokens}; stopped (it ignores the answer limit: "
+                                   "check the server with `sparkdocs doctor`); the partial answer "
+                                   "is kept")
+                    log.warning("stream stopped: %s", state.error)
+                    break
+            tail = stripper.flush()
+            if tail:
+                self.parts.append(tail)
+                yield tail
         except GeneratorExit:  # the consumer went away (a Streamlit rerun): keep what we have
-            interrupted, error = True, "interrupted before the answer finished"
+            state.end, state.error = StreamEnd.ABANDONED, "interrupted before the answer finished"
             raise
-        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM turned into it) in the reading thread
-            interrupted, error = True, "stopped by the user"
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (sys.exit), while reading
+            self._cancel.set()
+            state.end, state.error = StreamEnd.STOPPED, STOPPED_BY_USER
             raise
-        except Exception as exc:  # any transport failure mid-stream (httpx or httpx2, by version)
-            if not self._cancel.is_set():
-                interrupted = True
-                error = f"the answer stream broke off: {exc}; the partial answer is kept"
-                log.warning("stream cut after %d chunks: %s", chunks, exc)
-            else:
-                interrupted, error = True, "stopped by the user"
+        except openai.APITimeoutError as exc:
+            state.fail(StreamEnd.STALLED, (
+                f"no text for {self._client.settings.request_timeout_s:g} s in the middle of the "
+                "answer: the server stalled; the partial answer is kept — check it with "
+                "`sparkdocs doctor`, or raise SPARKDOCS_REQUEST_TIMEOUT_S if it is only slow"), exc)
+        except openai.APIConnectionError as exc:
+            state.fail(StreamEnd.BROKEN, f"the answer stream broke off ({_cause(exc)}); the "
+                       "partial answer is kept", exc)
+        except openai.APIError as exc:  # an error event in the stream (vLLM: an engine failure)
+            state.fail(StreamEnd.BROKEN, "the server reported an error in the middle of the "
+                       f"answer: {redact_urls(exc.message)}; the partial answer is kept", exc)
+        except ValueError as exc:  # json.JSONDecodeError: an event whose data is not JSON
+            sample = getattr(exc, "doc", "")[:120]
+            state.fail(StreamEnd.INVALID, f"the server sent an event that is not JSON ({sample!r}): "
+                       f"not an OpenAI-compatible stream; the partial answer is kept; {BASE_URL_HINT}",
+                       exc)
+        except (httpx.HTTPError, OSError) as exc:  # a transport error openai did not wrap
+            state.fail(StreamEnd.BROKEN, f"the answer stream broke off ({_cause(exc)}); the "
+                       "partial answer is kept", exc)
         finally:
-            if interrupted:
-                self._cancel.set()
-                self._abort_connection()
             try:
                 self._response.close()
             except (OSError, httpx.HTTPError, openai.OpenAIError, RuntimeError) as exc:
                 log.debug("closing a finished stream: %s", exc)
-            ended = time.perf_counter()
-            if finish is None and not interrupted and not self._cancel.is_set():
-                interrupted, error = True, "the answer stream broke off before its end; the partial answer is kept"
-            if self._cancel.is_set() and not interrupted:
-                interrupted, error = True, "stopped by the user"
-            self.result = self._record(started, first, ended, finish, usage, chunks,
-                                       interrupted, error)
+            # Who ended it matters more than how the socket reported it.
+            if self._cancel.is_set() and state.end is not StreamEnd.TOO_LONG:
+                state.end, state.error = StreamEnd.STOPPED, STOPPED_BY_USER
+            elif self._expired.is_set() and state.end is not StreamEnd.TOO_LONG:
+                state.end = StreamEnd.DEADLINE
+                state.error = (f"no answer within {self._deadline_s:g} s; stopped, the partial "
+                               f"answer is kept — {self._deadline_fix}")
+            elif state.end is None and state.finish is None:
+                state.end = StreamEnd.BROKEN
+                state.error = "the answer stream broke off before its end; the partial answer is kept"
+            if state.end not in (None, StreamEnd.FINISHED):
+                self._cancel.set()
+                self._abort_connection()
+            state.ended = time.perf_counter()
 
-    def _record(self, started: float, first: float | None, ended: float, finish: str | None,
-                usage: Any, chunks: int, interrupted: bool, error: str | None) -> AnswerResult:
+    def _record(self, started: float, state: _StreamState) -> AnswerResult:
+        usage = state.usage
         completion = getattr(usage, "completion_tokens", None) if usage else None
         prompt = getattr(usage, "prompt_tokens", None) if usage else None
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
         cached = getattr(details, "cached_tokens", None) if details else None
         if cached is None and details is not None:
             cached = 0  # vLLM omits the field when nothing was cached
-        produced = completion if completion is not None else chunks
+        ended = state.ended or time.perf_counter()
+        produced = completion if isinstance(completion, int) else state.text_chunks
         decode = None
+        first = state.first
         if first is not None and produced > 1 and ended > first:
             decode = (produced - 1) / (ended - first)
+        end = state.end or StreamEnd.FINISHED
         return AnswerResult(
-            answer="".join(self.parts), finish_reason=finish,
+            answer="".join(self.parts), finish_reason=state.finish,
             ttft_s=None if first is None else first - started, total_s=ended - started,
             decode_tokens_per_s=decode, prompt_tokens=prompt, completion_tokens=completion,
-            cached_tokens=cached, model=self._model, interrupted=interrupted, error=error)
+            cached_tokens=cached, model=self._model, interrupted=end is not StreamEnd.FINISHED,
+            error=state.error, end=end)
 
     def run(self) -> AnswerResult:
         """Consume the whole stream (for batch work) and return the record."""
@@ -336,6 +475,53 @@ class AnswerStream:
             pass
         assert self.result is not None
         return self.result
+
+
+STOPPED_BY_USER = "stopped by the user"
+
+
+@dataclass
+class _StreamState:
+    """What one stream has seen so far (one reader thread writes it)."""
+
+    first: float | None = None
+    ended: float | None = None
+    finish: str | None = None
+    usage: Any = None
+    chunks: int = 0
+    text_chunks: int = 0
+    chars: int = 0
+    end: StreamEnd | None = None
+    error: str | None = None
+
+    def fail(self, end: StreamEnd, error: str, exc: BaseException) -> None:
+        self.end, self.error = end, error
+        log.warning("stream ended (%s): %s", end.value, exc)
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost message of a wrapped transport error ("Connection error." says nothing)."""
+    inner: BaseException = exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    return redact_urls(str(inner) or inner.__class__.__name__)
+
+
+def _chunk_fields(chunk: Any) -> tuple[str, str | None, Any]:
+    """(text, finish reason, usage) of one stream chunk, whatever its shape: openai builds
+    chunks without validating them, so a server's odd JSON must not become an AttributeError."""
+    usage = getattr(chunk, "usage", None)
+    choices = getattr(chunk, "choices", None)
+    texts: list[str] = []
+    finish: str | None = None
+    for choice in choices if isinstance(choices, list) else ():
+        content = getattr(getattr(choice, "delta", None), "content", None)
+        if isinstance(content, str):
+            texts.append(content)
+        reason = getattr(choice, "finish_reason", None)
+        if isinstance(reason, str) and reason:
+            finish = reason
+    return "".join(texts), finish, usage
 
 
 @dataclass(frozen=True)
@@ -347,6 +533,7 @@ class WarmUpResult:
 
 class ModelClient:
     def __init__(self, settings: Settings, *, http_client: httpx.Client | None = None) -> None:
+        check_base_url(settings.base_url)
         self.settings = settings
         timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
         self._http = http_client or httpx.Client(timeout=timeout)
@@ -395,20 +582,36 @@ class ModelClient:
 
     def _discover(self) -> Capabilities:
         base = self.settings.base_url
+        shown = redact_url(base)
+        context = self.settings.context_length
+
+        def failed(problem: ServiceProblem, error: str) -> Capabilities:
+            return Capabilities(shown, problem is not ServiceProblem.UNREACHABLE, error=error,
+                                problem=problem, context_length=context,
+                                checked_at=time.monotonic())
+
         try:
             response = self._http.get(f"{base.rstrip('/')}/models", headers=self._auth_headers(),
                                       timeout=self.settings.connect_timeout_s * 2)
         except httpx.HTTPError as exc:
-            return Capabilities(base, False, error=f"Nothing is answering at {base} ({exc.__class__.__name__}): {START_HINT}.",
-                                context_length=self.settings.context_length, checked_at=time.monotonic())
-        if response.status_code == 401:
-            return Capabilities(base, True, error="The server refused the API key: set SPARKDOCS_API_KEY.",
-                                context_length=self.settings.context_length, checked_at=time.monotonic())
-        try:
-            data = response.json().get("data", [])
-        except ValueError:
-            data = []
-        models = tuple(str(m.get("id")) for m in data if isinstance(m, dict))
+            return failed(ServiceProblem.UNREACHABLE, f"Nothing is answering at {shown} "
+                          f"({exc.__class__.__name__}): {START_HINT}.")
+        if response.status_code in (401, 403):
+            return failed(ServiceProblem.KEY_REFUSED, (
+                f"The model service at {shown} refused the API key (HTTP {response.status_code}); "
+                "set SPARKDOCS_API_KEY (or --api-key) to the key the server was started with "
+                "(VLLM_API_KEY in compose)."))
+        if response.status_code >= 500:
+            return failed(ServiceProblem.FAILING, (
+                f"The model service at {shown} answered /v1/models with HTTP "
+                f"{response.status_code}: it may be loading the model or failing; check its logs "
+                "(`docker compose logs vllm`)."))
+        listed = _model_list(response)
+        if isinstance(listed, str):
+            return failed(ServiceProblem.NOT_OPENAI, f"The server at {shown} answered /v1/models "
+                          f"with {listed}, not an OpenAI model list; {BASE_URL_HINT}.")
+        data = listed
+        models = tuple(m["id"] for m in data)
         wanted = self.settings.model
         model: str | None = wanted
         note: str | None = None
@@ -417,33 +620,39 @@ class ModelClient:
                 model = models[0]
                 note = f"{wanted!r} is not served here; using the only served model {model!r}."
             elif not models:
-                model, note = None, "The server lists no models."
+                model, note = None, (f"The server at {shown} lists no models; start it with a "
+                                     "model (`vllm serve MODEL`) or check SPARKDOCS_BASE_URL.")
             else:
                 model, note = None, f"{wanted!r} is not served; choose one of {', '.join(models)} with SPARKDOCS_MODEL."
-        entry = next((m for m in data if isinstance(m, dict) and m.get("id") == model), {})
-        context = entry.get("max_model_len")
+        entry = next((m for m in data if m["id"] == model), {})
+        notes: list[str] = []
+        served_context = _positive_int(entry.get("max_model_len"))
+        if "max_model_len" in entry and entry["max_model_len"] is not None and served_context is None:
+            notes.append(f"The server reports max_model_len {entry['max_model_len']!r}, not a "
+                         f"number of tokens; budgeting with {context:,} from configuration — set "
+                         "SPARKDOCS_CONTEXT_LENGTH to the server's real context.")
         owned = str(entry.get("owned_by", ""))
         metrics = self._metrics()
         kind = "vllm" if (owned == "vllm" or metrics is not None) else "unknown"
-        if not context:
-            context = self._llama_cpp_context()
-            if context:
+        if not served_context:
+            served_context = self._llama_cpp_context()
+            if served_context:
                 kind = "llama.cpp"
         tokenize = self._find_tokenize(model)
         if tokenize == "/extras/tokenize":
             kind = "llama-cpp-python"
         return Capabilities(
-            base, True, models=models, model=model, model_note=note,
-            context_length=int(context) if context else self.settings.context_length,
-            context_from_server=bool(context), tokenize_path=tokenize, metrics=metrics,
-            server_kind=kind, checked_at=time.monotonic())
+            shown, True, models=models, model=model, model_note=note,
+            context_length=served_context or context,
+            context_from_server=served_context is not None, tokenize_path=tokenize, metrics=metrics,
+            server_kind=kind, notes=tuple(notes), checked_at=time.monotonic())
 
     def _llama_cpp_context(self) -> int | None:
         response = self._get("/props")
         if response is None or response.status_code != 200:
             return None
         try:
-            return int(response.json()["default_generation_settings"]["n_ctx"])
+            return _positive_int(response.json()["default_generation_settings"]["n_ctx"])
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -493,7 +702,10 @@ class ModelClient:
             body = response.json()
         except (httpx.HTTPError, ValueError):
             return None
-        return int(body.get("count") or len(body.get("tokens", [])))
+        if not isinstance(body, dict):  # a server's odd JSON is "cannot count", not a crash
+            return None
+        tokens = body.get("tokens")
+        return _positive_int(body.get("count")) or (len(tokens) if isinstance(tokens, list) else None)
 
     def health(self) -> bool | None:
         """True/False from /health; None when the server has no such endpoint."""
@@ -506,20 +718,38 @@ class ModelClient:
 
     # requests --------------------------------------------------------------------------------
     def resolve_model(self) -> str:
+        """The model to ask, or the error that says why there is none (each problem its own)."""
         caps = self.capabilities()
-        if not caps.reachable:
+        problem = caps.problem
+        if problem is ServiceProblem.UNREACHABLE or not caps.reachable:
             raise ServiceUnavailableError(caps.error or f"Nothing is answering at {caps.base_url}.")
+        if problem is ServiceProblem.KEY_REFUSED:
+            raise AuthenticationError(caps.error or f"{caps.base_url} refused the API key.")
+        if problem is ServiceProblem.FAILING:
+            raise ServiceUnavailableError(caps.error or f"{caps.base_url} is failing.")
+        if problem is ServiceProblem.NOT_OPENAI:
+            raise ProtocolError(caps.error or f"{caps.base_url} is not an OpenAI-compatible server.")
         if caps.model is None:
-            raise ModelNotFoundError(caps.model_note or f"No model at {caps.base_url}.")
+            raise ModelNotFoundError(caps.model_note or f"The server at {caps.base_url} lists no "
+                                     "models; check SPARKDOCS_BASE_URL and SPARKDOCS_MODEL.")
         if caps.model_note:
             log.info(caps.model_note)
         return caps.model
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
-               temperature: float | None = None, model: str | None = None) -> AnswerStream:
-        return AnswerStream(self, messages, model=model or self.resolve_model(),
-                            max_tokens=max_tokens or self.settings.answer_tokens,
-                            temperature=self.settings.temperature if temperature is None else temperature)
+               temperature: float | None = None, model: str | None = None,
+               deadline_s: float | None = None, deadline_fix: str | None = None) -> AnswerStream:
+        """An answer to stream. It ends by `deadline_s` (default SPARKDOCS_ANSWER_DEADLINE_S);
+        `deadline_fix` is what the message then tells the user to do."""
+        settings = self.settings
+        return AnswerStream(
+            self, messages, model=model or self.resolve_model(),
+            max_tokens=max_tokens or settings.answer_tokens,
+            temperature=settings.temperature if temperature is None else temperature,
+            deadline_s=settings.answer_deadline_s if deadline_s is None else deadline_s,
+            deadline_fix=deadline_fix or (
+                f"raise SPARKDOCS_ANSWER_DEADLINE_S (now {settings.answer_deadline_s:g} s) if "
+                "the server is only slow, or lower the answer length"))
 
     def warm_up(self, messages: Sequence[ChatMessage], *, model: str | None = None) -> WarmUpResult:
         """Send the next question's exact prefix with max_tokens=1 so its KV blocks are cached."""
@@ -536,3 +766,33 @@ class ModelClient:
         return WarmUpResult(time.perf_counter() - started,
                             usage.prompt_tokens if usage else None,
                             getattr(details, "cached_tokens", None) if details else None)
+
+
+def _positive_int(value: object) -> int | None:
+    """A token count from a server's JSON (an int or a numeric string), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value) or None
+    return None
+
+
+def _model_list(response: httpx.Response) -> list[dict[str, Any]] | str:
+    """The entries of an OpenAI /v1/models answer that have an id, or what came instead."""
+    kind = response.headers.get("content-type", "")
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return (kind.split(";")[0] or "something") + " that is not JSON"
+    if body is None:
+        return "null"
+    if isinstance(body, list):
+        return "a JSON list"
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return ("a JSON object without a model list" if isinstance(body, dict)
+                else f"a JSON {type(body).__name__}")
+    return [m for m in body["data"] if isinstance(m, dict) and isinstance(m.get("id"), str)]

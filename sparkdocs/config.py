@@ -4,10 +4,18 @@ the environment."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+import annotated_types
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+from .literal import redact_url
 
 DEFAULT_MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"
 
@@ -27,7 +35,10 @@ class Settings(BaseSettings):
     context_length: int = Field(65_536, ge=512, description="Used when the server does not say.")
     answer_tokens: int = Field(1024, ge=1, description="Answer reserve: max_tokens per answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0)
-    request_timeout_s: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0, description="Longest wait for any byte of an answer.")
+    answer_deadline_s: float = Field(
+        1800.0, gt=0, description="Longest a whole answer may take, prefill included (a server "
+        "that streams forever is stopped here).")
     connect_timeout_s: float = Field(5.0, gt=0)
     max_retries: int = Field(3, ge=0)
     capability_ttl_s: float = Field(30.0, ge=0)
@@ -53,6 +64,78 @@ class Settings(BaseSettings):
     @property
     def max_unpacked_bytes(self) -> int:
         return self.max_unpacked_mb * 1024 * 1024
+
+
+def build_settings(*, overrides: Mapping[str, Any] | None = None,
+                   option_names: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment plus explicit values (None: not given). A value sparkdocs
+    cannot use is one ConfigError line that names where it came from — the command-line option
+    in `option_names` or the SPARKDOCS_* variable — and what to set instead, never a pydantic
+    traceback."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    names = option_names or {}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        problems = [_explain(error, given, names) for error in exc.errors()]
+        raise ConfigError("; ".join(problems) + ".") from None
+    check_base_url(settings.base_url, source=names.get("base_url") if "base_url" in given else None)
+    return settings
+
+
+def check_base_url(url: str, *, source: str | None = None) -> None:
+    """The base URL must be an http(s) address with a host (and a numeric port, if any):
+    anything else is a ConfigError now, not an httpx error at the first request."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsing the port is the check: 'abc' raises ValueError)
+        problem = ("it does not start with http:// or https://" if parts.scheme not in ("http", "https")
+                   else "it has no host" if not parts.hostname else None)
+    except ValueError as exc:
+        problem = f"its port is not a number ({exc})" if "port" in str(exc).lower() else str(exc)
+    if problem:
+        named = f"{source} {redact_url(url)!r}" if source else f"SPARKDOCS_BASE_URL={redact_url(url)!r}"
+        raise ConfigError(f"{named} is not an address sparkdocs can use: {problem}; set "
+                          "SPARKDOCS_BASE_URL (or --base-url) to the model service's OpenAI "
+                          "endpoint, like http://localhost:8000/v1.")
+
+
+def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, str]) -> str:
+    field_name = str(error["loc"][0]) if error.get("loc") else ""
+    env_name = f"SPARKDOCS_{field_name.upper()}"
+    if field_name in given:
+        source = option_names.get(field_name, f"--{field_name.replace('_', '-')}")
+        shown = f"{source} {given[field_name]}"
+    else:
+        source, shown = env_name, f"{env_name}={error.get('input')!r}"
+    if field_name in ("api_key", "base_url"):  # never echo a secret
+        shown = source
+    reason = str(error.get("msg", "invalid")).replace("\n", " ")
+    reason = reason[:1].lower() + reason[1:]
+    return f"{shown} is not valid ({reason}); {field_fix(field_name, source)}"
+
+
+def field_fix(field_name: str, source: str) -> str:
+    """What a setting must be, from its type and limits: the fix half of a ConfigError."""
+    info = Settings.model_fields.get(field_name)
+    if info is None:
+        return f"remove {source}"
+    kinds = {int: "a whole number", float: "a number", bool: "true or false", Path: "a path",
+             str: "text"}
+    kind = kinds.get(info.annotation, "a valid value")  # type: ignore[arg-type]
+    limits = []
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Ge):
+            limits.append(f"at least {item.ge}")
+        elif isinstance(item, annotated_types.Gt):
+            limits.append(f"above {item.gt}")
+        elif isinstance(item, annotated_types.Le):
+            limits.append(f"at most {item.le}")
+        elif isinstance(item, annotated_types.Lt):
+            limits.append(f"below {item.lt}")
+    text = (info.description or "").rstrip(".")
+    about = f" ({text[:1].lower()}{text[1:]})" if text else ""
+    return f"set {source} to {kind}" + (f" of {' and '.join(limits)}" if limits else "") + about
 
 
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:

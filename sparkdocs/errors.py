@@ -28,6 +28,10 @@ class UnsafeArchiveError(IngestError):
     """An archive that tries to escape its root or expands past the limits."""
 
 
+class ConfigError(SparkdocsError):
+    """A setting or option has a value sparkdocs cannot use; the message names it and the fix."""
+
+
 class BudgetError(SparkdocsError):
     """The prompt cannot fit the served context."""
 
@@ -50,6 +54,10 @@ class AuthenticationError(ServiceError):
 
 class ModelNotFoundError(ServiceError):
     """The configured model is not served."""
+
+
+class ProtocolError(ServiceError):
+    """The service answered, but not as an OpenAI-compatible server does (HTML, a list, …)."""
 
 
 class ContextOverflowError(ServiceError):

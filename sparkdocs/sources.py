@@ -25,10 +25,11 @@ class CodebaseSource:
 
 
 def expand_paths(patterns: Sequence[str]) -> list[Path]:
-    """Globs expanded (sorted), plain paths kept; a missing path is an error that names it."""
+    """Globs expanded (sorted), plain paths kept; a missing path is an error that names it.
+    A path that exists is itself, even when its name has glob characters (`notes [draft].md`)."""
     paths: list[Path] = []
     for pattern in patterns:
-        if any(ch in pattern for ch in "*?["):
+        if any(ch in pattern for ch in "*?[") and not Path(pattern).exists():
             matches = sorted(glob.glob(pattern, recursive=True))
             if not matches:
                 raise IngestError(f"{pattern}: no file matches this pattern.")

@@ -1,6 +1,8 @@
 """A small fake OpenAI-compatible server, only for what a real server cannot be made to do:
 vLLM's usage and metrics shapes, a 400 overflow body, a stream cut in the middle, a slow
-server, a 503, latency for scheduling tests."""
+server, a 503, latency for scheduling tests, and the stream faults of `StreamFault` (a stream
+that never ends, one that stalls, HTML or broken events instead of a stream) and odd
+`/v1/models` bodies (`models_body`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,6 +35,21 @@ vllm:num_requests_waiting{engine="0",model_name="m"} 1.0
 """
 
 
+class StreamFault(Enum):
+    """How a chat stream misbehaves (None in `Behaviour.stream_fault`: it does not)."""
+
+    ENDLESS = "endless"  # ignores max_tokens: words until the client leaves
+    STALL = "stall"  # `stall_after_chunks` words, then silence for `stall_s`
+    KEEPALIVE_ONLY = "keepalive-only"  # SSE comments forever, never a word (no read timeout fires)
+    HTML = "html"  # 200 with an HTML page (a proxy's login page) instead of an event stream
+    NOT_JSON = "not-json"  # two words, then an event whose data is not JSON
+    ERROR_EVENT = "error-event"  # two words, then vLLM's mid-stream error event
+    NO_FINISH = "no-finish"  # words and [DONE], but never a finish_reason
+
+
+MODELS_NOT_SET = object()
+
+
 @dataclass
 class Behaviour:
     """What the next requests do. Tests mutate it between calls."""
@@ -39,6 +57,7 @@ class Behaviour:
     model: str = "nvidia/Llama-3.3-70B-Instruct-FP8"
     max_model_len: int = 65_536
     answer: str = "The answer is forty-two."
+    chunks: list[str] | None = None  # sent exactly as given instead of the answer's words
     latency_s: float = 0.0  # before the first token
     token_delay_s: float = 0.0
     cut_after_chunks: int | None = None
@@ -48,6 +67,13 @@ class Behaviour:
     cached_tokens: int | None = 1024
     api_key: str | None = None
     fail_when_prompt_contains: str | None = None
+    stream_fault: StreamFault | None = None
+    stall_after_chunks: int = 2
+    stall_s: float = 30.0
+    models_body: Any = MODELS_NOT_SET  # the raw JSON /v1/models answers (a list, None, …)
+    models_status: int = 200  # with models_body
+    models_html: bool = False  # /v1/models answers 200 with an HTML page
+    tokenize_body: Any = MODELS_NOT_SET  # the raw JSON /tokenize answers (after discovery's probe)
     requests: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -69,6 +95,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _html(self) -> None:
+        data = b"<!doctype html><html><body><h1>Sign in</h1></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _authorised(self) -> bool:
         key = self.behaviour.api_key
         if key and self.headers.get("Authorization") != f"Bearer {key}":
@@ -79,7 +113,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         b = self.behaviour
         if self.path == "/v1/models":
-            if self._authorised():
+            if not self._authorised():
+                return
+            if b.models_html:
+                self._html()
+            elif b.models_body is not MODELS_NOT_SET:
+                self._json(b.models_status, b.models_body)
+            else:
                 self._json(200, {"object": "list", "data": [
                     {"id": b.model, "object": "model", "owned_by": "vllm", "max_model_len": b.max_model_len}]})
         elif self.path == "/metrics":
@@ -101,7 +141,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path == "/tokenize":
-            self._json(200, {"count": 3, "max_model_len": b.max_model_len, "tokens": [1, 2, 3]})
+            if b.tokenize_body is not MODELS_NOT_SET and body.get("prompt") != "hi":  # not the probe
+                self._json(200, b.tokenize_body)
+            else:
+                self._json(200, {"count": 3, "max_model_len": b.max_model_len, "tokens": [1, 2, 3]})
             return
         if self.path != "/v1/chat/completions":
             self._json(404, {"error": {"message": "not found"}})
@@ -121,6 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(b.status, b.error_body or {"error": {"message": "Service Unavailable", "code": b.status}})
                 return
             time.sleep(b.latency_s)
+            if b.stream_fault is StreamFault.HTML:
+                self._html()
+                return
             if not body.get("stream"):
                 self._json(200, {"id": "x", "object": "chat.completion", "model": b.model, "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": b.answer[:1]}, "finish_reason": "length"}],
@@ -144,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
-        words = b.answer.split(" ")
+        words = list(b.chunks) if b.chunks is not None else b.answer.split(" ")
         max_tokens = body.get("max_tokens") or len(words)
         emitted = words[:max_tokens]
         finish = "stop" if len(emitted) == len(words) else "length"
@@ -153,6 +199,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
             self.wfile.flush()
 
+        def word_chunk(text: str) -> dict[str, Any]:
+            return {"id": "x", "object": "chat.completion.chunk", "model": b.model, "choices": [
+                {"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
+        fault = b.stream_fault
+        try:
+            if fault is not None and self._fault(fault, words, send, word_chunk):
+                return
+        except OSError:  # the client left (a cancel, a length bound, a deadline)
+            return
         for index, word in enumerate(emitted):
             if b.cut_after_chunks is not None and index >= b.cut_after_chunks:
                 self.wfile.write(b"data: {\"broken")
@@ -160,7 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(2)
                 return
             send({"id": "x", "object": "chat.completion.chunk", "model": b.model, "choices": [
-                {"index": 0, "delta": {"content": word if index == 0 else " " + word}, "finish_reason": None}]})
+                {"index": 0, "delta": {"content": word if index == 0 or b.chunks is not None else " " + word},
+                 "finish_reason": None}]})
             time.sleep(b.token_delay_s)
         send({"id": "x", "object": "chat.completion.chunk", "model": b.model,
               "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
@@ -170,12 +227,58 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
+    def _fault(self, fault: StreamFault, words: list[str], send: Any, word_chunk: Any) -> bool:
+        """Play one stream fault; True when the stream is over (else the normal stream follows)."""
+        b = self.behaviour
+        if fault is StreamFault.ENDLESS:
+            index = 0
+            while True:
+                send(word_chunk(words[index % len(words)] + " "))
+                index += 1
+                time.sleep(b.token_delay_s)
+        if fault is StreamFault.KEEPALIVE_ONLY:
+            while True:
+                self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+                time.sleep(0.05)
+        if fault is StreamFault.STALL:
+            for word in words[:b.stall_after_chunks]:
+                send(word_chunk(word + " "))
+            time.sleep(b.stall_s)
+            return False
+        if fault in (StreamFault.NOT_JSON, StreamFault.ERROR_EVENT):
+            for word in words[:2]:
+                send(word_chunk(word + " "))
+            if fault is StreamFault.NOT_JSON:
+                self.wfile.write(b"data: <html>Bad Gateway</html>\n\n")
+            else:
+                send({"error": {"message": "EngineCore encountered an issue [/INST]", "code": 500}})
+            self.wfile.flush()
+            time.sleep(0.2)
+            return True
+        if fault is StreamFault.NO_FINISH:
+            for word in words:
+                send(word_chunk(word + " "))
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            return True
+        return False
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that leaves mid-stream (cancel, a bound, a deadline) is expected here."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class FakeServer:
     def __init__(self) -> None:
         self.behaviour = Behaviour()
         handler = type("Handler", (_Handler,), {"behaviour": self.behaviour})
-        server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 256})
+        server_class = type("Server", (_QuietServer,), {"request_queue_size": 256})
         self._server = server_class(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -15,8 +15,8 @@ import pytest
 
 from builders import synthetic_document_text
 from fakeserver import FakeServer
-from sparkdocs.batch import (BatchOptions, BatchSummarizer, atomic_write, collect_items,
-                             output_stem)
+from sparkdocs.batch import (INDEX_NAME, BatchOptions, BatchSummarizer, OutcomeStatus,
+                             atomic_write, collect_items, plan_outputs)
 from sparkdocs.client import ModelClient
 from sparkdocs.config import Settings
 from sparkdocs.ingest import ingest_bytes
@@ -35,10 +35,40 @@ def _docs(folder: Path, count: int, tokens: int = 200) -> list[Path]:
     return paths
 
 
-def test_output_stem_is_stable_and_safe():
-    assert output_stem("contracts/a b.pdf") == "contracts__a_b.pdf"
-    assert output_stem("./x/../y.txt") == "x__up__y.txt"
-    assert len(output_stem("d/" * 200 + "f.txt")) < 140
+def summaries(out: Path) -> list[Path]:
+    """The summary files of an output folder (not its index)."""
+    return [p for p in out.glob("*.md") if p.name != INDEX_NAME]
+
+
+def names(sources: list[str]) -> list[str]:
+    planned = plan_outputs(sources)
+    return [planned[s].file_name for s in sources]
+
+
+def test_output_names_are_relative_to_the_common_folder_and_readable(tmp_path: Path):
+    base = tmp_path / "work" / "deals"
+    assert names([str(base / "contracts/a b.pdf"), str(base / "notes/c.md")]) == [
+        "contracts__a b.pdf.md", "notes__c.md.md"]
+    assert names([str(base / "a.pdf")]) == ["a.pdf.md"]  # not the whole absolute path
+    assert names(["./x/../y.txt"]) == ["y.txt.md"]
+    assert names([".env"]) == ["_env.md"]  # never a hidden file
+    assert len(names(["d/" * 200 + "f" * 300 + ".txt"])[0].encode()) <= 255
+
+
+@pytest.mark.parametrize("pair", [("x/y.txt", "x__y.txt"), ("a:b.txt", "a_b.txt"),
+                                  ("A.txt", "a.txt"), ("q/index", "q/w.txt")])
+def test_inputs_that_would_share_an_output_get_distinct_names_in_any_order(pair):
+    first = names(list(pair))
+    assert len({n.casefold() for n in first}) == 2 and INDEX_NAME not in first
+    assert names(list(reversed(pair))) == list(reversed(first))  # deterministic
+    assert all(plan.stem.split("-")[0] for plan in plan_outputs(list(pair)).values())
+
+
+def test_the_same_file_twice_is_one_input(tmp_path: Path, workspace):
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    items = collect_items(workspace, [str(doc), str(tmp_path / "." / "a.txt")])
+    assert len(items) == 1
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path: Path):
@@ -65,7 +95,7 @@ def test_keeps_n_requests_in_flight(tmp_path: Path):
         outcomes = BatchSummarizer(workspace, ModelClient(settings), options).run(items)
     assert [o.status for o in outcomes] == ["done"] * 12
     assert server.behaviour.max_in_flight == 4
-    assert len(list((tmp_path / "out").glob("*.md"))) == 12
+    assert len(summaries(tmp_path / "out")) == 12
 
 
 @pytest.mark.integration
@@ -84,7 +114,7 @@ def test_failing_documents_are_retried_reported_and_others_finish(tmp_path: Path
         requests_for_bad = sum(1 for r in server.behaviour.requests if bad_marker in json.dumps(r))
     assert run.returncode == 1
     assert "failed" in run.stderr and "HTTP 503" in run.stderr.replace("\n", " ").replace("│", "")
-    assert len(list((tmp_path / "out").glob("*.md"))) == 4
+    assert len(summaries(tmp_path / "out")) == 4
     assert requests_for_bad == 4  # 2 attempts x (1 + 1 client retry)
 
 
@@ -114,17 +144,17 @@ def test_killed_run_resumes_only_what_is_left(real_server, tmp_path: Path):
                "--concurrency", "1", "--max-tokens", "48"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(out.glob("*.md"))) < 2:
+    while time.monotonic() < deadline and len(summaries(out)) < 2:
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in out.glob("*.md")}
+    finished = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in summaries(out)}
     assert 2 <= len(finished) < 6
     assert not list(out.glob(".*.tmp"))  # no half-written file survives a kill -9
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stderr.count("skipped") >= len(finished)
-    after = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in out.glob("*.md")}
+    after = {p.name: (p.stat().st_mtime_ns, p.read_text()) for p in summaries(out)}
     assert len(after) == 6
     assert all(after[name] == value for name, value in finished.items())  # untouched
 
@@ -157,7 +187,7 @@ def test_ctrl_c_cancels_in_flight_requests_and_keeps_finished_outputs(tmp_path: 
                                     "--out", str(out), "--concurrency", "2", "--max-tokens", "200"],
                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(out.glob("*.md"))) < 2:
+        while time.monotonic() < deadline and len(summaries(out)) < 2:
             time.sleep(0.05)
         time.sleep(0.5)  # the next two are mid-stream now
         process.send_signal(signal.SIGINT)
@@ -167,6 +197,113 @@ def test_ctrl_c_cancels_in_flight_requests_and_keeps_finished_outputs(tmp_path: 
     assert process.returncode == 130, stderr
     assert stopped_in < 10  # in-flight streams were closed, not waited out
     assert "interrupted" in stderr and "Traceback" not in stderr
-    finished = list(out.glob("*.md"))
+    assert "stopped by the user" in stderr and "broke off" not in stderr
+    finished = summaries(out)
     assert 2 <= len(finished) < 6 and not list(out.glob(".*.tmp"))
     assert all(p.read_text().rstrip().endswith("word") for p in finished)  # complete, not cut
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layout", [("x/y.txt", "x__y.txt"), ("a b.txt", "a_b.txt")])
+def test_colliding_inputs_write_two_summaries_and_resume_keeps_both(tmp_path: Path, layout):
+    root = tmp_path / "in"
+    paths = []
+    for number, relative in enumerate(layout):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(synthetic_document_text(150, seed=300 + number) + f"\n\nDOC-{number}")
+        paths.append(str(path))
+    out = tmp_path / "out"
+    with FakeServer() as server:
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        workspace = Workspace(settings)
+        options = BatchOptions(out_dir=out, concurrency=2, max_tokens=20)
+
+        def run_once() -> list:
+            items = collect_items(workspace, paths)
+            return BatchSummarizer(workspace, ModelClient(settings), options).run(items)
+
+        first = run_once()
+        assert [o.status for o in first] == [OutcomeStatus.DONE] * 2
+        assert len({o.output for o in first}) == 2 and len(summaries(out)) == 2
+        for number, outcome in enumerate(first):
+            assert f"source: {paths[number]}" in Path(outcome.output).read_text()
+        again = run_once()
+        assert [o.status for o in again] == [OutcomeStatus.SKIPPED] * 2  # no flip between them
+        assert [o.output for o in again] == [o.output for o in first]
+        assert len(server.behaviour.requests) == 2
+
+
+@pytest.mark.integration
+def test_index_lists_every_document_status_and_summary(tmp_path: Path):
+    docs = _docs(tmp_path / "in", 3)
+    bad_marker = "MARKER-OF-THE-BAD-DOCUMENT"
+    docs[1].write_text(docs[1].read_text() + "\n\n" + bad_marker)
+    (tmp_path / "in" / "sub").mkdir()
+    (tmp_path / "in" / "sub" / "x|y.md").write_text("Pipe in the name.")
+    out = tmp_path / "out"
+    with FakeServer() as server:
+        server.behaviour.fail_when_prompt_contains = bad_marker
+        server.behaviour.status = 400
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        workspace = Workspace(settings)
+        items = collect_items(workspace, [str(tmp_path / "in")])
+        summarizer = BatchSummarizer(workspace, ModelClient(settings),
+                                     BatchOptions(out_dir=out, concurrency=2, max_tokens=20))
+        outcomes = summarizer.run(items)
+    assert summarizer.index_path == out / INDEX_NAME
+    index = (out / INDEX_NAME).read_text()
+    assert "4 documents: 3 done" in index and "1 failed" in index
+    assert "| doc0.md | done | [doc0.md.md](<doc0.md.md>) |" in index
+    assert "| doc1.md | failed |" in index
+    assert "| sub/x\\|y.md | done | [sub__x_y.md.md](<sub__x_y.md.md>) |" in index
+    assert sum(o.status is OutcomeStatus.DONE for o in outcomes) == 3
+
+
+@pytest.mark.integration
+def test_jsonl_index_points_at_the_records(tmp_path: Path):
+    _docs(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    with FakeServer() as server:
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        workspace = Workspace(settings)
+        options = BatchOptions(out_dir=out, concurrency=2, max_tokens=20, output_format="jsonl")
+        outcomes = BatchSummarizer(workspace, ModelClient(settings), options).run(
+            collect_items(workspace, [str(tmp_path / "in")]))
+    records = [json.loads(line) for line in (out / "summaries.jsonl").read_text().splitlines()]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert {r["key"] for r in records} == {r["key"] for r in index} == {o.key for o in outcomes}
+    assert [r["document"] for r in index] == ["doc0.md", "doc1.md"]
+    assert all(f"record `{o.key}`" in (out / INDEX_NAME).read_text() for o in outcomes)
+
+
+@pytest.mark.integration
+def test_a_server_that_ignores_max_tokens_fails_the_document_once_not_forever(tmp_path: Path):
+    from fakeserver import StreamFault
+
+    _docs(tmp_path / "in", 1)
+    with FakeServer() as server:
+        server.behaviour.stream_fault = StreamFault.ENDLESS
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        workspace = Workspace(settings)
+        [outcome] = BatchSummarizer(workspace, ModelClient(settings), BatchOptions(
+            out_dir=tmp_path / "out", max_tokens=8)).run(
+            collect_items(workspace, [str(tmp_path / "in")]))
+        requests = len(server.behaviour.requests)
+    assert outcome.status is OutcomeStatus.FAILED and requests == 1  # not retried
+    assert "more than 32 tokens for max_tokens=8; stopped" in outcome.error
+    assert not summaries(tmp_path / "out")
+
+
+@pytest.mark.integration
+def test_control_sequences_in_an_answer_do_not_reach_the_summary_file(tmp_path: Path):
+    _docs(tmp_path / "in", 1)
+    with FakeServer() as server:
+        server.behaviour.chunks = ["Plain \x1b[2J", "text\x1b]0;t\x07."]
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        workspace = Workspace(settings)
+        [outcome] = BatchSummarizer(workspace, ModelClient(settings), BatchOptions(
+            out_dir=tmp_path / "out", max_tokens=8)).run(
+            collect_items(workspace, [str(tmp_path / "in")]))
+    text = Path(outcome.output).read_text()
+    assert text.rstrip().endswith("Plain text.") and "\x1b" not in text and "\x07" not in text

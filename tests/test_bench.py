@@ -77,3 +77,39 @@ def test_ctrl_c_stops_the_bench_promptly(tmp_path: Path):
         _, stderr = process.communicate(timeout=30)
         assert time.monotonic() - started < 10
     assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.integration
+def test_a_request_that_does_not_finish_is_not_a_measurement(tmp_path: Path):
+    from fakeserver import FakeServer, StreamFault
+    from sparkdocs.bench import Bench, BenchOptions
+    from sparkdocs.client import ModelClient
+    from sparkdocs.config import Settings
+    from sparkdocs.errors import ServiceError
+    from sparkdocs.workspace import Workspace
+
+    with FakeServer() as server:
+        server.behaviour.stream_fault = StreamFault.ENDLESS
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        bench = Bench(Workspace(settings), ModelClient(settings),
+                      BenchOptions(tokens=300, concurrency=(1,), max_tokens=8))
+        with pytest.raises(ServiceError, match="request did not finish: the server sent more than "
+                                               "32 tokens for max_tokens=8"):
+            bench.run()
+
+
+@pytest.mark.integration
+def test_the_report_never_shows_credentials_of_the_base_url(tmp_path: Path):
+    from fakeserver import FakeServer
+    from sparkdocs.bench import Bench, BenchOptions
+    from sparkdocs.client import ModelClient
+    from sparkdocs.config import Settings
+    from sparkdocs.workspace import Workspace
+
+    with FakeServer() as server:
+        url = server.base_url.replace("http://", "http://alice:s3cret@")
+        settings = Settings(base_url=url, cache_dir=tmp_path / "c", max_retries=0)
+        report = Bench(Workspace(settings), ModelClient(settings),
+                       BenchOptions(tokens=300, concurrency=(1,), max_tokens=4)).run()
+    assert "s3cret" not in report.to_markdown() and "***@127.0.0.1" in report.base_url
+    assert "s3cret" not in json.dumps(report.as_dict())

@@ -60,3 +60,229 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path):
     result = run("count", str(bad), cache=tmp_path / "cache", check=False)
     assert result.returncode == 2
     assert "not a valid .docx" in result.stderr and "Traceback" not in result.stderr
+
+
+# text from outside is printed as itself -------------------------------------------------------
+def run_wide(*args: str, cache: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "SPARKDOCS_CACHE_DIR": str(cache), "COLUMNS": "250",
+                   "SPARKDOCS_BASE_URL": "http://127.0.0.1:9/v1", **env}
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", *args], capture_output=True,
+                            text=True, env=environment, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_markup_in_file_names_and_headings_is_printed_literally(tmp_path: Path):
+    doc = tmp_path / "notes [bold]b[red].md"  # a file name cannot hold the / of a closing tag
+    doc.write_text("# Intro [/INST]\n\nSome text.\n\n# Colours [red]not red\n\nMore text.\n")
+    result = run_wide("count", str(doc), cache=tmp_path / "cache")
+    assert "notes [bold]b[red].md" in result.stdout
+    assert "Intro [/INST]" in result.stdout and "Colours [red]not red" in result.stdout
+
+
+def test_markup_in_an_error_is_printed_literally_not_a_traceback(tmp_path: Path):
+    bad = tmp_path / "[bold]contract[red].docx"
+    bad.write_bytes(b"not a zip")
+    result = run_wide("count", str(bad), cache=tmp_path / "cache", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "[bold]contract[red].docx" in result.stderr and "error:" in result.stderr
+
+
+def test_control_sequences_in_names_do_not_reach_the_terminal(tmp_path: Path):
+    doc = tmp_path / "evil\x1b[2J\x1b]0;pwned\x07.md"
+    doc.write_text("# Title \x1b[31mred\n\nBody.\n")
+    result = run_wide("count", str(doc), cache=tmp_path / "cache")
+    assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout
+    assert "evil" in result.stdout
+
+
+@pytest.mark.parametrize("args, env, named, fix", [
+    (("count",), {"SPARKDOCS_CONTEXT_LENGTH": "abc"}, "SPARKDOCS_CONTEXT_LENGTH='abc'",
+     "whole number of at least 512"),
+    (("count", "--max-tokens", "0"), {}, "--max-tokens 0", "whole number of at least 1"),
+    (("count", "--context-length", "100"), {}, "--context-length 100", "at least 512"),
+    (("count",), {"SPARKDOCS_TEMPERATURE": "hot"}, "SPARKDOCS_TEMPERATURE='hot'", "a number"),
+    (("summarize", "--out", "OUT", "--max-tokens", "0"), {}, "--max-tokens 0", "at least 1"),
+    (("doctor",), {"SPARKDOCS_ANSWER_DEADLINE_S": "-1"}, "SPARKDOCS_ANSWER_DEADLINE_S='-1'",
+     "above 0"),
+])
+def test_an_unusable_setting_is_one_line_naming_it_and_the_fix(tmp_path: Path, args, env, named, fix):
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    if argv[0] != "doctor":
+        argv.insert(1, str(doc))
+    result = run_wide(*argv, cache=tmp_path / "cache", check=False, **env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "validation error" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and named in lines[0] and fix in lines[0], result.stderr
+
+
+@pytest.mark.integration
+def test_doctor_prints_server_text_literally_and_hides_credentials(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        server.behaviour.model = "org/model[/x][bold]"
+        url = server.base_url.replace("http://", "http://alice:s3cret@")
+        result = run_wide("doctor", "--base-url", url, "--model", "org/model[/x][bold]",
+                          cache=tmp_path / "cache")
+    assert "org/model[/x][bold] is served" in result.stdout and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr and "***@127.0.0.1" in result.stdout
+
+
+@pytest.mark.integration
+def test_doctor_against_a_models_list_fails_with_one_clear_finding(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        server.behaviour.models_body = [{"id": "m"}]
+        result = run_wide("doctor", "--base-url", server.base_url, cache=tmp_path / "cache",
+                          check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "/v1/models with a JSON list" in result.stdout
+
+
+@pytest.mark.integration
+def test_an_unreachable_server_with_credentials_in_its_url_is_reported_without_them(tmp_path: Path):
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"), cache=tmp_path / "c",
+                      check=False, SPARKDOCS_BASE_URL="http://alice:s3cret@127.0.0.1:9/v1")
+    assert result.returncode == 2 and "s3cret" not in result.stderr and "***@127.0.0.1:9" in result.stderr
+
+
+# commands that messages point to exist ---------------------------------------------------------
+def test_every_command_a_message_names_exists():
+    import re
+
+    from typer.main import get_command
+
+    from sparkdocs.cli import app
+
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    package = Path(__file__).resolve().parent.parent / "sparkdocs"
+    named = {(path.name, name) for path in package.rglob("*.py")
+             for name in re.findall(r"`sparkdocs ([a-z][a-z-]*)", path.read_text())}
+    assert named and {name for _, name in named} <= commands, sorted(
+        (f, n) for f, n in named if n not in commands)
+
+
+def test_sessions_lists_what_follow_up_of_takes(tmp_path: Path):
+    from sparkdocs.config import Settings
+    from sparkdocs.ingest import ingest_bytes
+    from sparkdocs.workspace import Workspace
+
+    cache = tmp_path / "cache"
+    store = Workspace(Settings(cache_dir=cache)).store
+    session = store.new_session(ingest_bytes("contract [/x].txt", b"Alpha."))
+    listed = json.loads(run_wide("sessions", "--json", cache=cache).stdout)
+    assert [s["id"] for s in listed] == [session.id] and listed[0]["document"] == "contract [/x].txt"
+    table = run_wide("sessions", cache=cache).stdout
+    assert session.id in table and "contract [/x].txt" in table
+
+
+# Ctrl-C is the user's stop, whenever it comes ----------------------------------------------------
+@pytest.mark.integration
+@pytest.mark.parametrize("latency_s, wait_s", [(8.0, 1.0), (0.0, 1.5)], ids=["prefill", "mid-answer"])
+def test_ctrl_c_in_ask_is_stopped_by_the_user(tmp_path: Path, latency_s: float, wait_s: float):
+    import signal
+    import time
+
+    from fakeserver import FakeServer
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha text about forty-two.")
+    with FakeServer() as server:
+        server.behaviour.latency_s = latency_s
+        server.behaviour.answer = " ".join(["word"] * 400)
+        server.behaviour.token_delay_s = 0.05
+        env = {**os.environ, "SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c")}
+        process = subprocess.Popen([sys.executable, "-m", "sparkdocs", "ask", str(doc), "What?"],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not server.behaviour.requests and time.monotonic() < deadline:
+            time.sleep(0.05)  # the request is out: now in its prefill (or streaming)
+        time.sleep(wait_s)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr and "broke off" not in stderr
+    assert "stopped by the user" in stderr and process.returncode in (3, 130), stderr
+
+
+@pytest.mark.integration
+def test_a_server_message_with_markup_is_shown_literally_in_the_summary_table(tmp_path: Path):
+    from fakeserver import FakeServer, StreamFault
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    with FakeServer() as server:
+        server.behaviour.stream_fault = StreamFault.ERROR_EVENT  # "… an issue [/INST]"
+        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"),
+                          cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=server.base_url,
+                          SPARKDOCS_MAX_RETRIES="0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "EngineCore encountered an issue [/INST]" in result.stderr
+    assert "index of this run:" in result.stderr and (tmp_path / "out" / "index.md").exists()
+
+
+@pytest.mark.integration
+def test_summarize_against_a_models_list_is_one_clear_line(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    with FakeServer() as server:
+        server.behaviour.models_body = None
+        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"),
+                          cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=server.base_url)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "/v1/models with null" in lines[0] and "SPARKDOCS_BASE_URL" in lines[0]
+
+
+@pytest.mark.parametrize("url, why", [("localhost:8000/v1", "http:// or https://"),
+                                      ("http://", "no host"), ("http://u:s3cret@host:abc/v1", "port"),
+                                      ("ftp://x/v1", "http:// or https://")])
+def test_a_base_url_that_is_no_address_is_one_line_with_the_fix(tmp_path: Path, url, why):
+    result = run_wide("doctor", cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=url)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "SPARKDOCS_BASE_URL" in lines[0] and why in lines[0]
+    assert "like http://localhost:8000/v1" in lines[0] and "s3cret" not in lines[0]
+
+
+@pytest.mark.parametrize("problem", ["missing instructions", "empty instructions", "out is a file"])
+def test_summarize_inputs_it_cannot_use_are_one_line(tmp_path: Path, problem):
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    out = tmp_path / "out"
+    args = ["summarize", str(doc), "--out", str(out)]
+    if problem == "missing instructions":
+        args += ["--instructions", str(tmp_path / "nope.txt")]
+    elif problem == "empty instructions":
+        (tmp_path / "empty.txt").write_text("  \n")
+        args += ["--instructions", str(tmp_path / "empty.txt")]
+    else:
+        out.write_text("I am a file")
+    result = run_wide(*args, cache=tmp_path / "c", check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert ("--instructions" if "instructions" in problem else "--out") in lines[0]
+
+
+@pytest.mark.integration
+def test_ask_against_a_server_that_ignores_max_tokens_ends_saying_so(tmp_path: Path):
+    from fakeserver import FakeServer, StreamFault
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    with FakeServer() as server:
+        server.behaviour.stream_fault = StreamFault.ENDLESS
+        result = run_wide("ask", str(doc), "What?", "--max-tokens", "16", cache=tmp_path / "c",
+                          check=False, SPARKDOCS_BASE_URL=server.base_url)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "the server sent more than 48 tokens for max_tokens=16; stopped" in result.stderr
+    assert result.stdout.startswith("The answer")  # the partial answer was shown

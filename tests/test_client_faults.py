@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from fakeserver import FakeServer
-from sparkdocs.client import ModelClient, parse_metrics
+from fakeserver import FakeServer, StreamFault
+from sparkdocs.client import ModelClient, ServiceProblem, StreamEnd, Waiting, parse_metrics
 from sparkdocs.config import Settings
 from sparkdocs.errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError,
-                              ServiceTimeoutError, ServiceUnavailableError)
+                              ProtocolError, ServiceTimeoutError, ServiceUnavailableError)
 from sparkdocs.tokens import ChatMessage
 
 pytestmark = pytest.mark.integration
@@ -169,3 +169,222 @@ def test_a_service_that_comes_up_is_seen_once_the_short_failure_ttl_passes(monke
     finally:
         revived.shutdown()
         revived.server_close()
+
+
+# streams that never end, stall or are not streams --------------------------------------------
+def test_a_stream_that_ignores_max_tokens_is_stopped_at_its_length_bound(server):
+    server.behaviour.stream_fault = StreamFault.ENDLESS
+    started = time.perf_counter()
+    result = client_for(server).stream(MESSAGES, max_tokens=16).run()
+    assert time.perf_counter() - started < 10
+    assert result.interrupted and result.end is StreamEnd.TOO_LONG
+    assert "the server sent more than 48 tokens for max_tokens=16; stopped" in result.error
+    assert 16 <= len(result.answer.split()) <= 49  # the partial answer is kept
+
+
+def test_a_stream_of_keep_alives_ends_at_the_answer_deadline(server):
+    server.behaviour.stream_fault = StreamFault.KEEPALIVE_ONLY
+    started = time.perf_counter()
+    result = client_for(server, answer_deadline_s=1).stream(MESSAGES).run()
+    assert time.perf_counter() - started < 8
+    assert result.interrupted and result.end is StreamEnd.DEADLINE
+    assert "no answer within 1 s" in result.error and "SPARKDOCS_ANSWER_DEADLINE_S" in result.error
+
+
+def test_the_deadline_also_ends_events_and_their_heartbeats(server):
+    server.behaviour.stream_fault = StreamFault.KEEPALIVE_ONLY
+    stream = client_for(server, answer_deadline_s=1).stream(MESSAGES)
+    started = time.perf_counter()
+    events = list(stream.events(heartbeat_s=0.2))
+    assert time.perf_counter() - started < 8
+    assert events and all(isinstance(e, Waiting) for e in events)
+    assert stream.result.end is StreamEnd.DEADLINE
+
+
+def test_a_slow_endless_stream_ends_at_the_deadline_with_its_words_kept(server):
+    server.behaviour.stream_fault = StreamFault.ENDLESS
+    server.behaviour.token_delay_s = 0.1
+    result = client_for(server, answer_deadline_s=1).stream(MESSAGES, max_tokens=1000).run()
+    assert result.end is StreamEnd.DEADLINE and result.answer.startswith("The answer")
+
+
+def test_a_stall_mid_answer_names_the_silence_and_the_setting(server):
+    server.behaviour.stream_fault = StreamFault.STALL
+    server.behaviour.stall_s = 5
+    result = client_for(server, request_timeout_s=0.5, max_retries=0).stream(MESSAGES).run()
+    assert result.interrupted and result.end is StreamEnd.STALLED
+    assert result.answer == "The answer "
+    assert "no text for 0.5 s" in result.error and "SPARKDOCS_REQUEST_TIMEOUT_S" in result.error
+
+
+def test_html_instead_of_an_event_stream_is_a_protocol_error(server):
+    server.behaviour.stream_fault = StreamFault.HTML
+    with pytest.raises(ProtocolError, match="text/html") as info:
+        client_for(server).stream(MESSAGES).run()
+    assert "SPARKDOCS_BASE_URL" in str(info.value)
+
+
+def test_an_event_that_is_not_json_ends_the_stream_saying_so(server):
+    server.behaviour.stream_fault = StreamFault.NOT_JSON
+    result = client_for(server).stream(MESSAGES).run()
+    assert result.interrupted and result.end is StreamEnd.INVALID
+    assert result.answer == "The answer " and "not JSON" in result.error
+    assert "<html>Bad Gateway</html>" in result.error  # quoted, so the user sees what came
+
+
+def test_a_mid_stream_error_event_is_reported_with_the_servers_words(server):
+    server.behaviour.stream_fault = StreamFault.ERROR_EVENT
+    result = client_for(server).stream(MESSAGES).run()
+    assert result.interrupted and result.end is StreamEnd.BROKEN
+    assert "EngineCore encountered an issue [/INST]" in result.error
+
+
+def test_a_stream_without_a_finish_reason_is_flagged(server):
+    server.behaviour.stream_fault = StreamFault.NO_FINISH
+    result = client_for(server).stream(MESSAGES).run()
+    assert result.interrupted and result.end is StreamEnd.BROKEN and "before its end" in result.error
+
+
+def test_a_finished_answer_says_so(server):
+    result = client_for(server).stream(MESSAGES).run()
+    assert result.end is StreamEnd.FINISHED and not result.interrupted
+
+
+def test_cancel_is_stopped_by_the_user(server):
+    server.behaviour.stream_fault = StreamFault.KEEPALIVE_ONLY
+    stream = client_for(server).stream(MESSAGES)
+    threading.Timer(0.5, stream.cancel).start()
+    result = stream.run()
+    assert result.end is StreamEnd.STOPPED and result.error == "stopped by the user"
+
+
+def test_terminal_control_sequences_are_stripped_from_answers_even_across_chunks(server):
+    server.behaviour.chunks = ["Red \x1b[3", "1mtext\x1b[0m", " and \x1b]0;pwned\x07title",
+                               " bell\x07 back\x08space\r\n", "tab\tok [/INST] \x1b", "[2Jend"]
+    stream = client_for(server).stream(MESSAGES)
+    parts = list(stream)
+    text = "".join(parts)
+    assert text == stream.result.answer == "Red text and title bell backspace\ntab\tok [/INST] end"
+    assert not any("\x1b" in p or "\x07" in p for p in parts)
+
+
+# /v1/models that is not the OpenAI shape; the key ----------------------------------------------
+@pytest.mark.parametrize("body, shown", [([{"id": "m"}], "a JSON list"), (None, "null"),
+                                          ({"data": "m"}, "a JSON object without a model list")])
+def test_models_that_are_not_a_model_list_say_what_came_and_the_fix(server, body, shown):
+    server.behaviour.models_body = body
+    client = client_for(server)
+    caps = client.capabilities()
+    assert caps.reachable and caps.problem is ServiceProblem.NOT_OPENAI
+    assert "/v1/models" in caps.error and shown in caps.error and "SPARKDOCS_BASE_URL" in caps.error
+    with pytest.raises(ProtocolError, match="/v1/models"):
+        client.stream(MESSAGES).run()
+
+
+def test_models_as_html_say_text_html(server):
+    server.behaviour.models_html = True
+    caps = client_for(server).capabilities()
+    assert caps.problem is ServiceProblem.NOT_OPENAI and "text/html" in caps.error
+
+
+@pytest.mark.parametrize("value", ["abc", None, -5, True, [1]])
+def test_a_max_model_len_that_is_not_a_number_falls_back_to_configuration(server, value):
+    server.behaviour.models_body = {"data": [{"id": server.behaviour.model, "max_model_len": value}]}
+    caps = client_for(server, context_length=8192).capabilities()
+    assert caps.error is None and caps.model == server.behaviour.model
+    assert caps.context_length == 8192 and not caps.context_from_server
+    if value is not None:
+        assert any("max_model_len" in note and "SPARKDOCS_CONTEXT_LENGTH" in note for note in caps.notes)
+
+
+def test_a_numeric_string_max_model_len_is_taken(server):
+    server.behaviour.models_body = {"data": [{"id": server.behaviour.model, "max_model_len": "4096"}]}
+    caps = client_for(server).capabilities()
+    assert caps.context_length == 4096 and caps.context_from_server
+
+
+def test_a_wrong_key_is_reported_as_a_refused_key_not_a_missing_model(server):
+    server.behaviour.api_key = "right"
+    client = client_for(server, api_key="wrong")
+    assert client.capabilities().problem is ServiceProblem.KEY_REFUSED
+    with pytest.raises(AuthenticationError, match="refused the API key"):
+        client.stream(MESSAGES).run()
+
+
+# credentials in the base URL -------------------------------------------------------------------
+def test_credentials_in_the_base_url_never_reach_a_message():
+    client = ModelClient(Settings(base_url="http://alice:s3cret@127.0.0.1:9/v1", max_retries=0))
+    caps = client.capabilities()
+    assert "s3cret" not in caps.error and "alice" not in caps.error and "***@127.0.0.1:9" in caps.error
+    assert "s3cret" not in caps.base_url
+    with pytest.raises(ServiceUnavailableError) as info:
+        client.stream(MESSAGES).run()
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ServiceUnavailableError) as info:
+        client.stream(MESSAGES, model="m").run()  # the request's own failure, not discovery's
+    assert "s3cret" not in str(info.value) and "***@" in str(info.value)
+
+
+@pytest.mark.parametrize("body", [[1, 2], None, {"count": "many"}, {"tokens": "abc"}])
+def test_a_tokenize_answer_of_another_shape_is_no_count_not_a_crash(server, body):
+    server.behaviour.tokenize_body = body
+    assert client_for(server).count_tokens("Hello there") is None
+
+
+@pytest.mark.parametrize("fault", [None, StreamFault.KEEPALIVE_ONLY], ids=["prefill", "streaming"])
+def test_sigterm_while_waiting_is_stopped_by_the_user_not_broke_off(server, fault):
+    import signal
+    import sys
+
+    if fault is None:
+        server.behaviour.latency_s = 5  # no headers yet: the request is in its "prefill"
+    server.behaviour.stream_fault = fault
+    stream = client_for(server).stream(MESSAGES)
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: sys.exit(143))  # as cli.main
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(SystemExit):
+            stream.run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stream.result is not None and stream.result.end is StreamEnd.STOPPED
+    assert stream.result.error == "stopped by the user"
+
+
+def test_ctrl_c_in_the_callers_loop_then_cancel_is_stopped_by_the_user(server):
+    server.behaviour.answer = " ".join(["word"] * 100)
+    server.behaviour.token_delay_s = 0.02
+    stream = client_for(server).stream(MESSAGES, max_tokens=100)
+    with pytest.raises(KeyboardInterrupt):
+        for index, _ in enumerate(stream):
+            if index == 2:
+                raise KeyboardInterrupt  # as if it landed while the CLI wrote the text
+    assert stream.result.end is StreamEnd.ABANDONED  # the reader left …
+    stream.cancel()  # … and the CLI's handler says stop (cli ask does this)
+    assert stream.result.end is StreamEnd.STOPPED and stream.result.error == "stopped by the user"
+    assert stream.result.answer == "word word word"
+
+
+def test_models_answering_5xx_is_a_failing_service_not_a_missing_model(server):
+    server.behaviour.models_body, server.behaviour.models_status = {"error": "loading"}, 503
+    client = client_for(server)
+    caps = client.capabilities()
+    assert caps.reachable and caps.problem is ServiceProblem.FAILING and "HTTP 503" in caps.error
+    with pytest.raises(ServiceUnavailableError, match="HTTP 503"):
+        client.stream(MESSAGES).run()
+
+
+def test_a_base_url_that_is_no_address_is_a_config_error_not_an_httpx_one():
+    from sparkdocs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SPARKDOCS_BASE_URL"):
+        ModelClient(Settings(base_url="http://host:abc/v1"))
+
+
+def test_a_server_that_holds_back_its_headers_is_waited_for_no_longer_than_the_deadline(server):
+    server.behaviour.latency_s = 4
+    started = time.perf_counter()
+    with pytest.raises(ServiceTimeoutError, match="no answer within 1 s.*SPARKDOCS_ANSWER_DEADLINE_S"):
+        client_for(server, answer_deadline_s=1, max_retries=0).stream(MESSAGES).run()
+    assert time.perf_counter() - started < 3.5

@@ -504,7 +504,7 @@ def test_summaries_carry_their_sources_and_counts(tmp_path, output_format):
     assert result.returncode == 0, result.stderr
     assert "1 ✓ 1 ✗" in result.stderr  # the final table
     if output_format == "md":
-        (summary,) = (tmp_path / "out").glob("*.md")
+        (summary,) = [p for p in (tmp_path / "out").glob("*.md") if p.name != "index.md"]
         text = summary.read_text()
         assert "### Sources" in text and "**verified** (p\\. 2)" in text and "**not found**" in text
     else:

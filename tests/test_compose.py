@@ -180,3 +180,97 @@ def test_streamlit_shows_no_tracebacks_and_sends_no_statistics():
     assert options["browser.gatherUsageStats"] is False
     assert options["logger.hideWelcomeMessage"] is True  # else it looks up the public IP
     assert options["client.toolbarMode"] == "minimal"
+
+
+# The app under an audit hook that logs every file it opens for writing, every directory it
+# makes and every file it renames, removes or opens as a database (Python-level I/O: the app,
+# Streamlit, diskcache's SQLite files, tokenizers' caches).
+_AUDIT_WRITES = r"""
+import os, runpy, sys
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+PATH_EVENTS = {"os.mkdir": 0, "os.remove": 0, "os.rmdir": 0, "os.rename": 1, "os.symlink": 1,
+               "os.link": 1, "os.truncate": 0, "os.chmod": 0, "os.chown": 0, "os.utime": 0,
+               "sqlite3.connect": 0, "shutil.copyfile": 1, "shutil.rmtree": 0}
+def hook(event, args):
+    if event == "open":
+        target, flags = args[0], args[2]
+        path = target if isinstance(flags, int) and flags & WRITE else None
+    elif event in PATH_EVENTS:
+        path = args[PATH_EVENTS[event]]
+    else:
+        return
+    if path is None or isinstance(path, int):
+        return
+    path = os.path.abspath(os.fsdecode(os.fspath(path)))
+    os.write(log, f"{event}\t{path}\n".encode())
+sys.addaudithook(hook)
+sys.argv = ["streamlit", *sys.argv[2:]]
+runpy.run_module("streamlit", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.e2e
+def test_the_app_writes_only_to_its_data_volume_and_tmp(tmp_path):
+    """What makes `read_only: true` safe: through an upload, a question, an export and a
+    reload, the app writes nowhere but its cache (the /data volume) and the temporary folder
+    (the tmpfs /tmp) — not its home, not the image."""
+    import time
+
+    import httpx
+    from playwright.sync_api import expect, sync_playwright
+
+    from fakeserver import FakeServer
+    from sparkdocs.local_model import free_port
+    from test_e2e_browser import CHROMIUM_ARGS
+
+    cache, temp, home = tmp_path / "data", tmp_path / "tmp", tmp_path / "home"
+    for folder in (temp, home):
+        folder.mkdir()
+    writes = tmp_path / "writes.log"
+    port = free_port()
+    with FakeServer() as server, (tmp_path / "streamlit.log").open("wb") as log:
+        env = {**os.environ, "HOME": str(home), "TMPDIR": str(temp),
+               "SPARKDOCS_CACHE_DIR": str(cache), "SPARKDOCS_BASE_URL": server.base_url,
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        process = subprocess.Popen(
+            [sys.executable, "-c", _AUDIT_WRITES, str(writes), "run", str(ROOT / "app.py"),
+             "--server.port", str(port), "--server.address", "127.0.0.1"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            else:
+                pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text())
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                            args=CHROMIUM_ARGS)
+                page = browser.new_page(accept_downloads=True)
+                page.goto(url)
+                page.locator("input[type=file]").set_input_files(files=[
+                    {"name": "note.md", "mimeType": "text/markdown",
+                     "buffer": b"# Note\nThe supplier delivers within thirty days.\n"}])
+                expect(page.get_by_text("note.md · text ·")).to_be_visible(timeout=60_000)
+                box = page.get_by_placeholder("Ask about the document")
+                box.fill("When is delivery?")
+                box.press("Enter")
+                expect(page.get_by_text("first token")).to_have_count(1, timeout=60_000)
+                with page.expect_download():
+                    page.get_by_role("button", name="Export session (Markdown)").click()
+                page.reload()
+                expect(page.get_by_text("When is delivery?")).to_be_visible(timeout=60_000)
+                browser.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    events = [line.split("\t", 1) for line in writes.read_text().splitlines()]
+    assert any(path.startswith(str(cache)) for _, path in events)  # the hook saw the cache
+    outside = sorted({f"{event} {path}" for event, path in events
+                      if not path.startswith((str(cache), str(temp), "/dev/"))})
+    assert outside == []

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import string
+import textwrap
 from collections.abc import Iterable, Iterator
 
 from markdown_it import MarkdownIt
@@ -60,7 +61,9 @@ def safe_markdown(text: str, *, keep_tags: Iterable[str] = ()) -> str:
     keep = frozenset(keep_tags)
     if not keep <= HARMLESS_TAGS:
         raise ValueError(f"only attribute-less formatting tags can be kept, not {sorted(keep - HARMLESS_TAGS)}")
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
+    # Judge the text Streamlit will render: it dedents and strips every body (clean_text), which
+    # can turn an indented code block — left alone here — into a live paragraph.
+    text = textwrap.dedent(text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")).strip()
     if "<" not in text and "![" not in text:
         return text  # nothing to neutralise: the common case, kept cheap for streaming
     safe = _escape(text, keep, honour_code=True)

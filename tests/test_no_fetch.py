@@ -10,6 +10,7 @@ untrusted text safe to render."""
 
 from __future__ import annotations
 
+import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -345,9 +346,19 @@ def test_every_fetching_construct_is_found_then_neutralised(text):
     ":material/check: :green[ok] :smile: $x^2$",
     "> quoted\n\n# Heading",
     "a \\< b and c \\![not an image]",
+    "1. Build it:\n\n    ```rust\n    let v = vec![1];\n    fn f<T>() {}\n    ```\n2. Run `cargo test -- <name>`.",
+    "> ```html\n> <img src=\"a.png\">\n> ```",
 ])
 def test_ordinary_markdown_is_unchanged(text):
     assert safe_markdown(text) == text
+
+
+@pytest.mark.parametrize("text", [f"    ![x]({URL})", f"\n\n    <img src=\"{URL}\">\n    more"])
+def test_text_is_judged_as_streamlit_renders_it(text):
+    """Streamlit dedents and strips what it renders: an indented code block becomes live."""
+    safe = safe_markdown(text)
+    assert textwrap.dedent(safe).strip() == safe
+    assert fetching_constructs(textwrap.dedent(safe).strip()) == []
 
 
 def test_images_become_visible_text_and_tags_literal():
@@ -361,7 +372,7 @@ def test_kept_tags_survive_without_attributes():
     assert safe_markdown(text, keep_tags={"sub"}).startswith("<sub>first token 1.0 s</sub> \\<sub")
 
 
-markdown_alphabet = st.text(alphabet="![]()<>`~\\ \n:/*_-|#>&;abc1=\"'", max_size=60)
+markdown_alphabet = st.text(alphabet="![]()<>`~\\ \n\t:/*_-|#>&;abc1=\"'", max_size=60)
 
 
 @hypothesis_settings(max_examples=400, deadline=None)
@@ -370,6 +381,7 @@ def test_any_text_comes_out_safe_and_idempotent(text):
     safe = safe_markdown(text)
     assert fetching_constructs(safe) == []
     assert safe_markdown(safe) == safe
+    assert textwrap.dedent(safe).strip() == safe  # what Streamlit renders is what was checked
 
 
 @hypothesis_settings(max_examples=200, deadline=None)

@@ -60,10 +60,12 @@ def safe_markdown(text: str, *, keep_tags: Iterable[str] = ()) -> str:
     text the app composed itself (the export wraps its stats line in `<sub>`)."""
     keep = frozenset(keep_tags)
     if not keep <= HARMLESS_TAGS:
-        raise ValueError(f"only attribute-less formatting tags can be kept, not {sorted(keep - HARMLESS_TAGS)}")
+        unknown = sorted(keep - HARMLESS_TAGS)
+        raise ValueError(f"only attribute-less formatting tags can be kept, not {unknown}")
     # Judge the text Streamlit will render: it dedents and strips every body (clean_text), which
     # can turn an indented code block — left alone here — into a live paragraph.
-    text = textwrap.dedent(text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")).strip()
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
+    text = textwrap.dedent(text).strip()
     if "<" not in text and "![" not in text:
         return text  # nothing to neutralise: the common case, kept cheap for streaming
     safe = _escape(text, keep, honour_code=True)

@@ -61,8 +61,9 @@ def friendly_errors() -> Iterator[None]:
         if type(exc).__module__.startswith("streamlit"):
             raise  # reruns and stops are control flow, not errors
         log.exception("unexpected error in the app")
-        st.error(safe_markdown(f"Something unexpected went wrong ({exc.__class__.__name__}: {exc}). "
-                 "Your session is saved; reload the page, and report this if it happens again."))
+        st.error(safe_markdown(f"Something unexpected went wrong ({exc.__class__.__name__}: "
+                               f"{exc}). Your session is saved; reload the page, and report "
+                               "this if it happens again."))
 
 
 def _session_id() -> str | None:
@@ -134,7 +135,8 @@ def upload_panel(svc: Services) -> None:
         session = svc.workspace.store.new_session(document, kept_sections=keep)
         _open_session(session)
         st.session_state["upload_signature"] = signature
-        status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"), state="complete")
+        status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
+                      state="complete")
 
 
 def reopen_panel(svc: Services) -> None:
@@ -337,7 +339,8 @@ def library(svc: Services) -> None:
                 st.rerun()
             for session in sessions:
                 c1, c2, c3 = st.columns([5, 1, 1])
-                c1.write(safe_markdown(f"**{session.title}** · {len(session.turns)} question(s) · `{session.id}`"))
+                c1.write(safe_markdown(f"**{session.title}** · {len(session.turns)} question(s) · "
+                                       f"`{session.id}`"))
                 if c2.button("Open", key=f"open-{session.id}"):
                     _open_session(session)
                     st.switch_page("pages/ask.py")
@@ -386,14 +389,15 @@ def server_status(svc: Services) -> None:
         marks = {"ok": ":green[:material/check_circle:]", "warn": ":orange[:material/warning:]",
                  "fail": ":red[:material/cancel:]", "unknown": ":gray[:material/help:]"}
         for check in run_checks(svc.client):
-            st.markdown(safe_markdown(f"{marks[check.status]} **{check.name}**: {check.detail}"
-                        + (f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else "")))
+            fix = f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""
+            st.markdown(safe_markdown(f"{marks[check.status]} **{check.name}**: {check.detail}{fix}"))
     bench_dir = svc.settings.cache_dir / "bench"
     report = bench_dir / "report.md"
     if report.exists():
         with st.expander("Latest `sparkdocs bench` report", expanded=True):
             text = report.read_text(encoding="utf-8")
-            st.markdown(safe_markdown("\n".join(line for line in text.splitlines() if not line.startswith("!["))))
+            st.markdown(safe_markdown("\n".join(line for line in text.splitlines()
+                                                 if not line.startswith("!["))))
             for chart in sorted(bench_dir.glob("*.png")):
                 st.image(str(chart))
     else:

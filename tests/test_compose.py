@@ -59,7 +59,8 @@ def test_app_waits_for_a_healthy_model_service(compose):
 
 
 def test_ports_bound_to_loopback_by_default(compose):
-    assert compose["services"]["app"]["ports"] == ["${SPARKDOCS_BIND:-127.0.0.1}:${SPARKDOCS_PORT:-8501}:8501"]
+    assert compose["services"]["app"]["ports"] == [
+        "${SPARKDOCS_BIND:-127.0.0.1}:${SPARKDOCS_PORT:-8501}:8501"]
 
 
 def test_vllm_port_never_follows_sparkdocs_bind(compose):
@@ -168,9 +169,10 @@ def test_streamlit_shows_no_tracebacks_and_sends_no_statistics():
     from streamlit.config import ShowErrorDetailsConfigOptions
 
     assert "none" in {o.value for o in ShowErrorDetailsConfigOptions}
-    code = ("import json; from streamlit import config; print(json.dumps({name: config.get_option(name)"
-            " for name in ['client.showErrorDetails', 'browser.gatherUsageStats',"
-            " 'logger.hideWelcomeMessage', 'client.toolbarMode']}))")
+    names = ["client.showErrorDetails", "browser.gatherUsageStats", "logger.hideWelcomeMessage",
+             "client.toolbarMode"]
+    code = ("import json; from streamlit import config; "
+            f"print(json.dumps({{name: config.get_option(name) for name in {names!r}}}))")
     shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                            timeout=120, env={k: v for k, v in os.environ.items()
                                              if not k.startswith("STREAMLIT_")})

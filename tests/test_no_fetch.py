@@ -448,3 +448,14 @@ def test_every_prefix_of_a_stream_is_safe(chunks):
     for chunk in chunks:
         text += chunk
         assert fetching_constructs(safe_markdown(text)) == []
+
+
+def test_safe_text_is_pure():
+    """Part of the pure core (no network, disk, UI or environment), like documents and prompts:
+    the CLI, the export and the pages can all use it."""
+    from test_architecture import FORBIDDEN, PACKAGE, _imports
+
+    path = PACKAGE / "safe_text.py"
+    names = _imports(path)
+    assert not {n for n in names if n.split(".")[0] in FORBIDDEN or n in FORBIDDEN}
+    assert "os.environ" not in path.read_text()

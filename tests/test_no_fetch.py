@@ -195,6 +195,9 @@ def test_hostile_answer_name_and_question_fetch_nothing(hostile_app, listener, t
         page.get_by_text("session(s)").click()  # expand: names, titles, session list
         page.wait_for_timeout(1000)
         page.screenshot(path=str(artifacts_dir / "no-fetch-02-library.png"), full_page=True)
+        page.get_by_role("button", name="Open", exact=True).last.click()  # reopen the session
+        expect(page.get_by_text("first token")).to_have_count(1, timeout=60_000)
+        page.wait_for_timeout(1000)
 
         page.get_by_role("link", name="Server").click()
         expect(page.get_by_text("Prefix-cache hit rate")).to_be_visible(timeout=30_000)

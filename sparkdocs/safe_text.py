@@ -8,8 +8,8 @@ same in any Markdown viewer that renders HTML — the exported session opened in
 preview, say. Everything the app shows that it did not write itself goes through
 `safe_markdown` once, so there is one rule to review and test:
 
-- images (inline, reference-style, inside links) become text: their `!` is escaped, so the
-  alt text and URL stay visible as an ordinary link the user may choose to open;
+- images (inline, reference-style, inside links) are never loaded: their `!` is escaped, so
+  each becomes an ordinary link (its alt text as the link text) the user may choose to open;
 - every `<` that could start raw HTML, a comment, or an autolink is escaped, so tags are shown
   as text (optionally keeping a few attribute-less formatting tags that cannot fetch);
 - code blocks and code spans are left exactly as they are: nothing inside them is interpreted,

@@ -1,5 +1,7 @@
 # The sparkdocs app. Pure-Python dependencies or wheels for both linux/amd64 and linux/arm64
 # (the Spark's Grace CPU), so `docker buildx build --platform linux/arm64,linux/amd64 .` works.
+# compose.yaml runs it read-only, without capabilities: at run time it writes only to /data (its
+# volume) and /tmp (a tmpfs); tests/test_compose.py checks both.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \

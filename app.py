@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="sparkdocs", page_icon=":material/description:", layout="wide")
+st.set_page_config(page_title="sparkdocs", page_icon="📄", layout="wide")
 navigation = st.navigation([
     st.Page("pages/ask.py", title="Ask", icon=":material/chat:", default=True),
     st.Page("pages/library.py", title="Library", icon=":material/library_books:"),

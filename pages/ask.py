@@ -3,6 +3,7 @@
 import streamlit as st
 
 from sparkdocs import ui
+from sparkdocs.safe_text import safe_markdown
 
 svc = ui.services()
 st.title("Ask your document")
@@ -19,7 +20,8 @@ with ui.friendly_errors():
                 "prefix cache so only the first question pays to read it.")
         st.stop()
     document, session = active
-    st.subheader(f"{document.name} · {document.kind.value} · {document.section_tokens:,} tokens")
+    st.subheader(safe_markdown(f"{document.name} · {document.kind.value} · "
+                               f"{document.section_tokens:,} tokens"))
     session = ui.budget_view(svc, document, session)
     ui.warm_status(svc, document, session.kept_sections)
     session = ui.chat(svc, document, session)

@@ -4,9 +4,10 @@ import streamlit as st
 
 from sparkdocs import ui
 from sparkdocs.literal import redact_url
+from sparkdocs.safe_text import safe_markdown
 
 svc = ui.services()
 st.title("Model service")
-st.caption(redact_url(svc.settings.base_url))  # never its credentials
+st.caption(safe_markdown(redact_url(svc.settings.base_url)))  # never its credentials
 with ui.friendly_errors():
     ui.server_status(svc)

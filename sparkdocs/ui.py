@@ -21,6 +21,7 @@ from .errors import SparkdocsError, StoreError
 from .ingest import Upload
 from .ingest.code import directory_tokens
 from .qa import STOPPED_BY_USER, QuestionAnswering
+from .safe_text import safe_markdown
 from .store import Session
 from .citations import answers_sources_markdown
 from .ui_sources import answer_citations, marked_answer, show_sources
@@ -57,13 +58,14 @@ def friendly_errors() -> Iterator[None]:
     try:
         yield
     except SparkdocsError as exc:
-        st.error(str(exc), icon=":material/warning:")
+        st.error(safe_markdown(str(exc)), icon=":material/warning:")
     except Exception as exc:
         if type(exc).__module__.startswith("streamlit"):
             raise  # reruns and stops are control flow, not errors
         log.exception("unexpected error in the app")
-        st.error(f"Something unexpected went wrong ({exc.__class__.__name__}: {exc}). Your "
-                 "session is saved; reload the page, and report this if it happens again.")
+        st.error(safe_markdown(f"Something unexpected went wrong ({exc.__class__.__name__}: "
+                               f"{exc}). Your session is saved; reload the page, and report "
+                               "this if it happens again."))
 
 
 def _session_id() -> str | None:
@@ -94,8 +96,8 @@ def active_session(svc: Services) -> tuple[Document, Session] | None:
         st.query_params["session"] = session.id  # st.switch_page drops it; a reload needs it
     document = store.get_document(session.document_key)
     if document is None:
-        st.warning(f"The document of this session ({session.document_name}) is no longer in the "
-                   "cache; upload it again to go on.")
+        st.warning(safe_markdown(f"The document of this session ({session.document_name}) is no "
+                   "longer in the cache; upload it again to go on."))
         return None
     return document, session
 
@@ -117,8 +119,8 @@ def upload_panel(svc: Services) -> None:
         return  # already loaded on an earlier rerun
     too_big = [f.name for f in files if f.size > svc.settings.max_upload_bytes]
     if too_big:
-        st.error(f"{', '.join(too_big)}: over the {limit_mb} MB upload limit "
-                 "(SPARKDOCS_MAX_UPLOAD_MB); split the file or raise the limit.")
+        st.error(safe_markdown(f"{', '.join(too_big)}: over the {limit_mb} MB upload limit "
+                 "(SPARKDOCS_MAX_UPLOAD_MB); split the file or raise the limit."))
         return
     with friendly_errors(), st.status(f"Reading {len(files)} file(s)…", expanded=False) as status:
         uploads = [Upload(f.name, f.getvalue()) for f in files]
@@ -127,7 +129,7 @@ def upload_panel(svc: Services) -> None:
         bar = st.progress(0.0)
 
         def show(done: int, total: int, what: str) -> None:
-            bar.progress(done / max(total, 1), text=f"Extracting {what}…")
+            bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
 
         document = svc.workspace.load_uploads(uploads, options, progress=show)
         bar.empty()
@@ -135,7 +137,8 @@ def upload_panel(svc: Services) -> None:
         session = svc.workspace.store.new_session(document, kept_sections=keep)
         _open_session(session)
         st.session_state["upload_signature"] = signature
-        status.update(label=f"{document.name}: {document.section_tokens:,} tokens", state="complete")
+        status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
+                      state="complete")
 
 
 def reopen_panel(svc: Services) -> None:
@@ -161,7 +164,7 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     st.altair_chart(_budget_bar(budget_segments(budget), context), width="stretch")
     (st.caption if budget.fits else st.error)(budget_summary(budget))
     for warning in document.warnings:
-        st.warning(warning)
+        st.warning(safe_markdown(warning))
     with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
         rows = section_rows(document, session.kept_sections)
         # The key follows the saved choice, so the editor restarts from it after each change.
@@ -221,20 +224,20 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
         st.caption(f":material/local_fire_department: Prefix cache warmed at {ago} (took "
                    f"{state.seconds:.1f} s); other documents read since may have evicted it.")
     else:
-        st.caption(f":material/error: Warm-up failed: {state.error}")
+        st.caption(safe_markdown(f":material/error: Warm-up failed: {state.error}"))
 
 
 def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
     with st.chat_message("user"):
-        st.markdown(turn.question)
+        st.markdown(safe_markdown(turn.question))
     with st.chat_message("assistant"):
         citations = answer_citations(prepared, turn.answer)
-        st.markdown(marked_answer(turn.answer, citations) or "_(no answer)_")
+        st.markdown(safe_markdown(marked_answer(turn.answer, citations) or "_(no answer)_"))
         show_sources(prepared, citations, key=key)
         status = turn_status(turn)
         if status:
-            st.warning(status)
-        st.caption(stats_line(turn))
+            st.warning(safe_markdown(status))
+        st.caption(safe_markdown(stats_line(turn)))
 
 
 def chat(svc: Services, document: Document, session: Session) -> Session:
@@ -247,7 +250,7 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     if not question:
         return session
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(safe_markdown(question))
     with friendly_errors(), st.chat_message("assistant"):
         try:
             pending = svc.qa.ask(document, session, question, follow_up=follow_up)
@@ -262,7 +265,7 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         ended = False
         failure: SparkdocsError | None = None
         try:
-            st.write_stream(_text_with_waits(pending.stream, st.empty()))
+            _write_safely(_text_with_waits(pending.stream, st.empty()))
             ended = True
             stop_slot.empty()
         except SparkdocsError as exc:  # the request failed: kept with the server's own error
@@ -278,10 +281,10 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
             finally:
                 saved.set()
         turn = session.turns[-1]
-        st.caption(stats_line(turn))
+        st.caption(safe_markdown(stats_line(turn)))
         status = turn_status(turn)
         if status:
-            st.warning(status)
+            st.warning(safe_markdown(status))
         show_sources(prepared, answer_citations(prepared, session.turns[-1].answer),
                      key=f"{session.id}-{len(session.turns) - 1}")
     return session
@@ -302,13 +305,28 @@ def _text_with_waits(stream: AnswerStream, slot) -> Iterator[str]:
         yield event
 
 
+def _write_safely(chunks: Iterator[str], every_s: float = 0.15) -> str:
+    """st.write_stream, but every render of the growing answer goes through safe_markdown: a
+    half-written answer must not load an image either. Re-rendered at most every `every_s`
+    (the whole text is re-checked each time), and once more at the end."""
+    slot = st.empty()
+    text, shown = "", 0.0
+    for chunk in chunks:
+        text += chunk
+        if time.monotonic() - shown >= every_s:
+            slot.markdown(safe_markdown(text))
+            shown = time.monotonic()
+    slot.markdown(safe_markdown(text))
+    return text
+
+
 def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocument | None
     if session.turns:
         text = session_markdown(session)
         if prepared is not None:  # each answer's quotes with their verdicts
             sources = answers_sources_markdown(prepared, [t.answer for t in session.turns])
             text = f"{text}\n{sources}" if sources else text
-        st.download_button("Export session (Markdown)", text,
+        st.download_button("Export session (Markdown)", safe_markdown(text, keep_tags={"sub"}),
                            file_name=f"sparkdocs-{session.id}.md", mime="text/markdown")
 
 
@@ -324,8 +342,8 @@ def library(svc: Services) -> None:
         by_document.setdefault(session.document_key, []).append(session)
     for info in infos:
         sessions = by_document.get(info.key, [])
-        with st.expander(f"{info.name} — {info.kind}, {info.tokens:,} tokens, "
-                         f"{len(sessions)} session(s)"):
+        with st.expander(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens, "
+                                       f"{len(sessions)} session(s)")):
             name = st.text_input("Name", info.name, key=f"name-{info.key}")
             cols = st.columns(3)
             if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
@@ -343,7 +361,8 @@ def library(svc: Services) -> None:
                 st.rerun()
             for session in sessions:
                 c1, c2, c3 = st.columns([5, 1, 1])
-                c1.write(f"**{session.title}** · {status_counts(session)} · `{session.id}`")
+                c1.write(safe_markdown(f"**{session.title}** · {status_counts(session)} · "
+                                       f"`{session.id}`"))
                 if c2.button("Open", key=f"open-{session.id}"):
                     _open_session(session)
                     st.switch_page("pages/ask.py")
@@ -359,16 +378,16 @@ def server_status(svc: Services) -> None:
 
     caps = svc.client.capabilities(refresh=st.button("Refresh"))
     if not caps.reachable:
-        st.error(caps.error or "The model service is not reachable.")
+        st.error(safe_markdown(caps.error or "The model service is not reachable."))
         return
     cols = st.columns(4)
-    cols[0].metric("Model", caps.model or "none")
+    cols[0].metric("Model", safe_markdown(caps.model or "none"))
     cols[1].metric("Context", f"{caps.context_length:,}",
                    help="from the server" if caps.context_from_server else "from configuration")
     cols[2].metric("Server", caps.server_kind)
     cols[3].metric("Tokenize endpoint", caps.tokenize_path or "none")
     if caps.model_note:
-        st.warning(caps.model_note)
+        st.warning(safe_markdown(caps.model_note))
     metrics = caps.metrics
     if metrics is None:
         st.info("This server publishes no vLLM metrics: no prefix-cache hit rate or queue to show.")
@@ -392,14 +411,15 @@ def server_status(svc: Services) -> None:
         marks = {"ok": ":green[:material/check_circle:]", "warn": ":orange[:material/warning:]",
                  "fail": ":red[:material/cancel:]", "unknown": ":gray[:material/help:]"}
         for check in run_checks(svc.client):
-            st.markdown(f"{marks[check.status]} **{check.name}**: {check.detail}"
-                        + (f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""))
+            fix = f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""
+            st.markdown(safe_markdown(f"{marks[check.status]} **{check.name}**: {check.detail}{fix}"))
     bench_dir = svc.settings.cache_dir / "bench"
     report = bench_dir / "report.md"
     if report.exists():
         with st.expander("Latest `sparkdocs bench` report", expanded=True):
             text = report.read_text(encoding="utf-8")
-            st.markdown("\n".join(line for line in text.splitlines() if not line.startswith("![")))
+            st.markdown(safe_markdown("\n".join(line for line in text.splitlines()
+                                                 if not line.startswith("!["))))
             for chart in sorted(bench_dir.glob("*.png")):
                 st.image(str(chart))
     else:

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from .client import Capabilities
 from .documents import Document
 from .store import Session, Turn, TurnStatus
+from .safe_text import safe_markdown
 from .tokens import Budget
 
 
@@ -117,7 +118,7 @@ def session_markdown(session: Session) -> str:
         if status:
             lines += [f"> {status}", ""]
         lines += [f"<sub>{stats_line(turn)}</sub>", ""]
-    return "\n".join(lines)
+    return safe_markdown("\n".join(lines), keep_tags={"sub"})  # an export opened in a viewer fetches nothing
 
 
 def kv_fit(caps: Capabilities, document_tokens: int) -> str | None:

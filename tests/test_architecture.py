@@ -7,10 +7,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sparkdocs"
-PURE = ["documents.py", "tokens.py", "prompts.py", "selection.py", "ingest"]
+PURE = ["documents.py", "tokens.py", "prompts.py", "selection.py", "citations.py", "safe_text.py",
+        "ingest"]
 FORBIDDEN = {"openai", "httpx", "diskcache", "streamlit", "requests", "socket", "urllib", "rich",
              "typer", "sparkdocs.client", "sparkdocs.store", "sparkdocs.batch", "sparkdocs.workspace"}
-PURE += ["citations.py"]  # the quote verifier (issue #13)
 
 
 def _imports(path: Path) -> set[str]:

@@ -8,6 +8,7 @@ import io
 import posixpath
 import stat
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass
 from typing import Iterable
@@ -15,7 +16,7 @@ from typing import Iterable
 import pathspec
 
 from ..documents import Section, SectionKind, clean_text, render_tree
-from ..errors import FileTooLargeError, UnsafeArchiveError, UnsupportedFormatError
+from ..errors import FileTooLargeError, IngestError, UnsafeArchiveError, UnsupportedFormatError
 from .options import IngestOptions
 from .text import decode_text, looks_binary
 
@@ -43,35 +44,181 @@ class SourceFile:
     data: bytes
 
 
+# Guards on what goes into pathspec. Its patterns become backtracking regexes: every `*` in a
+# name and every `**` (including the one implied before a pattern without a slash) multiplies the
+# worst-case matching time by the length of a name or path. Measured on pathspec 1.1: three
+# wildcards (at most two `**`) stay under ~60 ms for the worst 4,096-character path, while four
+# (`a*a*a*ab`) take 0.4 s and `a/**/a/**/a/**/b` 27 s for ONE path. So patterns with more are
+# dropped (a .gitignore line, with a note) or refused (--include/--exclude), paths are capped at
+# what file systems hold, and all matching shares a time budget as the last line of defence.
+MAX_PATTERN_WILDCARDS = 3
+MAX_PATTERN_DOUBLE_STARS = 2
+MAX_PATTERN_CHARS = 1024
+MAX_GITIGNORE_PATTERNS = 5_000  # per .gitignore file; lines past it are ignored with a note
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
+MAX_NAME_BYTES = 255  # NAME_MAX on every common file system
+
+
+def _collapse_stars(segment: str) -> tuple[str, int]:
+    """`a***b` → `a*b` (the same set of names, far less backtracking); returns the segment and
+    its number of `*` runs. Escaped stars (`\\*`) are literals and do not count."""
+    out: list[str] = []
+    runs = 0
+    index = 0
+    while index < len(segment):
+        char = segment[index]
+        if char == "\\" and index + 1 < len(segment):
+            out.append(segment[index:index + 2])
+            index += 2
+            continue
+        if char == "*":
+            runs += 1
+            out.append("*")
+            while index < len(segment) and segment[index] == "*":
+                index += 1
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out), runs
+
+
+def guard_pattern(line: str) -> tuple[str, str | None]:
+    """One gitignore-style line → (the line to give pathspec, a problem or None). Runs of `*`
+    are collapsed; a pattern that would still be slow to match is reported, not compiled."""
+    text = line.rstrip("\r\n")
+    stripped = text.strip()
+    if not stripped or stripped.startswith("#"):
+        return text, None
+    if len(stripped) > MAX_PATTERN_CHARS:
+        return "", (f"{len(stripped):,} characters is over the {MAX_PATTERN_CHARS:,}-character "
+                    "pattern limit")
+    negate = stripped.startswith("!")
+    body = stripped[1:] if negate else stripped
+    segments = body.split("/")
+    double, single = 0, 0
+    kept: list[str] = []
+    for segment in segments:
+        if segment and set(segment) == {"*"} and len(segment) >= 2:
+            if not (kept and kept[-1] == "**"):  # `**/**` is one `**`
+                double += 1
+                kept.append("**")
+            continue
+        collapsed, runs = _collapse_stars(segment)
+        single += runs
+        kept.append(collapsed)
+    inner = [s for s in body.strip("/").split("/") if s]
+    if len(inner) <= 1 and not body.startswith("/") and kept[:1] != ["**"]:
+        double += 1  # no slash: pathspec prepends `**/` to match at any depth
+    wildcards = single + double
+    if double > MAX_PATTERN_DOUBLE_STARS or wildcards > MAX_PATTERN_WILDCARDS:
+        return "", (f"{wildcards} wildcards ({double} of them `**`, counting the one implied "
+                    f"before a pattern without a slash) is over the limit of "
+                    f"{MAX_PATTERN_WILDCARDS} (at most {MAX_PATTERN_DOUBLE_STARS} `**`), "
+                    "because each one multiplies matching time")
+    return ("!" if negate else "") + "/".join(kept), None
+
+
+def path_problem(path: str) -> str | None:
+    """Why an archive member's path is not one a file system could hold, or None."""
+    if len(path) > MAX_PATH_CHARS:
+        return f"path of {len(path):,} characters is over the {MAX_PATH_CHARS:,} limit"
+    for name in path.split("/"):
+        if len(name.encode("utf-8", errors="replace")) > MAX_NAME_BYTES:
+            return f"a name of over {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _user_spec(patterns: tuple[str, ...], flag: str) -> pathspec.GitIgnoreSpec | None:
+    if not patterns:
+        return None
+    lines = []
+    for pattern in patterns:
+        line, problem = guard_pattern(pattern)
+        if problem:
+            raise IngestError(
+                f"{flag} '{_shorten(pattern)}': {problem}; use a simpler pattern (split it into "
+                "several, or name the folder or suffix you mean).")
+        lines.append(line)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class PathFilter:
     """Decides, per relative path, whether a file goes in. `.gitignore` files apply to their
-    own directory and below; deeper files win, as in git."""
+    own directory and below; deeper files win, as in git. Only the ancestors of a path are
+    looked up (a dict per directory), so thousands of nested .gitignore files cost a few dict
+    look-ups per path; all matching shares `options.max_match_seconds`."""
 
-    def __init__(self, options: IngestOptions) -> None:
+    def __init__(self, options: IngestOptions, *, source: str = "") -> None:
         defaults = list(DEFAULT_IGNORES) + list(SECRET_FILES)
         if not options.include_lock_files:
             defaults += list(LOCK_FILES)
         self._defaults = pathspec.GitIgnoreSpec.from_lines(defaults)
         self._secrets = pathspec.GitIgnoreSpec.from_lines(SECRET_FILES)
-        self._exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude) if options.exclude else None
-        self._include = pathspec.GitIgnoreSpec.from_lines(options.include) if options.include else None
+        self._exclude = _user_spec(options.exclude, "--exclude")
+        self._include = _user_spec(options.include, "--include")
         self._gitignores: dict[str, pathspec.GitIgnoreSpec] = {}
+        self._source = source or "the codebase"
+        self._budget = options.max_match_seconds
+        self._spent = 0.0
+        self._checked = 0
 
-    def add_gitignore(self, directory: str, text: str) -> None:
-        self._gitignores[directory.strip("/")] = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+    def add_gitignore(self, directory: str, text: str) -> list[str]:
+        """Adds one .gitignore; returns notes on the lines it dropped (too slow to match)."""
+        directory = directory.strip("/")
+        where = f"{directory}/.gitignore" if directory else ".gitignore"
+        notes: list[str] = []
+        lines: list[str] = []
+        count = 0
+        for number, line in enumerate(text.splitlines(), 1):
+            guarded, problem = guard_pattern(line)
+            if problem:
+                notes.append(f"{where} line {number}: {problem}; that line is ignored")
+                continue
+            if guarded.strip() and not guarded.lstrip().startswith("#"):
+                count += 1
+                if count > MAX_GITIGNORE_PATTERNS:
+                    notes.append(f"{where}: over {MAX_GITIGNORE_PATTERNS:,} patterns; lines from "
+                                 f"{number} on are ignored")
+                    break
+            lines.append(guarded)
+        self._gitignores[directory] = pathspec.GitIgnoreSpec.from_lines(lines)
+        return notes
 
     def is_secret(self, path: str) -> bool:
         return self._secrets.match_file(path)
 
     def skips_dir(self, path: str) -> bool:
-        return self._ignored(path.rstrip("/") + "/")
+        return self._timed(self._ignored, path.rstrip("/") + "/")
+
+    def _timed(self, check, path: str) -> bool:  # type: ignore[no-untyped-def]
+        if self._spent > self._budget:
+            raise UnsafeArchiveError(
+                f"{self._source}: matching ignore rules took over {self._budget:,.0f} s "
+                f"(SPARKDOCS_MAX_MATCH_SECONDS) after {self._checked:,} paths; the .gitignore "
+                "files or --include/--exclude patterns are too complex for this many files. "
+                "Simplify them or pick a smaller folder.")
+        start = time.perf_counter()
+        try:
+            return check(path)
+        finally:
+            self._spent += time.perf_counter() - start
+            self._checked += 1
 
     def _ignored(self, path: str) -> bool:
         if self._defaults.match_file(path):
             return True
         verdict: bool | None = None
-        for directory, spec in sorted(self._gitignores.items(), key=lambda kv: kv[0].count("/")):
-            if directory and not path.startswith(directory + "/"):
+        parts = path.rstrip("/").split("/")[:-1]
+        directory = ""
+        for depth in range(len(parts) + 1):  # ancestors, shallowest first: deeper files win
+            if depth:
+                directory = "/".join(parts[:depth])
+            spec = self._gitignores.get(directory)
+            if spec is None:
                 continue
             relative = path[len(directory) + 1:] if directory else path
             result = spec.check_file(relative)
@@ -80,6 +227,9 @@ class PathFilter:
         return bool(verdict)
 
     def keeps_file(self, path: str) -> bool:
+        return self._timed(self._keeps, path)
+
+    def _keeps(self, path: str) -> bool:
         if self._ignored(path):
             return False
         if self._exclude is not None and self._exclude.match_file(path):
@@ -176,11 +326,11 @@ def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
 def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
                   options: IngestOptions, notes: list[str]) -> tuple[list[SourceFile], list[str]]:
     members = _strip_common_root(members)
-    path_filter = PathFilter(options)
+    path_filter = PathFilter(options, source=name)
     for path, size, ref in members:
         if posixpath.basename(path) == ".gitignore" and size < 1_000_000:
             text, _ = decode_text(read(ref, size), name=path)
-            path_filter.add_gitignore(posixpath.dirname(path), text)
+            notes += path_filter.add_gitignore(posixpath.dirname(path), text)
     files: list[SourceFile] = []
     for path, size, ref in members:
         if not path_filter.keeps_file(path):

@@ -19,6 +19,9 @@ class IngestOptions:
     max_source_file_bytes: int = 1024 * 1024
     max_unpacked_bytes: int = 512 * 1024 * 1024
     max_compression_ratio: float = 200.0
+    # Every .gitignore/--include/--exclude match of one codebase shares this (a backstop: the
+    # pattern guards in `code.py` already keep each match to milliseconds).
+    max_match_seconds: float = 30.0
 
     def cache_salt(self) -> str:
         """The options that change the resulting Document (limits do not, passwords never go in)."""

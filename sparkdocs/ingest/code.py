@@ -282,6 +282,9 @@ def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
     members: list[tuple[str, int, object]] = []
     for info in infos:
         path = _safe_member_path(info.filename, name)
+        if problem := path_problem(path):
+            notes.append(f"{_shorten(path)}: {problem}, skipped")
+            continue
         if stat.S_ISLNK(info.external_attr >> 16):
             notes.append(f"{path}: symbolic link, not followed")
             continue

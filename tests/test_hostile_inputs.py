@@ -1,0 +1,231 @@
+"""Nothing a file can send takes sparkdocs down (issue #11, ingest part).
+
+Each hostile input is built here, in the test (no downloads). Unit tests check the message
+(names the file, the limit and the fix); the `integration` tests run `python -m sparkdocs count`
+in a child process with an address-space limit and a timeout, and check that it ends with one
+clear line on stderr and no traceback. Times are generous hang guards, not performance targets."""
+
+from __future__ import annotations
+
+import io
+import os
+import resource
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from builders import make_docx, make_tar_gz, make_zip
+from sparkdocs.errors import IngestError, SparkdocsError, UnsafeArchiveError
+from sparkdocs.ingest import IngestOptions, ingest_bytes
+from sparkdocs.ingest.code import PathFilter, guard_pattern
+from sparkdocs.sources import walk_codebase
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD_MEMORY = 1536 * 2**20  # RLIMIT_AS of the child: far below what the old bombs took
+CHILD_TIMEOUT = 60
+BACKTRACKING = "a*" * 30 + "b"  # the 414-byte zip's .gitignore line
+
+
+def run_count(*args: str, tmp_path: Path, memory: int = CHILD_MEMORY) -> subprocess.CompletedProcess:
+    """`sparkdocs count ARGS` in a child with RLIMIT_AS and a timeout (a hang fails the test)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run([sys.executable, "-m", "sparkdocs", "count", *args], env=env,
+                          preexec_fn=limit, capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT, cwd=tmp_path)
+
+
+def assert_one_clear_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) >= 1 and lines[0].startswith("error:"), result.stderr[-2000:]
+    text = " ".join(result.stderr.split())
+    for needle in needles:
+        assert needle in text, text
+
+
+def assert_ok_with_warning(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    text = " ".join(result.stderr.split())
+    for needle in needles:
+        assert needle in text, text
+
+
+# 1. Patterns: backtracking and nested .gitignore files ---------------------------------------
+
+def test_backtracking_gitignore_line_is_dropped_with_a_note():
+    # Six wildcards: seconds per path before the guard (the 414-byte zip has 31: hours).
+    data = make_zip({".gitignore": b"a*a*a*a*a*ab\n*.log\n", "a" * 40 + ".txt": b"x = 1\n",
+                     "debug.log": b"noise\n", "main.py": b"print(1)\n"})
+    start = time.perf_counter()
+    document = ingest_bytes("repo.zip", data)
+    assert time.perf_counter() - start < 10
+    titles = {s.title for s in document.sections}
+    assert "main.py" in titles and "debug.log" not in titles  # the other lines still apply
+    warning = " ".join(document.warnings)
+    assert ".gitignore line 1" in warning and "wildcards" in warning and "limit of 3" in warning
+
+
+def test_exclude_and_include_with_too_many_wildcards_are_refused_with_the_limit():
+    data = make_zip({"main.py": b"print(1)\n"})
+    for options in (IngestOptions(exclude=(BACKTRACKING,)), IngestOptions(include=(BACKTRACKING,))):
+        with pytest.raises(IngestError) as caught:
+            ingest_bytes("repo.zip", data, options=options)
+        message = str(caught.value)
+        assert ("--exclude" in message or "--include" in message) and "limit of 3" in message
+        assert "simpler pattern" in message
+
+
+@pytest.mark.parametrize("pattern,kept,problem", [
+    ("*.pyc", "*.pyc", False),
+    ("docs/**/*.md", "docs/**/*.md", False),
+    ("*.min.*", "*.min.*", False),
+    ("!keep.me", "!keep.me", False),
+    ("**/node_modules/**", "**/node_modules/**", False),
+    ("a***b*****c", "a*b*c", False),          # star runs collapse to one
+    ("a/**/**/b", "a/**/b", False),           # `**/**` is one `**`
+    (r"file\*name", r"file\*name", False),    # an escaped star is a literal
+    ("# a*a*a*a*a* comment", "# a*a*a*a*a* comment", False),
+    ("a*a*a*b", "", True),                    # 3 stars + the implied leading `**`
+    ("**/a/**/a/**/b", "", True),             # three `**`: cubic in the path length
+    ("x" * 2000, "", True),
+])
+def test_guard_pattern_keeps_common_patterns_and_refuses_slow_ones(pattern, kept, problem):
+    line, why = guard_pattern(pattern)
+    assert (why is not None) is problem
+    if not problem:
+        assert line == kept
+
+
+def test_guarded_patterns_still_match_like_git():
+    spec_filter = PathFilter(IngestOptions(exclude=("a***.txt", "docs/**/**/*.md")))
+    assert not spec_filter.keeps_file("abc.txt")
+    assert not spec_filter.keeps_file("docs/x/y/z.md")
+    assert spec_filter.keeps_file("docs/z.py")
+
+
+def test_thousands_of_nested_gitignores_cost_ancestor_lookups_only():
+    # 8,000 folders with a .gitignore each took 74 s when every rule was tried on every path.
+    files = {}
+    for i in range(8000):
+        files[f"p{i % 20}/d{i}/.gitignore"] = b"*.tmp\n"
+        files[f"p{i % 20}/d{i}/m.py"] = b"x = 1\n"
+    files["p0/d0/drop.tmp"] = b"tmp\n"
+    files[".gitignore"] = b"p1/\n"
+    start = time.perf_counter()
+    document = ingest_bytes("many.zip", make_zip(files))
+    assert time.perf_counter() - start < 40
+    titles = {s.title for s in document.sections}
+    assert "p0/d0/m.py" in titles and "p0/d0/drop.tmp" not in titles
+    assert not any(t.startswith("p1/") for t in titles)
+
+
+def test_deeper_gitignore_wins_over_a_shallower_one():
+    document = ingest_bytes("r.zip", make_zip({
+        ".gitignore": b"*.gen.py\n", "a/.gitignore": b"!keep.gen.py\n",
+        "a/keep.gen.py": b"x = 1\n", "a/drop.gen.py": b"x = 2\n", "b/keep.gen.py": b"x = 3\n",
+        "main.py": b"x = 4\n"}))
+    titles = {s.title for s in document.sections}
+    assert "a/keep.gen.py" in titles
+    assert not {"a/drop.gen.py", "b/keep.gen.py"} & titles
+
+
+def test_matching_time_budget_refuses_with_a_clear_note():
+    data = make_zip({f"f{i}.py": b"x = 1\n" for i in range(50)})
+    with pytest.raises(UnsafeArchiveError) as caught:
+        ingest_bytes("r.zip", data, options=IngestOptions(max_match_seconds=0.0))
+    message = str(caught.value)
+    assert "r.zip" in message and "SPARKDOCS_MAX_MATCH_SECONDS" in message
+
+
+def test_archive_member_paths_no_file_system_could_hold_are_skipped():
+    data = make_zip({"x" * 300 + ".py": b"x = 1\n", "/".join(["d"] * 2100) + "/f.py": b"y\n",
+                     "main.py": b"print(1)\n"})
+    document = ingest_bytes("r.zip", data)
+    assert [s.title for s in document.sections if s.kind.value == "file"] == ["main.py"]
+    warning = " ".join(document.warnings)
+    assert "255 bytes" in warning and "4,096" in warning
+
+
+@pytest.mark.integration
+def test_cli_survives_the_414_byte_backtracking_zip(tmp_path: Path):
+    bomb = tmp_path / "bomb.zip"
+    bomb.write_bytes(make_zip({".gitignore": BACKTRACKING.encode() + b"\n",
+                               "a" * 200: b"hello\n", "main.py": b"print(1)\n"}))
+    assert_ok_with_warning(run_count(str(bomb), tmp_path=tmp_path), ".gitignore line 1",
+                           "wildcards")
+    assert_one_clear_error(run_count(str(bomb), "--exclude", BACKTRACKING, tmp_path=tmp_path),
+                           "--exclude", "limit of 3")
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / ".gitignore").write_text(BACKTRACKING + "\n")
+    (folder / ("a" * 200)).write_text("hello\n")
+    (folder / "main.py").write_text("print(1)\n")
+    assert_ok_with_warning(run_count(str(folder), tmp_path=tmp_path), ".gitignore line 1")
+
+
+# 3. Special files --------------------------------------------------------------------------
+
+@pytest.fixture
+def special_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "main.py").write_text("print(1)\n")
+    os.mkfifo(root / "pipe.py")
+    (root / "pipe-link.py").symlink_to(root / "pipe.py")
+    (root / "loop-a.py").symlink_to(root / "loop-b.py")
+    (root / "loop-b.py").symlink_to(root / "loop-a.py")
+    (root / "dangling.py").symlink_to(root / "missing.py")
+    return root
+
+
+def test_folder_with_fifo_links_loops_notes_each_and_reads_the_rest(special_tree: Path):
+    source = walk_codebase(special_tree, IngestOptions())
+    assert [f.path for f in source.files] == ["main.py"]
+    notes = " | ".join(source.notes)
+    assert "pipe.py: a named pipe (FIFO), not a regular file, skipped" in notes
+    assert "pipe-link.py: a named pipe (FIFO)" in notes
+    assert "loop-a.py: symbolic link loop, skipped" in notes
+    assert "dangling.py: broken symbolic link, skipped" in notes
+
+
+def test_unreadable_subfolder_is_noted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = tmp_path / "tree"
+    (root / "secret").mkdir(parents=True)
+    (root / "secret" / "x.py").write_text("x = 1\n")
+    (root / "main.py").write_text("print(1)\n")
+    real_scandir = os.scandir
+
+    def scandir(path):  # root reads everything, so deny the folder the way the kernel would
+        if Path(path).name == "secret":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    source = walk_codebase(root, IngestOptions())
+    assert [f.path for f in source.files] == ["main.py"]
+    assert "secret/: unreadable folder (Permission denied), skipped" in source.notes
+
+
+@pytest.mark.integration
+def test_cli_refuses_special_files_named_directly(special_tree: Path, tmp_path: Path):
+    assert_ok_with_warning(run_count(str(special_tree), tmp_path=tmp_path),
+                           "pipe.py: a named pipe (FIFO)", "symbolic link loop")
+    assert_one_clear_error(run_count(str(special_tree / "pipe.py"), tmp_path=tmp_path),
+                           "a named pipe (FIFO), not a regular file")
+    assert_one_clear_error(run_count(str(special_tree / "pipe-link.py"), tmp_path=tmp_path),
+                           "a named pipe (FIFO), not a regular file")
+    assert_one_clear_error(run_count("/dev/zero", tmp_path=tmp_path),
+                           "/dev/zero: is a character device, not a regular file")
+    assert_one_clear_error(run_count(str(special_tree / "loop-a.py"), tmp_path=tmp_path),
+                           "symbolic link loop")
+    assert_one_clear_error(run_count(str(special_tree / "dangling.py"), tmp_path=tmp_path),
+                           "symbolic link to a missing file")

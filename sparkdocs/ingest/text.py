@@ -133,14 +133,18 @@ def split_markdown(text: str) -> list[Section]:
 
 
 def _pieces(line: str) -> list[str]:
-    """An over-long line in parts of about PART_CHARS, cut at a space when one is near."""
+    """An over-long line in parts of about PART_CHARS, cut at a space when one is near
+    (offsets, not repeated slicing of the rest: that would be quadratic in the line)."""
     pieces: list[str] = []
-    while len(line) > PART_CHARS:
-        cut = line.rfind(" ", PART_CHARS - 1000, PART_CHARS)
-        cut = cut + 1 if cut > 0 else PART_CHARS
-        pieces.append(line[:cut])
-        line = line[cut:]
-    return pieces + ([line] if line else [])
+    start = 0
+    while len(line) - start > PART_CHARS:
+        cut = line.rfind(" ", start + PART_CHARS - 1000, start + PART_CHARS)
+        cut = cut + 1 if cut > start else start + PART_CHARS
+        pieces.append(line[start:cut])
+        start = cut
+    if start < len(line):
+        pieces.append(line[start:])
+    return pieces
 
 
 def split_plain(text: str) -> list[Section]:

@@ -229,3 +229,58 @@ def test_cli_refuses_special_files_named_directly(special_tree: Path, tmp_path: 
                            "symbolic link loop")
     assert_one_clear_error(run_count(str(special_tree / "dangling.py"), tmp_path=tmp_path),
                            "symbolic link to a missing file")
+
+
+# 4. Text encodings and size ----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["Le café coûte 3 €.", "Größe: 5 € für Käse und Müsli.",
+                                  "naïve façade, déjà vu — «ça va» œuvre"])
+def test_short_western_text_in_windows_1252_is_decoded_as_windows_1252(text: str):
+    document = ingest_bytes("note.txt", text.encode("cp1252"))
+    assert document.sections[0].text == text
+    assert any("decoded as Windows-1252 (cp1252)" in w and "save the file as UTF-8" in w
+               for w in document.warnings)
+
+
+@pytest.mark.parametrize("text,encoding", [
+    ("Привет, как дела? Это тест кодировки.", "cp1251"),
+    ("Καλημέρα κόσμε, τι κάνεις σήμερα;", "cp1253"),
+    ("Zażółć gęślą jaźń, pchnąć w tę łódź jeża.", "cp1250"),
+])
+def test_other_code_pages_still_win_on_strong_evidence(text: str, encoding: str):
+    document = ingest_bytes("note.txt", text.encode(encoding))
+    assert document.sections[0].text == text
+
+
+def test_utf8_with_a_stray_latin1_byte_is_read_with_a_count_not_refused():
+    line = "Grüße aus München — 東京 — naïve résumé. " * 10 + "\n"
+    data = (line * (4 * 2**20 // len(line.encode()))).encode() + b"caf\xe9 au lait\n"
+    document = ingest_bytes("big.txt", data)
+    assert "Grüße aus München — 東京" in document.sections[0].text
+    assert "caf\ufffd au lait" in document.sections[-1].text
+    assert any("1 byte not valid UTF-8" in w for w in document.warnings)
+
+
+def test_ascii_with_one_latin1_byte_is_windows_1252():
+    document = ingest_bytes("a.txt", b"plain ascii " * 1000 + b"caf\xe9")
+    assert document.sections[-1].text.endswith("café")
+
+
+def test_a_long_single_line_is_cut_into_parts_in_bounded_time():
+    data = b"abcdefghij" * (5 * 2**20) + b" caf\xe9"  # 50 MB on one line, one Latin-1 byte
+    start = time.perf_counter()
+    document = ingest_bytes("line.txt", data)
+    assert time.perf_counter() - start < 30  # was 42 s (charset detection on all 50 MB)
+    assert len(document.sections) > 100
+    assert max(len(s.text) for s in document.sections) <= 64_000
+    assert document.sections[-1].text.endswith("café")
+    assert sum(len(s.text) for s in document.sections) == len(data)  # nothing lost
+
+
+@pytest.mark.integration
+def test_cli_counts_a_50_mb_one_line_file_within_memory_and_time(tmp_path: Path):
+    path = tmp_path / "line.txt"
+    path.write_bytes(b"abcdefghijklmnopqrstuvwxyz" * (2 * 2**20) + b" caf\xe9")
+    result = run_count(str(path), "--json", tmp_path=tmp_path, memory=2560 * 2**20)
+    assert_ok_with_warning(result)
+    assert '"tokens"' in result.stdout

@@ -67,10 +67,10 @@ def _single(upload: Upload, options: IngestOptions, progress: Progress | None = 
         raise UnsupportedFormatError(f"{name}: the file is empty; pick a file with content.")
     kind = detect_kind(name, data)
     if kind == "pdf":
-        return DocumentKind.PDF, *pdf_sections(data, name=name, password=options.password,
+        return DocumentKind.PDF, *pdf_sections(data, name=name, options=options,
                                                progress=progress)
     if kind == "docx":
-        return DocumentKind.DOCX, *docx_sections(data, name=name)
+        return DocumentKind.DOCX, *docx_sections(data, name=name, options=options)
     if kind in ("zip", "tar"):
         reader = read_zip if kind == "zip" else read_tar
         files, notes = reader(data, name=name, options=options)

@@ -5,11 +5,13 @@ memory with zip-slip and zip-bomb limits; folders are walked by `sparkdocs.sourc
 from __future__ import annotations
 
 import io
+import lzma
 import posixpath
 import stat
 import tarfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -57,6 +59,7 @@ MAX_PATTERN_CHARS = 1024
 MAX_GITIGNORE_PATTERNS = 5_000  # per .gitignore file; lines past it are ignored with a note
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX on every common file system
+MAX_ARCHIVE_MEMBERS = 200_000  # each costs a Python object; a real repository has far fewer
 
 
 def _collapse_stars(segment: str) -> tuple[str, int]:
@@ -271,7 +274,19 @@ def _strip_common_root(files: list[tuple[str, int, object]]) -> list[tuple[str, 
     return files
 
 
+def check_zip_entries(data: bytes, *, name: str, limit: int = MAX_ARCHIVE_MEMBERS) -> None:
+    """zipfile builds an object for every central-directory entry when it opens an archive
+    (200 MB of entries is millions of them, gigabytes of memory): count the entry signatures
+    first, at C speed, and refuse before opening."""
+    entries = data.count(b"PK\x01\x02")
+    if entries > limit:
+        raise UnsafeArchiveError(
+            f"{name}: about {entries:,} entries is over the {limit:,}-entry limit; refusing "
+            "the archive. Pack only the files you want to ask about.")
+
+
 def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[SourceFile], list[str]]:
+    check_zip_entries(data, name=name)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -301,27 +316,56 @@ def _read_zip_member(archive: zipfile.ZipFile, info: object, limit: int, name: s
     return data
 
 
+def _check_stream(archive: str, unpacked: int, compressed: int, options: IngestOptions) -> None:
+    """Like `_check_bomb`, for bytes that a stream will really have produced (a tar's
+    position after a member: headers and data), not what a directory declares."""
+    if unpacked > options.max_unpacked_bytes:
+        raise UnsafeArchiveError(
+            f"{archive}: unpacks to over {options.max_unpacked_bytes / 2**20:,.0f} MiB (a member "
+            f"ends at {unpacked / 2**20:,.0f} MiB), over the limit (SPARKDOCS_MAX_UNPACKED_MB); "
+            "pack only the source you want to ask about.")
+    if compressed and unpacked > 1_000_000 and unpacked / compressed > options.max_compression_ratio:
+        raise UnsafeArchiveError(
+            f"{archive}: compression ratio over {unpacked / compressed:,.0f}:1 is over "
+            f"{options.max_compression_ratio:,.0f}:1, which is how archive bombs look; refusing it.")
+
+
 def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[SourceFile], list[str]]:
-    try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-        entries = archive.getmembers()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise UnsupportedFormatError(f"{name}: not a readable tar archive ({exc}).") from exc
+    """A tar (plain, gzip, bzip2 or xz) read once, in order. Before each member is
+    read or skipped, the stream position it would reach is checked against the unpacked-bytes
+    and ratio limits, so a header declaring 100 GiB stops at once and many members that add up
+    stop at the limit; nothing is decompressed past it."""
     notes: list[str] = []
-    _check_bomb(name, sum(m.size for m in entries if m.isfile()), len(data), options)
     members: list[tuple[str, int, object]] = []
-    for member in entries:
-        if member.isdir():
-            continue
-        path = _safe_member_path(member.name, name)
-        if not member.isfile():
-            notes.append(f"{path}: link or special file, not followed")
-            continue
-        members.append((path, member.size, member))
+    try:
+        # "r:*", iterated lazily (never getmembers()): members come one header at a time, and
+        # multi-stream bzip2 (pbzip2, lbzip2) still reads.
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        for count, member in enumerate(archive, 1):
+            _check_stream(name, member.offset_data + member.size, len(data), options)
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise UnsafeArchiveError(
+                    f"{name}: over {MAX_ARCHIVE_MEMBERS:,} members; refusing the archive. Pack "
+                    "only the source you want to ask about.")
+            if member.isdir():
+                continue
+            path = _safe_member_path(member.name, name)
+            if problem := path_problem(path):
+                notes.append(f"{_shorten(path)}: {problem}, skipped")
+                continue
+            if not member.isfile():
+                notes.append(f"{path}: link or special file, not followed")
+                continue
+            content = b""
+            if member.size <= options.max_source_file_bytes:
+                handle = archive.extractfile(member)
+                content = handle.read(member.size) if handle else b""
+            members.append((path, member.size, content))
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        raise UnsupportedFormatError(f"{name}: not a readable tar archive ({exc}).") from exc
 
     def read(ref: object, limit: int) -> bytes:
-        handle = archive.extractfile(ref)  # type: ignore[arg-type]
-        return handle.read(limit + 1) if handle else b""
+        return ref[:limit + 1]  # type: ignore[index]
 
     return _read_members(members, read, name=name, options=options, notes=notes)
 

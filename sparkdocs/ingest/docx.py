@@ -20,6 +20,7 @@ from typing import Any
 
 from ..documents import Section, SectionKind, clean_text
 from ..errors import IngestError, UnsafeArchiveError, UnsupportedFormatError
+from .code import check_zip_entries
 from .options import IngestOptions
 
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -46,6 +47,7 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions
     enforces) and parsed once. Returns (package, optional parts that parsed, warnings)."""
     from lxml import etree
 
+    check_zip_entries(data, name=name, limit=_MAX_PARTS)
     try:
         source = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError) as exc:
@@ -53,9 +55,6 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions
             f"{name}: not a valid .docx (Word 2007+) file ({exc}); open it in Word or "
             "LibreOffice and save it as .docx again.") from exc
     infos = source.infolist()
-    if len(infos) > _MAX_PARTS:
-        raise UnsafeArchiveError(f"{name}: {len(infos):,} parts is over the {_MAX_PARTS:,} a "
-                                 "Word file could need; refusing it. Re-save it in Word.")
     xml = [i for i in infos if i.filename.lower().endswith(_XML_SUFFIXES) and not i.is_dir()]
     declared = sum(i.file_size for i in xml)
     limit = options.max_docx_xml_bytes

@@ -284,3 +284,156 @@ def test_cli_counts_a_50_mb_one_line_file_within_memory_and_time(tmp_path: Path)
     result = run_count(str(path), "--json", tmp_path=tmp_path, memory=2560 * 2**20)
     assert_ok_with_warning(result)
     assert '"tokens"' in result.stdout
+
+
+# 2. Bombs beyond zip ----------------------------------------------------------------------
+
+def test_docx_with_a_huge_media_part_is_read_without_inflating_it():
+    import tracemalloc
+
+    from builders import make_docx_with_big_media
+
+    data = make_docx_with_big_media(300 * 2**20)
+    assert len(data) < 2 * 2**20
+    tracemalloc.start()
+    try:
+        document = ingest_bytes("big-image.docx", data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "Master Services Agreement" in document.sections[0].text
+    assert peak < 64 * 2**20  # python-docx alone held the 300 MB image in memory
+
+
+def test_docx_whose_xml_declares_too_much_is_refused_before_inflating():
+    from builders import replace_docx_part
+
+    body = b'<?xml version="1.0"?><w:document xmlns:w="x"><w:body/></w:document>'
+    data = replace_docx_part(make_docx(), "word/document.xml", body + b" " * (70 * 2**20))
+    with pytest.raises(UnsafeArchiveError) as caught:
+        ingest_bytes("huge.docx", data)
+    message = str(caught.value)
+    assert "huge.docx" in message and "64 MiB limit" in message and "split" in message
+
+
+def test_docx_xml_part_with_a_bomb_ratio_is_refused_naming_the_part():
+    from builders import replace_docx_part
+
+    data = replace_docx_part(make_docx(), "word/custom.xml", b"<a>" + b" " * (20 * 2**20) + b"</a>")
+    with pytest.raises(UnsafeArchiveError) as caught:
+        ingest_bytes("ratio.docx", data)
+    assert "word/custom.xml" in str(caught.value) and "200:1" in str(caught.value)
+
+
+def test_pdf_content_stream_bomb_is_refused_within_the_memory_limit():
+    from builders import make_pdf_stream_bomb
+
+    data = make_pdf_stream_bomb(400 * 2**20)
+    assert len(data) < 1 * 2**20
+    options = IngestOptions(max_pdf_memory_bytes=256 * 2**20)
+    start = time.perf_counter()
+    with pytest.raises(UnsafeArchiveError) as caught:
+        ingest_bytes("bomb.pdf", data, options=options)
+    assert time.perf_counter() - start < 60
+    message = str(caught.value)
+    assert "bomb.pdf" in message and "256 MiB" in message and "SPARKDOCS_MAX_PDF_MEMORY_MB" in message
+
+
+def test_pdf_still_reads_in_its_child_with_progress():
+    from builders import make_contract_pdf
+
+    seen = []
+    document = ingest_bytes("c.pdf", make_contract_pdf(30))
+    assert len(document.sections) == 30 and "Clause 30" in document.sections[-1].text
+    from sparkdocs.ingest import Upload, ingest_uploads
+    ingest_uploads([Upload("c.pdf", make_contract_pdf(30))],
+                   progress=lambda done, total, what: seen.append((done, total)))
+    assert seen[:2] == [(0, 30), (25, 30)]
+
+
+def test_tar_bz2_declaring_100_gib_stops_at_the_header():
+    from builders import make_tar_bz2_bomb
+
+    data = make_tar_bz2_bomb(100 * 2**30)
+    assert len(data) < 200_000
+    start = time.perf_counter()
+    with pytest.raises(UnsafeArchiveError) as caught:
+        ingest_bytes("bomb.tar.bz2", data)
+    assert time.perf_counter() - start < 10  # getmembers() decompressed it all: minutes
+    assert "bomb.tar.bz2" in str(caught.value) and "512 MiB" in str(caught.value)
+
+
+def test_tar_members_adding_up_past_the_limit_stop_there():
+    files = {f"r/f{i}.txt": bytes([65 + i % 26]) * 300_000 for i in range(40)}  # 12 MB
+    with pytest.raises(UnsafeArchiveError) as caught:
+        ingest_bytes("many.tar.gz", make_tar_gz(files),
+                     options=IngestOptions(max_unpacked_bytes=4 * 2**20, max_compression_ratio=1e9))
+    assert "over 4 MiB" in str(caught.value)
+
+
+def test_zip_with_too_many_entries_is_refused_before_opening():
+    from sparkdocs.ingest.code import check_zip_entries
+
+    data = make_zip({f"f{i}.py": b"" for i in range(50)})
+    with pytest.raises(UnsafeArchiveError, match="50 entries is over the 10-entry limit"):
+        check_zip_entries(data, name="z.zip", limit=10)
+
+
+@pytest.mark.integration
+def test_cli_refuses_bombs_in_bounded_memory_and_time(tmp_path: Path):
+    from builders import make_docx_with_big_media, make_pdf_stream_bomb, make_tar_bz2_bomb
+
+    tar = tmp_path / "bomb.tar.bz2"
+    tar.write_bytes(make_tar_bz2_bomb(100 * 2**30))
+    assert_one_clear_error(run_count(str(tar), tmp_path=tmp_path), "bomb.tar.bz2", "MiB")
+    pdf = tmp_path / "bomb.pdf"
+    pdf.write_bytes(make_pdf_stream_bomb(1536 * 2**20))
+    assert_one_clear_error(run_count(str(pdf), tmp_path=tmp_path), "bomb.pdf",
+                           "MiB of memory")
+    docx = tmp_path / "media.docx"
+    docx.write_bytes(make_docx_with_big_media(1536 * 2**20))
+    result = run_count(str(docx), tmp_path=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+# 5. Malformed DOCX parts -------------------------------------------------------------------
+
+def test_malformed_footnotes_are_left_out_with_a_warning():
+    from builders import add_footnotes, replace_docx_part
+
+    data = replace_docx_part(add_footnotes(make_docx()), "word/footnotes.xml",
+                             b"<w:footnotes><w:footnote>unclosed")
+    document = ingest_bytes("notes.docx", data)
+    assert "Master Services Agreement" in document.sections[0].text
+    assert not any(s.title == "Footnotes" for s in document.sections)
+    assert any("word/footnotes.xml is not well-formed XML" in w and "footnotes are left out" in w
+               for w in document.warnings)
+
+
+@pytest.mark.parametrize("part", ["word/document.xml", "word/styles.xml", "[Content_Types].xml",
+                                  "word/_rels/document.xml.rels"])
+def test_malformed_docx_part_is_a_clear_error_naming_the_part(part: str):
+    from builders import replace_docx_part
+
+    data = replace_docx_part(make_docx(), part, b"<broken><xml")
+    with pytest.raises(SparkdocsError) as caught:
+        ingest_bytes("bad.docx", data)
+    message = str(caught.value)
+    assert "bad.docx" in message and part in message and "save it again" in message
+
+
+def test_billion_laughs_in_a_docx_part_is_not_expanded():
+    from builders import replace_docx_part
+
+    laughs = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+              + b"".join(f'<!ENTITY {c} "{("&" + p + ";") * 10}">'.encode()
+                         for p, c in zip("abcdefgh", "bcdefghi"))
+              + b']><w:footnotes xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
+              b'2006/main"><w:footnote w:id="1"><w:p><w:r><w:t>&i;</w:t></w:r></w:p>'
+              b"</w:footnote></w:footnotes>")
+    from builders import add_footnotes
+    data = replace_docx_part(add_footnotes(make_docx()), "word/footnotes.xml", laughs)
+    start = time.perf_counter()
+    document = ingest_bytes("laughs.docx", data)
+    assert time.perf_counter() - start < 10
+    assert sum(len(s.text) for s in document.sections) < 100_000

@@ -437,3 +437,18 @@ def test_billion_laughs_in_a_docx_part_is_not_expanded():
     document = ingest_bytes("laughs.docx", data)
     assert time.perf_counter() - start < 10
     assert sum(len(s.text) for s in document.sections) < 100_000
+
+
+def test_damaged_zip_member_is_skipped_with_a_note_not_a_traceback():
+    data = bytearray(make_zip({"a.py": b"x = 1\n" * 5000, "b.py": b"print(2)\n",
+                               ".gitignore": b"*.log\n"}))
+    data[60:90] = bytes(30)  # inside a.py's deflated bytes
+    document = ingest_bytes("damaged.zip", bytes(data))
+    titles = [s.title for s in document.sections if s.kind.value == "file"]
+    assert "b.py" in titles and "a.py" not in titles
+    assert any("a.py: cannot be unpacked" in w for w in document.warnings)
+
+
+def test_gitignore_with_nul_bytes_does_not_refuse_the_archive():
+    document = ingest_bytes("r.zip", make_zip({".gitignore": b"*.log\x00\n", "a.py": b"x = 1\n"}))
+    assert "a.py" in {s.title for s in document.sections}

@@ -309,8 +309,13 @@ def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
 
 
 def _read_zip_member(archive: zipfile.ZipFile, info: object, limit: int, name: str) -> bytes:
-    with archive.open(info) as handle:  # type: ignore[arg-type]
-        data = handle.read(limit + 1)
+    """At most `limit` bytes (zipfile also stops at the declared size). A damaged, encrypted or
+    oddly compressed member is an `IngestError` that `_read_members` turns into a note."""
+    try:
+        with archive.open(info) as handle:  # type: ignore[arg-type]
+            data = handle.read(limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise IngestError(f"cannot be unpacked ({exc})") from exc
     if len(data) > limit:
         raise UnsafeArchiveError(f"{name}: a member is larger than it declares; refusing the archive.")
     return data
@@ -376,7 +381,13 @@ def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
     path_filter = PathFilter(options, source=name)
     for path, size, ref in members:
         if posixpath.basename(path) == ".gitignore" and size < 1_000_000:
-            text, _ = decode_text(read(ref, size), name=path)
+            try:
+                text = read(ref, size).decode("utf-8", errors="replace")
+            except UnsafeArchiveError:
+                raise
+            except IngestError as exc:
+                notes.append(f"{path}: {exc}, not used")
+                continue
             notes += path_filter.add_gitignore(posixpath.dirname(path), text)
     files: list[SourceFile] = []
     for path, size, ref in members:
@@ -388,7 +399,12 @@ def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
             notes.append(f"{path}: {size / 1024:,.0f} KiB is over the "
                          f"{options.max_source_file_bytes / 1024:,.0f} KiB per-file limit, skipped")
             continue
-        files.append(SourceFile(path, read(ref, options.max_source_file_bytes)))
+        try:
+            files.append(SourceFile(path, read(ref, options.max_source_file_bytes)))
+        except UnsafeArchiveError:
+            raise
+        except IngestError as exc:
+            notes.append(f"{path}: {exc}, skipped")
     return files, notes
 
 

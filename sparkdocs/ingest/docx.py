@@ -56,6 +56,7 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions
             "LibreOffice and save it as .docx again.") from exc
     infos = source.infolist()
     xml = [i for i in infos if i.filename.lower().endswith(_XML_SUFFIXES) and not i.is_dir()]
+    xml_names = {i.filename for i in xml}
     declared = sum(i.file_size for i in xml)
     limit = options.max_docx_xml_bytes
     if declared > limit:
@@ -77,7 +78,7 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions
         for info in infos:
             if info.is_dir():
                 continue
-            if info not in xml:
+            if info.filename not in xml_names:
                 target.writestr(info.filename, b"")
                 continue
             try:

@@ -450,5 +450,5 @@ def test_damaged_zip_member_is_skipped_with_a_note_not_a_traceback():
 
 
 def test_gitignore_with_nul_bytes_does_not_refuse_the_archive():
-    document = ingest_bytes("r.zip", make_zip({".gitignore": b"*.log\x00\n", "a.py": b"x = 1\n"}))
+    document = ingest_bytes("r.zip", make_zip({".gitignore": b"*.log\x00\xff\n", "a.py": b"x = 1\n"}))
     assert "a.py" in {s.title for s in document.sections}

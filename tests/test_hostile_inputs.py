@@ -7,18 +7,16 @@ clear line on stderr and no traceback. Times are generous hang guards, not perfo
 
 from __future__ import annotations
 
-import io
 import os
 import resource
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
-
 from builders import make_docx, make_tar_gz, make_zip
+
 from sparkdocs.errors import IngestError, SparkdocsError, UnsafeArchiveError
 from sparkdocs.ingest import IngestOptions, ingest_bytes
 from sparkdocs.ingest.code import PathFilter, guard_pattern
@@ -36,7 +34,7 @@ def run_count(*args: str, tmp_path: Path, memory: int = CHILD_MEMORY) -> subproc
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "sparkdocs", "count", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "sparkdocs", "count", *args], env=env, check=False,
                           preexec_fn=limit, capture_output=True, text=True,
                           timeout=CHILD_TIMEOUT, cwd=tmp_path)
 

@@ -27,6 +27,7 @@ W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _HEADING_STYLE = re.compile(r"^(?:heading\s*(\d)|title)$", re.IGNORECASE)
 _BULLET_FORMATS = {"bullet", "none"}
 _LIST_STYLE = re.compile(r"^List (Bullet|Number)(?: (\d))?$", re.IGNORECASE)
+_DEFAULTS = IngestOptions()
 _XML_SUFFIXES = (".xml", ".rels")
 _MAX_PARTS = 10_000
 # Parts whose text sparkdocs reads itself: a malformed one is left out with a warning.
@@ -189,7 +190,7 @@ def _table_markdown(table: Any) -> str:
 def _footnotes(optional: dict[str, bytes]) -> list[str]:
     from lxml import etree
 
-    notes = []
+    notes: list[str] = []
     blob = optional.get("word/footnotes.xml")
     if blob is None:
         return notes
@@ -206,7 +207,7 @@ def _footnotes(optional: dict[str, bytes]) -> list[str]:
     return notes
 
 
-def docx_sections(data: bytes, *, name: str, options: IngestOptions = IngestOptions()
+def docx_sections(data: bytes, *, name: str, options: IngestOptions = _DEFAULTS
                   ) -> tuple[list[Section], list[str]]:
     import docx
     from docx.opc.exceptions import PackageNotFoundError

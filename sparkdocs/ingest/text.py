@@ -60,13 +60,13 @@ def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
                       "were replaced with \ufffd (the rest is UTF-8); re-save the file as UTF-8 "
                       "to keep them.")
     del text
-    encoding = _legacy_encoding(data)
-    if encoding is None:
+    legacy = _legacy_encoding(data)
+    if legacy is None:
         raise UnsupportedFormatError(
             f"{name}: the text encoding could not be detected; save it as UTF-8 and try again."
         )
-    label = "Windows-1252 (cp1252)" if encoding == "cp1252" else encoding
-    return data.decode(encoding, errors="replace"), (
+    label = "Windows-1252 (cp1252)" if legacy == "cp1252" else legacy
+    return data.decode(legacy, errors="replace"), (
         f"{name}: not UTF-8; decoded as {label}. If characters look wrong, save the file as "
         "UTF-8 and load it again.")
 

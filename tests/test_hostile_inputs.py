@@ -450,3 +450,11 @@ def test_damaged_zip_member_is_skipped_with_a_note_not_a_traceback():
 def test_gitignore_with_nul_bytes_does_not_refuse_the_archive():
     document = ingest_bytes("r.zip", make_zip({".gitignore": b"*.log\x00\xff\n", "a.py": b"x = 1\n"}))
     assert "a.py" in {s.title for s in document.sections}
+
+
+def test_a_huge_markdown_section_is_cut_into_parts_too():
+    data = b"# Title\n\n" + b"word " * 2_000_000  # 10 MB in one paragraph
+    document = ingest_bytes("big.md", data)
+    assert len(document.sections) > 100
+    assert max(len(s.text) for s in document.sections) <= 64_000
+    assert document.sections[0].title.startswith("Title (")

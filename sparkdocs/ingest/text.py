@@ -183,4 +183,19 @@ def text_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
         raise UnsupportedFormatError(f"{name}: the file holds no text; pick a file with content.")
     is_markdown = name.lower().endswith((".md", ".markdown", ".mdx"))
     sections = split_markdown(text) if is_markdown else split_plain(text)
+    if is_markdown and any(len(s.text) > 4 * PART_CHARS for s in sections):
+        sections = _split_long_headings(sections)
     return sections, [warning] if warning else []
+
+
+def _split_long_headings(sections: list[Section]) -> list[Section]:
+    """A Markdown section too long for one part (one huge paragraph or line) is cut like
+    plain text, so it can be chosen part by part and is never one enormous block."""
+    out: list[Section] = []
+    for section in sections:
+        if len(section.text) <= 4 * PART_CHARS:
+            out.append(section)
+            continue
+        out += [Section(SectionKind.HEADING, f"{section.title} ({part.title})", part.text)
+                for part in split_plain(section.text)]
+    return out

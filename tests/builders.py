@@ -251,7 +251,16 @@ def make_docx_with_big_media(declared_bytes: int) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
         for item in source.infolist():
-            target.writestr(item, source.read(item.filename))
+            data = source.read(item.filename)
+            if item.filename == "[Content_Types].xml":  # a part python-docx loads: an image
+                data = data.replace(b"</Types>", b'<Default Extension="png" '
+                                    b'ContentType="image/png"/></Types>')
+            elif item.filename == "word/_rels/document.xml.rels":
+                data = data.replace(b"</Relationships>", (
+                    b'<Relationship Id="rIdBigImage" Type="http://schemas.openxmlformats.org/'
+                    b'officeDocument/2006/relationships/image" Target="media/image1.png"/>'
+                    b"</Relationships>"))
+            target.writestr(item, data)
         with target.open("word/media/image1.png", "w", force_zip64=True) as handle:
             chunk = bytes(16 * 2**20)
             left = declared_bytes

@@ -148,13 +148,14 @@ def run_count(args: list[str], path: Path, cache: Path) -> tuple[int | None, flo
         elapsed = time.perf_counter() - start
         process.returncode = code if code is not None else -9
         err.seek(0)
-        lines = [line.strip() for line in err.read().decode(errors="replace").splitlines()
-                 if line.strip()]
-    first = next((line for line in lines if line.startswith(("error:", "warning:"))),
-                 lines[0] if lines else "")
+        text = err.read().decode(errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if any("Traceback" in line for line in lines):
-        first = "TRACEBACK: " + lines[-1]
-    return code, usage.ru_maxrss / 1024, elapsed, first
+        return code, usage.ru_maxrss / 1024, elapsed, "TRACEBACK: " + lines[-1]
+    # The CLI's console wraps long messages; a message starts at "error:" or "warning:".
+    joined = " ".join(lines)
+    starts = [i for i in (joined.find("error:"), joined.find("warning:")) if i >= 0]
+    return code, usage.ru_maxrss / 1024, elapsed, joined[min(starts):] if starts else joined
 
 
 def main() -> None:
@@ -180,7 +181,7 @@ def main() -> None:
             else:
                 size = 0
             code, peak, seconds, first = run_count(extra, path, directory / "cache")
-        shown = first if len(first) <= 150 else first[:150] + "…"
+        shown = first if len(first) <= 220 else first[:220] + "…"
         rows.append(f"| {case.name} | {size:,} B | {case.declared} | {case.limit} | "
                     f"{'timeout' if code is None else code} | {peak:,.0f} MB | {seconds:.1f} s | "
                     f"{shown.replace('|', '/')} |")

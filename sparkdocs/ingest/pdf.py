@@ -32,8 +32,13 @@ import json, logging, resource, sys, warnings
 warnings.simplefilter("ignore")
 logging.disable(logging.CRITICAL)
 memory, cpu = int(sys.argv[1]), int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+def lower(kind, soft, hard):  # never above a limit this process already has
+    _, current = resource.getrlimit(kind)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(kind, (soft, hard))
+lower(resource.RLIMIT_AS, memory, memory)
+lower(resource.RLIMIT_CPU, cpu, cpu + 5)
 header = json.loads(sys.stdin.buffer.readline())
 data = sys.stdin.buffer.read()
 password, text_limit = header["password"], header["text_limit"]

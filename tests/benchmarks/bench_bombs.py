@@ -40,6 +40,7 @@ class Case:
     declared: str
     limit: str
     build: Callable[[Path], tuple[list[str], Path]]  # → (extra CLI args, path on disk)
+    before: str  # what the same input did before issue #11, as reported there
 
 
 def _file(directory: Path, name: str, data: bytes) -> Path:
@@ -101,7 +102,11 @@ def link_loop(d: Path) -> tuple[list[str], Path]:
 
 
 def one_line_50mb(d: Path) -> tuple[list[str], Path]:
-    return [], _file(d, "line.txt", b"abcdefghijklmnopqrstuvwxyz" * (2 * MIB) + b" caf\xe9")
+    import random
+
+    rng = random.Random(11)  # random letters: the most tokens per byte, the harshest count
+    line = bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(MIB))
+    return [], _file(d, "line.txt", line * 50 + b" caf\xe9")
 
 
 def stray_byte_4mb(d: Path) -> tuple[list[str], Path]:
@@ -111,18 +116,18 @@ def stray_byte_4mb(d: Path) -> tuple[list[str], Path]:
 
 
 CASES = [
-    Case("zip whose .gitignore is `a*`×30`b`", "31 wildcards", "3 wildcards (≤2 `**`) per pattern", backtracking_zip),
-    Case("`--exclude a*`×30`b`", "31 wildcards", "3 wildcards per pattern", backtracking_exclude),
-    Case("8,000 folders, a .gitignore in each", "8,000 .gitignore files", "ancestor look-ups; 30 s matching budget", nested_gitignores),
-    Case("DOCX with a 2 GiB media part", "2,048 MiB", "XML parts ≤ 64 MiB; media never inflated", docx_media),
-    Case("DOCX with malformed word/footnotes.xml", "–", "every XML part parsed once, safely", docx_bad_footnotes),
-    Case("PDF whose content stream inflates to 2 GiB", "2,048 MiB", "PDF reader child: 1,024 MiB address space, 300 s CPU", pdf_stream),
-    Case("tar.bz2 declaring 100 GiB", "102,400 MiB", "512 MiB unpacked, ratio 200:1, by stream position", tar_bz2),
-    Case("a FIFO named directly", "–", "regular files only", fifo),
-    Case("/dev/zero", "endless", "regular files only", dev_zero),
-    Case("symbolic link loop", "–", "regular files only", link_loop),
-    Case("50 MB one-line text (one Latin-1 byte)", "52,428,805 chars on one line", "charset sample 64 KiB; parts ≤ 64K chars", one_line_50mb),
-    Case("4 MB UTF-8 with one stray Latin-1 byte", "1 invalid byte", "UTF-8 when valid ≥ stray bytes", stray_byte_4mb),
+    Case("zip whose .gitignore is `a*`×30`b`", "31 wildcards", "3 wildcards (≤2 `**`) per pattern", backtracking_zip, "hung the whole app (GIL held)"),
+    Case("`--exclude a*`×30`b`", "31 wildcards", "3 wildcards per pattern", backtracking_exclude, "hung"),
+    Case("8,000 folders, a .gitignore in each", "8,000 .gitignore files", "ancestor look-ups; 30 s matching budget", nested_gitignores, "74 s"),
+    Case("DOCX with a 2 GiB media part", "2,048 MiB", "XML parts ≤ 64 MiB; media never inflated", docx_media, "4.3 GB RSS"),
+    Case("DOCX with malformed word/footnotes.xml", "–", "every XML part parsed once, safely", docx_bad_footnotes, "traceback"),
+    Case("PDF whose content stream inflates to 2 GiB", "2,048 MiB", "PDF reader child: 1,024 MiB address space, 300 s CPU", pdf_stream, "3.3 GB RSS"),
+    Case("tar.bz2 declaring 100 GiB", "102,400 MiB", "512 MiB unpacked, ratio 200:1, by stream position", tar_bz2, "minutes (decompressed it all)"),
+    Case("a FIFO named directly", "–", "regular files only", fifo, "hung"),
+    Case("/dev/zero", "endless", "regular files only", dev_zero, "read until out of memory"),
+    Case("symbolic link loop", "–", "regular files only", link_loop, "traceback"),
+    Case("50 MB one-line text (one Latin-1 byte)", "52,428,805 characters on one line", "charset sample 64 KiB; parts ≤ 64K chars", one_line_50mb, "42 s, 2.6 GB"),
+    Case("4 MB UTF-8 with one stray Latin-1 byte", "1 invalid byte", "UTF-8 when valid ≥ stray bytes", stray_byte_4mb, "refused whole"),
 ]
 
 
@@ -167,8 +172,8 @@ def main() -> None:
         f"{os.cpu_count()} cores, Python {platform.python_version()}; `sparkdocs count` each in "
         f"its own process (timeout {TIMEOUT_S} s).",
         "",
-        "| case | on disk | declares / inflates to | limit that applies | exit | peak RSS | time | what the user sees |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | --- |",
+        "| case | on disk | declares / inflates to | before (#11) | limit that applies | exit | peak RSS | time | what the user sees |",
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | --- |",
     ]
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
@@ -182,7 +187,7 @@ def main() -> None:
                 size = 0
             code, peak, seconds, first = run_count(extra, path, directory / "cache")
         shown = first if len(first) <= 220 else first[:220] + "…"
-        rows.append(f"| {case.name} | {size:,} B | {case.declared} | {case.limit} | "
+        rows.append(f"| {case.name} | {size:,} B | {case.declared} | {case.before} | {case.limit} | "
                     f"{'timeout' if code is None else code} | {peak:,.0f} MB | {seconds:.1f} s | "
                     f"{shown.replace('|', '/')} |")
         print(rows[-1], file=sys.stderr, flush=True)

@@ -458,3 +458,36 @@ def test_a_huge_markdown_section_is_cut_into_parts_too():
     assert len(document.sections) > 100
     assert max(len(s.text) for s in document.sections) <= 64_000
     assert document.sections[0].title.startswith("Title (")
+
+
+@pytest.mark.parametrize("attribute", [b'w:gridSpan w:val="1000000000"', b'w:gridSpan w:val="x"'])
+def test_hostile_table_spans_neither_raise_nor_multiply_memory(attribute: bytes):
+    import io as _io
+    import zipfile as _zipfile
+
+    from builders import replace_docx_part
+
+    original = make_docx()
+    xml = _zipfile.ZipFile(_io.BytesIO(original)).read("word/document.xml")
+    assert b"<w:gridSpan " in xml
+    head, _, tail = xml.partition(b"<w:gridSpan ")
+    xml = head + b"<" + attribute + b"/>" + tail.partition(b"/>")[2]
+    start = time.perf_counter()
+    document = ingest_bytes("span.docx", replace_docx_part(original, "word/document.xml", xml))
+    assert time.perf_counter() - start < 10
+    assert sum(len(s.text) for s in document.sections) < 100_000
+
+
+def test_hostile_list_level_is_clamped():
+    import io as _io
+    import zipfile as _zipfile
+
+    from builders import replace_docx_part
+
+    original = make_docx()
+    xml = _zipfile.ZipFile(_io.BytesIO(original)).read("word/document.xml")
+    numbered = b'<w:pPr><w:numPr><w:ilvl w:val="999999999"/><w:numId w:val="1"/></w:numPr></w:pPr>'
+    xml = xml.replace(b"<w:p><w:r><w:t>This agreement", b"<w:p>" + numbered + b"<w:r><w:t>This agreement", 1)
+    assert numbered in xml
+    document = ingest_bytes("level.docx", replace_docx_part(original, "word/document.xml", xml))
+    assert sum(len(s.text) for s in document.sections) < 100_000

@@ -289,7 +289,7 @@ def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
     check_zip_entries(data, name=name)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as exc:
         raise UnsupportedFormatError(f"{name}: not a readable zip archive ({exc}).") from exc
     notes: list[str] = []
     infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -314,7 +314,8 @@ def _read_zip_member(archive: zipfile.ZipFile, info: object, limit: int, name: s
     try:
         with archive.open(info) as handle:  # type: ignore[arg-type]
             data = handle.read(limit + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+            ValueError) as exc:  # damaged, encrypted, unknown method, offsets out of range
         raise IngestError(f"cannot be unpacked ({exc})") from exc
     if len(data) > limit:
         raise UnsafeArchiveError(f"{name}: a member is larger than it declares; refusing the archive.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from typing import Any
 
 from ..documents import Section, SectionKind, clean_text
@@ -32,6 +33,19 @@ _XML_SUFFIXES = (".xml", ".rels")
 _MAX_PARTS = 10_000
 # Parts whose text sparkdocs reads itself: a malformed one is left out with a warning.
 _OPTIONAL_PARTS = {"word/footnotes.xml": "footnotes", "word/endnotes.xml": "endnotes"}
+
+
+_MAX_COLUMNS = 63  # Word's own table limit: a gridSpan of 10**9 must not make 10**9 cells
+
+
+def _small_int(value: str | None, *, default: int, low: int, high: int) -> int:
+    """An integer attribute from the file, clamped: a hostile value neither raises nor
+    multiplies memory."""
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        return default
+    return max(low, min(high, number))
 
 
 def _safe_parser() -> Any:
@@ -51,7 +65,7 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions
     check_zip_entries(data, name=name, limit=_MAX_PARTS)
     try:
         source = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as exc:
+    except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError) as exc:
         raise UnsupportedFormatError(
             f"{name}: not a valid .docx (Word 2007+) file ({exc}); open it in Word or "
             "LibreOffice and save it as .docx again.") from exc
@@ -84,7 +98,8 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions
                 continue
             try:
                 part = source.read(info)
-            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                    RuntimeError, ValueError) as exc:  # damaged, encrypted or odd members
                 raise UnsupportedFormatError(
                     f"{name}: part {info.filename} cannot be unpacked ({exc}); re-save the "
                     "document in Word or LibreOffice.") from exc
@@ -172,7 +187,7 @@ def _table_markdown(table: Any) -> str:
             if tcpr is not None:
                 grid = tcpr.find(f"{W}gridSpan")
                 if grid is not None:
-                    span = int(grid.get(f"{W}val") or 1)
+                    span = _small_int(grid.get(f"{W}val"), default=1, low=1, high=_MAX_COLUMNS)
                 vmerge = tcpr.find(f"{W}vMerge")
                 continued = vmerge is not None and vmerge.get(f"{W}val") in (None, "continue")
             row.append("" if continued else _cell_text(tc))
@@ -269,7 +284,8 @@ def docx_sections(data: bytes, *, name: str, options: IngestOptions = _DEFAULTS
             ilvl = num_pr.find(f"{W}ilvl")
             level = ilvl.get(f"{W}val") if ilvl is not None else "0"
             marker = numbering.marker(num_id.get(f"{W}val") if num_id is not None else "", level)
-            lines.append(f"{'  ' * int(level or 0)}{marker} {text}")
+            depth = _small_int(level, default=0, low=0, high=8)  # Word has 9 list levels
+            lines.append(f"{'  ' * depth}{marker} {text}")
             continue
         lines += [text, ""]
     flush()

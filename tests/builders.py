@@ -296,3 +296,18 @@ def make_tar_bz2_bomb(declared_bytes: int) -> bytes:
     count, rest = divmod(declared_bytes, block)
     tail = bytes(rest) + bytes((-declared_bytes) % 512) + bytes(1024)
     return bz2.compress(header, 9) + zeros * count + bz2.compress(tail, 9)
+
+
+def make_tar_header_bomb(kind: bytes, declared_bytes: int) -> bytes:
+    """A .tar.bz2 starting with a pax (`x`) or GNU long-name (`L`) header that declares
+    `declared_bytes`, which tarfile reads whole into memory before the member it describes."""
+    import bz2
+    import tarfile as _tarfile
+
+    info = _tarfile.TarInfo("././@LongLink" if kind == b"L" else "././@PaxHeader")
+    info.type = kind
+    info.size = declared_bytes
+    block = 64 * 2**20
+    zeros = bz2.compress(bytes(block), 9)
+    return (bz2.compress(info.tobuf(format=_tarfile.USTAR_FORMAT), 9)
+            + zeros * (declared_bytes // block) + bz2.compress(bytes(1024), 9))

@@ -7,10 +7,12 @@ clear line on stderr and no traceback. Times are generous hang guards, not perfo
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -359,6 +361,40 @@ def test_tar_bz2_declaring_100_gib_stops_at_the_header():
         ingest_bytes("bomb.tar.bz2", data)
     assert time.perf_counter() - start < 10  # getmembers() decompressed it all: minutes
     assert "bomb.tar.bz2" in str(caught.value) and "512 MiB" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", [b"x", b"L"])
+def test_tar_pax_or_long_name_header_declaring_a_gigabyte_is_refused_before_reading(kind):
+    import tracemalloc
+
+    from builders import make_tar_header_bomb
+
+    data = make_tar_header_bomb(kind, 2**30)
+    assert len(data) < 10_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsafeArchiveError) as caught:
+            ingest_bytes("header.tar.bz2", data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20  # tarfile read the whole header into memory: 1 GiB, 17 s
+    assert "header.tar.bz2" in str(caught.value) and "512 MiB" in str(caught.value)
+
+
+def test_multi_stream_bzip2_tar_still_reads():
+    import bz2
+
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as archive:
+        for name, body in (("r/a.py", b"x = 1\n"), ("r/b.py", b"y = 2\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            archive.addfile(info, io.BytesIO(body))
+    raw = plain.getvalue()
+    data = bz2.compress(raw[:1024]) + bz2.compress(raw[1024:])  # as pbzip2 writes it
+    titles = {s.title for s in ingest_bytes("multi.tar.bz2", data).sections}
+    assert {"a.py", "b.py"} <= titles
 
 
 def test_tar_members_adding_up_past_the_limit_stop_there():

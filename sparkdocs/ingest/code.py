@@ -4,6 +4,8 @@ memory with zip-slip and zip-bomb limits; folders are walked by `sparkdocs.sourc
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import lzma
 import posixpath
@@ -13,7 +15,7 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import pathspec
 
@@ -322,13 +324,14 @@ def _read_zip_member(archive: zipfile.ZipFile, info: object, limit: int, name: s
     return data
 
 
-def _check_stream(archive: str, unpacked: int, compressed: int, options: IngestOptions) -> None:
+def _check_stream(archive: str, unpacked: int, compressed: int, options: IngestOptions, *,
+                  at: str = "a member ends at") -> None:
     """Like `_check_bomb`, for bytes that a stream will really have produced (a tar's
     position after a member: headers and data), not what a directory declares."""
     if unpacked > options.max_unpacked_bytes:
         raise UnsafeArchiveError(
-            f"{archive}: unpacks to over {options.max_unpacked_bytes / 2**20:,.0f} MiB (a member "
-            f"ends at {unpacked / 2**20:,.0f} MiB), over the limit (SPARKDOCS_MAX_UNPACKED_MB); "
+            f"{archive}: unpacks to over {options.max_unpacked_bytes / 2**20:,.0f} MiB ({at} "
+            f"{unpacked / 2**20:,.0f} MiB), over the limit (SPARKDOCS_MAX_UNPACKED_MB); "
             "pack only the source you want to ask about.")
     if compressed and unpacked > 1_000_000 and unpacked / compressed > options.max_compression_ratio:
         raise UnsafeArchiveError(
@@ -336,18 +339,66 @@ def _check_stream(archive: str, unpacked: int, compressed: int, options: IngestO
             f"{options.max_compression_ratio:,.0f}:1, which is how archive bombs look; refusing it.")
 
 
+class _Budgeted:
+    """The decompressed tar stream, charged for every byte tarfile asks for *before* it is
+    produced: reads and forward seeks cost their length, a backward seek (a rewind, which
+    decompresses again from the start) costs the target. So a pax or GNU long-name header
+    declaring a gigabyte, which tarfile would read whole into memory, is refused at the request,
+    and total work stays under `max_unpacked_bytes` and the compression ratio whatever the
+    headers say."""
+
+    def __init__(self, inner: Any, *, name: str, compressed: int, options: IngestOptions) -> None:
+        self._inner, self._name, self._compressed, self._options = inner, name, compressed, options
+        self._pos = 0
+        self._work = 0
+
+    def _charge(self, amount: int) -> None:
+        self._work += max(amount, 0)
+        _check_stream(self._name, self._work, self._compressed, self._options,
+                      at="reading it needs")
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._options.max_unpacked_bytes + 1
+        self._charge(size)
+        data = self._inner.read(size)
+        self._work -= size - len(data)  # refund what the stream did not have
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = {0: offset, 1: self._pos + offset}.get(whence)
+        if target is None:
+            raise OSError("tar streams are not seeked from their end")
+        self._charge(target - self._pos if target >= self._pos else target)
+        self._pos = self._inner.seek(target)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _decompressed(data: bytes) -> Any:
+    raw = io.BytesIO(data)
+    if data.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw)
+    if data.startswith(b"BZh"):
+        return bz2.BZ2File(raw)  # multi-stream (pbzip2, lbzip2) reads as one
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
 def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[SourceFile], list[str]]:
-    """A tar (plain, gzip, bzip2 or xz) read once, in order. Before each member is
-    read or skipped, the stream position it would reach is checked against the unpacked-bytes
-    and ratio limits, so a header declaring 100 GiB stops at once and many members that add up
-    stop at the limit; nothing is decompressed past it."""
+    """A tar (plain, gzip, bzip2 or xz) read once, in order, through a byte budget: see
+    `_Budgeted`. Before each member is read or skipped, the stream position it would reach is
+    checked too, so a header declaring 100 GiB stops at once with a message that says so."""
     notes: list[str] = []
     members: list[tuple[str, int, object]] = []
+    stream = _Budgeted(_decompressed(data), name=name, compressed=len(data), options=options)
     try:
-        # "r:*", iterated lazily (never getmembers()): members come one header at a time, and
-        # multi-stream bzip2 (pbzip2, lbzip2) still reads.
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-        for count, member in enumerate(archive, 1):
+        archive = tarfile.open(fileobj=stream, mode="r:")  # type: ignore[call-overload]
+        for count, member in enumerate(archive, 1):  # lazily: never getmembers()
             _check_stream(name, member.offset_data + member.size, len(data), options)
             if count > MAX_ARCHIVE_MEMBERS:
                 raise UnsafeArchiveError(

@@ -527,3 +527,12 @@ def test_hostile_list_level_is_clamped():
     assert numbered in xml
     document = ingest_bytes("level.docx", replace_docx_part(original, "word/document.xml", xml))
     assert sum(len(s.text) for s in document.sections) < 100_000
+
+
+def test_markdown_heading_with_a_long_run_of_spaces_is_linear():
+    data = ("# Title" + " " * 20_000 + "x\n\nbody\n## Next ##  \ntext\n").encode()
+    start = time.perf_counter()
+    document = ingest_bytes("spaces.md", data)
+    assert time.perf_counter() - start < 5  # the old heading regex: 19 s for 2,000 spaces
+    assert [s.title for s in document.sections] == ["Title" + " " * 20_000 + "x", "Next"]
+

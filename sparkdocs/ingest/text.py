@@ -13,7 +13,7 @@ _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
 )
 PART_CHARS = 16_000  # plain text is split near here so parts of a long file can be chosen
-_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.+)$")
 
 
 def looks_binary(data: bytes) -> bool:
@@ -113,20 +113,33 @@ def _decodes(data: bytes, encoding: str) -> bool:
     return True
 
 
+def _heading(line: str) -> str | None:
+    """The title of an ATX heading line, or None. Trailing `#`s and spaces are stripped in
+    Python: the one-regex form (`\\s+(.+?)\\s*#*\\s*$`) backtracks cubically, and a heading
+    followed by 2,000 spaces and a letter took 19 s, holding the GIL."""
+    match = _MARKDOWN_HEADING.match(line)
+    if match is None:
+        return None
+    text = match.group(2).rstrip()
+    return text.rstrip("#").rstrip() or text[:1] or match.group(2)[:1]
+
+
 def split_markdown(text: str) -> list[Section]:
     sections: list[Section] = []
     title, in_fence = "(start)", False
     lines: list[str] = []
+    has_text = False  # kept as lines come rather than re-scanned at each heading
     for line in text.split("\n"):
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
-        match = None if in_fence else _MARKDOWN_HEADING.match(line)
-        if match and lines and any(item.strip() for item in lines):
+        heading = None if in_fence else _heading(line)
+        if heading is not None and has_text:
             sections.append(Section(SectionKind.HEADING, title, clean_text("\n".join(lines))))
-            lines = []
-        if match:
-            title = match.group(2)
+            lines, has_text = [], False
+        if heading is not None:
+            title = heading
         lines.append(line)
+        has_text = has_text or bool(line.strip())
     if lines:
         sections.append(Section(SectionKind.HEADING, title, clean_text("\n".join(lines))))
     return sections

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 from .errors import FileTooLargeError, IngestError, UnsafeArchiveError
 from .ingest import IngestOptions, SourceFile, Upload
-from .ingest.code import PathFilter, check_size
+from .ingest.code import MAX_PATH_DEPTH, PathFilter, check_size
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ def iter_tree(root: Path, options: IngestOptions, notes: list[str]) -> Iterator[
             rel = f"{rel_dir}/{d}" if rel_dir else d
             if (Path(directory) / d).is_symlink():
                 notes.append(f"{rel}: symbolic link, not followed")
+            elif rel.count("/") + 1 >= MAX_PATH_DEPTH:
+                notes.append(f"{rel}/: nested over {MAX_PATH_DEPTH} folders deep, skipped")
             elif not path_filter.skips_dir(rel):
                 kept_dirs.append(d)
         dirnames[:] = kept_dirs

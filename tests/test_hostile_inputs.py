@@ -536,3 +536,17 @@ def test_markdown_heading_with_a_long_run_of_spaces_is_linear():
     assert time.perf_counter() - start < 5  # the old heading regex: 19 s for 2,000 spaces
     assert [s.title for s in document.sections] == ["Title" + " " * 20_000 + "x", "Next"]
 
+
+
+def test_paths_nested_deeper_than_the_tree_can_render_are_skipped(tmp_path: Path):
+    deep = "/".join(["d"] * 2000) + "/f.py"
+    document = ingest_bytes("deep.zip", make_zip({deep: b"x = 1\n", "a.py": b"y = 2\n"}))
+    assert "a.py" in {s.title for s in document.sections}
+    assert any("folders deep, over the 128 limit" in w for w in document.warnings)
+    folder = tmp_path / "repo"
+    (folder / Path(*(["d"] * 150))).mkdir(parents=True)
+    (folder / Path(*(["d"] * 150)) / "f.py").write_text("x = 1\n")
+    (folder / "a.py").write_text("y = 2\n")
+    source = walk_codebase(folder, IngestOptions())
+    assert [f.path for f in source.files] == ["a.py"]
+    assert any("nested over 128 folders deep" in n for n in source.notes)

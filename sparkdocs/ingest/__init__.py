@@ -10,7 +10,8 @@ budget, beyond the upload itself (at most `max_file_bytes`, 200 MiB) and the doc
 - codebases (zip, tar.*, folders): at most `max_unpacked_bytes` (512 MiB) unpacked, counted
   from a tar's real stream position, files of at most `max_source_file_bytes` (1 MiB), at
   most 200,000 archive entries, compression ratio at most 200:1; ignore patterns of at most 3
-  wildcards (2 `**`), paths of at most 4,096 characters, 30 s of matching in all;
+  wildcards (2 `**`), paths of at most 4,096 characters and 128 folders deep, 30 s of matching
+  in all;
 - DOCX: only XML parts are read, at most `max_docx_xml_bytes` (64 MiB) unpacked, ratio at most
   200:1; lxml needs several times that while parsing. Media parts are never inflated;
 - PDF: text is extracted in a child process of at most `max_pdf_memory_bytes` (1 GiB) address

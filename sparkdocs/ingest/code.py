@@ -61,6 +61,7 @@ MAX_PATTERN_CHARS = 1024
 MAX_GITIGNORE_PATTERNS = 5_000  # per .gitignore file; lines past it are ignored with a note
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX on every common file system
+MAX_PATH_DEPTH = 128  # folders; the file tree is rendered recursively (and no repo needs more)
 MAX_ARCHIVE_MEMBERS = 200_000  # each costs a Python object; a real repository has far fewer
 
 
@@ -127,6 +128,8 @@ def path_problem(path: str) -> str | None:
     """Why an archive member's path is not one a file system could hold, or None."""
     if len(path) > MAX_PATH_CHARS:
         return f"path of {len(path):,} characters is over the {MAX_PATH_CHARS:,} limit"
+    if path.count("/") >= MAX_PATH_DEPTH:
+        return f"nested {path.count('/'):,} folders deep, over the {MAX_PATH_DEPTH} limit"
     for name in path.split("/"):
         if len(name.encode("utf-8", errors="replace")) > MAX_NAME_BYTES:
             return f"a name of over {MAX_NAME_BYTES} bytes"

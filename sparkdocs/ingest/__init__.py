@@ -7,8 +7,8 @@ budget, beyond the upload itself (at most `max_file_bytes`, 200 MiB) and the doc
 
 - text: the decoded text (up to 4 bytes a character) plus a 64 KiB sample for
   charset-normalizer; parts of at most 64K characters, even for one enormous line;
-- codebases (zip, tar.*, folders): at most `max_unpacked_bytes` (512 MiB) unpacked, counted
-  from a tar's real stream position, files of at most `max_source_file_bytes` (1 MiB), at
+- codebases (zip, tar.*, folders): at most `max_unpacked_bytes` (512 MiB) unpacked (for a
+  tar, every byte tarfile asks for is charged before it is produced), files of at most `max_source_file_bytes` (1 MiB), at
   most 200,000 archive entries, compression ratio at most 200:1; ignore patterns of at most 3
   wildcards (2 `**`), paths of at most 4,096 characters and 128 folders deep, 30 s of matching
   in all;

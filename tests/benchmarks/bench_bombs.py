@@ -26,7 +26,8 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 
 from builders import (add_footnotes, make_docx, make_docx_with_big_media,  # noqa: E402
-                      make_pdf_stream_bomb, make_tar_bz2_bomb, make_zip, replace_docx_part)
+                      make_pdf_stream_bomb, make_tar_bz2_bomb, make_tar_header_bomb, make_zip,
+                      replace_docx_part)
 
 TIMEOUT_S = 300
 GIB = 2**30
@@ -85,6 +86,19 @@ def tar_bz2(d: Path) -> tuple[list[str], Path]:
     return [], _file(d, "bomb.tar.bz2", make_tar_bz2_bomb(100 * GIB))
 
 
+def tar_pax(d: Path) -> tuple[list[str], Path]:
+    return [], _file(d, "pax.tar.bz2", make_tar_header_bomb(b"x", GIB))
+
+
+def markdown_spaces(d: Path) -> tuple[list[str], Path]:
+    return [], _file(d, "spaces.md", ("# Title" + " " * 20_000 + "x\n\nbody\n").encode())
+
+
+def deep_zip(d: Path) -> tuple[list[str], Path]:
+    return [], _file(d, "deep.zip", make_zip({"/".join(["d"] * 2000) + "/f.py": b"x = 1\n",
+                                              "a.py": b"y = 2\n"}))
+
+
 def fifo(d: Path) -> tuple[list[str], Path]:
     path = d / "pipe.txt"
     os.mkfifo(path)
@@ -123,6 +137,9 @@ CASES = [
     Case("DOCX with malformed word/footnotes.xml", "–", "every XML part parsed once, safely", docx_bad_footnotes, "traceback"),
     Case("PDF whose content stream inflates to 2 GiB", "2,048 MiB", "PDF reader child: 1,024 MiB address space, 300 s CPU", pdf_stream, "3.3 GB RSS"),
     Case("tar.bz2 declaring 100 GiB", "102,400 MiB", "512 MiB unpacked, ratio 200:1, by stream position", tar_bz2, "minutes (decompressed it all)"),
+    Case("tar.bz2 whose pax header declares 1 GiB", "1,024 MiB", "the same budget, charged before tarfile reads", tar_pax, "1.1 GB RSS, 17 s (measured here)"),
+    Case("Markdown heading + 20,000 spaces + `x`", "1 line", "linear heading parse", markdown_spaces, "hung (19 s at 2,000 spaces; cubic)"),
+    Case("zip with a path 2,000 folders deep", "2,000 levels", "128 folders deep", deep_zip, "RecursionError traceback"),
     Case("a FIFO named directly", "–", "regular files only", fifo, "hung"),
     Case("/dev/zero", "endless", "regular files only", dev_zero, "read until out of memory"),
     Case("symbolic link loop", "–", "regular files only", link_loop, "traceback"),

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_unpacked_mb: int = Field(512, ge=1, description="Archive expansion limit (zip bombs).")
     max_compression_ratio: float = Field(200.0, ge=1.0)
     include_lock_files: bool = False
+    max_match_seconds: float = Field(30.0, gt=0, description="Time for all ignore-rule matching of one codebase.")
+    max_pdf_memory_mb: int = Field(1024, ge=128, description="Address space of the PDF-reading child.")
+    max_pdf_cpu_seconds: float = Field(300.0, gt=0, description="CPU time of the PDF-reading child.")
 
     @property
     def max_upload_bytes(self) -> int:

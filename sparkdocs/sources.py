@@ -1,18 +1,23 @@
 """The disk edge of ingestion: turns command-line paths into uploads or a codebase, refusing
-oversized files from their size before reading them and never following links out of a root."""
+oversized files from their size before reading them and never following links out of a root.
+Only regular files are ever opened (after links are resolved): a FIFO would block forever and
+/dev/zero never ends, so special files, link loops and unreadable folders are skipped with a
+note in the document's warnings (or refused with a clear error when named directly)."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import IngestError, UnsafeArchiveError
+from .errors import FileTooLargeError, IngestError, UnsafeArchiveError
 from .ingest import IngestOptions, SourceFile, Upload
-from .ingest.code import PathFilter, check_size
+from .ingest.code import MAX_PATH_DEPTH, PathFilter, check_size
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,33 @@ class CodebaseSource:
     root: Path
     files: tuple[SourceFile, ...]
     notes: tuple[str, ...]
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISDIR, "a folder"))
+MAX_GITIGNORE_BYTES = 1_000_000
+
+
+def _kind(mode: int) -> str:
+    return next((label for test, label in _KINDS if test(mode)), "not a regular file")
+
+
+def _stat(path: Path, shown: str) -> os.stat_result:
+    """`os.stat` (links followed) with errors that say what is wrong with the path."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise IngestError(f"{shown}: a symbolic link loop (it points back at itself); "
+                              "point the link at a real file.") from exc
+        if exc.errno == errno.ENOENT and os.path.lexists(path):
+            raise IngestError(f"{shown}: a symbolic link to a missing file; fix or remove the "
+                              "link.") from exc
+        if exc.errno == errno.ENOENT:
+            raise IngestError(f"{shown}: no such file or folder; check the path.") from exc
+        raise IngestError(f"{shown}: cannot be read ({exc.strerror}); check its "
+                          "permissions.") from exc
 
 
 def expand_paths(patterns: Sequence[str]) -> list[Path]:
@@ -36,19 +68,46 @@ def expand_paths(patterns: Sequence[str]) -> list[Path]:
             paths += [Path(m) for m in matches]
         else:
             path = Path(pattern)
-            if not path.exists():
-                raise IngestError(f"{pattern}: no such file or folder; check the path.")
+            _stat(path, pattern)
             paths.append(path)
     return paths
 
 
-def read_file(path: Path, options: IngestOptions) -> Upload:
-    size = path.stat().st_size
-    check_size(str(path), size, options.max_file_bytes)
+def read_regular(path: Path, *, limit: int, shown: str | None = None) -> bytes:
+    """The bytes of a regular file, at most `limit` of them. Special files (a FIFO would block
+    the open or the read forever, /dev/zero never ends) are refused before reading: the check
+    is made again on the opened descriptor (opened non-blocking), so a file swapped for a pipe
+    in between is refused too, and the read stops at `limit` whatever the size said."""
+    shown = shown or str(path)
+    mode = _stat(path, shown).st_mode
+    if not stat.S_ISREG(mode):
+        raise IngestError(f"{shown}: is {_kind(mode)}, not a regular file; sparkdocs reads only "
+                          "regular files (save the content to a file first).")
     try:
-        return Upload(path.name, path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise IngestError(f"{path}: cannot be read ({exc.strerror}); check its permissions.") from exc
+        raise IngestError(f"{shown}: cannot be read ({exc.strerror}); check its "
+                          "permissions.") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise IngestError(f"{shown}: is {_kind(info.st_mode)}, not a regular file; sparkdocs "
+                              "reads only regular files.")
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise IngestError(f"{shown}: cannot be read ({exc.strerror}); check its "
+                              "permissions.") from exc
+    if len(data) > limit:
+        raise FileTooLargeError(f"{shown}: grew past the {limit / 2**20:,.1f} MiB limit while "
+                                "being read; wait until it is complete, or raise the limit.")
+    return data
+
+
+def read_file(path: Path, options: IngestOptions) -> Upload:
+    size = _stat(path, str(path)).st_size
+    check_size(str(path), size, options.max_file_bytes)
+    return Upload(path.name, read_regular(path, limit=options.max_file_bytes))
 
 
 @dataclass(frozen=True)
@@ -58,44 +117,77 @@ class TreeEntry:
     size: int
 
 
+def _file_entry(root: Path, rel: str, full: Path, notes: list[str]) -> TreeEntry | None:
+    """A tree entry for a regular file (links resolved inside the root), or None and a note."""
+    try:
+        link = stat.S_ISLNK(os.lstat(full).st_mode)
+        if link:
+            try:
+                target = full.resolve(strict=True)
+            except RuntimeError:  # Python 3.11 reports a loop this way
+                notes.append(f"{rel}: symbolic link loop, skipped")
+                return None
+            if not target.is_relative_to(root):
+                notes.append(f"{rel}: symbolic link pointing outside the folder, not followed")
+                return None
+        info = os.stat(full)
+    except OSError as exc:
+        reason = {errno.ELOOP: "symbolic link loop", errno.ENOENT: "broken symbolic link"}.get(
+            exc.errno or 0, f"unreadable ({exc.strerror})")
+        notes.append(f"{rel}: {reason}, skipped")
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        notes.append(f"{rel}: {_kind(info.st_mode)}, not a regular file, skipped")
+        return None
+    return TreeEntry(rel, full, info.st_size)
+
+
 def iter_tree(root: Path, options: IngestOptions, notes: list[str]) -> Iterator[TreeEntry]:
     """Files git would track under `root`, in path order, without reading them; what is
-    skipped (links out of the root, secrets, oversized files) is added to `notes`."""
+    skipped (links out of the root or in a loop, special files, unreadable folders, secrets,
+    oversized files) is added to `notes`. Only regular files are yielded."""
     root = root.resolve()
-    path_filter = PathFilter(options)
-    for directory, dirnames, filenames in os.walk(root, followlinks=False):
+    path_filter = PathFilter(options, source=str(root))
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename or root)
+        if where == root:
+            raise IngestError(f"{root}: the folder cannot be read ({exc.strerror}); check its "
+                              "permissions.") from exc
+        rel = where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where)
+        notes.append(f"{rel}/: unreadable folder ({exc.strerror}), skipped")
+
+    for directory, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         rel_dir = Path(directory).relative_to(root).as_posix()
         rel_dir = "" if rel_dir == "." else rel_dir
         if ".gitignore" in filenames:
+            where = f"{rel_dir}/.gitignore" if rel_dir else ".gitignore"
             try:
-                path_filter.add_gitignore(rel_dir, (Path(directory) / ".gitignore").read_text(
-                    encoding="utf-8", errors="replace"))
-            except OSError:
-                notes.append(f"{rel_dir}/.gitignore: unreadable, ignored")
+                data = read_regular(Path(directory) / ".gitignore", limit=MAX_GITIGNORE_BYTES,
+                                    shown=where)
+            except IngestError as exc:
+                notes.append(f"{where}: not used ({exc})")
+            else:
+                notes += path_filter.add_gitignore(rel_dir, data.decode("utf-8", errors="replace"))
         kept_dirs = []
         for d in sorted(dirnames):
             rel = f"{rel_dir}/{d}" if rel_dir else d
             if (Path(directory) / d).is_symlink():
                 notes.append(f"{rel}: symbolic link, not followed")
+            elif rel.count("/") + 1 >= MAX_PATH_DEPTH:
+                notes.append(f"{rel}/: nested over {MAX_PATH_DEPTH} folders deep, skipped")
             elif not path_filter.skips_dir(rel):
                 kept_dirs.append(d)
         dirnames[:] = kept_dirs
         for filename in sorted(filenames):
             rel = f"{rel_dir}/{filename}" if rel_dir else filename
-            full = Path(directory) / filename
             if not path_filter.keeps_file(rel):
                 if path_filter.is_secret(rel):
                     notes.append(f"{rel}: looks like a secret, skipped")
                 continue
-            if full.is_symlink() and not full.resolve().is_relative_to(root):
-                notes.append(f"{rel}: symbolic link pointing outside the folder, not followed")
-                continue
-            try:
-                size = full.stat().st_size
-            except OSError:
-                notes.append(f"{rel}: unreadable, skipped")
-                continue
-            yield TreeEntry(rel, full, size)
+            entry = _file_entry(root, rel, Path(directory) / filename, notes)
+            if entry is not None:
+                yield entry
 
 
 def walk_codebase(root: Path, options: IngestOptions) -> CodebaseSource:
@@ -114,9 +206,13 @@ def walk_codebase(root: Path, options: IngestOptions) -> CodebaseSource:
                 f"{root}: more than {options.max_unpacked_bytes / 2**20:,.0f} MiB of source "
                 "files; narrow it with --include/--exclude.")
         try:
-            files.append(SourceFile(entry.relative, entry.path.read_bytes()))
-        except OSError:
-            notes.append(f"{entry.relative}: unreadable, skipped")
+            data = read_regular(entry.path, limit=options.max_source_file_bytes,
+                                shown=entry.relative)
+        except IngestError as exc:
+            notes.append(f"{entry.relative}: skipped ({exc})")
+            continue
+        files.append(SourceFile(entry.relative, data))
     return CodebaseSource(root.resolve(), tuple(files), tuple(notes))
 
-__all__ = ["CodebaseSource", "TreeEntry", "expand_paths", "iter_tree", "read_file", "walk_codebase"]
+__all__ = ["CodebaseSource", "TreeEntry", "expand_paths", "iter_tree", "read_file", "read_regular",
+           "walk_codebase"]

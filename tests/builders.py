@@ -201,3 +201,113 @@ def make_many_file_codebase(n_files: int = 600, *, seed: int = 3) -> bytes:
         files[f"src/{package}/file_{i:04d}_{rng.choice(('core', 'util', 'api'))}.py"] = \
             "\n".join(lines).encode()
     return make_zip(files)
+
+
+# Hostile inputs (issue #11): each is small on disk and declares or inflates to far more.
+
+def _pdf_from_objects(objects: list[bytes]) -> bytes:
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def make_pdf_stream_bomb(inflated_bytes: int, *, text: str = "Hello from page one") -> bytes:
+    """A one-page PDF whose FlateDecode content stream inflates to `inflated_bytes` (about
+    1,000 times its size on disk): real text first, then whitespace."""
+    import zlib
+
+    head = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET\n".encode()
+    packer = zlib.compressobj(9)
+    parts = [packer.compress(head)]
+    chunk = b" " * (16 * 2**20)
+    left = inflated_bytes - len(head)
+    while left > 0:
+        parts.append(packer.compress(chunk[:min(left, len(chunk))]))
+        left -= len(chunk)
+    parts.append(packer.flush())
+    stream = b"".join(parts)
+    return _pdf_from_objects([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode() + stream
+        + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ])
+
+
+def make_docx_with_big_media(declared_bytes: int) -> bytes:
+    """A real DOCX plus a `word/media` part of `declared_bytes` zeros (deflated ~1000:1),
+    written in chunks so building it needs little memory."""
+    source = zipfile.ZipFile(io.BytesIO(make_docx()))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "[Content_Types].xml":  # a part python-docx loads: an image
+                data = data.replace(b"</Types>", b'<Default Extension="png" '
+                                    b'ContentType="image/png"/></Types>')
+            elif item.filename == "word/_rels/document.xml.rels":
+                data = data.replace(b"</Relationships>", (
+                    b'<Relationship Id="rIdBigImage" Type="http://schemas.openxmlformats.org/'
+                    b'officeDocument/2006/relationships/image" Target="media/image1.png"/>'
+                    b"</Relationships>"))
+            target.writestr(item, data)
+        with target.open("word/media/image1.png", "w", force_zip64=True) as handle:
+            chunk = bytes(16 * 2**20)
+            left = declared_bytes
+            while left > 0:
+                handle.write(chunk[:min(left, len(chunk))])
+                left -= len(chunk)
+    return buffer.getvalue()
+
+
+def replace_docx_part(docx_bytes: bytes, part: str, data: bytes) -> bytes:
+    """The same DOCX with one part's bytes replaced (or added)."""
+    source = zipfile.ZipFile(io.BytesIO(docx_bytes))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            if item.filename != part:
+                target.writestr(item, source.read(item.filename))
+        target.writestr(part, data)
+    return buffer.getvalue()
+
+
+def make_tar_bz2_bomb(declared_bytes: int) -> bytes:
+    """A .tar.bz2 whose one member declares `declared_bytes` and really holds them: bzip2
+    streams of zeros, concatenated (multi-stream bzip2 reads as one), so 100 GiB is ~100 KB."""
+    import bz2
+    import tarfile as _tarfile
+
+    info = _tarfile.TarInfo("repo/zeros.txt")
+    info.size = declared_bytes
+    header = info.tobuf(format=_tarfile.PAX_FORMAT)
+    block = 64 * 2**20
+    zeros = bz2.compress(bytes(block), 9)
+    count, rest = divmod(declared_bytes, block)
+    tail = bytes(rest) + bytes((-declared_bytes) % 512) + bytes(1024)
+    return bz2.compress(header, 9) + zeros * count + bz2.compress(tail, 9)
+
+
+def make_tar_header_bomb(kind: bytes, declared_bytes: int) -> bytes:
+    """A .tar.bz2 starting with a pax (`x`) or GNU long-name (`L`) header that declares
+    `declared_bytes`, which tarfile reads whole into memory before the member it describes."""
+    import bz2
+    import tarfile as _tarfile
+
+    info = _tarfile.TarInfo("././@LongLink" if kind == b"L" else "././@PaxHeader")
+    info.type = kind
+    info.size = declared_bytes
+    block = 64 * 2**20
+    zeros = bz2.compress(bytes(block), 9)
+    return (bz2.compress(info.tobuf(format=_tarfile.USTAR_FORMAT), 9)
+            + zeros * (declared_bytes // block) + bz2.compress(bytes(1024), 9))

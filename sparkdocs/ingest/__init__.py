@@ -1,5 +1,22 @@
 """Bytes and names in, a `Document` out. Pure: no disk, no network; see `sparkdocs.sources`
-for reading paths and folders."""
+for reading paths and folders.
+
+Nothing a file can send takes the process down: every format is checked from what it declares
+before anything is inflated, and reads stop at the limit whatever was declared. The memory
+budget, beyond the upload itself (at most `max_file_bytes`, 200 MiB) and the document made:
+
+- text: the decoded text (up to 4 bytes a character) plus a 64 KiB sample for
+  charset-normalizer; parts of at most 64K characters, even for one enormous line;
+- codebases (zip, tar.*, folders): at most `max_unpacked_bytes` (512 MiB) unpacked (for a
+  tar, every byte tarfile asks for is charged before it is produced), files of at most `max_source_file_bytes` (1 MiB), at
+  most 200,000 archive entries, compression ratio at most 200:1; ignore patterns of at most 3
+  wildcards (2 `**`), paths of at most 4,096 characters and 128 folders deep, 30 s of matching
+  in all;
+- DOCX: only XML parts are read, at most `max_docx_xml_bytes` (64 MiB) unpacked, ratio at most
+  200:1; lxml needs several times that while parsing. Media parts are never inflated;
+- PDF: text is extracted in a child process of at most `max_pdf_memory_bytes` (1 GiB) address
+  space and `max_pdf_cpu_seconds` (300 s) of CPU; page texts together at most 512 MiB.
+"""
 
 from __future__ import annotations
 
@@ -67,10 +84,10 @@ def _single(upload: Upload, options: IngestOptions, progress: Progress | None = 
         raise UnsupportedFormatError(f"{name}: the file is empty; pick a file with content.")
     kind = detect_kind(name, data)
     if kind == "pdf":
-        return DocumentKind.PDF, *pdf_sections(data, name=name, password=options.password,
+        return DocumentKind.PDF, *pdf_sections(data, name=name, options=options,
                                                progress=progress)
     if kind == "docx":
-        return DocumentKind.DOCX, *docx_sections(data, name=name)
+        return DocumentKind.DOCX, *docx_sections(data, name=name, options=options)
     if kind in ("zip", "tar"):
         reader = read_zip if kind == "zip" else read_tar
         files, notes = reader(data, name=name, options=options)

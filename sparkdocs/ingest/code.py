@@ -4,18 +4,23 @@ memory with zip-slip and zip-bomb limits; folders are walked by `sparkdocs.sourc
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import posixpath
 import stat
 import tarfile
+import time
 import zipfile
+import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import pathspec
 
 from ..documents import Section, SectionKind, clean_text, render_tree
-from ..errors import FileTooLargeError, UnsafeArchiveError, UnsupportedFormatError
+from ..errors import FileTooLargeError, IngestError, UnsafeArchiveError, UnsupportedFormatError
 from .options import IngestOptions
 from .text import decode_text, looks_binary
 
@@ -43,35 +48,185 @@ class SourceFile:
     data: bytes
 
 
+# Guards on what goes into pathspec. Its patterns become backtracking regexes: every `*` in a
+# name and every `**` (including the one implied before a pattern without a slash) multiplies the
+# worst-case matching time by the length of a name or path. Measured on pathspec 1.1: three
+# wildcards (at most two `**`) stay under ~60 ms for the worst 4,096-character path, while four
+# (`a*a*a*ab`) take 0.4 s and `a/**/a/**/a/**/b` 27 s for ONE path. So patterns with more are
+# dropped (a .gitignore line, with a note) or refused (--include/--exclude), paths are capped at
+# what file systems hold, and all matching shares a time budget as the last line of defence.
+MAX_PATTERN_WILDCARDS = 3
+MAX_PATTERN_DOUBLE_STARS = 2
+MAX_PATTERN_CHARS = 1024
+MAX_GITIGNORE_PATTERNS = 5_000  # per .gitignore file; lines past it are ignored with a note
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
+MAX_NAME_BYTES = 255  # NAME_MAX on every common file system
+MAX_PATH_DEPTH = 128  # folders; the file tree is rendered recursively (and no repo needs more)
+MAX_ARCHIVE_MEMBERS = 200_000  # each costs a Python object; a real repository has far fewer
+
+
+def _collapse_stars(segment: str) -> tuple[str, int]:
+    """`a***b` → `a*b` (the same set of names, far less backtracking); returns the segment and
+    its number of `*` runs. Escaped stars (`\\*`) are literals and do not count."""
+    out: list[str] = []
+    runs = 0
+    index = 0
+    while index < len(segment):
+        char = segment[index]
+        if char == "\\" and index + 1 < len(segment):
+            out.append(segment[index:index + 2])
+            index += 2
+            continue
+        if char == "*":
+            runs += 1
+            out.append("*")
+            while index < len(segment) and segment[index] == "*":
+                index += 1
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out), runs
+
+
+def guard_pattern(line: str) -> tuple[str, str | None]:
+    """One gitignore-style line → (the line to give pathspec, a problem or None). Runs of `*`
+    are collapsed; a pattern that would still be slow to match is reported, not compiled."""
+    text = line.rstrip("\r\n")
+    stripped = text.strip()
+    if not stripped or stripped.startswith("#"):
+        return text, None
+    if len(stripped) > MAX_PATTERN_CHARS:
+        return "", (f"{len(stripped):,} characters is over the {MAX_PATTERN_CHARS:,}-character "
+                    "pattern limit")
+    negate = stripped.startswith("!")
+    body = stripped[1:] if negate else stripped
+    segments = body.split("/")
+    double, single = 0, 0
+    kept: list[str] = []
+    for segment in segments:
+        if segment and set(segment) == {"*"} and len(segment) >= 2:
+            if not (kept and kept[-1] == "**"):  # `**/**` is one `**`
+                double += 1
+                kept.append("**")
+            continue
+        collapsed, runs = _collapse_stars(segment)
+        single += runs
+        kept.append(collapsed)
+    inner = [s for s in body.strip("/").split("/") if s]
+    if len(inner) <= 1 and not body.startswith("/") and kept[:1] != ["**"]:
+        double += 1  # no slash: pathspec prepends `**/` to match at any depth
+    wildcards = single + double
+    if double > MAX_PATTERN_DOUBLE_STARS or wildcards > MAX_PATTERN_WILDCARDS:
+        return "", (f"{wildcards} wildcards ({double} of them `**`, counting the one implied "
+                    f"before a pattern without a slash) is over the limit of "
+                    f"{MAX_PATTERN_WILDCARDS} (at most {MAX_PATTERN_DOUBLE_STARS} `**`), "
+                    "because each one multiplies matching time")
+    return ("!" if negate else "") + "/".join(kept), None
+
+
+def path_problem(path: str) -> str | None:
+    """Why an archive member's path is not one a file system could hold, or None."""
+    if len(path) > MAX_PATH_CHARS:
+        return f"path of {len(path):,} characters is over the {MAX_PATH_CHARS:,} limit"
+    if path.count("/") >= MAX_PATH_DEPTH:
+        return f"nested {path.count('/'):,} folders deep, over the {MAX_PATH_DEPTH} limit"
+    for name in path.split("/"):
+        if len(name.encode("utf-8", errors="replace")) > MAX_NAME_BYTES:
+            return f"a name of over {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _user_spec(patterns: tuple[str, ...], flag: str) -> pathspec.GitIgnoreSpec | None:
+    if not patterns:
+        return None
+    lines = []
+    for pattern in patterns:
+        line, problem = guard_pattern(pattern)
+        if problem:
+            raise IngestError(
+                f"{flag} '{_shorten(pattern)}': {problem}; use a simpler pattern (split it into "
+                "several, or name the folder or suffix you mean).")
+        lines.append(line)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class PathFilter:
     """Decides, per relative path, whether a file goes in. `.gitignore` files apply to their
-    own directory and below; deeper files win, as in git."""
+    own directory and below; deeper files win, as in git. Only the ancestors of a path are
+    looked up (a dict per directory), so thousands of nested .gitignore files cost a few dict
+    look-ups per path; all matching shares `options.max_match_seconds`."""
 
-    def __init__(self, options: IngestOptions) -> None:
+    def __init__(self, options: IngestOptions, *, source: str = "") -> None:
         defaults = list(DEFAULT_IGNORES) + list(SECRET_FILES)
         if not options.include_lock_files:
             defaults += list(LOCK_FILES)
         self._defaults = pathspec.GitIgnoreSpec.from_lines(defaults)
         self._secrets = pathspec.GitIgnoreSpec.from_lines(SECRET_FILES)
-        self._exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude) if options.exclude else None
-        self._include = pathspec.GitIgnoreSpec.from_lines(options.include) if options.include else None
+        self._exclude = _user_spec(options.exclude, "--exclude")
+        self._include = _user_spec(options.include, "--include")
         self._gitignores: dict[str, pathspec.GitIgnoreSpec] = {}
+        self._source = source or "the codebase"
+        self._budget = options.max_match_seconds
+        self._spent = 0.0
+        self._checked = 0
 
-    def add_gitignore(self, directory: str, text: str) -> None:
-        self._gitignores[directory.strip("/")] = pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+    def add_gitignore(self, directory: str, text: str) -> list[str]:
+        """Adds one .gitignore; returns notes on the lines it dropped (too slow to match)."""
+        directory = directory.strip("/")
+        where = f"{directory}/.gitignore" if directory else ".gitignore"
+        notes: list[str] = []
+        lines: list[str] = []
+        count = 0
+        for number, line in enumerate(text.splitlines(), 1):
+            guarded, problem = guard_pattern(line)
+            if problem:
+                notes.append(f"{where} line {number}: {problem}; that line is ignored")
+                continue
+            if guarded.strip() and not guarded.lstrip().startswith("#"):
+                count += 1
+                if count > MAX_GITIGNORE_PATTERNS:
+                    notes.append(f"{where}: over {MAX_GITIGNORE_PATTERNS:,} patterns; lines from "
+                                 f"{number} on are ignored")
+                    break
+            lines.append(guarded)
+        self._gitignores[directory] = pathspec.GitIgnoreSpec.from_lines(lines)
+        return notes
 
     def is_secret(self, path: str) -> bool:
         return self._secrets.match_file(path)
 
     def skips_dir(self, path: str) -> bool:
-        return self._ignored(path.rstrip("/") + "/")
+        return self._timed(self._ignored, path.rstrip("/") + "/")
+
+    def _timed(self, check, path: str) -> bool:  # type: ignore[no-untyped-def]
+        if self._spent > self._budget:
+            raise UnsafeArchiveError(
+                f"{self._source}: matching ignore rules took over {self._budget:,.0f} s "
+                f"(SPARKDOCS_MAX_MATCH_SECONDS) after {self._checked:,} paths; the .gitignore "
+                "files or --include/--exclude patterns are too complex for this many files. "
+                "Simplify them or pick a smaller folder.")
+        start = time.perf_counter()
+        try:
+            return check(path)
+        finally:
+            self._spent += time.perf_counter() - start
+            self._checked += 1
 
     def _ignored(self, path: str) -> bool:
         if self._defaults.match_file(path):
             return True
         verdict: bool | None = None
-        for directory, spec in sorted(self._gitignores.items(), key=lambda kv: kv[0].count("/")):
-            if directory and not path.startswith(directory + "/"):
+        parts = path.rstrip("/").split("/")[:-1]
+        directory = ""
+        for depth in range(len(parts) + 1):  # ancestors, shallowest first: deeper files win
+            if depth:
+                directory = "/".join(parts[:depth])
+            spec = self._gitignores.get(directory)
+            if spec is None:
                 continue
             relative = path[len(directory) + 1:] if directory else path
             result = spec.check_file(relative)
@@ -80,6 +235,9 @@ class PathFilter:
         return bool(verdict)
 
     def keeps_file(self, path: str) -> bool:
+        return self._timed(self._keeps, path)
+
+    def _keeps(self, path: str) -> bool:
         if self._ignored(path):
             return False
         if self._exclude is not None and self._exclude.match_file(path):
@@ -121,10 +279,22 @@ def _strip_common_root(files: list[tuple[str, int, object]]) -> list[tuple[str, 
     return files
 
 
+def check_zip_entries(data: bytes, *, name: str, limit: int = MAX_ARCHIVE_MEMBERS) -> None:
+    """zipfile builds an object for every central-directory entry when it opens an archive
+    (200 MB of entries is millions of them, gigabytes of memory): count the entry signatures
+    first, at C speed, and refuse before opening."""
+    entries = data.count(b"PK\x01\x02")
+    if entries > limit:
+        raise UnsafeArchiveError(
+            f"{name}: about {entries:,} entries is over the {limit:,}-entry limit; refusing "
+            "the archive. Pack only the files you want to ask about.")
+
+
 def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[SourceFile], list[str]]:
+    check_zip_entries(data, name=name)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as exc:
         raise UnsupportedFormatError(f"{name}: not a readable zip archive ({exc}).") from exc
     notes: list[str] = []
     infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -132,6 +302,9 @@ def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
     members: list[tuple[str, int, object]] = []
     for info in infos:
         path = _safe_member_path(info.filename, name)
+        if problem := path_problem(path):
+            notes.append(f"{_shorten(path)}: {problem}, skipped")
+            continue
         if stat.S_ISLNK(info.external_attr >> 16):
             notes.append(f"{path}: symbolic link, not followed")
             continue
@@ -141,34 +314,118 @@ def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
 
 
 def _read_zip_member(archive: zipfile.ZipFile, info: object, limit: int, name: str) -> bytes:
-    with archive.open(info) as handle:  # type: ignore[arg-type]
-        data = handle.read(limit + 1)
+    """At most `limit` bytes (zipfile also stops at the declared size). A damaged, encrypted or
+    oddly compressed member is an `IngestError` that `_read_members` turns into a note."""
+    try:
+        with archive.open(info) as handle:  # type: ignore[arg-type]
+            data = handle.read(limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+            ValueError) as exc:  # damaged, encrypted, unknown method, offsets out of range
+        raise IngestError(f"cannot be unpacked ({exc})") from exc
     if len(data) > limit:
         raise UnsafeArchiveError(f"{name}: a member is larger than it declares; refusing the archive.")
     return data
 
 
+def _check_stream(archive: str, unpacked: int, compressed: int, options: IngestOptions, *,
+                  at: str = "a member ends at") -> None:
+    """Like `_check_bomb`, for bytes that a stream will really have produced (a tar's
+    position after a member: headers and data), not what a directory declares."""
+    if unpacked > options.max_unpacked_bytes:
+        raise UnsafeArchiveError(
+            f"{archive}: unpacks to over {options.max_unpacked_bytes / 2**20:,.0f} MiB ({at} "
+            f"{unpacked / 2**20:,.0f} MiB), over the limit (SPARKDOCS_MAX_UNPACKED_MB); "
+            "pack only the source you want to ask about.")
+    if compressed and unpacked > 1_000_000 and unpacked / compressed > options.max_compression_ratio:
+        raise UnsafeArchiveError(
+            f"{archive}: compression ratio over {unpacked / compressed:,.0f}:1 is over "
+            f"{options.max_compression_ratio:,.0f}:1, which is how archive bombs look; refusing it.")
+
+
+class _Budgeted:
+    """The decompressed tar stream, charged for every byte tarfile asks for *before* it is
+    produced: reads and forward seeks cost their length, a backward seek (a rewind, which
+    decompresses again from the start) costs the target. So a pax or GNU long-name header
+    declaring a gigabyte, which tarfile would read whole into memory, is refused at the request,
+    and total work stays under `max_unpacked_bytes` and the compression ratio whatever the
+    headers say."""
+
+    def __init__(self, inner: Any, *, name: str, compressed: int, options: IngestOptions) -> None:
+        self._inner, self._name, self._compressed, self._options = inner, name, compressed, options
+        self._pos = 0
+        self._work = 0
+
+    def _charge(self, amount: int) -> None:
+        self._work += max(amount, 0)
+        _check_stream(self._name, self._work, self._compressed, self._options,
+                      at="reading it needs")
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._options.max_unpacked_bytes + 1
+        self._charge(size)
+        data = self._inner.read(size)
+        self._work -= size - len(data)  # refund what the stream did not have
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = {0: offset, 1: self._pos + offset}.get(whence)
+        if target is None:
+            raise OSError("tar streams are not seeked from their end")
+        self._charge(target - self._pos if target >= self._pos else target)
+        self._pos = self._inner.seek(target)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _decompressed(data: bytes) -> Any:
+    raw = io.BytesIO(data)
+    if data.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw)
+    if data.startswith(b"BZh"):
+        return bz2.BZ2File(raw)  # multi-stream (pbzip2, lbzip2) reads as one
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
 def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[SourceFile], list[str]]:
-    try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-        entries = archive.getmembers()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise UnsupportedFormatError(f"{name}: not a readable tar archive ({exc}).") from exc
+    """A tar (plain, gzip, bzip2 or xz) read once, in order, through a byte budget: see
+    `_Budgeted`. Before each member is read or skipped, the stream position it would reach is
+    checked too, so a header declaring 100 GiB stops at once with a message that says so."""
     notes: list[str] = []
-    _check_bomb(name, sum(m.size for m in entries if m.isfile()), len(data), options)
     members: list[tuple[str, int, object]] = []
-    for member in entries:
-        if member.isdir():
-            continue
-        path = _safe_member_path(member.name, name)
-        if not member.isfile():
-            notes.append(f"{path}: link or special file, not followed")
-            continue
-        members.append((path, member.size, member))
+    stream = _Budgeted(_decompressed(data), name=name, compressed=len(data), options=options)
+    try:
+        archive = tarfile.open(fileobj=stream, mode="r:")  # type: ignore[call-overload]
+        for count, member in enumerate(archive, 1):  # lazily: never getmembers()
+            _check_stream(name, member.offset_data + member.size, len(data), options)
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise UnsafeArchiveError(
+                    f"{name}: over {MAX_ARCHIVE_MEMBERS:,} members; refusing the archive. Pack "
+                    "only the source you want to ask about.")
+            if member.isdir():
+                continue
+            path = _safe_member_path(member.name, name)
+            if problem := path_problem(path):
+                notes.append(f"{_shorten(path)}: {problem}, skipped")
+                continue
+            if not member.isfile():
+                notes.append(f"{path}: link or special file, not followed")
+                continue
+            content = b""
+            if member.size <= options.max_source_file_bytes:
+                handle = archive.extractfile(member)
+                content = handle.read(member.size) if handle else b""
+            members.append((path, member.size, content))
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        raise UnsupportedFormatError(f"{name}: not a readable tar archive ({exc}).") from exc
 
     def read(ref: object, limit: int) -> bytes:
-        handle = archive.extractfile(ref)  # type: ignore[arg-type]
-        return handle.read(limit + 1) if handle else b""
+        return ref[:limit + 1]  # type: ignore[index]
 
     return _read_members(members, read, name=name, options=options, notes=notes)
 
@@ -176,11 +433,17 @@ def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
 def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
                   options: IngestOptions, notes: list[str]) -> tuple[list[SourceFile], list[str]]:
     members = _strip_common_root(members)
-    path_filter = PathFilter(options)
+    path_filter = PathFilter(options, source=name)
     for path, size, ref in members:
         if posixpath.basename(path) == ".gitignore" and size < 1_000_000:
-            text, _ = decode_text(read(ref, size), name=path)
-            path_filter.add_gitignore(posixpath.dirname(path), text)
+            try:
+                text = read(ref, size).decode("utf-8", errors="replace")
+            except UnsafeArchiveError:
+                raise
+            except IngestError as exc:
+                notes.append(f"{path}: {exc}, not used")
+                continue
+            notes += path_filter.add_gitignore(posixpath.dirname(path), text)
     files: list[SourceFile] = []
     for path, size, ref in members:
         if not path_filter.keeps_file(path):
@@ -191,7 +454,12 @@ def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
             notes.append(f"{path}: {size / 1024:,.0f} KiB is over the "
                          f"{options.max_source_file_bytes / 1024:,.0f} KiB per-file limit, skipped")
             continue
-        files.append(SourceFile(path, read(ref, options.max_source_file_bytes)))
+        try:
+            files.append(SourceFile(path, read(ref, options.max_source_file_bytes)))
+        except UnsafeArchiveError:
+            raise
+        except IngestError as exc:
+            notes.append(f"{path}: {exc}, skipped")
     return files, notes
 
 

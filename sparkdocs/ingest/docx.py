@@ -1,22 +1,123 @@
 """DOCX in body order: headings become Markdown headings and section breaks, lists keep their
 bullets and numbers, tables become Markdown tables (merged cells spread, not duplicated).
 Tracked changes are shown as if accepted (insertions kept, deletions dropped) and said so;
-comments are not included and said so. Headers, footers and footnotes come last."""
+comments are not included and said so. Headers, footers and footnotes come last.
+
+A DOCX is a zip, so it is checked like one before anything is inflated: only the XML parts are
+read (media and embedded files never are: a 2 GB declared image took 4.3 GB of memory when
+python-docx loaded every part), their declared sizes must stay under `max_docx_xml_bytes`
+(64 MiB; lxml needs several times that while parsing) and their compression ratios under
+`max_compression_ratio`, and reads stop at the declared size. Every XML part is parsed once
+with entities and network access off before python-docx sees it, so a malformed part is
+named in a per-file error (or, for footnotes, left out with a warning)."""
 
 from __future__ import annotations
 
 import io
 import re
 import zipfile
+import zlib
 from typing import Any
 
 from ..documents import Section, SectionKind, clean_text
-from ..errors import IngestError, UnsupportedFormatError
+from ..errors import IngestError, UnsafeArchiveError, UnsupportedFormatError
+from .code import check_zip_entries
+from .options import IngestOptions
 
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _HEADING_STYLE = re.compile(r"^(?:heading\s*(\d)|title)$", re.IGNORECASE)
 _BULLET_FORMATS = {"bullet", "none"}
 _LIST_STYLE = re.compile(r"^List (Bullet|Number)(?: (\d))?$", re.IGNORECASE)
+_DEFAULTS = IngestOptions()
+_XML_SUFFIXES = (".xml", ".rels")
+_MAX_PARTS = 10_000
+# Parts whose text sparkdocs reads itself: a malformed one is left out with a warning.
+_OPTIONAL_PARTS = {"word/footnotes.xml": "footnotes", "word/endnotes.xml": "endnotes"}
+
+
+_MAX_COLUMNS = 63  # Word's own table limit: a gridSpan of 10**9 must not make 10**9 cells
+
+
+def _small_int(value: str | None, *, default: int, low: int, high: int) -> int:
+    """An integer attribute from the file, clamped: a hostile value neither raises nor
+    multiplies memory."""
+    try:
+        number = int(value) if value is not None else default
+    except ValueError:
+        return default
+    return max(low, min(high, number))
+
+
+def _safe_parser() -> Any:
+    from lxml import etree
+
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           huge_tree=False)
+
+
+def _xml_only(data: bytes, *, name: str, options: IngestOptions
+              ) -> tuple[bytes, dict[str, bytes], list[str]]:
+    """The package with every non-XML part emptied (never inflated) and the XML parts checked
+    from their declared sizes and ratios, then read (at most the declared size, as zipfile
+    enforces) and parsed once. Returns (package, optional parts that parsed, warnings)."""
+    from lxml import etree
+
+    check_zip_entries(data, name=name, limit=_MAX_PARTS)
+    try:
+        source = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError) as exc:
+        raise UnsupportedFormatError(
+            f"{name}: not a valid .docx (Word 2007+) file ({exc}); open it in Word or "
+            "LibreOffice and save it as .docx again.") from exc
+    infos = source.infolist()
+    xml = [i for i in infos if i.filename.lower().endswith(_XML_SUFFIXES) and not i.is_dir()]
+    xml_names = {i.filename for i in xml}
+    declared = sum(i.file_size for i in xml)
+    limit = options.max_docx_xml_bytes
+    if declared > limit:
+        raise UnsafeArchiveError(
+            f"{name}: its XML parts unpack to {declared / 2**20:,.0f} MiB, over the "
+            f"{limit / 2**20:,.0f} MiB limit for a .docx; split the document into smaller files.")
+    for info in xml:
+        if info.file_size > 1_000_000 and (
+                info.file_size / max(info.compress_size, 1) > options.max_compression_ratio):
+            raise UnsafeArchiveError(
+                f"{name}: part {info.filename} has a compression ratio of "
+                f"{info.file_size / max(info.compress_size, 1):,.0f}:1, over "
+                f"{options.max_compression_ratio:,.0f}:1, which is how zip bombs look; "
+                "refusing it. Re-save the document in Word.")
+    buffer = io.BytesIO()
+    optional: dict[str, bytes] = {}
+    warnings: list[str] = []
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as target:
+        for info in infos:
+            if info.is_dir():
+                continue
+            if info.filename not in xml_names:
+                target.writestr(info.filename, b"")
+                continue
+            try:
+                part = source.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                    RuntimeError, ValueError) as exc:  # damaged, encrypted or odd members
+                raise UnsupportedFormatError(
+                    f"{name}: part {info.filename} cannot be unpacked ({exc}); re-save the "
+                    "document in Word or LibreOffice.") from exc
+            try:
+                etree.fromstring(part, parser=_safe_parser())
+            except etree.XMLSyntaxError as exc:
+                label = _OPTIONAL_PARTS.get(info.filename)
+                if label is None:
+                    raise IngestError(
+                        f"{name}: part {info.filename} is not well-formed XML ({exc}); open the "
+                        "document in Word or LibreOffice and save it again.") from exc
+                warnings.append(f"{name}: {info.filename} is not well-formed XML ({exc}); "
+                                f"its {label} are left out.")
+            else:
+                if info.filename in _OPTIONAL_PARTS:  # python-docx keeps these as opaque blobs
+                    optional[info.filename] = part
+            target.writestr(info.filename, part)
+    return buffer.getvalue(), optional, warnings
 
 
 def _run_text(element: Any) -> str:
@@ -41,7 +142,7 @@ class _Numbering:
         self._formats: dict[tuple[str, str], str] = {}
         try:
             root = document.part.numbering_part.element
-        except Exception:
+        except (NotImplementedError, KeyError):  # no numbering part
             return
         abstract = {}
         for node in root.findall(f"{W}abstractNum"):
@@ -86,7 +187,7 @@ def _table_markdown(table: Any) -> str:
             if tcpr is not None:
                 grid = tcpr.find(f"{W}gridSpan")
                 if grid is not None:
-                    span = int(grid.get(f"{W}val") or 1)
+                    span = _small_int(grid.get(f"{W}val"), default=1, low=1, high=_MAX_COLUMNS)
                 vmerge = tcpr.find(f"{W}vMerge")
                 continued = vmerge is not None and vmerge.get(f"{W}val") in (None, "continue")
             row.append("" if continued else _cell_text(tc))
@@ -101,40 +202,45 @@ def _table_markdown(table: Any) -> str:
     return "\n".join(lines)
 
 
-def _footnotes(document: Any) -> list[str]:
+def _footnotes(optional: dict[str, bytes]) -> list[str]:
     from lxml import etree
 
-    notes = []
-    for part in document.part.package.iter_parts():
-        if str(part.partname) != "/word/footnotes.xml":
-            continue
-        root = etree.fromstring(part.blob)
-        for note in root.findall(f"{W}footnote"):
+    notes: list[str] = []
+    blob = optional.get("word/footnotes.xml")
+    if blob is None:
+        return notes
+    root = etree.fromstring(blob, parser=_safe_parser())
+    for note in root.findall(f"{W}footnote"):
+        try:
             if int(note.get(f"{W}id") or 0) <= 0:
                 continue  # separators
-            text = " ".join(t for p in note.iter(f"{W}p") if (t := _run_text(p).strip()))
-            if text:
-                notes.append(f"[^{note.get(f'{W}id')}]: {text}")
+        except ValueError:
+            continue
+        text = " ".join(t for p in note.iter(f"{W}p") if (t := _run_text(p).strip()))
+        if text:
+            notes.append(f"[^{note.get(f'{W}id')}]: {text}")
     return notes
 
 
-def docx_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
+def docx_sections(data: bytes, *, name: str, options: IngestOptions = _DEFAULTS
+                  ) -> tuple[list[Section], list[str]]:
     import docx
+    from docx.opc.exceptions import PackageNotFoundError
 
+    package, optional, warnings = _xml_only(data, name=name, options=options)
     try:
-        document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        document = docx.Document(io.BytesIO(package))
+    except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
         raise UnsupportedFormatError(
             f"{name}: not a valid .docx (Word 2007+) file ({exc}); open it in Word or "
             "LibreOffice and save it as .docx again."
         ) from exc
-    except Exception as exc:
-        raise IngestError(f"{name}: the .docx could not be read ({exc}); re-save it and retry.") from exc
 
     styles = {s.style_id: s.name for s in document.styles if s.style_id}
     numbering = _Numbering(document)
     body = document.element.body
-    warnings: list[str] = []
+    if body is None:
+        raise IngestError(f"{name}: word/document.xml has no body; re-save it in Word.")
     if body.find(f".//{W}ins") is not None or body.find(f".//{W}del") is not None:
         warnings.append(f"{name}: has tracked changes; shown as if all were accepted.")
     if any(str(p.partname) == "/word/comments.xml" for p in document.part.package.iter_parts()):
@@ -178,7 +284,8 @@ def docx_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
             ilvl = num_pr.find(f"{W}ilvl")
             level = ilvl.get(f"{W}val") if ilvl is not None else "0"
             marker = numbering.marker(num_id.get(f"{W}val") if num_id is not None else "", level)
-            lines.append(f"{'  ' * int(level or 0)}{marker} {text}")
+            depth = _small_int(level, default=0, low=0, high=8)  # Word has 9 list levels
+            lines.append(f"{'  ' * depth}{marker} {text}")
             continue
         lines += [text, ""]
     flush()
@@ -191,12 +298,12 @@ def docx_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
                 if part.is_linked_to_previous and section is not document.sections[0]:
                     continue
                 text = "\n".join(p.text.strip() for p in part.paragraphs if p.text.strip())
-            except Exception:
+            except (KeyError, ValueError, NotImplementedError):  # a missing or odd part
                 continue
             if text and (label, text) not in seen:
                 seen.add((label, text))
                 extra.append(f"{label}: {text}")
-    notes = _footnotes(document)
+    notes = _footnotes(optional)
     if extra:
         sections.append(Section(SectionKind.HEADING, "Headers and footers", clean_text("\n".join(extra))))
     if notes:

@@ -21,6 +21,14 @@ class IngestOptions:
     max_source_file_bytes: int = 1024 * 1024
     max_unpacked_bytes: int = 512 * 1024 * 1024
     max_compression_ratio: float = 200.0
+    # Every .gitignore/--include/--exclude match of one codebase shares this (a backstop: the
+    # pattern guards in `code.py` already keep each match to milliseconds).
+    max_match_seconds: float = 30.0
+    # PDF text is extracted in a child process with these limits (see `pdf.py`).
+    max_pdf_memory_bytes: int = 1024 * 1024 * 1024
+    max_pdf_cpu_seconds: float = 300.0
+    # A DOCX's XML parts (the only ones read; media are never inflated), unpacked, at most.
+    max_docx_xml_bytes: int = 64 * 1024 * 1024
 
     def cache_salt(self) -> str:
         """The options that change the resulting Document (limits do not, passwords never go in),

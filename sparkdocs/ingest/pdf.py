@@ -1,77 +1,181 @@
 """PDF text per page. PDFium (pypdfium2) extracts ~20x faster than pypdf with comparable text;
-pypdf, with its logger silenced, is the fallback for files PDFium refuses."""
+pypdf, with its logger silenced, is the fallback for files PDFium refuses.
+
+Extraction runs in a child process with an address-space limit (`max_pdf_memory_bytes`,
+1 GiB by default) and a CPU-time limit (`max_pdf_cpu_seconds`): a 2 MB PDF whose content
+stream inflates to gigabytes took 3.3 GB of memory in-process, and neither library lets a
+caller bound what one page may inflate to. The child costs ~50 ms to start; in exchange a bomb
+ends as a clear per-file error, whatever PDFium does when an allocation fails (it aborts), and
+sessions no longer queue behind one PDFium lock. The page texts together are capped at
+`max_unpacked_bytes`."""
 
 from __future__ import annotations
 
-import io
+import json
 import logging
-import threading
+import signal
+import subprocess
+import sys
 
 from ..documents import Section, SectionKind, clean_text
-from ..errors import EncryptedDocumentError, IngestError
-from .options import Progress
+from ..errors import EncryptedDocumentError, IngestError, UnsafeArchiveError
+from .options import IngestOptions, Progress
 
 log = logging.getLogger(__name__)
-_PDFIUM_LOCK = threading.Lock()  # PDFium is not thread-safe; Streamlit runs sessions in threads
 
+# Runs with `python -I -c`: only the standard library, pypdfium2 and pypdf are imported, the
+# limits are set before either. Protocol: stdin = one JSON line (password, text limit) + the
+# PDF bytes; stdout = JSON lines {"n": pages}, {"i": index, "t": text}…, then {"done": true},
+# or one {"error": kind, "message": ...}.
+_CHILD = r"""
+import json, logging, resource, sys, warnings
+warnings.simplefilter("ignore")
+logging.disable(logging.CRITICAL)
+memory, cpu = int(sys.argv[1]), int(sys.argv[2])
+def lower(kind, soft, hard):  # never above a limit this process already has
+    _, current = resource.getrlimit(kind)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(kind, (soft, hard))
+lower(resource.RLIMIT_AS, memory, memory)
+lower(resource.RLIMIT_CPU, cpu, cpu + 5)
+header = json.loads(sys.stdin.buffer.readline())
+data = sys.stdin.buffer.read()
+password, text_limit = header["password"], header["text_limit"]
+out = sys.stdout
 
-def _pdfium_pages(data: bytes, *, name: str, password: str | None,
-                  progress: Progress | None = None) -> list[str]:
+def emit(**fields):
+    out.write(json.dumps(fields) + "\n")
+    out.flush()
+
+def pages_pdfium():
     import pypdfium2 as pdfium
+    try:
+        pdf = pdfium.PdfDocument(data, password=password)
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            emit(error="password")
+            sys.exit(0)
+        raise
+    total = len(pdf)
+    emit(n=total)
+    for index in range(total):
+        page = pdf[index]
+        textpage = page.get_textpage()
+        yield index, textpage.get_text_range()
+        textpage.close()
+        page.close()
 
-    with _PDFIUM_LOCK:
-        try:
-            pdf = pdfium.PdfDocument(data, password=password)
-        except pdfium.PdfiumError as exc:
-            if "password" in str(exc).lower():
-                hint = ("the password is wrong; check it" if password else
-                        "it is encrypted; give its password (--password, or the field on the page)")
-                raise EncryptedDocumentError(f"{name}: cannot open the PDF: {hint}.") from exc
-            raise
-        try:
-            pages = []
-            total = len(pdf)
-            for index in range(total):
-                if progress is not None and index % 25 == 0:
-                    progress(index, total, f"page {index + 1} of {total}")
-                page = pdf[index]
-                textpage = page.get_textpage()
-                pages.append(textpage.get_text_range())
-                textpage.close()
-                page.close()
-            return pages
-        finally:
-            pdf.close()
-
-
-def _pypdf_pages(data: bytes, *, name: str, password: str | None) -> list[str]:
-    import pypdf
-
+def pages_pypdf():
+    import io, pypdf
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
-    if reader.is_encrypted:
-        if not password or not reader.decrypt(password):
-            raise EncryptedDocumentError(f"{name}: cannot open the encrypted PDF; give its password.")
-    return [page.extract_text() or "" for page in reader.pages]
+    if reader.is_encrypted and (not password or not reader.decrypt(password)):
+        emit(error="password")
+        sys.exit(0)
+    emit(n=len(reader.pages))
+    for index, page in enumerate(reader.pages):
+        yield index, page.extract_text() or ""
 
+def run(pages):
+    size = 0
+    for index, text in pages:
+        size += len(text)
+        if size > text_limit:
+            emit(error="text", message=str(size))
+            sys.exit(0)
+        emit(i=index, t=text)
+    emit(done=True)
 
-def pdf_sections(data: bytes, *, name: str, password: str | None = None,
-                 progress: Progress | None = None) -> tuple[list[Section], list[str]]:
+try:
+    run(pages_pdfium())
+except MemoryError:
+    raise
+except Exception as first:  # this child is the isolation boundary: any PDFium failure → pypdf
+    emit(fallback=f"{type(first).__name__}: {first}")
     try:
-        pages = _pdfium_pages(data, name=name, password=password, progress=progress)
-    except EncryptedDocumentError:
+        run(pages_pypdf())
+    except MemoryError:
         raise
-    except Exception as first:  # PDFium refused it: give pypdf's lenient parser a chance
-        log.info("%s: PDFium could not read the file (%s); trying pypdf", name, first)
+    except Exception as second:
+        emit(error="damaged", message=f"{first}; pypdf: {second}")
+"""
+
+
+def _extract(data: bytes, *, name: str, options: IngestOptions,
+             progress: Progress | None) -> list[str]:
+    memory_mib = options.max_pdf_memory_bytes / 2**20
+    command = [sys.executable, "-I", "-c", _CHILD, str(options.max_pdf_memory_bytes),
+               str(int(options.max_pdf_cpu_seconds))]
+    header = json.dumps({"password": options.password,
+                         "text_limit": options.max_unpacked_bytes}).encode() + b"\n"
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    try:
         try:
-            pages = _pypdf_pages(data, name=name, password=password)
-        except EncryptedDocumentError:
-            raise
-        except Exception as second:
-            raise IngestError(
-                f"{name}: the PDF is damaged or truncated and no text could be read ({first}); "
-                "re-export or re-download it."
-            ) from second
+            process.stdin.write(header)
+            process.stdin.write(data)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # the child died early: its exit status says why
+        pages: dict[int, str] = {}
+        total = 0
+        outcome: dict[str, object] = {}
+        for line in process.stdout:
+            message = json.loads(line)
+            if "n" in message:
+                total = int(message["n"])
+            elif "i" in message:
+                index = int(message["i"])
+                pages[index] = str(message["t"])
+                if progress is not None and index % 25 == 0:
+                    progress(index, total, f"page {index + 1} of {total}")
+            elif "fallback" in message:
+                log.info("%s: PDFium could not read the file (%s); trying pypdf", name,
+                         message["fallback"])
+                pages, total = {}, 0
+            else:
+                outcome = message
+        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        code = process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if outcome.get("error") == "password":
+        hint = ("the password is wrong; check it" if options.password else
+                "it is encrypted; give its password (--password, or the field on the page)")
+        raise EncryptedDocumentError(f"{name}: cannot open the PDF: {hint}.")
+    if outcome.get("error") == "text":
+        raise UnsafeArchiveError(
+            f"{name}: its text is over {options.max_unpacked_bytes / 2**20:,.0f} MiB "
+            "(SPARKDOCS_MAX_UNPACKED_MB); split the PDF into smaller files.")
+    if outcome.get("error") == "damaged":
+        raise IngestError(
+            f"{name}: the PDF is damaged or truncated and no text could be read "
+            f"({outcome.get('message')}); re-export or re-download it.")
+    if outcome.get("done") and code == 0:
+        return [pages.get(i, "") for i in range(total)]
+    if code in (-signal.SIGXCPU, -signal.SIGKILL) and "MemoryError" not in stderr:
+        raise UnsafeArchiveError(
+            f"{name}: reading the PDF took over {options.max_pdf_cpu_seconds:,.0f} s of CPU "
+            "(SPARKDOCS_MAX_PDF_CPU_SECONDS), which is how a PDF bomb looks; refusing it. "
+            "Re-export the PDF, or raise the limit if you trust the file.")
+    if code in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS) or "MemoryError" in stderr:
+        raise UnsafeArchiveError(
+            f"{name}: reading the PDF needed more than {memory_mib:,.0f} MiB of memory "
+            "(SPARKDOCS_MAX_PDF_MEMORY_MB), which is how a decompression bomb looks (a content "
+            "stream inflating to gigabytes); refusing it. Re-export the PDF, or raise the limit "
+            "if you trust the file.")
+    log.warning("%s: PDF reader exited with %s: %s", name, code, stderr[-2000:])
+    raise IngestError(f"{name}: the PDF reader stopped unexpectedly (exit status {code}); "
+                      "re-export the PDF and try again.")
+
+
+def pdf_sections(data: bytes, *, name: str, options: IngestOptions,
+                 progress: Progress | None = None) -> tuple[list[Section], list[str]]:
+    pages = _extract(data, name=name, options=options, progress=progress)
     if not pages:
         raise IngestError(f"{name}: the PDF has no pages.")
     sections = [Section(SectionKind.PAGE, str(number), clean_text(text))

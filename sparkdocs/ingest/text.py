@@ -13,7 +13,7 @@ _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
 )
 PART_CHARS = 16_000  # plain text is split near here so parts of a long file can be chosen
-_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.+)$")
 
 
 def looks_binary(data: bytes) -> bool:
@@ -24,8 +24,22 @@ def looks_binary(data: bytes) -> bool:
     return b"\x00" in head
 
 
+# Decoding follows what browsers do with an undeclared file: UTF-8 when the bytes are UTF-8
+# (a few stray bytes are replaced and counted, not a reason to refuse 4 MB of good text), else
+# Windows-1252, the de-facto Western default, unless charset-normalizer has strong evidence for
+# another code page: it rejected cp1252 outright, cp1252 cannot decode the bytes, or the text
+# reads as a language cp1252 cannot write. charset-normalizer only sees a sample (the bytes
+# around non-ASCII runs, at most SAMPLE_BYTES), so a 50 MB file costs what a small one does.
+SAMPLE_BYTES = 64 * 1024
+_NON_ASCII = re.compile(rb"[\x80-\xff]+")
+_CP1252_LANGUAGES = frozenset(
+    "Unknown English German French Spanish Portuguese Italian Dutch Danish Swedish Norwegian "
+    "Finnish Icelandic Catalan Indonesian Malay Tagalog Swahili Afrikaans".split())
+
+
 def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
-    """Returns (text, warning). UTF-8 first (fast path), then BOMs, then charset-normalizer."""
+    """Returns (text, warning): BOMs first, then UTF-8 (strict, then tolerant of a few stray
+    bytes), then a single-byte code page (Windows-1252 unless the evidence says otherwise)."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace"), None
@@ -38,63 +52,139 @@ def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
             f"{name}: this is a binary file, not text, PDF or DOCX; "
             "convert it to one of those formats first."
         )
-    from charset_normalizer import from_bytes
-
-    results = from_bytes(data)
-    best = results.best()
-    if best is None:
+    text = data.decode("utf-8", errors="replace")
+    stray = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    valid = len(text) - len(text.encode("ascii", errors="ignore")) - text.count("\ufffd")
+    if valid > 0 and stray <= valid:
+        return text, (f"{name}: {stray:,} byte{'s' if stray != 1 else ''} not valid UTF-8 "
+                      "were replaced with \ufffd (the rest is UTF-8); re-save the file as UTF-8 "
+                      "to keep them.")
+    del text
+    legacy = _legacy_encoding(data)
+    if legacy is None:
         raise UnsupportedFormatError(
             f"{name}: the text encoding could not be detected; save it as UTF-8 and try again."
         )
-    encoding = best.encoding
-    # Short Western text is ambiguous between single-byte code pages; on a tie (or when the
-    # bytes read the same) prefer Windows-1252, by far the most common of them.
-    tied = {m.encoding for m in results if (m.chaos, m.coherence) == (best.chaos, best.coherence)}
-    if encoding != "cp1252" and ("cp1252" in tied or encoding in {"latin_1", "iso8859_1"}
-                                 or _same_as_cp1252(data, str(best))):
-        encoding = "cp1252"
-    text = data.decode(encoding, errors="replace")
-    return text, f"{name}: not UTF-8; decoded as {encoding}."
+    label = "Windows-1252 (cp1252)" if legacy == "cp1252" else legacy
+    return data.decode(legacy, errors="replace"), (
+        f"{name}: not UTF-8; decoded as {label}. If characters look wrong, save the file as "
+        "UTF-8 and load it again.")
 
 
-def _same_as_cp1252(data: bytes, decoded: str) -> bool:
+def _sample(data: bytes, limit: int = SAMPLE_BYTES) -> bytes:
+    """The bytes around non-ASCII runs (where the evidence is), at most `limit` of them."""
+    if len(data) <= limit:
+        return data
+    pieces: list[bytes] = []
+    size, last_end = 0, 0
+    for match in _NON_ASCII.finditer(data):
+        start, end = max(match.start() - 40, last_end), min(match.end() + 40, len(data))
+        if start > last_end and pieces:
+            pieces.append(b"\n")
+        pieces.append(data[start:end])
+        size, last_end = size + end - start, end
+        if size >= limit:
+            break
+    return b"".join(pieces) or data[:limit]
+
+
+def _legacy_encoding(data: bytes) -> str | None:
+    from charset_normalizer import from_bytes
+
+    results = from_bytes(_sample(data))
+    best = results.best()
+    cp1252 = _decodes(data, "cp1252")
+    if best is None:
+        return "cp1252" if cp1252 else None
+    western = next((m for m in results if "cp1252" in m.could_be_from_charset), None)
+    if not cp1252 or western is None:
+        return best.encoding  # cp1252 cannot decode it, or the mess detector rejected it
+    tied = western.chaos <= best.chaos and western.coherence >= best.coherence - 0.01
+    if tied or best.language in _CP1252_LANGUAGES:
+        return "cp1252"
+    return best.encoding
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
     try:
-        return data.decode("cp1252") == decoded
+        data.decode(encoding)
     except UnicodeDecodeError:
         return False
+    return True
+
+
+def _heading(line: str) -> str | None:
+    """The title of an ATX heading line, or None. Trailing `#`s and spaces are stripped in
+    Python: the one-regex form (`\\s+(.+?)\\s*#*\\s*$`) backtracks cubically, and a heading
+    followed by 2,000 spaces and a letter took 19 s, holding the GIL."""
+    match = _MARKDOWN_HEADING.match(line)
+    if match is None:
+        return None
+    text = match.group(2).rstrip()
+    return text.rstrip("#").rstrip() or text[:1] or match.group(2)[:1]
 
 
 def split_markdown(text: str) -> list[Section]:
     sections: list[Section] = []
     title, in_fence = "(start)", False
     lines: list[str] = []
+    has_text = False  # kept as lines come rather than re-scanned at each heading
     for line in text.split("\n"):
         if line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
-        match = None if in_fence else _MARKDOWN_HEADING.match(line)
-        if match and lines and any(item.strip() for item in lines):
+        heading = None if in_fence else _heading(line)
+        if heading is not None and has_text:
             sections.append(Section(SectionKind.HEADING, title, clean_text("\n".join(lines))))
-            lines = []
-        if match:
-            title = match.group(2)
+            lines, has_text = [], False
+        if heading is not None:
+            title = heading
         lines.append(line)
+        has_text = has_text or bool(line.strip())
     if lines:
         sections.append(Section(SectionKind.HEADING, title, clean_text("\n".join(lines))))
     return sections
 
 
+def _pieces(line: str) -> list[str]:
+    """An over-long line in parts of about PART_CHARS, cut at a space when one is near
+    (offsets, not repeated slicing of the rest: that would be quadratic in the line)."""
+    pieces: list[str] = []
+    start = 0
+    while len(line) - start > PART_CHARS:
+        cut = line.rfind(" ", start + PART_CHARS - 1000, start + PART_CHARS)
+        cut = cut + 1 if cut > start else start + PART_CHARS
+        pieces.append(line[start:cut])
+        start = cut
+    if start < len(line):
+        pieces.append(line[start:])
+    return pieces
+
+
 def split_plain(text: str) -> list[Section]:
-    """Parts of about PART_CHARS at blank lines, titled by line range for citation."""
+    """Parts of about PART_CHARS at blank lines, titled by line range for citation. A line too
+    long for one part (a 50 MB one-line file) is cut into parts of its own, so every part can
+    be chosen or left out and none is a single enormous block."""
     lines = text.split("\n")
     sections: list[Section] = []
     start, size = 0, 0
+
+    def flush(end: int) -> None:
+        if end > start:
+            sections.append(Section(SectionKind.HEADING, f"lines {start + 1}-{end}",
+                                    clean_text("\n".join(lines[start:end]))))
+
     for index, line in enumerate(lines):
+        if len(line) > 4 * PART_CHARS:
+            flush(index)
+            for number, piece in enumerate(_pieces(line), 1):
+                sections.append(Section(SectionKind.HEADING, f"line {index + 1} part {number}",
+                                        clean_text(piece)))
+            start, size = index + 1, 0
+            continue
         size += len(line) + 1
         at_break = not line.strip() or index == len(lines) - 1
         if (size >= PART_CHARS and at_break) or size >= 4 * PART_CHARS or index == len(lines) - 1:
-            chunk = "\n".join(lines[start:index + 1])
-            sections.append(Section(SectionKind.HEADING, f"lines {start + 1}-{index + 1}",
-                                    clean_text(chunk)))
+            flush(index + 1)
             start, size = index + 1, 0
     return sections
 
@@ -106,4 +196,19 @@ def text_sections(data: bytes, *, name: str) -> tuple[list[Section], list[str]]:
         raise UnsupportedFormatError(f"{name}: the file holds no text; pick a file with content.")
     is_markdown = name.lower().endswith((".md", ".markdown", ".mdx"))
     sections = split_markdown(text) if is_markdown else split_plain(text)
+    if is_markdown and any(len(s.text) > 4 * PART_CHARS for s in sections):
+        sections = _split_long_headings(sections)
     return sections, [warning] if warning else []
+
+
+def _split_long_headings(sections: list[Section]) -> list[Section]:
+    """A Markdown section too long for one part (one huge paragraph or line) is cut like
+    plain text, so it can be chosen part by part and is never one enormous block."""
+    out: list[Section] = []
+    for section in sections:
+        if len(section.text) <= 4 * PART_CHARS:
+            out.append(section)
+            continue
+        out += [Section(SectionKind.HEADING, f"{section.title} ({part.title})", part.text)
+                for part in split_plain(section.text)]
+    return out

@@ -54,7 +54,10 @@ class Workspace:
             max_file_bytes=settings.max_upload_bytes,
             max_source_file_bytes=settings.max_source_file_bytes,
             max_unpacked_bytes=settings.max_unpacked_bytes,
-            max_compression_ratio=settings.max_compression_ratio)
+            max_compression_ratio=settings.max_compression_ratio,
+            max_match_seconds=settings.max_match_seconds,
+            max_pdf_memory_bytes=settings.max_pdf_memory_mb * 2**20,
+            max_pdf_cpu_seconds=settings.max_pdf_cpu_seconds)
 
     def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions, *,
                      progress: Progress | None = None) -> Document:

@@ -222,13 +222,29 @@ class ChatEncoder:
 def count_document(document: Document, tokenizer: TokenCounter | None = None) -> Document:
     """Fill in exact per-section token counts (done once per ingested document)."""
     tok = tokenizer or llama3()
-    rendered = [render_section(s) for s in document.sections]
-    if isinstance(tok, Llama3Tokenizer):
-        counts = [len(ids) for ids in tok.encode_many(rendered)]
-    else:
-        counts = [tok.count(text) for text in rendered]
+    counts: list[int] = []
+    batch: list[str] = []
+    size = 0
+    # In batches of ~4 MB of text: only the counts are kept, so a 50 MB text never holds all of
+    # its token ids (tens of millions of ints) at once.
+    for section in document.sections:
+        batch.append(render_section(section))
+        size += len(batch[-1])
+        if size >= COUNT_BATCH_CHARS:
+            counts += _count_batch(tok, batch)
+            batch, size = [], 0
+    counts += _count_batch(tok, batch)
     sections = tuple(dataclasses.replace(s, tokens=n) for s, n in zip(document.sections, counts))
     return dataclasses.replace(document, sections=sections, counted=True)
+
+
+COUNT_BATCH_CHARS = 4 * 2**20
+
+
+def _count_batch(tok: TokenCounter, texts: list[str]) -> list[int]:
+    if isinstance(tok, Llama3Tokenizer):
+        return [len(ids) for ids in tok.encode_many(texts)]
+    return [tok.count(text) for text in texts]
 
 
 def document_frame_tokens(tokenizer: TokenCounter | None = None) -> int:

@@ -4,12 +4,32 @@ the environment."""
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"
+LOCAL_USER = "local"  # the one user of single-user mode, and the CLI's default
+
+
+class AuthMode(StrEnum):
+    """Who may use the app: one person (`none`), named users with passwords, or the users a
+    trusted reverse proxy names in a header."""
+
+    NONE = "none"
+    PASSWORD = "password"
+    PROXY = "proxy"
+
+
+class CacheIsolation(StrEnum):
+    """Whether one user's cached prompt prefix may serve another's (and so be probed by timing):
+    `auto` is per user in team mode and shared for one person."""
+
+    AUTO = "auto"
+    USER = "user"
+    SHARED = "shared"
 
 
 def _default_cache_dir() -> Path:
@@ -41,6 +61,15 @@ class Settings(BaseSettings):
     max_unpacked_mb: int = Field(512, ge=1, description="Archive expansion limit (zip bombs).")
     max_compression_ratio: float = Field(200.0, ge=1.0)
     include_lock_files: bool = False
+
+    # team mode (issue #12); the logic is in auth.py
+    auth: AuthMode = AuthMode.NONE
+    open_app: bool = Field(False, description="Serve an app without logins beyond loopback.")
+    user: str = Field(LOCAL_USER, description="The user the CLI acts as (`--user`).")
+    login_ttl_min: float = Field(480.0, gt=0, description="A login expires after this long.")
+    proxy_user_header: str = "X-Forwarded-User"
+    trusted_proxies: str = Field("127.0.0.1,::1", description="Comma-separated IPs or CIDRs.")
+    cache_isolation: CacheIsolation = CacheIsolation.AUTO
 
     @property
     def max_upload_bytes(self) -> int:

@@ -45,12 +45,15 @@ class QuestionAnswering:
                 self._prepared[key] = self.workspace.prepare(document, keep=keep)
             return self._prepared[key]
 
-    def session_for(self, document: Document, *, follow_up_of: str | None = None) -> Session:
-        """The session to continue (it must be about this document) or a new one, which must
-        fit the budget as a whole (the CLI has no picker: choose parts with --include)."""
+    def session_for(self, document: Document, *, follow_up_of: str | None = None,
+                    owner: str | None = None) -> Session:
+        """The owner's session to continue (it must be about this document) or a new one, which
+        must fit the budget as a whole (the CLI has no picker: choose parts with --include).
+        The owner defaults to the settings' user (the CLI's --user)."""
         store = self.workspace.store
+        owner = owner or self.workspace.settings.user
         if follow_up_of:
-            session = store.get_session(follow_up_of)
+            session = store.get_session(follow_up_of, owner=owner)
             if session.document_key != document.content_hash:
                 raise SparkdocsError(
                     f"Session {follow_up_of} is about {session.document_name!r}, not these paths; "
@@ -62,7 +65,7 @@ class QuestionAnswering:
                 f"{document.name}: {document.section_tokens:,} tokens do not fit the budget "
                 f"({self.workspace.budget(document, context=context).available:,} available); "
                 "choose parts with --include/--exclude (see `sparkdocs count`).")
-        return store.new_session(document)
+        return store.new_session(document, owner=owner)
 
     def build(self, document: Document, session: Session, question: str, *, follow_up: bool
               ) -> Prompt:

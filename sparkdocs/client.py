@@ -174,13 +174,20 @@ class Waiting:
     received_chunks: int
 
 
+def salted(cache_salt: str | None) -> dict[str, Any]:
+    """The request fields that keep a user's cached prefix their own (issue #12): vLLM (>= 0.9)
+    mixes `cache_salt` into the hash of the first KV block, so another salt never hits it."""
+    return {"extra_body": {"cache_salt": cache_salt}} if cache_salt else {}
+
+
 class AnswerStream:
     """Iterate for text as it arrives; `result` holds the record once the stream ends (also after
     a cancel or a cut: the partial answer is kept and marked)."""
 
     def __init__(self, client: "ModelClient", messages: Sequence[ChatMessage], *, model: str,
-                 max_tokens: int, temperature: float) -> None:
+                 max_tokens: int, temperature: float, cache_salt: str | None = None) -> None:
         self._client = client
+        self._cache_salt = cache_salt
         self._messages = [m.as_dict() for m in messages]
         self._model = model
         self._max_tokens = max_tokens
@@ -261,7 +268,7 @@ class AnswerStream:
             self._response = self._client.openai.chat.completions.create(  # type: ignore[call-overload]
                 model=self._model, messages=self._messages, stream=True,
                 max_tokens=self._max_tokens, temperature=self._temperature,
-                stream_options={"include_usage": True})
+                stream_options={"include_usage": True}, **salted(self._cache_salt))
         except openai.OpenAIError as exc:
             raise _service_error(exc, settings=self._client.settings, model=self._model) from exc
         if self._cancel.is_set():  # stopped while the request was being sent
@@ -516,19 +523,22 @@ class ModelClient:
         return caps.model
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
-               temperature: float | None = None, model: str | None = None) -> AnswerStream:
+               temperature: float | None = None, model: str | None = None,
+               cache_salt: str | None = None) -> AnswerStream:
         return AnswerStream(self, messages, model=model or self.resolve_model(),
                             max_tokens=max_tokens or self.settings.answer_tokens,
-                            temperature=self.settings.temperature if temperature is None else temperature)
+                            temperature=self.settings.temperature if temperature is None else temperature,
+                            cache_salt=cache_salt)
 
-    def warm_up(self, messages: Sequence[ChatMessage], *, model: str | None = None) -> WarmUpResult:
+    def warm_up(self, messages: Sequence[ChatMessage], *, model: str | None = None,
+                cache_salt: str | None = None) -> WarmUpResult:
         """Send the next question's exact prefix with max_tokens=1 so its KV blocks are cached."""
         model = model or self.resolve_model()
         started = time.perf_counter()
         try:
             response = self.openai.chat.completions.create(
                 model=model, messages=[m.as_dict() for m in messages],  # type: ignore[misc]
-                max_tokens=1, temperature=0.0, stream=False)
+                max_tokens=1, temperature=0.0, stream=False, **salted(cache_salt))
         except openai.OpenAIError as exc:
             raise _service_error(exc, settings=self.settings, model=model) from exc
         usage = getattr(response, "usage", None)

@@ -70,6 +70,9 @@ def run_checks(client: ModelClient) -> list[Check]:
                                 "on vLLM, add --enable-prompt-tokens-details"))
     except SparkdocsError as exc:
         checks.append(Check("completion", "fail", str(exc), "see the message"))
+    from .salt_probe import cache_salt_check  # team mode: is the prefix cache private?
+
+    checks.append(cache_salt_check(client))
     checks.append(Check("tokenize endpoint", "ok" if caps.tokenize_path else "warn",
                         caps.tokenize_path or "none: counts use the built-in Llama 3 tokenizer",
                         "" if caps.tokenize_path else "vLLM offers /tokenize; other servers may not"))

@@ -219,7 +219,9 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
         st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
                    "whole document.")
         return
-    state = svc.warmups.state(document, keep) or svc.warmups.start(document, keep)
+    owner = ui_team.current_user()  # each user warms their own prefix (cache isolation)
+    state = (svc.warmups.state(document, keep, owner=owner)
+             or svc.warmups.start(document, keep, owner=owner))
     if state.status == "warming":
         st.caption(":material/hourglass_top: Warming the model's prefix cache with this document…")
     elif state.status == "warm":

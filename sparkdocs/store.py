@@ -468,10 +468,24 @@ class Store:
     # sessions --------------------------------------------------------------------------------
     def new_session(self, document: Document, *, owner: str = LOCAL_USER,
                     kept_sections: Sequence[int] | None = None) -> Session:
+        return self._insert_session(document.content_hash, document.name, owner=owner,
+                                    kept_sections=kept_sections)
+
+    def new_session_for_key(self, key: str, *, owner: str = LOCAL_USER) -> Session:
+        """A new session on one of the owner's stored documents without reading it: for an
+        encrypted PDF, whose text needs the password, which the session then asks for."""
+        rows = self._read("SELECT name FROM document_owners WHERE key = ? AND owner = ?",
+                          (key, owner))
+        if not rows:
+            raise StoreError(f"No stored document {key[:12]}; it may have been evicted "
+                             "(upload it again).")
+        return self._insert_session(key, rows[0][0], owner=owner, kept_sections=None)
+
+    def _insert_session(self, key: str, name: str, *, owner: str,
+                        kept_sections: Sequence[int] | None) -> Session:
         now = time.time()
         kept = tuple(kept_sections) if kept_sections is not None else None
-        session = Session(uuid.uuid4().hex[:12], document.content_hash, document.name,
-                          document.name, kept, (), now, now, owner)
+        session = Session(uuid.uuid4().hex[:12], key, name, name, kept, (), now, now, owner)
         with self._write() as db:
             db.execute("INSERT INTO sessions (id, document_key, document_name, title, "
                        "kept_sections, created_at, updated_at, owner) "

@@ -146,16 +146,9 @@ def reopen_panel(svc: Services) -> None:
     labels = {f"{i.name} — {i.tokens:,} tokens": i.key for i in infos}
     choice = st.selectbox("…or reopen a stored document", ["—"] + list(labels))
     if choice != "—" and st.button("Open", key="reopen"):
-        user, key = ui_team.current_user(), labels[choice]
-        with friendly_errors():  # an encrypted PDF: only with the password proved in this tab
-            document = svc.workspace.store.get_document(
-                key, owner=user, password=ui_team.remembered_password(key))
-            if document is not None:
-                context = svc.client.capabilities().context_length
-                _open_session(svc.workspace.store.new_session(
-                    document, owner=user,
-                    kept_sections=svc.workspace.fit(document, context=context)))
-                st.rerun()
+        with friendly_errors():
+            _open_session(ui_team.start_session(svc, labels[choice]))
+            st.rerun()
 
 
 def budget_view(svc: Services, document: Document, session: Session) -> Session:
@@ -332,14 +325,8 @@ def library(svc: Services) -> None:
                 store.rename_document(info.key, name, owner=user)
                 st.rerun()
             if cols[1].button("New session", key=f"new-{info.key}"):
-                document = store.get_document(info.key, owner=user,
-                                              password=ui_team.remembered_password(info.key))
-                if document is not None:
-                    context = svc.client.capabilities().context_length
-                    _open_session(store.new_session(
-                        document, owner=user,
-                        kept_sections=svc.workspace.fit(document, context=context)))
-                    st.switch_page("pages/ask.py")
+                _open_session(ui_team.start_session(svc, info.key))
+                st.switch_page("pages/ask.py")
             if cols[2].button("Delete document and sessions", key=f"del-{info.key}", type="secondary"):
                 store.delete_document(info.key, owner=user)
                 st.rerun()

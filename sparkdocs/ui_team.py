@@ -13,7 +13,7 @@ import streamlit as st
 from .auth import Login, Users, check_bind, isolation, proxy_user, start_login
 from .config import AuthMode, CacheIsolation, Settings
 from .documents import Document
-from .errors import LoginError, OpenAppError, PasswordRequiredError
+from .errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
 from .store import Session, Store
 
 if TYPE_CHECKING:
@@ -130,6 +130,22 @@ def remember_password(key: str, password: str | None) -> None:
 
 def remembered_password(key: str) -> str | None:
     return st.session_state.get(PASSWORDS_KEY, {}).get(key)
+
+
+def start_session(svc: Services, key: str) -> Session:
+    """A new session of this tab's user on one of their stored documents, fitted to the budget.
+    An encrypted PDF whose password this tab has not proved gets a session all the same; its
+    page then asks for the password before showing anything."""
+    store, user = svc.workspace.store, current_user()
+    try:
+        document = store.get_document(key, owner=user, password=remembered_password(key))
+    except PasswordRequiredError:
+        return store.new_session_for_key(key, owner=user)
+    if document is None:
+        raise StoreError(f"No stored document {key[:12]}; it may have been evicted (upload it "
+                         "again).")
+    keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
+    return store.new_session(document, owner=user, kept_sections=keep)
 
 
 def session_document(store: Store, session: Session) -> Document | None:

@@ -111,3 +111,21 @@ def test_a_stored_encrypted_pdf_session_asks_for_its_password_again(app_env):
 
 def _submit(at: AppTest) -> AppTest:
     return next(b for b in at.button if b.label == "Open" and b.key != "reopen").click().run()
+
+
+def test_a_new_session_on_a_stored_encrypted_pdf_asks_for_the_password(app_env):
+    settings = app_env()
+    workspace = Workspace(settings)
+    document = workspace.load_uploads(
+        [Upload("locked.pdf", make_pdf(["Clause 7."], password="pdf-pass-7"))],
+        workspace.ingest_options(password="pdf-pass-7"))
+    workspace.store.close()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/library.py").run()
+    at.button(key=f"new-{document.content_hash}").click().run()
+    assert not at.exception
+    assert any("encrypted PDF" in i.value for i in at.info) and not at.subheader
+    next(f for f in at.text_input if f.label == "Password of this PDF").set_value("pdf-pass-7")
+    at.switch_page("pages/ask.py")  # AppTest reruns the page it was told, not st.switch_page's
+    at = _submit(at)
+    assert not at.exception and "locked.pdf" in at.subheader[0].value

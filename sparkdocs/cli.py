@@ -54,6 +54,7 @@ def _global_options(user: Annotated[Optional[str], typer.Option(
         "(SPARKDOCS_USER; default 'local', the single-user library).")] = None) -> None:
     from .auth import check_user_name
 
+    _GLOBAL_OPTIONS.pop("user", None)  # one process may run several commands (tests)
     if user is not None:
         _GLOBAL_OPTIONS["user"] = check_user_name(user)
 

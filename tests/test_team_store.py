@@ -120,3 +120,24 @@ def test_a_single_user_store_of_the_previous_version_becomes_the_local_users(tmp
     assert store.list_documents(owner="alice") == []
     with pytest.raises(SessionNotFoundError):
         store.get_session("abc123abc123", owner="alice")
+
+
+def test_the_cli_acts_as_the_user_given_with_user(tmp_path: Path, monkeypatch, capsys):
+    from sparkdocs import cli
+
+    monkeypatch.setenv("SPARKDOCS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPARKDOCS_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("SPARKDOCS_MAX_RETRIES", "0")
+    note = tmp_path / "note.md"
+    note.write_bytes(NOTE.data)
+    store = Store(tmp_path / "cache", size_limit_bytes=2**24)
+    document = _load(store, "alice")
+    session = store.new_session(document, owner="alice")
+    store.close()
+    assert cli.main(["--user", "bob", "ask", str(note), "When?", "--follow-up-of",
+                     session.id]) == 2
+    assert f"No session {session.id!r}" in capsys.readouterr().err
+    cli.main(["--user", "alice", "ask", str(note), "When?", "--follow-up-of", session.id])
+    assert "No session" not in capsys.readouterr().err  # alice's own: it went on to the server
+    assert cli.main(["--user", "not a name", "count", str(note)]) == 2
+    assert "not a valid user name" in capsys.readouterr().err

@@ -17,8 +17,9 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOCAL_USER", "Login", "Users", "cache_salt_for", "check_bind", "install_secret",
+__all__ = ["LOCAL_USER", "Login", "LoginThrottle", "Users", "log_in", "cache_salt_for", "check_bind", "install_secret",
            "isolation", "proxy_user", "start_login"]
 MIN_PASSWORD_LENGTH = 8
 SECRET_FILE = "secret"
@@ -86,6 +87,52 @@ class Users:
             return name
         log.info("failed login for %s", name)
         return None
+
+
+class LoginThrottle:
+    """Slows password guessing: after `free` failed logins in a row for one name, that name
+    is refused for `lock_s` seconds (right password or not), and the pause doubles with each
+    further run of failures. Per process, in memory: enough for one Spark's app."""
+
+    def __init__(self, *, free: int = 5, lock_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._free, self._lock_s, self._clock = free, lock_s, clock
+        self._failures: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+        self._guard = threading.Lock()
+
+    def wait_s(self, name: str) -> float:
+        """Seconds before `name` may try again (0 when it may now)."""
+        with self._guard:
+            return max(0.0, self._until.get(name, 0.0) - self._clock())
+
+    def failed(self, name: str) -> None:
+        with self._guard:
+            failures = self._failures.get(name, 0) + 1
+            self._failures[name] = failures
+            if failures >= self._free and failures % self._free == 0:
+                runs = failures // self._free
+                self._until[name] = self._clock() + self._lock_s * 2 ** (runs - 1)
+                log.warning("login for %s paused after %d failed tries", name, failures)
+
+    def succeeded(self, name: str) -> None:
+        with self._guard:
+            self._failures.pop(name, None)
+            self._until.pop(name, None)
+
+
+def log_in(users: Users, throttle: LoginThrottle, name: str, password: str) -> str:
+    """The user's name, or LoginError saying why not (one message for a wrong name or
+    password; another while the name is paused after too many failures)."""
+    wait = throttle.wait_s(name)
+    if wait > 0:
+        raise LoginError(f"Too many failed logins for {name!r}; try again in {wait:.0f} s.")
+    user = users.authenticate(name, password)
+    if user is None:
+        throttle.failed(name)
+        raise LoginError("Wrong username or password.")
+    throttle.succeeded(name)
+    return user
 
 
 @dataclass(frozen=True)

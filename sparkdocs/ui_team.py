@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from .auth import Login, Users, check_bind, isolation, proxy_user, start_login
+from .auth import (Login, LoginThrottle, Users, check_bind, isolation, log_in, proxy_user,
+                   start_login)
 from .config import AuthMode, CacheIsolation, Settings
 from .documents import Document
 from .errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
@@ -92,9 +93,10 @@ def _login_form(svc: Services) -> None:
         submitted = st.form_submit_button("Log in")
     if not submitted:
         return
-    user = Users(svc.workspace.store).authenticate(name.strip(), password)
-    if user is None:
-        st.error("Wrong username or password.")
+    try:
+        user = log_in(Users(svc.workspace.store), _throttle(), name.strip(), password)
+    except LoginError as exc:
+        st.error(str(exc))
         return
     st.session_state[LOGIN_KEY] = start_login(user, ttl_min=settings.login_ttl_min)
     st.session_state[USER_KEY] = user
@@ -103,6 +105,12 @@ def _login_form(svc: Services) -> None:
         st.session_state["session_id"] = wanted
     log.info("user %s logged in", user)
     st.rerun()
+
+
+@st.cache_resource
+def _throttle() -> LoginThrottle:
+    """One per process, shared by every browser session: guesses from many tabs add up."""
+    return LoginThrottle()
 
 
 def _account_sidebar(user: str, settings: Settings) -> None:

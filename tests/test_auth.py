@@ -165,3 +165,22 @@ def test_settings_survive_the_trip_to_the_app_process():
                           if k.startswith("SPARKDOCS_") and k != "SPARKDOCS_LOCAL_MODEL_LOG"})
     assert rebuilt.auth is AuthMode.PASSWORD and rebuilt.login_ttl_min == 0.05
     assert sys.version_info >= (3, 11)
+
+
+def test_repeated_failed_logins_pause_the_name(store: Store):
+    from sparkdocs.auth import LoginThrottle, log_in
+
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    now = [1000.0]
+    throttle = LoginThrottle(free=3, lock_s=30.0, clock=lambda: now[0])
+    assert log_in(users, throttle, "alice", "alice-pass-1") == "alice"
+    for _ in range(3):
+        with pytest.raises(LoginError, match="Wrong username or password"):
+            log_in(users, throttle, "alice", "guess")
+    with pytest.raises(LoginError, match="Too many failed logins.*30 s"):
+        log_in(users, throttle, "alice", "alice-pass-1")  # even the right one, while paused
+    now[0] += 31
+    assert log_in(users, throttle, "alice", "alice-pass-1") == "alice"
+    with pytest.raises(LoginError, match="Wrong"):
+        log_in(users, throttle, "carol", "guess")  # an unknown name: the same message

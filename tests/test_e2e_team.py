@@ -87,7 +87,11 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         alice.get_by_text("Options: PDF password").click()
         alice.get_by_role("textbox", name="PDF password").fill("pdf-pass-7")
         alice.get_by_role("textbox", name="PDF password").press("Enter")
+        alice.wait_for_timeout(1000)  # the rerun that takes the password
         alice.get_by_role("button", name="Remove alice-secret-note.md").click()
+        expect(alice.get_by_role("button", name="Remove alice-secret-note.md")).to_have_count(
+            0, timeout=30_000)
+        alice.wait_for_timeout(1000)  # the rerun that drops the note
         alice.locator("input[type=file]").set_input_files(str(locked))
         expect(alice.get_by_text("locked.pdf · pdf ·")).to_be_visible(timeout=60_000)
         alice.screenshot(path=str(artifacts_dir / "team-01-alice.png"), full_page=True)

@@ -33,8 +33,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LOCAL_USER", "Login", "LoginThrottle", "Users", "log_in", "cache_salt_for", "check_bind", "install_secret",
-           "isolation", "proxy_user", "start_login"]
+__all__ = [
+    "LOCAL_USER",
+    "Login",
+    "LoginThrottle",
+    "Users",
+    "cache_salt_for",
+    "check_bind",
+    "install_secret",
+    "isolation",
+    "log_in",
+    "proxy_user",
+    "start_login",
+]
 MIN_PASSWORD_LENGTH = 8
 SECRET_FILE = "secret"
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")

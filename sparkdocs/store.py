@@ -538,9 +538,9 @@ class Store:
 
     def list_sessions(self, *, owner: str = LOCAL_USER, document_key: str | None = None
                       ) -> list[Session]:
-        where, params = "WHERE owner = ?", (owner,)
+        where, params = "WHERE owner = ?", [owner]
         if document_key:
-            where, params = where + " AND document_key = ?", (owner, document_key)
+            where, params = where + " AND document_key = ?", [owner, document_key]
         with self._lock:
             try:
                 rows = self._db.execute(

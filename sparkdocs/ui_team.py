@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from .auth import (Login, LoginThrottle, Users, check_bind, isolation, log_in, proxy_user,
-                   start_login)
+from .auth import (
+    Login,
+    LoginThrottle,
+    Users,
+    check_bind,
+    isolation,
+    log_in,
+    proxy_user,
+    start_login,
+)
 from .config import AuthMode, CacheIsolation, Settings
 from .documents import Document
 from .errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
@@ -38,8 +46,11 @@ def allowed_pages(svc: Services, pages: Sequence[Any]) -> list[Any]:
         user = _established_user(svc)
     except (LoginError, OpenAppError) as exc:
         message = str(exc)
-        return [st.Page(lambda: st.error(message, icon=":material/block:"),
-                        title="sparkdocs", url_path="refused")]
+
+        def refused() -> None:
+            st.error(message, icon=":material/block:")
+
+        return [st.Page(refused, title="sparkdocs", url_path="refused")]
     if user is None:
         return [st.Page(lambda: _login_form(svc), title="Log in", url_path="login")]
     if st.session_state.get(USER_KEY) != user:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from builders import make_pdf
 from streamlit.testing.v1 import AppTest
 
-from builders import make_pdf
 from sparkdocs.auth import Users
 from sparkdocs.config import Settings
 from sparkdocs.ingest import Upload

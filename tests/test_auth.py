@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sparkdocs.auth import (LOCAL_USER, Users, cache_salt_for, check_bind, install_secret,
-                            proxy_user, start_login)
+from sparkdocs.auth import (
+    LOCAL_USER,
+    Users,
+    cache_salt_for,
+    check_bind,
+    install_secret,
+    proxy_user,
+    start_login,
+)
 from sparkdocs.config import AuthMode, CacheIsolation, Settings
 from sparkdocs.errors import LoginError, OpenAppError, SparkdocsError
 from sparkdocs.passwords import hash_password, verify_password

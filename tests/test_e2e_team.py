@@ -9,11 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
-
 from builders import make_pdf
+from test_e2e_browser import CHROMIUM_ARGS, _start_app
+
 from sparkdocs.auth import Users
 from sparkdocs.store import Store
-from test_e2e_browser import CHROMIUM_ARGS, _start_app
 
 pytestmark = pytest.mark.e2e
 

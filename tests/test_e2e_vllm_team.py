@@ -6,11 +6,11 @@ server honour cache_salt."""
 from __future__ import annotations
 
 import pytest
+from test_e2e_vllm import _document_prefix_blocks, _qa, _text_document
+from vllm_tier import CPU_BLOCK_SIZE
 
 from sparkdocs.config import AuthMode, CacheIsolation
 from sparkdocs.salt_probe import cache_salt_check
-from test_e2e_vllm import _document_prefix_blocks, _qa, _text_document
-from vllm_tier import CPU_BLOCK_SIZE
 
 pytestmark = pytest.mark.vllm
 

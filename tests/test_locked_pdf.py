@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from builders import make_pdf
+
 from sparkdocs.config import Settings
 from sparkdocs.errors import EncryptedDocumentError, PasswordRequiredError
 from sparkdocs.workspace import LoadRequest, Workspace
@@ -83,7 +83,8 @@ def test_the_cli_refuses_the_stored_copy_without_the_password(tmp_path: Path, lo
 
     def count(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(locked_pdf),
-                               "--json", *extra], capture_output=True, text=True, env=env,
+                               "--json", *extra], check=False, capture_output=True, text=True,
+                              env=env,
                               timeout=300)
 
     assert count("--password", "s3cret-pw").returncode == 0

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from sparkdocs.client import ModelClient
 from sparkdocs.config import Settings
 from sparkdocs.errors import SessionNotFoundError
 from sparkdocs.ingest import IngestOptions, Upload
 from sparkdocs.qa import QuestionAnswering
-from sparkdocs.client import ModelClient
 from sparkdocs.store import Store, Turn
 from sparkdocs.views import session_markdown
 from sparkdocs.workspace import LoadRequest, Workspace
@@ -100,9 +100,9 @@ CREATE TABLE turns (seq INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT N
 
 
 def test_a_single_user_store_of_the_previous_version_becomes_the_local_users(tmp_path: Path):
+    from sparkdocs.ingest import ingest_uploads
     from sparkdocs.store import DATABASE_NAME, document_to_json
     from sparkdocs.tokens import count_document
-    from sparkdocs.ingest import ingest_uploads
 
     document = count_document(ingest_uploads([NOTE]))
     db = sqlite3.connect(tmp_path / DATABASE_NAME)

@@ -129,3 +129,17 @@ def test_a_new_session_on_a_stored_encrypted_pdf_asks_for_the_password(app_env):
     at.switch_page("pages/ask.py")  # AppTest reruns the page it was told, not st.switch_page's
     at = _submit(at)
     assert not at.exception and "locked.pdf" in at.subheader[0].value
+
+
+def test_an_open_address_without_logins_shows_only_the_refusal(app_env, monkeypatch):
+    app_env()
+    monkeypatch.setattr(st, "get_option", lambda key, real=st.get_option: (
+        "0.0.0.0" if key == "server.address" else real(key)))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert any("SPARKDOCS_OPEN_APP" in e.value for e in at.error)
+    assert not at.file_uploader and not at.title
+    monkeypatch.setenv("SPARKDOCS_OPEN_APP", "true")
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.error and at.file_uploader

@@ -10,15 +10,19 @@ from typing import Annotated
 import typer
 
 from .auth import Users
-from .config import Settings
+from .config import AuthMode, Settings
 from .store import Store
 
 user_app = typer.Typer(no_args_is_help=True, add_completion=False,
                        help="Users of the app's password mode (SPARKDOCS_AUTH=password).")
 
 
+def _settings() -> Settings:
+    return Settings()  # type: ignore[call-arg]  # every field has a default
+
+
 def _users() -> Users:
-    settings = Settings()  # type: ignore[call-arg]  # every field has a default
+    settings = _settings()
     return Users(Store(settings.cache_dir,
                        size_limit_bytes=settings.cache_size_limit_mb * 2**20))
 
@@ -35,6 +39,8 @@ def add(name: Annotated[str, typer.Argument(help="The user name (letters, digits
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     _users().add(name, password)
     typer.echo(f"added user {name}", err=True)
+    if _settings().auth is not AuthMode.PASSWORD:
+        typer.echo("note: the app asks for logins only with SPARKDOCS_AUTH=password", err=True)
 
 
 @user_app.command("remove")

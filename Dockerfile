@@ -17,6 +17,10 @@ COPY pages ./pages
 COPY .streamlit ./.streamlit
 
 USER sparkdocs
+# Inside the container the app must listen on 0.0.0.0; who reaches it is decided by the published
+# port (compose: 127.0.0.1 unless SPARKDOCS_BIND says otherwise). Without this, single-user mode
+# refuses a non-loopback address. Set SPARKDOCS_AUTH=password or proxy before publishing on a LAN.
+ENV SPARKDOCS_OPEN_APP=true
 EXPOSE 8501
 VOLUME ["/data"]
 # No secrets here: the API key and endpoint come from the environment at run time.

@@ -94,7 +94,22 @@ MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Answe
 def settings_from(**overrides: Any) -> Settings:
     """The one Settings object: environment first, then explicit command-line values. A bad
     value is a ConfigError naming the variable or option and the fix (exit code 2)."""
+    overrides.setdefault("user", _GLOBAL_OPTIONS.get("user"))
     return build_settings(overrides=overrides, option_names=OPTION_NAMES)
+
+
+_GLOBAL_OPTIONS: dict[str, str] = {}  # options given before the command (team mode: --user)
+
+
+@app.callback()
+def _global_options(user: Annotated[Optional[str], typer.Option(
+        "--user", help="Act as this user: see and continue only their documents and sessions "
+        "(SPARKDOCS_USER; default 'local', the single-user library).")] = None) -> None:
+    from .auth import check_user_name
+
+    _GLOBAL_OPTIONS.pop("user", None)  # one process may run several commands (tests)
+    if user is not None:
+        _GLOBAL_OPTIONS["user"] = check_user_name(user)
 
 
 def emit_json(value: Any) -> None:
@@ -384,6 +399,8 @@ def _run_batch(summarizer: Any, items: list[Any]) -> list[Any]:
 
 @app.command("app")
 def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
+            address: Annotated[str, typer.Option(help="Address to listen on; beyond loopback "
+                                                 "needs logins or SPARKDOCS_OPEN_APP=true.")] = "127.0.0.1",
             local_model: Annotated[bool, typer.Option(
                 "--local-model", help="If no model service answers, start the tiny demo model.")] = False,
             base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
@@ -395,6 +412,9 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
     from .local_model import LOCAL_MODEL_ALIAS, LocalModelSupervisor, local_model_log
 
     settings = _service_settings(base_url, model, api_key)
+    from .auth import check_bind
+
+    check_bind(address, settings)  # no app without logins open to the network by accident
     env = child_environment(settings)
     app_path = Path(__file__).resolve().parent.parent / "app.py"
     if not app_path.exists():
@@ -415,7 +435,7 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
                         # a page can show the tail of this log when the demo model stops answering
                         "SPARKDOCS_LOCAL_MODEL_LOG": str(supervisor.log_path)})
         subprocess.run([sys.executable, "-m", "streamlit", "run", str(app_path),
-                        "--server.port", str(port)], env=env, cwd=app_path.parent, check=False)
+                        "--server.port", str(port), "--server.address", address], env=env, cwd=app_path.parent, check=False)
     finally:
         if supervisor is not None:
             supervisor.stop()
@@ -555,3 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         return 130
     return 0
+
+
+from .cli_user import user_app  # noqa: E402  # the `sparkdocs user` commands (team mode)
+
+app.add_typer(user_app, name="user")

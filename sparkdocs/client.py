@@ -217,6 +217,12 @@ class Waiting:
     received_chunks: int
 
 
+def salted(cache_salt: str | None) -> dict[str, Any]:
+    """The request fields that keep a user's cached prefix their own (issue #12): vLLM (>= 0.9)
+    mixes `cache_salt` into the hash of the first KV block, so another salt never hits it."""
+    return {"extra_body": {"cache_salt": cache_salt}} if cache_salt else {}
+
+
 class AnswerStream:
     """Iterate for text as it arrives; `result` holds the record once the stream ends (also after
     a cancel, a cut, a deadline or a length bound: the partial answer is kept and marked).
@@ -228,8 +234,9 @@ class AnswerStream:
 
     def __init__(self, client: "ModelClient", messages: Sequence[ChatMessage], *, model: str,
                  max_tokens: int, temperature: float, deadline_s: float,
-                 deadline_fix: str) -> None:
+                 deadline_fix: str, cache_salt: str | None = None) -> None:
         self._client = client
+        self._cache_salt = cache_salt
         self._messages = [m.as_dict() for m in messages]
         self._model = model
         self._max_tokens = max_tokens
@@ -321,7 +328,7 @@ class AnswerStream:
             response = self._client.openai.chat.completions.create(  # type: ignore[call-overload]
                 model=self._model, messages=self._messages, stream=True,
                 max_tokens=self._max_tokens, temperature=self._temperature,
-                stream_options={"include_usage": True},
+                stream_options={"include_usage": True}, **salted(self._cache_salt),
                 timeout=openai.Timeout(wait_s, connect=settings.connect_timeout_s))
         except openai.APITimeoutError as exc:
             if wait_s < settings.request_timeout_s:
@@ -738,9 +745,11 @@ class ModelClient:
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
                temperature: float | None = None, model: str | None = None,
-               deadline_s: float | None = None, deadline_fix: str | None = None) -> AnswerStream:
+               deadline_s: float | None = None, deadline_fix: str | None = None,
+               cache_salt: str | None = None) -> AnswerStream:
         """An answer to stream. It ends by `deadline_s` (default SPARKDOCS_ANSWER_DEADLINE_S);
-        `deadline_fix` is what the message then tells the user to do."""
+        `deadline_fix` is what the message then tells the user to do; `cache_salt` keeps the
+        prefix cache private to one user (team mode)."""
         settings = self.settings
         return AnswerStream(
             self, messages, model=model or self.resolve_model(),
@@ -749,16 +758,18 @@ class ModelClient:
             deadline_s=settings.answer_deadline_s if deadline_s is None else deadline_s,
             deadline_fix=deadline_fix or (
                 f"raise SPARKDOCS_ANSWER_DEADLINE_S (now {settings.answer_deadline_s:g} s) if "
-                "the server is only slow, or lower the answer length"))
+                "the server is only slow, or lower the answer length"),
+            cache_salt=cache_salt)
 
-    def warm_up(self, messages: Sequence[ChatMessage], *, model: str | None = None) -> WarmUpResult:
+    def warm_up(self, messages: Sequence[ChatMessage], *, model: str | None = None,
+                cache_salt: str | None = None) -> WarmUpResult:
         """Send the next question's exact prefix with max_tokens=1 so its KV blocks are cached."""
         model = model or self.resolve_model()
         started = time.perf_counter()
         try:
             response = self.openai.chat.completions.create(
                 model=model, messages=[m.as_dict() for m in messages],  # type: ignore[misc]
-                max_tokens=1, temperature=0.0, stream=False)
+                max_tokens=1, temperature=0.0, stream=False, **salted(cache_salt))
         except openai.OpenAIError as exc:
             raise _service_error(exc, settings=self.settings, model=model) from exc
         usage = getattr(response, "usage", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,25 @@ from .errors import ConfigError
 from .literal import redact_url
 
 DEFAULT_MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"
+LOCAL_USER = "local"  # the one user of single-user mode, and the CLI's default
+
+
+class AuthMode(StrEnum):
+    """Who may use the app: one person (`none`), named users with passwords, or the users a
+    trusted reverse proxy names in a header."""
+
+    NONE = "none"
+    PASSWORD = "password"
+    PROXY = "proxy"
+
+
+class CacheIsolation(StrEnum):
+    """Whether one user's cached prompt prefix may serve another's (and so be probed by timing):
+    `auto` is per user in team mode and shared for one person."""
+
+    AUTO = "auto"
+    USER = "user"
+    SHARED = "shared"
 
 
 def _default_cache_dir() -> Path:
@@ -55,6 +75,15 @@ class Settings(BaseSettings):
     max_match_seconds: float = Field(30.0, gt=0, description="Time for all ignore-rule matching of one codebase.")
     max_pdf_memory_mb: int = Field(1024, ge=128, description="Address space of the PDF-reading child.")
     max_pdf_cpu_seconds: float = Field(300.0, gt=0, description="CPU time of the PDF-reading child.")
+
+    # team mode (issue #12); the logic is in auth.py
+    auth: AuthMode = AuthMode.NONE
+    open_app: bool = Field(False, description="Serve an app without logins beyond loopback.")
+    user: str = Field(LOCAL_USER, description="The user the CLI acts as (`--user`).")
+    login_ttl_min: float = Field(480.0, gt=0, description="A login expires after this long.")
+    proxy_user_header: str = "X-Forwarded-User"
+    trusted_proxies: str = Field("127.0.0.1,::1", description="Comma-separated IPs or CIDRs.")
+    cache_isolation: CacheIsolation = CacheIsolation.AUTO
 
     @property
     def max_upload_bytes(self) -> int:

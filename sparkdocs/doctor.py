@@ -69,6 +69,9 @@ def run_checks(client: ModelClient) -> list[Check]:
     checks.append(_context_check(caps.context_from_server, caps.context_length, caps.notes))
     checks.append(_prefix_caching_check(caps.metrics))
     checks.extend(_completion_checks(client, caps.model))
+    from .salt_probe import cache_salt_check  # team mode: is the prefix cache private?
+
+    checks.append(cache_salt_check(client))
     checks.append(Check("tokenize endpoint", CheckStatus.OK if caps.tokenize_path else CheckStatus.WARN,
                         caps.tokenize_path or "none: counts use the built-in Llama 3 tokenizer",
                         "" if caps.tokenize_path else "vLLM offers /tokenize; other servers may not"))

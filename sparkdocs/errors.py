@@ -88,3 +88,19 @@ class SessionNotFoundError(StoreError):
 
 class SelectionError(SparkdocsError):
     """A --pages/--parts choice that does not name parts of this document."""
+
+
+class PasswordRequiredError(EncryptedDocumentError):
+    """A stored encrypted document asked for without proving its password again."""
+
+
+class TeamError(SparkdocsError):
+    """Who is asking could not be established, or the app would be open to anyone."""
+
+
+class LoginError(TeamError):
+    """A login that failed or a proxy header that cannot be trusted."""
+
+
+class OpenAppError(TeamError):
+    """An app without logins bound beyond loopback, without saying that is wanted."""

@@ -34,6 +34,7 @@ class QuestionAnswering:
         self.workspace = workspace
         self.client = client
         self._prepared: dict[tuple[str, tuple[int, ...] | None], PreparedDocument] = {}
+        self._secret: bytes | None = None  # keys the cache salts (auth.install_secret)
         self._lock = threading.Lock()
 
     def prepared(self, document: Document, keep: Sequence[int] | None = None) -> PreparedDocument:
@@ -45,12 +46,15 @@ class QuestionAnswering:
                 self._prepared[key] = self.workspace.prepare(document, keep=keep)
             return self._prepared[key]
 
-    def session_for(self, document: Document, *, follow_up_of: str | None = None) -> Session:
-        """The session to continue (it must be about this document) or a new one, which must
-        fit the budget as a whole (the CLI has no picker: choose parts with --include)."""
+    def session_for(self, document: Document, *, follow_up_of: str | None = None,
+                    owner: str | None = None) -> Session:
+        """The owner's session to continue (it must be about this document) or a new one, which
+        must fit the budget as a whole (the CLI has no picker: choose parts with --include).
+        The owner defaults to the settings' user (the CLI's --user)."""
         store = self.workspace.store
+        owner = owner or self.workspace.settings.user
         if follow_up_of:
-            session = store.get_session(follow_up_of)
+            session = store.get_session(follow_up_of, owner=owner)
             if session.document_key != document.content_hash:
                 raise SparkdocsError(
                     f"Session {follow_up_of} is about {session.document_name!r}, not these paths; "
@@ -62,7 +66,7 @@ class QuestionAnswering:
                 f"{document.name}: {document.section_tokens:,} tokens do not fit the budget "
                 f"({self.workspace.budget(document, context=context).available:,} available); "
                 "choose parts with --include/--exclude (see `sparkdocs count`).")
-        return store.new_session(document)
+        return store.new_session(document, owner=owner)
 
     def build(self, document: Document, session: Session, question: str, *, follow_up: bool
               ) -> Prompt:
@@ -86,7 +90,8 @@ class QuestionAnswering:
         answer_tokens = max_tokens or self.workspace.settings.answer_tokens
         prompt = self.build(document, session, question, follow_up=follow_up)
         self.check_fits(prompt, max_tokens=answer_tokens)
-        stream = self.client.stream(prompt.messages, max_tokens=answer_tokens)
+        stream = self.client.stream(prompt.messages, max_tokens=answer_tokens,
+                                    cache_salt=self.cache_salt(session.owner))
         return PendingAnswer(prompt, stream, question, follow_up)
 
     def record(self, session: Session, pending: PendingAnswer, *,
@@ -107,9 +112,25 @@ class QuestionAnswering:
                     follow_up=follow_up, asked_at=time.time())
         return self.workspace.store.append_turn(session.id, turn)
 
-    def warm_up(self, document: Document, keep: Sequence[int] | None = None) -> WarmUpResult:
+    def warm_up(self, document: Document, keep: Sequence[int] | None = None, *,
+                owner: str | None = None) -> WarmUpResult:
+        """Warm the owner's prefix: under per-user isolation another user's warm-up would not
+        serve them."""
         prepared = self.prepared(document, keep)
-        return self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages)
+        return self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages,
+                                   cache_salt=self.cache_salt(owner or self.workspace.settings.user))
+
+    def cache_salt(self, owner: str) -> str | None:
+        """The owner's vLLM cache salt, or None when the prefix cache is shared (auth.py)."""
+        from .auth import cache_salt_for, install_secret, isolation
+        from .config import CacheIsolation
+
+        settings = self.workspace.settings
+        if isolation(settings) is CacheIsolation.SHARED:
+            return None  # no secret file is needed (or made) for a shared cache
+        if self._secret is None:
+            self._secret = install_secret(settings.cache_dir)
+        return cache_salt_for(owner, secret=self._secret, settings=settings)
 
 
 STOPPED_BY_USER = "stopped by the user"

@@ -12,6 +12,13 @@ ever writes a whole session back from a copy that may be stale.
 The schema carries an explicit version (`PRAGMA user_version`). The diskcache folders of the
 previous version (`documents-v1/`, `sessions-v1/`) hold pickles and are never read: documents
 are parsed again on their next upload, and a log line says the old sessions were left behind.
+
+Every document and session has an owner (issue #12, team mode): a parsed body is stored once per
+content hash, but who may see it is a row of `document_owners`, so the same bytes uploaded by two
+users are two owners' documents, each with its own name. A session of another owner is "not
+found" with the message of a missing one. An encrypted PDF's body is served only with a password
+that matches the owner's verifier (a salted slow hash), never from the content hash alone.
+Schema version 2 stores become the `local` user's.
 """
 
 from __future__ import annotations
@@ -29,13 +36,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .config import LOCAL_USER
 from .documents import Document, DocumentKind, Section, SectionKind
-from .errors import SessionNotFoundError, StoreError
+from .errors import PasswordRequiredError, SessionNotFoundError, StoreError
+from .passwords import hash_password, verify_password
 from .tokens import count_document
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # version 1 was the diskcache (pickle) store
+SCHEMA_VERSION = 3  # 1 was the diskcache (pickle) store; 2 had no owners
 DATABASE_NAME = "sparkdocs.sqlite3"
 LEGACY_FOLDERS = ("documents-v1", "sessions-v1")
 BUSY_TIMEOUT_S = 30.0
@@ -54,7 +63,8 @@ CREATE TABLE IF NOT EXISTS documents (
     size_bytes INTEGER NOT NULL,
     stored_at REAL NOT NULL,
     accessed_at REAL NOT NULL,
-    body TEXT NOT NULL                -- JSON: the Document with its sections
+    body TEXT NOT NULL,               -- JSON: the Document with its sections
+    locked INTEGER NOT NULL DEFAULT 0 -- an encrypted PDF: served only with its password
 );
 CREATE INDEX IF NOT EXISTS documents_by_access ON documents (accessed_at);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -64,9 +74,25 @@ CREATE TABLE IF NOT EXISTS sessions (
     title TEXT NOT NULL,
     kept_sections TEXT,               -- JSON list of section indices, or NULL for all
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT 'local'
 );
 CREATE INDEX IF NOT EXISTS sessions_by_document ON sessions (document_key);
+CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions (owner, updated_at);
+CREATE TABLE IF NOT EXISTS document_owners (
+    key TEXT NOT NULL,                -- documents.key, the row goes when the body is evicted
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,               -- each owner names their copy
+    verifier TEXT,                    -- Argon2id hash of a locked document's password, or NULL
+    stored_at REAL NOT NULL,
+    PRIMARY KEY (key, owner)
+);
+CREATE INDEX IF NOT EXISTS document_owners_by_owner ON document_owners (owner, stored_at);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,      -- Argon2id, salted, never the password
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS turns (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- commit order across every process
     session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
@@ -127,6 +153,7 @@ class Session:
     turns: tuple[Turn, ...] = ()
     created_at: float = 0.0
     updated_at: float = 0.0
+    owner: str = LOCAL_USER
 
     def with_turn(self, turn: Turn) -> Session:
         """A copy with one more turn, for display only: the store appends with `append_turn`."""
@@ -227,9 +254,25 @@ class Store:
                     f"sparkdocs understands ({SCHEMA_VERSION}); upgrade sparkdocs, or set "
                     "SPARKDOCS_CACHE_DIR to another folder.")
             if version < SCHEMA_VERSION:
+                if version == 2:  # one person's store: it becomes the local user's
+                    db.execute("ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL "
+                               "DEFAULT 'local'")
+                    db.execute("ALTER TABLE documents ADD COLUMN locked INTEGER NOT NULL "
+                               "DEFAULT 0")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if version == 2:
+                    # Version 2 served a decrypted PDF by content hash alone and kept nothing to
+                    # check its password against: PDF bodies go (parsed again on next upload,
+                    # with the password when there is one); their sessions stay.
+                    dropped = db.execute("DELETE FROM documents WHERE kind = 'pdf'").rowcount
+                    db.execute("INSERT OR IGNORE INTO document_owners (key, owner, name, "
+                               "verifier, stored_at) SELECT key, ?, name, NULL, stored_at FROM "
+                               "documents", (LOCAL_USER,))
+                    log.info("schema 3: the stored documents and sessions are now user %r's; "
+                             "%d stored PDF(s) will be parsed again on their next upload",
+                             LOCAL_USER, dropped)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _note_legacy_store(self) -> None:
@@ -292,36 +335,65 @@ class Store:
             self._db.close()
 
     # documents -------------------------------------------------------------------------------
-    def get_document(self, key: str) -> Document | None:
-        rows = self._read("SELECT name, body FROM documents WHERE key = ?", (key,))
+    def get_document(self, key: str, *, owner: str = LOCAL_USER, password: str | None = None
+                     ) -> Document | None:
+        """The owner's document, or None when they have none with this key (evicted, or never
+        theirs). A locked document (an encrypted PDF) needs its password again, every time:
+        raises PasswordRequiredError when it is missing or does not match."""
+        rows = self._read("SELECT o.name, d.body, d.locked, o.verifier FROM document_owners o "
+                          "JOIN documents d ON d.key = o.key WHERE o.key = ? AND o.owner = ?",
+                          (key, owner))
         if not rows:
             return None
-        name, body = rows[0]
+        name, body, locked, verifier = rows[0]
+        if locked and (verifier is None or not verify_password(verifier, password or "")):
+            raise PasswordRequiredError(
+                f"{name} is an encrypted PDF: give its password "
+                + ("again" if password is None else "(the one given does not match)")
+                + " to open it (--password, or the field on the page). Its text is only shown "
+                "to whoever proves the password.")
         try:
             document = replace(document_from_json(body), name=name)
         except _BAD_ROW as exc:
             log.warning("dropping unreadable stored document %s: %s", key[:12], exc)
             with self._write() as db:
                 db.execute("DELETE FROM documents WHERE key = ?", (key,))
+                db.execute("DELETE FROM document_owners WHERE key = ?", (key,))
             return None
         with self._write() as db:  # least recently *used*: a read counts
             db.execute("UPDATE documents SET accessed_at = ? WHERE key = ?", (time.time(), key))
         return document
 
-    def put_document(self, document: Document) -> None:
+    def document_is_locked(self, key: str) -> bool:
+        """Whether the stored document is an encrypted PDF (served only with its password)."""
+        rows = self._read("SELECT locked FROM documents WHERE key = ?", (key,))
+        return bool(rows and rows[0][0])
+
+    def put_document(self, document: Document, *, owner: str = LOCAL_USER,
+                     password: str | None = None, locked: bool = False) -> None:
+        """Store the body (once per content hash) and make it the owner's. A locked document
+        keeps a verifier of `password` for this owner, never the password."""
         body = document_to_json(document)
         size = len(body.encode("utf-8"))
         now = time.time()
         key = document.content_hash
+        verifier = hash_password(password or "") if locked else None
         with self._write() as db:
             db.execute(
                 "INSERT INTO documents (key, name, kind, tokens, sections, size_bytes, stored_at, "
-                "accessed_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                "accessed_at, body, locked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE "
                 "SET name = excluded.name, kind = excluded.kind, tokens = excluded.tokens, "
                 "sections = excluded.sections, size_bytes = excluded.size_bytes, "
-                "accessed_at = excluded.accessed_at, body = excluded.body",
+                "accessed_at = excluded.accessed_at, body = excluded.body, "
+                "locked = MAX(documents.locked, excluded.locked)",
                 (key, document.name, document.kind.value, document.section_tokens,
-                 len(document.sections), size, now, now, body))
+                 len(document.sections), size, now, now, body, int(locked)))
+            db.execute(
+                "INSERT INTO document_owners (key, owner, name, verifier, stored_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, owner) DO UPDATE "
+                "SET verifier = COALESCE(excluded.verifier, document_owners.verifier)",
+                (key, owner, document.name, verifier, now))
             self._evict(db, keep=key)
 
     def _evict(self, db: sqlite3.Connection, *, keep: str) -> None:
@@ -336,109 +408,176 @@ class Store:
             if total <= self.size_limit_bytes:
                 break
             db.execute("DELETE FROM documents WHERE key = ?", (victim,))
+            db.execute("DELETE FROM document_owners WHERE key = ?", (victim,))
             total -= size
             log.info("evicted stored document %s (%d bytes) to stay under %d bytes",
                      victim[:12], size, self.size_limit_bytes)
 
-    def get_or_ingest(self, key: str, ingest: Callable[[], Document]) -> Document:
-        """The cached, counted document for `key`, or ingest, count and store it."""
-        cached = self.get_document(key)
+    def get_or_ingest(self, key: str, ingest: Callable[[], Document], *,
+                      owner: str = LOCAL_USER, password: str | None = None,
+                      locked: bool = False) -> Document:
+        """The owner's cached, counted document for `key`, or ingest, count and store it.
+
+        A locked document (an encrypted PDF) comes from the store only when
+        `password` matches the verifier this owner stored; otherwise the PDF itself is opened
+        with it, so a wrong or missing password fails as it would the first time."""
+        if locked:
+            try:
+                cached = self.get_document(key, owner=owner, password=password)
+            except PasswordRequiredError:
+                cached = None
+            if cached is not None:
+                return cached
+            document = count_document(ingest())  # raises EncryptedDocumentError when wrong
+            self.put_document(document, owner=owner, password=password, locked=True)
+            return document
+        cached = self.get_document(key, owner=owner)
         if cached is not None:
             return cached
+        # Another owner's copy is not reused: its name (and so a hint of what they read) is
+        # theirs, and parsing again costs this owner only their first upload.
         document = count_document(ingest())
-        self.put_document(document)
+        self.put_document(document, owner=owner)
         return document
 
-    def list_documents(self) -> list[DocumentInfo]:
-        rows = self._read("SELECT key, name, kind, tokens, sections, stored_at FROM documents "
-                          "ORDER BY stored_at DESC")
+    def list_documents(self, *, owner: str = LOCAL_USER) -> list[DocumentInfo]:
+        rows = self._read("SELECT d.key, o.name, d.kind, d.tokens, d.sections, o.stored_at "
+                          "FROM document_owners o JOIN documents d ON d.key = o.key "
+                          "WHERE o.owner = ? ORDER BY o.stored_at DESC", (owner,))
         return [DocumentInfo(*row) for row in rows]
 
-    def rename_document(self, key: str, name: str) -> None:
+    def rename_document(self, key: str, name: str, *, owner: str = LOCAL_USER) -> None:
         with self._write() as db:
-            if not db.execute("SELECT 1 FROM documents WHERE key = ?", (key,)).fetchone():
+            if not db.execute("SELECT 1 FROM document_owners WHERE key = ? AND owner = ?",
+                              (key, owner)).fetchone():
                 raise StoreError(f"No stored document {key[:12]}; it may have been evicted "
                                  "(upload it again).")
             if name.strip():
-                db.execute("UPDATE documents SET name = ? WHERE key = ?", (name.strip(), key))
+                db.execute("UPDATE document_owners SET name = ? WHERE key = ? AND owner = ?",
+                           (name.strip(), key, owner))
 
-    def delete_document(self, key: str) -> None:
-        """The document and every session about it (their turns go with them)."""
+    def delete_document(self, key: str, *, owner: str = LOCAL_USER) -> None:
+        """The owner's document and every session of theirs about it (their turns go with
+        them). The body goes too once no one owns it."""
         with self._write() as db:
-            db.execute("DELETE FROM documents WHERE key = ?", (key,))
-            db.execute("DELETE FROM sessions WHERE document_key = ?", (key,))
+            db.execute("DELETE FROM document_owners WHERE key = ? AND owner = ?", (key, owner))
+            db.execute("DELETE FROM sessions WHERE document_key = ? AND owner = ?", (key, owner))
+            if not db.execute("SELECT 1 FROM document_owners WHERE key = ?", (key,)).fetchone():
+                db.execute("DELETE FROM documents WHERE key = ?", (key,))
 
     # sessions --------------------------------------------------------------------------------
-    def new_session(self, document: Document, *, kept_sections: Sequence[int] | None = None
-                    ) -> Session:
+    def new_session(self, document: Document, *, owner: str = LOCAL_USER,
+                    kept_sections: Sequence[int] | None = None) -> Session:
+        return self._insert_session(document.content_hash, document.name, owner=owner,
+                                    kept_sections=kept_sections)
+
+    def new_session_for_key(self, key: str, *, owner: str = LOCAL_USER) -> Session:
+        """A new session on one of the owner's stored documents without reading it: for an
+        encrypted PDF, whose text needs the password, which the session then asks for."""
+        rows = self._read("SELECT name FROM document_owners WHERE key = ? AND owner = ?",
+                          (key, owner))
+        if not rows:
+            raise StoreError(f"No stored document {key[:12]}; it may have been evicted "
+                             "(upload it again).")
+        return self._insert_session(key, rows[0][0], owner=owner, kept_sections=None)
+
+    def _insert_session(self, key: str, name: str, *, owner: str,
+                        kept_sections: Sequence[int] | None) -> Session:
         now = time.time()
         kept = tuple(kept_sections) if kept_sections is not None else None
-        session = Session(uuid.uuid4().hex[:12], document.content_hash, document.name,
-                          document.name, kept, (), now, now)
+        session = Session(uuid.uuid4().hex[:12], key, name, name, kept, (), now, now, owner)
         with self._write() as db:
             db.execute("INSERT INTO sessions (id, document_key, document_name, title, "
-                       "kept_sections, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       "kept_sections, created_at, updated_at, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (session.id, session.document_key, session.document_name, session.title,
-                        _kept_json(session.kept_sections), now, now))
+                        _kept_json(session.kept_sections), now, now, owner))
         return session
 
     def append_turn(self, session_id: str, turn: Turn) -> Session:
         """Append one turn (one INSERT, one transaction) and return the session as stored right
-        after it, so its last turn is this one. Turns keep their commit order."""
+        after it, so its last turn is this one. Turns keep their commit order. The id comes
+        from a session its owner already got, so no owner is checked again here."""
         with self._write() as db:
-            if not db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone():
+            row = db.execute("SELECT owner FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if not row:
                 raise self._missing(session_id)
             db.execute("INSERT INTO turns (session_id, status, body) VALUES (?, ?, ?)",
                        (session_id, turn.status.value, turn_to_json(turn)))
             db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id))
-            return self._load_session(db, session_id)
+            return self._load_session(db, session_id, owner=row[0])
 
-    def set_kept_sections(self, session_id: str, kept_sections: Sequence[int] | None) -> Session:
+    def set_kept_sections(self, session_id: str, kept_sections: Sequence[int] | None, *,
+                          owner: str = LOCAL_USER) -> Session:
         """Change which parts of the document the session keeps, and nothing else."""
         kept = tuple(kept_sections) if kept_sections is not None else None
         with self._write() as db:
             changed = db.execute(
-                "UPDATE sessions SET kept_sections = ?, updated_at = ? WHERE id = ?",
-                (_kept_json(kept), time.time(), session_id)).rowcount
+                "UPDATE sessions SET kept_sections = ?, updated_at = ? WHERE id = ? AND owner = ?",
+                (_kept_json(kept), time.time(), session_id, owner)).rowcount
             if not changed:
                 raise self._missing(session_id)
-            return self._load_session(db, session_id)
+            return self._load_session(db, session_id, owner=owner)
 
-    def rename_session(self, session_id: str, title: str) -> None:
+    def rename_session(self, session_id: str, title: str, *, owner: str = LOCAL_USER) -> None:
         with self._write() as db:
-            if not db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone():
+            if not db.execute("SELECT 1 FROM sessions WHERE id = ? AND owner = ?",
+                              (session_id, owner)).fetchone():
                 raise self._missing(session_id)
             if title.strip():
                 db.execute("UPDATE sessions SET title = ? WHERE id = ?",
                            (title.strip(), session_id))
 
-    def get_session(self, session_id: str) -> Session:
+    def get_session(self, session_id: str, *, owner: str = LOCAL_USER) -> Session:
+        """The owner's session; another owner's is "not found", exactly like a missing one."""
         with self._lock:
             try:
-                return self._load_session(self._db, session_id)
+                return self._load_session(self._db, session_id, owner=owner)
             except sqlite3.Error as exc:
                 raise self._error("read", exc) from exc
 
-    def list_sessions(self, *, document_key: str | None = None) -> list[Session]:
-        where, params = ("WHERE document_key = ?", (document_key,)) if document_key else ("", ())
+    def list_sessions(self, *, owner: str = LOCAL_USER, document_key: str | None = None
+                      ) -> list[Session]:
+        where, params = "WHERE owner = ?", [owner]
+        if document_key:
+            where, params = where + " AND document_key = ?", [owner, document_key]
         with self._lock:
             try:
                 rows = self._db.execute(
                     "SELECT id, document_key, document_name, title, kept_sections, created_at, "
-                    f"updated_at FROM sessions {where} ORDER BY updated_at DESC", params).fetchall()
+                    f"updated_at, owner FROM sessions {where} ORDER BY updated_at DESC",
+                    params).fetchall()
                 turns = self._turns_by_session(self._db, [row[0] for row in rows])
             except sqlite3.Error as exc:
                 raise self._error("read", exc) from exc
         return [_session(row, turns.get(row[0], ())) for row in rows]
 
-    def delete_session(self, session_id: str) -> None:
+    def delete_session(self, session_id: str, *, owner: str = LOCAL_USER) -> None:
         with self._write() as db:
-            db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            db.execute("DELETE FROM sessions WHERE id = ? AND owner = ?", (session_id, owner))
 
-    def _load_session(self, db: sqlite3.Connection, session_id: str) -> Session:
+    # users (password mode; the logic is in auth.py) ------------------------------------------
+    def add_user(self, name: str, password_hash: str) -> bool:
+        """False when the name is taken."""
+        with self._write() as db:
+            return db.execute("INSERT OR IGNORE INTO users (name, password_hash, created_at) "
+                              "VALUES (?, ?, ?)", (name, password_hash, time.time())).rowcount == 1
+
+    def remove_user(self, name: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
+
+    def user_names(self) -> list[str]:
+        return [row[0] for row in self._read("SELECT name FROM users ORDER BY name")]
+
+    def user_hash(self, name: str) -> str | None:
+        rows = self._read("SELECT password_hash FROM users WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def _load_session(self, db: sqlite3.Connection, session_id: str, *, owner: str) -> Session:
         row = db.execute("SELECT id, document_key, document_name, title, kept_sections, "
-                         "created_at, updated_at FROM sessions WHERE id = ?",
-                         (session_id,)).fetchone()
+                         "created_at, updated_at, owner FROM sessions WHERE id = ? AND owner = ?",
+                         (session_id, owner)).fetchone()
         if row is None:
             raise self._missing(session_id)
         return _session(row, self._turns_by_session(db, [session_id]).get(session_id, ()))
@@ -471,7 +610,7 @@ def _kept_json(kept: tuple[int, ...] | None) -> str | None:
 
 
 def _session(row: tuple[Any, ...], turns: tuple[Turn, ...]) -> Session:
-    session_id, document_key, document_name, title, kept, created_at, updated_at = row
+    session_id, document_key, document_name, title, kept, created_at, updated_at, owner = row
     kept_sections = None
     if kept is not None:
         try:
@@ -479,4 +618,4 @@ def _session(row: tuple[Any, ...], turns: tuple[Turn, ...]) -> Session:
         except _BAD_ROW as exc:  # unreadable choice: fall back to the whole document
             log.warning("session %s: unreadable kept sections (%s); keeping all", session_id, exc)
     return Session(session_id, document_key, document_name, title, kept_sections, turns,
-                   created_at, updated_at)
+                   created_at, updated_at, owner)

@@ -29,6 +29,7 @@ from .views import (budget_segments, budget_summary, section_rows, session_markd
                     status_counts, turn_status)
 from .warmup import WarmUps
 from .workspace import Workspace
+from . import ui_team
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +87,17 @@ def active_session(svc: Services) -> tuple[Document, Session] | None:
     if saving is not None:  # Stop or any click mid-answer: wait for the partial answer's save
         saving.wait(timeout=10)
     store = svc.workspace.store
-    try:
-        session = store.get_session(session_id)
-    except StoreError:
+    try:  # another user's session is "not found", exactly like a missing one
+        session = store.get_session(session_id, owner=ui_team.current_user())
+    except StoreError as exc:
         st.session_state.pop("session_id", None)
         st.query_params.pop("session", None)
+        st.warning(safe_markdown(str(exc)))
         return None
     if st.query_params.get("session") != session.id:
         st.query_params["session"] = session.id  # st.switch_page drops it; a reload needs it
-    document = store.get_document(session.document_key)
+    document = ui_team.session_document(store, session)  # asks an encrypted PDF's password
     if document is None:
-        st.warning(safe_markdown(f"The document of this session ({session.document_name}) is no "
-                   "longer in the cache; upload it again to go on."))
         return None
     return document, session
 
@@ -131,10 +131,13 @@ def upload_panel(svc: Services) -> None:
         def show(done: int, total: int, what: str) -> None:
             bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
 
-        document = svc.workspace.load_uploads(uploads, options, progress=show)
+        document = svc.workspace.load_uploads(uploads, options, progress=show,
+                                              owner=ui_team.current_user())
+        ui_team.remember_password(document.content_hash, password)
         bar.empty()
         keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
-        session = svc.workspace.store.new_session(document, kept_sections=keep)
+        session = svc.workspace.store.new_session(document, owner=ui_team.current_user(),
+                                                  kept_sections=keep)
         _open_session(session)
         st.session_state["upload_signature"] = signature
         status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
@@ -142,17 +145,14 @@ def upload_panel(svc: Services) -> None:
 
 
 def reopen_panel(svc: Services) -> None:
-    infos = svc.workspace.store.list_documents()
+    infos = svc.workspace.store.list_documents(owner=ui_team.current_user())
     if not infos:
         return
     labels = {f"{i.name} — {i.tokens:,} tokens": i.key for i in infos}
     choice = st.selectbox("…or reopen a stored document", ["—"] + list(labels))
     if choice != "—" and st.button("Open", key="reopen"):
-        document = svc.workspace.store.get_document(labels[choice])
-        if document is not None:
-            context = svc.client.capabilities().context_length
-            _open_session(svc.workspace.store.new_session(
-                document, kept_sections=svc.workspace.fit(document, context=context)))
+        with friendly_errors():
+            _open_session(ui_team.start_session(svc, labels[choice]))
             st.rerun()
 
 
@@ -183,7 +183,8 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
                         or tuple(range(len(document.sections))))
         new_keep = None if len(keep) == len(document.sections) else keep
         if new_keep != session.kept_sections:
-            session = svc.workspace.store.set_kept_sections(session.id, new_keep)
+            session = svc.workspace.store.set_kept_sections(session.id, new_keep,
+                                                            owner=session.owner)
             st.rerun()
     if session.kept_sections is not None:
         left_out = len(document.sections) - len(session.kept_sections)
@@ -216,7 +217,9 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
         st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
                    "whole document.")
         return
-    state = svc.warmups.state(document, keep) or svc.warmups.start(document, keep)
+    owner = ui_team.current_user()  # each user warms their own prefix (cache isolation)
+    state = (svc.warmups.state(document, keep, owner=owner)
+             or svc.warmups.start(document, keep, owner=owner))
     if state.status == "warming":
         st.caption(":material/hourglass_top: Warming the model's prefix cache with this document…")
     elif state.status == "warm":
@@ -333,12 +336,13 @@ def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocume
 def library(svc: Services) -> None:
     """Stored documents with their sessions: reopen, rename, delete."""
     store = svc.workspace.store
-    infos = store.list_documents()
+    user = ui_team.current_user()
+    infos = store.list_documents(owner=user)
     if not infos:
         st.info("No stored documents yet: upload one on the Ask page.")
         return
     by_document: dict[str, list[Session]] = {}
-    for session in store.list_sessions():  # read once, not once per document
+    for session in store.list_sessions(owner=user):  # read once, not once per document
         by_document.setdefault(session.document_key, []).append(session)
     for info in infos:
         sessions = by_document.get(info.key, [])
@@ -347,17 +351,13 @@ def library(svc: Services) -> None:
             name = st.text_input("Name", info.name, key=f"name-{info.key}")
             cols = st.columns(3)
             if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
-                store.rename_document(info.key, name)
+                store.rename_document(info.key, name, owner=user)
                 st.rerun()
             if cols[1].button("New session", key=f"new-{info.key}"):
-                document = store.get_document(info.key)
-                if document is not None:
-                    context = svc.client.capabilities().context_length
-                    _open_session(store.new_session(
-                        document, kept_sections=svc.workspace.fit(document, context=context)))
-                    st.switch_page("pages/ask.py")
+                _open_session(ui_team.start_session(svc, info.key))
+                st.switch_page("pages/ask.py")
             if cols[2].button("Delete document and sessions", key=f"del-{info.key}", type="secondary"):
-                store.delete_document(info.key)
+                store.delete_document(info.key, owner=user)
                 st.rerun()
             for session in sessions:
                 c1, c2, c3 = st.columns([5, 1, 1])
@@ -367,7 +367,7 @@ def library(svc: Services) -> None:
                     _open_session(session)
                     st.switch_page("pages/ask.py")
                 if c3.button("Delete", key=f"dels-{session.id}"):
-                    store.delete_session(session.id)
+                    store.delete_session(session.id, owner=user)
                     st.rerun()
 
 
@@ -376,6 +376,7 @@ def server_status(svc: Services) -> None:
     from .doctor import run_checks
     from .views import kv_fit
 
+    st.caption(ui_team.isolation_caption(svc.settings))
     caps = svc.client.capabilities(refresh=st.button("Refresh"))
     if not caps.reachable:
         st.error(safe_markdown(caps.error or "The model service is not reachable."))

@@ -36,28 +36,31 @@ class WarmUps:
     def __init__(self, qa: QuestionAnswering, *, workers: int = 2) -> None:
         self._qa = qa
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warm-up")
-        self._states: dict[tuple[str, tuple[int, ...] | None], WarmState] = {}
+        self._states: dict[tuple[str, tuple[int, ...] | None, str | None], WarmState] = {}
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(document: Document, keep: Sequence[int] | None) -> tuple[str, tuple[int, ...] | None]:
-        return document.content_hash, tuple(keep) if keep is not None else None
+    def _key(document: Document, keep: Sequence[int] | None, owner: str | None = None
+             ) -> tuple[str, tuple[int, ...] | None, str | None]:
+        # per owner: under per-user cache isolation one user's warm-up does not serve another
+        return document.content_hash, tuple(keep) if keep is not None else None, owner
 
-    def start(self, document: Document, keep: Sequence[int] | None = None) -> WarmState:
-        key = self._key(document, keep)
+    def start(self, document: Document, keep: Sequence[int] | None = None, *,
+              owner: str | None = None) -> WarmState:
+        key = self._key(document, keep, owner)
         with self._lock:
             state = self._states.get(key)
             if state is not None and state.status in (WarmStatus.WARMING, WarmStatus.WARM):
                 return state
             state = WarmState(WarmStatus.WARMING, started=time.time())
             self._states[key] = state
-        self._pool.submit(self._run, key, document, keep)
+        self._pool.submit(self._run, key, document, keep, owner)
         return state
 
-    def _run(self, key: tuple[str, tuple[int, ...] | None], document: Document,
-             keep: Sequence[int] | None) -> None:
+    def _run(self, key: tuple[str, tuple[int, ...] | None, str | None], document: Document,
+             keep: Sequence[int] | None, owner: str | None) -> None:
         try:
-            result = self._qa.warm_up(document, keep)
+            result = self._qa.warm_up(document, keep, owner=owner)
             state = WarmState(WarmStatus.WARM, seconds=result.seconds)
         except SparkdocsError as exc:
             state = WarmState(WarmStatus.FAILED, error=str(exc))
@@ -67,6 +70,7 @@ class WarmUps:
         with self._lock:
             self._states[key] = state
 
-    def state(self, document: Document, keep: Sequence[int] | None = None) -> WarmState | None:
+    def state(self, document: Document, keep: Sequence[int] | None = None, *,
+              owner: str | None = None) -> WarmState | None:
         with self._lock:
-            return self._states.get(self._key(document, keep))
+            return self._states.get(self._key(document, keep, owner))

@@ -14,6 +14,7 @@ from .errors import IngestError
 from .ingest import (IngestOptions, Progress, Upload, codebase_key, document_key,
                      ingest_codebase, ingest_uploads)
 from .ingest.code import directory_tokens
+from .passwords import pdf_is_encrypted
 from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Store
@@ -60,12 +61,16 @@ class Workspace:
             max_pdf_cpu_seconds=settings.max_pdf_cpu_seconds)
 
     def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions, *,
-                     progress: Progress | None = None) -> Document:
-        """Uploaded bytes → counted document, from the store when these bytes were seen before."""
+                     progress: Progress | None = None, owner: str | None = None) -> Document:
+        """Uploaded bytes → the owner's counted document (default: the settings' user), from
+        the store when they uploaded these bytes before — for an encrypted PDF only with its
+        password again (issue #12)."""
         preload_llama3()
         key = document_key(uploads, options)
         return self.store.get_or_ingest(
-            key, lambda: ingest_uploads(uploads, options=options, progress=progress))
+            key, lambda: ingest_uploads(uploads, options=options, progress=progress),
+            owner=owner or self.settings.user, password=options.password,
+            locked=any(pdf_is_encrypted(upload.data) for upload in uploads))
 
     def load(self, request: LoadRequest) -> Document:
         preload_llama3()
@@ -77,7 +82,7 @@ class Workspace:
             return self.store.get_or_ingest(
                 codebase_key(source.files, options),
                 lambda: ingest_codebase(source.root.name, source.files, notes=source.notes,
-                                        options=options))
+                                        options=options), owner=self.settings.user)
         if any(p.is_dir() for p in paths):
             raise IngestError("Give either one folder or a list of files, not both.")
         uploads = [read_file(p, options) for p in paths]

@@ -27,6 +27,9 @@ def app_env(monkeypatch, tmp_path):
         monkeypatch.setenv("SPARKDOCS_ANSWER_TOKENS", "48")
         monkeypatch.setenv("SPARKDOCS_MAX_RETRIES", "0")
         st.cache_resource.clear()  # services are per process: rebuild them from this env
+        # AppTest listens nowhere; say loopback, or single-user mode refuses an open address
+        monkeypatch.setattr(st, "get_option", lambda key, real=st.get_option: (
+            "127.0.0.1" if key == "server.address" else real(key)))
         return Settings()
     yield configure
     st.cache_resource.clear()

@@ -1,0 +1,260 @@
+"""Team mode (issue #12): who is asking, and what they may see.
+
+Three ways to know the user (`SPARKDOCS_AUTH`): `none` (one person, the user `local`; the app
+then refuses to listen beyond loopback unless `SPARKDOCS_OPEN_APP=true` says an open app is
+wanted), `password` (users with Argon2id hashes in the store, managed with `sparkdocs user`;
+a login lives in the browser session and expires after `SPARKDOCS_LOGIN_TTL_MIN`), and `proxy`
+(the user a trusted reverse proxy names in a header, believed only when the connection comes
+from that proxy). Pure logic: the pages and the CLI only display what these functions decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import LOCAL_USER, AuthMode, CacheIsolation, Settings
+from .errors import LoginError, OpenAppError, TeamError
+from .passwords import hash_password, spend_a_verify, verify_password
+
+if TYPE_CHECKING:
+    from .store import Store
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LOCAL_USER",
+    "Login",
+    "LoginThrottle",
+    "Users",
+    "cache_salt_for",
+    "check_bind",
+    "install_secret",
+    "isolation",
+    "log_in",
+    "proxy_user",
+    "start_login",
+]
+MIN_PASSWORD_LENGTH = 8
+SECRET_FILE = "secret"
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
+def check_user_name(name: str) -> str:
+    """The name as given, if it is one a user can have: it is shown in pages and lists, and
+    comes from a header in proxy mode, so it must be plain."""
+    if not _USER_NAME.fullmatch(name):
+        raise TeamError(
+            f"{name!r} is not a valid user name: use 1 to 64 letters, digits and . _ @ + - "
+            "(starting with a letter or digit).")
+    return name
+
+
+class Users:
+    """The users of password mode, kept in the store with salted slow hashes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(self, name: str, password: str) -> None:
+        check_user_name(name)
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise TeamError(f"The password for {name!r} is too short: use at least "
+                            f"{MIN_PASSWORD_LENGTH} characters.")
+        if not self.store.add_user(name, hash_password(password)):
+            raise TeamError(f"The user {name!r} already exists; remove it first "
+                            f"(`sparkdocs user remove {name}`) to set a new password.")
+        log.info("added user %s", name)
+
+    def remove(self, name: str) -> None:
+        """The user goes; their documents and sessions stay in the store, unseen, until a user
+        of that name is added again."""
+        if not self.store.remove_user(name):
+            raise TeamError(f"No user {name!r}; see `sparkdocs user list`.")
+        log.info("removed user %s", name)
+
+    def names(self) -> list[str]:
+        return self.store.user_names()
+
+    def authenticate(self, name: str, password: str) -> str | None:
+        """The user's name when the password is theirs, else None — the same for an unknown
+        name, in about the same time, so a login form does not reveal which names exist."""
+        hashed = self.store.user_hash(name) if _USER_NAME.fullmatch(name) else None
+        if hashed is None:
+            spend_a_verify()
+            return None
+        if verify_password(hashed, password):
+            return name
+        log.info("failed login for %s", name)
+        return None
+
+
+class LoginThrottle:
+    """Slows password guessing: after `free` failed logins in a row for one name, that name
+    is refused for `lock_s` seconds (right password or not), and the pause doubles with each
+    further run of failures. Per process, in memory: enough for one Spark's app."""
+
+    def __init__(self, *, free: int = 5, lock_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._free, self._lock_s, self._clock = free, lock_s, clock
+        self._failures: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+        self._guard = threading.Lock()
+
+    def wait_s(self, name: str) -> float:
+        """Seconds before `name` may try again (0 when it may now)."""
+        with self._guard:
+            return max(0.0, self._until.get(name, 0.0) - self._clock())
+
+    def failed(self, name: str) -> None:
+        with self._guard:
+            failures = self._failures.get(name, 0) + 1
+            self._failures[name] = failures
+            if failures >= self._free and failures % self._free == 0:
+                runs = failures // self._free
+                self._until[name] = self._clock() + self._lock_s * 2 ** (runs - 1)
+                log.warning("login for %s paused after %d failed tries", name, failures)
+
+    def succeeded(self, name: str) -> None:
+        with self._guard:
+            self._failures.pop(name, None)
+            self._until.pop(name, None)
+
+
+def log_in(users: Users, throttle: LoginThrottle, name: str, password: str) -> str:
+    """The user's name, or LoginError saying why not (one message for a wrong name or
+    password; another while the name is paused after too many failures)."""
+    wait = throttle.wait_s(name)
+    if wait > 0:
+        raise LoginError(f"Too many failed logins for {name!r}; try again in {wait:.0f} s.")
+    user = users.authenticate(name, password)
+    if user is None:
+        throttle.failed(name)
+        raise LoginError("Wrong username or password.")
+    throttle.succeeded(name)
+    return user
+
+
+@dataclass(frozen=True)
+class Login:
+    """A successful login, valid until `expires_at` (seconds since the epoch)."""
+
+    user: str
+    expires_at: float
+
+    def valid(self, *, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) < self.expires_at
+
+
+def start_login(user: str, *, ttl_min: float, now: float | None = None) -> Login:
+    return Login(user, (time.time() if now is None else now) + ttl_min * 60.0)
+
+
+def _loopback(address: str) -> bool:
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # "" and host names mean every interface or an unknown one: not loopback
+
+
+def check_bind(address: str, settings: Settings) -> None:
+    """Refuse an app without logins on an address others can reach, unless asked for: with
+    `none`, whoever reaches the port reads every document in the store."""
+    if settings.auth is not AuthMode.NONE or settings.open_app or _loopback(address):
+        return
+    shown = address or "every interface"
+    raise OpenAppError(
+        f"The app would listen on {shown} with no logins (SPARKDOCS_AUTH=none), so anyone who "
+        "can reach it would read every stored document. Bind it to 127.0.0.1 (the default), "
+        "turn on logins (SPARKDOCS_AUTH=password or proxy), or set SPARKDOCS_OPEN_APP=true if "
+        "an open app is really wanted.")
+
+
+def _trusted(peer: str, settings: Settings) -> bool:
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    for entry in settings.trusted_proxies.split(","):
+        if entry.strip():
+            try:
+                if ip in ipaddress.ip_network(entry.strip(), strict=False):
+                    return True
+            except ValueError:
+                log.warning("ignoring %r in SPARKDOCS_TRUSTED_PROXIES: not an IP or CIDR", entry)
+    return False
+
+
+def proxy_user(headers: Mapping[str, str], *, peer: str | None, settings: Settings) -> str:
+    """The user named by the trusted proxy's header. Only the proxy may name users: a header
+    from any other address is refused, or anyone could claim to be anyone. `peer` is the TCP
+    peer of the connection (Streamlit reports a loopback peer as None)."""
+    address = peer or "127.0.0.1"
+    if not _trusted(address, settings):
+        raise LoginError(
+            f"This request comes from {address}, not the trusted proxy "
+            f"(SPARKDOCS_TRUSTED_PROXIES={settings.trusted_proxies}); open the app through the "
+            "proxy, or add the proxy's address to SPARKDOCS_TRUSTED_PROXIES.")
+    wanted = settings.proxy_user_header.lower()
+    value = next((v for k, v in headers.items() if k.lower() == wanted), "").strip()
+    if not value:
+        raise LoginError(
+            f"The proxy sent no {settings.proxy_user_header} header; configure it to pass the "
+            "logged-in user (oauth2-proxy: --set-xauthrequest / --pass-user-headers; Caddy: "
+            "header_up), or set SPARKDOCS_PROXY_USER_HEADER to the header it sends.")
+    try:
+        return check_user_name(value)
+    except TeamError as exc:
+        raise LoginError(f"The proxy's {settings.proxy_user_header} header is not usable: "
+                         f"{exc}") from exc
+
+
+def install_secret(directory: Path) -> bytes:
+    """This installation's secret (32 random bytes in `directory/secret`, readable by its owner
+    only), created on first use. It keys the cache salts, so they reveal no user name."""
+    path = directory / SECRET_FILE
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            secret = path.read_bytes()
+        else:
+            secret = secrets.token_bytes(32)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(secret)
+    except OSError as exc:
+        raise TeamError(f"Cannot read or create the install secret {path} ({exc}); check that "
+                        "SPARKDOCS_CACHE_DIR is writable.") from exc
+    if len(secret) < 32:
+        raise TeamError(f"The install secret {path} is damaged (too short); delete it and a new "
+                        "one is made (cached prefixes are then simply computed again).")
+    return secret
+
+
+def isolation(settings: Settings) -> CacheIsolation:
+    """The cache isolation in force: `auto` is per user in team mode, shared for one person."""
+    if settings.cache_isolation is not CacheIsolation.AUTO:
+        return settings.cache_isolation
+    return CacheIsolation.SHARED if settings.auth is AuthMode.NONE else CacheIsolation.USER
+
+
+def cache_salt_for(user: str, *, secret: bytes, settings: Settings) -> str | None:
+    """vLLM's `cache_salt` for this user's requests, or None when the cache is shared. An HMAC
+    of the name, so the salt (which the model server may log) does not reveal who asked."""
+    if isolation(settings) is CacheIsolation.SHARED:
+        return None
+    return hmac.new(secret, b"sparkdocs cache salt\0" + user.encode(), hashlib.sha256).hexdigest()

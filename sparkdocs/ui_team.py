@@ -1,0 +1,207 @@
+"""Streamlit side of team mode (issue #12): the login page, who the current user is, and the
+password prompt of a stored encrypted PDF. The decisions are auth.py's and the store's; this
+module only shows forms and keeps per-tab state (a login, passwords proven in this tab)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import streamlit as st
+
+from .auth import (
+    Login,
+    LoginThrottle,
+    Users,
+    check_bind,
+    isolation,
+    log_in,
+    proxy_user,
+    start_login,
+)
+from .config import AuthMode, CacheIsolation, Settings
+from .documents import Document
+from .safe_text import safe_markdown
+from .errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
+from .store import Session, Store
+
+if TYPE_CHECKING:
+    from .ui import Services
+
+log = logging.getLogger(__name__)
+
+LOGIN_KEY = "sparkdocs_login"          # a Login (password mode)
+USER_KEY = "sparkdocs_user"            # the user of this tab, once established
+PASSWORDS_KEY = "sparkdocs_pdf_passwords"  # document key -> password proven in this tab
+# per-user state of a tab, dropped when the user changes or logs out
+_PER_USER_KEYS = ("session_id", "upload_signature", PASSWORDS_KEY, "answer_saved")
+
+
+def allowed_pages(svc: Services, pages: Sequence[Any]) -> list[Any]:
+    """The pages this request may see: all of them once the user is known, else only the login
+    page (or a page saying why the app refuses). Used as `st.navigation(allowed_pages(...))`,
+    so no page of the app runs for a request without a user."""
+    settings = svc.settings
+    try:
+        user = _established_user(svc)
+    except (LoginError, OpenAppError) as exc:
+        message = str(exc)
+
+        def refused() -> None:
+            st.error(message, icon=":material/block:")
+
+        return [st.Page(refused, title="sparkdocs", url_path="refused")]
+    if user is None:
+        return [st.Page(lambda: _login_form(svc), title="Log in", url_path="login")]
+    if st.session_state.get(USER_KEY) != user:
+        _forget_tab_state()
+        st.session_state[USER_KEY] = user
+    if settings.auth is not AuthMode.NONE:
+        _account_sidebar(user, settings)
+    return list(pages)
+
+
+def current_user() -> str:
+    """The user of this tab, as established by `allowed_pages` on this run. Fails closed: a page
+    reached without a user is a bug, and nothing is shown."""
+    user = st.session_state.get(USER_KEY)
+    if not isinstance(user, str):
+        st.error("Not logged in; reload the page to log in.")
+        st.stop()
+    return user
+
+
+def _established_user(svc: Services) -> str | None:
+    settings = svc.settings
+    if settings.auth is AuthMode.NONE:
+        check_bind(str(st.get_option("server.address") or ""), settings)
+        return settings.user
+    if settings.auth is AuthMode.PROXY:
+        values = st.context.headers.get_all(settings.proxy_user_header)
+        if len(values) > 1:
+            raise LoginError(f"The request carries {len(values)} {settings.proxy_user_header} "
+                             "headers; the proxy must replace the client's, not add to them.")
+        return proxy_user(st.context.headers, peer=st.context.ip_address, settings=settings)
+    login = st.session_state.get(LOGIN_KEY)
+    if isinstance(login, Login):
+        if login.valid():
+            return login.user
+        del st.session_state[LOGIN_KEY]
+        st.session_state["login_expired"] = True
+    return None
+
+
+def _login_form(svc: Services) -> None:
+    settings = svc.settings
+    st.title("Log in to sparkdocs")
+    if st.session_state.pop("login_expired", False):
+        _forget_tab_state()
+        st.warning(f"Your login expired (after {settings.login_ttl_min:g} minutes); log in again.")
+    wanted = st.query_params.get("session")  # a ?session= link: opened after the login
+    with st.form("login"):
+        name = st.text_input("Username")
+        password = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Log in")
+    if not submitted:
+        return
+    try:
+        user = log_in(Users(svc.workspace.store), _throttle(), name.strip(), password)
+    except LoginError as exc:
+        st.error(str(exc))
+        return
+    st.session_state[LOGIN_KEY] = start_login(user, ttl_min=settings.login_ttl_min)
+    st.session_state[USER_KEY] = user
+    _forget_tab_state()
+    if wanted:
+        st.session_state["session_id"] = wanted
+    log.info("user %s logged in", user)
+    st.rerun()
+
+
+@st.cache_resource
+def _throttle() -> LoginThrottle:
+    """One per process, shared by every browser session: guesses from many tabs add up."""
+    return LoginThrottle()
+
+
+def _account_sidebar(user: str, settings: Settings) -> None:
+    with st.sidebar:
+        st.caption(f":material/person: {user}")
+        if settings.auth is AuthMode.PASSWORD and st.button("Log out"):
+            st.session_state.pop(LOGIN_KEY, None)
+            st.session_state.pop(USER_KEY, None)
+            _forget_tab_state()
+            st.query_params.clear()
+            st.rerun()
+
+
+def _forget_tab_state() -> None:
+    for key in _PER_USER_KEYS:
+        st.session_state.pop(key, None)
+
+
+def remember_password(key: str, password: str | None) -> None:
+    """The password this tab proved for a document (by opening it), so its sessions open in this
+    tab without asking again. Kept in the tab's memory only, dropped on logout."""
+    if password:
+        st.session_state.setdefault(PASSWORDS_KEY, {})[key] = password
+
+
+def remembered_password(key: str) -> str | None:
+    return st.session_state.get(PASSWORDS_KEY, {}).get(key)
+
+
+def start_session(svc: Services, key: str) -> Session:
+    """A new session of this tab's user on one of their stored documents, fitted to the budget.
+    An encrypted PDF whose password this tab has not proved gets a session all the same; its
+    page then asks for the password before showing anything."""
+    store, user = svc.workspace.store, current_user()
+    try:
+        document = store.get_document(key, owner=user, password=remembered_password(key))
+    except PasswordRequiredError:
+        return store.new_session_for_key(key, owner=user)
+    if document is None:
+        raise StoreError(f"No stored document {key[:12]}; it may have been evicted (upload it "
+                         "again).")
+    keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
+    return store.new_session(document, owner=user, kept_sections=keep)
+
+
+def session_document(store: Store, session: Session) -> Document | None:
+    """The document of a stored session, or None with the reason shown: evicted, or an
+    encrypted PDF whose password this tab has not proved (then a form asks for it)."""
+    key = session.document_key
+    try:
+        document = store.get_document(key, owner=session.owner, password=remembered_password(key))
+    except PasswordRequiredError as exc:
+        _unlock_form(store, session, str(exc))
+        return None
+    if document is None:
+        st.warning(safe_markdown(f"The document of this session ({session.document_name}) is no "
+                                 "longer in the cache; upload it again to go on."))
+    return document
+
+
+def _unlock_form(store: Store, session: Session, message: str) -> None:
+    st.info(safe_markdown(message), icon=":material/lock:")
+    with st.form(f"unlock-{session.id}"):
+        password = st.text_input("Password of this PDF", type="password")
+        if not st.form_submit_button("Open"):
+            return
+    try:
+        store.get_document(session.document_key, owner=session.owner, password=password)
+    except PasswordRequiredError:
+        st.error("That password does not open this PDF.")
+        return
+    remember_password(session.document_key, password)
+    st.rerun()
+
+
+def isolation_caption(settings: Settings) -> str:
+    """How the model's prefix cache is shared, for the Server page."""
+    if isolation(settings) is CacheIsolation.USER:
+        return (":material/lock: Prefix cache: private per user (SPARKDOCS_CACHE_ISOLATION): "
+                "one user's cached document never serves, or can be timed by, another.")
+    return (":material/group: Prefix cache: shared (SPARKDOCS_CACHE_ISOLATION): a document "
+            "cached for one user also speeds up another's questions about the same text.")

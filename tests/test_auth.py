@@ -1,0 +1,193 @@
+"""Team mode, item 1: users with salted slow hashes, logins that expire, a proxy's user header
+trusted only from the proxy, and no open app without logins unless asked for explicitly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sparkdocs.auth import (
+    LOCAL_USER,
+    Users,
+    cache_salt_for,
+    check_bind,
+    install_secret,
+    proxy_user,
+    start_login,
+)
+from sparkdocs.config import AuthMode, CacheIsolation, Settings
+from sparkdocs.errors import LoginError, OpenAppError, SparkdocsError
+from sparkdocs.passwords import hash_password, verify_password
+from sparkdocs.store import Store
+
+
+def test_password_hashes_are_salted_slow_argon2id_and_verify():
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first != second  # a fresh salt each time
+    assert first.startswith("$argon2id$") and "correct horse" not in first
+    assert verify_password(first, "correct horse") and verify_password(second, "correct horse")
+    assert not verify_password(first, "correct hors")
+    assert not verify_password("not a hash", "correct horse")
+
+
+def test_users_are_added_checked_listed_and_removed(store: Store):
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    users.add("bob", "bob-pass-22")
+    assert users.names() == ["alice", "bob"]
+    assert users.authenticate("alice", "alice-pass-1") == "alice"
+    assert users.authenticate("alice", "bob-pass-22") is None
+    assert users.authenticate("carol", "alice-pass-1") is None  # unknown: same answer
+    with pytest.raises(SparkdocsError, match="already exists"):
+        users.add("alice", "another-pass")
+    users.remove("alice")
+    assert users.names() == ["bob"] and users.authenticate("alice", "alice-pass-1") is None
+    with pytest.raises(SparkdocsError, match="No user 'alice'"):
+        users.remove("alice")
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 65, "../etc", "al\nice"])
+def test_user_names_are_checked(store: Store, name: str):
+    with pytest.raises(SparkdocsError, match="user name"):
+        Users(store).add(name, "long-enough-pass")
+
+
+def test_short_passwords_are_refused(store: Store):
+    with pytest.raises(SparkdocsError, match="at least 8"):
+        Users(store).add("alice", "short")
+
+
+def test_a_login_expires_after_its_time_to_live():
+    login = start_login("alice", ttl_min=1.0, now=1000.0)
+    assert login.user == "alice"
+    assert login.valid(now=1059.0)
+    assert not login.valid(now=1061.0)
+
+
+def test_the_proxy_user_header_is_trusted_only_from_the_proxy():
+    settings = Settings(auth=AuthMode.PROXY, trusted_proxies="127.0.0.1,10.1.0.0/24")
+    headers = {"X-Forwarded-User": "bob"}
+    # Streamlit reports a loopback peer as None
+    assert proxy_user(headers, peer=None, settings=settings) == "bob"
+    assert proxy_user({"x-forwarded-user": "bob"}, peer="10.1.0.7", settings=settings) == "bob"
+    with pytest.raises(LoginError, match="10.2.0.7.*not the trusted proxy"):
+        proxy_user(headers, peer="10.2.0.7", settings=settings)
+    with pytest.raises(LoginError, match="X-Forwarded-User"):
+        proxy_user({}, peer=None, settings=settings)
+    with pytest.raises(LoginError, match="user name"):
+        proxy_user({"X-Forwarded-User": "a b"}, peer=None, settings=settings)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_binds_are_always_allowed(address: str):
+    check_bind(address, Settings())
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "", "192.168.1.20", "::"])
+def test_an_open_app_without_logins_is_refused_unless_asked_for(address: str):
+    with pytest.raises(OpenAppError, match="SPARKDOCS_OPEN_APP"):
+        check_bind(address, Settings())
+    check_bind(address, Settings(open_app=True))
+    check_bind(address, Settings(auth=AuthMode.PASSWORD))
+    check_bind(address, Settings(auth=AuthMode.PROXY))
+
+
+def test_sparkdocs_app_binds_loopback_and_refuses_an_open_address(tmp_path: Path, monkeypatch):
+    from sparkdocs import cli
+
+    monkeypatch.setenv("SPARKDOCS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPARKDOCS_BASE_URL", "http://127.0.0.1:9/v1")
+    started: list[list[str]] = []
+    monkeypatch.setattr("subprocess.run", lambda args, **kw: started.append(list(args)))
+    assert cli.main(["app", "--address", "0.0.0.0"]) == 2
+    assert started == []
+    assert cli.main(["app"]) == 0
+    command = started[0]
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    monkeypatch.setenv("SPARKDOCS_OPEN_APP", "true")
+    assert cli.main(["app", "--address", "0.0.0.0"]) == 0
+
+
+def test_user_commands_take_the_password_from_stdin_never_the_command_line(tmp_path: Path):
+    from sparkdocs.cli import app
+
+    env = {"SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")}
+    runner = CliRunner()
+    added = runner.invoke(app, ["user", "add", "alice", "--password-stdin"],
+                          input="alice-pass-1\n", env=env)
+    assert added.exit_code == 0, added.output
+    prompted = runner.invoke(app, ["user", "add", "bob"], input="bob-pass-22\nbob-pass-22\n",
+                             env=env)
+    assert prompted.exit_code == 0, prompted.output
+    mismatch = runner.invoke(app, ["user", "add", "carol"], input="carol-pass-1\nother-pass\n"
+                             * 3, env=env)
+    assert mismatch.exit_code != 0
+    listed = runner.invoke(app, ["user", "list"], env=env)
+    assert listed.output.split() == ["alice", "bob"]
+    assert runner.invoke(app, ["user", "remove", "bob"], env=env).exit_code == 0
+    assert runner.invoke(app, ["user", "list"], env=env).output.split() == ["alice"]
+    store = Store(tmp_path / "cache", size_limit_bytes=2**24)
+    assert Users(store).authenticate("alice", "alice-pass-1") == "alice"
+    assert not any(opt == "--password" for opt in _user_add_options())
+
+
+def _user_add_options() -> list[str]:
+    import typer.main
+
+    from sparkdocs.cli import app
+
+    group = typer.main.get_command(app)
+    add = group.commands["user"].commands["add"]  # type: ignore[attr-defined]
+    return [opt for param in add.params for opt in param.opts]
+
+
+def test_the_cache_salt_hides_the_user_and_follows_the_isolation_setting(tmp_path: Path):
+    secret = install_secret(tmp_path)
+    assert install_secret(tmp_path) == secret and len(secret) >= 32
+    assert (tmp_path / "secret").stat().st_mode & 0o077 == 0
+    team = Settings(auth=AuthMode.PASSWORD)
+    alice = cache_salt_for("alice", secret=secret, settings=team)
+    assert alice is not None and "alice" not in alice
+    assert alice == cache_salt_for("alice", secret=secret, settings=team)
+    assert alice != cache_salt_for("bob", secret=secret, settings=team)
+    assert alice != cache_salt_for("alice", secret=b"x" * 32, settings=team)
+    shared = Settings(auth=AuthMode.PASSWORD, cache_isolation=CacheIsolation.SHARED)
+    assert cache_salt_for("alice", secret=secret, settings=shared) is None
+    assert cache_salt_for(LOCAL_USER, secret=secret, settings=Settings()) is None
+    single_isolated = Settings(cache_isolation=CacheIsolation.USER)
+    assert cache_salt_for(LOCAL_USER, secret=secret, settings=single_isolated) is not None
+
+
+def test_settings_survive_the_trip_to_the_app_process():
+    from sparkdocs.config import child_environment
+
+    settings = Settings(auth=AuthMode.PASSWORD, cache_isolation=CacheIsolation.SHARED,
+                        login_ttl_min=0.05)
+    env = child_environment(settings)
+    assert env["SPARKDOCS_AUTH"] == "password" and env["SPARKDOCS_CACHE_ISOLATION"] == "shared"
+    rebuilt = Settings(**{k[len("SPARKDOCS_"):].lower(): v for k, v in env.items()
+                          if k.startswith("SPARKDOCS_") and k != "SPARKDOCS_LOCAL_MODEL_LOG"})
+    assert rebuilt.auth is AuthMode.PASSWORD and rebuilt.login_ttl_min == 0.05
+    assert sys.version_info >= (3, 11)
+
+
+def test_repeated_failed_logins_pause_the_name(store: Store):
+    from sparkdocs.auth import LoginThrottle, log_in
+
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    now = [1000.0]
+    throttle = LoginThrottle(free=3, lock_s=30.0, clock=lambda: now[0])
+    assert log_in(users, throttle, "alice", "alice-pass-1") == "alice"
+    for _ in range(3):
+        with pytest.raises(LoginError, match="Wrong username or password"):
+            log_in(users, throttle, "alice", "guess")
+    with pytest.raises(LoginError, match="Too many failed logins.*30 s"):
+        log_in(users, throttle, "alice", "alice-pass-1")  # even the right one, while paused
+    now[0] += 31
+    assert log_in(users, throttle, "alice", "alice-pass-1") == "alice"
+    with pytest.raises(LoginError, match="Wrong"):
+        log_in(users, throttle, "carol", "guess")  # an unknown name: the same message

@@ -1,0 +1,144 @@
+"""Team mode in a real browser (Debian chromium via Playwright), two users in two browser
+contexts against one app: a wrong password is refused; each sees only their own documents in
+the Library and through `?session=` links (another's session is 'not found'); an encrypted PDF
+another user opened is not served without its password; a login expires."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from builders import make_pdf
+from test_e2e_browser import CHROMIUM_ARGS, _start_app
+
+from sparkdocs.auth import Users
+from sparkdocs.store import Store
+
+pytestmark = pytest.mark.e2e
+
+
+def _users(cache: Path) -> None:
+    store = Store(cache, size_limit_bytes=2**26)
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    users.add("bob", "bob-pass-22")
+    store.close()
+
+
+@pytest.fixture
+def team_app(tmp_path: Path):
+    """The app in password mode, against the fake server (no answer is needed here)."""
+    from fakeserver import FakeServer
+
+    _users(tmp_path / "cache")
+
+    def start(**overrides: str) -> str:
+        url, process, log = _start_app(server.base_url, tmp_path, SPARKDOCS_AUTH="password",
+                                       **overrides)
+        started.append((process, log))
+        return url
+
+    started: list = []
+    with FakeServer() as server:
+        yield start
+        for process, log in started:
+            process.terminate()
+            process.wait(timeout=20)
+            log.close()
+
+
+def _log_in(page, user: str, password: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+    page.get_by_role("textbox", name="Username").fill(user)
+    page.get_by_role("textbox", name="Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path, artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    url = team_app()
+    note = tmp_path / "alice-secret-note.md"
+    note.write_text("# Alice's note\nThe acquisition closes on 3 March.")
+    locked = tmp_path / "locked.pdf"
+    locked.write_bytes(make_pdf(["Clause 7. The price is forty-two million."],
+                                password="pdf-pass-7"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=CHROMIUM_ARGS)
+        alice = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        bob = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+
+        alice.goto(url)
+        _log_in(alice, "alice", "bob-pass-22")  # bob's password is not alice's
+        expect(alice.get_by_text("Wrong username or password.")).to_be_visible(timeout=30_000)
+        expect(alice.get_by_text("Ask your document")).to_have_count(0)
+        _log_in(alice, "alice", "alice-pass-1")
+        expect(alice.get_by_text("Ask your document")).to_be_visible(timeout=30_000)
+        alice.locator("input[type=file]").set_input_files(str(note))
+        expect(alice.get_by_text("alice-secret-note.md · text ·")).to_be_visible(timeout=60_000)
+        match = re.search(r"session=([0-9a-f]+)", alice.url)
+        assert match, alice.url
+        session_id = match.group(1)
+        # alice opens the encrypted PDF with its password
+        alice.get_by_text("Options: PDF password").click()
+        alice.get_by_role("textbox", name="PDF password").fill("pdf-pass-7")
+        alice.get_by_role("textbox", name="PDF password").press("Enter")
+        alice.wait_for_timeout(1000)  # the rerun that takes the password
+        alice.get_by_role("button", name="Remove alice-secret-note.md").click()
+        expect(alice.get_by_role("button", name="Remove alice-secret-note.md")).to_have_count(
+            0, timeout=30_000)
+        alice.wait_for_timeout(1000)  # the rerun that drops the note
+        alice.locator("input[type=file]").set_input_files(str(locked))
+        expect(alice.get_by_text("locked.pdf · pdf ·")).to_be_visible(timeout=60_000)
+        alice.screenshot(path=str(artifacts_dir / "team-01-alice.png"), full_page=True)
+
+        # bob follows alice's link: not found, exactly like a missing session
+        bob.goto(f"{url}/?session={session_id}")
+        _log_in(bob, "bob", "bob-pass-22")
+        expect(bob.get_by_text(f"No session '{session_id}' in the store")).to_be_visible(
+            timeout=30_000)
+        expect(bob.get_by_text("alice-secret-note")).to_have_count(0)
+        expect(bob.get_by_text("acquisition")).to_have_count(0)
+        # the same encrypted PDF, uploaded by bob without its password, is refused
+        bob.locator("input[type=file]").set_input_files(str(locked))
+        expect(bob.get_by_text("locked.pdf: cannot open the PDF: it is encrypted")).to_be_visible(
+            timeout=60_000)
+        expect(bob.get_by_text("locked.pdf · pdf ·")).to_have_count(0)
+        expect(bob.get_by_text("forty-two")).to_have_count(0)
+        bob.screenshot(path=str(artifacts_dir / "team-02-bob-ask.png"), full_page=True)
+
+        bob.get_by_role("link", name="Library").click()
+        expect(bob.get_by_text("No stored documents yet")).to_be_visible(timeout=30_000)
+        expect(bob.get_by_text("alice-secret-note")).to_have_count(0)
+        expect(bob.get_by_text("locked.pdf")).to_have_count(0)
+        bob.screenshot(path=str(artifacts_dir / "team-03-bob-library.png"), full_page=True)
+
+        alice.get_by_role("link", name="Library").click()
+        expect(alice.get_by_text(re.compile(r"alice-secret-note\.md — text"))).to_be_visible(
+            timeout=30_000)
+        expect(alice.get_by_text(re.compile(r"locked\.pdf — pdf"))).to_be_visible()
+        browser.close()
+
+
+def test_a_login_expires(team_app, artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    url = team_app(SPARKDOCS_LOGIN_TTL_MIN="0.15")  # 9 seconds
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        _log_in(page, "bob", "bob-pass-22")
+        expect(page.get_by_text("Ask your document")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(10_000)
+        page.get_by_role("link", name="Library").click()
+        expect(page.get_by_text("Your login expired")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+        expect(page.get_by_text("No stored documents yet")).to_have_count(0)
+        page.screenshot(path=str(artifacts_dir / "team-04-expired.png"), full_page=True)
+        browser.close()

@@ -11,7 +11,7 @@ import secrets
 from .auth import isolation
 from .client import ModelClient
 from .config import CacheIsolation
-from .doctor import Check
+from .doctor import Check, CheckStatus
 from .errors import SparkdocsError
 from .tokens import ChatMessage
 
@@ -32,19 +32,19 @@ def cache_salt_check(client: ModelClient) -> Check:
         same = client.warm_up(messages, cache_salt=f"probe-a-{nonce}")
         other = client.warm_up(messages, cache_salt=f"probe-b-{nonce}")
     except SparkdocsError as exc:
-        return Check("cache salt", "fail" if per_user else "warn",
+        return Check("cache salt", CheckStatus.FAIL if per_user else CheckStatus.WARN,
                      f"a request with cache_salt failed: {exc}",
                      "use vLLM 0.9 or later, or set SPARKDOCS_CACHE_ISOLATION=shared")
     if not same.cached_tokens:
-        return Check("cache salt", "unknown",
+        return Check("cache salt", CheckStatus.UNKNOWN,
                      "the server reported no cached tokens for a repeated prompt, so whether it "
                      "honours cache_salt cannot be seen",
                      "on vLLM, add --enable-prompt-tokens-details (and keep prefix caching on)")
     if not other.cached_tokens:
         mode = "private per user" if per_user else "shared (SPARKDOCS_CACHE_ISOLATION)"
-        return Check("cache salt", "ok", f"honoured: a different salt got no cached tokens "
+        return Check("cache salt", CheckStatus.OK, f"honoured: a different salt got no cached tokens "
                      f"({same.cached_tokens} with the same salt); the prefix cache is {mode}")
-    return Check("cache salt", "fail" if per_user else "warn",
+    return Check("cache salt", CheckStatus.FAIL if per_user else CheckStatus.WARN,
                  f"ignored: a different salt still got {other.cached_tokens} cached tokens, so "
                  "users share cached prefixes (and can time each other's documents)",
                  "use vLLM 0.9 or later (it mixes cache_salt into the prefix hash)")

@@ -266,7 +266,8 @@ def _wait_running(engine, target: float, timeout: float) -> float | None:
 
 @pytest.fixture(scope="module")
 def long_document(tmp_path_factory) -> Path:
-    """~30K tokens: a prefill of several seconds on the CPU engine, never cached before."""
+    """~30K tokens: a prefill of several seconds on the CPU engine, never cached before. Each
+    test puts its own first line in front, so no test's prefill is served by another's cache."""
     path = tmp_path_factory.mktemp("long") / "long.md"
     path.write_text(synthetic_document_text(30_000, seed=int(time.time()) % 10_000))
     return path
@@ -275,7 +276,7 @@ def long_document(tmp_path_factory) -> Path:
 def test_cancel_during_a_long_prefill_aborts_the_request_on_the_server(vllm, tmp_path,
                                                                        long_document):
     qa = _qa(vllm, tmp_path)
-    document = _load(qa, "long.md", long_document.read_bytes() + b"\nlibrary stop")
+    document = _load(qa, "long.md", b"library stop\n" + long_document.read_bytes())
     session = qa.workspace.store.new_session(document)
     pending = qa.ask(document, session, "Summarise clause 3.")
     waits = []
@@ -304,7 +305,7 @@ def _cli(args: list[str], settings_env: dict[str, str]) -> subprocess.Popen[byte
 def test_ctrl_c_and_sigterm_abort_the_request_on_the_server(vllm, tmp_path, long_document,
                                                             command, sig):
     document = tmp_path / "long.md"
-    document.write_text(long_document.read_text() + f"\n{command} {sig.name}")
+    document.write_text(f"{command} {sig.name}\n" + long_document.read_text())
     env = {"SPARKDOCS_BASE_URL": vllm.base_url, "SPARKDOCS_API_KEY": API_KEY,
            "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"), "SPARKDOCS_MAX_RETRIES": "0"}
     args = {"ask": ["ask", str(document), "What is clause 3?"],
@@ -333,7 +334,7 @@ def test_stop_in_the_browser_during_a_prefill_aborts_it_on_the_server(vllm, tmp_
     from test_e2e_browser import _ask, _start_app, _upload
 
     document = tmp_path / "long-contract.md"
-    document.write_text(long_document.read_text() + "\nbrowser stop")
+    document.write_text("browser stop\n" + long_document.read_text())
     url, process, log = _start_app(vllm.base_url, tmp_path, SPARKDOCS_API_KEY=API_KEY,
                                    SPARKDOCS_WARM_UP="false")
     try:

@@ -45,9 +45,11 @@ class QuestionAnswering:
                 self._prepared[key] = self.workspace.prepare(document, keep=keep)
             return self._prepared[key]
 
-    def session_for(self, document: Document, *, follow_up_of: str | None = None) -> Session:
-        """The session to continue (it must be about this document) or a new one, which must
-        fit the budget as a whole (the CLI has no picker: choose parts with --include)."""
+    def session_for(self, document: Document, *, follow_up_of: str | None = None,
+                    keep: Sequence[int] | None = None) -> Session:
+        """The session to continue (it must be about this document) or a new one over `keep`
+        (None: the whole document), which must fit the served budget: the CLI has no picker,
+        so the error names the excess and a `--pages`/`--parts` selection that fits."""
         store = self.workspace.store
         if follow_up_of:
             session = store.get_session(follow_up_of)
@@ -57,12 +59,8 @@ class QuestionAnswering:
                     "give that document's paths or start a new session.")
             return session
         context = self.client.capabilities().context_length
-        if self.workspace.fit(document, context=context) is not None:
-            raise BudgetError(
-                f"{document.name}: {document.section_tokens:,} tokens do not fit the budget "
-                f"({self.workspace.budget(document, context=context).available:,} available); "
-                "choose parts with --include/--exclude (see `sparkdocs count`).")
-        return store.new_session(document)
+        self.workspace.check_selection(document, keep, context=context)
+        return store.new_session(document, kept_sections=keep)
 
     def build(self, document: Document, session: Session, question: str, *, follow_up: bool
               ) -> Prompt:

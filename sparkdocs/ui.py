@@ -246,7 +246,9 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         show_turn(turn, prepared=prepared, key=f"{session.id}-{number}")
     follow_up = st.toggle("Follow-up mode (the model sees earlier questions and answers)",
                           key=f"follow-{session.id}")
-    question = st.chat_input("Ask about the document")
+    # A question sent while an answer streams would rerun the page and cut that answer to what
+    # had arrived: the input stays disabled until the answer ends (Stop or Esc ends it sooner).
+    question = st.chat_input("Ask about the document", submit_mode="disable")
     if not question:
         return session
     with st.chat_message("user"):
@@ -260,8 +262,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         saved = threading.Event()  # a rerun may start before this run has saved the answer
         st.session_state["answer_saved"] = saved
         stop_slot = st.empty()
-        stop_slot.button("Stop", key=f"stop-{len(session.turns)}",
-                         help="Stops the answer; what arrived is kept.")
+        stop_slot.button("Stop", key=f"stop-{len(session.turns)}", shortcut="Esc",
+                         help="Stops the answer (Esc); what arrived is kept.")
         ended = False
         failure: SparkdocsError | None = None
         try:

@@ -25,8 +25,8 @@ from .safe_text import safe_markdown
 from .store import Session
 from .citations import answers_sources_markdown
 from .ui_sources import answer_citations, marked_answer, show_sources
-from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
-                    status_counts, turn_status)
+from .views import (LibraryVariant, budget_segments, budget_summary, library_entries,
+                    section_rows, session_label, session_markdown, stats_line, turn_status)
 from .warmup import WarmUps
 from .workspace import Workspace
 
@@ -134,7 +134,7 @@ def upload_panel(svc: Services) -> None:
         document = svc.workspace.load_uploads(uploads, options, progress=show)
         bar.empty()
         keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
-        session = svc.workspace.store.new_session(document, kept_sections=keep)
+        session = svc.workspace.open_session(document, keep=keep)
         _open_session(session)
         st.session_state["upload_signature"] = signature
         status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
@@ -151,8 +151,8 @@ def reopen_panel(svc: Services) -> None:
         document = svc.workspace.store.get_document(labels[choice])
         if document is not None:
             context = svc.client.capabilities().context_length
-            _open_session(svc.workspace.store.new_session(
-                document, kept_sections=svc.workspace.fit(document, context=context)))
+            _open_session(svc.workspace.open_session(
+                document, keep=svc.workspace.fit(document, context=context)))
             st.rerun()
 
 
@@ -333,44 +333,79 @@ def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocume
 
 
 def library(svc: Services) -> None:
-    """Stored documents with their sessions: reopen, rename, delete."""
+    """Documents opened to ask, one entry per document (however many option variants), with
+    their sessions by first question and date: reopen, rename, delete (after a confirmation)."""
     store = svc.workspace.store
-    infos = store.list_documents()
-    if not infos:
-        st.info("No stored documents yet: upload one on the Ask page.")
-        return
-    by_document: dict[str, list[Session]] = {}
-    for session in store.list_sessions():  # read once, not once per document
-        by_document.setdefault(session.document_key, []).append(session)
-    for info in infos:
-        sessions = by_document.get(info.key, [])
-        with st.expander(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens, "
+    entries, counted_only = library_entries(store.list_documents(), store.list_sessions())
+    if not entries:
+        st.info("No documents with sessions yet: upload one on the Ask page.")
+    for entry in entries:
+        sessions = entry.sessions
+        with st.expander(safe_markdown(f"{entry.name} — {entry.kind}, "
+                                       f"{entry.variants[0].info.tokens:,} tokens, "
                                        f"{len(sessions)} session(s)")):
-            name = st.text_input("Name", info.name, key=f"name-{info.key}")
-            cols = st.columns(3)
-            if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
-                store.rename_document(info.key, name)
-                st.rerun()
-            if cols[1].button("New session", key=f"new-{info.key}"):
-                document = store.get_document(info.key)
-                if document is not None:
-                    context = svc.client.capabilities().context_length
-                    _open_session(store.new_session(
-                        document, kept_sections=svc.workspace.fit(document, context=context)))
-                    st.switch_page("pages/ask.py")
-            if cols[2].button("Delete document and sessions", key=f"del-{info.key}", type="secondary"):
-                store.delete_document(info.key)
-                st.rerun()
+            if entry.detail:
+                st.caption(safe_markdown(entry.detail))
+            for variant in entry.variants:
+                _library_variant(svc, variant, several=len(entry.variants) > 1)
             for session in sessions:
                 c1, c2, c3 = st.columns([5, 1, 1])
-                c1.write(safe_markdown(f"**{session.title}** · {status_counts(session)} · "
-                                       f"`{session.id}`"))
+                c1.write(safe_markdown(session_label(session)))
                 if c2.button("Open", key=f"open-{session.id}"):
                     _open_session(session)
                     st.switch_page("pages/ask.py")
-                if c3.button("Delete", key=f"dels-{session.id}"):
+                if _confirmed_delete(c3, f"dels-{session.id}",
+                                     f"Delete the session “{session_label(session)}”?"):
                     store.delete_session(session.id)
                     st.rerun()
+    if counted_only:
+        with st.expander(f"{len(counted_only)} document(s) read or counted but never asked about"):
+            for info in counted_only:
+                st.write(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens"))
+
+
+def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -> None:
+    store = svc.workspace.store
+    info = variant.info
+    if several:
+        st.markdown(safe_markdown(f"**{info.tokens:,} tokens, {info.sections} parts** · "
+                                  f"{len(variant.sessions)} session(s)"))
+    name = st.text_input("Name", info.name, key=f"name-{info.key}")
+    cols = st.columns(3)
+    if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
+        store.rename_document(info.key, name)
+        st.rerun()
+    if cols[1].button("New session", key=f"new-{info.key}"):
+        document = store.get_document(info.key)
+        if document is not None:
+            context = svc.client.capabilities().context_length
+            _open_session(svc.workspace.open_session(
+                document, keep=svc.workspace.fit(document, context=context)))
+            st.switch_page("pages/ask.py")
+    if _confirmed_delete(cols[2], f"del-{info.key}",
+                         f"Delete {info.name} and its {len(variant.sessions)} session(s)?",
+                         label="Delete document and sessions"):
+        store.delete_document(info.key)
+        st.rerun()
+
+
+def _confirmed_delete(where, key: str, question: str, *, label: str = "Delete") -> bool:
+    """A delete button that asks first: the first click shows the question with 'Yes, delete'
+    and 'Cancel'; only 'Yes, delete' returns True. Nothing is deleted on one stray click."""
+    asking = f"confirm-{key}"
+    if where.button(label, key=key, type="secondary"):
+        st.session_state[asking] = True
+    if not st.session_state.get(asking):
+        return False
+    st.warning(safe_markdown(f"{question} This cannot be undone."))
+    yes, no = st.columns(2)
+    if no.button("Cancel", key=f"no-{key}"):
+        st.session_state.pop(asking, None)
+        st.rerun()
+    if yes.button("Yes, delete", key=f"yes-{key}", type="primary"):
+        st.session_state.pop(asking, None)
+        return True
+    return False
 
 
 def server_status(svc: Services) -> None:

@@ -3,12 +3,13 @@ stats line under an answer, and the Markdown export of a session."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .client import Capabilities
 from .documents import Document
-from .store import Session, Turn, TurnStatus
+from .store import DocumentInfo, Session, Turn, TurnStatus
 from .safe_text import safe_markdown
 from .tokens import Budget
 
@@ -104,6 +105,71 @@ def status_counts(session: Session) -> str:
     others = [f"{n} {status.value}" for status, n in counts.items()
               if status is not TurnStatus.FINISHED]
     return f"{len(session.turns)} question(s)" + (f" ({', '.join(others)})" if others else "")
+
+
+def session_label(session: Session, *, width: int = 70) -> str:
+    """What a person recognises a session by: its first question (or the title they gave it),
+    when it was last used, and how many questions it holds — not its id."""
+    renamed = session.title != session.document_name
+    first = session.turns[0].question if session.turns else ""
+    title = session.title if renamed else (first or "no questions yet")
+    title = " ".join(title.split())
+    if len(title) > width:
+        title = title[:width - 1].rstrip() + "…"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.updated_at or session.created_at))
+    return f"{title} · {when} · {status_counts(session)}"
+
+
+@dataclass(frozen=True)
+class LibraryVariant:
+    """One way a document was opened (its options gave other text, hence another key)."""
+
+    info: DocumentInfo
+    sessions: tuple[Session, ...]
+
+
+@dataclass(frozen=True)
+class LibraryEntry:
+    """One document as a person thinks of it: the same file opened with different options
+    (PDF password, include/exclude, lock files) is one entry with several variants."""
+
+    name: str
+    kind: str
+    variants: tuple[LibraryVariant, ...]
+
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        every = [s for v in self.variants for s in v.sessions]
+        return tuple(sorted(every, key=lambda s: s.updated_at, reverse=True))
+
+    @property
+    def detail(self) -> str:
+        """'' for one variant; else the variants' token counts, to tell them apart."""
+        if len(self.variants) == 1:
+            return ""
+        counts = ", ".join(f"{v.info.tokens:,}" for v in self.variants)
+        return (f"opened {len(self.variants)} ways with different options ({counts} tokens)")
+
+
+def library_entries(infos: Sequence[DocumentInfo], sessions: Sequence[Session]
+                    ) -> tuple[list[LibraryEntry], list[DocumentInfo]]:
+    """The Library's documents, grouped by name and kind, newest first — only those with a
+    session (opened to ask); the second list holds documents that were only read or counted
+    (`sparkdocs count`, `prompt`, a batch), which the Library mentions apart."""
+    by_key: dict[str, list[Session]] = {}
+    for session in sessions:
+        by_key.setdefault(session.document_key, []).append(session)
+    grouped: dict[tuple[str, str], list[LibraryVariant]] = {}
+    counted_only: list[DocumentInfo] = []
+    for info in infos:  # newest first, as the store lists them
+        if info.key not in by_key:
+            counted_only.append(info)
+            continue
+        grouped.setdefault((info.name, info.kind), []).append(
+            LibraryVariant(info, tuple(by_key[info.key])))
+    entries = [LibraryEntry(name, kind, tuple(variants))
+               for (name, kind), variants in grouped.items()]
+    return entries, counted_only
 
 
 def session_markdown(session: Session) -> str:

@@ -17,7 +17,7 @@ from .ingest.code import directory_tokens
 from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections
 from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
-from .store import Store
+from .store import Session, Store
 from .tokens import Budget, preload_llama3
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,18 @@ class Workspace:
         keep = self.prompts.fit(document, context=context or self.settings.context_length,
                                 answer_reserve=answer_tokens or self.settings.answer_tokens)
         return None if len(keep) == len(document.sections) else keep
+
+    def open_session(self, document: Document, *, keep: Sequence[int] | None = None) -> Session:
+        """A session to ask in: the newest one of this document that has no question yet (with
+        `keep` as its parts), else a new one — so uploading or reopening a document does not
+        leave a trail of empty sessions behind."""
+        store = self.store
+        for session in store.list_sessions(document_key=document.content_hash):
+            if not session.turns:
+                if session.kept_sections == (tuple(keep) if keep is not None else None):
+                    return session
+                return store.set_kept_sections(session.id, keep)
+        return store.new_session(document, kept_sections=keep)
 
     def select(self, document: Document, *, pages: str | None = None, parts: str | None = None
                ) -> tuple[int, ...] | None:

@@ -135,7 +135,45 @@ def test_library_page_lists_renames_and_deletes(app_env):
     at.button(key=f"rename-{document.content_hash}").click().run()
     assert "Renamed doc" in at.expander[0].label
     at.button(key=f"del-{document.content_hash}").click().run()
-    assert "No stored documents" in at.info[0].value
+    assert "Renamed doc" in at.expander[0].label  # one click only asks
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key=f"yes-del-{document.content_hash}").click().run()
+    assert "No documents with sessions" in at.info[0].value
+
+
+@pytest.mark.integration
+def test_library_groups_variants_hides_counted_documents_and_labels_sessions(app_env):
+    """One entry for a codebase opened with two include patterns; a document only counted is
+    not listed as if it had sessions; a session reads as its first question, date and count;
+    a session delete asks first; reopening a document reuses its empty session."""
+    from builders import make_zip
+
+    settings = app_env()
+    workspace = Workspace(settings)
+    archive = make_zip({"r/src/a.py": b"a = 1\n", "r/docs/b.md": b"# b\n"})
+    whole = workspace.load_uploads([Upload("r.zip", archive)], workspace.ingest_options())
+    part = workspace.load_uploads([Upload("r.zip", archive)], workspace.ingest_options(include=["src/"]))
+    assert whole.content_hash != part.content_hash
+    asked = workspace.open_session(whole)
+    workspace.store.append_turn(asked.id, Turn("Where is a defined?", "In src/a.py.", ttft_s=0.2))
+    empty = workspace.open_session(part)
+    assert workspace.open_session(part).id == empty.id  # no second empty session
+    workspace.load_uploads([Upload("counted.txt", b"Only counted.")], workspace.ingest_options())
+    workspace.store.close()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/library.py").run()
+    assert not at.exception
+    labels = [e.label for e in at.expander]
+    assert sum("r.zip" in label for label in labels) == 1, labels
+    assert not any("counted.txt" in label for label in labels[:-1])
+    assert "never asked about" in labels[-1]
+    assert any("opened 2 ways" in c.value for c in at.caption)
+    texts = [m.value for m in at.markdown]
+    assert any("Where is a defined? · 20" in t and "1 question(s)" in t for t in texts), texts
+    at.button(key=f"dels-{asked.id}").click().run()
+    assert len(Workspace(settings).store.list_sessions()) == 2
+    at.button(key=f"yes-dels-{asked.id}").click().run()
+    assert [s.id for s in Workspace(settings).store.list_sessions()] == [empty.id]
 
 
 @pytest.mark.integration

@@ -133,8 +133,7 @@ def upload_panel(svc: Services) -> None:
 
         document = svc.workspace.load_uploads(uploads, options, progress=show)
         bar.empty()
-        keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
-        session = svc.workspace.open_session(document, keep=keep)
+        session = svc.workspace.open_session(document, keep=svc.qa.fit(document))
         _open_session(session)
         st.session_state["upload_signature"] = signature
         status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
@@ -150,17 +149,15 @@ def reopen_panel(svc: Services) -> None:
     if choice != "—" and st.button("Open", key="reopen"):
         document = svc.workspace.store.get_document(labels[choice])
         if document is not None:
-            context = svc.client.capabilities().context_length
-            _open_session(svc.workspace.open_session(
-                document, keep=svc.workspace.fit(document, context=context)))
+            _open_session(svc.workspace.open_session(document, keep=svc.qa.fit(document)))
             st.rerun()
 
 
 def budget_view(svc: Services, document: Document, session: Session) -> Session:
     """The bar, the breakdown and, over budget, the choice of parts to keep."""
     context = svc.client.capabilities().context_length
-    budget = svc.workspace.budget(document, keep=session.kept_sections, context=context)
-    full = svc.workspace.budget(document, context=context)
+    budget = svc.qa.budget(document, session.kept_sections)
+    full = svc.qa.budget(document)
     st.altair_chart(_budget_bar(budget_segments(budget), context), width="stretch")
     (st.caption if budget.fits else st.error)(budget_summary(budget))
     for warning in document.warnings:
@@ -179,8 +176,7 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
                          hide_index=True, width="stretch", height=min(400, 36 + 35 * len(directories)))
         if st.button("Fit automatically (pages from the start; largest files out first)"):
             with friendly_errors():
-                keep = (svc.workspace.fit(document, context=context)
-                        or tuple(range(len(document.sections))))
+                keep = svc.qa.fit(document) or tuple(range(len(document.sections)))
         new_keep = None if len(keep) == len(document.sections) else keep
         if new_keep != session.kept_sections:
             session = svc.workspace.store.set_kept_sections(session.id, new_keep)
@@ -378,9 +374,7 @@ def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -
     if cols[1].button("New session", key=f"new-{info.key}"):
         document = store.get_document(info.key)
         if document is not None:
-            context = svc.client.capabilities().context_length
-            _open_session(svc.workspace.open_session(
-                document, keep=svc.workspace.fit(document, context=context)))
+            _open_session(svc.workspace.open_session(document, keep=svc.qa.fit(document)))
             st.switch_page("pages/ask.py")
     if _confirmed_delete(cols[2], f"del-{info.key}",
                          f"Delete {info.name} and its {len(variant.sessions)} session(s)?",

@@ -11,7 +11,7 @@ from .client import Capabilities
 from .documents import Document
 from .store import DocumentInfo, Session, Turn, TurnStatus
 from .safe_text import safe_markdown
-from .tokens import Budget
+from .tokens import Budget, TokenCounting
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,16 @@ def budget_segments(budget: Budget) -> list[BudgetSegment]:
 
 
 def budget_summary(budget: Budget) -> str:
+    """The budget line; says when the counts are the served model's (not Llama 3's), since
+    then they differ from what `sparkdocs count` prints."""
+    how = (" Counted with the server's tokenizer (the served model is not Llama 3)."
+           if budget.counting is TokenCounting.SERVER else "")
     if budget.fits:
         return (f"{budget.used:,} document tokens of {budget.available:,} available "
                 f"({budget.context:,} context − {budget.answer_reserve:,} answer reserve − "
-                f"{budget.prompt_overhead:,} prompt overhead); {budget.free:,} free.")
+                f"{budget.prompt_overhead:,} prompt overhead); {budget.free:,} free.{how}")
     return (f"Over budget by {-budget.free:,} tokens: the document has {budget.used:,} tokens but "
-            f"{budget.available:,} are available. Choose the parts to keep below.")
+            f"{budget.available:,} are available. Choose the parts to keep below.{how}")
 
 
 def section_rows(document: Document, kept: Sequence[int] | None = None) -> list[dict[str, Any]]:

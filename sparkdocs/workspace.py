@@ -132,14 +132,22 @@ class Workspace:
         return None if keep is None else selection_hint(document, keep)
 
     def check_selection(self, document: Document, keep: Sequence[int] | None, *,
-                        context: int | None = None, answer_tokens: int | None = None) -> Budget:
-        """The budget of `keep`; a selection (or whole document) over it is a BudgetError that
-        names the excess and a selection that fits, so a command line user can paste the fix."""
-        budget = self.budget(document, keep=keep, context=context, answer_tokens=answer_tokens)
+                        context: int | None = None, answer_tokens: int | None = None,
+                        ratio: float = 1.0) -> Budget:
+        """The budget of `keep` (in served tokens: `ratio` per Llama 3 token); a selection (or
+        whole document) over it is a BudgetError that names the excess and a selection that
+        fits, so a command line user can paste the fix."""
+        from .served_tokens import effective_context
+
+        answer = answer_tokens or self.settings.answer_tokens
+        context = context or self.settings.context_length
+        budget = self.budget(document, keep=keep, context=context,
+                             answer_tokens=answer).scaled(ratio)
         if budget.fits:
             return budget
         what = "the whole document" if keep is None else f"the selection ({selection_hint(document, keep)})"
-        hint = self.fit_hint(document, context=context, answer_tokens=answer_tokens)
+        hint = self.fit_hint(document, context=effective_context(context, answer, ratio),
+                             answer_tokens=answer)
         raise BudgetError(
             f"{document.name}: {what} needs {budget.used:,} tokens, {-budget.free:,} over the "
             f"{budget.available:,} available (context {budget.context:,} − answer reserve "

@@ -25,8 +25,10 @@ from .safe_text import safe_markdown
 from .store import Session
 from .citations import answers_sources_markdown
 from .ui_sources import answer_citations, marked_answer, show_sources
-from .views import (LibraryVariant, budget_segments, budget_summary, library_entries,
-                    section_rows, session_label, session_markdown, stats_line, turn_status)
+from .selection import SelectBy, select_by, select_typed, selection_text
+from .views import (LibraryVariant, budget_segments, budget_summary, fit_button_label,
+                    kept_summary, library_entries, section_rows, session_label, session_markdown,
+                    stats_line, turn_status)
 from .warmup import WarmUps
 from .workspace import Workspace
 
@@ -163,18 +165,31 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     for warning in document.warnings:
         st.warning(safe_markdown(warning))
     with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
-        rows = section_rows(document, session.kept_sections)
-        # The key follows the saved choice, so the editor restarts from it after each change.
+        # The keys follow the saved choice, so the widgets restart from it after each change.
         version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
-        edited = st.data_editor(rows, disabled=["index", "part", "tokens"], hide_index=True,
+        unit = "Pages" if select_by(document) is SelectBy.PAGES else "Parts"
+        typed = st.text_input(
+            f"{unit} to keep (e.g. 1-40,90-120)", selection_text(document, session.kept_sections),
+            key=f"typed-{session.id}-{version}",
+            help="Page numbers as printed on the pages; parts numbered as in the # column.")
+        keep = tuple(range(len(document.sections))) if session.kept_sections is None else session.kept_sections
+        if typed.strip() and typed.strip() != selection_text(document, session.kept_sections):
+            try:
+                keep = select_typed(document, typed)
+            except SparkdocsError as exc:
+                st.error(safe_markdown(str(exc)))
+        rows = section_rows(document, session.kept_sections)
+        edited = st.data_editor(rows, disabled=["#", "part", "tokens"], hide_index=True,
                                 key=f"keep-{session.id}-{version}", width="stretch")
-        keep = tuple(sorted(r["index"] for r in edited if r["keep"]))
+        ticked = tuple(sorted(r["#"] - 1 for r in edited if r["keep"]))
+        if ticked != tuple(sorted(r["#"] - 1 for r in rows if r["keep"])):
+            keep = ticked
         directories = directory_tokens(document.sections)
         if len(directories) > 1:
             st.caption("Tokens per directory (use Include/Exclude in the sidebar to choose):")
             st.dataframe([{"directory": d, "tokens": t} for d, t in directories.items()],
                          hide_index=True, width="stretch", height=min(400, 36 + 35 * len(directories)))
-        if st.button("Fit automatically (pages from the start; largest files out first)"):
+        if st.button(fit_button_label(document)):
             with friendly_errors():
                 keep = svc.qa.fit(document) or tuple(range(len(document.sections)))
         new_keep = None if len(keep) == len(document.sections) else keep
@@ -182,8 +197,7 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
             session = svc.workspace.store.set_kept_sections(session.id, new_keep)
             st.rerun()
     if session.kept_sections is not None:
-        left_out = len(document.sections) - len(session.kept_sections)
-        st.info(f"{left_out} part(s) left out; the prompt says so, so the model will not guess them.")
+        st.info(safe_markdown(kept_summary(document, session.kept_sections)))
     return session
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .client import Capabilities
-from .documents import Document
+from .documents import Document, DocumentKind, SectionKind
 from .store import DocumentInfo, Session, Turn, TurnStatus
 from .safe_text import safe_markdown
 from .tokens import Budget, TokenCounting
@@ -45,11 +45,36 @@ def budget_summary(budget: Budget) -> str:
 
 
 def section_rows(document: Document, kept: Sequence[int] | None = None) -> list[dict[str, Any]]:
-    """One row per page/section/file, largest first (the order to consider dropping them)."""
+    """One row per page/section/file. Files largest first (the order to consider dropping
+    them); pages and sections in reading order. "#" is the part's number from 1, as `count`
+    lists it and `--parts` takes it (a page's own number is in "part")."""
     keep = set(range(len(document.sections)) if kept is None else kept)
-    rows = [{"index": i, "part": s.locator, "tokens": s.tokens, "keep": i in keep}
+    rows = [{"#": i + 1, "part": s.locator, "tokens": s.tokens, "keep": i in keep}
             for i, s in enumerate(document.sections)]
-    return sorted(rows, key=lambda r: (-r["tokens"], r["index"]))
+    if any(s.kind is SectionKind.FILE for s in document.sections):
+        return sorted(rows, key=lambda r: (-r["tokens"], r["#"]))
+    return rows
+
+
+def fit_button_label(document: Document) -> str:
+    """What auto-fit does to this document (see `prompts.drop_order`), said on its button."""
+    if any(s.kind is SectionKind.FILE for s in document.sections):
+        return "Fit automatically: leave out the largest files until it fits"
+    unit = "pages" if document.kind is DocumentKind.PDF else "parts"
+    return f"Fit automatically: keep {unit} from the start, as many as fit"
+
+
+def kept_summary(document: Document, kept: Sequence[int]) -> str:
+    """Which parts a session keeps and which it leaves out, by number: the info under the
+    budget (the prompt tells the model the same)."""
+    from .selection import SelectBy, select_by, selection_text
+
+    unit = "pages" if select_by(document) is SelectBy.PAGES else "parts"
+    content = [i for i, s in enumerate(document.sections) if s.kind is not SectionKind.TREE]
+    left_out = [i for i in content if i not in set(kept)]
+    return (f"Keeping {unit} {selection_text(document, kept)} of {len(content)}; "
+            f"{len(left_out)} left out ({selection_text(document, left_out)}). The prompt says "
+            "so, so the model will not guess them.")
 
 
 def stats_line(turn: Turn) -> str:

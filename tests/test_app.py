@@ -60,7 +60,33 @@ def test_over_budget_is_stated_and_parts_can_be_chosen(app_env):
     text = synthetic_document_text(3000).encode()
     at = upload(AppTest.from_file(APP, default_timeout=60).run(), "long.md", text, "text/markdown")
     assert not at.exception
-    assert any("part(s) left out" in i.value for i in at.info)  # fitted automatically, and said
+    assert any("left out" in i.value for i in at.info)  # fitted automatically, and said
+
+
+@pytest.mark.integration
+def test_over_budget_pages_are_typed_as_a_range_and_the_sent_prompt_holds_them(app_env):
+    """A PDF over budget: auto-fit keeps pages from the start and says which (1-based); typing
+    "2-5" in "Pages to keep" makes the next question carry exactly pages 2-5."""
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        app_env(base_url=server.base_url, context=2048)
+        at = upload(AppTest.from_file(APP, default_timeout=60).run(), "c.pdf", make_contract_pdf(40))
+        assert not at.exception
+        info = " ".join(i.value for i in at.info)
+        assert "Keeping pages 1-" in info and "of 40" in info, info
+        assert any(b.label.startswith("Fit automatically: keep pages from the start") for b in at.button)
+        box = next(t for t in at.text_input if t.label.startswith("Pages to keep"))
+        assert box.value.startswith("1-")
+        box.set_value("2-5").run()
+        assert not at.exception
+        assert any("Keeping pages 2-5 of 40; 36 left out (1,6-40)" in i.value for i in at.info)
+        at.chat_input[0].set_value("Who pays?").run()
+        assert not at.exception
+        sent = server.behaviour.requests[-1]["messages"][1]["content"]
+    assert all(f"Clause {n}." in sent for n in (2, 3, 4, 5))
+    assert "Clause 1." not in sent and "Clause 6." not in sent
 
 
 @pytest.mark.integration

@@ -44,3 +44,20 @@ def test_kv_fit_from_vllm_metrics():
     caps = Capabilities("u", True, metrics=ServerMetrics(block_size=16, num_gpu_blocks=12_000))
     assert "4 documents of 48,000 tokens" in kv_fit(caps, 48_000)
     assert kv_fit(Capabilities("u", True), 1000) is None
+
+
+def test_parts_are_numbered_from_one_and_auto_fit_says_what_it_does():
+    from builders import make_contract_pdf, make_many_file_codebase
+    from sparkdocs.ingest import ingest_bytes
+    from sparkdocs.tokens import count_document
+    from sparkdocs.views import fit_button_label, kept_summary, section_rows
+
+    pdf = count_document(ingest_bytes("c.pdf", make_contract_pdf(5)))
+    rows = section_rows(pdf, (0, 1))
+    assert [r["#"] for r in rows] == [1, 2, 3, 4, 5] and rows[0]["part"] == "page 1"
+    assert [r["keep"] for r in rows] == [True, True, False, False, False]
+    assert "keep pages from the start" in fit_button_label(pdf)
+    assert kept_summary(pdf, (0, 1)).startswith("Keeping pages 1-2 of 5; 3 left out (3-5).")
+    code = count_document(ingest_bytes("r.zip", make_many_file_codebase(5)))
+    assert "largest files" in fit_button_label(code)
+    assert min(r["#"] for r in section_rows(code)) == 1

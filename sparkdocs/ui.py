@@ -26,7 +26,9 @@ from .store import Session
 from .citations import answers_sources_markdown
 from .ui_sources import answer_citations, marked_answer, show_sources
 from .selection import SelectBy, select_by, select_typed, selection_text
-from .views import (LibraryVariant, budget_segments, budget_summary, fit_button_label,
+from .local_model import log_tail
+from .views import (LibraryVariant, budget_segments, budget_summary, demo_model_note,
+                    fit_button_label,
                     kept_summary, library_entries, section_rows, session_label, session_markdown,
                     stats_line, turn_status)
 from .warmup import WarmUps
@@ -250,6 +252,13 @@ def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
         st.caption(safe_markdown(stats_line(turn)))
 
 
+def demo_model_notice(svc: Services) -> None:
+    """On the Ask page: whether answers come from the tiny demo model."""
+    note = demo_model_note(svc.client.capabilities().model)
+    if note:
+        st.info(safe_markdown(note), icon=":material/science:")
+
+
 def chat(svc: Services, document: Document, session: Session) -> Session:
     prepared = svc.qa.prepared(document, session.kept_sections)
     for number, turn in enumerate(session.turns):
@@ -422,6 +431,12 @@ def server_status(svc: Services) -> None:
     from .views import kv_fit
 
     caps = svc.client.capabilities(refresh=st.button("Refresh"))
+    demo_log = svc.settings.local_model_log
+    tail = log_tail(demo_log) if demo_log is not None else None
+    if tail is not None:  # first when the demo model is down: its log says why
+        with st.expander("Demo model log (last lines)", expanded=not caps.reachable):
+            st.caption(safe_markdown(str(demo_log)))
+            st.code(tail or "(empty)", language=None)
     if not caps.reachable:
         st.error(safe_markdown(caps.error or "The model service is not reachable."))
         return

@@ -136,6 +136,19 @@ def status_counts(session: Session) -> str:
     return f"{len(session.turns)} question(s)" + (f" ({', '.join(others)})" if others else "")
 
 
+def demo_model_note(model: str | None) -> str | None:
+    """Said on the Ask page when answers come from the tiny demo model, so nobody judges
+    sparkdocs (or their document) by a 135M-parameter model's answers."""
+    from .local_model import LOCAL_MODEL_ALIAS, is_demo_model
+
+    if not is_demo_model(model):
+        return None
+    return (f"Answers come from {LOCAL_MODEL_ALIAS}: a 135M-parameter model for trying "
+            "sparkdocs out, whose answers are poor and whose tokenizer is not Llama 3's. For real "
+            "answers, point SPARKDOCS_BASE_URL at vLLM serving Llama 3.3 70B. If it stops "
+            "answering, the Server page shows its log.")
+
+
 def session_label(session: Session, *, width: int = 70) -> str:
     """What a person recognises a session by: its first question (or the title they gave it),
     when it was last used, and how many questions it holds — not its id."""

@@ -247,3 +247,35 @@ def test_codebase_upload_shows_files_and_tokens_per_directory(app_env):
     assert any("Tokens per directory" in c.value for c in at.caption)
     directories = at.dataframe[1].value  # [0] is the per-file editor
     assert set(directories["directory"]) == {".", "docs", "src", "src/b"}
+
+
+@pytest.mark.integration
+def test_the_demo_model_is_named_on_ask_and_its_log_on_the_server_page(app_env, monkeypatch, tmp_path):
+    from fakeserver import FakeServer
+
+    from sparkdocs.local_model import LOCAL_MODEL_ALIAS
+
+    log = tmp_path / "local-model.log"
+    log.write_text("".join(f"llama line {i}\n" for i in range(100)) + "ggml_abort: out of memory\n")
+    monkeypatch.setenv("SPARKDOCS_LOCAL_MODEL_LOG", str(log))
+    with FakeServer() as server:
+        server.behaviour.model = LOCAL_MODEL_ALIAS
+        app_env(base_url=server.base_url)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        assert not at.exception
+        assert any("tiny demo model" in i.value and "poor" in i.value for i in at.info)
+        at.switch_page("pages/server.py").run()
+        assert not at.exception
+        shown = at.code[0].value
+    assert "ggml_abort: out of memory" in shown and "llama line 99" in shown
+    assert "llama line 10\n" not in shown
+
+
+@pytest.mark.integration
+def test_a_llama_model_gets_no_demo_notice(app_env):
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        app_env(base_url=server.base_url)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and not any("demo model" in i.value for i in at.info)

@@ -544,8 +544,10 @@ def sessions(as_json: JsonOpt = False) -> None:
     """Stored question sessions, newest first: the ids `ask --follow-up-of` takes."""
     import datetime
 
+    from .views import session_title
+
     store = Workspace(settings_from()).store
-    listed: list[dict[str, Any]] = [{"id": s.id, "document": s.document_name, "title": s.title, "turns": len(s.turns),
+    listed: list[dict[str, Any]] = [{"id": s.id, "document": s.document_name, "title": session_title(s), "turns": len(s.turns),
                "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.UTC)
                .strftime("%Y-%m-%d %H:%M UTC")} for s in store.list_sessions()]
     if as_json:

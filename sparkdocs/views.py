@@ -149,15 +149,18 @@ def demo_model_note(model: str | None) -> str | None:
             "answering, the Server page shows its log.")
 
 
+def session_title(session: Session, *, width: int = 70) -> str:
+    """The title a person gave the session, else its first question (shortened to `width`)."""
+    renamed = session.title != session.document_name
+    first = session.turns[0].question if session.turns else ""
+    title = " ".join((session.title if renamed else (first or "no questions yet")).split())
+    return title if len(title) <= width else title[:width - 1].rstrip() + "…"
+
+
 def session_label(session: Session, *, width: int = 70) -> str:
     """What a person recognises a session by: its first question (or the title they gave it),
     when it was last used, and how many questions it holds — not its id."""
-    renamed = session.title != session.document_name
-    first = session.turns[0].question if session.turns else ""
-    title = session.title if renamed else (first or "no questions yet")
-    title = " ".join(title.split())
-    if len(title) > width:
-        title = title[:width - 1].rstrip() + "…"
+    title = session_title(session, width=width)
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.updated_at or session.created_at))
     return f"{title} · {when} · {status_counts(session)}"
 

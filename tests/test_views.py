@@ -61,3 +61,17 @@ def test_parts_are_numbered_from_one_and_auto_fit_says_what_it_does():
     code = count_document(ingest_bytes("r.zip", make_many_file_codebase(5)))
     assert "largest files" in fit_button_label(code)
     assert min(r["#"] for r in section_rows(code)) == 1
+
+
+def test_a_session_reads_as_its_first_question_date_and_count():
+    from sparkdocs.views import session_label, session_title
+
+    empty = Session("abc123", "k", "contract.pdf", "contract.pdf", created_at=1.7e9, updated_at=1.7e9)
+    assert session_title(empty) == "no questions yet"
+    asked = empty.with_turn(Turn("What is the   payment term?", "45 days.", asked_at=1.7e9))
+    label = session_label(asked)
+    assert label.startswith("What is the payment term? · 20") and label.endswith("1 question(s)")
+    assert "abc123" not in label
+    renamed = Session("abc123", "k", "contract.pdf", "Payment terms", turns=asked.turns)
+    assert session_title(renamed) == "Payment terms"
+    assert session_title(empty.with_turn(Turn("x" * 200, ""))).endswith("…")

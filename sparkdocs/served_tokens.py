@@ -66,8 +66,9 @@ class ServedTokenizer:
         if not same:
             log.info("served model %s counts the probe as %d tokens, Llama 3 as %d: budgeting "
                      "with the server's tokenizer", model[0], served, local)
-        with self._lock:
-            self._llama3[model] = same
+        if served is not None or not model[1]:  # a failed probe is asked again next time
+            with self._lock:
+                self._llama3[model] = same
         return same
 
     def count(self, prepared: PreparedDocument) -> ServedCount:

@@ -7,6 +7,7 @@ from sparkdocs.safe_text import safe_markdown
 
 svc = ui.services()
 st.title("Ask your document")
+ui.demo_model_notice(svc)
 
 with st.sidebar:
     ui.upload_panel(svc)

@@ -24,9 +24,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import Settings, build_settings
-from .errors import ConfigError, SparkdocsError
+from .errors import BudgetError, ConfigError, SparkdocsError
 from .literal import redact_url, redact_urls, strip_controls
-from .workspace import LoadRequest, Workspace, count_report
+from .workspace import LoadRequest, Workspace
 
 if TYPE_CHECKING:
     from .qa import PendingAnswer, QuestionAnswering
@@ -88,6 +88,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines."
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Served model id (SPARKDOCS_MODEL).")]
 ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key (SPARKDOCS_API_KEY).")]
+PagesOpt = Annotated[Optional[str], typer.Option("--pages", help="PDF pages to keep, e.g. 1-40,90-120.")]
+PartsOpt = Annotated[Optional[str], typer.Option("--parts", help="Parts to keep, numbered as `count` lists them, e.g. 1-3,7.")]
+ContextOpt = Annotated[Optional[int], typer.Option("--context-length", help="Context length to budget against.")]
 MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Answer length limit (the answer reserve).")]
 
 
@@ -118,22 +121,27 @@ def emit_json(value: Any) -> None:
 
 @app.command()
 def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = None,
+          pages: PagesOpt = None, parts: PartsOpt = None,
           password: PasswordOpt = None, as_json: JsonOpt = False,
-          context_length: Annotated[Optional[int], typer.Option(help="Context length to budget against.")] = None,
+          context_length: ContextOpt = None,
           max_tokens: Annotated[Optional[int], typer.Option(help="Answer reserve.")] = None) -> None:
-    """Exact Llama 3 token counts per section and the budget against the context."""
+    """Exact Llama 3 token counts per part (numbered for --parts) and the budget against the
+    context; over budget, a --pages/--parts selection that fits."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
-    report = count_report(document, workspace.budget(document))
+    keep = workspace.select(document, pages=pages, parts=parts)
+    report = workspace.count(document, keep=keep)
     if as_json:
         emit_json(report)
         return
     budget = report["budget"]
     table = Table(title=f"{document.name} — {document.kind.value}, {report['tokens']:,} tokens")
+    table.add_column("part", justify="right")
     table.add_column("section")
     table.add_column("tokens", justify="right")
     for section in report["sections"]:
-        table.add_row(f"{section['kind']} {section['title']}", f"{section['tokens']:,}")
+        table.add_row(str(section["part"]) if section["kept"] else f"({section['part']})",
+                      f"{section['kind']} {section['title']}", f"{section['tokens']:,}")
     out.print(table)
     if "directories" in report:
         dirs = Table(title="tokens per directory")
@@ -142,13 +150,19 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
         for name, tokens in report["directories"].items():
             dirs.add_row(name, f"{tokens:,}")
         out.print(dirs)
+    what = f"selection {report['selection']}" if report["selection"] else "document"
     line = Text(f"context {budget['context']:,} − answer reserve {budget['answer_reserve']:,} − "
                 f"prompt overhead {budget['prompt_overhead']:,} = available "
-                f"{budget['available']:,}; document {budget['used']:,}; free {budget['free']:,}")
+                f"{budget['available']:,}; {what} {budget['used']:,}; free {budget['free']:,}")
     if not budget["fits"]:
-        line.append("  ").append("OVER BUDGET", "bold red").append(
-            ": choose parts with --include/--exclude")
+        line.append("  ").append(f"OVER BUDGET by {-budget['free']:,}", "bold red")
     out.print(line)
+    if report["fit"]:
+        out.print(Text.assemble(("a selection that fits: ", "bold"), report["fit"],
+                                "  (paste it into count, prompt or ask; parts in brackets are "
+                                "left out)"))
+    elif report["no_fit"]:
+        _say(err, "over budget:", "bold red", report["no_fit"])
     for warning in report["warnings"]:
         _say(err, "warning:", "yellow", warning)
 
@@ -156,20 +170,33 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
 @app.command()
 def prompt(paths: PathsArg,
            question: Annotated[str, typer.Option("--question", "-q", help="The question to ask.")],
-           include: IncludeOpt = None, exclude: ExcludeOpt = None, password: PasswordOpt = None,
-           as_json: JsonOpt = False) -> None:
-    """The exact chat messages that would be sent, and their Llama 3.3 token count."""
-    workspace = Workspace(settings_from())
+           include: IncludeOpt = None, exclude: ExcludeOpt = None, pages: PagesOpt = None,
+           parts: PartsOpt = None, password: PasswordOpt = None, as_json: JsonOpt = False,
+           context_length: ContextOpt = None, max_tokens: MaxTokensOpt = None) -> None:
+    """The exact chat messages that would be sent, and their Llama 3.3 token count. A prompt
+    that would not fit the context (with the answer reserve) is printed, then an error (exit 2)."""
+    workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
-    built = workspace.prompts.question(workspace.prepare(document), question)
+    keep = workspace.select(document, pages=pages, parts=parts)
+    built = workspace.prompts.question(workspace.prepare(document, keep=keep), question)
+    settings = workspace.settings
+    fits = built.prompt_tokens + settings.answer_tokens <= settings.context_length
     if as_json:
-        emit_json({"messages": built.as_dicts(), "prompt_tokens": built.prompt_tokens})
-        return
-    for message in built.messages:
-        out.rule(message.role)
-        out.print(message.content, markup=False)
-    out.rule()
-    out.print(f"prompt tokens (Llama 3.3 template): {built.prompt_tokens:,}")
+        emit_json({"messages": built.as_dicts(), "prompt_tokens": built.prompt_tokens,
+                   "context": settings.context_length, "answer_reserve": settings.answer_tokens,
+                   "fits": fits})
+    else:
+        for message in built.messages:
+            out.rule(message.role)
+            out.print(message.content, markup=False)
+        out.rule()
+        out.print(f"prompt tokens (Llama 3.3 template): {built.prompt_tokens:,}")
+    if not fits:
+        workspace.check_selection(document, keep)  # names the excess and a selection that fits
+        over = built.prompt_tokens + settings.answer_tokens - settings.context_length
+        raise BudgetError(f"this prompt needs {built.prompt_tokens:,} tokens plus "
+                          f"{settings.answer_tokens:,} for the answer, {over:,} over the context "
+                          f"of {settings.context_length:,}; shorten the question or lower --max-tokens.")
 
 
 def _service_settings(base_url: str | None, model: str | None, api_key: str | None,
@@ -181,6 +208,7 @@ def _service_settings(base_url: str | None, model: str | None, api_key: str | No
 def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTION (last).")],
         follow_up_of: Annotated[Optional[str], typer.Option("--follow-up-of", help="Session id to continue (keeps history).")] = None,
         max_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
+        pages: PagesOpt = None, parts: PartsOpt = None,
         password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,
         model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Stream an answer about a document; the session id printed lets you follow up."""
@@ -193,8 +221,12 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
+    if follow_up_of and (pages or parts):
+        raise typer.BadParameter("--pages/--parts choose the parts of a new session; a follow-up "
+                                 "keeps the parts its session chose")
+    keep = workspace.select(document, pages=pages, parts=parts)
     qa = QuestionAnswering(workspace, ModelClient(settings))
-    session = qa.session_for(document, follow_up_of=follow_up_of)
+    session = qa.session_for(document, follow_up_of=follow_up_of, keep=keep)
     follow_up = bool(follow_up_of)
     try:
         pending = qa.ask(document, session, question, follow_up=follow_up, max_tokens=max_tokens)
@@ -532,10 +564,14 @@ def sessions(as_json: JsonOpt = False) -> None:
     """Stored question sessions, newest first: the ids `ask --follow-up-of` takes."""
     import datetime
 
-    store = Workspace(settings_from()).store
-    listed: list[dict[str, Any]] = [{"id": s.id, "document": s.document_name, "title": s.title, "turns": len(s.turns),
-               "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.UTC)
-               .strftime("%Y-%m-%d %H:%M UTC")} for s in store.list_sessions()]
+    from .views import session_title
+
+    settings = settings_from()
+    store = Workspace(settings).store
+    listed: list[dict[str, Any]] = [
+        {"id": s.id, "document": s.document_name, "title": session_title(s), "turns": len(s.turns),
+         "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.UTC)
+         .strftime("%Y-%m-%d %H:%M UTC")} for s in store.list_sessions(owner=settings.user)]
     if as_json:
         emit_json(listed)
         return

@@ -73,6 +73,28 @@ def local_model_log(cache_dir: Path) -> Path:
     return cache_dir / "local-model.log"
 
 
+def is_demo_model(model: str | None) -> bool:
+    """Whether answers come from the tiny demo model (its alias, or any SmolLM2 build)."""
+    name = (model or "").lower()
+    return "smollm2" in name or "tiny demo model" in name
+
+
+def log_tail(path: Path, *, lines: int = 40, max_bytes: int = 64 * 1024) -> str | None:
+    """The last `lines` lines of the demo model's log (None if there is none yet), read from
+    the end so a long-running server's big log costs nothing; control sequences removed."""
+    from .literal import strip_controls
+
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", errors="replace")
+    return strip_controls("\n".join(text.splitlines()[-lines:]))
+
+
 def describe_exit(returncode: int) -> str:
     """`exit code -11 (signal SIGSEGV)`: a negative code alone means nothing to most people."""
     if returncode < 0:

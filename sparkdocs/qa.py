@@ -6,6 +6,7 @@ broke off or failed (a failed request keeps its question and the real error)."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from .client import AnswerResult, AnswerStream, ModelClient, WarmUpResult
 from .documents import Document
 from .errors import BudgetError, SparkdocsError
 from .prompts import PreparedDocument, Prompt
+from .served_tokens import ServedCount, ServedTokenizer, effective_context
 from .store import Session, Turn, TurnStatus
+from .tokens import Budget
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,25 @@ class QuestionAnswering:
         self._prepared: dict[tuple[str, tuple[int, ...] | None], PreparedDocument] = {}
         self._secret: bytes | None = None  # keys the cache salts (auth.install_secret)
         self._lock = threading.Lock()
+        self.served = ServedTokenizer(client, workspace.prompts.tokenizer)
+
+    def served_count(self, document: Document, keep: Sequence[int] | None = None) -> ServedCount:
+        """How the served model counts this selection (exact Llama 3 unless it is another)."""
+        return self.served.count(self.prepared(document, keep))
+
+    def budget(self, document: Document, keep: Sequence[int] | None = None) -> Budget:
+        """The budget against the served context, in the served model's tokens."""
+        context = self.client.capabilities().context_length
+        ratio = self.served_count(document, keep).ratio
+        return self.workspace.budget(document, keep=keep, context=context).scaled(ratio)
+
+    def fit(self, document: Document) -> tuple[int, ...] | None:
+        """Auto-fit (see `Workspace.fit`) against the served context, in served tokens."""
+        context = self.client.capabilities().context_length
+        answer = self.workspace.settings.answer_tokens
+        ratio = self.served_count(document).ratio
+        return self.workspace.fit(document, context=effective_context(context, answer, ratio),
+                                  answer_tokens=answer)
 
     def prepared(self, document: Document, keep: Sequence[int] | None = None) -> PreparedDocument:
         key = (document.content_hash, tuple(keep) if keep is not None else None)
@@ -47,9 +69,10 @@ class QuestionAnswering:
             return self._prepared[key]
 
     def session_for(self, document: Document, *, follow_up_of: str | None = None,
-                    owner: str | None = None) -> Session:
-        """The owner's session to continue (it must be about this document) or a new one, which
-        must fit the budget as a whole (the CLI has no picker: choose parts with --include).
+                    owner: str | None = None, keep: Sequence[int] | None = None) -> Session:
+        """The owner's session to continue (it must be about this document) or a new one over
+        `keep` (None: the whole document), which must fit the served budget: the CLI has no
+        picker, so the error names the excess and a `--pages`/`--parts` selection that fits.
         The owner defaults to the settings' user (the CLI's --user)."""
         store = self.workspace.store
         owner = owner or self.workspace.settings.user
@@ -61,12 +84,9 @@ class QuestionAnswering:
                     "give that document's paths or start a new session.")
             return session
         context = self.client.capabilities().context_length
-        if self.workspace.fit(document, context=context) is not None:
-            raise BudgetError(
-                f"{document.name}: {document.section_tokens:,} tokens do not fit the budget "
-                f"({self.workspace.budget(document, context=context).available:,} available); "
-                "choose parts with --include/--exclude (see `sparkdocs count`).")
-        return store.new_session(document, owner=owner)
+        self.workspace.check_selection(document, keep, context=context,
+                                       ratio=self.served_count(document, keep).ratio)
+        return store.new_session(document, owner=owner, kept_sections=keep)
 
     def build(self, document: Document, session: Session, question: str, *, follow_up: bool
               ) -> Prompt:
@@ -77,11 +97,12 @@ class QuestionAnswering:
             return self.workspace.prompts.follow_up(prepared, history, question)
         return self.workspace.prompts.question(prepared, question)
 
-    def check_fits(self, prompt: Prompt, *, max_tokens: int) -> None:
+    def check_fits(self, prompt: Prompt, *, max_tokens: int, ratio: float = 1.0) -> None:
         context = self.client.capabilities().context_length
-        if prompt.prompt_tokens + max_tokens > context:
+        needed = math.ceil(prompt.prompt_tokens * ratio)
+        if needed + max_tokens > context:
             raise BudgetError(
-                f"This prompt needs {prompt.prompt_tokens:,} tokens plus {max_tokens:,} for the "
+                f"This prompt needs {needed:,} tokens plus {max_tokens:,} for the "
                 f"answer, over the served context of {context:,}; leave out parts of the document, "
                 "switch off follow-up mode, or lower the answer length.")
 
@@ -89,7 +110,8 @@ class QuestionAnswering:
             max_tokens: int | None = None) -> PendingAnswer:
         answer_tokens = max_tokens or self.workspace.settings.answer_tokens
         prompt = self.build(document, session, question, follow_up=follow_up)
-        self.check_fits(prompt, max_tokens=answer_tokens)
+        self.check_fits(prompt, max_tokens=answer_tokens,
+                        ratio=self.served_count(document, session.kept_sections).ratio)
         stream = self.client.stream(prompt.messages, max_tokens=answer_tokens,
                                     cache_salt=self.cache_salt(session.owner))
         return PendingAnswer(prompt, stream, question, follow_up)

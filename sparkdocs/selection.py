@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 
 from .documents import Document, SectionKind
 from .errors import SelectionError
@@ -92,3 +93,30 @@ def selection_hint(document: Document, keep: Sequence[int]) -> str:
         return f"--pages {format_ranges(by_index[i] for i in keep)}"
     content = [i for i in keep if document.sections[i].kind is not SectionKind.TREE]
     return f"--parts {format_ranges(i + 1 for i in content)}"
+
+
+class SelectBy(StrEnum):
+    """What a person types to choose: PDF page numbers, or part numbers as `count` lists them."""
+
+    PAGES = "pages"
+    PARTS = "parts"
+
+
+def select_by(document: Document) -> SelectBy:
+    return SelectBy.PAGES if _page_numbers(document) else SelectBy.PARTS
+
+
+def selection_text(document: Document, keep: Sequence[int] | None) -> str:
+    """The numbers a person would type for `keep` (None: everything), e.g. "1-40,90-120"."""
+    chosen = range(len(document.sections)) if keep is None else keep
+    return selection_hint(document, tuple(chosen)).split(" ", 1)[1]
+
+
+def select_typed(document: Document, text: str) -> tuple[int, ...]:
+    """What a person typed in the app's "Pages to keep" / "Parts to keep" box → the sections."""
+    if select_by(document) is SelectBy.PAGES:
+        chosen = select(document, pages=text)
+    else:
+        chosen = select(document, parts=text)
+    assert chosen is not None  # a non-empty spec always chooses (parse_ranges raises on empty)
+    return chosen

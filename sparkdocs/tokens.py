@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from typing import Protocol, Sequence
 
@@ -252,6 +254,14 @@ def document_frame_tokens(tokenizer: TokenCounter | None = None) -> int:
     return tok.count(DOCUMENT_OPEN) + tok.count(DOCUMENT_CLOSE)
 
 
+class TokenCounting(StrEnum):
+    """Whose tokenizer a budget's counts come from: the exact local Llama 3 one, or (for a
+    served model that is not Llama 3) the server's own, scaled from one count of the block."""
+
+    LLAMA3 = "llama3"
+    SERVER = "server"
+
+
 @dataclass(frozen=True)
 class Budget:
     """Where the context goes. `available` is what the document may use."""
@@ -260,6 +270,16 @@ class Budget:
     answer_reserve: int
     prompt_overhead: int
     used: int
+    counting: TokenCounting = TokenCounting.LLAMA3
+
+    def scaled(self, ratio: float) -> Budget:
+        """The same budget in the served model's tokens (`ratio` server tokens per Llama 3
+        token); the context and answer reserve are already server tokens."""
+        if ratio == 1.0:
+            return self
+        return dataclasses.replace(self, prompt_overhead=math.ceil(self.prompt_overhead * ratio),
+                                   used=math.ceil(self.used * ratio),
+                                   counting=TokenCounting.SERVER)
 
     @property
     def available(self) -> int:
@@ -273,7 +293,8 @@ class Budget:
     def fits(self) -> bool:
         return self.free >= 0
 
-    def as_dict(self) -> dict[str, int | bool]:
+    def as_dict(self) -> dict[str, int | bool | str]:
         return {"context": self.context, "answer_reserve": self.answer_reserve,
                 "prompt_overhead": self.prompt_overhead, "available": self.available,
-                "used": self.used, "free": self.free, "fits": self.fits}
+                "used": self.used, "free": self.free, "fits": self.fits,
+                "counting": self.counting.value}

@@ -25,8 +25,12 @@ from .safe_text import safe_markdown
 from .store import Session
 from .citations import answers_sources_markdown
 from .ui_sources import answer_citations, marked_answer, show_sources
-from .views import (budget_segments, budget_summary, section_rows, session_markdown, stats_line,
-                    status_counts, turn_status)
+from .selection import SelectBy, select_by, select_typed, selection_text
+from .local_model import log_tail
+from .views import (LibraryVariant, budget_segments, budget_summary, demo_model_note,
+                    fit_button_label,
+                    kept_summary, library_entries, section_rows, session_label, session_markdown,
+                    stats_line, turn_status)
 from .warmup import WarmUps
 from .workspace import Workspace
 from . import ui_team
@@ -135,9 +139,8 @@ def upload_panel(svc: Services) -> None:
                                               owner=ui_team.current_user())
         ui_team.remember_password(document.content_hash, password)
         bar.empty()
-        keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
-        session = svc.workspace.store.new_session(document, owner=ui_team.current_user(),
-                                                  kept_sections=keep)
+        session = svc.workspace.open_session(document, keep=svc.qa.fit(document),
+                                             owner=ui_team.current_user())
         _open_session(session)
         st.session_state["upload_signature"] = signature
         status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
@@ -159,36 +162,47 @@ def reopen_panel(svc: Services) -> None:
 def budget_view(svc: Services, document: Document, session: Session) -> Session:
     """The bar, the breakdown and, over budget, the choice of parts to keep."""
     context = svc.client.capabilities().context_length
-    budget = svc.workspace.budget(document, keep=session.kept_sections, context=context)
-    full = svc.workspace.budget(document, context=context)
+    budget = svc.qa.budget(document, session.kept_sections)
+    full = svc.qa.budget(document)
     st.altair_chart(_budget_bar(budget_segments(budget), context), width="stretch")
     (st.caption if budget.fits else st.error)(budget_summary(budget))
     for warning in document.warnings:
         st.warning(safe_markdown(warning))
     with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
-        rows = section_rows(document, session.kept_sections)
-        # The key follows the saved choice, so the editor restarts from it after each change.
+        # The keys follow the saved choice, so the widgets restart from it after each change.
         version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
-        edited = st.data_editor(rows, disabled=["index", "part", "tokens"], hide_index=True,
+        unit = "Pages" if select_by(document) is SelectBy.PAGES else "Parts"
+        typed = st.text_input(
+            f"{unit} to keep (e.g. 1-40,90-120)", selection_text(document, session.kept_sections),
+            key=f"typed-{session.id}-{version}",
+            help="Page numbers as printed on the pages; parts numbered as in the # column.")
+        keep = tuple(range(len(document.sections))) if session.kept_sections is None else session.kept_sections
+        if typed.strip() and typed.strip() != selection_text(document, session.kept_sections):
+            try:
+                keep = select_typed(document, typed)
+            except SparkdocsError as exc:
+                st.error(safe_markdown(str(exc)))
+        rows = section_rows(document, session.kept_sections)
+        edited = st.data_editor(rows, disabled=["#", "part", "tokens"], hide_index=True,
                                 key=f"keep-{session.id}-{version}", width="stretch")
-        keep = tuple(sorted(r["index"] for r in edited if r["keep"]))
+        ticked = tuple(sorted(r["#"] - 1 for r in edited if r["keep"]))
+        if ticked != tuple(sorted(r["#"] - 1 for r in rows if r["keep"])):
+            keep = ticked
         directories = directory_tokens(document.sections)
         if len(directories) > 1:
             st.caption("Tokens per directory (use Include/Exclude in the sidebar to choose):")
             st.dataframe([{"directory": d, "tokens": t} for d, t in directories.items()],
                          hide_index=True, width="stretch", height=min(400, 36 + 35 * len(directories)))
-        if st.button("Fit automatically (pages from the start; largest files out first)"):
+        if st.button(fit_button_label(document)):
             with friendly_errors():
-                keep = (svc.workspace.fit(document, context=context)
-                        or tuple(range(len(document.sections))))
+                keep = svc.qa.fit(document) or tuple(range(len(document.sections)))
         new_keep = None if len(keep) == len(document.sections) else keep
         if new_keep != session.kept_sections:
             session = svc.workspace.store.set_kept_sections(session.id, new_keep,
                                                             owner=session.owner)
             st.rerun()
     if session.kept_sections is not None:
-        left_out = len(document.sections) - len(session.kept_sections)
-        st.info(f"{left_out} part(s) left out; the prompt says so, so the model will not guess them.")
+        st.info(safe_markdown(kept_summary(document, session.kept_sections)))
     return session
 
 
@@ -243,13 +257,22 @@ def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
         st.caption(safe_markdown(stats_line(turn)))
 
 
+def demo_model_notice(svc: Services) -> None:
+    """On the Ask page: whether answers come from the tiny demo model."""
+    note = demo_model_note(svc.client.capabilities().model)
+    if note:
+        st.info(safe_markdown(note), icon=":material/science:")
+
+
 def chat(svc: Services, document: Document, session: Session) -> Session:
     prepared = svc.qa.prepared(document, session.kept_sections)
     for number, turn in enumerate(session.turns):
         show_turn(turn, prepared=prepared, key=f"{session.id}-{number}")
     follow_up = st.toggle("Follow-up mode (the model sees earlier questions and answers)",
                           key=f"follow-{session.id}")
-    question = st.chat_input("Ask about the document")
+    # A question sent while an answer streams would rerun the page and cut that answer to what
+    # had arrived: the input stays disabled until the answer ends (Stop or Esc ends it sooner).
+    question = st.chat_input("Ask about the document", submit_mode="disable")
     if not question:
         return session
     with st.chat_message("user"):
@@ -263,8 +286,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         saved = threading.Event()  # a rerun may start before this run has saved the answer
         st.session_state["answer_saved"] = saved
         stop_slot = st.empty()
-        stop_slot.button("Stop", key=f"stop-{len(session.turns)}",
-                         help="Stops the answer; what arrived is kept.")
+        stop_slot.button("Stop", key=f"stop-{len(session.turns)}", shortcut="Esc",
+                         help="Stops the answer (Esc); what arrived is kept.")
         ended = False
         failure: SparkdocsError | None = None
         try:
@@ -334,41 +357,79 @@ def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocume
 
 
 def library(svc: Services) -> None:
-    """Stored documents with their sessions: reopen, rename, delete."""
+    """Documents opened to ask, one entry per document (however many option variants), with
+    their sessions by first question and date: reopen, rename, delete (after a confirmation)."""
     store = svc.workspace.store
     user = ui_team.current_user()
-    infos = store.list_documents(owner=user)
-    if not infos:
-        st.info("No stored documents yet: upload one on the Ask page.")
-        return
-    by_document: dict[str, list[Session]] = {}
-    for session in store.list_sessions(owner=user):  # read once, not once per document
-        by_document.setdefault(session.document_key, []).append(session)
-    for info in infos:
-        sessions = by_document.get(info.key, [])
-        with st.expander(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens, "
+    entries, counted_only = library_entries(store.list_documents(owner=user),
+                                            store.list_sessions(owner=user))
+    if not entries:
+        st.info("No documents with sessions yet: upload one on the Ask page.")
+    for entry in entries:
+        sessions = entry.sessions
+        with st.expander(safe_markdown(f"{entry.name} — {entry.kind}, "
+                                       f"{entry.variants[0].info.tokens:,} tokens, "
                                        f"{len(sessions)} session(s)")):
-            name = st.text_input("Name", info.name, key=f"name-{info.key}")
-            cols = st.columns(3)
-            if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
-                store.rename_document(info.key, name, owner=user)
-                st.rerun()
-            if cols[1].button("New session", key=f"new-{info.key}"):
-                _open_session(ui_team.start_session(svc, info.key))
-                st.switch_page("pages/ask.py")
-            if cols[2].button("Delete document and sessions", key=f"del-{info.key}", type="secondary"):
-                store.delete_document(info.key, owner=user)
-                st.rerun()
+            if entry.detail:
+                st.caption(safe_markdown(entry.detail))
+            for variant in entry.variants:
+                _library_variant(svc, variant, several=len(entry.variants) > 1)
             for session in sessions:
                 c1, c2, c3 = st.columns([5, 1, 1])
-                c1.write(safe_markdown(f"**{session.title}** · {status_counts(session)} · "
-                                       f"`{session.id}`"))
+                c1.write(safe_markdown(session_label(session)))
                 if c2.button("Open", key=f"open-{session.id}"):
                     _open_session(session)
                     st.switch_page("pages/ask.py")
-                if c3.button("Delete", key=f"dels-{session.id}"):
+                if _confirmed_delete(c3, f"dels-{session.id}",
+                                     f"Delete the session “{session_label(session)}”?"):
                     store.delete_session(session.id, owner=user)
                     st.rerun()
+    if counted_only:
+        with st.expander(f"{len(counted_only)} document(s) read or counted but never asked about"):
+            for info in counted_only:
+                st.write(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens"))
+
+
+def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -> None:
+    store = svc.workspace.store
+    info = variant.info
+    if several:
+        st.markdown(safe_markdown(f"**{info.tokens:,} tokens, {info.sections} parts** · "
+                                  f"{len(variant.sessions)} session(s)"))
+    user = ui_team.current_user()
+    name = st.text_input("Name", info.name, key=f"name-{info.key}")
+    cols = st.columns(3)
+    if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
+        store.rename_document(info.key, name, owner=user)
+        st.rerun()
+    if cols[1].button("New session", key=f"new-{info.key}"):
+        with friendly_errors():
+            _open_session(ui_team.start_session(svc, info.key))
+            st.switch_page("pages/ask.py")
+    if _confirmed_delete(cols[2], f"del-{info.key}",
+                         f"Delete {info.name} and its {len(variant.sessions)} session(s)?",
+                         label="Delete document and sessions"):
+        store.delete_document(info.key, owner=user)
+        st.rerun()
+
+
+def _confirmed_delete(where, key: str, question: str, *, label: str = "Delete") -> bool:
+    """A delete button that asks first: the first click shows the question with 'Yes, delete'
+    and 'Cancel'; only 'Yes, delete' returns True. Nothing is deleted on one stray click."""
+    asking = f"confirm-{key}"
+    if where.button(label, key=key, type="secondary"):
+        st.session_state[asking] = True
+    if not st.session_state.get(asking):
+        return False
+    st.warning(safe_markdown(f"{question} This cannot be undone."))
+    yes, no = st.columns(2)
+    if no.button("Cancel", key=f"no-{key}"):
+        st.session_state.pop(asking, None)
+        st.rerun()
+    if yes.button("Yes, delete", key=f"yes-{key}", type="primary"):
+        st.session_state.pop(asking, None)
+        return True
+    return False
 
 
 def server_status(svc: Services) -> None:
@@ -378,6 +439,12 @@ def server_status(svc: Services) -> None:
 
     st.caption(ui_team.isolation_caption(svc.settings))
     caps = svc.client.capabilities(refresh=st.button("Refresh"))
+    demo_log = svc.settings.local_model_log
+    tail = log_tail(demo_log) if demo_log is not None else None
+    if tail is not None:  # first when the demo model is down: its log says why
+        with st.expander("Demo model log (last lines)", expanded=not caps.reachable):
+            st.caption(safe_markdown(str(demo_log)))
+            st.code(tail or "(empty)", language=None)
     if not caps.reachable:
         st.error(safe_markdown(caps.error or "The model service is not reachable."))
         return

@@ -164,8 +164,7 @@ def start_session(svc: Services, key: str) -> Session:
     if document is None:
         raise StoreError(f"No stored document {key[:12]}; it may have been evicted (upload it "
                          "again).")
-    keep = svc.workspace.fit(document, context=svc.client.capabilities().context_length)
-    return store.new_session(document, owner=user, kept_sections=keep)
+    return svc.workspace.open_session(document, keep=svc.qa.fit(document), owner=user)
 
 
 def session_document(store: Store, session: Session) -> Document | None:

@@ -3,14 +3,15 @@ stats line under an answer, and the Markdown export of a session."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .client import Capabilities
-from .documents import Document
-from .store import Session, Turn, TurnStatus
+from .documents import Document, DocumentKind, SectionKind
+from .store import DocumentInfo, Session, Turn, TurnStatus
 from .safe_text import safe_markdown
-from .tokens import Budget
+from .tokens import Budget, TokenCounting
 
 
 @dataclass(frozen=True)
@@ -31,20 +32,49 @@ def budget_segments(budget: Budget) -> list[BudgetSegment]:
 
 
 def budget_summary(budget: Budget) -> str:
+    """The budget line; says when the counts are the served model's (not Llama 3's), since
+    then they differ from what `sparkdocs count` prints."""
+    how = (" Counted with the server's tokenizer (the served model is not Llama 3)."
+           if budget.counting is TokenCounting.SERVER else "")
     if budget.fits:
         return (f"{budget.used:,} document tokens of {budget.available:,} available "
                 f"({budget.context:,} context − {budget.answer_reserve:,} answer reserve − "
-                f"{budget.prompt_overhead:,} prompt overhead); {budget.free:,} free.")
+                f"{budget.prompt_overhead:,} prompt overhead); {budget.free:,} free.{how}")
     return (f"Over budget by {-budget.free:,} tokens: the document has {budget.used:,} tokens but "
-            f"{budget.available:,} are available. Choose the parts to keep below.")
+            f"{budget.available:,} are available. Choose the parts to keep below.{how}")
 
 
 def section_rows(document: Document, kept: Sequence[int] | None = None) -> list[dict[str, Any]]:
-    """One row per page/section/file, largest first (the order to consider dropping them)."""
+    """One row per page/section/file. Files largest first (the order to consider dropping
+    them); pages and sections in reading order. "#" is the part's number from 1, as `count`
+    lists it and `--parts` takes it (a page's own number is in "part")."""
     keep = set(range(len(document.sections)) if kept is None else kept)
-    rows = [{"index": i, "part": s.locator, "tokens": s.tokens, "keep": i in keep}
+    rows = [{"#": i + 1, "part": s.locator, "tokens": s.tokens, "keep": i in keep}
             for i, s in enumerate(document.sections)]
-    return sorted(rows, key=lambda r: (-r["tokens"], r["index"]))
+    if any(s.kind is SectionKind.FILE for s in document.sections):
+        return sorted(rows, key=lambda r: (-r["tokens"], r["#"]))
+    return rows
+
+
+def fit_button_label(document: Document) -> str:
+    """What auto-fit does to this document (see `prompts.drop_order`), said on its button."""
+    if any(s.kind is SectionKind.FILE for s in document.sections):
+        return "Fit automatically: leave out the largest files until it fits"
+    unit = "pages" if document.kind is DocumentKind.PDF else "parts"
+    return f"Fit automatically: keep {unit} from the start, as many as fit"
+
+
+def kept_summary(document: Document, kept: Sequence[int]) -> str:
+    """Which parts a session keeps and which it leaves out, by number: the info under the
+    budget (the prompt tells the model the same)."""
+    from .selection import SelectBy, select_by, selection_text
+
+    unit = "pages" if select_by(document) is SelectBy.PAGES else "parts"
+    content = [i for i, s in enumerate(document.sections) if s.kind is not SectionKind.TREE]
+    left_out = [i for i in content if i not in set(kept)]
+    return (f"Keeping {unit} {selection_text(document, kept)} of {len(content)}; "
+            f"{len(left_out)} left out ({selection_text(document, left_out)}). The prompt says "
+            "so, so the model will not guess them.")
 
 
 def stats_line(turn: Turn) -> str:
@@ -104,6 +134,87 @@ def status_counts(session: Session) -> str:
     others = [f"{n} {status.value}" for status, n in counts.items()
               if status is not TurnStatus.FINISHED]
     return f"{len(session.turns)} question(s)" + (f" ({', '.join(others)})" if others else "")
+
+
+def demo_model_note(model: str | None) -> str | None:
+    """Said on the Ask page when answers come from the tiny demo model, so nobody judges
+    sparkdocs (or their document) by a 135M-parameter model's answers."""
+    from .local_model import LOCAL_MODEL_ALIAS, is_demo_model
+
+    if not is_demo_model(model):
+        return None
+    return (f"Answers come from {LOCAL_MODEL_ALIAS}: a 135M-parameter model for trying "
+            "sparkdocs out, whose answers are poor and whose tokenizer is not Llama 3's. For real "
+            "answers, point SPARKDOCS_BASE_URL at vLLM serving Llama 3.3 70B. If it stops "
+            "answering, the Server page shows its log.")
+
+
+def session_title(session: Session, *, width: int = 70) -> str:
+    """The title a person gave the session, else its first question (shortened to `width`)."""
+    renamed = session.title != session.document_name
+    first = session.turns[0].question if session.turns else ""
+    title = " ".join((session.title if renamed else (first or "no questions yet")).split())
+    return title if len(title) <= width else title[:width - 1].rstrip() + "…"
+
+
+def session_label(session: Session, *, width: int = 70) -> str:
+    """What a person recognises a session by: its first question (or the title they gave it),
+    when it was last used, and how many questions it holds — not its id."""
+    title = session_title(session, width=width)
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.updated_at or session.created_at))
+    return f"{title} · {when} · {status_counts(session)}"
+
+
+@dataclass(frozen=True)
+class LibraryVariant:
+    """One way a document was opened (its options gave other text, hence another key)."""
+
+    info: DocumentInfo
+    sessions: tuple[Session, ...]
+
+
+@dataclass(frozen=True)
+class LibraryEntry:
+    """One document as a person thinks of it: the same file opened with different options
+    (PDF password, include/exclude, lock files) is one entry with several variants."""
+
+    name: str
+    kind: str
+    variants: tuple[LibraryVariant, ...]
+
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        every = [s for v in self.variants for s in v.sessions]
+        return tuple(sorted(every, key=lambda s: s.updated_at, reverse=True))
+
+    @property
+    def detail(self) -> str:
+        """'' for one variant; else the variants' token counts, to tell them apart."""
+        if len(self.variants) == 1:
+            return ""
+        counts = ", ".join(f"{v.info.tokens:,}" for v in self.variants)
+        return (f"opened {len(self.variants)} ways with different options ({counts} tokens)")
+
+
+def library_entries(infos: Sequence[DocumentInfo], sessions: Sequence[Session]
+                    ) -> tuple[list[LibraryEntry], list[DocumentInfo]]:
+    """The Library's documents, grouped by name and kind, newest first — only those with a
+    session (opened to ask); the second list holds documents that were only read or counted
+    (`sparkdocs count`, `prompt`, a batch), which the Library mentions apart."""
+    by_key: dict[str, list[Session]] = {}
+    for session in sessions:
+        by_key.setdefault(session.document_key, []).append(session)
+    grouped: dict[tuple[str, str], list[LibraryVariant]] = {}
+    counted_only: list[DocumentInfo] = []
+    for info in infos:  # newest first, as the store lists them
+        if info.key not in by_key:
+            counted_only.append(info)
+            continue
+        grouped.setdefault((info.name, info.kind), []).append(
+            LibraryVariant(info, tuple(by_key[info.key])))
+    entries = [LibraryEntry(name, kind, tuple(variants))
+               for (name, kind), variants in grouped.items()]
+    return entries, counted_only
 
 
 def session_markdown(session: Session) -> str:

@@ -10,14 +10,15 @@ from typing import Any, Sequence
 
 from .config import Settings
 from .documents import Document, SectionKind
-from .errors import IngestError
+from .errors import BudgetError, IngestError
 from .ingest import (IngestOptions, Progress, Upload, codebase_key, document_key,
                      ingest_codebase, ingest_uploads)
 from .ingest.code import directory_tokens
 from .passwords import pdf_is_encrypted
 from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections
+from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
-from .store import Store
+from .store import Session, Store
 from .tokens import Budget, preload_llama3
 
 log = logging.getLogger(__name__)
@@ -107,16 +108,92 @@ class Workspace:
                                 answer_reserve=answer_tokens or self.settings.answer_tokens)
         return None if len(keep) == len(document.sections) else keep
 
+    def open_session(self, document: Document, *, keep: Sequence[int] | None = None,
+                     owner: str | None = None) -> Session:
+        """A session of `owner` (default: the settings' user) to ask in: their newest one of this
+        document that has no question yet (with `keep` as its parts), else a new one — so
+        uploading or reopening a document does not leave a trail of empty sessions behind."""
+        store, owner = self.store, owner or self.settings.user
+        for session in store.list_sessions(owner=owner, document_key=document.content_hash):
+            if not session.turns:
+                if session.kept_sections == (tuple(keep) if keep is not None else None):
+                    return session
+                return store.set_kept_sections(session.id, keep, owner=owner)
+        return store.new_session(document, owner=owner, kept_sections=keep)
 
-def count_report(document: Document, budget: Budget) -> dict[str, Any]:
-    """The `count` view of a document: tokens per section and directory, the budget, warnings."""
+    def select(self, document: Document, *, pages: str | None = None, parts: str | None = None
+               ) -> tuple[int, ...] | None:
+        """The sections a `--pages`/`--parts` choice keeps (None: the whole document)."""
+        keep = select(document, pages=pages, parts=parts)
+        if keep is not None and len(keep) == len(document.sections):
+            return None
+        return keep
+
+    def fit_hint(self, document: Document, *, context: int | None = None,
+                 answer_tokens: int | None = None) -> str | None:
+        """The flag to paste (`--pages 1-120` / `--parts 1-3,7`) for the largest selection that
+        fits, as auto-fit would keep it; None when the whole document fits. A document of
+        which no part fits says so (BudgetError)."""
+        keep = self.fit(document, context=context, answer_tokens=answer_tokens)
+        return None if keep is None else selection_hint(document, keep)
+
+    def check_selection(self, document: Document, keep: Sequence[int] | None, *,
+                        context: int | None = None, answer_tokens: int | None = None,
+                        ratio: float = 1.0) -> Budget:
+        """The budget of `keep` (in served tokens: `ratio` per Llama 3 token); a selection (or
+        whole document) over it is a BudgetError that names the excess and a selection that
+        fits, so a command line user can paste the fix."""
+        from .served_tokens import effective_context
+
+        answer = answer_tokens or self.settings.answer_tokens
+        context = context or self.settings.context_length
+        budget = self.budget(document, keep=keep, context=context,
+                             answer_tokens=answer).scaled(ratio)
+        if budget.fits:
+            return budget
+        what = "the whole document" if keep is None else f"the selection ({selection_hint(document, keep)})"
+        hint = self.fit_hint(document, context=effective_context(context, answer, ratio),
+                             answer_tokens=answer)
+        raise BudgetError(
+            f"{document.name}: {what} needs {budget.used:,} tokens, {-budget.free:,} over the "
+            f"{budget.available:,} available (context {budget.context:,} − answer reserve "
+            f"{budget.answer_reserve:,} − prompt overhead {budget.prompt_overhead:,}); "
+            f"choose fewer parts, e.g. {hint} (see `sparkdocs count`), or lower --max-tokens.")
+
+    def count(self, document: Document, *, keep: Sequence[int] | None = None,
+              context: int | None = None, answer_tokens: int | None = None) -> dict[str, Any]:
+        """The `count` report of `keep` (see `count_report`), with the tokens of the prompt
+        before its question (`prefix_tokens`: what `prompt` sends, less the question) and, when
+        the selection is over budget, a selection that fits."""
+        budget = self.budget(document, keep=keep, context=context, answer_tokens=answer_tokens)
+        hint, no_fit = None, None
+        if not budget.fits:
+            try:
+                hint = self.fit_hint(document, context=context, answer_tokens=answer_tokens)
+            except BudgetError as exc:  # not even one part fits: the report says so
+                no_fit = str(exc)
+        report = count_report(document, budget, keep=keep, fit_hint=hint)
+        report["no_fit"] = no_fit
+        report["prefix_tokens"] = self.prompts.warm_up(self.prepare(document, keep=keep)).prompt_tokens
+        return report
+
+
+def count_report(document: Document, budget: Budget, *, keep: Sequence[int] | None = None,
+                 fit_hint: str | None = None) -> dict[str, Any]:
+    """The `count` view of a document: tokens per section and directory, the budget (of the
+    selection `keep`, when given), warnings, and — over budget — a selection that fits. Parts
+    are numbered from 1 as `--parts` takes them."""
+    kept = set(range(len(document.sections)) if keep is None else keep)
     report: dict[str, Any] = {
         "name": document.name,
         "kind": document.kind.value,
         "content_hash": document.content_hash,
         "tokens": document.section_tokens,
-        "sections": [{"kind": s.kind.value, "title": s.title, "tokens": s.tokens}
-                     for s in document.sections],
+        "sections": [{"part": n, "kind": s.kind.value, "title": s.title, "tokens": s.tokens,
+                      "kept": n - 1 in kept}
+                     for n, s in enumerate(document.sections, 1)],
+        "selection": None if keep is None else selection_hint(document, keep),
+        "fit": fit_hint,
         "largest_sections": [document.sections[i].locator for i in rank_sections(document)[:10]],
         "warnings": list(document.warnings),
         "budget": budget.as_dict(),

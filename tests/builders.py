@@ -311,3 +311,18 @@ def make_tar_header_bomb(kind: bytes, declared_bytes: int) -> bytes:
     zeros = bz2.compress(bytes(block), 9)
     return (bz2.compress(info.tobuf(format=_tarfile.USTAR_FORMAT), 9)
             + zeros * (declared_bytes // block) + bz2.compress(bytes(1024), 9))
+
+
+def make_soft_hyphen_pdf() -> bytes:
+    """One page whose first line ends in a hyphenated word ("dan-" / "gerous"): PDFium reports
+    that hyphen as its soft-hyphen marker U+FFFE, as in typeset contracts and papers."""
+    content = (b"BT /F1 12 Tf 72 720 Td 14 TL (The goods are dan-) Tj T* "
+               b"(gerous and must be packed with care.) Tj T* (Delivery is in thirty days.) Tj ET")
+    return _pdf_from_objects([
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ])

@@ -74,7 +74,9 @@ class Behaviour:
     models_status: int = 200  # with models_body
     models_html: bool = False  # /v1/models answers 200 with an HTML page
     tokenize_body: Any = MODELS_NOT_SET  # the raw JSON /tokenize answers (after discovery's probe)
+    tokenize_scale: float = 1.0  # /tokenize counts Llama 3 tokens × this (another model's tokenizer)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    tokenize_requests: int = 0  # counts of texts other than discovery's probe
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -143,8 +145,16 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/tokenize":
             if b.tokenize_body is not MODELS_NOT_SET and body.get("prompt") != "hi":  # not the probe
                 self._json(200, b.tokenize_body)
-            else:
+            elif body.get("prompt", "hi") == "hi":  # discovery's probe
                 self._json(200, {"count": 3, "max_model_len": b.max_model_len, "tokens": [1, 2, 3]})
+            else:  # a Llama 3 server counts as Llama 3 does; another model by its own scale
+                from sparkdocs.tokens import llama3
+
+                n = int(llama3().count(str(body["prompt"])) * b.tokenize_scale + 0.5)
+                with b.lock:
+                    b.tokenize_requests += 1
+                self._json(200, {"count": n, "max_model_len": b.max_model_len,
+                                 "tokens": list(range(n))})
             return
         if self.path != "/v1/chat/completions":
             self._json(404, {"error": {"message": "not found"}})

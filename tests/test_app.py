@@ -63,7 +63,33 @@ def test_over_budget_is_stated_and_parts_can_be_chosen(app_env):
     text = synthetic_document_text(3000).encode()
     at = upload(AppTest.from_file(APP, default_timeout=60).run(), "long.md", text, "text/markdown")
     assert not at.exception
-    assert any("part(s) left out" in i.value for i in at.info)  # fitted automatically, and said
+    assert any("left out" in i.value for i in at.info)  # fitted automatically, and said
+
+
+@pytest.mark.integration
+def test_over_budget_pages_are_typed_as_a_range_and_the_sent_prompt_holds_them(app_env):
+    """A PDF over budget: auto-fit keeps pages from the start and says which (1-based); typing
+    "2-5" in "Pages to keep" makes the next question carry exactly pages 2-5."""
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        app_env(base_url=server.base_url, context=2048)
+        at = upload(AppTest.from_file(APP, default_timeout=60).run(), "c.pdf", make_contract_pdf(40))
+        assert not at.exception
+        info = " ".join(i.value for i in at.info)
+        assert "Keeping pages 1-" in info and "of 40" in info, info
+        assert any(b.label.startswith("Fit automatically: keep pages from the start") for b in at.button)
+        box = next(t for t in at.text_input if t.label.startswith("Pages to keep"))
+        assert box.value.startswith("1-")
+        box.set_value("2-5").run()
+        assert not at.exception
+        assert any("Keeping pages 2-5 of 40; 36 left out (1,6-40)" in i.value for i in at.info)
+        at.chat_input[0].set_value("Who pays?").run()
+        assert not at.exception
+        sent = server.behaviour.requests[-1]["messages"][1]["content"]
+    assert all(f"Clause {n}." in sent for n in (2, 3, 4, 5))
+    assert "Clause 1." not in sent and "Clause 6." not in sent
 
 
 @pytest.mark.integration
@@ -138,7 +164,45 @@ def test_library_page_lists_renames_and_deletes(app_env):
     at.button(key=f"rename-{document.content_hash}").click().run()
     assert "Renamed doc" in at.expander[0].label
     at.button(key=f"del-{document.content_hash}").click().run()
-    assert "No stored documents" in at.info[0].value
+    assert "Renamed doc" in at.expander[0].label  # one click only asks
+    assert any("cannot be undone" in w.value for w in at.warning)
+    at.button(key=f"yes-del-{document.content_hash}").click().run()
+    assert "No documents with sessions" in at.info[0].value
+
+
+@pytest.mark.integration
+def test_library_groups_variants_hides_counted_documents_and_labels_sessions(app_env):
+    """One entry for a codebase opened with two include patterns; a document only counted is
+    not listed as if it had sessions; a session reads as its first question, date and count;
+    a session delete asks first; reopening a document reuses its empty session."""
+    from builders import make_zip
+
+    settings = app_env()
+    workspace = Workspace(settings)
+    archive = make_zip({"r/src/a.py": b"a = 1\n", "r/docs/b.md": b"# b\n"})
+    whole = workspace.load_uploads([Upload("r.zip", archive)], workspace.ingest_options())
+    part = workspace.load_uploads([Upload("r.zip", archive)], workspace.ingest_options(include=["src/"]))
+    assert whole.content_hash != part.content_hash
+    asked = workspace.open_session(whole)
+    workspace.store.append_turn(asked.id, Turn("Where is a defined?", "In src/a.py.", ttft_s=0.2))
+    empty = workspace.open_session(part)
+    assert workspace.open_session(part).id == empty.id  # no second empty session
+    workspace.load_uploads([Upload("counted.txt", b"Only counted.")], workspace.ingest_options())
+    workspace.store.close()
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/library.py").run()
+    assert not at.exception
+    labels = [e.label for e in at.expander]
+    assert sum("r.zip" in label for label in labels) == 1, labels
+    assert not any("counted.txt" in label for label in labels[:-1])
+    assert "never asked about" in labels[-1]
+    assert any("opened 2 ways" in c.value for c in at.caption)
+    texts = [m.value for m in at.markdown]
+    assert any("Where is a defined? · 20" in t and "1 question(s)" in t for t in texts), texts
+    at.button(key=f"dels-{asked.id}").click().run()
+    assert len(Workspace(settings).store.list_sessions()) == 2
+    at.button(key=f"yes-dels-{asked.id}").click().run()
+    assert [s.id for s in Workspace(settings).store.list_sessions()] == [empty.id]
 
 
 @pytest.mark.integration
@@ -186,3 +250,35 @@ def test_codebase_upload_shows_files_and_tokens_per_directory(app_env):
     assert any("Tokens per directory" in c.value for c in at.caption)
     directories = at.dataframe[1].value  # [0] is the per-file editor
     assert set(directories["directory"]) == {".", "docs", "src", "src/b"}
+
+
+@pytest.mark.integration
+def test_the_demo_model_is_named_on_ask_and_its_log_on_the_server_page(app_env, monkeypatch, tmp_path):
+    from fakeserver import FakeServer
+
+    from sparkdocs.local_model import LOCAL_MODEL_ALIAS
+
+    log = tmp_path / "local-model.log"
+    log.write_text("".join(f"llama line {i}\n" for i in range(100)) + "ggml_abort: out of memory\n")
+    monkeypatch.setenv("SPARKDOCS_LOCAL_MODEL_LOG", str(log))
+    with FakeServer() as server:
+        server.behaviour.model = LOCAL_MODEL_ALIAS
+        app_env(base_url=server.base_url)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        assert not at.exception
+        assert any("tiny demo model" in i.value and "poor" in i.value for i in at.info)
+        at.switch_page("pages/server.py").run()
+        assert not at.exception
+        shown = at.code[0].value
+    assert "ggml_abort: out of memory" in shown and "llama line 99" in shown
+    assert "llama line 10\n" not in shown
+
+
+@pytest.mark.integration
+def test_a_llama_model_gets_no_demo_notice(app_env):
+    from fakeserver import FakeServer
+
+    with FakeServer() as server:
+        app_env(base_url=server.base_url)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and not any("demo model" in i.value for i in at.info)

@@ -286,3 +286,68 @@ def test_ask_against_a_server_that_ignores_max_tokens_ends_saying_so(tmp_path: P
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert "the server sent more than 48 tokens for max_tokens=16; stopped" in result.stderr
     assert result.stdout.startswith("The answer")  # the partial answer was shown
+
+
+def test_count_over_budget_gives_a_pages_selection_that_fits_and_prompt_builds_that_count(tmp_path: Path):
+    """A contract over budget: `count` numbers its parts, prints a --pages selection to paste,
+    and with that selection its count is exactly the prompt `prompt --pages` builds."""
+    from sparkdocs.prompts import QUESTION_LEAD
+    from sparkdocs.tokens import llama3
+
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(make_contract_pdf(40))
+    cache = tmp_path / "cache"
+    small = ("--context-length", "3000", "--max-tokens", "500")
+    whole = json.loads(run("count", str(pdf), *small, "--json", cache=cache).stdout)
+    assert not whole["budget"]["fits"] and [s["part"] for s in whole["sections"]] == list(range(1, 41))
+    assert whole["fit"].startswith("--pages 1-")
+    text = run("count", str(pdf), *small, cache=cache).stdout
+    assert f"a selection that fits: {whole['fit']}" in text and "--include" not in text
+    pages = whole["fit"].split()[1]
+    chosen = json.loads(run("count", str(pdf), *small, "--pages", pages, "--json", cache=cache).stdout)
+    assert chosen["budget"]["fits"] and chosen["selection"] == whole["fit"]
+    assert [s["kept"] for s in chosen["sections"]].count(False) == 40 - int(pages.split("-")[1])
+    built = json.loads(run("prompt", str(pdf), "-q", "Who pays?", "--pages", pages, *small, "--json",
+                           cache=cache).stdout)
+    assert built["fits"]
+    tok = llama3()
+    assert built["prompt_tokens"] == (chosen["prefix_tokens"] - tok.count(QUESTION_LEAD)
+                                      + tok.count(f"{QUESTION_LEAD} Who pays?"))
+    user = built["messages"][1]["content"]
+    assert "Clause 1." in user and f"Clause {int(pages.split('-')[1]) + 1}." not in user
+    parts = json.loads(run("count", str(pdf), *small, "--parts", "2-3", "--json", cache=cache).stdout)
+    assert parts["selection"] == "--pages 2-3"
+
+
+def test_prompt_over_the_context_says_so_and_exits_non_zero(tmp_path: Path):
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(make_contract_pdf(40))
+    result = run("prompt", str(pdf), "-q", "Who pays?", "--context-length", "3000", "--max-tokens",
+                 "500", "--json", cache=tmp_path / "cache", check=False)
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["fits"] is False
+    assert "over the" in result.stderr and "--pages 1-" in result.stderr
+
+
+def test_ask_with_pages_starts_a_session_of_those_pages_and_over_budget_names_the_fix(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(make_contract_pdf(40))
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 3000
+        env_url = server.base_url
+        over = _ask(tmp_path, env_url, str(pdf), "Who pays?")
+        assert over.returncode == 2 and "--pages 1-" in over.stderr and "over the" in over.stderr
+        fine = _ask(tmp_path, env_url, str(pdf), "--pages", "2-4", "Who pays?")
+        assert fine.returncode == 0, fine.stderr
+        sent = server.behaviour.requests[-1]["messages"][1]["content"]
+    assert "Clause 2." in sent and "Clause 4." in sent and "Clause 1." not in sent
+    assert "Clause 5." not in sent
+
+
+def _ask(tmp_path: Path, base_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"),
+           "SPARKDOCS_BASE_URL": base_url, "SPARKDOCS_ANSWER_TOKENS": "500"}
+    return subprocess.run([sys.executable, "-m", "sparkdocs", "ask", *args], capture_output=True,
+                          text=True, env=env, timeout=300)

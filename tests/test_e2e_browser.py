@@ -135,3 +135,36 @@ def test_stop_keeps_the_partial_answer_marked_interrupted(slow_app_url, tmp_path
         answer = page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
         assert "word0" in answer and "word299" not in answer
         browser.close()
+
+
+def test_a_question_typed_while_an_answer_streams_loses_neither(slow_app_url, tmp_path, artifacts_dir):
+    """The chat input is disabled while an answer streams, so typing and Enter there cannot
+    rerun the page and cut the answer; once it ends the next question goes through; Esc stops."""
+    from playwright.sync_api import expect, sync_playwright
+
+    note = tmp_path / "note.md"
+    note.write_text("# Note\nThe supplier delivers within thirty days.")
+    with sync_playwright() as p:
+        browser, page = _upload(p, slow_app_url, note, "note.md · text ·")
+        _ask(page, "When is delivery?")
+        expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
+        box = page.get_by_placeholder("Ask about the document")
+        box.click(force=True)
+        page.keyboard.type("Who pays?")
+        page.keyboard.press("Enter")
+        expect(page.get_by_text(STATS)).to_have_count(1, timeout=60_000)
+        first = page.locator('[data-testid="stChatMessage"]').nth(1).inner_text()
+        assert "word47" in first and "finish: length" in first, first[-300:]  # ended by itself
+        expect(box).to_be_enabled(timeout=30_000)
+        _ask(page, "Who pays?")
+        expect(page.get_by_text("word20", exact=False).nth(1)).to_be_visible(timeout=30_000)
+        page.keyboard.press("Escape")
+        expect(page.get_by_text("Stopped by the user")).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(artifacts_dir / "05-queued-question.png"), full_page=True)
+        page.reload()
+        expect(page.get_by_text("Who pays?")).to_be_visible(timeout=60_000)
+        messages = page.locator('[data-testid="stChatMessage"]')
+        expect(messages).to_have_count(4)
+        assert "word47" in messages.nth(1).inner_text()
+        assert "word0" in messages.nth(3).inner_text()
+        browser.close()

@@ -78,3 +78,21 @@ def test_cli_ask_json_and_follow_up(real_server, tmp_path: Path):
     assert first["cached_tokens"] is None  # llama.cpp does not report it: null, not 0
     follow = ask("And section 8?", "--follow-up-of", first["session"])
     assert follow["session"] == first["session"] and follow["answer"]
+
+
+def test_the_demo_model_is_budgeted_with_its_own_tokenizer(qa):
+    """SmolLM2 splits text into more tokens than Llama 3: the budget says so and counts as the
+    server does, and the whole-prompt check uses its counts (the server's own count of the
+    block is the independent evidence)."""
+    from sparkdocs.tokens import TokenCounting
+    from sparkdocs.views import budget_summary
+
+    document = _document(qa, 2000, seed=7)
+    served = qa.served_count(document)
+    assert served.counting is TokenCounting.SERVER and served.ratio > 1.05
+    budget = qa.budget(document)
+    block = qa.prepared(document).block
+    server_block = qa.client.count_tokens(block)
+    assert budget.used == pytest.approx(server_block, rel=0.02)
+    assert budget.used > qa.workspace.budget(document, context=8192).used
+    assert "Counted with the server's tokenizer" in budget_summary(budget)

@@ -186,3 +186,20 @@ def test_same_bytes_same_key_regardless_of_name():
     data = LOREM.encode()
     assert ingest_bytes("x.txt", data).content_hash == ingest_bytes("renamed.txt", data).content_hash
     assert ingest_bytes("x.txt", data).content_hash != ingest_bytes("x.md", data).content_hash
+
+
+def test_pdfium_soft_hyphens_are_removed_and_the_word_joined():
+    """PDFium reports a typesetter's line-end hyphen as U+FFFE inside the word; the page text
+    has the whole word, and no U+FFFE anywhere."""
+    import pypdfium2
+
+    from builders import make_soft_hyphen_pdf
+    from sparkdocs.ingest.pdf import join_soft_hyphens
+
+    data = make_soft_hyphen_pdf()
+    raw = pypdfium2.PdfDocument(data)[0].get_textpage().get_text_range()
+    assert "\ufffe" in raw  # the evidence that PDFium marks it (else this test proves nothing)
+    page = ingest_bytes("goods.pdf", data).sections[0].text
+    assert "\ufffe" not in page and "The goods are dangerous and must be packed" in page
+    assert join_soft_hyphens("dan\ufffe\r\ngerous goods\nnext") == "dangerous goods\nnext"
+    assert join_soft_hyphens("mid\ufffeword, end\ufffe \n  next") == "midword, endnext"

@@ -44,3 +44,34 @@ def test_kv_fit_from_vllm_metrics():
     caps = Capabilities("u", True, metrics=ServerMetrics(block_size=16, num_gpu_blocks=12_000))
     assert "4 documents of 48,000 tokens" in kv_fit(caps, 48_000)
     assert kv_fit(Capabilities("u", True), 1000) is None
+
+
+def test_parts_are_numbered_from_one_and_auto_fit_says_what_it_does():
+    from builders import make_contract_pdf, make_many_file_codebase
+    from sparkdocs.ingest import ingest_bytes
+    from sparkdocs.tokens import count_document
+    from sparkdocs.views import fit_button_label, kept_summary, section_rows
+
+    pdf = count_document(ingest_bytes("c.pdf", make_contract_pdf(5)))
+    rows = section_rows(pdf, (0, 1))
+    assert [r["#"] for r in rows] == [1, 2, 3, 4, 5] and rows[0]["part"] == "page 1"
+    assert [r["keep"] for r in rows] == [True, True, False, False, False]
+    assert "keep pages from the start" in fit_button_label(pdf)
+    assert kept_summary(pdf, (0, 1)).startswith("Keeping pages 1-2 of 5; 3 left out (3-5).")
+    code = count_document(ingest_bytes("r.zip", make_many_file_codebase(5)))
+    assert "largest files" in fit_button_label(code)
+    assert min(r["#"] for r in section_rows(code)) == 1
+
+
+def test_a_session_reads_as_its_first_question_date_and_count():
+    from sparkdocs.views import session_label, session_title
+
+    empty = Session("abc123", "k", "contract.pdf", "contract.pdf", created_at=1.7e9, updated_at=1.7e9)
+    assert session_title(empty) == "no questions yet"
+    asked = empty.with_turn(Turn("What is the   payment term?", "45 days.", asked_at=1.7e9))
+    label = session_label(asked)
+    assert label.startswith("What is the payment term? · 20") and label.endswith("1 question(s)")
+    assert "abc123" not in label
+    renamed = Session("abc123", "k", "contract.pdf", "Payment terms", turns=asked.turns)
+    assert session_title(renamed) == "Payment terms"
+    assert session_title(empty.with_turn(Turn("x" * 200, ""))).endswith("…")

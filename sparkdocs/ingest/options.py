@@ -33,5 +33,6 @@ class IngestOptions:
     def cache_salt(self) -> str:
         """The options that change the resulting Document (limits do not, passwords never go in),
         and the rendering version (cached documents carry token counts of their rendering)."""
-        return repr(("v1", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
+        # v2: PDF soft hyphens (U+FFFE) are joined, so v1 PDFs are read again
+        return repr(("v2", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
                      self.max_source_file_bytes))

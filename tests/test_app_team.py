@@ -119,6 +119,7 @@ def test_a_new_session_on_a_stored_encrypted_pdf_asks_for_the_password(app_env):
     document = workspace.load_uploads(
         [Upload("locked.pdf", make_pdf(["Clause 7."], password="pdf-pass-7"))],
         workspace.ingest_options(password="pdf-pass-7"))
+    workspace.store.new_session(document)  # the Library lists documents that have a session
     workspace.store.close()
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("pages/library.py").run()

@@ -26,7 +26,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
 from .documents import Document
@@ -154,7 +155,7 @@ def plan_outputs(sources: Sequence[str]) -> dict[str, OutputName]:
     except ValueError:  # different drives: no common folder
         common = ""
     planned: dict[str, OutputName] = {}
-    for source, path in zip(sources, absolute):
+    for source, path in zip(sources, absolute, strict=True):
         relative = os.path.relpath(path, common) if common else path
         parts = [p for p in re.split(r"[\\/]+", relative) if p not in ("", ".")]
         relative = "/".join(parts) or os.path.basename(path) or "document"

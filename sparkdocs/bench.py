@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
 from .documents import Document, DocumentKind, Section, SectionKind, clean_text
@@ -26,9 +26,7 @@ log = logging.getLogger(__name__)
 QUESTIONS = ("What is this document about? Answer in three sentences.",
              "List the three most important obligations it states.",
              "Which numbers appear most often, and where?")
-_WORDS = ("contract party clause obligation shall term payment liability notice agreement data "
-          "model token cache prefix budget server request answer document page supplier "
-          "customer invoice delivery warranty termination indemnity confidential").split()
+_WORDS = ["contract", "party", "clause", "obligation", "shall", "term", "payment", "liability", "notice", "agreement", "data", "model", "token", "cache", "prefix", "budget", "server", "request", "answer", "document", "page", "supplier", "customer", "invoice", "delivery", "warranty", "termination", "indemnity", "confidential"]
 
 
 @dataclass(frozen=True)

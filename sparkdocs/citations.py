@@ -26,7 +26,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from enum import StrEnum
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 from .documents import LINE_ANCHOR_EVERY, Document, Section, SectionKind
 from .prompts import PreparedDocument
@@ -72,7 +73,7 @@ class Locator:
                 "last": self.last, "lines": list(self.lines) if self.lines else None}
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Locator":
+    def from_dict(cls, record: dict[str, Any]) -> Locator:
         lines = record.get("lines")
         return cls(SectionKind(record["kind"]), record["title"], record["label"],
                    last=record.get("last"), lines=(lines[0], lines[1]) if lines else None)
@@ -101,7 +102,7 @@ class Citation:
                 "occurrences": [o.as_dict() for o in self.occurrences], "note": self.note or None}
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Citation":
+    def from_dict(cls, record: dict[str, Any]) -> Citation:
         """Back from `as_dict` (a JSONL record), for writing its sources again."""
         def place(value: dict[str, Any] | None) -> Locator | None:
             return Locator.from_dict(value) if value else None
@@ -365,10 +366,7 @@ class QuoteMention:
 
 _PATH = r"[\w][\w.\-/]*\.[A-Za-z][A-Za-z0-9]{0,7}"
 _CODE_EXTENSIONS = frozenset(
-    "py pyi ipynb js jsx ts tsx mjs cjs java kt kts scala go rs c h cc cpp hpp cxx cs rb php swift "
-    "m mm r jl lua pl sh bash zsh ps1 bat sql html htm css scss less vue svelte xml json yaml yml "
-    "toml ini cfg conf env md rst txt csv tsv proto graphql gradle cmake mk dockerfile tf hcl "
-    "lock pdf docx".split())
+    ["py", "pyi", "ipynb", "js", "jsx", "ts", "tsx", "mjs", "cjs", "java", "kt", "kts", "scala", "go", "rs", "c", "h", "cc", "cpp", "hpp", "cxx", "cs", "rb", "php", "swift", "m", "mm", "r", "jl", "lua", "pl", "sh", "bash", "zsh", "ps1", "bat", "sql", "html", "htm", "css", "scss", "less", "vue", "svelte", "xml", "json", "yaml", "yml", "toml", "ini", "cfg", "conf", "env", "md", "rst", "txt", "csv", "tsv", "proto", "graphql", "gradle", "cmake", "mk", "dockerfile", "tf", "hcl", "lock", "pdf", "docx"])
 _RANGE_SEP = r"\s*(?:-|–|—|to|through|and|&)\s*"
 _REFERENCE = re.compile(
     rf"(?P<fpath>{_PATH})(?:(?::|#L)(?P<fl1>\d+)(?:\s*[-–]\s*L?(?P<fl2>\d+))?"
@@ -507,7 +505,7 @@ def find_quotes(answer: str) -> list[QuoteMention]:
         text = _strip_quote(text)
         if _word_count(text) >= MIN_QUOTE_WORDS:
             found.append((start, end, text, trailing))
-    fences = []
+    fences: list[tuple[int, int, str, Refs]] = []
     for match in _FENCE.finditer(answer):  # code is a quote only when it cites a file
         body = match.group().split("\n", 1)[1].rsplit("\n", 1)[0]
         if _word_count(body) >= MIN_QUOTE_WORDS:
@@ -518,7 +516,7 @@ def find_quotes(answer: str) -> list[QuoteMention]:
     # first the references attached right after each quote, then, for quotes without one, the
     # last reference before the quote in its sentence or lead-in (not one attached to another)
     attached: list[Refs] = []
-    for number, (start, end, _, references) in enumerate(everything):
+    for number, (_, end, _, references) in enumerate(everything):
         limit = everything[number + 1][0] if number + 1 < len(everything) else len(answer)
         attached.append(references or _attached_reference(answer, end, limit))
     mentions = []
@@ -667,15 +665,15 @@ def resolve(reference: Reference, document: Document, *, pages: dict[int, int] |
         return _resolve_number(reference.value, document)
     if reference.kind is RefKind.FILE:
         path = reference.value.strip("./") if reference.value.startswith("./") else reference.value
-        files = [(i, s.title) for i, s in enumerate(sections) if s.kind is SectionKind.FILE]
-        matches = tuple(i for i, t in files if t == path) or tuple(
-            i for i, t in files if t.endswith("/" + path) or path.endswith("/" + t))
+        titled = [(i, s.title) for i, s in enumerate(sections) if s.kind is SectionKind.FILE]
+        matches = tuple(i for i, t in titled if t == path) or tuple(
+            i for i, t in titled if t.endswith("/" + path) or path.endswith("/" + t))
         title = sections[matches[0]].title if len(matches) == 1 else path
         return file_locator(title, reference.lines, matches)
     # bare "lines 40-52": a plain-text part titled by its lines, or the only file
     assert reference.lines is not None
     low, high = reference.lines
-    parts = []
+    parts: list[int] = []
     for i, s in enumerate(sections):
         m = re.fullmatch(r"lines (\d+)-(\d+)", s.title) if s.kind is SectionKind.HEADING else None
         if m and int(m.group(1)) <= low <= int(m.group(2)):
@@ -757,7 +755,7 @@ def _one_edit(a: str, b: str) -> bool:
         return a == b
     if len(a) > len(b):
         a, b = b, a
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return a[i + 1:] == b[i + 1:] if len(a) == len(b) else a[i:] == b[i + 1:]
     return True
@@ -799,7 +797,7 @@ def _benign_edits(quote: Sequence[str], source: Sequence[str]) -> tuple[bool, in
         if op == "replace":
             if "".join(q) == "".join(s):
                 continue  # a word broken or joined by extraction: "with in" / "within"
-            if len(q) != len(s) or not all(_benign_pair(a, b) for a, b in zip(q, s)):
+            if len(q) != len(s) or not all(_benign_pair(a, b) for a, b in zip(q, s, strict=True)):
                 return False, edits
         elif not all(w in _FILLERS for w in (q if op == "delete" else s)):
             return False, edits

@@ -14,7 +14,8 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Iterator
 
 import click
 import typer
@@ -81,17 +82,17 @@ OPTION_NAMES = {"answer_tokens": "--max-tokens", "context_length": "--context-le
                 "base_url": "--base-url", "model": "--model", "api_key": "--api-key"}
 
 PathsArg = Annotated[list[str], typer.Argument(help="Files, globs, a folder or an archive: one document.")]
-IncludeOpt = Annotated[Optional[list[str]], typer.Option("--include", help="gitignore-style pattern of files to keep (codebases).")]
-ExcludeOpt = Annotated[Optional[list[str]], typer.Option("--exclude", help="gitignore-style pattern of files to leave out.")]
-PasswordOpt = Annotated[Optional[str], typer.Option("--password", help="Password of an encrypted PDF.")]
+IncludeOpt = Annotated[list[str] | None, typer.Option("--include", help="gitignore-style pattern of files to keep (codebases).")]
+ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="gitignore-style pattern of files to leave out.")]
+PasswordOpt = Annotated[str | None, typer.Option("--password", help="Password of an encrypted PDF.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Served model id (SPARKDOCS_MODEL).")]
-ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key (SPARKDOCS_API_KEY).")]
-PagesOpt = Annotated[Optional[str], typer.Option("--pages", help="PDF pages to keep, e.g. 1-40,90-120.")]
-PartsOpt = Annotated[Optional[str], typer.Option("--parts", help="Parts to keep, numbered as `count` lists them, e.g. 1-3,7.")]
-ContextOpt = Annotated[Optional[int], typer.Option("--context-length", help="Context length to budget against.")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Answer length limit (the answer reserve).")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Served model id (SPARKDOCS_MODEL).")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (SPARKDOCS_API_KEY).")]
+PagesOpt = Annotated[str | None, typer.Option("--pages", help="PDF pages to keep, e.g. 1-40,90-120.")]
+PartsOpt = Annotated[str | None, typer.Option("--parts", help="Parts to keep, numbered as `count` lists them, e.g. 1-3,7.")]
+ContextOpt = Annotated[int | None, typer.Option("--context-length", help="Context length to budget against.")]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", help="Answer length limit (the answer reserve).")]
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -105,7 +106,7 @@ _GLOBAL_OPTIONS: dict[str, str] = {}  # options given before the command (team m
 
 
 @app.callback()
-def _global_options(user: Annotated[Optional[str], typer.Option(
+def _global_options(user: Annotated[str | None, typer.Option(
         "--user", help="Act as this user: see and continue only their documents and sessions "
         "(SPARKDOCS_USER; default 'local', the single-user library).")] = None) -> None:
     from .auth import check_user_name
@@ -124,7 +125,7 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
           pages: PagesOpt = None, parts: PartsOpt = None,
           password: PasswordOpt = None, as_json: JsonOpt = False,
           context_length: ContextOpt = None,
-          max_tokens: Annotated[Optional[int], typer.Option(help="Answer reserve.")] = None) -> None:
+          max_tokens: Annotated[int | None, typer.Option(help="Answer reserve.")] = None) -> None:
     """Exact Llama 3 token counts per part (numbered for --parts) and the budget against the
     context; over budget, a --pages/--parts selection that fits."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
@@ -206,7 +207,7 @@ def _service_settings(base_url: str | None, model: str | None, api_key: str | No
 
 @app.command(context_settings={"allow_interspersed_args": True})
 def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTION (last).")],
-        follow_up_of: Annotated[Optional[str], typer.Option("--follow-up-of", help="Session id to continue (keeps history).")] = None,
+        follow_up_of: Annotated[str | None, typer.Option("--follow-up-of", help="Session id to continue (keeps history).")] = None,
         max_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
         pages: PagesOpt = None, parts: PartsOpt = None,
         password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,
@@ -334,8 +335,8 @@ def summarize(
         paths: PathsArg,
         out: Annotated[Path, typer.Option("--out", help="Folder for the summaries.")],
         concurrency: Annotated[int, typer.Option(help="Requests kept in flight.")] = 8,
-        instructions: Annotated[Optional[Path], typer.Option(help="File with the summary instructions.")] = None,
-        style: Annotated[Optional[str], typer.Option(help="Built-in instructions: brief, contract, paper, code.")] = None,
+        instructions: Annotated[Path | None, typer.Option(help="File with the summary instructions.")] = None,
+        style: Annotated[str | None, typer.Option(help="Built-in instructions: brief, contract, paper, code.")] = None,
         output_format: Annotated[str, typer.Option("--format", help="md (one file each) or jsonl.")] = "md",
         max_tokens: MaxTokensOpt = None,
         force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
@@ -487,12 +488,12 @@ def _echo_local_model_status(status: Any) -> None:
 
 
 @app.command()
-def bench(path: Annotated[Optional[Path], typer.Argument(help="A document to use (default: synthetic).")] = None,
+def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (default: synthetic).")] = None,
           tokens: Annotated[int, typer.Option(help="Document size in Llama 3 tokens.")] = 4000,
           concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,2,4,8",
           max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length per request.")] = 64,
           as_json: JsonOpt = False,
-          out_dir: Annotated[Optional[Path], typer.Option("--out", help="Write report.md, report.json and PNG charts here.")] = None,
+          out_dir: Annotated[Path | None, typer.Option("--out", help="Write report.md, report.json and PNG charts here.")] = None,
           base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Measure TTFT cold / follow-up / warmed, prefill and decode speed, and concurrency."""
     from .bench import Bench, BenchOptions, write_report
@@ -534,7 +535,7 @@ def bench(path: Annotated[Optional[Path], typer.Argument(help="A document to use
 def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
                 host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
                 n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length.")] = 8192,
-                log_file: Annotated[Optional[Path], typer.Option(
+                log_file: Annotated[Path | None, typer.Option(
                     "--log-file", help="Server output (default: CACHE_DIR/local-model.log).")] = None) -> None:
     """Start a TINY DEMO MODEL (SmolLM2-135M via llama.cpp) for machines without a GPU service."""
     import time

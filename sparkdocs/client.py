@@ -4,6 +4,7 @@ when it cannot, warms the prefix cache, and turns every failure into an error wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
@@ -12,7 +13,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import httpx
 import openai
@@ -232,7 +234,7 @@ class AnswerStream:
     never lets a read time out) and a length bound of about twice max_tokens. Text is stripped of
     terminal control sequences here, once, for every reader (terminal, files, pages, store)."""
 
-    def __init__(self, client: "ModelClient", messages: Sequence[ChatMessage], *, model: str,
+    def __init__(self, client: ModelClient, messages: Sequence[ChatMessage], *, model: str,
                  max_tokens: int, temperature: float, deadline_s: float,
                  deadline_fix: str, cache_salt: str | None = None) -> None:
         self._client = client
@@ -273,10 +275,8 @@ class AnswerStream:
         sock = network.get_extra_info("socket") if network is not None else None
         if sock is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # already closed by the server or the reading thread
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # already closed by the server or by the reading thread
-            pass
 
     @property
     def text(self) -> str:

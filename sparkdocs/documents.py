@@ -16,7 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 class DocumentKind(StrEnum):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
+from collections.abc import Callable
 
 import httpx
 
@@ -79,8 +80,8 @@ def is_demo_model(model: str | None) -> bool:
     return "smollm2" in name or "tiny demo model" in name
 
 
-def log_tail(path: Path, *, lines: int = 40, max_bytes: int = 64 * 1024) -> str | None:
-    """The last `lines` lines of the demo model's log (None if there is none yet), read from
+def log_excerpt(path: Path, *, lines: int = 40, max_bytes: int = 64 * 1024) -> str | None:
+    """The last `lines` lines of the demo model's log, as lines, for the Server page (None if there is none yet), read from
     the end so a long-running server's big log costs nothing; control sequences removed."""
     from .literal import strip_controls
 

@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from .client import AnswerResult, AnswerStream, ModelClient, WarmUpResult
 from .documents import Document

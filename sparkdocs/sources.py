@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from .errors import FileTooLargeError, IngestError, UnsafeArchiveError
 from .ingest import IngestOptions, SourceFile, Upload

@@ -16,7 +16,8 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Sequence
 
 from .documents import (
     DOCUMENT_CLOSE,
@@ -236,7 +237,7 @@ def count_document(document: Document, tokenizer: TokenCounter | None = None) ->
             counts += _count_batch(tok, batch)
             batch, size = [], 0
     counts += _count_batch(tok, batch)
-    sections = tuple(dataclasses.replace(s, tokens=n) for s, n in zip(document.sections, counts))
+    sections = tuple(dataclasses.replace(s, tokens=n) for s, n in zip(document.sections, counts, strict=True))
     return dataclasses.replace(document, sections=sections, counted=True)
 
 

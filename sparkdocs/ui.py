@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import streamlit as st
 
@@ -26,7 +26,7 @@ from .store import Session
 from .citations import answers_sources_markdown
 from .ui_sources import answer_citations, marked_answer, show_sources
 from .selection import SelectBy, select_by, select_typed, selection_text
-from .local_model import log_tail
+from .local_model import log_excerpt
 from .views import (LibraryVariant, budget_segments, budget_summary, demo_model_note,
                     fit_button_label,
                     kept_summary, library_entries, section_rows, session_label, session_markdown,
@@ -440,7 +440,7 @@ def server_status(svc: Services) -> None:
     st.caption(ui_team.isolation_caption(svc.settings))
     caps = svc.client.capabilities(refresh=st.button("Refresh"))
     demo_log = svc.settings.local_model_log
-    tail = log_tail(demo_log) if demo_log is not None else None
+    tail = log_excerpt(demo_log) if demo_log is not None else None
     if tail is not None:  # first when the demo model is down: its log says why
         with st.expander("Demo model log (last lines)", expanded=not caps.reachable):
             st.caption(safe_markdown(str(demo_log)))

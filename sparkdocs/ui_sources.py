@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -51,10 +51,10 @@ def show_sources(prepared: PreparedDocument | None, citations: Sequence[Citation
                "≈ close match · ∅ from a left-out part · ✗ not found)")
     columns = st.columns(min(len(citations), 4))
     for number, citation in enumerate(citations):
-        with columns[number % len(columns)]:
-            with st.popover(chip_label(citation), key=f"src-{key}-{number}",
-                            help=STATUS_LABELS[citation.status]):
-                _source_view(prepared, citation)
+        with columns[number % len(columns)], st.popover(
+                chip_label(citation), key=f"src-{key}-{number}",
+                help=STATUS_LABELS[citation.status]):
+            _source_view(prepared, citation)
 
 
 def _source_view(prepared: PreparedDocument, citation: Citation) -> None:

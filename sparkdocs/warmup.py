@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Sequence
+from collections.abc import Sequence
 
 from .documents import Document
 from .errors import SparkdocsError

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from .config import Settings
 from .documents import Document, SectionKind
@@ -88,7 +89,7 @@ class Workspace:
             raise IngestError("Give either one folder or a list of files, not both.")
         uploads = [read_file(p, options) for p in paths]
         if len({u.name for u in uploads}) != len(uploads):
-            uploads = [Upload(str(p), u.data) for p, u in zip(paths, uploads)]
+            uploads = [Upload(str(p), u.data) for p, u in zip(paths, uploads, strict=True)]
         return self.load_uploads(uploads, options)
 
     def budget(self, document: Document, *, keep: Sequence[int] | None = None,

@@ -20,7 +20,7 @@ def make_pdf(pages: list[str], *, password: str | None = None) -> bytes:
     import datetime
 
     pdf = FPDF()
-    pdf.set_creation_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
+    pdf.set_creation_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
     pdf.set_auto_page_break(auto=True, margin=15)
     for text in pages:
         pdf.add_page()
@@ -112,8 +112,7 @@ def synthetic_document_text(approx_tokens: int, *, seed: int = 7) -> str:
     import random
 
     rng = random.Random(seed)
-    words = ("contract party clause obligation shall term payment liability notice agreement "
-             "data model token cache prefix budget server request answer document page").split()
+    words = ["contract", "party", "clause", "obligation", "shall", "term", "payment", "liability", "notice", "agreement", "data", "model", "token", "cache", "prefix", "budget", "server", "request", "answer", "document", "page"]
     chunks = []
     size = 0
     i = 0

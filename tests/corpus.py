@@ -189,7 +189,7 @@ def _typeset(words: list[str], rng: random.Random, width: int = 48) -> str:
     return "\n".join(lines)
 
 
-def extracted_document(n_pages: int = 8, *, seed: int = 17) -> tuple["Document", list[list[str]]]:
+def extracted_document(n_pages: int = 8, *, seed: int = 17) -> tuple[Document, list[list[str]]]:
     """A PDF's text as extracted, from one continuous clean text split into pages (sometimes in
     the middle of a word, hyphenated across the page break). Returns the document and each
     page's clean words (what a model quoting the visible text would write)."""
@@ -216,7 +216,7 @@ def extracted_document(n_pages: int = 8, *, seed: int = 17) -> tuple["Document",
     return document, pages_clean
 
 
-def citation_documents() -> dict[str, "Document"]:
+def citation_documents() -> dict[str, Document]:
     """Counted documents of every kind, keyed by name."""
     from builders import make_pdf
     from sparkdocs.ingest import ingest_bytes
@@ -243,14 +243,14 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-def _where(document: "Document", quote: str) -> tuple[int, ...]:
+def _where(document: Document, quote: str) -> tuple[int, ...]:
     """Independent ground truth: sections whose whitespace-collapsed text holds the quote."""
     wanted = _collapse(quote)
     return tuple(i for i, s in enumerate(document.sections)
                  if s.kind is not SectionKind.TREE and wanted in _collapse(s.text))
 
 
-def _ref(document: "Document", index: int, rng: random.Random, *, quote: str = "") -> str:
+def _ref(document: Document, index: int, rng: random.Random, *, quote: str = "") -> str:
     """A reference to a section in one of the forms models write."""
     section = document.sections[index]
     if section.kind is SectionKind.PAGE:
@@ -363,7 +363,7 @@ def near_verbatim(quote: str, rng: random.Random) -> str | None:
     return None
 
 
-def citation_cases(documents: dict[str, "Document"], *, seed: int = 13, per_section: int = 4
+def citation_cases(documents: dict[str, Document], *, seed: int = 13, per_section: int = 4
                    ) -> list[CitationCase]:
     """The labelled corpus: every class over every document kind it applies to."""
     rng = random.Random(seed)
@@ -378,7 +378,8 @@ def citation_cases(documents: dict[str, "Document"], *, seed: int = 13, per_sect
 
         is_code = document.kind is DocumentKind.CODEBASE
 
-        def add(label: str, answer: str, expected: str, truth: tuple[int, ...] = ()) -> None:
+        def add(label: str, answer: str, expected: str, truth: tuple[int, ...] = (), *,
+                name: str = name, keep: tuple[int, ...] = keep, omitted=omitted) -> None:
             cases.append(CitationCase(label, name, answer, expected, truth, keep if omitted else None))
 
         for index in content:
@@ -421,7 +422,7 @@ def citation_cases(documents: dict[str, "Document"], *, seed: int = 13, per_sect
     return cases
 
 
-def _typeset_cases(document: "Document", rng: random.Random) -> list[CitationCase]:
+def _typeset_cases(document: Document, rng: random.Random) -> list[CitationCase]:
     """Quotes of the visible (clean) text of a typeset PDF, checked against its extracted text:
     ligatures, typographic apostrophes, hyphens at line ends and across page breaks."""
     _, clean = extracted_document()
@@ -470,7 +471,7 @@ def _typeset_cases(document: "Document", rng: random.Random) -> list[CitationCas
     return cases
 
 
-def _special_cases(documents: dict[str, "Document"]) -> list[CitationCase]:
+def _special_cases(documents: dict[str, Document]) -> list[CitationCase]:
     """Hyphenation across line and page breaks and PDF typography, by construction."""
     pdf = documents["pdf"]
     page = {s.title: i for i, s in enumerate(pdf.sections)}
@@ -514,7 +515,7 @@ class Outcome:
     located: bool  # found where the quote really is (for real quotes)
 
 
-def run_cases(cases: list[CitationCase], documents: dict[str, "Document"], *,
+def run_cases(cases: list[CitationCase], documents: dict[str, Document], *,
               combine: int = 1) -> list[Outcome]:
     """Verify every case. With combine > 1, that many answers of one document are joined into one
     answer (alternately as paragraphs and within one paragraph), so each quote must still get
@@ -591,7 +592,7 @@ def format_score(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def big_document(approx_tokens: int = 65_000) -> "Document":
+def big_document(approx_tokens: int = 65_000) -> Document:
     """A counted contract-like PDF document of about `approx_tokens` tokens (for timing)."""
     from sparkdocs.tokens import count_document
 

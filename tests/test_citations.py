@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

@@ -461,7 +461,7 @@ def test_billion_laughs_in_a_docx_part_is_not_expanded():
 
     laughs = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
               + b"".join(f'<!ENTITY {c} "{("&" + p + ";") * 10}">'.encode()
-                         for p, c in zip("abcdefgh", "bcdefghi"))
+                         for p, c in zip("abcdefgh", "bcdefghi", strict=True))
               + b']><w:footnotes xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/'
               b'2006/main"><w:footnote w:id="1"><w:p><w:r><w:t>&i;</w:t></w:r></w:p>'
               b"</w:footnote></w:footnotes>")

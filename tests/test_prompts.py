@@ -107,7 +107,7 @@ def _doc(sizes: list[int]) -> Document:
     document = Document("d", DocumentKind.CODEBASE, "h", sections, counted=True)
     import dataclasses
     return dataclasses.replace(document, sections=tuple(
-        dataclasses.replace(s, tokens=n) for s, n in zip(sections, sizes)))
+        dataclasses.replace(s, tokens=n) for s, n in zip(sections, sizes, strict=True)))
 
 
 def test_rank_and_fit_sections_drop_largest_first_and_state_it():

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..documents import Document, DocumentKind, Section, SectionKind, content_hash
 from ..errors import UnsupportedFormatError

@@ -15,7 +15,8 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import pathspec
 
@@ -36,9 +37,7 @@ LOCK_FILES = (
 )
 SECRET_FILES = (".env", ".env.*", "*.pem", "*.key", "id_rsa", "id_ed25519", "*.p12", ".netrc")
 BINARY_SUFFIXES = frozenset(
-    ".png .jpg .jpeg .gif .bmp .ico .webp .tif .tiff .pdf .zip .gz .tgz .bz2 .xz .7z .tar .jar "
-    ".whl .exe .bin .dat .db .sqlite .woff .woff2 .ttf .otf .eot .mp3 .mp4 .mov .avi .wav .ogg "
-    ".pt .pth .onnx .safetensors .gguf .npy .npz .pkl .parquet .xlsx .docx .pptx".split()
+    [".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".tif", ".tiff", ".pdf", ".zip", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".tar", ".jar", ".whl", ".exe", ".bin", ".dat", ".db", ".sqlite", ".woff", ".woff2", ".ttf", ".otf", ".eot", ".mp3", ".mp4", ".mov", ".avi", ".wav", ".ogg", ".pt", ".pth", ".onnx", ".safetensors", ".gguf", ".npy", ".npz", ".pkl", ".parquet", ".xlsx", ".docx", ".pptx"]
 )
 
 
@@ -242,9 +241,7 @@ class PathFilter:
             return False
         if self._exclude is not None and self._exclude.match_file(path):
             return False
-        if self._include is not None and not self._include.match_file(path):
-            return False
-        return True
+        return self._include is None or bool(self._include.match_file(path))
 
 
 def _safe_member_path(name: str, archive: str) -> str:
@@ -400,7 +397,8 @@ def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
     members: list[tuple[str, int, object]] = []
     stream = _Budgeted(_decompressed(data), name=name, compressed=len(data), options=options)
     try:
-        archive = tarfile.open(fileobj=stream, mode="r:")  # type: ignore[call-overload]
+        # closed in the `finally` below, with the stream it reads
+        archive = tarfile.open(fileobj=stream, mode="r:")  # type: ignore[call-overload]  # noqa: SIM115
         for count, member in enumerate(archive, 1):  # lazily: never getmembers()
             _check_stream(name, member.offset_data + member.size, len(data), options)
             if count > MAX_ARCHIVE_MEMBERS:

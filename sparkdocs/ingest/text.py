@@ -33,8 +33,7 @@ def looks_binary(data: bytes) -> bool:
 SAMPLE_BYTES = 64 * 1024
 _NON_ASCII = re.compile(rb"[\x80-\xff]+")
 _CP1252_LANGUAGES = frozenset(
-    "Unknown English German French Spanish Portuguese Italian Dutch Danish Swedish Norwegian "
-    "Finnish Icelandic Catalan Indonesian Malay Tagalog Swahili Afrikaans".split())
+    ["Unknown", "English", "German", "French", "Spanish", "Portuguese", "Italian", "Dutch", "Danish", "Swedish", "Norwegian", "Finnish", "Icelandic", "Catalan", "Indonesian", "Malay", "Tagalog", "Swahili", "Afrikaans"])
 
 
 def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:

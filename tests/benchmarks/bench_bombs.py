@@ -17,9 +17,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Also write the table to this file.")
     args = parser.parse_args()
     rows = [
-        f"Hostile inputs, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"Hostile inputs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; `sparkdocs count` each in "
         f"its own process (timeout {TIMEOUT_S} s).",
         "",

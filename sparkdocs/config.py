@@ -124,7 +124,9 @@ def check_base_url(url: str, *, source: str | None = None) -> None:
         problem = ("it does not start with http:// or https://" if parts.scheme not in ("http", "https")
                    else "it has no host" if not parts.hostname else None)
     except ValueError as exc:
-        problem = f"its port is not a number ({exc})" if "port" in str(exc).lower() else str(exc)
+        # not the exception's text: it quotes the "port", which may be part of a password
+        problem = ("its port is not a number" if "port" in str(exc).lower()
+                   else "urllib cannot read it")
     if problem:
         named = f"{source} {redact_url(url)!r}" if source else f"SPARKDOCS_BASE_URL={redact_url(url)!r}"
         raise ConfigError(f"{named} is not an address sparkdocs can use: {problem}; set "

@@ -532,10 +532,11 @@ def sessions(as_json: JsonOpt = False) -> None:
     """Stored question sessions, newest first: the ids `ask --follow-up-of` takes."""
     import datetime
 
-    store = Workspace(settings_from()).store
+    settings = settings_from()
+    store = Workspace(settings).store
     listed: list[dict[str, Any]] = [{"id": s.id, "document": s.document_name, "title": s.title, "turns": len(s.turns),
                "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.UTC)
-               .strftime("%Y-%m-%d %H:%M UTC")} for s in store.list_sessions()]
+               .strftime("%Y-%m-%d %H:%M UTC")} for s in store.list_sessions(owner=settings.user)]
     if as_json:
         emit_json(listed)
         return

@@ -353,7 +353,8 @@ class AnswerStream:
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
         state = _StreamState()
-        timer = threading.Timer(self._deadline_s, self._expire)
+        # a deadline past what a thread can wait (inf, 1e300) is no deadline, not a crash
+        timer = threading.Timer(min(self._deadline_s, threading.TIMEOUT_MAX), self._expire)
         timer.daemon = True
         timer.start()
         try:

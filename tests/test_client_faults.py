@@ -191,6 +191,19 @@ def test_a_stream_of_keep_alives_ends_at_the_answer_deadline(server):
     assert "no answer within 1 s" in result.error and "SPARKDOCS_ANSWER_DEADLINE_S" in result.error
 
 
+@pytest.mark.parametrize("deadline_s", [float("inf"), 1e300])
+def test_a_deadline_too_long_for_a_timer_is_no_deadline_not_a_crash(server, deadline_s):
+    errors = []
+    previous = threading.excepthook
+    threading.excepthook = errors.append
+    try:
+        result = client_for(server, answer_deadline_s=deadline_s).stream(MESSAGES).run()
+    finally:
+        threading.excepthook = previous
+    assert result.answer == "The answer is forty-two." and not result.interrupted
+    assert errors == []
+
+
 def test_the_deadline_also_ends_events_and_their_heartbeats(server):
     server.behaviour.stream_fault = StreamFault.KEEPALIVE_ONLY
     stream = client_for(server, answer_deadline_s=1).stream(MESSAGES)

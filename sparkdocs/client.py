@@ -387,6 +387,8 @@ class AnswerStream:
                 if finish:
                     state.finish = finish
                 if text:
+                    if state.chars + len(text) > char_bound:  # one huge chunk: keep the bound
+                        text = text[:char_bound + 1 - state.chars]
                     state.chars += len(text)
                     clean = stripper.feed(text)
                     if clean:

@@ -172,11 +172,19 @@ def field_fix(field_name: str, source: str) -> str:
     return f"set {source} to {kind}" + (f" of {' and '.join(limits)}" if limits else "") + about
 
 
+NO_FORWARDED_PEERS = ""  # uvicorn's FORWARDED_ALLOW_IPS that matches no peer
+
+
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment for a child process (the Streamlit server) that rebuilds these same
     settings: the current environment plus every setting as a SPARKDOCS_* variable."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
         env[f"SPARKDOCS_{name.upper()}"] = str(value)
+    # Streamlit's server (uvicorn) would otherwise take X-Forwarded-For from any loopback peer
+    # as the client's address: behind a proxy on 127.0.0.1 (Caddy adds the header) the app would
+    # see the browser's address, not the proxy's, and proxy mode would refuse every request.
+    # sparkdocs judges the TCP peer itself (SPARKDOCS_TRUSTED_PROXIES), so uvicorn trusts none.
+    env["FORWARDED_ALLOW_IPS"] = NO_FORWARDED_PEERS
     env.update(overrides)
     return env

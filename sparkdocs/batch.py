@@ -359,6 +359,19 @@ class BatchSummarizer:
         self._lock = threading.Lock()
         self._builder: PromptBuilder = workspace.prompts
         self.index_path: Path | None = None
+        self._cache_salt: str | None = None
+
+    def _user_cache_salt(self) -> str | None:
+        """The CLI user's vLLM cache salt, as their questions carry it (qa.py), or None when
+        the prefix cache is shared: team mode keeps summaries' prefixes private too."""
+        from .auth import cache_salt_for, install_secret, isolation
+        from .config import CacheIsolation
+
+        settings = self.workspace.settings
+        if isolation(settings) is CacheIsolation.SHARED:
+            return None
+        return cache_salt_for(settings.user, secret=install_secret(settings.cache_dir),
+                              settings=settings)
 
     def cancel(self) -> None:
         """Ctrl-C: stop starting work and close every stream in flight."""
@@ -371,6 +384,7 @@ class BatchSummarizer:
         self.progress.total = len(items)
         model = self.client.resolve_model()
         context = self.client.capabilities().context_length
+        self._cache_salt = self._user_cache_salt()  # once, before any request thread starts
         self._writer.plan([item.source for item in items])
         outcomes: dict[int, Outcome] = {}
         try:
@@ -496,7 +510,8 @@ class BatchSummarizer:
         for attempt in range(1, self.options.attempts + 1):
             if self._cancelled.is_set():
                 raise SparkdocsError("cancelled")
-            stream = self.client.stream(messages, max_tokens=self.options.max_tokens, model=model)
+            stream = self.client.stream(messages, max_tokens=self.options.max_tokens, model=model,
+                                        cache_salt=self._cache_salt)
             with self._lock:
                 self._active.add(stream)
                 self.progress.in_flight += 1

@@ -331,3 +331,21 @@ def test_summary_files_and_the_index_cannot_make_a_markdown_viewer_fetch(tmp_pat
         header_end = text.index("-->") + 3 if text.startswith("<!--") else 0
         assert "--!>" not in text[:header_end], path.name  # the comment is closed only once
         assert fetching_constructs(text[header_end:]) == [], path.name
+
+
+def test_summaries_carry_the_users_cache_salt_in_team_mode(tmp_path: Path):
+    """Per-user prefix caching covers summaries too: the same salt as the user's questions."""
+    from sparkdocs.config import AuthMode
+    from sparkdocs.qa import QuestionAnswering
+
+    _docs(tmp_path / "in", 1)
+    with FakeServer() as server:
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0,
+                            auth=AuthMode.PASSWORD, user="alice")
+        workspace = Workspace(settings)
+        client = ModelClient(settings)
+        BatchSummarizer(workspace, client, BatchOptions(out_dir=tmp_path / "out", max_tokens=8)
+                        ).run(collect_items(workspace, [str(tmp_path / "in")]))
+        salts = [r.get("cache_salt") for r in server.behaviour.requests if "messages" in r]
+    expected = QuestionAnswering(workspace, client).cache_salt("alice")
+    assert expected and salts and set(salts) == {expected}

@@ -21,6 +21,9 @@ USER sparkdocs
 # port (compose: 127.0.0.1 unless SPARKDOCS_BIND says otherwise). Without this, single-user mode
 # refuses a non-loopback address. Set SPARKDOCS_AUTH=password or proxy before publishing on a LAN.
 ENV SPARKDOCS_OPEN_APP=true
+# The app judges the TCP peer itself (SPARKDOCS_TRUSTED_PROXIES): Streamlit's uvicorn must not
+# replace it with an X-Forwarded-For value (config.child_environment does the same).
+ENV FORWARDED_ALLOW_IPS=""
 EXPOSE 8501
 VOLUME ["/data"]
 # No secrets here: the API key and endpoint come from the environment at run time.

@@ -26,14 +26,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
 
 from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
 from .documents import Document
 from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
                      ServiceError, SparkdocsError)
 from .literal import strip_controls
+from .safe_text import safe_markdown
 from .prompts import (DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document,
                       split_into_parts)
 from .tokens import ChatMessage
@@ -204,12 +206,21 @@ def atomic_write(path: Path, text: str) -> None:
 def _header_value(text: str) -> str:
     """A name inside the summary's comment header: one line, no control characters, and it
     cannot close the comment (or fake a `key:` line)."""
-    return strip_controls(text).replace("\n", " ").replace("-->", "--&gt;")
+    return (strip_controls(text).replace("\n", " ").replace("-->", "--&gt;")
+            .replace("--!>", "--!&gt;"))  # a browser closes a comment at either
 
 
 def _cell(text: str) -> str:
-    """Text inside a Markdown table cell, literally."""
-    return strip_controls(text).replace("\n", " ").replace("|", "\\|")
+    """Text inside a Markdown table cell, literally, with nothing that can fetch (a file named
+    `<img src=…>.txt` is shown as that name)."""
+    return safe_markdown(strip_controls(text).replace("\n", " ")).replace("\n", " ").replace(
+        "|", "\\|")
+
+
+def _link_text(text: str) -> str:
+    """A cell's text as a link's text: brackets escaped too, so no link or image forms inside
+    it (a link inside a link is no link, and the name would then be read as Markdown)."""
+    return re.sub(r"([\[\]])", r"\\\1", _cell(text))
 
 
 class SummaryWriter:
@@ -287,8 +298,10 @@ class SummaryWriter:
         from .citations import citations_from_records, sources_markdown
 
         sources = sources_markdown(citations_from_records(stats.get("citations") or ()))
-        atomic_write(path, f"{header}# Summary of {strip_controls(document.name)}\n\n"
-                           f"{strip_controls(summary).strip()}\n"
+        # the summary is a model's text about an untrusted document, opened in Markdown
+        # previews: no image or raw HTML in it (or in the name) may make the viewer fetch
+        atomic_write(path, f"{header}# Summary of {safe_markdown(strip_controls(document.name))}"
+                           f"\n\n{safe_markdown(strip_controls(summary))}\n"
                            + (f"\n{sources}" if sources else ""))
         return path
 
@@ -311,7 +324,7 @@ class SummaryWriter:
             name = self.name_for(o.source)
             if o.status in (OutcomeStatus.DONE, OutcomeStatus.SKIPPED):
                 where = (f"record `{o.key}`" if jsonl and o.key
-                         else f"[{_cell(name.file_name)}](<{name.file_name}>)")
+                         else f"[{_link_text(name.file_name)}](<{quote(name.file_name)}>)")
             else:
                 where = _cell(o.error or "")
             tokens = f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens else ""
@@ -347,6 +360,19 @@ class BatchSummarizer:
         self._lock = threading.Lock()
         self._builder: PromptBuilder = workspace.prompts
         self.index_path: Path | None = None
+        self._cache_salt: str | None = None
+
+    def _user_cache_salt(self) -> str | None:
+        """The CLI user's vLLM cache salt, as their questions carry it (qa.py), or None when
+        the prefix cache is shared: team mode keeps summaries' prefixes private too."""
+        from .auth import cache_salt_for, install_secret, isolation
+        from .config import CacheIsolation
+
+        settings = self.workspace.settings
+        if isolation(settings) is CacheIsolation.SHARED:
+            return None
+        return cache_salt_for(settings.user, secret=install_secret(settings.cache_dir),
+                              settings=settings)
 
     def cancel(self) -> None:
         """Ctrl-C: stop starting work and close every stream in flight."""
@@ -359,6 +385,7 @@ class BatchSummarizer:
         self.progress.total = len(items)
         model = self.client.resolve_model()
         context = self.client.capabilities().context_length
+        self._cache_salt = self._user_cache_salt()  # once, before any request thread starts
         self._writer.plan([item.source for item in items])
         outcomes: dict[int, Outcome] = {}
         try:
@@ -484,7 +511,8 @@ class BatchSummarizer:
         for attempt in range(1, self.options.attempts + 1):
             if self._cancelled.is_set():
                 raise SparkdocsError("cancelled")
-            stream = self.client.stream(messages, max_tokens=self.options.max_tokens, model=model)
+            stream = self.client.stream(messages, max_tokens=self.options.max_tokens, model=model,
+                                        cache_salt=self._cache_salt)
             with self._lock:
                 self._active.add(stream)
                 self.progress.in_flight += 1

@@ -123,9 +123,12 @@ _HYPHENS = "\\-\u2010\u2011"
 _SOFT_HYPHENS = "\u00ad\ufffe"  # PDFium gives U+FFFE for a hyphen it found at a line end
 # A word is a run of word characters; words split by a hyphen (or soft hyphen) before a line
 # or page break, or inside a compound, are one word: "termi-\nnate" = "terminate". A few
-# symbols count as words so that code and formulas keep their operators.
+# symbols count as words so that code and formulas keep their operators, and so does a minus
+# sign before a number ("-500" is not "500"; a hyphen between numbers, "10-12", is no sign).
+_MINUS = "\u2212"
 _WORD = re.compile(
-    rf"(?:\w*{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*(?={_LETTER}))*\w+|[+=<>%$€£¥&|^~@/]")
+    rf"(?:\w*{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*(?={_LETTER}))*\w+|[+=<>%$€£¥&|^~@/]"
+    rf"|(?<![\w.,])[-{_MINUS}](?=\d)")
 _FOLD = re.compile(rf"[\s{_HYPHENS}{_SOFT_HYPHENS}\u200b-\u200d\u2060\ufeff]")
 _HYPHEN_AT_END = re.compile(rf"{_LETTER}[{_HYPHENS}{_SOFT_HYPHENS}]\s*$")
 _SENTINEL = "\x01"  # between parts that were not adjacent in what was sent
@@ -140,7 +143,8 @@ class _Normaliser:
     def __call__(self, word: str) -> str:
         folded = self._cache.get(word)
         if folded is None:
-            folded = _FOLD.sub("", unicodedata.normalize("NFKC", word).casefold())
+            folded = (_MINUS if word in ("-", _MINUS)  # a sign: not folded away as a hyphen
+                      else _FOLD.sub("", unicodedata.normalize("NFKC", word).casefold()))
             if len(self._cache) < 500_000:
                 self._cache[word] = folded
         return folded
@@ -904,7 +908,10 @@ def _find_exact(index: CitationIndex, quote: str) -> list[_Hit]:
 
 def _exact_hits(index: CitationIndex, quote: str) -> list[_Hit]:
     fragments = [normalise_words(f) for f in _ELLIPSIS.split(quote)]
-    fragments = [f for f in fragments if len(f) >= 2] or [f for f in fragments if f]
+    # one-word fragments are dropped as noise, unless the word can change the meaning
+    # ("will ... not ... pay" must find its "not")
+    fragments = ([f for f in fragments if len(f) >= 2 or any(map(_guarded, f))]
+                 or [f for f in fragments if f])
     if not fragments:
         return []
     if len(fragments) == 1:

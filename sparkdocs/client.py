@@ -353,7 +353,8 @@ class AnswerStream:
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
         state = _StreamState()
-        timer = threading.Timer(self._deadline_s, self._expire)
+        # a deadline past what a thread can wait (inf, 1e300) is no deadline, not a crash
+        timer = threading.Timer(min(self._deadline_s, threading.TIMEOUT_MAX), self._expire)
         timer.daemon = True
         timer.start()
         try:
@@ -386,6 +387,8 @@ class AnswerStream:
                 if finish:
                     state.finish = finish
                 if text:
+                    if state.chars + len(text) > char_bound:  # one huge chunk: keep the bound
+                        text = text[:char_bound + 1 - state.chars]
                     state.chars += len(text)
                     clean = stripper.feed(text)
                     if clean:

@@ -126,7 +126,9 @@ def check_base_url(url: str, *, source: str | None = None) -> None:
         problem = ("it does not start with http:// or https://" if parts.scheme not in ("http", "https")
                    else "it has no host" if not parts.hostname else None)
     except ValueError as exc:
-        problem = f"its port is not a number ({exc})" if "port" in str(exc).lower() else str(exc)
+        # not the exception's text: it quotes the "port", which may be part of a password
+        problem = ("its port is not a number" if "port" in str(exc).lower()
+                   else "urllib cannot read it")
     if problem:
         named = f"{source} {redact_url(url)!r}" if source else f"SPARKDOCS_BASE_URL={redact_url(url)!r}"
         raise ConfigError(f"{named} is not an address sparkdocs can use: {problem}; set "
@@ -172,11 +174,19 @@ def field_fix(field_name: str, source: str) -> str:
     return f"set {source} to {kind}" + (f" of {' and '.join(limits)}" if limits else "") + about
 
 
+NO_FORWARDED_PEERS = ""  # uvicorn's FORWARDED_ALLOW_IPS that matches no peer
+
+
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment for a child process (the Streamlit server) that rebuilds these same
     settings: the current environment plus every setting as a SPARKDOCS_* variable."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
         env[f"SPARKDOCS_{name.upper()}"] = str(value)
+    # Streamlit's server (uvicorn) would otherwise take X-Forwarded-For from any loopback peer
+    # as the client's address: behind a proxy on 127.0.0.1 (Caddy adds the header) the app would
+    # see the browser's address, not the proxy's, and proxy mode would refuse every request.
+    # sparkdocs judges the TCP peer itself (SPARKDOCS_TRUSTED_PROXIES), so uvicorn trusts none.
+    env["FORWARDED_ALLOW_IPS"] = NO_FORWARDED_PEERS
     env.update(overrides)
     return env

@@ -64,7 +64,15 @@ _USERINFO_IN_TEXT = re.compile(r"(?<=://)[^/\s@]+@")
 
 def redact_url(url: str) -> str:
     """`url` as it may be shown: credentials before the host and secret-looking query values
-    become `***` (`http://user:pass@host/v1` → `http://***@host/v1`)."""
+    become `***` (`http://user:pass@host/v1` → `http://***@host/v1`). Everything before the
+    last `@` (ahead of any query) is hidden, so a mistyped URL whose credentials urllib does not
+    read as such (no scheme, one slash, a `/` in the password) shows none of them either."""
+    base = re.split(r"[?#]", url, maxsplit=1)[0]
+    at = base.rfind("@")
+    if at >= 0:
+        scheme_end = base.find("://", 0, at)
+        start = scheme_end + 3 if scheme_end >= 0 else 0
+        url = f"{url[:start]}***{url[at:]}"
     try:
         parts = urlsplit(url)
         host = parts.netloc.rpartition("@")[2]

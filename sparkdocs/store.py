@@ -304,16 +304,26 @@ class Store:
             try:
                 yield self._db
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise self._error("write", exc) from exc
             except BaseException:  # rolled back, then raised as it was
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise self._error("write", exc) from exc
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already: on a full disk (or a file
+        size limit) it rolls back by itself, and a ROLLBACK then would raise instead of the
+        StoreError that says what happened."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.warning("rollback of the store failed: %s", exc)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

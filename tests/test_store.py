@@ -77,3 +77,29 @@ def test_reloading_the_same_folder_decodes_nothing(workspace: Workspace, tmp_pat
 
     monkeypatch.setattr(module, "ingest_codebase", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
     assert workspace.load(LoadRequest((str(tmp_path / "repo"),))) == first
+
+
+def test_a_full_disk_is_a_store_error_not_a_failed_rollback(tmp_path: Path):
+    """SQLite rolls a transaction back by itself when the disk is full (here: a file size
+    limit); the store must then say so, not fail on its own ROLLBACK."""
+    script = f"""
+import random, resource, sys
+from sparkdocs.errors import StoreError
+from sparkdocs.ingest import ingest_bytes
+from sparkdocs.store import Store
+from sparkdocs.tokens import count_document
+from pathlib import Path
+store = Store(Path({str(tmp_path)!r}), size_limit_bytes=2**30)
+random.seed(1)
+text = " ".join(f"w{{random.random()}}" for _ in range(40_000)).encode()
+document = count_document(ingest_bytes("big.txt", text))
+size = (store.path.stat().st_size // 4096 + 4) * 4096
+resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+try:
+    store.put_document(document)
+except StoreError as exc:
+    print("StoreError", exc)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.startswith("StoreError Cannot write the store"), result.stderr[-2000:]

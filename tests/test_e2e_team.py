@@ -112,7 +112,7 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         bob.screenshot(path=str(artifacts_dir / "team-02-bob-ask.png"), full_page=True)
 
         bob.get_by_role("link", name="Library").click()
-        expect(bob.get_by_text("No stored documents yet")).to_be_visible(timeout=30_000)
+        expect(bob.get_by_text("No documents with sessions yet")).to_be_visible(timeout=30_000)
         expect(bob.get_by_text("alice-secret-note")).to_have_count(0)
         expect(bob.get_by_text("locked.pdf")).to_have_count(0)
         bob.screenshot(path=str(artifacts_dir / "team-03-bob-library.png"), full_page=True)

@@ -61,6 +61,15 @@ def check_user_name(name: str) -> str:
     return name
 
 
+def check_team_user_name(name: str) -> str:
+    """A name a team member (a login or a proxy's header) may have: never the single-user
+    owner, whose library holds everything opened without team mode and from the plain CLI."""
+    check_user_name(name)
+    if name.casefold() == LOCAL_USER.casefold():
+        raise TeamError(f"{name!r} is reserved for the single-user library; choose another name.")
+    return name
+
+
 class Users:
     """The users of password mode, kept in the store with salted slow hashes."""
 
@@ -68,7 +77,7 @@ class Users:
         self.store = store
 
     def add(self, name: str, password: str) -> None:
-        check_user_name(name)
+        check_team_user_name(name)
         if len(password) < MIN_PASSWORD_LENGTH:
             raise TeamError(f"The password for {name!r} is too short: use at least "
                             f"{MIN_PASSWORD_LENGTH} characters.")
@@ -216,7 +225,7 @@ def proxy_user(headers: Mapping[str, str], *, peer: str | None, settings: Settin
             "logged-in user (oauth2-proxy: --set-xauthrequest / --pass-user-headers; Caddy: "
             "header_up), or set SPARKDOCS_PROXY_USER_HEADER to the header it sends.")
     try:
-        return check_user_name(value)
+        return check_team_user_name(value)
     except TeamError as exc:
         raise LoginError(f"The proxy's {settings.proxy_user_header} header is not usable: "
                          f"{exc}") from exc

@@ -812,6 +812,9 @@ def _meaning_words(words: Iterable[str]) -> Counter[str]:
     return Counter(w for w in words if _guarded(w))
 
 
+MAX_REPAIR_WORDS = 400
+
+
 @dataclass(frozen=True)
 class _Near:
     hit: _Hit
@@ -823,6 +826,8 @@ def _near_match(index: CitationIndex, quote: Sequence[str], prefer: Iterable[int
     """The best close match that passes the meaning guard, or None; a match in one of the
     `prefer`red (cited) sections wins over a closer one elsewhere."""
     n = len(quote)
+    if n > MAX_REPAIR_WORDS:
+        return None  # a close match of a whole passage costs seconds and proves little: exact only
     positions = index.positions
     if any(w not in positions for w in _meaning_words(quote)):
         return None  # a number, negation or modal the document never uses: no repair can keep it

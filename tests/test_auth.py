@@ -204,3 +204,13 @@ def test_repeated_failed_logins_pause_the_name(store: Store):
     assert log_in(users, throttle, "alice", "alice-pass-1") == "alice"
     with pytest.raises(LoginError, match="Wrong"):
         log_in(users, throttle, "carol", "guess")  # an unknown name: the same message
+
+
+def test_the_single_user_name_is_reserved_for_team_members(tmp_path):
+    from sparkdocs.auth import check_team_user_name
+    from sparkdocs.errors import TeamError
+
+    for name in ("local", "LOCAL"):
+        with pytest.raises(TeamError, match="reserved"):
+            check_team_user_name(name)
+    assert check_team_user_name("alice") == "alice"

@@ -573,7 +573,7 @@ def test_a_long_fabricated_quote_is_refused_without_a_close_match_search():
     from sparkdocs.tokens import count_document
 
     rng = random.Random(3)
-    words = "payment shall be made by the buyer within thirty days of delivery".split()
+    words = ["payment", "shall", "be", "made", "by", "the", "buyer", "within", "thirty", "days", "of", "delivery"]
     pages = tuple(Section(SectionKind.PAGE, str(n), " ".join(rng.choice(words) for _ in range(400)))
                   for n in range(1, 30))
     document = count_document(Document("w.pdf", DocumentKind.PDF, "h-long", pages))

@@ -168,3 +168,37 @@ def test_a_question_typed_while_an_answer_streams_loses_neither(slow_app_url, tm
         assert "word47" in messages.nth(1).inner_text()
         assert "word0" in messages.nth(3).inner_text()
         browser.close()
+
+
+def test_a_source_chip_opens_the_cited_page_with_the_quote_highlighted(tmp_path, artifacts_dir):
+    """Issue #13 in a real browser: under the answer, a verified chip and a not-found chip; the
+    verified one opens page 2 with the document's own words in a <mark>."""
+    from fakeserver import FakeServer
+    from playwright.sync_api import expect, sync_playwright
+
+    pdf = tmp_path / "supply-contract.pdf"
+    pdf.write_bytes(make_contract_pdf(3))
+    with FakeServer() as server:
+        server.behaviour.answer = (
+            'The Supplier delivers: "The Supplier shall deliver the Goods to the Customer within '
+            'thirty" (p. 2). It also says "The Customer shall pay a bonus of ten million euros" '
+            '(p. 1).')
+        url, process, log = _start_app(server.base_url, tmp_path)
+        try:
+            with sync_playwright() as p:
+                browser, page = _upload(p, url, pdf, "supply-contract.pdf · pdf ·")
+                _ask(page, "When does the Supplier deliver?")
+                expect(page.get_by_text("Sources:", exact=False)).to_be_visible(timeout=60_000)
+                verified = page.get_by_role("button", name=re.compile(r"✓ p\. 2"))
+                expect(verified).to_be_visible()
+                expect(page.get_by_role("button", name=re.compile(r"✗ p\. 1"))).to_be_visible()
+                verified.click()
+                mark = page.locator("mark").first
+                expect(mark).to_be_visible(timeout=30_000)
+                assert "The Supplier shall deliver the Goods to the Customer" in mark.inner_text()
+                page.screenshot(path=str(artifacts_dir / "06-source-chip.png"), full_page=True)
+                browser.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+            log.close()

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from sparkdocs import ui, ui_team
+from sparkdocs import ui
+from sparkdocs.ui import team as ui_team
 
 st.set_page_config(page_title="sparkdocs", page_icon="📄", layout="wide")
 navigation = st.navigation(ui_team.allowed_pages(ui.services(), [

@@ -1,5 +1,5 @@
 """Sources under an answer in the app: one chip per quote, coloured by its verdict; a click opens
-the cited page or file section with the quote highlighted. Kept apart from `ui.py` so the chat
+the cited page or file section with the quote highlighted. Kept apart from the chat (ui/ask.py) so the chat
 only calls two functions. Document text is shown escaped: no Markdown, HTML, images or links
 from a document are ever rendered or fetched."""
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from .citations import (STATUS_LABELS, STATUS_MARKS, Citation, Status, counts_line,
+from ..citations import (STATUS_LABELS, STATUS_MARKS, Citation, Status, counts_line,
                         escape_markdown, mark_answer, source_excerpt, verify_answer)
-from .prompts import PreparedDocument
+from ..prompts import PreparedDocument
 
 log = logging.getLogger(__name__)
 

@@ -1,109 +1,35 @@
-"""Streamlit building blocks for the pages: shared services, friendly errors, the document
-picker, the budget view, warm-up status and the chat. Logic lives in the library modules these
-call; this module only arranges widgets."""
+"""The Ask page's parts: upload and reopen, the budget and the choice of parts, the warm-up
+status, the chat with its Stop protocol, and the export."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 
 import streamlit as st
 
-from .client import AnswerStream, ModelClient, Waiting
-from .config import Settings
-from .documents import Document
-from .errors import SparkdocsError, StoreError
-from .ingest import Upload
-from .ingest.code import directory_tokens
-from .qa import STOPPED_BY_USER, QuestionAnswering
-from .safe_text import safe_markdown
-from .store import Session
-from .citations import answers_sources_markdown
-from .ui_sources import answer_citations, marked_answer, show_sources
-from .selection import SelectBy, select_by, select_typed, selection_text
-from .local_model import log_excerpt
-from .views import (LibraryVariant, budget_segments, budget_summary, demo_model_note,
+from ..client import AnswerStream, Waiting
+from ..documents import Document
+from ..errors import SparkdocsError
+from ..ingest import Upload
+from ..ingest.code import directory_tokens
+from ..qa import STOPPED_BY_USER
+from ..safe_text import safe_markdown
+from ..store import Session
+from ..citations import answers_sources_markdown
+from .sources import answer_citations, marked_answer, show_sources
+from ..selection import SelectBy, select_by, select_typed, selection_text
+from ..views import (budget_segments, budget_summary, demo_model_note,
                     fit_button_label,
-                    kept_summary, library_entries, section_rows, session_label, session_markdown,
+                    kept_summary, section_rows, session_markdown,
                     stats_line, turn_status)
-from .warmup import WarmUps
-from .workspace import Workspace
-from . import ui_team
+from . import team
+from .common import Services, open_session_in_tab, friendly_errors
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Services:
-    settings: Settings
-    workspace: Workspace
-    client: ModelClient
-    qa: QuestionAnswering
-    warmups: WarmUps
-
-
-@st.cache_resource
-def services() -> Services:
-    """Built once per process and shared by every browser session (all are thread-safe)."""
-    settings = Settings()  # type: ignore[call-arg]  # every field has a default
-    workspace = Workspace(settings)
-    client = ModelClient(settings)
-    qa = QuestionAnswering(workspace, client)
-    return Services(settings, workspace, client, qa, WarmUps(qa))
-
-
-@contextlib.contextmanager
-def friendly_errors() -> Iterator[None]:
-    """Every sparkdocs error becomes a readable message with its fix; the session goes on."""
-    try:
-        yield
-    except SparkdocsError as exc:
-        st.error(safe_markdown(str(exc)), icon=":material/warning:")
-    except Exception as exc:
-        if type(exc).__module__.startswith("streamlit"):
-            raise  # reruns and stops are control flow, not errors
-        log.exception("unexpected error in the app")
-        st.error(safe_markdown(f"Something unexpected went wrong ({exc.__class__.__name__}: "
-                               f"{exc}). Your session is saved; reload the page, and report "
-                               "this if it happens again."))
-
-
-def _session_id() -> str | None:
-    return st.session_state.get("session_id") or st.query_params.get("session")
-
-
-def _open_session(session: Session) -> None:
-    st.session_state["session_id"] = session.id
-    st.query_params["session"] = session.id  # a reload finds the session again
-
-
-def active_session(svc: Services) -> tuple[Document, Session] | None:
-    """The document and session this browser tab is working on, if any."""
-    session_id = _session_id()
-    if not session_id:
-        return None
-    saving = st.session_state.get("answer_saved")
-    if saving is not None:  # Stop or any click mid-answer: wait for the partial answer's save
-        saving.wait(timeout=10)
-    store = svc.workspace.store
-    try:  # another user's session is "not found", exactly like a missing one
-        session = store.get_session(session_id, owner=ui_team.current_user())
-    except StoreError as exc:
-        st.session_state.pop("session_id", None)
-        st.query_params.pop("session", None)
-        st.warning(safe_markdown(str(exc)))
-        return None
-    if st.query_params.get("session") != session.id:
-        st.query_params["session"] = session.id  # st.switch_page drops it; a reload needs it
-    document = ui_team.session_document(store, session)  # asks an encrypted PDF's password
-    if document is None:
-        return None
-    return document, session
 
 
 def upload_panel(svc: Services) -> None:
@@ -136,26 +62,26 @@ def upload_panel(svc: Services) -> None:
             bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
 
         document = svc.workspace.load_uploads(uploads, options, progress=show,
-                                              owner=ui_team.current_user())
-        ui_team.remember_password(document.content_hash, password)
+                                              owner=team.current_user())
+        team.remember_password(document.content_hash, password)
         bar.empty()
         session = svc.workspace.open_session(document, keep=svc.qa.fit(document),
-                                             owner=ui_team.current_user())
-        _open_session(session)
+                                             owner=team.current_user())
+        open_session_in_tab(session)
         st.session_state["upload_signature"] = signature
         status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
                       state="complete")
 
 
 def reopen_panel(svc: Services) -> None:
-    infos = svc.workspace.store.list_documents(owner=ui_team.current_user())
+    infos = svc.workspace.store.list_documents(owner=team.current_user())
     if not infos:
         return
     labels = {f"{i.name} — {i.tokens:,} tokens": i.key for i in infos}
     choice = st.selectbox("…or reopen a stored document", ["—"] + list(labels))
     if choice != "—" and st.button("Open", key="reopen"):
         with friendly_errors():
-            _open_session(ui_team.start_session(svc, labels[choice]))
+            open_session_in_tab(team.start_session(svc, labels[choice]))
             st.rerun()
 
 
@@ -231,7 +157,7 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
         st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
                    "whole document.")
         return
-    owner = ui_team.current_user()  # each user warms their own prefix (cache isolation)
+    owner = team.current_user()  # each user warms their own prefix (cache isolation)
     state = (svc.warmups.state(document, keep, owner=owner)
              or svc.warmups.start(document, keep, owner=owner))
     if state.status == "warming":
@@ -354,141 +280,3 @@ def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocume
             text = f"{text}\n{sources}" if sources else text
         st.download_button("Export session (Markdown)", safe_markdown(text, keep_tags={"sub"}),
                            file_name=f"sparkdocs-{session.id}.md", mime="text/markdown")
-
-
-def library(svc: Services) -> None:
-    """Documents opened to ask, one entry per document (however many option variants), with
-    their sessions by first question and date: reopen, rename, delete (after a confirmation)."""
-    store = svc.workspace.store
-    user = ui_team.current_user()
-    entries, counted_only = library_entries(store.list_documents(owner=user),
-                                            store.list_sessions(owner=user))
-    if not entries:
-        st.info("No documents with sessions yet: upload one on the Ask page.")
-    for entry in entries:
-        sessions = entry.sessions
-        with st.expander(safe_markdown(f"{entry.name} — {entry.kind}, "
-                                       f"{entry.variants[0].info.tokens:,} tokens, "
-                                       f"{len(sessions)} session(s)")):
-            if entry.detail:
-                st.caption(safe_markdown(entry.detail))
-            for variant in entry.variants:
-                _library_variant(svc, variant, several=len(entry.variants) > 1)
-            for session in sessions:
-                c1, c2, c3 = st.columns([5, 1, 1])
-                c1.write(safe_markdown(session_label(session)))
-                if c2.button("Open", key=f"open-{session.id}"):
-                    _open_session(session)
-                    st.switch_page("pages/ask.py")
-                if _confirmed_delete(c3, f"dels-{session.id}",
-                                     f"Delete the session “{session_label(session)}”?"):
-                    store.delete_session(session.id, owner=user)
-                    st.rerun()
-    if counted_only:
-        with st.expander(f"{len(counted_only)} document(s) read or counted but never asked about"):
-            for info in counted_only:
-                st.write(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens"))
-
-
-def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -> None:
-    store = svc.workspace.store
-    info = variant.info
-    if several:
-        st.markdown(safe_markdown(f"**{info.tokens:,} tokens, {info.sections} parts** · "
-                                  f"{len(variant.sessions)} session(s)"))
-    user = ui_team.current_user()
-    name = st.text_input("Name", info.name, key=f"name-{info.key}")
-    cols = st.columns(3)
-    if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
-        store.rename_document(info.key, name, owner=user)
-        st.rerun()
-    if cols[1].button("New session", key=f"new-{info.key}"):
-        with friendly_errors():
-            _open_session(ui_team.start_session(svc, info.key))
-            st.switch_page("pages/ask.py")
-    if _confirmed_delete(cols[2], f"del-{info.key}",
-                         f"Delete {info.name} and its {len(variant.sessions)} session(s)?",
-                         label="Delete document and sessions"):
-        store.delete_document(info.key, owner=user)
-        st.rerun()
-
-
-def _confirmed_delete(where, key: str, question: str, *, label: str = "Delete") -> bool:
-    """A delete button that asks first: the first click shows the question with 'Yes, delete'
-    and 'Cancel'; only 'Yes, delete' returns True. Nothing is deleted on one stray click."""
-    asking = f"confirm-{key}"
-    if where.button(label, key=key, type="secondary"):
-        st.session_state[asking] = True
-    if not st.session_state.get(asking):
-        return False
-    st.warning(safe_markdown(f"{question} This cannot be undone."))
-    yes, no = st.columns(2)
-    if no.button("Cancel", key=f"no-{key}"):
-        st.session_state.pop(asking, None)
-        st.rerun()
-    if yes.button("Yes, delete", key=f"yes-{key}", type="primary"):
-        st.session_state.pop(asking, None)
-        return True
-    return False
-
-
-def server_status(svc: Services) -> None:
-    """What the service is and serves, its cache, its queue, and each doctor check."""
-    from .doctor import run_checks
-    from .views import kv_fit
-
-    st.caption(ui_team.isolation_caption(svc.settings))
-    caps = svc.client.capabilities(refresh=st.button("Refresh"))
-    demo_log = svc.settings.local_model_log
-    tail = log_excerpt(demo_log) if demo_log is not None else None
-    if tail is not None:  # first when the demo model is down: its log says why
-        with st.expander("Demo model log (last lines)", expanded=not caps.reachable):
-            st.caption(safe_markdown(str(demo_log)))
-            st.code(tail or "(empty)", language=None)
-    if not caps.reachable:
-        st.error(safe_markdown(caps.error or "The model service is not reachable."))
-        return
-    cols = st.columns(4)
-    cols[0].metric("Model", safe_markdown(caps.model or "none"))
-    cols[1].metric("Context", f"{caps.context_length:,}",
-                   help="from the server" if caps.context_from_server else "from configuration")
-    cols[2].metric("Server", caps.server_kind)
-    cols[3].metric("Tokenize endpoint", caps.tokenize_path or "none")
-    if caps.model_note:
-        st.warning(safe_markdown(caps.model_note))
-    metrics = caps.metrics
-    if metrics is None:
-        st.info("This server publishes no vLLM metrics: no prefix-cache hit rate or queue to show.")
-    else:
-        cols = st.columns(4)
-        rate = metrics.prefix_hit_rate
-        cols[0].metric("Prefix-cache hit rate", "—" if rate is None else f"{rate:.0%}")
-        cols[1].metric("KV cache used", "—" if metrics.kv_cache_usage is None else f"{metrics.kv_cache_usage:.0%}")
-        cols[2].metric("Running", f"{metrics.running or 0:.0f}")
-        cols[3].metric("Waiting", f"{metrics.waiting or 0:.0f}")
-        if metrics.kv_capacity_tokens:
-            st.bar_chart({"tokens": {"KV capacity": metrics.kv_capacity_tokens,
-                                     "in use": int(metrics.kv_capacity_tokens * (metrics.kv_cache_usage or 0))}},
-                         horizontal=True, height=120)
-        active = active_session(svc)
-        if active:
-            fit = kv_fit(caps, active[0].section_tokens)
-            if fit:
-                st.caption(fit)
-    if st.button("Run all checks (sends one tiny request)"):
-        marks = {"ok": ":green[:material/check_circle:]", "warn": ":orange[:material/warning:]",
-                 "fail": ":red[:material/cancel:]", "unknown": ":gray[:material/help:]"}
-        for check in run_checks(svc.client):
-            fix = f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""
-            st.markdown(safe_markdown(f"{marks[check.status]} **{check.name}**: {check.detail}{fix}"))
-    bench_dir = svc.settings.cache_dir / "bench"
-    report = bench_dir / "report.md"
-    if report.exists():
-        with st.expander("Latest `sparkdocs bench` report", expanded=True):
-            text = report.read_text(encoding="utf-8")
-            st.markdown(safe_markdown("\n".join(line for line in text.splitlines()
-                                                 if not line.startswith("!["))))
-            for chart in sorted(bench_dir.glob("*.png")):
-                st.image(str(chart))
-    else:
-        st.caption("Run `sparkdocs bench` to measure this server; its latest report appears here.")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from .auth import (
+from ..auth import (
     Login,
     LoginThrottle,
     Users,
@@ -20,14 +20,14 @@ from .auth import (
     proxy_user,
     start_login,
 )
-from .config import AuthMode, CacheIsolation, Settings
-from .documents import Document
-from .safe_text import safe_markdown
-from .errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
-from .store import Session, Store
+from ..config import AuthMode, CacheIsolation, Settings
+from ..documents import Document
+from ..safe_text import safe_markdown
+from ..errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
+from ..store import Session, Store
 
 if TYPE_CHECKING:
-    from .ui import Services
+    from .common import Services
 
 log = logging.getLogger(__name__)
 

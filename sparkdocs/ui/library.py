@@ -1,0 +1,90 @@
+"""The Library page: this user's documents and sessions — reopen, rename, delete (asked first)."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from ..safe_text import safe_markdown
+from ..views import (LibraryVariant, library_entries, session_label)
+from . import team
+from .common import Services, open_session_in_tab, friendly_errors
+
+log = logging.getLogger(__name__)
+
+
+def library(svc: Services) -> None:
+    """Documents opened to ask, one entry per document (however many option variants), with
+    their sessions by first question and date: reopen, rename, delete (after a confirmation)."""
+    store = svc.workspace.store
+    user = team.current_user()
+    entries, counted_only = library_entries(store.list_documents(owner=user),
+                                            store.list_sessions(owner=user))
+    if not entries:
+        st.info("No documents with sessions yet: upload one on the Ask page.")
+    for entry in entries:
+        sessions = entry.sessions
+        with st.expander(safe_markdown(f"{entry.name} — {entry.kind}, "
+                                       f"{entry.variants[0].info.tokens:,} tokens, "
+                                       f"{len(sessions)} session(s)")):
+            if entry.detail:
+                st.caption(safe_markdown(entry.detail))
+            for variant in entry.variants:
+                _library_variant(svc, variant, several=len(entry.variants) > 1)
+            for session in sessions:
+                c1, c2, c3 = st.columns([5, 1, 1])
+                c1.write(safe_markdown(session_label(session)))
+                if c2.button("Open", key=f"open-{session.id}"):
+                    open_session_in_tab(session)
+                    st.switch_page("pages/ask.py")
+                if _confirmed_delete(c3, f"dels-{session.id}",
+                                     f"Delete the session “{session_label(session)}”?"):
+                    store.delete_session(session.id, owner=user)
+                    st.rerun()
+    if counted_only:
+        with st.expander(f"{len(counted_only)} document(s) read or counted but never asked about"):
+            for info in counted_only:
+                st.write(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens"))
+
+
+def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -> None:
+    store = svc.workspace.store
+    info = variant.info
+    if several:
+        st.markdown(safe_markdown(f"**{info.tokens:,} tokens, {info.sections} parts** · "
+                                  f"{len(variant.sessions)} session(s)"))
+    user = team.current_user()
+    name = st.text_input("Name", info.name, key=f"name-{info.key}")
+    cols = st.columns(3)
+    if cols[0].button("Rename", key=f"rename-{info.key}") and name != info.name:
+        store.rename_document(info.key, name, owner=user)
+        st.rerun()
+    if cols[1].button("New session", key=f"new-{info.key}"):
+        with friendly_errors():
+            open_session_in_tab(team.start_session(svc, info.key))
+            st.switch_page("pages/ask.py")
+    if _confirmed_delete(cols[2], f"del-{info.key}",
+                         f"Delete {info.name} and its {len(variant.sessions)} session(s)?",
+                         label="Delete document and sessions"):
+        store.delete_document(info.key, owner=user)
+        st.rerun()
+
+
+def _confirmed_delete(where, key: str, question: str, *, label: str = "Delete") -> bool:
+    """A delete button that asks first: the first click shows the question with 'Yes, delete'
+    and 'Cancel'; only 'Yes, delete' returns True. Nothing is deleted on one stray click."""
+    asking = f"confirm-{key}"
+    if where.button(label, key=key, type="secondary"):
+        st.session_state[asking] = True
+    if not st.session_state.get(asking):
+        return False
+    st.warning(safe_markdown(f"{question} This cannot be undone."))
+    yes, no = st.columns(2)
+    if no.button("Cancel", key=f"no-{key}"):
+        st.session_state.pop(asking, None)
+        st.rerun()
+    if yes.button("Yes, delete", key=f"yes-{key}", type="primary"):
+        st.session_state.pop(asking, None)
+        return True
+    return False

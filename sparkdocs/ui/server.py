@@ -1,0 +1,76 @@
+"""The Server page: what the model service serves, its cache and queue, the doctor's checks."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from ..safe_text import safe_markdown
+from ..local_model import log_excerpt
+from . import team
+from .common import Services, active_session
+
+log = logging.getLogger(__name__)
+
+
+def server_status(svc: Services) -> None:
+    """What the service is and serves, its cache, its queue, and each doctor check."""
+    from ..doctor import run_checks
+    from ..views import kv_fit
+
+    st.caption(team.isolation_caption(svc.settings))
+    caps = svc.client.capabilities(refresh=st.button("Refresh"))
+    demo_log = svc.settings.local_model_log
+    tail = log_excerpt(demo_log) if demo_log is not None else None
+    if tail is not None:  # first when the demo model is down: its log says why
+        with st.expander("Demo model log (last lines)", expanded=not caps.reachable):
+            st.caption(safe_markdown(str(demo_log)))
+            st.code(tail or "(empty)", language=None)
+    if not caps.reachable:
+        st.error(safe_markdown(caps.error or "The model service is not reachable."))
+        return
+    cols = st.columns(4)
+    cols[0].metric("Model", safe_markdown(caps.model or "none"))
+    cols[1].metric("Context", f"{caps.context_length:,}",
+                   help="from the server" if caps.context_from_server else "from configuration")
+    cols[2].metric("Server", caps.server_kind)
+    cols[3].metric("Tokenize endpoint", caps.tokenize_path or "none")
+    if caps.model_note:
+        st.warning(safe_markdown(caps.model_note))
+    metrics = caps.metrics
+    if metrics is None:
+        st.info("This server publishes no vLLM metrics: no prefix-cache hit rate or queue to show.")
+    else:
+        cols = st.columns(4)
+        rate = metrics.prefix_hit_rate
+        cols[0].metric("Prefix-cache hit rate", "—" if rate is None else f"{rate:.0%}")
+        cols[1].metric("KV cache used", "—" if metrics.kv_cache_usage is None else f"{metrics.kv_cache_usage:.0%}")
+        cols[2].metric("Running", f"{metrics.running or 0:.0f}")
+        cols[3].metric("Waiting", f"{metrics.waiting or 0:.0f}")
+        if metrics.kv_capacity_tokens:
+            st.bar_chart({"tokens": {"KV capacity": metrics.kv_capacity_tokens,
+                                     "in use": int(metrics.kv_capacity_tokens * (metrics.kv_cache_usage or 0))}},
+                         horizontal=True, height=120)
+        active = active_session(svc)
+        if active:
+            fit = kv_fit(caps, active[0].section_tokens)
+            if fit:
+                st.caption(fit)
+    if st.button("Run all checks (sends one tiny request)"):
+        marks = {"ok": ":green[:material/check_circle:]", "warn": ":orange[:material/warning:]",
+                 "fail": ":red[:material/cancel:]", "unknown": ":gray[:material/help:]"}
+        for check in run_checks(svc.client):
+            fix = f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""
+            st.markdown(safe_markdown(f"{marks[check.status]} **{check.name}**: {check.detail}{fix}"))
+    bench_dir = svc.settings.cache_dir / "bench"
+    report = bench_dir / "report.md"
+    if report.exists():
+        with st.expander("Latest `sparkdocs bench` report", expanded=True):
+            text = report.read_text(encoding="utf-8")
+            st.markdown(safe_markdown("\n".join(line for line in text.splitlines()
+                                                 if not line.startswith("!["))))
+            for chart in sorted(bench_dir.glob("*.png")):
+                st.image(str(chart))
+    else:
+        st.caption("Run `sparkdocs bench` to measure this server; its latest report appears here.")

@@ -217,14 +217,12 @@ def test_the_app_writes_only_to_its_data_volume_and_tmp(tmp_path):
     """What makes `read_only: true` safe: through an upload, a question, an export and a
     reload, the app writes nowhere but its cache (the /data volume) and the temporary folder
     (the tmpfs /tmp) — not its home, not the image."""
-    import time
 
-    import httpx
     from playwright.sync_api import expect, sync_playwright
 
     from fakeserver import FakeServer
     from sparkdocs.local_model import free_port
-    from test_e2e_browser import CHROMIUM_ARGS
+    from test_e2e_browser import CHROMIUM_ARGS, wait_for_streamlit
 
     cache, temp, home = tmp_path / "data", tmp_path / "tmp", tmp_path / "home"
     for folder in (temp, home):
@@ -241,15 +239,7 @@ def test_the_app_writes_only_to_its_data_volume_and_tmp(tmp_path):
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.3)
-            else:
-                pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text())
+            wait_for_streamlit(url, process, tmp_path / "streamlit.log")
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                             args=CHROMIUM_ARGS)

@@ -36,17 +36,22 @@ def _start_app(base_url: str, tmp_path: Path, **overrides: str):
                                 "--server.headless", "true"], cwd=ROOT, env=env, stdout=log,
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    wait_for_streamlit(url, process, tmp_path / "streamlit.log")
+    return url, process, log
+
+
+def wait_for_streamlit(url: str, process: subprocess.Popen, log_path: Path, *,
+                       seconds: float = 60) -> None:
+    """Until the app's health endpoint answers; otherwise fail with the server's own log."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                break
+            if httpx.get(f"{url}/_stcore/health", timeout=1, trust_env=False).status_code == 200:
+                return
         except httpx.HTTPError:
             time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("streamlit did not start; see " + str(tmp_path / "streamlit.log"))
-    return url, process, log
+    process.kill()
+    pytest.fail("streamlit did not start: " + log_path.read_text(errors="replace")[-4000:])
 
 
 @pytest.fixture

@@ -318,7 +318,6 @@ def test_server_makes_no_outbound_request_as_in_the_container(listener, tmp_path
     import sys
     import time
 
-    import httpx
 
     from sparkdocs.local_model import free_port
 
@@ -332,16 +331,9 @@ def test_server_makes_no_outbound_request_as_in_the_container(listener, tmp_path
              str(port), "--server.address", "0.0.0.0", "--server.headless", "true"],
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=1,
-                                 trust_env=False).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.3)
-            else:
-                pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text())
+            from test_e2e_browser import wait_for_streamlit
+
+            wait_for_streamlit(f"http://127.0.0.1:{port}", process, tmp_path / "streamlit.log")
             time.sleep(2)  # the banner is printed just after the server starts listening
         finally:
             process.terminate()

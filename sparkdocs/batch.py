@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-import tempfile
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -191,7 +191,10 @@ def job_key(content_hash: str, *, instructions: str, model: str, max_tokens: int
 def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # os.open with 0o666 lets the umask decide the mode, as for any file the user writes
+    # (mkstemp would leave every summary readable by its owner only).
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -199,7 +202,7 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from collections.abc import Iterator
 
-import click
 import typer
 from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
 from rich.segment import Segment
@@ -59,11 +58,18 @@ class _LiteralHook:
         return [_Literal(r) for r in renderables]
 
 
+PIPE_WIDTH = 10_000
+
+
 def _channel(*, stderr: bool, soft_wrap: bool) -> Console:
     """The one place an output channel is made: no markup, no emoji codes, no highlighting,
     no control sequences — text is shown as it is."""
     console = Console(stderr=stderr, soft_wrap=soft_wrap, markup=False, emoji=False,
                       highlight=False)
+    if not console.is_terminal:
+        # A pipe or a log file has no width: wrapping at rich's default 80 columns would cut
+        # paths and table cells that a script or a person searching the log needs whole.
+        console.width = PIPE_WIDTH
     console.push_render_hook(_LiteralHook())  # type: ignore[arg-type]
     return console
 
@@ -606,10 +612,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:  # usage errors
-        exc.show()
+    except typer.TyperException as exc:  # usage errors (typer carries its own click)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()  # "Usage: …", "Try '… --help' for help.", "Error: …"
+        else:
+            _say(err, "error:", "bold red", exc.format_message())
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         return 130
     return 0
 

@@ -72,8 +72,8 @@ def document_key(uploads: Sequence[Upload], options: IngestOptions) -> str:
     if len(uploads) == 1:
         suffix = posixpath.splitext(uploads[0].name.lower())[1]
         return content_hash([(suffix, uploads[0].data)], salt=options.cache_salt())
-    parts = sorted((u.name, u.data) for u in uploads)
-    return content_hash(parts, salt=options.cache_salt())
+    # in the order given: the order of the sections is part of the document (and its prompt)
+    return content_hash([(u.name, u.data) for u in uploads], salt=options.cache_salt())
 
 
 def _single(upload: Upload, options: IngestOptions, progress: Progress | None = None
@@ -106,8 +106,9 @@ def ingest_bytes(name: str, data: bytes, *, options: IngestOptions = DEFAULT_OPT
 
 def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = DEFAULT_OPTIONS,
                    progress: Progress | None = None) -> Document:
-    """One file → its own kind; many files → one document with one section per file, in name
-    order. Token counts are filled in by `tokens.count_document`."""
+    """One file → its own kind; many files → one document with one section per file, in the
+    order given (the user's order says what comes first). Token counts are filled in by
+    `tokens.count_document`."""
     if not uploads:
         raise UnsupportedFormatError("No files given: upload or name at least one file.")
     key = document_key(uploads, options)
@@ -117,7 +118,7 @@ def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = DEFAUL
                         source_bytes=len(uploads[0].data))
     merged: list[Section] = []
     notes_all: list[str] = []
-    ordered = sorted(uploads, key=lambda u: u.name)
+    ordered = list(uploads)
     for number, upload in enumerate(ordered):
         if progress is not None:
             progress(number, len(ordered), upload.name)

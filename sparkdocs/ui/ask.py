@@ -53,7 +53,8 @@ def upload_panel(svc: Services) -> None:
                  "(SPARKDOCS_MAX_UPLOAD_MB); split the file or raise the limit."))
         return
     with friendly_errors(), st.status(f"Reading {len(files)} file(s)…", expanded=False) as status:
-        uploads = [Upload(f.name, f.getvalue()) for f in files]
+        # name order: a file picker's order is arbitrary, and the same set must be the same document
+        uploads = sorted((Upload(f.name, f.getvalue()) for f in files), key=lambda u: u.name)
         status.update(label="Extracting text and counting tokens…")
         options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
         bar = st.progress(0.0)

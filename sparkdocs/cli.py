@@ -59,6 +59,7 @@ class _LiteralHook:
 
 
 PIPE_WIDTH = 10_000
+SKIPPED_SHOWN = 10  # files left out, listed under count's warnings
 
 
 def _channel(*, stderr: bool, soft_wrap: bool) -> Console:
@@ -172,6 +173,11 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
         _say(err, "over budget:", "bold red", report["no_fit"])
     for warning in report["warnings"]:
         _say(err, "warning:", "yellow", warning)
+    skipped = report["skipped"]
+    for entry in skipped[:SKIPPED_SHOWN]:
+        _say(err, "  skipped:", "dim", entry)
+    if len(skipped) > SKIPPED_SHOWN:
+        err.print(f"  … and {len(skipped) - SKIPPED_SHOWN:,} more (`--json` lists every one)")
 
 
 @app.command()

@@ -178,7 +178,7 @@ def document_to_json(document: Document) -> str:
         "sections": [{"kind": s.kind.value, "title": s.title, "text": s.text, "tokens": s.tokens}
                      for s in document.sections],
         "warnings": list(document.warnings), "source_bytes": document.source_bytes,
-        "counted": document.counted,
+        "counted": document.counted, "skipped": list(document.skipped),
     }, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -190,7 +190,7 @@ def document_from_json(text: str) -> Document:
         sections=tuple(Section(SectionKind(s["kind"]), str(s["title"]), str(s["text"]),
                                int(s["tokens"])) for s in data["sections"]),
         warnings=tuple(str(w) for w in data["warnings"]), source_bytes=int(data["source_bytes"]),
-        counted=bool(data["counted"]))
+        counted=bool(data["counted"]), skipped=tuple(str(w) for w in data.get("skipped", ())))
 
 
 _TURN_FIELDS = {f.name for f in fields(Turn)} - {"_"}

@@ -375,7 +375,7 @@ def test_files_named_on_the_command_line_keep_the_order_they_were_given(tmp_path
     given = [str(tmp_path / n) for n in ("zeta.txt", "alpha.txt", "mid.txt")]
     report = json.loads(run("count", *given, "--json", cache=tmp_path / "c").stdout)
     assert [s["title"] for s in report["sections"]] == ["zeta.txt", "alpha.txt", "mid.txt"]
-    prompt = run("prompt", *given, cache=tmp_path / "c").stdout
+    prompt = run("prompt", *given, "-q", "Which comes first?", cache=tmp_path / "c").stdout
     assert prompt.index("Zeta comes first.") < prompt.index("Alpha comes second.") < prompt.index(
         "Mid comes last.")
 

@@ -550,3 +550,36 @@ def test_paths_nested_deeper_than_the_tree_can_render_are_skipped(tmp_path: Path
     source = walk_codebase(folder, IngestOptions())
     assert [f.path for f in source.files] == ["a.py"]
     assert any("nested over 128 folders deep" in n for n in source.notes)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_an_archive_holding_one_path_twice_gives_one_file_the_last_copy(kind):
+    import io
+    import tarfile
+    import warnings
+    import zipfile
+
+    from sparkdocs.ingest import ingest_bytes
+
+    copies = (b"print('first')\n", b"print('second, as unpacking leaves it')\n")
+    buf = io.BytesIO()
+    if kind == "tar":
+        with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+            for text in copies:
+                info = tarfile.TarInfo("src/a.py")
+                info.size = len(text)
+                archive.addfile(info, io.BytesIO(text))
+            readme = tarfile.TarInfo("src/README.md")
+            readme.size = 5
+            archive.addfile(readme, io.BytesIO(b"Read."))
+    else:
+        with warnings.catch_warnings(), zipfile.ZipFile(buf, "w") as archive:
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate: that is the point
+            for text in copies:
+                archive.writestr("src/a.py", text)
+            archive.writestr("src/README.md", b"Read.")
+    document = ingest_bytes(f"dup.{'tar.gz' if kind == 'tar' else 'zip'}", buf.getvalue())
+    files = [s for s in document.sections if s.kind.value == "file"]
+    assert [s.title for s in files] == ["README.md", "a.py"]
+    assert "second, as unpacking leaves it" in files[1].text and "first" not in files[1].text
+    assert any(entry.startswith("a.py: 1 earlier copy") for entry in document.skipped)

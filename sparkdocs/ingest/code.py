@@ -468,7 +468,15 @@ def codebase_sections(files: Iterable[SourceFile], *, notes: Iterable[str] = ()
     kept: list[tuple[str, str]] = []
     skipped = list(notes)
     warnings: list[str] = []
-    for source in sorted(files, key=lambda f: f.path):
+    last: dict[str, SourceFile] = {}
+    copies: dict[str, int] = {}
+    for source in files:  # an archive may hold one path twice: unpacking keeps the last copy
+        last[source.path] = source
+        copies[source.path] = copies.get(source.path, 0) + 1
+    skipped += [f"{path}: {count - 1} earlier {'copy' if count == 2 else 'copies'} in the archive, "
+                "skipped (the last one is read, as unpacking would leave it)"
+                for path, count in copies.items() if count > 1]
+    for source in sorted(last.values(), key=lambda f: f.path):
         suffix = posixpath.splitext(source.path)[1].lower()
         if suffix in BINARY_SUFFIXES or looks_binary(source.data):
             skipped.append(f"{source.path}: binary, skipped")

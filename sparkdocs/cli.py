@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .qa import PendingAnswer, QuestionAnswering
     from .store import Session
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Ask questions of whole documents with a local LLM (no retrieval).")
 
 
@@ -133,8 +133,10 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
           password: PasswordOpt = None, as_json: JsonOpt = False,
           context_length: ContextOpt = None,
           max_tokens: Annotated[int | None, typer.Option(help="Answer reserve.")] = None) -> None:
-    """Exact Llama 3 token counts per part (numbered for --parts) and the budget against the
-    context; over budget, a --pages/--parts selection that fits."""
+    """Exact Llama 3 token counts per part, and the budget against the context.
+
+    Parts are numbered for --parts; over budget, a --pages/--parts selection that fits is
+    printed, ready to paste."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     keep = workspace.select(document, pages=pages, parts=parts)
@@ -186,8 +188,10 @@ def prompt(paths: PathsArg,
            include: IncludeOpt = None, exclude: ExcludeOpt = None, pages: PagesOpt = None,
            parts: PartsOpt = None, password: PasswordOpt = None, as_json: JsonOpt = False,
            context_length: ContextOpt = None, max_tokens: MaxTokensOpt = None) -> None:
-    """The exact chat messages that would be sent, and their Llama 3.3 token count. A prompt
-    that would not fit the context (with the answer reserve) is printed, then an error (exit 2)."""
+    """The exact chat messages that would be sent, and their token count.
+
+    A prompt that would not fit the context (with the answer reserve) is printed, then an error
+    (exit 2)."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     keep = workspace.select(document, pages=pages, parts=parts)

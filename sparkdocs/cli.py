@@ -235,6 +235,9 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if len(args) < 2:
         raise typer.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
+    if Path(question).is_file() and not any(Path(p).exists() for p in paths):
+        raise typer.BadParameter(f"{question!r} is a file, and the question goes last: "
+                                 f"sparkdocs ask {question} \"{paths[0]}\"")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))

@@ -426,6 +426,7 @@ def test_summaries_are_written_with_the_users_umask_and_named_whole_in_a_pipe(tm
     (("count", "--no-such-option", "x"), "--no-such-option"),
     (("no-such-command",), "no-such-command"),
     (("summarize", "x", "--out", "o", "--concurrency", "many"), "--concurrency"),
+    (("ask", "What does it say?", "README.md"), "the question goes last"),
 ])
 def test_a_usage_mistake_is_a_usage_message_not_a_traceback(tmp_path: Path, args, says):
     result = run(*args, cache=tmp_path / "c", check=False)

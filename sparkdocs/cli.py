@@ -152,6 +152,8 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
     for section in report["sections"]:
         table.add_row(str(section["part"]) if section["kept"] else f"({section['part']})",
                       f"{section['kind']} {section['title']}", f"{section['tokens']:,}")
+    if keep is not None:
+        table.caption = "parts in (parentheses) are left out by the selection"
     out.print(table)
     if "directories" in report:
         dirs = Table(title="tokens per directory")
@@ -169,8 +171,7 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
     out.print(line)
     if report["fit"]:
         out.print(Text.assemble(("a selection that fits: ", "bold"), report["fit"],
-                                "  (paste it into count, prompt or ask; parts in brackets are "
-                                "left out)"))
+                                "  (paste it into count, prompt or ask)"))
     elif report["no_fit"]:
         _say(err, "over budget:", "bold red", report["no_fit"])
     for warning in report["warnings"]:

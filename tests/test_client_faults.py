@@ -8,7 +8,8 @@ import time
 import pytest
 
 from fakeserver import FakeServer, StreamFault
-from sparkdocs.client import ModelClient, ServiceProblem, StreamEnd, Waiting, parse_metrics
+from sparkdocs.client import (ModelClient, ServerKind, ServiceProblem, StreamEnd, Waiting,
+                              parse_metrics)
 from sparkdocs.config import Settings
 from sparkdocs.errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError,
                               ProtocolError, ServiceTimeoutError, ServiceUnavailableError)
@@ -30,8 +31,8 @@ def client_for(server: FakeServer, **overrides) -> ModelClient:
 
 def test_stream_yields_text_then_vllm_usage_with_cached_tokens(server):
     client = client_for(server)
-    stream = client.stream(MESSAGES, max_tokens=50)
-    text = "".join(stream)
+    with client.stream(MESSAGES, max_tokens=50) as stream:
+        text = "".join(stream)
     result = stream.result
     assert text == result.answer == "The answer is forty-two."
     assert result.finish_reason == "stop" and not result.truncated and not result.interrupted
@@ -51,10 +52,11 @@ def test_cached_tokens_zero_when_vllm_omits_details(server):
 
 
 def test_capabilities_from_vllm_models_and_metrics(server):
-    caps = client_for(server).capabilities()
-    assert caps.reachable and caps.server_kind == "vllm"
+    client = client_for(server)
+    caps = client.capabilities()
+    assert caps.reachable and caps.server_kind is ServerKind.VLLM
     assert caps.context_length == 65_536 and caps.context_from_server
-    assert caps.tokenize_path == "/tokenize"
+    assert client.tokenize_path() == "/tokenize"
     metrics = caps.metrics
     assert metrics.kv_capacity_tokens == 192_000 and metrics.prefix_caching_enabled
     assert metrics.prefix_hit_rate == 0.75 and metrics.running == 2 and metrics.waiting == 1
@@ -126,11 +128,12 @@ def test_cancel_closes_the_stream_promptly(server):
     stream = client_for(server).stream(MESSAGES, max_tokens=400)
     received = []
     started = time.perf_counter()
-    for index, part in enumerate(stream):
-        received.append(part)
-        if index == 3:
-            threading.Timer(0.0, stream.cancel).start()
-            time.sleep(0.05)
+    with stream:
+        for index, part in enumerate(stream):
+            received.append(part)
+            if index == 3:
+                threading.Timer(0.0, stream.cancel).start()
+                time.sleep(0.05)
     assert time.perf_counter() - started < 5
     assert stream.result.interrupted and stream.result.error == "stopped by the user"
     assert len(received) < 50
@@ -219,7 +222,8 @@ def test_the_deadline_also_ends_events_and_their_heartbeats(server):
     server.behaviour.stream_fault = StreamFault.KEEPALIVE_ONLY
     stream = client_for(server, answer_deadline_s=1).stream(MESSAGES)
     started = time.perf_counter()
-    events = list(stream.events(heartbeat_s=0.2))
+    with stream:
+        events = list(stream.events(heartbeat_s=0.2))
     assert time.perf_counter() - started < 8
     assert events and all(isinstance(e, Waiting) for e in events)
     assert stream.result.end is StreamEnd.DEADLINE
@@ -285,8 +289,8 @@ def test_cancel_is_stopped_by_the_user(server):
 def test_terminal_control_sequences_are_stripped_from_answers_even_across_chunks(server):
     server.behaviour.chunks = ["Red \x1b[3", "1mtext\x1b[0m", " and \x1b]0;pwned\x07title",
                                " bell\x07 back\x08space\r\n", "tab\tok [/INST] \x1b", "[2Jend"]
-    stream = client_for(server).stream(MESSAGES)
-    parts = list(stream)
+    with client_for(server).stream(MESSAGES) as stream:
+        parts = list(stream)
     text = "".join(parts)
     assert text == stream.result.answer == "Red text and title bell backspace\ntab\tok [/INST] end"
     assert not any("\x1b" in p or "\x07" in p for p in parts)
@@ -380,7 +384,7 @@ def test_ctrl_c_in_the_callers_loop_then_cancel_is_stopped_by_the_user(server):
     server.behaviour.answer = " ".join(["word"] * 100)
     server.behaviour.token_delay_s = 0.02
     stream = client_for(server).stream(MESSAGES, max_tokens=100)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), stream:
         for index, _ in enumerate(stream):
             if index == 2:
                 raise KeyboardInterrupt  # as if it landed while the CLI wrote the text

@@ -416,3 +416,49 @@ def test_a_server_that_holds_back_its_headers_is_waited_for_no_longer_than_the_d
     with pytest.raises(ServiceTimeoutError, match="no answer within 1 s.*SPARKDOCS_ANSWER_DEADLINE_S"):
         client_for(server, answer_deadline_s=1, max_retries=0).stream(MESSAGES).run()
     assert time.perf_counter() - started < 3.5
+
+
+# discovery asks only what it needs; a stream ends with its block --------------------------------
+def test_discovery_sends_no_tokenize_request_and_the_first_count_probes_once(server):
+    client = client_for(server)
+    for _ in range(3):
+        assert client.capabilities(refresh=True).model == "nvidia/Llama-3.3-70B-Instruct-FP8"
+    assert not [r for r in server.behaviour.seen if "tokenize" in r]
+    assert client.count_tokens("Hello there") and client.count_tokens("General Kenobi")
+    # one probe, found on the first count and kept, then one request per count
+    assert [r for r in server.behaviour.seen if "tokenize" in r] == ["POST /tokenize"] * 3
+    assert server.behaviour.tokenize_requests == 2
+
+
+def test_leaving_the_with_block_closes_the_connection_though_the_reader_is_still_held(server):
+    """The block ends the request, not the garbage collector: the server sees the client leave
+    while the reading generator is still referenced."""
+    server.behaviour.stream_fault = StreamFault.ENDLESS
+    server.behaviour.token_delay_s = 0.01
+    with client_for(server).stream(MESSAGES, max_tokens=100_000) as answer:
+        reader = iter(answer)
+        first = next(reader)
+        assert not server.behaviour.client_left.is_set()
+    assert server.behaviour.client_left.wait(10), "the server still streams to a closed block"
+    assert reader is not None  # still held: no finaliser ran
+    assert answer.result.end is StreamEnd.ABANDONED and answer.result.answer.startswith(first)
+
+
+def test_leaving_the_with_block_during_events_stops_the_answer_on_the_server(server):
+    server.behaviour.stream_fault = StreamFault.ENDLESS
+    server.behaviour.token_delay_s = 0.01
+    with client_for(server).stream(MESSAGES, max_tokens=100_000) as answer:
+        events = answer.events(heartbeat_s=0.2)
+        first = next(e for e in events if isinstance(e, str))
+    assert server.behaviour.client_left.wait(10)
+    assert events is not None
+    assert answer.result.end is StreamEnd.STOPPED and answer.result.answer.startswith(first)
+
+
+def test_an_answer_read_outside_a_with_block_is_refused_before_any_request(server):
+    stream = client_for(server).stream(MESSAGES)
+    with pytest.raises(RuntimeError, match="with client.stream"):
+        list(stream)
+    with pytest.raises(RuntimeError, match="with client.stream"):
+        stream.events()
+    assert server.behaviour.requests == []

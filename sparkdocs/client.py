@@ -619,7 +619,8 @@ class _Reply:
         return json.loads(self.text)
 
 
-# How each server counts a text: (path, request body). The first that answers a probe is kept.
+# Where each server counts a text (each with its own body, _tokenize_body); the first form that
+# answers the one probe is kept.
 _TOKENIZE_FORMS: dict[ServerKind, str] = {
     ServerKind.VLLM: "/tokenize",
     ServerKind.LLAMA_CPP: "/tokenize",  # same path, its own body

@@ -23,7 +23,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from .config import Settings, build_settings
+from .config import OutputFormat, Settings, build_settings
 from .errors import BudgetError, ConfigError, SparkdocsError
 from .literal import redact_url, redact_urls, strip_controls
 from .workspace import LoadRequest, Workspace
@@ -290,10 +290,11 @@ def _stream_answer(qa: QuestionAnswering, session: Session, pending: PendingAnsw
     stopped: str | None = None
     failure: SparkdocsError | None = None
     try:
-        for part in pending.stream:
-            if not as_json:
-                sys.stdout.write(part)
-                sys.stdout.flush()
+        with pending.stream as answer:
+            for part in answer:
+                if not as_json:
+                    sys.stdout.write(part)
+                    sys.stdout.flush()
     except KeyboardInterrupt:
         pending.stream.cancel()
         stopped = ASK_INTERRUPTED
@@ -357,7 +358,8 @@ def summarize(
         concurrency: Annotated[int, typer.Option(help="Requests kept in flight.")] = 8,
         instructions: Annotated[Path | None, typer.Option(help="File with the summary instructions.")] = None,
         style: Annotated[str | None, typer.Option(help="Built-in instructions: brief, contract, paper, code.")] = None,
-        output_format: Annotated[str, typer.Option("--format", help="md (one file each) or jsonl.")] = "md",
+        output_format: Annotated[OutputFormat, typer.Option(
+            "--format", help="md (one file each) or jsonl.")] = OutputFormat.MD,
         max_tokens: MaxTokensOpt = None,
         force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
         codebase: Annotated[bool, typer.Option(help="Treat each folder as one codebase.")] = False,
@@ -370,8 +372,6 @@ def summarize(
 
     from .citations import counts_text, total_counts  # quotes checked per summary
 
-    if output_format not in ("md", "jsonl"):
-        raise typer.BadParameter("--format is md or jsonl")
     if instructions and style:
         raise typer.BadParameter("give --instructions or --style, not both")
     if style and style not in SUMMARY_STYLES:

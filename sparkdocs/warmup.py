@@ -29,7 +29,7 @@ class WarmState:
     status: WarmStatus
     seconds: float | None = None
     error: str | None = None
-    started: float = 0.0
+    started: float = 0.0  # wall clock: the Ask page says when the cache was warmed
 
 
 class WarmUps:
@@ -54,19 +54,20 @@ class WarmUps:
                 return state
             state = WarmState(WarmStatus.WARMING, started=time.time())
             self._states[key] = state
-        self._pool.submit(self._run, key, document, keep, owner)
+        self._pool.submit(self._run, key, document, keep, owner, state.started)
         return state
 
     def _run(self, key: tuple[str, tuple[int, ...] | None, str | None], document: Document,
-             keep: Sequence[int] | None, owner: str | None) -> None:
+             keep: Sequence[int] | None, owner: str | None, started: float) -> None:
         try:
             result = self._qa.warm_up(document, keep, owner=owner)
-            state = WarmState(WarmStatus.WARM, seconds=result.seconds)
+            state = WarmState(WarmStatus.WARM, seconds=result.seconds, started=started)
         except SparkdocsError as exc:
-            state = WarmState(WarmStatus.FAILED, error=str(exc))
+            state = WarmState(WarmStatus.FAILED, error=str(exc), started=started)
         except Exception as exc:  # never let a warm-up thread die silently
             log.exception("warm-up failed")
-            state = WarmState(WarmStatus.FAILED, error=f"unexpected error: {exc!r}")
+            state = WarmState(WarmStatus.FAILED, error=f"unexpected error: {exc!r}",
+                              started=started)
         with self._lock:
             self._states[key] = state
 

@@ -218,7 +218,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         ended = False
         failure: SparkdocsError | None = None
         try:
-            _write_safely(_text_with_waits(pending.stream, st.empty()))
+            with pending.stream as answer:  # leaving it (a rerun, a Stop) ends the request
+                _write_safely(_text_with_waits(answer, st.empty()))
             ended = True
             stop_slot.empty()
         except SparkdocsError as exc:  # the request failed: kept with the server's own error

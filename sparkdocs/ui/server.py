@@ -34,8 +34,8 @@ def server_status(svc: Services) -> None:
     cols[0].metric("Model", safe_markdown(caps.model or "none"))
     cols[1].metric("Context", f"{caps.context_length:,}",
                    help="from the server" if caps.context_from_server else "from configuration")
-    cols[2].metric("Server", caps.server_kind)
-    cols[3].metric("Tokenize endpoint", caps.tokenize_path or "none")
+    cols[2].metric("Server", caps.server_kind.value)
+    cols[3].metric("Tokenize endpoint", svc.client.tokenize_path() or "none")
     if caps.model_note:
         st.warning(safe_markdown(caps.model_note))
     metrics = caps.metrics

@@ -85,10 +85,18 @@ class _LazyChannel:
         self._stderr, self._soft_wrap = stderr, soft_wrap
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def made(self) -> Console:
         if self._console is None:
             self._console = _channel(stderr=self._stderr, soft_wrap=self._soft_wrap)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+
+def _made(channel: Console) -> Console:
+    """The Console itself, for a Rich object that takes one (it uses protocols a proxy lacks)."""
+    return channel.made() if isinstance(channel, _LazyChannel) else channel
 
 
 out = cast("Console", _LazyChannel(stderr=False, soft_wrap=True))
@@ -439,7 +447,7 @@ def _run_batch(summarizer: Any, items: list[Any]) -> list[Any]:
     columns = [TextColumn("summarising", markup=False), BarColumn(),
                TextColumn("{task.completed}/{task.total}", markup=False),
                TextColumn("{task.fields[detail]}", markup=False), TimeElapsedColumn()]
-    with Progress(*columns, console=err, transient=False) as bar:
+    with Progress(*columns, console=_made(err), transient=False) as bar:
         task = bar.add_task("batch", total=len(items), detail="")
 
         def update(progress: Any, outcome: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -56,10 +57,19 @@ DUMMY_HASH = ("$argon2id$v=19$m=65536,t=3,p=4$quv/JtDXeBg6WAB/jA+CYw$"
               "if5VfKSC2xs4j03nX734yuopuC+YqROB+Ga9yKelxck")
 
 
+# A PDF name written with a #xx escape (as /Encr#79pt may spell /Encrypt): pypdf then decides.
+_ESCAPED_NAME = re.compile(rb"/[A-Za-z0-9#]*#[0-9A-Fa-f]{2}")
+
+
 def pdf_is_encrypted(data: bytes) -> bool:
     """Whether these bytes are a PDF with an encryption dictionary. Its text must then be served
     only to whoever proves the password; unreadable bytes are left for the ingester to report."""
     if not data.lstrip()[:5].startswith(b"%PDF"):
+        return False
+    if b"/Encrypt" not in data and not _ESCAPED_NAME.search(data):
+        # The /Encrypt entry sits in the trailer or the xref stream's dictionary, which are
+        # never compressed, so an encrypted file shows it in its bytes, spelt out or with #xx
+        # escapes. Neither here: not encrypted, without importing pypdf (~0.1 s) to parse it.
         return False
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError

@@ -1,18 +1,19 @@
 """The one Settings object. Built once at the edge (CLI, app) and passed in; nothing below reads
-the environment."""
+the environment.
+
+A frozen dataclass that parses its own SPARKDOCS_* variables: pydantic and pydantic-settings
+cost every command ~0.1-0.2 s of imports for a dozen numbers, paths and switches."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import annotated_types
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 from .literal import redact_url
@@ -46,23 +47,107 @@ def _default_cache_dir() -> Path:
 ENV_PREFIX = "SPARKDOCS_"
 
 
-def _environment() -> dict[str, str]:
-    """The SPARKDOCS_* variables by field name (any case, as pydantic-settings matched them);
-    pydantic then parses and checks the strings exactly as it does keyword values."""
-    cut = len(ENV_PREFIX)
-    return {name[cut:].lower(): value for name, value in os.environ.items()
-            if name[:cut].upper() == ENV_PREFIX and name[cut:].lower() in Settings.model_fields}
+def Field(default: Any = dataclasses.MISSING, *,  # noqa: N802  (reads like pydantic's)
+          default_factory: Callable[[], Any] | None = None, ge: float | None = None,
+          gt: float | None = None, le: float | None = None, lt: float | None = None,
+          description: str | None = None) -> Any:
+    """A setting with limits and a description (the fix half of a ConfigError says both)."""
+    limits = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    metadata = {"limits": limits, "description": description}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-class Settings(BaseModel):
-    """Every knob, from `SPARKDOCS_*` variables or keyword arguments (which win). A plain
-    pydantic model reading its own variables: pydantic-settings cost every command ~0.1 s of
-    imports for what `_environment` does."""
+class SettingsError(ValueError):
+    """Values that are not settings: one {"loc", "msg", "input"} per problem, like pydantic."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{p['loc'][0]}: {p['msg']}" for p in problems))
+        self.problems = problems
 
-    def __init__(self, **values: Any) -> None:
-        super().__init__(**{**_environment(), **values})
+    def errors(self) -> list[dict[str, Any]]:
+        return self.problems
+
+
+_TRUE = {"1", "on", "t", "true", "y", "yes"}
+_FALSE = {"0", "off", "f", "false", "n", "no"}
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("Input should be a valid integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError("Input should be a valid integer, unable to parse string as an integer")
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ValueError("Input should be a valid number, unable to parse string as a number")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("Input should be a valid boolean, unable to interpret input")
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError("Input should be a valid string")
+
+
+def _to_path(value: Any) -> Path:
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise ValueError("Input should be a valid path")
+
+
+def _to_enum(kind: type[StrEnum]) -> Callable[[Any], StrEnum]:
+    def parse(value: Any) -> StrEnum:
+        try:
+            return kind(value)
+        except ValueError:
+            names = " or ".join(f"'{member.value}'" for member in kind)
+            raise ValueError(f"Input should be {names}") from None
+    return parse
+
+
+def _limit_problem(value: Any, limits: Mapping[str, float]) -> str | None:
+    checks = {"ge": (lambda v, x: v >= x, "greater than or equal to"),
+              "gt": (lambda v, x: v > x, "greater than"),
+              "le": (lambda v, x: v <= x, "less than or equal to"),
+              "lt": (lambda v, x: v < x, "less than")}
+    for name, bound in limits.items():
+        holds, words = checks[name]
+        if not holds(value, bound):
+            return f"Input should be {words} {bound}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Settings:
+    """Every knob, from `SPARKDOCS_*` variables (any case) or keyword arguments, which win;
+    unknown names are ignored."""
 
     base_url: str = "http://localhost:8000/v1"
     model: str = DEFAULT_MODEL
@@ -102,6 +187,35 @@ class Settings(BaseModel):
     trusted_proxies: str = Field("127.0.0.1,::1", description="Comma-separated IPs or CIDRs.")
     cache_isolation: CacheIsolation = CacheIsolation.AUTO
 
+    def __init__(self, **values: Any) -> None:
+        given = {**_environment(), **{k: v for k, v in values.items() if k in _PARSERS}}
+        problems: list[dict[str, Any]] = []
+        for field in dataclasses.fields(self):
+            if field.name not in given:
+                value = (field.default_factory() if field.default_factory is not dataclasses.MISSING
+                         else field.default)
+            else:
+                raw = given[field.name]
+                try:
+                    value = _PARSERS[field.name](raw)
+                    problem = _limit_problem(value, field.metadata.get("limits", {}))
+                except ValueError as exc:
+                    problem = str(exc)
+                if problem:
+                    problems.append({"loc": (field.name,), "msg": problem, "input": raw})
+                    continue
+            object.__setattr__(self, field.name, value)
+        if problems:
+            raise SettingsError(problems)
+
+    def model_dump(self) -> dict[str, Any]:
+        """Every setting by name (the values themselves)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Settings:
+        """These settings with `update` applied (checked like any others)."""
+        return Settings(**{**self.model_dump(), **(update or {})})
+
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
@@ -115,6 +229,25 @@ class Settings(BaseModel):
         return self.max_unpacked_mb * 1024 * 1024
 
 
+_TYPES: dict[str, Callable[[Any], Any]] = {
+    "str": _to_str, "int": _to_int, "float": _to_float, "bool": _to_bool, "Path": _to_path,
+    "Path | None": lambda v: None if v is None else _to_path(v),
+    "AuthMode": _to_enum(AuthMode), "CacheIsolation": _to_enum(CacheIsolation),
+}
+# One parser per field, chosen by its annotation: a field of a new type fails here, at import.
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    field.name: _TYPES[str(field.type)] for field in dataclasses.fields(Settings)}
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "Path": "a path",
+          "Path | None": "a path", "str": "text"}
+
+
+def _environment() -> dict[str, str]:
+    """The SPARKDOCS_* variables by setting name (the variable's name in any case)."""
+    cut = len(ENV_PREFIX)
+    return {name[cut:].lower(): value for name, value in os.environ.items()
+            if name[:cut].upper() == ENV_PREFIX and name[cut:].lower() in _PARSERS}
+
+
 def build_settings(*, overrides: Mapping[str, Any] | None = None,
                    option_names: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment plus explicit values (None: not given). A value sparkdocs
@@ -125,7 +258,7 @@ def build_settings(*, overrides: Mapping[str, Any] | None = None,
     names = option_names or {}
     try:
         settings = Settings(**given)
-    except ValidationError as exc:
+    except SettingsError as exc:
         problems = [_explain(error, given, names) for error in exc.errors()]
         raise ConfigError("; ".join(problems) + ".") from None
     check_base_url(settings.base_url, source=names.get("base_url") if "base_url" in given else None)
@@ -168,23 +301,13 @@ def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, st
 
 def field_fix(field_name: str, source: str) -> str:
     """What a setting must be, from its type and limits: the fix half of a ConfigError."""
-    info = Settings.model_fields.get(field_name)
+    info = {field.name: field for field in dataclasses.fields(Settings)}.get(field_name)
     if info is None:
         return f"remove {source}"
-    kinds = {int: "a whole number", float: "a number", bool: "true or false", Path: "a path",
-             str: "text"}
-    kind = kinds.get(info.annotation, "a valid value")  # type: ignore[arg-type]
-    limits = []
-    for item in info.metadata:
-        if isinstance(item, annotated_types.Ge):
-            limits.append(f"at least {item.ge}")
-        elif isinstance(item, annotated_types.Gt):
-            limits.append(f"above {item.gt}")
-        elif isinstance(item, annotated_types.Le):
-            limits.append(f"at most {item.le}")
-        elif isinstance(item, annotated_types.Lt):
-            limits.append(f"below {item.lt}")
-    text = (info.description or "").rstrip(".")
+    kind = _KINDS.get(str(info.type), "a valid value")
+    words = {"ge": "at least", "gt": "above", "le": "at most", "lt": "below"}
+    limits = [f"{words[name]} {bound}" for name, bound in info.metadata.get("limits", {}).items()]
+    text = (info.metadata.get("description") or "").rstrip(".")
     about = f" ({text[:1].lower()}{text[1:]})" if text else ""
     return f"set {source} to {kind}" + (f" of {' and '.join(limits)}" if limits else "") + about
 

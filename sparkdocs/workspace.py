@@ -17,10 +17,11 @@ from .ingest import (IngestOptions, Progress, Upload, codebase_key, document_key
 from .ingest.code import directory_tokens
 from .passwords import pdf_is_encrypted
 from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections
+from .rank_cache import CachedRanks, cached_ranks
 from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Session, Store
-from .tokens import Budget, preload_llama3
+from .tokens import Budget, llama3, preload_llama3
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,13 @@ class Workspace:
                                     size_limit_bytes=self.settings.cache_size_limit_mb * 2**20)
 
     @cached_property
+    def ranks(self) -> CachedRanks:
+        """The tokenizer's ranks, from the cache folder when a process built them before."""
+        return cached_ranks(self.settings.cache_dir)
+
+    @cached_property
     def prompts(self) -> PromptBuilder:
-        return PromptBuilder()
+        return PromptBuilder(llama3(load_ranks=self.ranks))
 
     def ingest_options(self, *, include: Sequence[str] = (), exclude: Sequence[str] = (),
                        password: str | None = None) -> IngestOptions:
@@ -67,7 +73,7 @@ class Workspace:
         """Uploaded bytes → the owner's counted document (default: the settings' user), from
         the store when they uploaded these bytes before — for an encrypted PDF only with its
         password again (issue #12)."""
-        preload_llama3()
+        preload_llama3(load_ranks=self.ranks)
         key = document_key(uploads, options)
         return self.store.get_or_ingest(
             key, lambda: ingest_uploads(uploads, options=options, progress=progress),
@@ -75,7 +81,7 @@ class Workspace:
             locked=any(pdf_is_encrypted(upload.data) for upload in uploads))
 
     def load(self, request: LoadRequest) -> Document:
-        preload_llama3()
+        preload_llama3(load_ranks=self.ranks)
         options = self.ingest_options(include=request.include, exclude=request.exclude,
                                       password=request.password)
         paths = expand_paths(request.paths)

@@ -20,7 +20,7 @@ from sparkdocs.auth import (
 )
 from sparkdocs.config import AuthMode, CacheIsolation, Settings
 from sparkdocs.errors import LoginError, OpenAppError, SparkdocsError
-from sparkdocs.passwords import hash_password, verify_password
+from sparkdocs.passwords import DUMMY_HASH, hash_password, verify_password
 from sparkdocs.store import Store
 
 
@@ -31,6 +31,15 @@ def test_password_hashes_are_salted_slow_argon2id_and_verify():
     assert verify_password(first, "correct horse") and verify_password(second, "correct horse")
     assert not verify_password(first, "correct hors")
     assert not verify_password("not a hash", "correct horse")
+
+
+def test_the_unknown_user_dummy_hash_costs_what_a_real_hash_costs():
+    # an unknown name's login verifies against DUMMY_HASH: the same Argon2 parameters as a fresh
+    # hash, so it takes as long as a known name's (argon2's own parser is the judge)
+    import argon2
+
+    assert argon2.extract_parameters(DUMMY_HASH) == argon2.extract_parameters(hash_password("x"))
+    assert not verify_password(DUMMY_HASH, "not the password")
 
 
 def test_users_are_added_checked_listed_and_removed(store: Store):

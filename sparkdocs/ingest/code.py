@@ -15,15 +15,16 @@ import time
 import zipfile
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable, Sequence
-
-import pathspec
 
 from ..documents import Section, SectionKind, clean_text, render_tree
 from ..errors import FileTooLargeError, IngestError, UnsafeArchiveError, UnsupportedFormatError
 from .options import IngestOptions
 from .text import decode_text, looks_binary
+
+if TYPE_CHECKING:  # imported where a codebase is filtered: a PDF or a note never needs it
+    import pathspec
 
 DEFAULT_IGNORES = (
     ".git/", ".hg/", ".svn/", "node_modules/", ".venv/", "venv/", "env/", "__pycache__/",
@@ -146,6 +147,8 @@ def _user_spec(patterns: tuple[str, ...], flag: str) -> pathspec.GitIgnoreSpec |
                 f"{flag} '{_shorten(pattern)}': {problem}; use a simpler pattern (split it into "
                 "several, or name the folder or suffix you mean).")
         lines.append(line)
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
@@ -160,6 +163,8 @@ class PathFilter:
     look-ups per path; all matching shares `options.max_match_seconds`."""
 
     def __init__(self, options: IngestOptions, *, source: str = "") -> None:
+        import pathspec
+
         defaults = list(DEFAULT_IGNORES) + list(SECRET_FILES)
         if not options.include_lock_files:
             defaults += list(LOCK_FILES)
@@ -192,6 +197,8 @@ class PathFilter:
                                  f"{number} on are ignored")
                     break
             lines.append(guarded)
+        import pathspec
+
         self._gitignores[directory] = pathspec.GitIgnoreSpec.from_lines(lines)
         return notes
 

@@ -4,9 +4,11 @@ peak memory (ru_maxrss of exactly that child, from wait4) are comparable within 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -36,3 +38,25 @@ def run_measured(command: list[str], *, env: dict[str, str] | None = None, repea
             best = result
     assert best is not None
     return best
+
+
+def interleaved(first: list[str], second: list[str], *, pairs: int,
+                env: dict[str, str] | None = None,
+                before_each: Callable[[int], None] | None = None) -> tuple[list[Measured], list[Measured]]:
+    """`pairs` runs of each command, alternating (first, second, first, ...), so a noisy moment
+    on a shared machine hits both sides alike. `before_each(i)` runs untimed before pair i."""
+    a: list[Measured] = []
+    b: list[Measured] = []
+    for i in range(pairs):
+        if before_each is not None:
+            before_each(i)
+        a.append(run_measured(first, env=env, repeat=1))
+        b.append(run_measured(second, env=env, repeat=1))
+    return a, b
+
+
+def summary(runs: list[Measured]) -> str:
+    """'best s (median s), peak MB' of a list of runs."""
+    seconds = sorted(r.seconds for r in runs)
+    return (f"{seconds[0]:.2f} s (median {statistics.median(seconds):.2f}), "
+            f"{max(r.peak_mb for r in runs):.0f} MB")

@@ -30,6 +30,7 @@ class WarmState:
     seconds: float | None = None
     error: str | None = None
     started: float = 0.0
+    finished: float = 0.0  # wall-clock time it ended (0 while warming): "warmed at …"
 
 
 class WarmUps:
@@ -61,7 +62,7 @@ class WarmUps:
              keep: Sequence[int] | None, owner: str | None) -> None:
         try:
             result = self._qa.warm_up(document, keep, owner=owner)
-            state = WarmState(WarmStatus.WARM, seconds=result.seconds)
+            state = WarmState(WarmStatus.WARM, seconds=result.seconds, finished=time.time())
         except SparkdocsError as exc:
             state = WarmState(WarmStatus.FAILED, error=str(exc))
         except Exception as exc:  # never let a warm-up thread die silently

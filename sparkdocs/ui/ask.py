@@ -22,6 +22,8 @@ from ..store import Session
 from ..citations import answers_sources_markdown
 from .sources import answer_citations, marked_answer, show_sources
 from ..selection import SelectBy, select_by, select_typed, selection_text
+from ..waits import WaitWatch, warm_caption
+from ..warmup import WarmStatus
 from ..views import (budget_segments, budget_summary, demo_model_note,
                     fit_button_label,
                     kept_summary, section_rows, session_markdown,
@@ -151,8 +153,8 @@ def _budget_bar(segments, context: int):  # list[BudgetSegment]
             .properties(height=70))
 
 
-@st.fragment(run_every=2.0)
 def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -> None:
+    """The warm-up line; polls (a timer fragment) only while the warm-up runs."""
     if not svc.settings.warm_up:
         st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
                    "whole document.")
@@ -160,14 +162,23 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
     owner = team.current_user()  # each user warms their own prefix (cache isolation)
     state = (svc.warmups.state(document, keep, owner=owner)
              or svc.warmups.start(document, keep, owner=owner))
-    if state.status == "warming":
-        st.caption(":material/hourglass_top: Warming the model's prefix cache with this document…")
-    elif state.status == "warm":
-        ago = time.strftime("%H:%M", time.localtime(state.started))
-        st.caption(f":material/local_fire_department: Prefix cache warmed at {ago} (took "
-                   f"{state.seconds:.1f} s); other documents read since may have evicted it.")
+    if state.status is WarmStatus.WARMING:
+        _warming(svc, document, keep, owner)
     else:
-        st.caption(safe_markdown(f":material/error: Warm-up failed: {state.error}"))
+        st.caption(safe_markdown(warm_caption(state)))
+
+
+@st.fragment(run_every=2.0)
+def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
+             owner: str | None) -> None:
+    """A timer fragment that fires during an answer runs right after it, and the chat input
+    (submit_mode="disable") re-enables only when the last run to finish was a full one: so the
+    timer must not outlive the warm-up. When it ends, a full rerun shows the result without
+    this fragment, which stops the timer."""
+    state = svc.warmups.state(document, keep, owner=owner)
+    if state is None or state.status is not WarmStatus.WARMING:
+        st.rerun()
+    st.caption(warm_caption(state))
 
 
 def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn

@@ -228,7 +228,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         ended = False
         failure: SparkdocsError | None = None
         try:
-            _write_safely(_text_with_waits(pending.stream, st.empty()))
+            watch = WaitWatch(svc.client.metrics)  # queued or prefilling, asked every 2 s
+            _write_safely(_text_with_waits(pending.stream, st.empty(), watch))
             ended = True
             stop_slot.empty()
         except SparkdocsError as exc:  # the request failed: kept with the server's own error
@@ -253,16 +254,16 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     return session
 
 
-def _text_with_waits(stream: AnswerStream, slot) -> Iterator[str]:
-    """The answer's text for st.write_stream, showing the wait before the first token. Touching
-    the page on every heartbeat is also what lets a Stop click interrupt a long prefill."""
+def _text_with_waits(stream: AnswerStream, slot, watch: WaitWatch) -> Iterator[str]:
+    """The answer's text for st.write_stream, showing the wait before the first token (elapsed
+    time and queued / prefilling from the server's metrics). Touching the page on every
+    heartbeat is also what lets a Stop click interrupt a long prefill."""
     for event in stream.events():
         if isinstance(event, Waiting):
             if event.received_chunks:
                 slot.empty()
             else:
-                slot.caption(f"Waiting for the first token: {event.elapsed_s:.0f} s (queued or "
-                             "reading the document)")
+                slot.caption(safe_markdown(watch.view(event).text))
             continue
         slot.empty()
         yield event

@@ -43,11 +43,11 @@ def wait_phase(*, elapsed_s: float, received_chunks: int,
     waiting = int(metrics.waiting)
     if waiting > 0:
         return WaitView(WaitPhase.QUEUED,
-                        f"Queued: {seconds}. The server is busy with {running} request(s) "
-                        f"and {waiting} wait(s) for a free slot; this one starts when one ends.")
+                        f"Queued: {seconds}. The server's batch is full ({running} running, "
+                        f"{waiting} waiting); this question starts when a slot frees up.")
     return WaitView(WaitPhase.PREFILLING,
                     f"Prefilling: {seconds}. The model is reading the document before the "
-                    f"first word ({running} request(s) running, none queued).")
+                    "first word; nothing is queued on the server.")
 
 
 class WaitWatch:

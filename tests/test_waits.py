@@ -23,7 +23,7 @@ def test_requests_waiting_on_the_server_mean_queued():
     view = wait_phase(elapsed_s=61.4, received_chunks=0,
                       metrics=parse_metrics(_vllm_text(running=2, waiting=1)))
     assert view.phase is WaitPhase.QUEUED
-    assert "Queued: 61 s" in view.text and "2 request(s)" in view.text
+    assert "Queued: 61 s" in view.text and "(2 running, 1 waiting)" in view.text
 
 
 def test_nothing_waiting_and_no_token_yet_means_prefilling():

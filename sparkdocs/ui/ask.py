@@ -22,6 +22,7 @@ from ..store import Session
 from ..citations import answers_sources_markdown
 from .sources import answer_citations, marked_answer, show_sources
 from ..selection import SelectBy, select_by, select_typed, selection_text
+from ..notices import follow_up_default, upload_problem, warning_view
 from ..waits import WaitWatch, warm_caption
 from ..warmup import WarmStatus
 from ..views import (budget_segments, budget_summary, demo_model_note,
@@ -45,6 +46,7 @@ def upload_panel(svc: Services) -> None:
         include = [p for p in st.text_input("Include (gitignore patterns, comma-separated)").split(",") if p.strip()]
         exclude = [p for p in st.text_input("Exclude (gitignore patterns, comma-separated)").split(",") if p.strip()]
     if not files:
+        st.session_state.pop("upload_problem", None)
         return
     signature = (tuple((f.file_id, f.size) for f in files), password, tuple(include), tuple(exclude))
     if st.session_state.get("upload_signature") == signature:
@@ -55,24 +57,49 @@ def upload_panel(svc: Services) -> None:
                  "(SPARKDOCS_MAX_UPLOAD_MB); split the file or raise the limit."))
         return
     with friendly_errors(), st.status(f"Reading {len(files)} file(s)…", expanded=False) as status:
-        uploads = [Upload(f.name, f.getvalue()) for f in files]
-        status.update(label="Extracting text and counting tokens…")
-        options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
         bar = st.progress(0.0)
-
-        def show(done: int, total: int, what: str) -> None:
-            bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
-
-        document = svc.workspace.load_uploads(uploads, options, progress=show,
-                                              owner=team.current_user())
-        team.remember_password(document.content_hash, password)
-        bar.empty()
-        session = svc.workspace.open_session(document, keep=svc.qa.fit(document),
-                                             owner=team.current_user())
-        open_session_in_tab(session)
+        try:
+            document = _load(svc, files, password=password, include=include, exclude=exclude,
+                             status=status, bar=bar)
+        except SparkdocsError as exc:  # said in the main area; the spinner ends as an error
+            bar.empty()
+            status.update(label="Could not read the upload (see the message on the right)",
+                          state="error")
+            st.session_state["upload_problem"] = upload_problem(
+                exc, names=[f.name for f in files], password_given=password is not None)
+            st.session_state["upload_signature"] = signature  # not read again on every rerun
+            return
+        st.session_state.pop("upload_problem", None)
         st.session_state["upload_signature"] = signature
         status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
                       state="complete")
+
+
+def _load(svc: Services, files, *, password: str | None, include: list[str],
+          exclude: list[str], status, bar) -> Document:
+    uploads = [Upload(f.name, f.getvalue()) for f in files]
+    status.update(label="Extracting text and counting tokens…")
+    options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
+
+    def show(done: int, total: int, what: str) -> None:
+        bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
+
+    document = svc.workspace.load_uploads(uploads, options, progress=show,
+                                          owner=team.current_user())
+    team.remember_password(document.content_hash, password)
+    bar.empty()
+    session = svc.workspace.open_session(document, keep=svc.qa.fit(document),
+                                         owner=team.current_user())
+    open_session_in_tab(session)
+    return document
+
+
+def upload_notice() -> None:
+    """In the main area: why the last upload could not be read, and what to do in the app."""
+    problem = st.session_state.get("upload_problem")
+    if problem:
+        st.error(safe_markdown(problem), icon=":material/lock:"
+                 if "password" in problem else ":material/warning:")
 
 
 def reopen_panel(svc: Services) -> None:
@@ -94,8 +121,11 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     full = svc.qa.budget(document)
     st.altair_chart(_budget_bar(budget_segments(budget), context), width="stretch")
     (st.caption if budget.fits else st.error)(budget_summary(budget))
-    for warning in document.warnings:
-        st.warning(safe_markdown(warning))
+    for warning in map(warning_view, document.warnings):
+        st.warning(safe_markdown(warning.headline))
+        if warning.items:
+            with st.expander(f"The list ({len(warning.items)})"):
+                st.markdown(safe_markdown("\n".join(f"- {i}" for i in warning.items)))
     with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
         # The keys follow the saved choice, so the widgets restart from it after each change.
         version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
@@ -205,11 +235,15 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     prepared = svc.qa.prepared(document, session.kept_sections)
     for number, turn in enumerate(session.turns):
         show_turn(turn, prepared=prepared, key=f"{session.id}-{number}")
-    follow_up = st.toggle("Follow-up mode (the model sees earlier questions and answers)",
-                          key=f"follow-{session.id}")
-    # A question sent while an answer streams would rerun the page and cut that answer to what
-    # had arrived: the input stays disabled until the answer ends (Stop or Esc ends it sooner).
-    question = st.chat_input("Ask about the document", submit_mode="disable")
+    key = f"follow-{session.id}"
+    with st.bottom:  # by the input, not mid-conversation; kept in the address across reloads
+        follow_up = st.toggle(
+            "Follow-up: the model also sees the earlier questions and answers",
+            value=follow_up_default(session, st.query_params.get("follow")), key=key,
+            on_change=lambda: st.query_params.update(follow="1" if st.session_state[key] else "0"))
+        # A question sent while an answer streams would rerun the page and cut that answer to
+        # what had arrived: the input stays disabled until the answer ends (Stop or Esc sooner).
+        question = st.chat_input("Ask about the document", submit_mode="disable")
     if not question:
         return session
     with st.chat_message("user"):

@@ -166,6 +166,25 @@ def test_skipped_files_are_a_count_and_a_list_and_follow_up_sits_by_the_input_ac
         browser.close()
 
 
+def test_a_first_visit_by_deep_link_still_goes_through_app_py(app):
+    """With a `pages/` folder, Streamlit ran pages/server.py by itself for the first visit of
+    a fresh process if it was a deep link: no app.py, so no wide layout, no navigation titles
+    and no team-mode login gate. The sidebar's navigation is the judge."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _ = app  # a fresh app process: nobody has opened "/" yet
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{url}/server")
+        expect(page.get_by_text("Model service")).to_be_visible(timeout=60_000)
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        expect(nav.get_by_text("Server", exact=True)).to_be_visible()
+        assert "app" not in nav.inner_text().split(), nav.inner_text()
+        browser.close()
+
+
 def test_server_page_values_are_not_cut_off_at_1440_px(app, artifacts_dir):
     from playwright.sync_api import expect, sync_playwright
 

@@ -374,7 +374,7 @@ def test_server_page_shows_the_engines_own_figures(vllm, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "server.py"),
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / "server.py"),
                                default_timeout=60).run()
     finally:
         st.cache_resource.clear()

@@ -10,6 +10,7 @@ from that proxy). Pure logic: the pages and the CLI only display what these func
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "LOCAL_USER",
+    "LOGIN_COOKIE",
     "Login",
     "LoginThrottle",
     "Users",
@@ -43,6 +45,8 @@ __all__ = [
     "install_secret",
     "isolation",
     "log_in",
+    "login_from_token",
+    "login_token",
     "proxy_user",
     "start_login",
 ]
@@ -170,6 +174,42 @@ def start_login(user: str, *, ttl_min: float, now: float | None = None) -> Login
     return Login(user, (time.time() if now is None else now) + ttl_min * 60.0)
 
 
+LOGIN_COOKIE = "sparkdocs_login"
+
+
+def login_token(login: Login, *, secret: bytes, users: Users) -> str:
+    """What the browser keeps so a reload stays logged in: the user, the expiry, and an HMAC
+    over both and the user's current password hash — so the token cannot be forged or
+    extended, and removing the user or changing the password ends every login at once."""
+    payload = f"{login.user}:{int(login.expires_at)}"
+    return f"{payload}:{_login_mac(payload, secret=secret, hashed=users.store.user_hash(login.user))}"
+
+
+def login_from_token(token: str, *, secret: bytes, users: Users,
+                     now: float | None = None) -> Login | None:
+    """The login a browser's token proves, or None (forged, expired, or its user is gone or
+    has a new password). Never raises: a cookie is whatever the browser sends."""
+    if not isinstance(token, str):
+        return None
+    user, _, rest = token.partition(":")
+    expires, _, mac = rest.partition(":")
+    if not (_USER_NAME.fullmatch(user) and expires.isdigit() and len(expires) < 16 and mac):
+        return None
+    hashed = users.store.user_hash(user)
+    if hashed is None:
+        return None
+    expected = _login_mac(f"{user}:{expires}", secret=secret, hashed=hashed)
+    login = Login(user, float(expires))
+    if not hmac.compare_digest(mac, expected) or not login.valid(now=now):
+        return None
+    return login
+
+
+def _login_mac(payload: str, *, secret: bytes, hashed: str | None) -> str:
+    message = b"sparkdocs login\0" + payload.encode() + b"\0" + (hashed or "").encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
 def _loopback(address: str) -> bool:
     if address.strip().lower() == "localhost":
         return True
@@ -237,14 +277,21 @@ def install_secret(directory: Path) -> bytes:
     path = directory / SECRET_FILE
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            secret = path.read_bytes()
-        else:
-            secret = secrets.token_bytes(32)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(secret)
+        if not path.exists():
+            # written whole to a temporary file, then linked into place: another process
+            # never reads a half-written secret, and of two racing, the first link wins
+            tmp = directory / f".{SECRET_FILE}.{secrets.token_hex(6)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(secrets.token_bytes(32))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        secret = path.read_bytes()
     except OSError as exc:
         raise TeamError(f"Cannot read or create the install secret {path} ({exc}); check that "
                         "SPARKDOCS_CACHE_DIR is writable.") from exc

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-import tempfile
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
+from .config import OutputFormat
 from .documents import Document
 from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
                      ServiceError, SparkdocsError)
@@ -65,11 +66,14 @@ class BatchItem:
 class BatchOptions:
     out_dir: Path
     instructions: str = DEFAULT_SUMMARY_INSTRUCTIONS
-    output_format: str = "md"  # or "jsonl"
+    output_format: OutputFormat = OutputFormat.MD
     concurrency: int = 8
     max_tokens: int = 1024
     force: bool = False
     attempts: int = 2  # per request, on top of the client's own retries of 5xx
+
+    def __post_init__(self) -> None:  # "jsonl" from a caller is the enum; a typo fails here
+        object.__setattr__(self, "output_format", OutputFormat(self.output_format))
 
 
 class OutcomeStatus(StrEnum):
@@ -191,7 +195,10 @@ def job_key(content_hash: str, *, instructions: str, model: str, max_tokens: int
 def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # os.open with 0o666 lets the umask decide the mode, as for any file the user writes
+    # (mkstemp would leave every summary readable by its owner only).
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -199,7 +206,7 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -231,7 +238,7 @@ class SummaryWriter:
         self.options = options
         self._lock = threading.Lock()
         self._jsonl = options.out_dir / JSONL_NAME
-        self._done_keys = self._read_jsonl_keys() if options.output_format == "jsonl" else set()
+        self._done_keys = self._read_jsonl_keys() if options.output_format is OutputFormat.JSONL else set()
         self._names: dict[str, OutputName] = {}
 
     def plan(self, sources: Sequence[str]) -> None:
@@ -254,12 +261,12 @@ class SummaryWriter:
         return keys
 
     def path_for(self, source: str) -> Path:
-        if self.options.output_format == "jsonl":
+        if self.options.output_format is OutputFormat.JSONL:
             return self._jsonl
         return self.options.out_dir / self.name_for(source).file_name
 
     def is_done(self, source: str, key: str) -> bool:
-        if self.options.output_format == "jsonl":
+        if self.options.output_format is OutputFormat.JSONL:
             return key in self._done_keys
         path = self.path_for(source)
         if not path.exists():
@@ -270,7 +277,7 @@ class SummaryWriter:
     def write(self, *, source: str, key: str, document: Document, summary: str,
               stats: dict[str, Any], parts: Sequence[Part]) -> Path:
         path = self.path_for(source)
-        if self.options.output_format == "jsonl":
+        if self.options.output_format is OutputFormat.JSONL:
             record = {"key": key, "source": source, "content_hash": document.content_hash,
                       "name": document.name, "summary": summary, **stats,
                       "parts": [asdict(p) for p in parts]}
@@ -309,7 +316,7 @@ class SummaryWriter:
         """index.md (and index.jsonl beside summaries.jsonl): every document of this run, its
         status and where its summary is — the file to open first."""
         counts = {status: sum(1 for o in outcomes if o.status is status) for status in OutcomeStatus}
-        jsonl = self.options.output_format == "jsonl"
+        jsonl = self.options.output_format is OutputFormat.JSONL
         lines = ["# Summaries", "",
                  f"{len(outcomes)} documents: {counts[OutcomeStatus.DONE]} done, "
                  f"{counts[OutcomeStatus.SKIPPED]} already done before, "

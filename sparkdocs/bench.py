@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
-from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
+from .client import AnswerResult, AnswerStream, ModelClient, ServerKind, StreamEnd
 from .documents import Document, DocumentKind, Section, SectionKind, clean_text
 from .errors import ServiceError
 from .literal import redact_url
@@ -70,7 +70,7 @@ class LevelResult:
 class BenchReport:
     base_url: str
     model: str
-    server_kind: str
+    server_kind: ServerKind
     document_tokens: int
     prompt_tokens_llama3: int
     samples: list[Sample] = field(default_factory=list)
@@ -236,7 +236,7 @@ class Bench:
         report = BenchReport(redact_url(self.client.settings.base_url), model, caps.server_kind,
                              probe.block_tokens, builder.question(probe, QUESTIONS[0]).prompt_tokens,
                              started=time.strftime("%Y-%m-%d %H:%M:%S"))
-        if caps.server_kind != "vllm":
+        if caps.server_kind is not ServerKind.VLLM:
             report.notes.append("Not a vLLM server: cached tokens are not reported; llama.cpp reuses "
                                 "only the previous request's prefix and serves one request at a time.")
         # 0: one untimed request of the same size, so one-time work in the engine (kernel

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from collections.abc import Iterator
 
-import click
 import typer
 from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from .config import Settings, build_settings
+from .config import OutputFormat, Settings, build_settings
 from .errors import BudgetError, ConfigError, SparkdocsError
 from .literal import redact_url, redact_urls, strip_controls
 from .workspace import LoadRequest, Workspace
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from .qa import PendingAnswer, QuestionAnswering
     from .store import Session
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Ask questions of whole documents with a local LLM (no retrieval).")
 
 
@@ -59,11 +58,19 @@ class _LiteralHook:
         return [_Literal(r) for r in renderables]
 
 
+PIPE_WIDTH = 10_000
+SKIPPED_SHOWN = 10  # files left out, listed under count's warnings
+
+
 def _channel(*, stderr: bool, soft_wrap: bool) -> Console:
     """The one place an output channel is made: no markup, no emoji codes, no highlighting,
     no control sequences — text is shown as it is."""
     console = Console(stderr=stderr, soft_wrap=soft_wrap, markup=False, emoji=False,
                       highlight=False)
+    if not console.is_terminal:
+        # A pipe or a log file has no width: wrapping at rich's default 80 columns would cut
+        # paths and table cells that a script or a person searching the log needs whole.
+        console.width = PIPE_WIDTH
     console.push_render_hook(_LiteralHook())  # type: ignore[arg-type]
     return console
 
@@ -126,8 +133,10 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
           password: PasswordOpt = None, as_json: JsonOpt = False,
           context_length: ContextOpt = None,
           max_tokens: Annotated[int | None, typer.Option(help="Answer reserve.")] = None) -> None:
-    """Exact Llama 3 token counts per part (numbered for --parts) and the budget against the
-    context; over budget, a --pages/--parts selection that fits."""
+    """Exact Llama 3 token counts per part, and the budget against the context.
+
+    Parts are numbered for --parts; over budget, a --pages/--parts selection that fits is
+    printed, ready to paste."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     keep = workspace.select(document, pages=pages, parts=parts)
@@ -143,6 +152,8 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
     for section in report["sections"]:
         table.add_row(str(section["part"]) if section["kept"] else f"({section['part']})",
                       f"{section['kind']} {section['title']}", f"{section['tokens']:,}")
+    if keep is not None:
+        table.caption = "parts in (parentheses) are left out by the selection"
     out.print(table)
     if "directories" in report:
         dirs = Table(title="tokens per directory")
@@ -160,12 +171,16 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
     out.print(line)
     if report["fit"]:
         out.print(Text.assemble(("a selection that fits: ", "bold"), report["fit"],
-                                "  (paste it into count, prompt or ask; parts in brackets are "
-                                "left out)"))
+                                "  (paste it into count, prompt or ask)"))
     elif report["no_fit"]:
         _say(err, "over budget:", "bold red", report["no_fit"])
     for warning in report["warnings"]:
         _say(err, "warning:", "yellow", warning)
+    skipped = report["skipped"]
+    for entry in skipped[:SKIPPED_SHOWN]:
+        _say(err, "  skipped:", "dim", entry)
+    if len(skipped) > SKIPPED_SHOWN:
+        err.print(f"  … and {len(skipped) - SKIPPED_SHOWN:,} more (`--json` lists every one)")
 
 
 @app.command()
@@ -174,8 +189,10 @@ def prompt(paths: PathsArg,
            include: IncludeOpt = None, exclude: ExcludeOpt = None, pages: PagesOpt = None,
            parts: PartsOpt = None, password: PasswordOpt = None, as_json: JsonOpt = False,
            context_length: ContextOpt = None, max_tokens: MaxTokensOpt = None) -> None:
-    """The exact chat messages that would be sent, and their Llama 3.3 token count. A prompt
-    that would not fit the context (with the answer reserve) is printed, then an error (exit 2)."""
+    """The exact chat messages that would be sent, and their token count.
+
+    A prompt that would not fit the context (with the answer reserve) is printed, then an error
+    (exit 2)."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     keep = workspace.select(document, pages=pages, parts=parts)
@@ -219,6 +236,9 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if len(args) < 2:
         raise typer.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
+    if Path(question).is_file() and not any(Path(p).exists() for p in paths):
+        raise typer.BadParameter(f"{question!r} is a file, and the question goes last: "
+                                 f"sparkdocs ask {question} \"{paths[0]}\"")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
@@ -270,10 +290,11 @@ def _stream_answer(qa: QuestionAnswering, session: Session, pending: PendingAnsw
     stopped: str | None = None
     failure: SparkdocsError | None = None
     try:
-        for part in pending.stream:
-            if not as_json:
-                sys.stdout.write(part)
-                sys.stdout.flush()
+        with pending.stream as answer:
+            for part in answer:
+                if not as_json:
+                    sys.stdout.write(part)
+                    sys.stdout.flush()
     except KeyboardInterrupt:
         pending.stream.cancel()
         stopped = ASK_INTERRUPTED
@@ -337,7 +358,8 @@ def summarize(
         concurrency: Annotated[int, typer.Option(help="Requests kept in flight.")] = 8,
         instructions: Annotated[Path | None, typer.Option(help="File with the summary instructions.")] = None,
         style: Annotated[str | None, typer.Option(help="Built-in instructions: brief, contract, paper, code.")] = None,
-        output_format: Annotated[str, typer.Option("--format", help="md (one file each) or jsonl.")] = "md",
+        output_format: Annotated[OutputFormat, typer.Option(
+            "--format", help="md (one file each) or jsonl.")] = OutputFormat.MD,
         max_tokens: MaxTokensOpt = None,
         force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
         codebase: Annotated[bool, typer.Option(help="Treat each folder as one codebase.")] = False,
@@ -350,8 +372,6 @@ def summarize(
 
     from .citations import counts_text, total_counts  # quotes checked per summary
 
-    if output_format not in ("md", "jsonl"):
-        raise typer.BadParameter("--format is md or jsonl")
     if instructions and style:
         raise typer.BadParameter("give --instructions or --style, not both")
     if style and style not in SUMMARY_STYLES:
@@ -606,10 +626,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:  # usage errors
-        exc.show()
+    except typer.TyperException as exc:  # usage errors (typer carries its own click)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()  # "Usage: …", "Try '… --help' for help.", "Error: …"
+        else:
+            _say(err, "error:", "bold red", exc.format_message())
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         return 130
     return 0
 

@@ -13,7 +13,7 @@ from .auth import Users
 from .config import AuthMode, Settings
 from .store import Store
 
-user_app = typer.Typer(no_args_is_help=True, add_completion=False,
+user_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
                        help="Users of the app's password mode (SPARKDOCS_AUTH=password).")
 
 

@@ -5,6 +5,7 @@ when it cannot, warms the prefix cache, and turns every failure into an error wi
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import re
@@ -13,10 +14,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from types import TracebackType
 from typing import Any
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 
-import httpx
 import openai
 
 from .config import Settings, check_base_url
@@ -54,6 +55,15 @@ class StreamEnd(StrEnum):
     DEADLINE = "deadline"  # the answer as a whole took longer than its deadline
     TOO_LONG = "too-long"  # the server sent far more than max_tokens (it ignores the limit)
     INVALID = "invalid"  # an event that is not JSON: not an OpenAI-compatible stream
+
+
+class ServerKind(StrEnum):
+    """Which server discovery found: it decides the tokenize form and what `doctor` checks."""
+
+    VLLM = "vllm"
+    LLAMA_CPP = "llama.cpp"  # llama.cpp's own server (its /props reports the context)
+    LLAMA_CPP_PYTHON = "llama-cpp-python"  # the demo model's server (/extras/tokenize)
+    UNKNOWN = "unknown"
 
 
 class ServiceProblem(StrEnum):
@@ -128,9 +138,8 @@ class Capabilities:
     model_note: str | None = None
     context_length: int = 65_536
     context_from_server: bool = False
-    tokenize_path: str | None = None
     metrics: ServerMetrics | None = None
-    server_kind: str = "unknown"
+    server_kind: ServerKind = ServerKind.UNKNOWN
     notes: tuple[str, ...] = ()  # what the server said that sparkdocs could not use, and the fix
     checked_at: float = field(default=0.0, compare=False)
 
@@ -174,14 +183,14 @@ _OVERFLOW_NUMBERS = re.compile(r"maximum context length is (\d+) tokens.*?(\d+) 
 
 
 def _service_error(exc: Exception, *, settings: Settings, model: str) -> ServiceError:
-    """openai/httpx exceptions → sparkdocs errors whose message says what to do."""
+    """openai's exceptions → sparkdocs errors whose message says what to do."""
     url = redact_url(settings.base_url)
-    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+    if isinstance(exc, openai.APITimeoutError):
         return ServiceTimeoutError(
             f"The model service at {url} did not answer within {settings.request_timeout_s:g} s; "
             "it may be loading the model or overloaded — check `sparkdocs doctor`, or raise "
             "SPARKDOCS_REQUEST_TIMEOUT_S.")
-    if isinstance(exc, (openai.APIConnectionError, httpx.ConnectError, httpx.TransportError)):
+    if isinstance(exc, openai.APIConnectionError):
         return ServiceUnavailableError(f"Nothing is answering at {url}: {START_HINT}.")
     if (isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError))
             or getattr(exc, "status_code", None) in (401, 403)):
@@ -226,8 +235,11 @@ def salted(cache_salt: str | None) -> dict[str, Any]:
 
 
 class AnswerStream:
-    """Iterate for text as it arrives; `result` holds the record once the stream ends (also after
-    a cancel, a cut, a deadline or a length bound: the partial answer is kept and marked).
+    """One answer, read inside a `with` block: `with client.stream(messages) as answer: for text
+    in answer: …`. Leaving the block ends the request there and then (the response is closed,
+    the deadline timer cancelled), not whenever the garbage collector finalises a generator.
+    `result` holds the record once the stream ends (also after a cancel, a cut, a deadline or a
+    length bound, or a block left early: the partial answer is kept and marked).
 
     Every answer is bounded twice, so no server can keep it running forever: a deadline for the
     whole answer (a timer that closes the connection, since a server sending keep-alives forever
@@ -248,8 +260,45 @@ class AnswerStream:
         self._cancel = threading.Event()
         self._expired = threading.Event()
         self._response: Any = None
+        self._timer: threading.Timer | None = None
+        self._reader: Generator[str, None, None] | None = None  # the one read of this answer
+        self._event_loops: list[Generator[str | Waiting, None, None]] = []
+        self._entered = False
+        self._closed = False
         self.result: AnswerResult | None = None
         self.parts: list[str] = []
+
+    def __enter__(self) -> AnswerStream:
+        self._entered = True
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the answer now if it is still open: an `events()` loop left early stops it (a
+        Stop, a page rerun); a text loop left early abandons it (the partial answer is kept).
+        Either way the response is closed and the deadline timer cancelled."""
+        self._closed = True
+        for loop in self._event_loops:
+            loop.close()  # its own finally cancels the request and joins the reading thread
+        self._event_loops.clear()
+        reader = self._reader
+        if reader is not None:
+            try:
+                reader.close()  # GeneratorExit at its yield: _read's finally closes the response
+            except ValueError:  # still running on a reading thread that did not end in time
+                self.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _check_open(self) -> None:
+        if not self._entered:
+            raise RuntimeError("read an answer inside `with client.stream(...) as answer:`, "
+                               "so that it is closed when the block ends")
+        if self._closed and self._reader is None:
+            raise RuntimeError("this answer stream was closed before it was read")
 
     def cancel(self) -> None:
         """Stop now, also on the server: shutting the socket down wakes the reading thread and
@@ -284,7 +333,13 @@ class AnswerStream:
 
     def events(self, *, heartbeat_s: float = 0.5) -> Iterator[str | Waiting]:
         """Text chunks, with a `Waiting` every `heartbeat_s` while none arrives. The stream is
-        read on a helper thread; leaving the loop early (a Stop, a rerun) cancels it."""
+        read on a helper thread; leaving the `with` block early (a Stop, a rerun) cancels it."""
+        self._check_open()
+        loop = self._events(heartbeat_s)
+        self._event_loops.append(loop)
+        return loop
+
+    def _events(self, heartbeat_s: float) -> Generator[str | Waiting, None, None]:
         box: queue.Queue[object] = queue.Queue()
         finished = object()
 
@@ -343,7 +398,7 @@ class AnswerStream:
         if kind and "event-stream" not in kind:
             try:
                 response.close()
-            except (OSError, httpx.HTTPError, openai.OpenAIError, RuntimeError) as exc:
+            except (OSError, openai.OpenAIError) as exc:
                 log.debug("closing a response that is not a stream: %s", exc)
             raise ProtocolError(
                 f"The model service at {redact_url(self._client.settings.base_url)} answered the "
@@ -351,11 +406,20 @@ class AnswerStream:
         return response
 
     def __iter__(self) -> Iterator[str]:
+        """The answer's text; one request per AnswerStream, so a second loop continues the
+        first one's read instead of asking again."""
+        self._check_open()
+        if self._reader is None:
+            self._reader = self._stream()
+        return self._reader
+
+    def _stream(self) -> Generator[str, None, None]:
         started = time.perf_counter()
         state = _StreamState()
         # a deadline past what a thread can wait (inf, 1e300) is no deadline, not a crash
         timer = threading.Timer(min(self._deadline_s, threading.TIMEOUT_MAX), self._expire)
         timer.daemon = True
+        self._timer = timer
         timer.start()
         try:
             try:
@@ -434,13 +498,13 @@ class AnswerStream:
             state.fail(StreamEnd.INVALID, f"the server sent an event that is not JSON ({sample!r}): "
                        f"not an OpenAI-compatible stream; the partial answer is kept; {BASE_URL_HINT}",
                        exc)
-        except (httpx.HTTPError, OSError) as exc:  # a transport error openai did not wrap
+        except OSError as exc:  # the socket itself (openai wraps its HTTP stack's errors)
             state.fail(StreamEnd.BROKEN, f"the answer stream broke off ({_cause(exc)}); the "
                        "partial answer is kept", exc)
         finally:
             try:
                 self._response.close()
-            except (OSError, httpx.HTTPError, openai.OpenAIError, RuntimeError) as exc:
+            except (OSError, openai.OpenAIError) as exc:
                 log.debug("closing a finished stream: %s", exc)
             # Who ended it matters more than how the socket reported it.
             if self._cancel.is_set() and state.end is not StreamEnd.TOO_LONG:
@@ -480,9 +544,10 @@ class AnswerStream:
             error=state.error, end=end)
 
     def run(self) -> AnswerResult:
-        """Consume the whole stream (for batch work) and return the record."""
-        for _ in self:
-            pass
+        """Read the whole answer (for batch work) and return the record."""
+        with self:
+            for _ in self:
+                pass
         assert self.result is not None
         return self.result
 
@@ -541,19 +606,50 @@ class WarmUpResult:
     cached_tokens: int | None
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """One discovery answer, whatever its status: what sparkdocs reads of it."""
+
+    status: int
+    content_type: str
+    text: str
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return json.loads(self.text)
+
+
+# Where each server counts a text (each with its own body, _tokenize_body); the first form that
+# answers the one probe is kept.
+_TOKENIZE_FORMS: dict[ServerKind, str] = {
+    ServerKind.VLLM: "/tokenize",
+    ServerKind.LLAMA_CPP: "/tokenize",  # same path, its own body
+    ServerKind.LLAMA_CPP_PYTHON: "/extras/tokenize",
+}
+
+
+def _tokenize_body(form: ServerKind, text: str, model: str | None) -> dict[str, object]:
+    if form is ServerKind.LLAMA_CPP_PYTHON:
+        return {"input": text, "model": model}
+    if form is ServerKind.LLAMA_CPP:
+        return {"content": text, "add_special": False}
+    return {"model": model, "prompt": text, "add_special_tokens": False}
+
+
 class ModelClient:
-    def __init__(self, settings: Settings, *, http_client: httpx.Client | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         check_base_url(settings.base_url)
         self.settings = settings
-        timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
-        self._http = http_client or httpx.Client(timeout=timeout)
-        # The openai package brings its own HTTP stack (httpx2 since openai 3): give it its own
-        # timeout type and let it own its connection pool; ours serves discovery only.
+        # One HTTP stack: answers and discovery both go through openai's client (httpx2 since
+        # openai 3), so there is one connection pool and one exception family to map.
         self.openai = openai.OpenAI(
             base_url=settings.base_url, api_key=settings.api_key, max_retries=settings.max_retries,
             timeout=openai.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s))
         self._caps: Capabilities | None = None
         self._lock = threading.Lock()
+        # The tokenize form per model, found on the first count (None: the server has none).
+        self._tokenize: dict[str | None, ServerKind | None] = {}
+        self._tokenize_lock = threading.Lock()
 
     @property
     def root_url(self) -> str:
@@ -561,7 +657,6 @@ class ModelClient:
         return re.sub(r"/v1/?$", "", self.settings.base_url.rstrip("/"))
 
     def close(self) -> None:
-        self._http.close()
         self.openai.close()
 
     # discovery -------------------------------------------------------------------------------
@@ -578,17 +673,31 @@ class ModelClient:
             assert self._caps is not None
             return self._caps
 
-    def _get(self, path: str, *, absolute: bool = False) -> httpx.Response | None:
-        url = path if absolute else f"{self.root_url}{path}"
+    def _fetch(self, url: str, *, body: dict[str, object] | None = None,
+               timeout_s: float | None = None) -> _Reply:
+        """GET `url` (POST `body`) through the openai client: no retries, a short timeout, any
+        status returned. Raises openai.APIConnectionError (APITimeoutError) when none answers."""
+        options: openai.RequestOptions = {
+            "max_retries": 0, "timeout": timeout_s or self.settings.connect_timeout_s * 2}
         try:
-            response = self._http.get(url, headers=self._auth_headers(),
-                                      timeout=self.settings.connect_timeout_s * 2)
-        except httpx.HTTPError:
-            return None
-        return response
+            if body is None:
+                response = self.openai.get(url, cast_to=openai.APIResponse[object], options=options)
+            else:
+                response = self.openai.post(url, cast_to=openai.APIResponse[object], body=body,
+                                            options=options)
+        except openai.APIStatusError as exc:  # 4xx/5xx: an answer too, read like any other
+            return _Reply(exc.status_code, exc.response.headers.get("content-type", ""),
+                          exc.response.text)
+        return _Reply(response.status_code, response.headers.get("content-type", ""),
+                      response.text())
 
-    def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.settings.api_key}"}
+    def _get(self, path: str, *, timeout_s: float | None = None) -> _Reply | None:
+        """A GET beside /v1, or None when nothing answers."""
+        try:
+            return self._fetch(f"{self.root_url}{path}", timeout_s=timeout_s)
+        except openai.APIConnectionError as exc:
+            log.debug("GET %s: %s", path, _cause(exc))
+            return None
 
     def _discover(self) -> Capabilities:
         base = self.settings.base_url
@@ -601,20 +710,20 @@ class ModelClient:
                                 checked_at=time.monotonic())
 
         try:
-            response = self._http.get(f"{base.rstrip('/')}/models", headers=self._auth_headers(),
-                                      timeout=self.settings.connect_timeout_s * 2)
-        except httpx.HTTPError as exc:
+            response = self._fetch(f"{base.rstrip('/')}/models")
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
             return failed(ServiceProblem.UNREACHABLE, f"Nothing is answering at {shown} "
-                          f"({exc.__class__.__name__}): {START_HINT}.")
-        if response.status_code in (401, 403):
+                          f"({cause.__class__.__name__}): {START_HINT}.")
+        if response.status in (401, 403):
             return failed(ServiceProblem.KEY_REFUSED, (
-                f"The model service at {shown} refused the API key (HTTP {response.status_code}); "
+                f"The model service at {shown} refused the API key (HTTP {response.status}); "
                 "set SPARKDOCS_API_KEY (or --api-key) to the key the server was started with "
                 "(VLLM_API_KEY in compose)."))
-        if response.status_code >= 500:
+        if response.status >= 500:
             return failed(ServiceProblem.FAILING, (
                 f"The model service at {shown} answered /v1/models with HTTP "
-                f"{response.status_code}: it may be loading the model or failing; check its logs "
+                f"{response.status}: it may be loading the model or failing; check its logs "
                 "(`docker compose logs vllm`)."))
         listed = _model_list(response)
         if isinstance(listed, str):
@@ -643,32 +752,31 @@ class ModelClient:
                          "SPARKDOCS_CONTEXT_LENGTH to the server's real context.")
         owned = str(entry.get("owned_by", ""))
         metrics = self._metrics()
-        kind = "vllm" if (owned == "vllm" or metrics is not None) else "unknown"
+        kind = ServerKind.VLLM if (owned == "vllm" or metrics is not None) else ServerKind.UNKNOWN
         if not served_context:
             served_context = self._llama_cpp_context()
             if served_context:
-                kind = "llama.cpp"
-        tokenize = self._find_tokenize(model)
-        if tokenize == "/extras/tokenize":
-            kind = "llama-cpp-python"
+                kind = ServerKind.LLAMA_CPP
+        if kind is ServerKind.UNKNOWN and owned == "me":  # how llama-cpp-python lists its model
+            kind = ServerKind.LLAMA_CPP_PYTHON
         return Capabilities(
             shown, True, models=models, model=model, model_note=note,
             context_length=served_context or context,
-            context_from_server=served_context is not None, tokenize_path=tokenize, metrics=metrics,
+            context_from_server=served_context is not None, metrics=metrics,
             server_kind=kind, notes=tuple(notes), checked_at=time.monotonic())
 
     def _llama_cpp_context(self) -> int | None:
         response = self._get("/props")
-        if response is None or response.status_code != 200:
+        if response is None or response.status != 200:
             return None
         try:
             return _positive_int(response.json()["default_generation_settings"]["n_ctx"])
         except (ValueError, KeyError, TypeError):
             return None
 
-    def _metrics(self) -> ServerMetrics | None:
-        response = self._get("/metrics")
-        if response is None or response.status_code != 200 or "vllm:" not in response.text:
+    def _metrics(self, *, timeout_s: float | None = None) -> ServerMetrics | None:
+        response = self._get("/metrics", timeout_s=timeout_s)
+        if response is None or response.status != 200 or "vllm:" not in response.text:
             return None
         try:
             return parse_metrics(response.text)
@@ -677,40 +785,58 @@ class ModelClient:
             return None
 
     def metrics(self) -> ServerMetrics | None:
-        return self._metrics()
+        """vLLM's figures now (running, waiting, cache): one GET of /metrics with a short
+        timeout and no retry, so a page can poll it while an answer waits; None elsewhere."""
+        return self._metrics(timeout_s=self.settings.connect_timeout_s)
 
-    def _find_tokenize(self, model: str | None) -> str | None:
-        probes = (("/tokenize", {"model": model, "prompt": "hi"}),  # vLLM
-                  ("/tokenize", {"content": "hi"}),  # llama.cpp's own server
-                  ("/extras/tokenize", {"input": "hi", "model": model}))  # llama-cpp-python
-        for path, payload in probes:
-            try:
-                response = self._http.post(f"{self.root_url}{path}", json=payload,
-                                           headers=self._auth_headers(),
-                                           timeout=self.settings.connect_timeout_s * 2)
-            except httpx.HTTPError:
-                continue
-            if response.status_code == 200 and "tokens" in response.text:
-                return path
-        return None
+    def tokenize_path(self) -> str | None:
+        """The server's tokenize endpoint, found on first use (then kept); None if it has none."""
+        form = self._tokenize_form(self.capabilities())
+        return None if form is None else _TOKENIZE_FORMS[form]
+
+    def _tokenize_form(self, caps: Capabilities) -> ServerKind | None:
+        """Which tokenize form this server answers: probed once per model, lazily — only a
+        count that is actually needed pays for it (a Llama 3 model under vLLM asks once per
+        process, not on every discovery). A server that did not answer is asked again later."""
+        if not caps.reachable or caps.error is not None:
+            return None
+        with self._tokenize_lock:
+            if caps.model in self._tokenize:
+                return self._tokenize[caps.model]
+            # its own server's form first, then the others
+            order = sorted(_TOKENIZE_FORMS, key=lambda form: form is not caps.server_kind)
+            answered = False
+            found: ServerKind | None = None
+            for form in order:
+                try:
+                    response = self._fetch(f"{self.root_url}{_TOKENIZE_FORMS[form]}",
+                                           body=_tokenize_body(form, "hi", caps.model))
+                except openai.APIConnectionError as exc:
+                    log.debug("tokenize probe %s: %s", form.value, _cause(exc))
+                    continue
+                answered = True
+                if response.status == 200 and "tokens" in response.text:
+                    found = form
+                    break
+            if answered:
+                self._tokenize[caps.model] = found
+            return found
 
     def count_tokens(self, text: str) -> int | None:
         """The server's own count for a text (other models than Llama 3); None if it cannot."""
         caps = self.capabilities()
-        if caps.tokenize_path is None:
+        form = self._tokenize_form(caps)
+        if form is None:
             return None
-        if caps.tokenize_path == "/extras/tokenize":
-            payload: dict[str, object] = {"input": text, "model": caps.model}
-        elif caps.server_kind == "llama.cpp":
-            payload = {"content": text, "add_special": False}
-        else:
-            payload = {"model": caps.model, "prompt": text, "add_special_tokens": False}
         try:
-            response = self._http.post(f"{self.root_url}{caps.tokenize_path}", json=payload,
-                                       headers=self._auth_headers())
-            response.raise_for_status()
-            body = response.json()
-        except (httpx.HTTPError, ValueError):
+            response = self._fetch(f"{self.root_url}{_TOKENIZE_FORMS[form]}",
+                                   body=_tokenize_body(form, text, caps.model),
+                                   timeout_s=self.settings.request_timeout_s)
+            body = response.json() if response.status == 200 else None
+        except openai.APIConnectionError as exc:
+            log.info("the server did not count the text: %s", _cause(exc))
+            return None
+        except ValueError:  # not JSON
             return None
         if not isinstance(body, dict):  # a server's odd JSON is "cannot count", not a crash
             return None
@@ -722,9 +848,9 @@ class ModelClient:
         response = self._get("/health")
         if response is None:
             return False
-        if response.status_code == 404:
+        if response.status == 404:
             return None
-        return response.status_code == 200
+        return response.status == 200
 
     # requests --------------------------------------------------------------------------------
     def resolve_model(self) -> str:
@@ -793,11 +919,11 @@ def _positive_int(value: object) -> int | None:
     return None
 
 
-def _model_list(response: httpx.Response) -> list[dict[str, Any]] | str:
+def _model_list(response: _Reply) -> list[dict[str, Any]] | str:
     """The entries of an OpenAI /v1/models answer that have an id, or what came instead."""
-    kind = response.headers.get("content-type", "")
-    if response.status_code != 200:
-        return f"HTTP {response.status_code}"
+    kind = response.content_type
+    if response.status != 200:
+        return f"HTTP {response.status}"
     try:
         body = response.json()
     except ValueError:

@@ -31,6 +31,14 @@ class AuthMode(StrEnum):
     PROXY = "proxy"
 
 
+class OutputFormat(StrEnum):
+    """How `summarize` writes its summaries (BatchOptions.output_format, `--format`). Here, not
+    in batch, so the CLI can name the choice without importing the model client at start-up."""
+
+    MD = "md"  # one Markdown file per document
+    JSONL = "jsonl"  # one JSON line per document in summaries.jsonl
+
+
 class CacheIsolation(StrEnum):
     """Whether one user's cached prompt prefix may serve another's (and so be probed by timing):
     `auto` is per user in team mode and shared for one person."""

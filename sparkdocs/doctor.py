@@ -45,7 +45,7 @@ def run_checks(client: ModelClient) -> list[Check]:
     if not caps.reachable:
         return [Check("reachable", CheckStatus.FAIL, caps.error or f"nothing answers at {shown}",
                       START_HINT)]
-    checks.append(Check("reachable", CheckStatus.OK, f"{shown} answers ({caps.server_kind} server)"))
+    checks.append(Check("reachable", CheckStatus.OK, f"{shown} answers ({caps.server_kind.value} server)"))
     if caps.problem is ServiceProblem.KEY_REFUSED:
         checks.append(Check("api key", CheckStatus.FAIL, caps.error or "the key was refused",
                             "set SPARKDOCS_API_KEY to the server's key (VLLM_API_KEY in compose)"))
@@ -72,9 +72,10 @@ def run_checks(client: ModelClient) -> list[Check]:
     from .salt_probe import cache_salt_check  # team mode: is the prefix cache private?
 
     checks.append(cache_salt_check(client))
-    checks.append(Check("tokenize endpoint", CheckStatus.OK if caps.tokenize_path else CheckStatus.WARN,
-                        caps.tokenize_path or "none: counts use the built-in Llama 3 tokenizer",
-                        "" if caps.tokenize_path else "vLLM offers /tokenize; other servers may not"))
+    tokenize = client.tokenize_path()
+    checks.append(Check("tokenize endpoint", CheckStatus.OK if tokenize else CheckStatus.WARN,
+                        tokenize or "none: counts use the built-in Llama 3 tokenizer",
+                        "" if tokenize else "vLLM offers /tokenize; other servers may not"))
     health = client.health()
     checks.append(Check("health endpoint",
                         {True: CheckStatus.OK, False: CheckStatus.FAIL, None: CheckStatus.UNKNOWN}[health],

@@ -60,6 +60,7 @@ class Document:
     warnings: tuple[str, ...] = ()
     source_bytes: int = 0
     counted: bool = field(default=False, compare=False)
+    skipped: tuple[str, ...] = ()  # files of a codebase left out, each `path: reason`
 
     @property
     def section_tokens(self) -> int:

@@ -70,14 +70,6 @@ class ContextOverflowError(ServiceError):
         self.context_length = context_length
 
 
-class StreamInterruptedError(ServiceError):
-    """The answer stream broke off; the partial answer is kept on the exception."""
-
-    def __init__(self, message: str, *, partial_answer: str = "") -> None:
-        super().__init__(message)
-        self.partial_answer = partial_answer
-
-
 class StoreError(SparkdocsError):
     """The on-disk cache could not be read or written."""
 

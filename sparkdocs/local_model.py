@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import IO
 from collections.abc import Callable
 
-import httpx
-
 from .errors import ServiceUnavailableError, SparkdocsError
 
 log = logging.getLogger(__name__)
@@ -155,19 +153,25 @@ def wait_until_ready(server: LocalServer, *, wait_s: float = 180.0,
                      abort: threading.Event | None = None) -> None:
     """Poll /v1/models (llama-cpp-python has no /health) until it answers; fail early, with the
     log's last lines, if the child exits; give up when `abort` is set."""
+    # Asked through the openai client: the same HTTP stack as every other request sparkdocs
+    # makes (one proxy and TLS behaviour, one exception family). Imported here, so commands
+    # that never start the demo model never pay for it.
+    import openai
+
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and not (abort is not None and abort.is_set()):
-        if (code := server.process.poll()) is not None:
-            raise ServiceUnavailableError(
-                f"The local model server exited with {describe_exit(code)} while starting "
-                f"(is port {server.port} free?); last log lines: {log_tail(server.log_path)}; "
-                f"full log: {server.log_path}")
-        try:
-            if httpx.get(f"{server.base_url}/models", timeout=2).status_code == 200:
+    with openai.OpenAI(base_url=server.base_url, api_key="local", max_retries=0,
+                       timeout=2) as probe:
+        while time.monotonic() < deadline and not (abort is not None and abort.is_set()):
+            if (code := server.process.poll()) is not None:
+                raise ServiceUnavailableError(
+                    f"The local model server exited with {describe_exit(code)} while starting "
+                    f"(is port {server.port} free?); last log lines: {log_tail(server.log_path)}; "
+                    f"full log: {server.log_path}")
+            try:
+                probe.get("/models", cast_to=object)
                 return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+            except openai.APIError:  # not up yet: refused, timed out, or loading (5xx)
+                time.sleep(0.5)
     server.stop()
     raise ServiceUnavailableError(
         "The local model server was stopped while starting." if abort is not None and abort.is_set()

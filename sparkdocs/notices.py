@@ -1,12 +1,9 @@
 """What the Ask page says about an upload and a session, computed without Streamlit: an upload
-that failed (in the app's words, not the CLI's), a long list of skipped files as a count and a
-list, and whether the next question is a follow-up."""
+that failed (in the app's words, not the CLI's), and whether the next question is a follow-up."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from .errors import EncryptedDocumentError, PasswordRequiredError, SparkdocsError
 from .store import Session
@@ -27,30 +24,6 @@ def upload_problem(exc: SparkdocsError, *, names: Sequence[str], password_given:
         return (f"{pdf} is encrypted: type its password in {PASSWORD_FIELD} and it is read "
                 "again at once.")
     return str(exc)
-
-
-@dataclass(frozen=True)
-class WarningView:
-    headline: str
-    items: tuple[str, ...] = ()  # shown in an expander when there are several
-
-
-_LISTED = re.compile(r"^(\d+) files skipped: (.*?)( …)?$", re.S)
-
-
-def warning_view(warning: str) -> WarningView:
-    """A "N files skipped: a; b; …" warning as a headline with a list (81 skipped files in one
-    paragraph cannot be read); any other warning as it is."""
-    found = _LISTED.match(warning)
-    if not found:
-        return WarningView(warning)
-    total = int(found.group(1))
-    items = tuple(i.strip() for i in found.group(2).split("; ") if i.strip())
-    more = total - len(items)
-    headline = f"{total} files skipped (binaries, secrets, files over the limits, not text)."
-    if more > 0:
-        items += (f"… and {more} more, not listed",)
-    return WarningView(headline, items)
 
 
 def follow_up_default(session: Session, chosen: str | None = None) -> bool:

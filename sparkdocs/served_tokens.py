@@ -50,7 +50,7 @@ class ServedTokenizer:
 
     def _model(self) -> tuple[str | None, str | None]:
         caps = self._client.capabilities()
-        return caps.model, caps.tokenize_path
+        return caps.model, self._client.tokenize_path()
 
     def is_llama3(self) -> bool:
         """True when the server counts the probe as Llama 3 does — or cannot count at all

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import logging
 import sqlite3
 import threading
@@ -178,7 +179,7 @@ def document_to_json(document: Document) -> str:
         "sections": [{"kind": s.kind.value, "title": s.title, "text": s.text, "tokens": s.tokens}
                      for s in document.sections],
         "warnings": list(document.warnings), "source_bytes": document.source_bytes,
-        "counted": document.counted,
+        "counted": document.counted, "skipped": list(document.skipped),
     }, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -190,9 +191,10 @@ def document_from_json(text: str) -> Document:
         sections=tuple(Section(SectionKind(s["kind"]), str(s["title"]), str(s["text"]),
                                int(s["tokens"])) for s in data["sections"]),
         warnings=tuple(str(w) for w in data["warnings"]), source_bytes=int(data["source_bytes"]),
-        counted=bool(data["counted"]))
+        counted=bool(data["counted"]), skipped=tuple(str(w) for w in data.get("skipped", ())))
 
 
+_DAMAGED = re.compile(r"not a database|malformed|file is encrypted|disk image", re.I)
 _TURN_FIELDS = {f.name for f in fields(Turn)} - {"_"}
 
 
@@ -231,6 +233,8 @@ class Store:
             # commits on a power cut), at far less fsync cost than FULL.
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raise self._error("open", exc) from exc
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
                 f"Cannot open the store {self.path} ({exc}); check that the folder is writable "
@@ -333,6 +337,12 @@ class Store:
                 raise self._error("read", exc) from exc
 
     def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        if _DAMAGED.search(str(exc)):
+            return StoreError(
+                f"The store {self.path} is damaged ({exc}): it is not a readable SQLite database. "
+                f"Move it aside (`mv {self.path} {self.path}.broken`) and sparkdocs starts an "
+                f"empty store; sessions in the old one may be saved with `sqlite3 "
+                f"{self.path}.broken .recover`.")
         if "locked" in str(exc) or "busy" in str(exc):
             return StoreError(
                 f"The store {self.path} stayed locked by another sparkdocs process for longer "

@@ -29,8 +29,8 @@ class WarmState:
     status: WarmStatus
     seconds: float | None = None
     error: str | None = None
-    started: float = 0.0
-    finished: float = 0.0  # wall-clock time it ended (0 while warming): "warmed at …"
+    started: float = 0.0  # wall clock
+    finished: float = 0.0  # wall clock it ended (0 while warming): "warmed at …"
 
 
 class WarmUps:
@@ -55,19 +55,21 @@ class WarmUps:
                 return state
             state = WarmState(WarmStatus.WARMING, started=time.time())
             self._states[key] = state
-        self._pool.submit(self._run, key, document, keep, owner)
+        self._pool.submit(self._run, key, document, keep, owner, state.started)
         return state
 
     def _run(self, key: tuple[str, tuple[int, ...] | None, str | None], document: Document,
-             keep: Sequence[int] | None, owner: str | None) -> None:
+             keep: Sequence[int] | None, owner: str | None, started: float) -> None:
         try:
             result = self._qa.warm_up(document, keep, owner=owner)
-            state = WarmState(WarmStatus.WARM, seconds=result.seconds, finished=time.time())
+            state = WarmState(WarmStatus.WARM, seconds=result.seconds, started=started,
+                              finished=time.time())
         except SparkdocsError as exc:
-            state = WarmState(WarmStatus.FAILED, error=str(exc))
+            state = WarmState(WarmStatus.FAILED, error=str(exc), started=started)
         except Exception as exc:  # never let a warm-up thread die silently
             log.exception("warm-up failed")
-            state = WarmState(WarmStatus.FAILED, error=f"unexpected error: {exc!r}")
+            state = WarmState(WarmStatus.FAILED, error=f"unexpected error: {exc!r}",
+                              started=started)
         with self._lock:
             self._states[key] = state
 

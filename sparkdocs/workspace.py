@@ -197,6 +197,7 @@ def count_report(document: Document, budget: Budget, *, keep: Sequence[int] | No
         "fit": fit_hint,
         "largest_sections": [document.sections[i].locator for i in rank_sections(document)[:10]],
         "warnings": list(document.warnings),
+        "skipped": list(document.skipped),
         "budget": budget.as_dict(),
     }
     if any(s.kind is SectionKind.FILE for s in document.sections):

@@ -76,6 +76,8 @@ class Behaviour:
     tokenize_body: Any = MODELS_NOT_SET  # the raw JSON /tokenize answers (after discovery's probe)
     tokenize_scale: float = 1.0  # /tokenize counts Llama 3 tokens × this (another model's tokenizer)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)  # "GET /metrics", "POST /tokenize", … in order
+    client_left: threading.Event = field(default_factory=threading.Event)  # mid-stream, a fault's
     tokenize_requests: int = 0  # counts of texts other than discovery's probe
     in_flight: int = 0
     max_in_flight: int = 0
@@ -114,6 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         b = self.behaviour
+        b.seen.append(f"GET {self.path}")
         if self.path == "/v1/models":
             if not self._authorised():
                 return
@@ -142,6 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         b = self.behaviour
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
+        b.seen.append(f"POST {self.path}")
         if self.path == "/tokenize":
             if b.tokenize_body is not MODELS_NOT_SET and body.get("prompt") != "hi":  # not the probe
                 self._json(200, b.tokenize_body)
@@ -218,6 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and self._fault(fault, words, send, word_chunk):
                 return
         except OSError:  # the client left (a cancel, a length bound, a deadline)
+            b.client_left.set()
             return
         for index, word in enumerate(emitted):
             if b.cut_after_chunks is not None and index >= b.cut_after_chunks:

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "sparkdocs"
 PURE = ["documents.py", "tokens.py", "prompts.py", "selection.py", "citations.py", "safe_text.py",
         "ingest"]
-FORBIDDEN = {"openai", "httpx", "diskcache", "streamlit", "requests", "socket", "urllib", "rich",
+FORBIDDEN = {"openai", "httpx", "httpx2", "diskcache", "streamlit", "requests", "socket", "urllib", "rich",
              "typer", "sparkdocs.client", "sparkdocs.store", "sparkdocs.batch", "sparkdocs.workspace"}
 
 
@@ -57,3 +57,14 @@ def test_library_never_prints():
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
                  and isinstance(n.func, ast.Name) and n.func.id == "print"]
         assert not calls, path
+
+
+HTTP_CLIENTS = {"httpx", "httpx2", "requests", "urllib3", "aiohttp", "urllib.request", "http.client"}
+
+
+def test_the_library_speaks_http_only_through_the_openai_client():
+    """One HTTP stack: discovery, counts and readiness checks go through openai's client, so
+    there is one connection pool and one exception family (openai's) to turn into messages."""
+    for path in PACKAGE.rglob("*.py"):
+        bad = {n for n in _imports(path) if n in HTTP_CLIENTS or n.split(".")[0] in HTTP_CLIENTS}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"

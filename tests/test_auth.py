@@ -214,3 +214,51 @@ def test_the_single_user_name_is_reserved_for_team_members(tmp_path):
         with pytest.raises(TeamError, match="reserved"):
             check_team_user_name(name)
     assert check_team_user_name("alice") == "alice"
+
+
+def test_a_login_token_proves_its_user_until_expiry_password_change_or_removal(store: Store,
+                                                                                tmp_path: Path):
+    from sparkdocs.auth import login_from_token, login_token, start_login
+
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    users.add("bob", "bob-pass-22")
+    secret = install_secret(tmp_path)
+    login = start_login("alice", ttl_min=60, now=1_000_000)
+    token = login_token(login, secret=secret, users=users)
+    assert login_from_token(token, secret=secret, users=users, now=1_000_100).user == "alice"
+    assert login_from_token(token, secret=secret, users=users, now=1_000_000 + 3601) is None
+    user, expires, mac = token.split(":")
+    forged = [f"bob:{expires}:{mac}", f"{user}:{int(expires) + 86_400}:{mac}", f"{user}:{expires}:",
+              f"{user}:{expires}:{mac[:-1]}{'1' if mac[-1] == '0' else '0'}", "", ":::", "alice", f"{user}:-5:{mac}",
+              f"{user}:{'9' * 40}:{mac}"]
+    for bad in forged:
+        assert login_from_token(bad, secret=secret, users=users, now=1_000_100) is None, bad
+    assert login_from_token(token, secret=b"x" * 32, users=users, now=1_000_100) is None
+    users.remove("alice")
+    users.add("alice", "a-new-password")  # same name, new password: old logins end
+    assert login_from_token(token, secret=secret, users=users, now=1_000_100) is None
+    users.remove("alice")
+    assert login_from_token(token, secret=secret, users=users, now=1_000_100) is None
+
+
+def test_a_process_reading_the_secret_while_another_creates_it_gets_the_whole_secret(
+        tmp_path, monkeypatch):
+    """Another process calls install_secret exactly while this one writes the secret (the
+    random bytes are being made): it must not see a half-written file, and both must end with
+    the same secret."""
+    import sparkdocs.auth as auth
+
+    real = auth.secrets.token_bytes
+    seen_inside: list[bytes] = []
+
+    def token_bytes_while_another_reads(n: int) -> bytes:
+        if n == 32 and not seen_inside:
+            seen_inside.append(b"")  # once: the inner call is "the other process"
+            seen_inside[0] = auth.install_secret(tmp_path)
+        return real(n)
+
+    monkeypatch.setattr(auth.secrets, "token_bytes", token_bytes_while_another_reads)
+    outer = auth.install_secret(tmp_path)
+    assert len(outer) == 32 and seen_inside == [outer]
+    assert [p.name for p in tmp_path.iterdir()] == ["secret"]

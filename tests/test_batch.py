@@ -18,7 +18,7 @@ from fakeserver import FakeServer
 from sparkdocs.batch import (INDEX_NAME, BatchOptions, BatchSummarizer, OutcomeStatus,
                              atomic_write, collect_items, plan_outputs)
 from sparkdocs.client import ModelClient
-from sparkdocs.config import Settings
+from sparkdocs.config import OutputFormat, Settings
 from sparkdocs.ingest import ingest_bytes
 from sparkdocs.prompts import split_into_parts
 from sparkdocs.tokens import count_document
@@ -124,7 +124,8 @@ def test_five_documents_with_concurrency_two_on_the_real_server(real_server, tmp
     settings = real_server.settings(tmp_path, context_length=6000)
     workspace = Workspace(settings)
     items = collect_items(workspace, [str(tmp_path / "in")])
-    options = BatchOptions(out_dir=tmp_path / "out", concurrency=2, max_tokens=24, output_format="jsonl")
+    options = BatchOptions(out_dir=tmp_path / "out", concurrency=2, max_tokens=24,
+                           output_format=OutputFormat.JSONL)
     outcomes = BatchSummarizer(workspace, ModelClient(settings), options).run(items)
     assert [o.status for o in outcomes] == ["done"] * 5
     records = [json.loads(line) for line in (tmp_path / "out" / "summaries.jsonl").read_text().splitlines()]
@@ -267,7 +268,8 @@ def test_jsonl_index_points_at_the_records(tmp_path: Path):
     with FakeServer() as server:
         settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
         workspace = Workspace(settings)
-        options = BatchOptions(out_dir=out, concurrency=2, max_tokens=20, output_format="jsonl")
+        options = BatchOptions(out_dir=out, concurrency=2, max_tokens=20,
+                               output_format=OutputFormat.JSONL)
         outcomes = BatchSummarizer(workspace, ModelClient(settings), options).run(
             collect_items(workspace, [str(tmp_path / "in")]))
     records = [json.loads(line) for line in (out / "summaries.jsonl").read_text().splitlines()]

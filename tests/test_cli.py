@@ -365,3 +365,71 @@ def _ask(tmp_path: Path, base_url: str, *args: str) -> subprocess.CompletedProce
            "SPARKDOCS_BASE_URL": base_url, "SPARKDOCS_ANSWER_TOKENS": "500"}
     return subprocess.run([sys.executable, "-m", "sparkdocs", "ask", *args], capture_output=True,
                           text=True, env=env, timeout=300)
+
+
+# everyday output: order, names, modes ----------------------------------------------------------
+def test_files_named_on_the_command_line_keep_the_order_they_were_given(tmp_path: Path):
+    for name, text in (("zeta.txt", "Zeta comes first."), ("alpha.txt", "Alpha comes second."),
+                       ("mid.txt", "Mid comes last.")):
+        (tmp_path / name).write_text(text)
+    given = [str(tmp_path / n) for n in ("zeta.txt", "alpha.txt", "mid.txt")]
+    report = json.loads(run("count", *given, "--json", cache=tmp_path / "c").stdout)
+    assert [s["title"] for s in report["sections"]] == ["zeta.txt", "alpha.txt", "mid.txt"]
+    prompt = run("prompt", *given, "-q", "Which comes first?", cache=tmp_path / "c").stdout
+    assert prompt.index("Zeta comes first.") < prompt.index("Alpha comes second.") < prompt.index(
+        "Mid comes last.")
+
+
+def test_count_json_lists_every_skipped_file_whole(tmp_path: Path):
+    tree = tmp_path / "repo"
+    (tree / ".git").mkdir(parents=True)
+    (tree / "main.py").write_text("print('hello')\n")
+    binaries = {f"blob_{i:02d}_with_a_rather_long_name_to_see_it_whole.dat" for i in range(81)}
+    for name in binaries:
+        (tree / name).write_bytes(bytes(range(256)) * 2)
+    report = json.loads(run("count", str(tree), "--json", cache=tmp_path / "c").stdout)
+    assert {entry.split(":")[0] for entry in report["skipped"]} == binaries
+    assert all("…" not in w and len(w) < 300 for w in report["warnings"]), report["warnings"]
+    assert any("81 files skipped" in w for w in report["warnings"])
+    text = run("count", str(tree), cache=tmp_path / "c")
+    assert "81 files skipped" in text.stderr and "more" in text.stderr
+
+
+def test_summaries_are_written_with_the_users_umask_and_named_whole_in_a_pipe(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    folder = tmp_path / ("a folder with a long name, " * 4).strip(", ") / "sub"
+    folder.mkdir(parents=True)
+    doc = folder / "quarterly-report-for-the-board-of-directors-final-version.txt"
+    doc.write_text("Revenue grew.")
+    out = tmp_path / "summaries"
+    old = os.umask(0o022)
+    try:
+        with FakeServer() as server:
+            result = subprocess.run(
+                [sys.executable, "-m", "sparkdocs", "summarize", str(doc), "--out", str(out)],
+                capture_output=True, text=True, timeout=300,
+                env={**{k: v for k, v in os.environ.items() if k != "COLUMNS"},
+                     "SPARKDOCS_CACHE_DIR": str(tmp_path / "c"), "SPARKDOCS_BASE_URL": server.base_url,
+                     "SPARKDOCS_MAX_RETRIES": "0"})
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    written = sorted(out.iterdir())
+    assert written and all(p.stat().st_mode & 0o777 == 0o644 for p in written), [
+        (p.name, oct(p.stat().st_mode)) for p in written]
+    assert str(doc) in result.stderr, result.stderr  # whole, on one line, though stderr is a pipe
+
+
+@pytest.mark.parametrize("args, says", [
+    (("prompt", "README.md"), "--question"),  # a required option left out
+    (("count", "--no-such-option", "x"), "--no-such-option"),
+    (("no-such-command",), "no-such-command"),
+    (("summarize", "x", "--out", "o", "--concurrency", "many"), "--concurrency"),
+    (("ask", "What does it say?", "README.md"), "the question goes last"),
+])
+def test_a_usage_mistake_is_a_usage_message_not_a_traceback(tmp_path: Path, args, says):
+    result = run(*args, cache=tmp_path / "c", check=False)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+    assert "--help" in result.stderr

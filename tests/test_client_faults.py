@@ -8,7 +8,8 @@ import time
 import pytest
 
 from fakeserver import FakeServer, StreamFault
-from sparkdocs.client import ModelClient, ServiceProblem, StreamEnd, Waiting, parse_metrics
+from sparkdocs.client import (ModelClient, ServerKind, ServiceProblem, StreamEnd, Waiting,
+                              parse_metrics)
 from sparkdocs.config import Settings
 from sparkdocs.errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError,
                               ProtocolError, ServiceTimeoutError, ServiceUnavailableError)
@@ -30,8 +31,8 @@ def client_for(server: FakeServer, **overrides) -> ModelClient:
 
 def test_stream_yields_text_then_vllm_usage_with_cached_tokens(server):
     client = client_for(server)
-    stream = client.stream(MESSAGES, max_tokens=50)
-    text = "".join(stream)
+    with client.stream(MESSAGES, max_tokens=50) as stream:
+        text = "".join(stream)
     result = stream.result
     assert text == result.answer == "The answer is forty-two."
     assert result.finish_reason == "stop" and not result.truncated and not result.interrupted
@@ -51,10 +52,11 @@ def test_cached_tokens_zero_when_vllm_omits_details(server):
 
 
 def test_capabilities_from_vllm_models_and_metrics(server):
-    caps = client_for(server).capabilities()
-    assert caps.reachable and caps.server_kind == "vllm"
+    client = client_for(server)
+    caps = client.capabilities()
+    assert caps.reachable and caps.server_kind is ServerKind.VLLM
     assert caps.context_length == 65_536 and caps.context_from_server
-    assert caps.tokenize_path == "/tokenize"
+    assert client.tokenize_path() == "/tokenize"
     metrics = caps.metrics
     assert metrics.kv_capacity_tokens == 192_000 and metrics.prefix_caching_enabled
     assert metrics.prefix_hit_rate == 0.75 and metrics.running == 2 and metrics.waiting == 1
@@ -126,11 +128,12 @@ def test_cancel_closes_the_stream_promptly(server):
     stream = client_for(server).stream(MESSAGES, max_tokens=400)
     received = []
     started = time.perf_counter()
-    for index, part in enumerate(stream):
-        received.append(part)
-        if index == 3:
-            threading.Timer(0.0, stream.cancel).start()
-            time.sleep(0.05)
+    with stream:
+        for index, part in enumerate(stream):
+            received.append(part)
+            if index == 3:
+                threading.Timer(0.0, stream.cancel).start()
+                time.sleep(0.05)
     assert time.perf_counter() - started < 5
     assert stream.result.interrupted and stream.result.error == "stopped by the user"
     assert len(received) < 50
@@ -219,7 +222,8 @@ def test_the_deadline_also_ends_events_and_their_heartbeats(server):
     server.behaviour.stream_fault = StreamFault.KEEPALIVE_ONLY
     stream = client_for(server, answer_deadline_s=1).stream(MESSAGES)
     started = time.perf_counter()
-    events = list(stream.events(heartbeat_s=0.2))
+    with stream:
+        events = list(stream.events(heartbeat_s=0.2))
     assert time.perf_counter() - started < 8
     assert events and all(isinstance(e, Waiting) for e in events)
     assert stream.result.end is StreamEnd.DEADLINE
@@ -285,8 +289,8 @@ def test_cancel_is_stopped_by_the_user(server):
 def test_terminal_control_sequences_are_stripped_from_answers_even_across_chunks(server):
     server.behaviour.chunks = ["Red \x1b[3", "1mtext\x1b[0m", " and \x1b]0;pwned\x07title",
                                " bell\x07 back\x08space\r\n", "tab\tok [/INST] \x1b", "[2Jend"]
-    stream = client_for(server).stream(MESSAGES)
-    parts = list(stream)
+    with client_for(server).stream(MESSAGES) as stream:
+        parts = list(stream)
     text = "".join(parts)
     assert text == stream.result.answer == "Red text and title bell backspace\ntab\tok [/INST] end"
     assert not any("\x1b" in p or "\x07" in p for p in parts)
@@ -380,7 +384,7 @@ def test_ctrl_c_in_the_callers_loop_then_cancel_is_stopped_by_the_user(server):
     server.behaviour.answer = " ".join(["word"] * 100)
     server.behaviour.token_delay_s = 0.02
     stream = client_for(server).stream(MESSAGES, max_tokens=100)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), stream:
         for index, _ in enumerate(stream):
             if index == 2:
                 raise KeyboardInterrupt  # as if it landed while the CLI wrote the text
@@ -412,3 +416,49 @@ def test_a_server_that_holds_back_its_headers_is_waited_for_no_longer_than_the_d
     with pytest.raises(ServiceTimeoutError, match="no answer within 1 s.*SPARKDOCS_ANSWER_DEADLINE_S"):
         client_for(server, answer_deadline_s=1, max_retries=0).stream(MESSAGES).run()
     assert time.perf_counter() - started < 3.5
+
+
+# discovery asks only what it needs; a stream ends with its block --------------------------------
+def test_discovery_sends_no_tokenize_request_and_the_first_count_probes_once(server):
+    client = client_for(server)
+    for _ in range(3):
+        assert client.capabilities(refresh=True).model == "nvidia/Llama-3.3-70B-Instruct-FP8"
+    assert not [r for r in server.behaviour.seen if "tokenize" in r]
+    assert client.count_tokens("Hello there") and client.count_tokens("General Kenobi")
+    # one probe, found on the first count and kept, then one request per count
+    assert [r for r in server.behaviour.seen if "tokenize" in r] == ["POST /tokenize"] * 3
+    assert server.behaviour.tokenize_requests == 2
+
+
+def test_leaving_the_with_block_closes_the_connection_though_the_reader_is_still_held(server):
+    """The block ends the request, not the garbage collector: the server sees the client leave
+    while the reading generator is still referenced."""
+    server.behaviour.stream_fault = StreamFault.ENDLESS
+    server.behaviour.token_delay_s = 0.01
+    with client_for(server).stream(MESSAGES, max_tokens=100_000) as answer:
+        reader = iter(answer)
+        first = next(reader)
+        assert not server.behaviour.client_left.is_set()
+    assert server.behaviour.client_left.wait(10), "the server still streams to a closed block"
+    assert reader is not None  # still held: no finaliser ran
+    assert answer.result.end is StreamEnd.ABANDONED and answer.result.answer.startswith(first)
+
+
+def test_leaving_the_with_block_during_events_stops_the_answer_on_the_server(server):
+    server.behaviour.stream_fault = StreamFault.ENDLESS
+    server.behaviour.token_delay_s = 0.01
+    with client_for(server).stream(MESSAGES, max_tokens=100_000) as answer:
+        events = answer.events(heartbeat_s=0.2)
+        first = next(e for e in events if isinstance(e, str))
+    assert server.behaviour.client_left.wait(10)
+    assert events is not None
+    assert answer.result.end is StreamEnd.STOPPED and answer.result.answer.startswith(first)
+
+
+def test_an_answer_read_outside_a_with_block_is_refused_before_any_request(server):
+    stream = client_for(server).stream(MESSAGES)
+    with pytest.raises(RuntimeError, match="with client.stream"):
+        list(stream)
+    with pytest.raises(RuntimeError, match="with client.stream"):
+        stream.events()
+    assert server.behaviour.requests == []

@@ -39,7 +39,8 @@ def test_an_answer_streams_in_parts(qa):
     document = _document(qa, 300, seed=1)
     session = qa.workspace.store.new_session(document)
     pending = qa.ask(document, session, "What is this document about?")
-    parts = list(pending.stream)
+    with pending.stream as answer:
+        parts = list(answer)
     result = pending.stream.result
     assert len(parts) > 3 and "".join(parts) == result.answer
     assert result.finish_reason in {"stop", "length"} and result.ttft_s > 0

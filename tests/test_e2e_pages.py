@@ -149,8 +149,9 @@ def test_skipped_files_are_a_count_and_a_list_and_follow_up_sits_by_the_input_ac
         browser, page = _upload(p, url, archive, "with-images.zip · codebase ·")
         expect(page.get_by_text(re.compile(r"^81 files skipped"))).to_be_visible()
         assert "img05.png" not in page.locator('[data-testid="stAlert"]').all_inner_texts()[0]
-        page.get_by_text(re.compile(r"^The list \(\d+\)")).click()
-        expect(page.get_by_text("assets/img05.png: binary, skipped")).to_be_visible()
+        page.get_by_text("Skipped: 81 file(s), each with its reason").click()
+        expect(page.get_by_text("assets/img05.png: binary")).to_be_visible()
+        expect(page.get_by_text("assets/img80.png: binary")).to_be_visible()  # all, not 20
         bottom = page.locator('[data-testid="stBottom"]')
         switch = bottom.locator('[data-testid="stCheckbox"]').filter(has_text="Follow-up").locator("input")
         expect(switch).to_have_count(1)

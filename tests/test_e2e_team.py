@@ -142,3 +142,60 @@ def test_a_login_expires(team_app, artifacts_dir):
         expect(page.get_by_text("No stored documents yet")).to_have_count(0)
         page.screenshot(path=str(artifacts_dir / "team-04-expired.png"), full_page=True)
         browser.close()
+
+
+def test_a_login_survives_a_reload_until_logout_and_cannot_be_forged(team_app, tmp_path,
+                                                                     artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    url = team_app()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.goto(url)
+        _log_in(page, "alice", "alice-pass-1")
+        expect(page.get_by_text("Ask your document")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(1500)  # the run that hands the browser its cookie
+        (cookie,) = [c for c in context.cookies() if c["name"] == "sparkdocs_login"]
+        assert cookie["value"].startswith("alice:") and cookie["sameSite"] == "Strict"
+
+        page.reload()  # the same tab, a new Streamlit session: still alice
+        expect(page.get_by_text("Ask your document")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("textbox", name="Username")).to_have_count(0)
+        fresh = context.new_page()  # a new tab of the same browser: alice too
+        fresh.goto(url)
+        expect(fresh.get_by_text("Ask your document")).to_be_visible(timeout=30_000)
+        fresh.close()
+
+        # a cookie naming bob with alice's signature, or a longer expiry, is not a login
+        user, expires, mac = cookie["value"].split(":")
+        for forged in (f"bob:{expires}:{mac}", f"alice:{int(expires) + 10**6}:{mac}"):
+            other = browser.new_context(viewport={"width": 1400, "height": 1000})
+            other.add_cookies([{**cookie, "value": forged}])
+            intruder = other.new_page()
+            intruder.goto(url)
+            expect(intruder.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+            expect(intruder.get_by_text("Ask your document")).to_have_count(0)
+            other.close()
+
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(1500)
+        assert not [c for c in context.cookies() if c["name"] == "sparkdocs_login"]
+        page.reload()
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Ask your document")).to_have_count(0)
+
+        # logged in again; then the user is removed: the kept cookie no longer logs in
+        _log_in(page, "alice", "alice-pass-1")
+        expect(page.get_by_text("Ask your document")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(1500)
+        store = Store(tmp_path / "cache", size_limit_bytes=2**26)
+        Users(store).remove("alice")
+        store.close()
+        page.reload()
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(artifacts_dir / "team-04-removed-user.png"), full_page=True)
+        browser.close()

@@ -20,7 +20,7 @@ from builders import (INJECTION, make_contract_pdf, make_hostile_codebase, make_
                       make_many_file_codebase, make_pdf, synthetic_document_text)
 from corpus import CORPUS, corpus_document
 from sparkdocs.batch import BatchOptions, BatchSummarizer, collect_items
-from sparkdocs.client import ModelClient
+from sparkdocs.client import ModelClient, StreamEnd
 from sparkdocs.doctor import run_checks
 from sparkdocs.documents import Document
 from sparkdocs.ingest import Upload
@@ -280,7 +280,12 @@ def test_cancel_during_a_long_prefill_aborts_the_request_on_the_server(vllm, tmp
     session = qa.workspace.store.new_session(document)
     pending = qa.ask(document, session, "Summarise clause 3.")
     waits = []
-    consumer = threading.Thread(target=lambda: waits.extend(pending.stream.events()))
+
+    def consume() -> None:
+        with pending.stream as answer:
+            waits.extend(answer.events())
+
+    consumer = threading.Thread(target=consume)
     consumer.start()
     assert _wait_running(vllm, 1, 30) is not None, "the request never started"
     time.sleep(1.0)  # well inside the prefill
@@ -292,6 +297,23 @@ def test_cancel_during_a_long_prefill_aborts_the_request_on_the_server(vllm, tmp
     assert pending.stream.result.interrupted and pending.stream.result.error == "stopped by the user"
     after = qa.ask(document, qa.record(session, pending), "Next question?", max_tokens=4)
     assert after.stream.run().error is None
+
+
+def test_leaving_the_with_block_ends_the_answer_on_the_server(vllm, tmp_path):
+    """The block, not the garbage collector, ends the request: vLLM's running gauge returns to
+    0 while the reading generator is still referenced."""
+    qa = _qa(vllm, tmp_path)
+    document = _text_document(qa, 300, seed=107)
+    session = qa.workspace.store.new_session(document)
+    pending = qa.ask(document, session, "Write a long essay about this document.",
+                     max_tokens=2000)
+    with pending.stream as answer:
+        reader = iter(answer)
+        first = next(reader)
+        assert _wait_running(vllm, 1, 30) is not None, "the answer is not running"
+    assert _wait_running(vllm, 0, 30) is not None, "vLLM still decodes for a closed block"
+    assert reader is not None  # still held: no finaliser ran
+    assert answer.result.end is StreamEnd.ABANDONED and answer.result.answer.startswith(first)
 
 
 def _cli(args: list[str], settings_env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -70,7 +70,7 @@ def test_backtracking_gitignore_line_is_dropped_with_a_note():
     assert time.perf_counter() - start < 10
     titles = {s.title for s in document.sections}
     assert "main.py" in titles and "debug.log" not in titles  # the other lines still apply
-    warning = " ".join(document.warnings)
+    warning = " ".join(document.warnings + document.skipped)
     assert ".gitignore line 1" in warning and "wildcards" in warning and "limit of 3" in warning
 
 
@@ -151,7 +151,7 @@ def test_archive_member_paths_no_file_system_could_hold_are_skipped():
                      "main.py": b"print(1)\n"})
     document = ingest_bytes("r.zip", data)
     assert [s.title for s in document.sections if s.kind.value == "file"] == ["main.py"]
-    warning = " ".join(document.warnings)
+    warning = " ".join(document.warnings + document.skipped)
     assert "255 bytes" in warning and "4,096" in warning
 
 
@@ -239,7 +239,7 @@ def test_short_western_text_in_windows_1252_is_decoded_as_windows_1252(text: str
     document = ingest_bytes("note.txt", text.encode("cp1252"))
     assert document.sections[0].text == text
     assert any("decoded as Windows-1252 (cp1252)" in w and "save the file as UTF-8" in w
-               for w in document.warnings)
+               for w in document.warnings + document.skipped)
 
 
 @pytest.mark.parametrize("text,encoding", [
@@ -258,7 +258,7 @@ def test_utf8_with_a_stray_latin1_byte_is_read_with_a_count_not_refused():
     document = ingest_bytes("big.txt", data)
     assert "Grüße aus München — 東京" in document.sections[0].text
     assert "caf\ufffd au lait" in document.sections[-1].text
-    assert any("1 byte not valid UTF-8" in w for w in document.warnings)
+    assert any("1 byte not valid UTF-8" in w for w in document.warnings + document.skipped)
 
 
 def test_ascii_with_one_latin1_byte_is_windows_1252():
@@ -441,7 +441,7 @@ def test_malformed_footnotes_are_left_out_with_a_warning():
     assert "Master Services Agreement" in document.sections[0].text
     assert not any(s.title == "Footnotes" for s in document.sections)
     assert any("word/footnotes.xml is not well-formed XML" in w and "footnotes are left out" in w
-               for w in document.warnings)
+               for w in document.warnings + document.skipped)
 
 
 @pytest.mark.parametrize("part", ["word/document.xml", "word/styles.xml", "[Content_Types].xml",
@@ -480,7 +480,7 @@ def test_damaged_zip_member_is_skipped_with_a_note_not_a_traceback():
     document = ingest_bytes("damaged.zip", bytes(data))
     titles = [s.title for s in document.sections if s.kind.value == "file"]
     assert "b.py" in titles and "a.py" not in titles
-    assert any("a.py: cannot be unpacked" in w for w in document.warnings)
+    assert any("a.py: cannot be unpacked" in w for w in document.warnings + document.skipped)
 
 
 def test_gitignore_with_nul_bytes_does_not_refuse_the_archive():
@@ -542,7 +542,7 @@ def test_paths_nested_deeper_than_the_tree_can_render_are_skipped(tmp_path: Path
     deep = "/".join(["d"] * 2000) + "/f.py"
     document = ingest_bytes("deep.zip", make_zip({deep: b"x = 1\n", "a.py": b"y = 2\n"}))
     assert "a.py" in {s.title for s in document.sections}
-    assert any("folders deep, over the 128 limit" in w for w in document.warnings)
+    assert any("folders deep, over the 128 limit" in w for w in document.warnings + document.skipped)
     folder = tmp_path / "repo"
     (folder / Path(*(["d"] * 150))).mkdir(parents=True)
     (folder / Path(*(["d"] * 150)) / "f.py").write_text("x = 1\n")
@@ -550,3 +550,36 @@ def test_paths_nested_deeper_than_the_tree_can_render_are_skipped(tmp_path: Path
     source = walk_codebase(folder, IngestOptions())
     assert [f.path for f in source.files] == ["a.py"]
     assert any("nested over 128 folders deep" in n for n in source.notes)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_an_archive_holding_one_path_twice_gives_one_file_the_last_copy(kind):
+    import io
+    import tarfile
+    import warnings
+    import zipfile
+
+    from sparkdocs.ingest import ingest_bytes
+
+    copies = (b"print('first')\n", b"print('second, as unpacking leaves it')\n")
+    buf = io.BytesIO()
+    if kind == "tar":
+        with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+            for text in copies:
+                info = tarfile.TarInfo("src/a.py")
+                info.size = len(text)
+                archive.addfile(info, io.BytesIO(text))
+            readme = tarfile.TarInfo("src/README.md")
+            readme.size = 5
+            archive.addfile(readme, io.BytesIO(b"Read."))
+    else:
+        with warnings.catch_warnings(), zipfile.ZipFile(buf, "w") as archive:
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate: that is the point
+            for text in copies:
+                archive.writestr("src/a.py", text)
+            archive.writestr("src/README.md", b"Read.")
+    document = ingest_bytes(f"dup.{'tar.gz' if kind == 'tar' else 'zip'}", buf.getvalue())
+    files = [s for s in document.sections if s.kind.value == "file"]
+    assert [s.title for s in files] == ["README.md", "a.py"]
+    assert "second, as unpacking leaves it" in files[1].text and "first" not in files[1].text
+    assert any(entry.startswith("a.py: 1 earlier copy") for entry in document.skipped)

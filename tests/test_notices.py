@@ -1,15 +1,15 @@
 """What the Ask page and the Library say, judged against real ingest output and a real store:
-an encrypted PDF's message names the app's field (not the CLI flag), 81 skipped files become a
-count and a list, the follow-up choice survives a reload, empty sessions are not listed."""
+an encrypted PDF's message names the app's field (not the CLI flag), the follow-up choice
+survives a reload, empty sessions are not listed."""
 
 from __future__ import annotations
 
 import pytest
 
-from builders import make_pdf, make_zip
+from builders import make_pdf
 from sparkdocs.errors import EncryptedDocumentError
 from sparkdocs.ingest import Upload
-from sparkdocs.notices import follow_up_default, upload_problem, warning_view
+from sparkdocs.notices import follow_up_default, upload_problem
 from sparkdocs.store import Turn
 from sparkdocs.views import library_entries
 
@@ -26,18 +26,6 @@ def test_an_encrypted_pdf_says_where_to_type_the_password_in_the_app(workspace):
                                workspace.ingest_options(password="nope"))
     assert "does not open it" in upload_problem(wrong.value, names=["locked.pdf"],
                                                 password_given=True)
-
-
-def test_81_skipped_files_are_a_count_and_a_list(workspace):
-    files = {f"src/mod{i}.py": f"x = {i}\n".encode() for i in range(3)}
-    files |= {f"assets/img{i:02}.png": b"\x89PNG\r\n\x1a\n" + bytes(64) for i in range(81)}
-    document = workspace.load_uploads([Upload("tree.zip", make_zip(files))],
-                                      workspace.ingest_options())
-    views = [warning_view(w) for w in document.warnings]
-    skipped = next(v for v in views if "skipped" in v.headline)
-    assert skipped.headline.startswith("81 files skipped")
-    assert "assets/img00.png: binary, skipped" in skipped.items
-    assert skipped.items[-1] == "… and 61 more, not listed"
 
 
 def _text(workspace, name: str, text: str):

@@ -51,7 +51,7 @@ def test_another_tokenizer_is_budgeted_in_its_own_tokens_and_the_sent_prompt_fit
         assert qa.budget(document, keep).fits
         session = qa.workspace.store.new_session(document, kept_sections=keep)
         pending = qa.ask(document, session, "Who pays?")
-        list(pending.stream)
+        pending.stream.run()
         sent = server.behaviour.requests[-1]
     text = "".join(m["content"] for m in sent["messages"])
     served_prompt = math.ceil(pending.prompt.prompt_tokens * 1.2)
@@ -70,5 +70,5 @@ def test_a_llama3_server_keeps_the_local_count_without_requests_per_question(tmp
         assert "server's tokenizer" not in budget_summary(budget)
         session = qa.workspace.store.new_session(document)
         for question in ("Who pays?", "When?", "Where?"):
-            list(qa.ask(document, session, question).stream)
+            qa.ask(document, session, question).stream.run()
         assert server.behaviour.tokenize_requests == 1  # the one probe, never again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,21 @@ except StoreError as exc:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.startswith("StoreError Cannot write the store"), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_store_says_so_and_how_to_move_it_aside(tmp_path, damage):
+    cache = tmp_path / "cache"
+    store = Store(cache, size_limit_bytes=10**8)
+    store.close()
+    path = cache / "sparkdocs.sqlite3"
+    if damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 40)
+    else:
+        path.write_bytes(path.read_bytes()[:200])
+    (tmp_path / "a.txt").write_text("Alpha.")
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(tmp_path / "a.txt")],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "SPARKDOCS_CACHE_DIR": str(cache)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "is damaged" in result.stderr and f"mv {path} {path}.broken" in result.stderr

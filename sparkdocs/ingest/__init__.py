@@ -72,12 +72,13 @@ def document_key(uploads: Sequence[Upload], options: IngestOptions) -> str:
     if len(uploads) == 1:
         suffix = posixpath.splitext(uploads[0].name.lower())[1]
         return content_hash([(suffix, uploads[0].data)], salt=options.cache_salt())
-    parts = sorted((u.name, u.data) for u in uploads)
-    return content_hash(parts, salt=options.cache_salt())
+    # in the order given: the order of the sections is part of the document (and its prompt)
+    return content_hash([(u.name, u.data) for u in uploads], salt=options.cache_salt())
 
 
 def _single(upload: Upload, options: IngestOptions, progress: Progress | None = None
-            ) -> tuple[DocumentKind, list[Section], list[str]]:
+            ) -> tuple[DocumentKind, list[Section], list[str], list[str]]:
+    """(kind, sections, warnings, what was left out of an archive with its reason)."""
     name, data = upload.name, upload.data
     check_size(name, len(data), options.max_file_bytes)
     if not data:
@@ -85,9 +86,9 @@ def _single(upload: Upload, options: IngestOptions, progress: Progress | None = 
     kind = detect_kind(name, data)
     if kind == "pdf":
         return DocumentKind.PDF, *pdf_sections(data, name=name, options=options,
-                                               progress=progress)
+                                               progress=progress), []
     if kind == "docx":
-        return DocumentKind.DOCX, *docx_sections(data, name=name, options=options)
+        return DocumentKind.DOCX, *docx_sections(data, name=name, options=options), []
     if kind in ("zip", "tar"):
         reader = read_zip if kind == "zip" else read_tar
         files, notes = reader(data, name=name, options=options)
@@ -97,7 +98,7 @@ def _single(upload: Upload, options: IngestOptions, progress: Progress | None = 
             f"{name}: a binary file in a format sparkdocs does not read; use PDF, DOCX, text, "
             "source code, or a .zip/.tar.gz of a codebase."
         )
-    return DocumentKind.TEXT, *text_sections(data, name=name)
+    return DocumentKind.TEXT, *text_sections(data, name=name), []
 
 
 def ingest_bytes(name: str, data: bytes, *, options: IngestOptions = DEFAULT_OPTIONS) -> Document:
@@ -106,23 +107,26 @@ def ingest_bytes(name: str, data: bytes, *, options: IngestOptions = DEFAULT_OPT
 
 def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = DEFAULT_OPTIONS,
                    progress: Progress | None = None) -> Document:
-    """One file → its own kind; many files → one document with one section per file, in name
-    order. Token counts are filled in by `tokens.count_document`."""
+    """One file → its own kind; many files → one document with one section per file, in the
+    order given (the user's order says what comes first). Token counts are filled in by
+    `tokens.count_document`."""
     if not uploads:
         raise UnsupportedFormatError("No files given: upload or name at least one file.")
     key = document_key(uploads, options)
     if len(uploads) == 1:
-        kind, sections, warnings = _single(uploads[0], options, progress)
+        kind, sections, warnings, skipped = _single(uploads[0], options, progress)
         return Document(uploads[0].name, kind, key, tuple(sections), tuple(warnings),
-                        source_bytes=len(uploads[0].data))
+                        source_bytes=len(uploads[0].data), skipped=tuple(skipped))
     merged: list[Section] = []
     notes_all: list[str] = []
-    ordered = sorted(uploads, key=lambda u: u.name)
+    skipped_all: list[str] = []
+    ordered = list(uploads)
     for number, upload in enumerate(ordered):
         if progress is not None:
             progress(number, len(ordered), upload.name)
-        kind, parts, notes = _single(upload, options)
+        kind, parts, notes, left_out = _single(upload, options)
         notes_all += notes
+        skipped_all += (f"{upload.name}/{entry}" for entry in left_out)
         if kind in (DocumentKind.TEXT, DocumentKind.DOCX):
             text = "\n\n".join(p.text for p in parts)
             merged.append(Section(SectionKind.FILE, upload.name, text))
@@ -133,7 +137,7 @@ def ingest_uploads(uploads: Sequence[Upload], *, options: IngestOptions = DEFAUL
                 merged.append(Section(part.kind, title, part.text))
     name = f"{len(uploads)} files"
     return Document(name, DocumentKind.FILES, key, tuple(merged), tuple(notes_all),
-                    source_bytes=sum(len(u.data) for u in uploads))
+                    source_bytes=sum(len(u.data) for u in uploads), skipped=tuple(skipped_all))
 
 
 def codebase_key(files: Sequence[SourceFile], options: IngestOptions = DEFAULT_OPTIONS) -> str:
@@ -145,6 +149,6 @@ def ingest_codebase(name: str, files: Sequence[SourceFile], *, notes: Sequence[s
                     options: IngestOptions = DEFAULT_OPTIONS) -> Document:
     """A folder's files (already filtered by `PathFilter`) as one codebase document."""
     key = codebase_key(files, options)
-    sections, warnings = codebase_sections(files, notes=notes)
+    sections, warnings, skipped = codebase_sections(files, notes=notes)
     return Document(name, DocumentKind.CODEBASE, key, tuple(sections), tuple(warnings),
-                    source_bytes=sum(len(f.data) for f in files))
+                    source_bytes=sum(len(f.data) for f in files), skipped=tuple(skipped))

@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import pathspec
 
@@ -462,12 +462,21 @@ def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
 
 
 def codebase_sections(files: Iterable[SourceFile], *, notes: Iterable[str] = ()
-                      ) -> tuple[list[Section], list[str]]:
-    """Text files in path order under a file tree; binaries and undecodable files noted."""
+                      ) -> tuple[list[Section], list[str], list[str]]:
+    """Text files in path order under a file tree, the warnings, and every file left out with
+    its reason (`path: reason`): kept whole and apart, so a list of 81 is not one long warning."""
     kept: list[tuple[str, str]] = []
     skipped = list(notes)
     warnings: list[str] = []
-    for source in sorted(files, key=lambda f: f.path):
+    last: dict[str, SourceFile] = {}
+    copies: dict[str, int] = {}
+    for source in files:  # an archive may hold one path twice: unpacking keeps the last copy
+        last[source.path] = source
+        copies[source.path] = copies.get(source.path, 0) + 1
+    skipped += [f"{path}: {count - 1} earlier {'copy' if count == 2 else 'copies'} in the archive, "
+                "skipped (the last one is read, as unpacking would leave it)"
+                for path, count in copies.items() if count > 1]
+    for source in sorted(last.values(), key=lambda f: f.path):
         suffix = posixpath.splitext(source.path)[1].lower()
         if suffix in BINARY_SUFFIXES or looks_binary(source.data):
             skipped.append(f"{source.path}: binary, skipped")
@@ -489,9 +498,21 @@ def codebase_sections(files: Iterable[SourceFile], *, notes: Iterable[str] = ()
     sections = [Section(SectionKind.TREE, "files", render_tree(p for p, _ in kept))]
     sections += [Section(SectionKind.FILE, path, text) for path, text in kept]
     if skipped:
-        warnings.append(f"{len(skipped)} files skipped: " + "; ".join(skipped[:20])
-                        + (" …" if len(skipped) > 20 else ""))
-    return sections, warnings
+        warnings.append(f"{len(skipped)} files skipped ({_reasons(skipped)}); each is listed "
+                        "with its reason under “skipped”.")
+    return sections, warnings, [note.removesuffix(", skipped") for note in skipped]
+
+
+def _reasons(skipped: Sequence[str]) -> str:
+    """`12 binary, 3 too large`: how many files were left out for which kind of reason."""
+    counts: dict[str, int] = {}
+    for note in skipped:
+        reason = note.rsplit(": ", 1)[-1].removesuffix(", skipped")
+        kind = ("binary" if reason.startswith("binary") else "secret" if "secret" in reason
+                else "too large" if "limit" in reason else "not text" if "not text" in reason
+                else "link" if "link" in reason else "other")
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def directory_tokens(sections: Iterable[Section]) -> dict[str, int]:

@@ -22,7 +22,7 @@ from ..store import Session
 from ..citations import answers_sources_markdown
 from .sources import answer_citations, marked_answer, show_sources
 from ..selection import SelectBy, select_by, select_typed, selection_text
-from ..notices import follow_up_default, upload_problem, warning_view
+from ..notices import follow_up_default, upload_problem
 from ..waits import WaitWatch, warm_caption
 from ..warmup import WarmStatus
 from ..views import (budget_segments, budget_summary, demo_model_note,
@@ -77,7 +77,8 @@ def upload_panel(svc: Services) -> None:
 
 def _load(svc: Services, files, *, password: str | None, include: list[str],
           exclude: list[str], status, bar) -> Document:
-    uploads = [Upload(f.name, f.getvalue()) for f in files]
+    # name order: a file picker's order is arbitrary, and the same set must be the same document
+    uploads = sorted((Upload(f.name, f.getvalue()) for f in files), key=lambda u: u.name)
     status.update(label="Extracting text and counting tokens…")
     options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
 
@@ -121,11 +122,11 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     full = svc.qa.budget(document)
     st.altair_chart(_budget_bar(budget_segments(budget), context), width="stretch")
     (st.caption if budget.fits else st.error)(budget_summary(budget))
-    for warning in map(warning_view, document.warnings):
-        st.warning(safe_markdown(warning.headline))
-        if warning.items:
-            with st.expander(f"The list ({len(warning.items)})"):
-                st.markdown(safe_markdown("\n".join(f"- {i}" for i in warning.items)))
+    for warning in document.warnings:
+        st.warning(safe_markdown(warning))
+    if document.skipped:  # 81 files in one paragraph cannot be read: a count, then the list
+        with st.expander(f"Skipped: {len(document.skipped)} file(s), each with its reason"):
+            st.markdown(safe_markdown("\n".join(f"- `{item}`" for item in document.skipped)))
     with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
         # The keys follow the saved choice, so the widgets restart from it after each change.
         version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
@@ -263,7 +264,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         failure: SparkdocsError | None = None
         try:
             watch = WaitWatch(svc.client.metrics)  # queued or prefilling, asked every 2 s
-            _write_safely(_text_with_waits(pending.stream, st.empty(), watch))
+            with pending.stream as answer:  # leaving it (a rerun, a Stop) ends the request
+                _write_safely(_text_with_waits(answer, st.empty(), watch))
             ended = True
             stop_slot.empty()
         except SparkdocsError as exc:  # the request failed: kept with the server's own error

@@ -32,8 +32,8 @@ def server_status(svc: Services) -> None:
         return
     # Names as text (a metric cuts a long model name to "nvidia/Llama-3.3-…"), figures as metrics.
     st.markdown(safe_markdown(f"**Model:** `{caps.model or 'none'}` · **Server:** "
-                              f"{caps.server_kind} · **Tokenize endpoint:** "
-                              f"`{caps.tokenize_path or 'none'}`"))
+                              f"{caps.server_kind.value} · **Tokenize endpoint:** "
+                              f"`{svc.client.tokenize_path() or 'none'}`"))
     st.metric("Context (tokens)", f"{caps.context_length:,}",
               help="from the server" if caps.context_from_server else "from configuration")
     if caps.model_note:

@@ -4,19 +4,26 @@ module only shows forms and keeps per-tab state (a login, passwords proven in th
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from ..auth import (
+    LOGIN_COOKIE,
     Login,
     LoginThrottle,
     Users,
     check_bind,
+    install_secret,
     isolation,
     log_in,
+    login_from_token,
+    login_token,
     proxy_user,
     start_login,
 )
@@ -32,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOGIN_KEY = "sparkdocs_login"          # a Login (password mode)
+_COOKIE_WRITTEN = "sparkdocs_login_cookie"  # the Login the browser's cookie holds
+_COOKIE_CLEARED = "sparkdocs_login_cookie_cleared"  # logged out: ignore the stale cookie
+_LOGGING_OUT = "sparkdocs_logging_out"  # the next run clears the cookie
 USER_KEY = "sparkdocs_user"            # the user of this tab, once established
 PASSWORDS_KEY = "sparkdocs_pdf_passwords"  # document key -> password proven in this tab
 # per-user state of a tab, dropped when the user changes or logs out
@@ -84,16 +94,68 @@ def _established_user(svc: Services) -> str | None:
                              "headers; the proxy must replace the client's, not add to them.")
         return proxy_user(st.context.headers, peer=st.context.ip_address, settings=settings)
     login = st.session_state.get(LOGIN_KEY)
+    if not isinstance(login, Login):
+        login = _login_from_cookie(svc)  # a reload, or a new tab of a logged-in browser
+        if login is not None:
+            st.session_state[LOGIN_KEY] = login
     if isinstance(login, Login):
+        _write_cookie_once(svc, login)
         if login.valid():
             return login.user
         del st.session_state[LOGIN_KEY]
         st.session_state["login_expired"] = True
+        _clear_cookie()
     return None
+
+
+def _login_from_cookie(svc: Services) -> Login | None:
+    token = st.context.cookies.get(LOGIN_COOKIE)
+    if not isinstance(token, str) or not token or st.session_state.get(_COOKIE_CLEARED):
+        return None
+    login = login_from_token(token, secret=_secret(svc.settings.cache_dir),
+                             users=Users(svc.workspace.store))
+    if login is None:
+        _clear_cookie()  # forged, expired, or its user is gone or has a new password
+    else:
+        st.session_state[_COOKIE_WRITTEN] = login  # the browser has it already
+    return login
+
+
+def _write_cookie_once(svc: Services, login: Login) -> None:
+    """Give the browser the signed login (once per login), so a reload stays logged in. The
+    token holds the user name and expiry, nothing secret; SameSite=Strict keeps other sites
+    from sending it."""
+    if st.session_state.get(_COOKIE_WRITTEN) == login:
+        return
+    token = login_token(login, secret=_secret(svc.settings.cache_dir), users=Users(svc.workspace.store))
+    _cookie_script(f"{LOGIN_COOKIE}={token}; Path=/; SameSite=Strict; "
+                   f"Max-Age={max(int(login.expires_at - time.time()), 0)}")
+    st.session_state[_COOKIE_WRITTEN] = login
+    st.session_state.pop(_COOKIE_CLEARED, None)
+
+
+def _clear_cookie() -> None:
+    _cookie_script(f"{LOGIN_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0")
+    st.session_state.pop(_COOKIE_WRITTEN, None)
+    # until the browser reconnects, st.context.cookies still shows the old cookie
+    st.session_state[_COOKIE_CLEARED] = True
+
+
+def _cookie_script(cookie: str) -> None:
+    secure = " + (location.protocol === 'https:' ? '; Secure' : '')"
+    st.html(f"<script>document.cookie = {json.dumps(cookie)}{secure};</script>",
+            unsafe_allow_javascript=True, width=1)
+
+
+@st.cache_resource
+def _secret(cache_dir: Path) -> bytes:
+    return install_secret(cache_dir)
 
 
 def _login_form(svc: Services) -> None:
     settings = svc.settings
+    if st.session_state.pop(_LOGGING_OUT, False):
+        _clear_cookie()  # rendered on this page's run, so the browser surely runs it
     st.title("Log in to sparkdocs")
     if st.session_state.pop("login_expired", False):
         _forget_tab_state()
@@ -133,6 +195,8 @@ def _account_sidebar(user: str, settings: Settings) -> None:
             st.session_state.pop(USER_KEY, None)
             _forget_tab_state()
             st.query_params.clear()
+            st.session_state[_LOGGING_OUT] = True
+            st.session_state[_COOKIE_CLEARED] = True  # this tab no longer trusts the cookie
             st.rerun()
 
 

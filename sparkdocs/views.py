@@ -200,11 +200,12 @@ class LibraryEntry:
 def library_entries(infos: Sequence[DocumentInfo], sessions: Sequence[Session]
                     ) -> tuple[list[LibraryEntry], list[DocumentInfo]]:
     """The Library's documents, grouped by name and kind, newest first — only those with a
-    session (opened to ask); the second list holds documents that were only read or counted
+    session holding a question; the second list holds documents that were only read or counted
     (`sparkdocs count`, `prompt`, a batch), which the Library mentions apart."""
     by_key: dict[str, list[Session]] = {}
-    for session in sessions:
-        by_key.setdefault(session.document_key, []).append(session)
+    for session in sessions:  # an upload with no question yet is no session to go back to
+        if session.turns:
+            by_key.setdefault(session.document_key, []).append(session)
     grouped: dict[tuple[str, str], list[LibraryVariant]] = {}
     counted_only: list[DocumentInfo] = []
     for info in infos:  # newest first, as the store lists them

@@ -29,7 +29,8 @@ class WarmState:
     status: WarmStatus
     seconds: float | None = None
     error: str | None = None
-    started: float = 0.0  # wall clock: the Ask page says when the cache was warmed
+    started: float = 0.0  # wall clock
+    finished: float = 0.0  # wall clock it ended (0 while warming): "warmed at …"
 
 
 class WarmUps:
@@ -61,7 +62,8 @@ class WarmUps:
              keep: Sequence[int] | None, owner: str | None, started: float) -> None:
         try:
             result = self._qa.warm_up(document, keep, owner=owner)
-            state = WarmState(WarmStatus.WARM, seconds=result.seconds, started=started)
+            state = WarmState(WarmStatus.WARM, seconds=result.seconds, started=started,
+                              finished=time.time())
         except SparkdocsError as exc:
             state = WarmState(WarmStatus.FAILED, error=str(exc), started=started)
         except Exception as exc:  # never let a warm-up thread die silently

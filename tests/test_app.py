@@ -148,10 +148,11 @@ def test_library_page_lists_renames_and_deletes(app_env):
     settings = app_env()
     workspace = Workspace(settings)
     document = workspace.load_uploads([Upload("a.txt", b"Alpha.")], workspace.ingest_options())
-    workspace.store.new_session(document)
+    session = workspace.store.new_session(document)
+    workspace.store.append_turn(session.id, Turn("What is it?", "Alpha."))
     workspace.store.close()
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/library.py").run()
+    at.switch_page("app_pages/library.py").run()
     assert not at.exception
     assert "a.txt" in at.expander[0].label and "1 session" in at.expander[0].label
     session = Workspace(settings).store.list_sessions()[0]
@@ -159,7 +160,7 @@ def test_library_page_lists_renames_and_deletes(app_env):
     assert not at.exception
     assert at.query_params["session"] == session.id  # a reload after "Open" finds it again
     assert "a.txt" in at.subheader[0].value
-    at.switch_page("pages/library.py").run()
+    at.switch_page("app_pages/library.py").run()
     at.text_input(key=f"name-{document.content_hash}").set_value("Renamed doc").run()
     at.button(key=f"rename-{document.content_hash}").click().run()
     assert "Renamed doc" in at.expander[0].label
@@ -187,10 +188,12 @@ def test_library_groups_variants_hides_counted_documents_and_labels_sessions(app
     workspace.store.append_turn(asked.id, Turn("Where is a defined?", "In src/a.py.", ttft_s=0.2))
     empty = workspace.open_session(part)
     assert workspace.open_session(part).id == empty.id  # no second empty session
+    workspace.store.append_turn(empty.id, Turn("And in src?", "Only a.py."))
+    blank = workspace.open_session(part)  # not listed: an empty session is nothing to go back to
     workspace.load_uploads([Upload("counted.txt", b"Only counted.")], workspace.ingest_options())
     workspace.store.close()
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/library.py").run()
+    at.switch_page("app_pages/library.py").run()
     assert not at.exception
     labels = [e.label for e in at.expander]
     assert sum("r.zip" in label for label in labels) == 1, labels
@@ -199,17 +202,18 @@ def test_library_groups_variants_hides_counted_documents_and_labels_sessions(app
     assert any("opened 2 ways" in c.value for c in at.caption)
     texts = [m.value for m in at.markdown]
     assert any("Where is a defined? · 20" in t and "1 question(s)" in t for t in texts), texts
+    assert not any("no questions yet" in t for t in texts), texts
     at.button(key=f"dels-{asked.id}").click().run()
-    assert len(Workspace(settings).store.list_sessions()) == 2
+    assert len(Workspace(settings).store.list_sessions()) == 3
     at.button(key=f"yes-dels-{asked.id}").click().run()
-    assert [s.id for s in Workspace(settings).store.list_sessions()] == [empty.id]
+    assert {s.id for s in Workspace(settings).store.list_sessions()} == {empty.id, blank.id}
 
 
 @pytest.mark.integration
 def test_server_page_reports_an_unreachable_service(app_env):
     app_env(base_url="http://127.0.0.1:9/v1")
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/server.py").run()
+    at.switch_page("app_pages/server.py").run()
     assert not at.exception
     assert any("docker compose up -d vllm" in e.value for e in at.error)
 
@@ -221,10 +225,10 @@ def test_server_page_with_vllm_metrics(app_env):
     with FakeServer() as server:
         app_env(base_url=server.base_url)
         at = AppTest.from_file(APP, default_timeout=60).run()
-        at.switch_page("pages/server.py").run()
+        at.switch_page("app_pages/server.py").run()
         assert not at.exception
         metrics = {m.label: m.value for m in at.metric}
-        assert metrics["Prefix-cache hit rate"] == "75%" and metrics["Context"] == "65,536"
+        assert metrics["Prefix-cache hit rate"] == "75%" and metrics["Context (tokens)"] == "65,536"
 
 
 @pytest.mark.integration
@@ -267,7 +271,7 @@ def test_the_demo_model_is_named_on_ask_and_its_log_on_the_server_page(app_env, 
         at = AppTest.from_file(APP, default_timeout=60).run()
         assert not at.exception
         assert any("tiny demo model" in i.value and "poor" in i.value for i in at.info)
-        at.switch_page("pages/server.py").run()
+        at.switch_page("app_pages/server.py").run()
         assert not at.exception
         shown = at.code[0].value
     assert "ggml_abort: out of memory" in shown and "llama line 99" in shown

@@ -175,6 +175,29 @@ def test_a_question_typed_while_an_answer_streams_loses_neither(slow_app_url, tm
         browser.close()
 
 
+def test_the_chat_input_comes_back_after_each_answer(slow_app_url, tmp_path):
+    """The input disabled during an answer (submit_mode="disable") re-enables only when the last
+    script run to finish was a full one; a fragment on a timer that fired during the answer runs
+    right after it and used to leave the input disabled for good (issue #14's flaky test)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    note = tmp_path / "note.md"
+    note.write_text("# Note\nThe supplier delivers within thirty days.")
+    with sync_playwright() as p:
+        browser, page = _upload(p, slow_app_url, note, "note.md · text ·")
+        expect(page.get_by_text("Prefix cache warmed")).to_be_visible(timeout=30_000)
+        # a loaded machine: the browser handles the end of a run and the next run's messages
+        # in one go, which is when a timer fragment's run hid the full run's end
+        page.context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": 6})
+        box = page.get_by_placeholder("Ask about the document")
+        for number, question in enumerate(["When?", "Who pays?", "Where?", "How?", "Why?"], 1):
+            expect(box).to_be_enabled(timeout=30_000)
+            _ask(page, question)
+            expect(page.get_by_text(STATS)).to_have_count(number, timeout=60_000)
+            expect(box).to_be_enabled(timeout=15_000)
+        browser.close()
+
+
 def test_a_source_chip_opens_the_cited_page_with_the_quote_highlighted(tmp_path, artifacts_dir):
     """Issue #13 in a real browser: under the answer, a verified chip and a not-found chip; the
     verified one opens page 2 with the document's own words in a <mark>."""

@@ -363,7 +363,7 @@ def test_stop_in_the_browser_during_a_prefill_aborts_it_on_the_server(vllm, tmp_
         with sync_playwright() as p:
             browser, page = _upload(p, url, document, "long-contract.md · text ·")
             _ask(page, "What does clause 3 say?")
-            expect(page.get_by_text("Waiting for the first token")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(re.compile(r"^Prefilling: \d+ s"))).to_be_visible(timeout=60_000)
             assert _wait_running(vllm, 1, 30) is not None
             page.get_by_role("button", name="Stop").click()
             gone = _wait_running(vllm, 0, 10)
@@ -396,7 +396,7 @@ def test_server_page_shows_the_engines_own_figures(vllm, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "server.py"),
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / "server.py"),
                                default_timeout=60).run()
     finally:
         st.cache_resource.clear()

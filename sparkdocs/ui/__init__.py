@@ -3,11 +3,11 @@ what they share (common), team mode's login (team) and the source chips (sources
 in the library modules these call; here widgets are only arranged."""
 
 from .ask import (budget_view, chat, demo_model_notice, export_button, reopen_panel, show_turn,
-                  upload_panel, warm_status)
+                  upload_notice, upload_panel, warm_status)
 from .common import Services, active_session, friendly_errors, services
 from .library import library
 from .server import server_status
 
 __all__ = ["Services", "active_session", "budget_view", "chat", "demo_model_notice",
            "export_button", "friendly_errors", "library", "reopen_panel", "server_status",
-           "services", "show_turn", "upload_panel", "warm_status"]
+           "services", "show_turn", "upload_notice", "upload_panel", "warm_status"]

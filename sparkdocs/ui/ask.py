@@ -22,6 +22,9 @@ from ..store import Session
 from ..citations import answers_sources_markdown
 from .sources import answer_citations, marked_answer, show_sources
 from ..selection import SelectBy, select_by, select_typed, selection_text
+from ..notices import follow_up_default, upload_problem
+from ..waits import WaitWatch, warm_caption
+from ..warmup import WarmStatus
 from ..views import (budget_segments, budget_summary, demo_model_note,
                     fit_button_label,
                     kept_summary, section_rows, session_markdown,
@@ -43,6 +46,7 @@ def upload_panel(svc: Services) -> None:
         include = [p for p in st.text_input("Include (gitignore patterns, comma-separated)").split(",") if p.strip()]
         exclude = [p for p in st.text_input("Exclude (gitignore patterns, comma-separated)").split(",") if p.strip()]
     if not files:
+        st.session_state.pop("upload_problem", None)
         return
     signature = (tuple((f.file_id, f.size) for f in files), password, tuple(include), tuple(exclude))
     if st.session_state.get("upload_signature") == signature:
@@ -53,25 +57,50 @@ def upload_panel(svc: Services) -> None:
                  "(SPARKDOCS_MAX_UPLOAD_MB); split the file or raise the limit."))
         return
     with friendly_errors(), st.status(f"Reading {len(files)} file(s)…", expanded=False) as status:
-        # name order: a file picker's order is arbitrary, and the same set must be the same document
-        uploads = sorted((Upload(f.name, f.getvalue()) for f in files), key=lambda u: u.name)
-        status.update(label="Extracting text and counting tokens…")
-        options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
         bar = st.progress(0.0)
-
-        def show(done: int, total: int, what: str) -> None:
-            bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
-
-        document = svc.workspace.load_uploads(uploads, options, progress=show,
-                                              owner=team.current_user())
-        team.remember_password(document.content_hash, password)
-        bar.empty()
-        session = svc.workspace.open_session(document, keep=svc.qa.fit(document),
-                                             owner=team.current_user())
-        open_session_in_tab(session)
+        try:
+            document = _load(svc, files, password=password, include=include, exclude=exclude,
+                             status=status, bar=bar)
+        except SparkdocsError as exc:  # said in the main area; the spinner ends as an error
+            bar.empty()
+            status.update(label="Could not read the upload (see the message on the right)",
+                          state="error")
+            st.session_state["upload_problem"] = upload_problem(
+                exc, names=[f.name for f in files], password_given=password is not None)
+            st.session_state["upload_signature"] = signature  # not read again on every rerun
+            return
+        st.session_state.pop("upload_problem", None)
         st.session_state["upload_signature"] = signature
         status.update(label=safe_markdown(f"{document.name}: {document.section_tokens:,} tokens"),
                       state="complete")
+
+
+def _load(svc: Services, files, *, password: str | None, include: list[str],
+          exclude: list[str], status, bar) -> Document:
+    # name order: a file picker's order is arbitrary, and the same set must be the same document
+    uploads = sorted((Upload(f.name, f.getvalue()) for f in files), key=lambda u: u.name)
+    status.update(label="Extracting text and counting tokens…")
+    options = svc.workspace.ingest_options(include=include, exclude=exclude, password=password)
+
+    def show(done: int, total: int, what: str) -> None:
+        bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
+
+    document = svc.workspace.load_uploads(uploads, options, progress=show,
+                                          owner=team.current_user())
+    team.remember_password(document.content_hash, password)
+    bar.empty()
+    session = svc.workspace.open_session(document, keep=svc.qa.fit(document),
+                                         owner=team.current_user())
+    open_session_in_tab(session)
+    return document
+
+
+def upload_notice() -> None:
+    """In the main area: why the last upload could not be read, and what to do in the app."""
+    problem = st.session_state.get("upload_problem")
+    if problem:
+        st.error(safe_markdown(problem), icon=":material/lock:"
+                 if "password" in problem else ":material/warning:")
 
 
 def reopen_panel(svc: Services) -> None:
@@ -95,6 +124,9 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     (st.caption if budget.fits else st.error)(budget_summary(budget))
     for warning in document.warnings:
         st.warning(safe_markdown(warning))
+    if document.skipped:  # 81 files in one paragraph cannot be read: a count, then the list
+        with st.expander(f"Skipped: {len(document.skipped)} file(s), each with its reason"):
+            st.markdown(safe_markdown("\n".join(f"- `{item}`" for item in document.skipped)))
     with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
         # The keys follow the saved choice, so the widgets restart from it after each change.
         version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
@@ -152,8 +184,8 @@ def _budget_bar(segments, context: int):  # list[BudgetSegment]
             .properties(height=70))
 
 
-@st.fragment(run_every=2.0)
 def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -> None:
+    """The warm-up line; polls (a timer fragment) only while the warm-up runs."""
     if not svc.settings.warm_up:
         st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
                    "whole document.")
@@ -161,14 +193,23 @@ def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -
     owner = team.current_user()  # each user warms their own prefix (cache isolation)
     state = (svc.warmups.state(document, keep, owner=owner)
              or svc.warmups.start(document, keep, owner=owner))
-    if state.status == "warming":
-        st.caption(":material/hourglass_top: Warming the model's prefix cache with this document…")
-    elif state.status == "warm":
-        ago = time.strftime("%H:%M", time.localtime(state.started))
-        st.caption(f":material/local_fire_department: Prefix cache warmed at {ago} (took "
-                   f"{state.seconds:.1f} s); other documents read since may have evicted it.")
+    if state.status is WarmStatus.WARMING:
+        _warming(svc, document, keep, owner)
     else:
-        st.caption(safe_markdown(f":material/error: Warm-up failed: {state.error}"))
+        st.caption(safe_markdown(warm_caption(state)))
+
+
+@st.fragment(run_every=2.0)
+def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
+             owner: str | None) -> None:
+    """A timer fragment that fires during an answer runs right after it, and the chat input
+    (submit_mode="disable") re-enables only when the last run to finish was a full one: so the
+    timer must not outlive the warm-up. When it ends, a full rerun shows the result without
+    this fragment, which stops the timer."""
+    state = svc.warmups.state(document, keep, owner=owner)
+    if state is None or state.status is not WarmStatus.WARMING:
+        st.rerun()
+    st.caption(warm_caption(state))
 
 
 def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
@@ -195,11 +236,15 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     prepared = svc.qa.prepared(document, session.kept_sections)
     for number, turn in enumerate(session.turns):
         show_turn(turn, prepared=prepared, key=f"{session.id}-{number}")
-    follow_up = st.toggle("Follow-up mode (the model sees earlier questions and answers)",
-                          key=f"follow-{session.id}")
-    # A question sent while an answer streams would rerun the page and cut that answer to what
-    # had arrived: the input stays disabled until the answer ends (Stop or Esc ends it sooner).
-    question = st.chat_input("Ask about the document", submit_mode="disable")
+    key = f"follow-{session.id}"
+    with st.bottom:  # by the input, not mid-conversation; kept in the address across reloads
+        follow_up = st.toggle(
+            "Follow-up: the model also sees the earlier questions and answers",
+            value=follow_up_default(session, st.query_params.get("follow")), key=key,
+            on_change=lambda: st.query_params.update(follow="1" if st.session_state[key] else "0"))
+        # A question sent while an answer streams would rerun the page and cut that answer to
+        # what had arrived: the input stays disabled until the answer ends (Stop or Esc sooner).
+        question = st.chat_input("Ask about the document", submit_mode="disable")
     if not question:
         return session
     with st.chat_message("user"):
@@ -218,8 +263,9 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         ended = False
         failure: SparkdocsError | None = None
         try:
+            watch = WaitWatch(svc.client.metrics)  # queued or prefilling, asked every 2 s
             with pending.stream as answer:  # leaving it (a rerun, a Stop) ends the request
-                _write_safely(_text_with_waits(answer, st.empty()))
+                _write_safely(_text_with_waits(answer, st.empty(), watch))
             ended = True
             stop_slot.empty()
         except SparkdocsError as exc:  # the request failed: kept with the server's own error
@@ -244,16 +290,16 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     return session
 
 
-def _text_with_waits(stream: AnswerStream, slot) -> Iterator[str]:
-    """The answer's text for st.write_stream, showing the wait before the first token. Touching
-    the page on every heartbeat is also what lets a Stop click interrupt a long prefill."""
+def _text_with_waits(stream: AnswerStream, slot, watch: WaitWatch) -> Iterator[str]:
+    """The answer's text for st.write_stream, showing the wait before the first token (elapsed
+    time and queued / prefilling from the server's metrics). Touching the page on every
+    heartbeat is also what lets a Stop click interrupt a long prefill."""
     for event in stream.events():
         if isinstance(event, Waiting):
             if event.received_chunks:
                 slot.empty()
             else:
-                slot.caption(f"Waiting for the first token: {event.elapsed_s:.0f} s (queued or "
-                             "reading the document)")
+                slot.caption(safe_markdown(watch.view(event).text))
             continue
         slot.empty()
         yield event

@@ -65,6 +65,8 @@ def _session_id() -> str | None:
 
 def open_session_in_tab(session: Session) -> None:
     st.session_state["session_id"] = session.id
+    if st.query_params.get("session") != session.id:
+        st.query_params.pop("follow", None)  # the follow-up choice was the other session's
     st.query_params["session"] = session.id  # a reload finds the session again
 
 

@@ -22,26 +22,17 @@ def library(svc: Services) -> None:
     entries, counted_only = library_entries(store.list_documents(owner=user),
                                             store.list_sessions(owner=user))
     if not entries:
-        st.info("No documents with sessions yet: upload one on the Ask page.")
+        st.info("No documents with sessions yet: upload one on the Ask page and ask a question.")
     for entry in entries:
-        sessions = entry.sessions
-        with st.expander(safe_markdown(f"{entry.name} — {entry.kind}, "
-                                       f"{entry.variants[0].info.tokens:,} tokens, "
-                                       f"{len(sessions)} session(s)")):
+        several = len(entry.variants) > 1
+        size = (f"opened {len(entry.variants)} ways" if several
+                else f"{entry.variants[0].info.tokens:,} tokens")
+        with st.expander(safe_markdown(f"{entry.name} — {entry.kind}, {size}, "
+                                       f"{len(entry.sessions)} session(s)")):
             if entry.detail:
                 st.caption(safe_markdown(entry.detail))
-            for variant in entry.variants:
-                _library_variant(svc, variant, several=len(entry.variants) > 1)
-            for session in sessions:
-                c1, c2, c3 = st.columns([5, 1, 1])
-                c1.write(safe_markdown(session_label(session)))
-                if c2.button("Open", key=f"open-{session.id}"):
-                    open_session_in_tab(session)
-                    st.switch_page("pages/ask.py")
-                if _confirmed_delete(c3, f"dels-{session.id}",
-                                     f"Delete the session “{session_label(session)}”?"):
-                    store.delete_session(session.id, owner=user)
-                    st.rerun()
+            for variant in entry.variants:  # each way with its own sessions under it
+                _library_variant(svc, variant, several=several)
     if counted_only:
         with st.expander(f"{len(counted_only)} document(s) read or counted but never asked about"):
             for info in counted_only:
@@ -63,12 +54,24 @@ def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -
     if cols[1].button("New session", key=f"new-{info.key}"):
         with friendly_errors():
             open_session_in_tab(team.start_session(svc, info.key))
-            st.switch_page("pages/ask.py")
+            st.switch_page("app_pages/ask.py")
     if _confirmed_delete(cols[2], f"del-{info.key}",
                          f"Delete {info.name} and its {len(variant.sessions)} session(s)?",
                          label="Delete document and sessions"):
         store.delete_document(info.key, owner=user)
         st.rerun()
+    for session in sorted(variant.sessions, key=lambda s: s.updated_at, reverse=True):
+        c1, c2, c3 = st.columns([5, 1, 1])
+        c1.write(safe_markdown(session_label(session)))
+        if c2.button("Open", key=f"open-{session.id}"):
+            open_session_in_tab(session)
+            st.switch_page("app_pages/ask.py")
+        if _confirmed_delete(c3, f"dels-{session.id}",
+                             f"Delete the session “{session_label(session)}”?"):
+            store.delete_session(session.id, owner=user)
+            st.rerun()
+    if several:
+        st.divider()
 
 
 def _confirmed_delete(where, key: str, question: str, *, label: str = "Delete") -> bool:

@@ -30,12 +30,12 @@ def server_status(svc: Services) -> None:
     if not caps.reachable:
         st.error(safe_markdown(caps.error or "The model service is not reachable."))
         return
-    cols = st.columns(4)
-    cols[0].metric("Model", safe_markdown(caps.model or "none"))
-    cols[1].metric("Context", f"{caps.context_length:,}",
-                   help="from the server" if caps.context_from_server else "from configuration")
-    cols[2].metric("Server", caps.server_kind.value)
-    cols[3].metric("Tokenize endpoint", svc.client.tokenize_path() or "none")
+    # Names as text (a metric cuts a long model name to "nvidia/Llama-3.3-…"), figures as metrics.
+    st.markdown(safe_markdown(f"**Model:** `{caps.model or 'none'}` · **Server:** "
+                              f"{caps.server_kind.value} · **Tokenize endpoint:** "
+                              f"`{svc.client.tokenize_path() or 'none'}`"))
+    st.metric("Context (tokens)", f"{caps.context_length:,}",
+              help="from the server" if caps.context_from_server else "from configuration")
     if caps.model_note:
         st.warning(safe_markdown(caps.model_note))
     metrics = caps.metrics

@@ -12,6 +12,7 @@ ui.demo_model_notice(svc)
 with st.sidebar:
     ui.upload_panel(svc)
     ui.reopen_panel(svc)
+ui.upload_notice()  # why an upload could not be read, in the main area
 
 with ui.friendly_errors():
     active = ui.active_session(svc)

@@ -13,7 +13,7 @@ COPY sparkdocs ./sparkdocs
 RUN pip install . && useradd --create-home --uid 10001 sparkdocs && mkdir -p /data \
     && chown sparkdocs /data
 COPY app.py ./
-COPY app_pages ./app_pages
+COPY pages ./pages
 COPY .streamlit ./.streamlit
 
 USER sparkdocs

@@ -152,7 +152,7 @@ def test_library_page_lists_renames_and_deletes(app_env):
     workspace.store.append_turn(session.id, Turn("What is it?", "Alpha."))
     workspace.store.close()
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("app_pages/library.py").run()
+    at.switch_page("pages/library.py").run()
     assert not at.exception
     assert "a.txt" in at.expander[0].label and "1 session" in at.expander[0].label
     session = Workspace(settings).store.list_sessions()[0]
@@ -160,7 +160,7 @@ def test_library_page_lists_renames_and_deletes(app_env):
     assert not at.exception
     assert at.query_params["session"] == session.id  # a reload after "Open" finds it again
     assert "a.txt" in at.subheader[0].value
-    at.switch_page("app_pages/library.py").run()
+    at.switch_page("pages/library.py").run()
     at.text_input(key=f"name-{document.content_hash}").set_value("Renamed doc").run()
     at.button(key=f"rename-{document.content_hash}").click().run()
     assert "Renamed doc" in at.expander[0].label
@@ -193,7 +193,7 @@ def test_library_groups_variants_hides_counted_documents_and_labels_sessions(app
     workspace.load_uploads([Upload("counted.txt", b"Only counted.")], workspace.ingest_options())
     workspace.store.close()
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("app_pages/library.py").run()
+    at.switch_page("pages/library.py").run()
     assert not at.exception
     labels = [e.label for e in at.expander]
     assert sum("r.zip" in label for label in labels) == 1, labels
@@ -213,7 +213,7 @@ def test_library_groups_variants_hides_counted_documents_and_labels_sessions(app
 def test_server_page_reports_an_unreachable_service(app_env):
     app_env(base_url="http://127.0.0.1:9/v1")
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("app_pages/server.py").run()
+    at.switch_page("pages/server.py").run()
     assert not at.exception
     assert any("docker compose up -d vllm" in e.value for e in at.error)
 
@@ -225,7 +225,7 @@ def test_server_page_with_vllm_metrics(app_env):
     with FakeServer() as server:
         app_env(base_url=server.base_url)
         at = AppTest.from_file(APP, default_timeout=60).run()
-        at.switch_page("app_pages/server.py").run()
+        at.switch_page("pages/server.py").run()
         assert not at.exception
         metrics = {m.label: m.value for m in at.metric}
         assert metrics["Prefix-cache hit rate"] == "75%" and metrics["Context (tokens)"] == "65,536"
@@ -271,7 +271,7 @@ def test_the_demo_model_is_named_on_ask_and_its_log_on_the_server_page(app_env, 
         at = AppTest.from_file(APP, default_timeout=60).run()
         assert not at.exception
         assert any("tiny demo model" in i.value and "poor" in i.value for i in at.info)
-        at.switch_page("app_pages/server.py").run()
+        at.switch_page("pages/server.py").run()
         assert not at.exception
         shown = at.code[0].value
     assert "ggml_abort: out of memory" in shown and "llama line 99" in shown

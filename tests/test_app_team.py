@@ -123,12 +123,12 @@ def test_a_new_session_on_a_stored_encrypted_pdf_asks_for_the_password(app_env):
     workspace.store.append_turn(session.id, Turn("Clause 7?", "It says so."))
     workspace.store.close()
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("app_pages/library.py").run()
+    at.switch_page("pages/library.py").run()
     at.button(key=f"new-{document.content_hash}").click().run()
     assert not at.exception
     assert any("encrypted PDF" in i.value for i in at.info) and not at.subheader
     next(f for f in at.text_input if f.label == "Password of this PDF").set_value("pdf-pass-7")
-    at.switch_page("app_pages/ask.py")  # AppTest reruns the page it was told, not st.switch_page's
+    at.switch_page("pages/ask.py")  # AppTest reruns the page it was told, not st.switch_page's
     at = _submit(at)
     assert not at.exception and "locked.pdf" in at.subheader[0].value
 

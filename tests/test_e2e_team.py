@@ -199,3 +199,22 @@ def test_a_login_survives_a_reload_until_logout_and_cannot_be_forged(team_app, t
         expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(artifacts_dir / "team-04-removed-user.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.parametrize("path", ["library", "server", "ask"])
+def test_a_first_visit_by_deep_link_meets_the_login_first(team_app, path):
+    """Streamlit runs a pages/ file by itself for a fresh process's first deep link; the login
+    gate must still come first (each page routes through the app)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url = team_app()  # a fresh app process: nobody has opened "/" yet
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/{path}")
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1000)
+        for title in ("Library", "Model service", "Ask your document"):
+            expect(page.get_by_role("heading", name=title)).to_have_count(0)
+        browser.close()

@@ -396,8 +396,9 @@ def test_server_page_shows_the_engines_own_figures(vllm, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     st.cache_resource.clear()
     try:
-        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / "server.py"),
+        at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"),
                                default_timeout=60).run()
+        at.switch_page("pages/server.py").run()
     finally:
         st.cache_resource.clear()
     shown = {m.label: m.value for m in at.metric}

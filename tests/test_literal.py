@@ -55,7 +55,7 @@ def test_server_page_shows_the_base_url_without_credentials(monkeypatch, tmp_pat
     st.cache_resource.clear()
     try:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-        at.switch_page("app_pages/server.py").run()
+        at.switch_page("pages/server.py").run()
         assert not at.exception
         shown = " ".join([c.value for c in at.caption] + [e.value for e in at.error])
         assert "s3cret" not in shown and "http://***@127.0.0.1:9/v1" in shown

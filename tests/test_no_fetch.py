@@ -293,9 +293,9 @@ def test_every_text_the_app_renders_is_safe(monkeypatch, tmp_path):
             at.chat_input[0].set_value(f"What is the term? {image}").run()
             assert not at.exception
             texts = _rendered_texts(at)
-            at.switch_page("app_pages/library.py").run()
+            at.switch_page("pages/library.py").run()
             texts += _rendered_texts(at)
-            at.switch_page("app_pages/server.py").run()
+            at.switch_page("pages/server.py").run()
             checks = [b for b in at.button if b.label.startswith("Run all checks")]
             checks[0].click().run()
             assert not at.exception

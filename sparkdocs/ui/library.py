@@ -54,7 +54,7 @@ def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -
     if cols[1].button("New session", key=f"new-{info.key}"):
         with friendly_errors():
             open_session_in_tab(team.start_session(svc, info.key))
-            st.switch_page("app_pages/ask.py")
+            st.switch_page("pages/ask.py")
     if _confirmed_delete(cols[2], f"del-{info.key}",
                          f"Delete {info.name} and its {len(variant.sessions)} session(s)?",
                          label="Delete document and sessions"):
@@ -65,7 +65,7 @@ def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -
         c1.write(safe_markdown(session_label(session)))
         if c2.button("Open", key=f"open-{session.id}"):
             open_session_in_tab(session)
-            st.switch_page("app_pages/ask.py")
+            st.switch_page("pages/ask.py")
         if _confirmed_delete(c3, f"dels-{session.id}",
                              f"Delete the session “{session_label(session)}”?"):
             store.delete_session(session.id, owner=user)

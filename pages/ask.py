@@ -3,7 +3,10 @@
 import streamlit as st
 
 from sparkdocs import ui
+from sparkdocs.ui.routing import through_the_app
 from sparkdocs.safe_text import safe_markdown
+
+through_the_app()  # opened by itself (a first deep link): route through the app
 
 svc = ui.services()
 st.title("Ask your document")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from sparkdocs import ui
 from sparkdocs.ui.routing import through_the_app
+from sparkdocs.notices import document_heading
 from sparkdocs.safe_text import safe_markdown
 
 through_the_app()  # opened by itself (a first deep link): route through the app
@@ -25,8 +26,7 @@ with ui.friendly_errors():
                 "prefix cache so only the first question pays to read it.")
         st.stop()
     document, session = active
-    st.subheader(safe_markdown(f"{document.name} · {document.kind.value} · "
-                               f"{document.section_tokens:,} tokens"))
+    st.subheader(safe_markdown(document_heading(document, llama3_served=svc.qa.served.is_llama3())))
     session = ui.budget_view(svc, document, session)
     ui.warm_status(svc, document, session.kept_sections)
     session = ui.chat(svc, document, session)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .errors import EncryptedDocumentError, PasswordRequiredError, SparkdocsError
+from .documents import Document
 from .store import Session
 
 PASSWORD_FIELD = "“PDF password” (sidebar, under “Options”)"
@@ -32,3 +33,11 @@ def follow_up_default(session: Session, chosen: str | None = None) -> bool:
     if chosen in ("1", "0"):
         return chosen == "1"
     return bool(session.turns) and session.turns[-1].follow_up
+
+
+def document_heading(document: Document, *, llama3_served: bool) -> str:
+    """The Ask page's heading. Its count is Llama 3's; against another served model (the demo)
+    the budget below counts in that model's tokens, so the heading says whose tokens it shows
+    rather than disagree with the budget silently."""
+    unit = "tokens" if llama3_served else "Llama 3 tokens (the budget counts the served model's)"
+    return f"{document.name} · {document.kind.value} · {document.section_tokens:,} {unit}"

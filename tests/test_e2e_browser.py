@@ -96,14 +96,26 @@ def _ask(page, question: str) -> None:
     box.press("Enter")
 
 
-def test_upload_ask_twice_and_reload(app_url, tmp_path, artifacts_dir):
+def test_upload_ask_twice_and_reload(app_url, real_server, tmp_path, artifacts_dir):
+    import re
+
     from playwright.sync_api import expect, sync_playwright
+
+    from sparkdocs.served_tokens import PROBE_TEXT
+    from sparkdocs.tokens import llama3
 
     pdf = tmp_path / "supply-contract.pdf"
     pdf.write_bytes(make_contract_pdf(4))
+    root = real_server.base_url.removesuffix("/v1")
+    served = httpx.post(f"{root}/extras/tokenize", json={"input": PROBE_TEXT}, timeout=30,
+                        trust_env=False).json()["tokens"]
+    assert len(served) != llama3().count(PROBE_TEXT)  # the demo model counts its own way
     with sync_playwright() as p:
         browser, page = _upload(p, app_url, pdf, "supply-contract.pdf · pdf ·")
         expect(page.get_by_text("document tokens of")).to_be_visible()
+        # so the heading's count says it is Llama 3's; the budget counts the served model's
+        expect(page.get_by_text(re.compile(r"supply-contract\.pdf · pdf · [\d,]+ Llama 3 tokens"))
+               ).to_be_visible()
         page.wait_for_timeout(1500)  # the budget bar is drawn by Vega after the page settles
         page.screenshot(path=str(artifacts_dir / "01-uploaded.png"), full_page=True)
 

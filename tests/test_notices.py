@@ -55,3 +55,14 @@ def test_the_library_lists_no_empty_session_and_no_document_only_counted(workspa
     assert [(e.name, len(e.variants), len(e.sessions)) for e in entries] == [("same.md", 2, 2)]
     assert all(s.turns for e in entries for s in e.sessions)
     assert [i.key for i in counted_only] == [counted.content_hash]
+
+
+def test_the_heading_says_whose_tokens_it_counts_when_the_served_model_is_not_llama3(workspace):
+    from sparkdocs.notices import document_heading
+
+    document = workspace.load_uploads([Upload("note.md", b"# Note\nThe price is 12 euros.")],
+                                      workspace.ingest_options())
+    assert document_heading(document, llama3_served=True).endswith(
+        f"· {document.section_tokens:,} tokens")
+    assert f"{document.section_tokens:,} Llama 3 tokens" in document_heading(
+        document, llama3_served=False)

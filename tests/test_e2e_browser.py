@@ -4,11 +4,13 @@ reload and find the session again. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -40,6 +42,18 @@ def _start_app(base_url: str, tmp_path: Path, **overrides: str):
     return url, process, log
 
 
+@contextlib.contextmanager
+def running_app(base_url: str, tmp_path: Path, **overrides: str) -> Iterator[str]:
+    """The app as its own process for the block; stopped after it, whatever happened."""
+    url, process, log = _start_app(base_url, tmp_path, **overrides)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
 def wait_for_streamlit(url: str, process: subprocess.Popen, log_path: Path, *,
                        seconds: float = 60) -> None:
     """Until the app's health endpoint answers; otherwise fail with the server's own log."""
@@ -56,11 +70,8 @@ def wait_for_streamlit(url: str, process: subprocess.Popen, log_path: Path, *,
 
 @pytest.fixture
 def app_url(real_server, tmp_path):
-    url, process, log = _start_app(real_server.base_url, tmp_path)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    with running_app(real_server.base_url, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -71,11 +82,8 @@ def slow_app_url(tmp_path):
     with FakeServer() as server:
         server.behaviour.answer = " ".join(f"word{i}" for i in range(300))
         server.behaviour.token_delay_s = 0.05
-        url, process, log = _start_app(server.base_url, tmp_path)
-        yield url
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+        with running_app(server.base_url, tmp_path) as url:
+            yield url
 
 
 def _upload(p, url: str, path: Path, heading: str):

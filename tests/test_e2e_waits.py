@@ -13,7 +13,7 @@ import pytest
 
 from builders import synthetic_document_text
 from sparkdocs.client import parse_metrics
-from test_e2e_browser import STATS, _ask, _start_app, _upload
+from test_e2e_browser import STATS, _ask, running_app, _upload
 
 
 def _seconds(text: str, phase: str) -> int:
@@ -33,25 +33,20 @@ def test_a_request_behind_a_full_batch_shows_queued_with_its_elapsed_time(tmp_pa
     note.write_text("# Note\nThe supplier delivers within thirty days.")
     with FakeServer() as server:
         server.behaviour.latency_s = 8.0
-        url, process, log = _start_app(server.base_url, tmp_path, SPARKDOCS_WARM_UP="false")
-        try:
-            with sync_playwright() as p:
-                browser, page = _upload(p, url, note, "note.md · text ·")
-                _ask(page, "When is delivery?")
-                wait = page.get_by_text(re.compile(r"^Queued: \d+ s"))
-                expect(wait).to_be_visible(timeout=30_000)
-                first = _seconds(wait.inner_text(), "Queued")
-                expect(page.get_by_text(re.compile(rf"^Queued: (?!{first} s)\d+ s"))
-                       ).to_be_visible(timeout=10_000)  # the elapsed time moves on
-                assert "1 waiting" in wait.inner_text()
-                page.screenshot(path=str(artifacts_dir / "07-queued.png"), full_page=True)
-                expect(page.get_by_text(STATS)).to_have_count(1, timeout=60_000)
-                expect(page.get_by_text(re.compile(r"^Queued:"))).to_have_count(0)
-                browser.close()
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-            log.close()
+        with running_app(server.base_url, tmp_path, SPARKDOCS_WARM_UP="false") as url, \
+                sync_playwright() as p:
+            browser, page = _upload(p, url, note, "note.md · text ·")
+            _ask(page, "When is delivery?")
+            wait = page.get_by_text(re.compile(r"^Queued: \d+ s"))
+            expect(wait).to_be_visible(timeout=30_000)
+            first = _seconds(wait.inner_text(), "Queued")
+            expect(page.get_by_text(re.compile(rf"^Queued: (?!{first} s)\d+ s"))
+                   ).to_be_visible(timeout=10_000)  # the elapsed time moves on
+            assert "1 waiting" in wait.inner_text()
+            page.screenshot(path=str(artifacts_dir / "07-queued.png"), full_page=True)
+            expect(page.get_by_text(STATS)).to_have_count(1, timeout=60_000)
+            expect(page.get_by_text(re.compile(r"^Queued:"))).to_have_count(0)
+            browser.close()
 
 
 @pytest.mark.vllm
@@ -65,26 +60,20 @@ def test_a_long_prefill_on_vllm_shows_prefilling_with_its_elapsed_time(vllm, tmp
 
     document = tmp_path / "long-contract.md"
     document.write_text(f"prefill {time.time()}\n" + synthetic_document_text(30_000, seed=11))
-    url, process, log = _start_app(vllm.base_url, tmp_path, SPARKDOCS_API_KEY=API_KEY,
-                                   SPARKDOCS_WARM_UP="false", SPARKDOCS_CONTEXT_LENGTH="65536",
-                                   SPARKDOCS_ANSWER_TOKENS="8")
-    try:
-        with sync_playwright() as p:
-            browser, page = _upload(p, url, document, "long-contract.md · text ·")
-            _ask(page, "What does clause 3 say?")
-            wait = page.get_by_text(re.compile(r"^Prefilling: \d+ s"))
-            expect(wait).to_be_visible(timeout=60_000)
-            engine = parse_metrics(httpx.get(f"{vllm.root_url}/metrics", timeout=10).text)
-            shown = wait.inner_text()
-            assert (engine.running, engine.waiting) == (1.0, 0.0), (engine, shown)
-            first = _seconds(shown, "Prefilling")
-            expect(page.get_by_text(re.compile(rf"^Prefilling: (?!{first} s)\d+ s"))
-                   ).to_be_visible(timeout=30_000)
-            page.screenshot(path=str(artifacts_dir / "08-prefilling.png"), full_page=True)
-            expect(page.get_by_text(STATS)).to_have_count(1, timeout=300_000)
-            expect(page.get_by_text(re.compile(r"^Prefilling:"))).to_have_count(0)
-            browser.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+    with running_app(vllm.base_url, tmp_path, SPARKDOCS_API_KEY=API_KEY,
+                     SPARKDOCS_WARM_UP="false", SPARKDOCS_CONTEXT_LENGTH="65536",
+                     SPARKDOCS_ANSWER_TOKENS="8") as url, sync_playwright() as p:
+        browser, page = _upload(p, url, document, "long-contract.md · text ·")
+        _ask(page, "What does clause 3 say?")
+        wait = page.get_by_text(re.compile(r"^Prefilling: \d+ s"))
+        expect(wait).to_be_visible(timeout=60_000)
+        engine = parse_metrics(httpx.get(f"{vllm.root_url}/metrics", timeout=10).text)
+        shown = wait.inner_text()
+        assert (engine.running, engine.waiting) == (1.0, 0.0), (engine, shown)
+        first = _seconds(shown, "Prefilling")
+        expect(page.get_by_text(re.compile(rf"^Prefilling: (?!{first} s)\d+ s"))
+               ).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(artifacts_dir / "08-prefilling.png"), full_page=True)
+        expect(page.get_by_text(STATS)).to_have_count(1, timeout=300_000)
+        expect(page.get_by_text(re.compile(r"^Prefilling:"))).to_have_count(0)
+        browser.close()

@@ -127,19 +127,14 @@ def hostile_app(listener: Listener, tmp_path: Path) -> Iterator[str]:
     """The app against the fake server, whose answer is every fetching construct at once,
     streamed word by word so half-written Markdown is rendered too."""
     from fakeserver import FakeServer
-    from test_e2e_browser import _start_app
+    from test_e2e_browser import running_app
 
     with FakeServer() as server:
         server.behaviour.answer = "The term is thirty days. " + _hostile(listener, "ANSWER")
         server.behaviour.token_delay_s = 0.02
-        url, process, log = _start_app(server.base_url, tmp_path, SPARKDOCS_ANSWER_TOKENS="200",
-                                       **listener.as_proxy())  # the server's own requests too
-        try:
+        with running_app(server.base_url, tmp_path, SPARKDOCS_ANSWER_TOKENS="200",
+                         **listener.as_proxy()) as url:  # the server's own requests too
             yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-            log.close()
 
 
 @pytest.mark.e2e
@@ -215,19 +210,14 @@ def test_hostile_answer_name_and_question_fetch_nothing(hostile_app, listener, t
 def hostile_server_app(listener: Listener, tmp_path: Path) -> Iterator[str]:
     """The app against a server whose model names and errors carry image Markdown."""
     from fakeserver import FakeServer
-    from test_e2e_browser import _start_app
+    from test_e2e_browser import running_app
 
     with FakeServer() as server:
         server.behaviour.model = "evil ![m](" + listener.url("/model.png?d=MODEL-SECRET") + ")"
-        url, process, log = _start_app(server.base_url, tmp_path,
-                                       SPARKDOCS_MODEL="nvidia/Llama-3.3-70B-Instruct-FP8",
-                                       **listener.as_proxy())
-        try:
+        with running_app(server.base_url, tmp_path,
+                         SPARKDOCS_MODEL="nvidia/Llama-3.3-70B-Instruct-FP8",
+                         **listener.as_proxy()) as url:
             yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-            log.close()
 
 
 @pytest.mark.e2e

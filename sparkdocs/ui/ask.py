@@ -209,7 +209,7 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
     state = svc.warmups.state(document, keep, owner=owner)
     if state is None or state.status is not WarmStatus.WARMING:
         st.rerun()
-    st.caption(warm_caption(state))
+    st.caption(safe_markdown(warm_caption(state)))
 
 
 def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn

@@ -406,8 +406,9 @@ def test_server_page_shows_the_engines_own_figures(vllm, tmp_path, monkeypatch):
         httpx.get(f"{vllm.root_url}/metrics", timeout=10).text) for s in family.samples}
     rate = samples["vllm:prefix_cache_hits_total"] / samples["vllm:prefix_cache_queries_total"]
     assert shown["Prefix-cache hit rate"] == f"{rate:.0%}" and rate > 0
-    assert shown["Context"] == "65,536" and shown["Server"] == "vllm"
-    assert shown["Tokenize endpoint"] == "/tokenize"
+    assert shown["Context (tokens)"] == "65,536"
+    names = " ".join(m.value for m in at.markdown)  # names are text, not metrics (never cut)
+    assert "**Server:** vllm" in names and "**Tokenize endpoint:** `/tokenize`" in names, names
     assert shown["Running"] == f"{samples['vllm:num_requests_running']:.0f}"
     assert shown["KV cache used"] == f"{samples['vllm:kv_cache_usage_perc']:.0%}"
 

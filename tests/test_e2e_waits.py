@@ -77,3 +77,59 @@ def test_a_long_prefill_on_vllm_shows_prefilling_with_its_elapsed_time(vllm, tmp
         expect(page.get_by_text(STATS)).to_have_count(1, timeout=300_000)
         expect(page.get_by_text(re.compile(r"^Prefilling:"))).to_have_count(0)
         browser.close()
+
+
+@pytest.mark.vllm
+def test_a_question_behind_a_full_vllm_batch_shows_queued_with_its_elapsed_time(
+        vllm_8k, tmp_path, artifacts_dir):
+    """The real engine queues: the tier serves at most 8 sequences at once, so with 8 long
+    answers running a 9th request waits. While vLLM's own gauges say 8 running and 1 waiting,
+    the page says "Queued: N s"; once the 8 are cancelled, the question is answered."""
+    import threading
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from vllm_tier import API_KEY, MODEL_NAME
+
+    stop = threading.Event()
+    started = threading.Barrier(9)
+
+    def long_answer(number: int) -> None:
+        body = {"model": MODEL_NAME, "max_tokens": 7000, "temperature": 0.0, "stream": True,
+                "ignore_eos": True, "messages": [{"role": "user", "content":
+                                                  f"Filler {number}: count to a million."}]}
+        with httpx.Client(timeout=600, trust_env=False) as client, client.stream(
+                "POST", f"{vllm_8k.base_url}/chat/completions", json=body,
+                headers={"Authorization": f"Bearer {API_KEY}"}) as response:
+            started.wait(timeout=120)
+            for _ in response.iter_lines():
+                if stop.is_set():
+                    break  # closing the connection makes vLLM abort the request
+
+    fillers = [threading.Thread(target=long_answer, args=(n,), daemon=True) for n in range(8)]
+    note = tmp_path / "note.md"
+    note.write_text("# Note\nThe supplier delivers within thirty days.")
+    try:
+        with running_app(vllm_8k.base_url, tmp_path, SPARKDOCS_API_KEY=API_KEY,
+                         SPARKDOCS_WARM_UP="false", SPARKDOCS_CONTEXT_LENGTH="8192",
+                         SPARKDOCS_ANSWER_TOKENS="8") as url, sync_playwright() as p:
+            browser, page = _upload(p, url, note, "note.md · text ·")
+            for filler in fillers:
+                filler.start()
+            started.wait(timeout=120)  # all 8 answers have begun streaming
+            _ask(page, "When is delivery?")
+            wait = page.get_by_text(re.compile(r"^Queued: \d+ s"))
+            expect(wait).to_be_visible(timeout=60_000)
+            engine = parse_metrics(httpx.get(f"{vllm_8k.root_url}/metrics", timeout=10).text)
+            shown = wait.inner_text()
+            assert (engine.running, engine.waiting) == (8.0, 1.0), (engine, shown)
+            assert "8 running, 1 waiting" in shown, shown
+            page.screenshot(path=str(artifacts_dir / "09-queued-vllm.png"), full_page=True)
+            stop.set()  # the 8 are cancelled: the question gets its slot
+            expect(page.get_by_text(STATS)).to_have_count(1, timeout=300_000)
+            expect(page.get_by_text(re.compile(r"^Queued:"))).to_have_count(0)
+            browser.close()
+    finally:
+        stop.set()
+        for filler in fillers:
+            filler.join(timeout=60)

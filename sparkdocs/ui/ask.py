@@ -127,7 +127,9 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     if document.skipped:  # 81 files in one paragraph cannot be read: a count, then the list
         with st.expander(f"Skipped: {len(document.skipped)} file(s), each with its reason"):
             st.markdown(safe_markdown("\n".join(f"- `{item}`" for item in document.skipped)))
-    with st.expander(f"Breakdown by part ({len(document.sections)} parts)", expanded=not full.fits):
+    n_parts = len(document.sections)
+    with st.expander(f"Breakdown by part ({n_parts} part{'' if n_parts == 1 else 's'})",
+                     expanded=not full.fits):
         # The keys follow the saved choice, so the widgets restart from it after each change.
         version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
         unit = "Pages" if select_by(document) is SelectBy.PAGES else "Parts"

@@ -189,8 +189,8 @@ def login_from_token(token: str, *, secret: bytes, users: Users,
                      now: float | None = None) -> Login | None:
     """The login a browser's token proves, or None (forged, expired, or its user is gone or
     has a new password). Never raises: a cookie is whatever the browser sends."""
-    if not isinstance(token, str):
-        return None
+    if not isinstance(token, str) or not token.isascii():
+        return None  # hmac.compare_digest raises on non-ASCII text; isdigit() takes any script
     user, _, rest = token.partition(":")
     expires, _, mac = rest.partition(":")
     if not (_USER_NAME.fullmatch(user) and expires.isdigit() and len(expires) < 16 and mac):

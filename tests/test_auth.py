@@ -271,3 +271,22 @@ def test_a_process_reading_the_secret_while_another_creates_it_gets_the_whole_se
     outer = auth.install_secret(tmp_path)
     assert len(outer) == 32 and seen_inside == [outer]
     assert [p.name for p in tmp_path.iterdir()] == ["secret"]
+
+
+@pytest.mark.parametrize("tail", ["é", "\u0663" * 64, "\x00", "ab\u200bcd"])
+def test_a_login_cookie_with_non_ascii_characters_is_refused_not_raised(store: Store,
+                                                                       tmp_path: Path, tail: str):
+    """A cookie is whatever the browser (or a sibling subdomain) sends: a non-ASCII signature or
+    expiry must read as no login, not crash every page of that browser."""
+    from sparkdocs.auth import login_from_token, login_token, start_login
+
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    secret = install_secret(tmp_path)
+    token = login_token(start_login("alice", ttl_min=60, now=1_000_000), secret=secret,
+                        users=users)
+    user, expires, mac = token.split(":")
+    arabic_digits = "\u0661" * 10  # isdigit() and float() accept them
+    for bad in (f"{user}:{expires}:{tail}", f"{user}:{expires}:{mac[:-1]}{tail}",
+                f"{user}:{arabic_digits}:{mac}"):
+        assert login_from_token(bad, secret=secret, users=users, now=1_000_100) is None, bad

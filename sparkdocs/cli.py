@@ -269,8 +269,11 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
         raise typer.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
     if Path(question).is_file() and not any(Path(p).exists() for p in paths):
+        import shlex  # the words before the file were one unquoted question: keep them all
+
         raise typer.BadParameter(f"{question!r} is a file, and the question goes last: "
-                                 f"sparkdocs ask {question} \"{paths[0]}\"")
+                                 f"sparkdocs ask {shlex.quote(question)} "
+                                 f"{shlex.quote(' '.join(paths))}")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))

@@ -440,3 +440,18 @@ def test_a_usage_mistake_is_a_usage_message_not_a_traceback(tmp_path: Path, args
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
     assert "--help" in result.stderr
+
+
+def test_the_file_first_hint_keeps_every_word_of_an_unquoted_question(tmp_path: Path):
+    """`sparkdocs ask what does it say notes.txt`: the suggested command, pasted into a shell,
+    must ask the whole question, not only its first word."""
+    import shlex
+
+    (tmp_path / "notes.txt").write_text("some notes\n")
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", "what", "does", "it",
+                             "say?", "notes.txt"], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c"),
+                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode == 2, result.stderr
+    suggested = result.stderr.split("question goes last:", 1)[1].split("\n", 1)[0]
+    assert shlex.split(suggested) == ["sparkdocs", "ask", "notes.txt", "what does it say?"]

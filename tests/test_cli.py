@@ -387,6 +387,18 @@ def test_files_named_on_the_command_line_keep_the_order_they_were_given(tmp_path
         "Mid comes last.")
 
 
+def test_a_file_named_first_and_matched_again_by_a_glob_is_read_once_in_first_place(
+        tmp_path: Path):
+    """`sparkdocs ask intro.md '*.md' …`: the order given is kept so a file can go first; the
+    glob then names it again, and the prompt must not hold it twice."""
+    for name, text in (("intro.md", "Read me first."), ("b.md", "Bee."), ("a.md", "Ay.")):
+        (tmp_path / name).write_text(text)
+    given = [str(tmp_path / "intro.md"), str(tmp_path / "*.md"), f"{tmp_path}/./b.md"]
+    report = json.loads(run("count", *given, "--json", cache=tmp_path / "c").stdout)
+    assert [s["title"] for s in report["sections"]] == ["intro.md", "a.md", "b.md"]
+    prompt = run("prompt", *given, "-q", "What first?", cache=tmp_path / "c").stdout
+    assert prompt.count("Read me first.") == 1 and prompt.count("Bee.") == 1
+
 def test_count_json_lists_every_skipped_file_whole(tmp_path: Path):
     tree = tmp_path / "repo"
     (tree / ".git").mkdir(parents=True)

@@ -3,6 +3,7 @@ stats line under an answer, and the Markdown export of a session."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,22 @@ from .store import DocumentInfo, Session, Turn, TurnStatus
 from .safe_text import safe_markdown
 from .tokens import Budget, TokenCounting
 
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BACKTICKS = re.compile(r"`+")
+
+
+def skipped_markdown(skipped: Sequence[str]) -> str:
+    """The files left out of a document as a Markdown list, each `path: reason` shown exactly as
+    written: an archive's names are anyone's text, and a name holding a backtick broke out of a
+    one-backtick code span into a live link. Each is a code span fenced longer than any backtick
+    run inside; control characters (a newline would start a new list item) show as U+FFFD."""
+    lines = []
+    for item in skipped:
+        text = _CONTROL.sub("\ufffd", item)
+        fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+        lines.append(f"- {fence} {text} {fence}")  # one space each side is stripped again
+    return "\n".join(lines)
 
 @dataclass(frozen=True)
 class BudgetSegment:

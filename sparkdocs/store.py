@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import logging
 import sqlite3
 import threading
@@ -338,11 +339,12 @@ class Store:
 
     def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
         if _DAMAGED.search(str(exc)):
+            # pasted into a shell as given: quoted, as the folder may hold a space
+            here, aside = shlex.quote(str(self.path)), shlex.quote(f"{self.path}.broken")
             return StoreError(
                 f"The store {self.path} is damaged ({exc}): it is not a readable SQLite database. "
-                f"Move it aside (`mv {self.path} {self.path}.broken`) and sparkdocs starts an "
-                f"empty store; sessions in the old one may be saved with `sqlite3 "
-                f"{self.path}.broken .recover`.")
+                f"Move it aside (`mv {here} {aside}`) and sparkdocs starts an empty store; "
+                f"sessions in the old one may be saved with `sqlite3 {aside} .recover`.")
         if "locked" in str(exc) or "busy" in str(exc):
             return StoreError(
                 f"The store {self.path} stayed locked by another sparkdocs process for longer "

@@ -467,3 +467,13 @@ def test_the_file_first_hint_keeps_every_word_of_an_unquoted_question(tmp_path: 
     assert result.returncode == 2, result.stderr
     suggested = result.stderr.split("question goes last:", 1)[1].split("\n", 1)[0]
     assert shlex.split(suggested) == ["sparkdocs", "ask", "notes.txt", "what does it say?"]
+
+
+def test_prompt_in_a_pipe_draws_its_separator_rules_at_a_readable_width(tmp_path: Path):
+    """A pipe has no width, so long paths are not wrapped there; the rules between the prompt's
+    messages must not stretch to that width (10,000 '─' per rule in a saved prompt)."""
+    (tmp_path / "a.txt").write_text("Alpha.\n")
+    result = run("prompt", str(tmp_path / "a.txt"), "-q", "What?", cache=tmp_path / "c")
+    rules = [line for line in result.stdout.splitlines() if line.count("─") > 10]
+    assert len(rules) >= 3, result.stdout[:500]
+    assert max(len(line) for line in rules) <= 120, max(len(line) for line in rules)

@@ -100,6 +100,12 @@ class Users:
     def names(self) -> list[str]:
         return self.store.user_names()
 
+    def end_logins(self, name: str) -> None:
+        """Log `name` out everywhere: every login cookie issued so far stops working (a copy
+        of one, kept elsewhere, is a bearer token until it expires otherwise)."""
+        self.store.end_logins(name)
+        log.info("user %s logged out; earlier login cookies end", name)
+
     def authenticate(self, name: str, password: str) -> str | None:
         """The user's name when the password is theirs, else None — the same for an unknown
         name, in about the same time, so a login form does not reveal which names exist."""
@@ -179,10 +185,13 @@ LOGIN_COOKIE = "sparkdocs_login"
 
 def login_token(login: Login, *, secret: bytes, users: Users) -> str:
     """What the browser keeps so a reload stays logged in: the user, the expiry, and an HMAC
-    over both and the user's current password hash — so the token cannot be forged or
-    extended, and removing the user or changing the password ends every login at once."""
+    over both, the user's current password hash and their login generation — so the token
+    cannot be forged or extended, and removing the user, changing the password or logging out
+    (`Users.end_logins`) ends every login at once."""
     payload = f"{login.user}:{int(login.expires_at)}"
-    return f"{payload}:{_login_mac(payload, secret=secret, hashed=users.store.user_hash(login.user))}"
+    mac = _login_mac(payload, secret=secret, hashed=users.store.user_hash(login.user),
+                     generation=users.store.login_generation(login.user))
+    return f"{payload}:{mac}"
 
 
 def login_from_token(token: str, *, secret: bytes, users: Users,
@@ -198,15 +207,17 @@ def login_from_token(token: str, *, secret: bytes, users: Users,
     hashed = users.store.user_hash(user)
     if hashed is None:
         return None
-    expected = _login_mac(f"{user}:{expires}", secret=secret, hashed=hashed)
+    expected = _login_mac(f"{user}:{expires}", secret=secret, hashed=hashed,
+                          generation=users.store.login_generation(user))
     login = Login(user, float(expires))
     if not hmac.compare_digest(mac, expected) or not login.valid(now=now):
         return None
     return login
 
 
-def _login_mac(payload: str, *, secret: bytes, hashed: str | None) -> str:
-    message = b"sparkdocs login\0" + payload.encode() + b"\0" + (hashed or "").encode()
+def _login_mac(payload: str, *, secret: bytes, hashed: str | None, generation: str) -> str:
+    message = (b"sparkdocs login\0" + payload.encode() + b"\0" + (hashed or "").encode()
+               + b"\0" + generation.encode())
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 

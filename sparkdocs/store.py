@@ -596,6 +596,17 @@ class Store:
         rows = self._read("SELECT password_hash FROM users WHERE name = ?", (name,))
         return rows[0][0] if rows else None
 
+    def login_generation(self, name: str) -> str:
+        """Changes each time the user logs out (`end_logins`): signed into their login cookies,
+        so a logout ends every copy of them. Empty until the first logout."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (f"logins:{name}",))
+        return rows[0][0] if rows else ""
+
+    def end_logins(self, name: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       (f"logins:{name}", uuid.uuid4().hex))
+
     def _load_session(self, db: sqlite3.Connection, session_id: str, *, owner: str) -> Session:
         row = db.execute("SELECT id, document_key, document_name, title, kept_sections, "
                          "created_at, updated_at, owner FROM sessions WHERE id = ? AND owner = ?",

@@ -290,3 +290,28 @@ def test_a_login_cookie_with_non_ascii_characters_is_refused_not_raised(store: S
     for bad in (f"{user}:{expires}:{tail}", f"{user}:{expires}:{mac[:-1]}{tail}",
                 f"{user}:{arabic_digits}:{mac}"):
         assert login_from_token(bad, secret=secret, users=users, now=1_000_100) is None, bad
+
+
+def test_logging_out_ends_the_login_cookie_on_the_server_not_only_in_the_browser(store: Store,
+                                                                                tmp_path: Path):
+    """The cookie is a bearer token: a copy kept from before the logout (another browser, a
+    stolen or backed-up cookie) must no longer log in once the user logged out. Other users'
+    logins go on, and a new login works."""
+    from sparkdocs.auth import login_from_token, login_token, start_login
+
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    users.add("bob", "bob-pass-22")
+    secret = install_secret(tmp_path)
+    alice = login_token(start_login("alice", ttl_min=60, now=1_000_000), secret=secret,
+                        users=users)
+    bob = login_token(start_login("bob", ttl_min=60, now=1_000_000), secret=secret, users=users)
+    users.end_logins("alice")  # what the Log out button does
+    assert login_from_token(alice, secret=secret, users=users, now=1_000_100) is None
+    assert login_from_token(bob, secret=secret, users=users, now=1_000_100).user == "bob"
+    again = login_token(start_login("alice", ttl_min=60, now=1_000_200), secret=secret,
+                        users=users)
+    assert login_from_token(again, secret=secret, users=users, now=1_000_300).user == "alice"
+    # a second Store on the same file (another app process) sees the logout too
+    other = Users(Store(store.path.parent, size_limit_bytes=10**8))
+    assert login_from_token(alice, secret=secret, users=other, now=1_000_100) is None

@@ -187,6 +187,14 @@ def test_a_login_survives_a_reload_until_logout_and_cannot_be_forged(team_app, t
         page.reload()
         expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Ask your document")).to_have_count(0)
+        # a copy of the cookie kept from before the logout (another browser) is over too
+        kept = browser.new_context(viewport={"width": 1400, "height": 1000})
+        kept.add_cookies([cookie])
+        replay = kept.new_page()
+        replay.goto(url)
+        expect(replay.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+        expect(replay.get_by_text("Ask your document")).to_have_count(0)
+        kept.close()
 
         # logged in again; then the user is removed: the kept cookie no longer logs in
         _log_in(page, "alice", "alice-pass-1")

@@ -146,3 +146,35 @@ def test_the_damaged_store_command_works_pasted_into_a_shell_in_a_folder_with_a_
     assert (cache / "sparkdocs.sqlite3.broken").read_bytes() == bytes(range(256)) * 40
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0, again.stderr
+
+
+def test_a_codebase_cached_before_skipped_files_were_kept_is_read_again(tmp_path, monkeypatch):
+    """The previous release stored documents without `skipped` (under its own cache salt):
+    after the upgrade, `count` on the same folder must list the files left out, not serve the
+    old record with an empty list. The old record is made as that release wrote it."""
+    import dataclasses
+
+    from sparkdocs.workspace import LoadRequest, Workspace
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "main.py").write_text("print('hi')\n")
+    (folder / "blob.dat").write_bytes(bytes(range(256)))
+    settings = Settings(cache_dir=tmp_path / "cache")
+
+    def previous_salt(self: IngestOptions) -> str:  # the salt of the release before
+        from sparkdocs.documents import RENDER_VERSION
+        return repr(("v2", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
+                     self.max_source_file_bytes))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(IngestOptions, "cache_salt", previous_salt)
+        workspace = Workspace(settings)
+        old = workspace.load(LoadRequest((str(folder),)))
+        store = workspace.store
+        store.delete_document(old.content_hash)
+        store.put_document(dataclasses.replace(old, skipped=()))  # as that release stored it
+        assert workspace.load(LoadRequest((str(folder),))).skipped == ()
+        store.close()
+    document = Workspace(settings).load(LoadRequest((str(folder),)))
+    assert [entry.split(":")[0] for entry in document.skipped] == ["blob.dat"]

@@ -315,3 +315,19 @@ def test_logging_out_ends_the_login_cookie_on_the_server_not_only_in_the_browser
     # a second Store on the same file (another app process) sees the logout too
     other = Users(Store(store.path.parent, size_limit_bytes=10**8))
     assert login_from_token(alice, secret=secret, users=other, now=1_000_100) is None
+
+
+def test_user_add_with_no_input_left_says_how_to_give_the_password(tmp_path: Path):
+    """`sparkdocs user add bob < /dev/null` (a script, a CI job) ended with exit 130 and no
+    word: it must say that no password came and name --password-stdin, and add no one."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", "user", "add", "bob"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "--password-stdin" in result.stderr and "Traceback" not in result.stderr
+    assert Users(Store(tmp_path / "cache", size_limit_bytes=2**24)).names() == []

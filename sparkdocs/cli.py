@@ -277,10 +277,10 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if len(args) < 2:
         raise typer.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
-    if Path(question).is_file() and not any(Path(p).exists() for p in paths):
+    if Path(question).exists() and not any(Path(p).exists() for p in paths):  # a file or a folder
         import shlex  # the words before the file were one unquoted question: keep them all
 
-        raise typer.BadParameter(f"{question!r} is a file, and the question goes last: "
+        raise typer.BadParameter(f"{question!r} is a path, and the question goes last: "
                                  f"sparkdocs ask {shlex.quote(question)} "
                                  f"{shlex.quote(' '.join(paths))}")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)

@@ -477,3 +477,20 @@ def test_prompt_in_a_pipe_draws_its_separator_rules_at_a_readable_width(tmp_path
     rules = [line for line in result.stdout.splitlines() if line.count("─") > 10]
     assert len(rules) >= 3, result.stdout[:500]
     assert max(len(line) for line in rules) <= 120, max(len(line) for line in rules)
+
+
+def test_a_question_given_before_a_folder_gets_the_question_goes_last_hint(tmp_path: Path):
+    """A codebase is a folder: `sparkdocs ask "what does it do" repo/` said "what does it do:
+    no such file or folder" instead of the hint it gives for a file."""
+    import shlex
+
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "main.py").write_text("print('hi')\n")
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", "what does it do", "repo/"],
+                            capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c"),
+                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode == 2, result.stderr
+    assert "question goes last:" in result.stderr, result.stderr
+    suggested = result.stderr.split("question goes last:", 1)[1].split("\n", 1)[0]
+    assert shlex.split(suggested) == ["sparkdocs", "ask", "repo/", "what does it do"]

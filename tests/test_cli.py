@@ -494,3 +494,25 @@ def test_a_question_given_before_a_folder_gets_the_question_goes_last_hint(tmp_p
     assert "question goes last:" in result.stderr, result.stderr
     suggested = result.stderr.split("question goes last:", 1)[1].split("\n", 1)[0]
     assert shlex.split(suggested) == ["sparkdocs", "ask", "repo/", "what does it do"]
+
+
+@pytest.mark.integration
+def test_a_follow_up_naming_the_same_files_in_another_order_says_the_order_it_needs(
+        tmp_path: Path):
+    """Files keep the order given, so `a b` and `b a` are two documents: a follow-up given them
+    the other way round must say which files, in which order, the session is about (it said
+    only "about '2 files', not these paths" — the very paths the user gave)."""
+    from fakeserver import FakeServer
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(f"Text of {name}.\n")
+    a, b = str(tmp_path / "a.txt"), str(tmp_path / "b.txt")
+    with FakeServer() as server:
+        first = run("ask", b, a, "First?", "--json", "--base-url", server.base_url,
+                    cache=tmp_path / "c")
+        session = json.loads(first.stdout)["session"]
+        again = run("ask", a, b, "Second?", "--follow-up-of", session, "--base-url",
+                    server.base_url, cache=tmp_path / "c", check=False)
+    assert again.returncode == 2, again.stderr
+    said = " ".join(again.stderr.split())
+    assert "b.txt, a.txt" in said and "order" in said, said

@@ -10,7 +10,7 @@ from that proxy). Pure logic: the pages and the CLI only display what these func
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import hmac
 import ipaddress
@@ -282,6 +282,9 @@ def proxy_user(headers: Mapping[str, str], *, peer: str | None, settings: Settin
                          f"{exc}") from exc
 
 
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
 def install_secret(directory: Path) -> bytes:
     """This installation's secret (32 random bytes in `directory/secret`, readable by its owner
     only), created on first use. It keys the cache salts, so they reveal no user name."""
@@ -298,8 +301,17 @@ def install_secret(directory: Path) -> bytes:
                     handle.write(secrets.token_bytes(32))
                     handle.flush()
                     os.fsync(handle.fileno())
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.link(tmp, path)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS:
+                        raise
+                    # a mount without hard links (SMB, vfat, some FUSE): renamed into place,
+                    # still whole; two first starts racing here may each keep their own once
+                    if not path.exists():
+                        os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
         secret = path.read_bytes()

@@ -331,3 +331,20 @@ def test_user_add_with_no_input_left_says_how_to_give_the_password(tmp_path: Pat
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "--password-stdin" in result.stderr and "Traceback" not in result.stderr
     assert Users(Store(tmp_path / "cache", size_limit_bytes=2**24)).names() == []
+
+
+def test_the_install_secret_is_made_on_a_filesystem_without_hard_links(tmp_path, monkeypatch):
+    """Some mounts (SMB, vfat, several FUSE file systems) refuse hard links with EPERM or
+    EOPNOTSUPP: the secret must still be made there, whole, and read back the same."""
+    import errno
+
+    import sparkdocs.auth as auth
+
+    def no_hard_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(auth.os, "link", no_hard_links)
+    first = auth.install_secret(tmp_path)
+    assert len(first) == 32 and (tmp_path / "secret").read_bytes() == first
+    assert auth.install_secret(tmp_path) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["secret"]

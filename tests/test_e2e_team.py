@@ -105,7 +105,7 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         expect(bob.get_by_text("acquisition")).to_have_count(0)
         # the same encrypted PDF, uploaded by bob without its password, is refused
         bob.locator("input[type=file]").set_input_files(str(locked))
-        expect(bob.get_by_text("locked.pdf: cannot open the PDF: it is encrypted")).to_be_visible(
+        expect(bob.get_by_text("locked.pdf is encrypted: type its password")).to_be_visible(
             timeout=60_000)
         expect(bob.get_by_text("locked.pdf · pdf ·")).to_have_count(0)
         expect(bob.get_by_text("forty-two")).to_have_count(0)
@@ -118,6 +118,8 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         bob.screenshot(path=str(artifacts_dir / "team-03-bob-library.png"), full_page=True)
 
         alice.get_by_role("link", name="Library").click()
+        # opened, never asked about: listed apart, under a closed expander
+        alice.get_by_text(re.compile(r"read or counted but never asked about")).click()
         expect(alice.get_by_text(re.compile(r"alice-secret-note\.md — text"))).to_be_visible(
             timeout=30_000)
         expect(alice.get_by_text(re.compile(r"locked\.pdf — pdf"))).to_be_visible()

@@ -10,7 +10,7 @@ from that proxy). Pure logic: the pages and the CLI only display what these func
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import hmac
 import ipaddress
@@ -100,6 +100,12 @@ class Users:
     def names(self) -> list[str]:
         return self.store.user_names()
 
+    def end_logins(self, name: str) -> None:
+        """Log `name` out everywhere: every login cookie issued so far stops working (a copy
+        of one, kept elsewhere, is a bearer token until it expires otherwise)."""
+        self.store.end_logins(name)
+        log.info("user %s logged out; earlier login cookies end", name)
+
     def authenticate(self, name: str, password: str) -> str | None:
         """The user's name when the password is theirs, else None — the same for an unknown
         name, in about the same time, so a login form does not reveal which names exist."""
@@ -179,18 +185,21 @@ LOGIN_COOKIE = "sparkdocs_login"
 
 def login_token(login: Login, *, secret: bytes, users: Users) -> str:
     """What the browser keeps so a reload stays logged in: the user, the expiry, and an HMAC
-    over both and the user's current password hash — so the token cannot be forged or
-    extended, and removing the user or changing the password ends every login at once."""
+    over both, the user's current password hash and their login generation — so the token
+    cannot be forged or extended, and removing the user, changing the password or logging out
+    (`Users.end_logins`) ends every login at once."""
     payload = f"{login.user}:{int(login.expires_at)}"
-    return f"{payload}:{_login_mac(payload, secret=secret, hashed=users.store.user_hash(login.user))}"
+    mac = _login_mac(payload, secret=secret, hashed=users.store.user_hash(login.user),
+                     generation=users.store.login_generation(login.user))
+    return f"{payload}:{mac}"
 
 
 def login_from_token(token: str, *, secret: bytes, users: Users,
                      now: float | None = None) -> Login | None:
     """The login a browser's token proves, or None (forged, expired, or its user is gone or
     has a new password). Never raises: a cookie is whatever the browser sends."""
-    if not isinstance(token, str):
-        return None
+    if not isinstance(token, str) or not token.isascii():
+        return None  # hmac.compare_digest raises on non-ASCII text; isdigit() takes any script
     user, _, rest = token.partition(":")
     expires, _, mac = rest.partition(":")
     if not (_USER_NAME.fullmatch(user) and expires.isdigit() and len(expires) < 16 and mac):
@@ -198,15 +207,17 @@ def login_from_token(token: str, *, secret: bytes, users: Users,
     hashed = users.store.user_hash(user)
     if hashed is None:
         return None
-    expected = _login_mac(f"{user}:{expires}", secret=secret, hashed=hashed)
+    expected = _login_mac(f"{user}:{expires}", secret=secret, hashed=hashed,
+                          generation=users.store.login_generation(user))
     login = Login(user, float(expires))
     if not hmac.compare_digest(mac, expected) or not login.valid(now=now):
         return None
     return login
 
 
-def _login_mac(payload: str, *, secret: bytes, hashed: str | None) -> str:
-    message = b"sparkdocs login\0" + payload.encode() + b"\0" + (hashed or "").encode()
+def _login_mac(payload: str, *, secret: bytes, hashed: str | None, generation: str) -> str:
+    message = (b"sparkdocs login\0" + payload.encode() + b"\0" + (hashed or "").encode()
+               + b"\0" + generation.encode())
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
@@ -271,6 +282,9 @@ def proxy_user(headers: Mapping[str, str], *, peer: str | None, settings: Settin
                          f"{exc}") from exc
 
 
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
 def install_secret(directory: Path) -> bytes:
     """This installation's secret (32 random bytes in `directory/secret`, readable by its owner
     only), created on first use. It keys the cache salts, so they reveal no user name."""
@@ -287,8 +301,17 @@ def install_secret(directory: Path) -> bytes:
                     handle.write(secrets.token_bytes(32))
                     handle.flush()
                     os.fsync(handle.fileno())
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.link(tmp, path)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    if exc.errno not in _NO_HARD_LINKS:
+                        raise
+                    # a mount without hard links (SMB, vfat, some FUSE): renamed into place,
+                    # still whole; two first starts racing here may each keep their own once
+                    if not path.exists():
+                        os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
         secret = path.read_bytes()

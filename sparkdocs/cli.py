@@ -62,6 +62,7 @@ class _LiteralHook:
 
 
 PIPE_WIDTH = 10_000
+PIPE_RULE_WIDTH = 80  # a separator rule in a pipe or a log: rich's usual width, not PIPE_WIDTH
 SKIPPED_SHOWN = 10  # files left out, listed under count's warnings
 
 
@@ -78,6 +79,14 @@ def _channel(*, stderr: bool, soft_wrap: bool) -> Console:
         console.width = PIPE_WIDTH
     console.push_render_hook(_LiteralHook())  # type: ignore[arg-type]
     return console
+
+
+def _rule(channel: Console, title: str = "") -> None:
+    """A separator line: the terminal's width, or PIPE_RULE_WIDTH where there is none (a rule
+    drawn at PIPE_WIDTH was 10,000 characters in every saved prompt)."""
+    from rich.rule import Rule
+
+    channel.print(Rule(title), width=None if channel.is_terminal else PIPE_RULE_WIDTH)
 
 
 class _LazyChannel:
@@ -237,9 +246,9 @@ def prompt(paths: PathsArg,
                    "fits": fits})
     else:
         for message in built.messages:
-            out.rule(message.role)
+            _rule(out, message.role)
             out.print(message.content, markup=False)
-        out.rule()
+        _rule(out)
         out.print(f"prompt tokens (Llama 3.3 template): {built.prompt_tokens:,}")
     if not fits:
         workspace.check_selection(document, keep)  # names the excess and a selection that fits
@@ -268,9 +277,12 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if len(args) < 2:
         raise typer.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
-    if Path(question).is_file() and not any(Path(p).exists() for p in paths):
-        raise typer.BadParameter(f"{question!r} is a file, and the question goes last: "
-                                 f"sparkdocs ask {question} \"{paths[0]}\"")
+    if Path(question).exists() and not any(Path(p).exists() for p in paths):  # a file or a folder
+        import shlex  # the words before the file were one unquoted question: keep them all
+
+        raise typer.BadParameter(f"{question!r} is a path, and the question goes last: "
+                                 f"sparkdocs ask {shlex.quote(question)} "
+                                 f"{shlex.quote(' '.join(paths))}")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))

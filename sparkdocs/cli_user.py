@@ -11,6 +11,7 @@ import typer
 
 from .auth import Users
 from .config import AuthMode, Settings
+from .errors import TeamError
 from .store import Store
 
 user_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
@@ -36,7 +37,12 @@ def add(name: Annotated[str, typer.Argument(help="The user name (letters, digits
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        try:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        except typer.Abort as exc:  # the input ended (a script, < /dev/null) or Ctrl-C
+            raise TeamError(f"No password was given for {name!r}: type it twice at the prompt, "
+                            "or pipe it in with `sparkdocs user add NAME --password-stdin`."
+                            ) from exc
     _users().add(name, password)
     typer.echo(f"added user {name}", err=True)
     if _settings().auth is not AuthMode.PASSWORD:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import queue
 import re
 import socket
@@ -163,9 +164,11 @@ def parse_metrics(text: str) -> ServerMetrics:
     def as_int(key: str) -> int | None:
         try:
             return int(float(info[key]))
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OverflowError):  # absent, not a number, infinite
             return None
 
+    # NaN and ±Inf are legal Prometheus text but no figure: such a name reads as unknown
+    values = {name: value for name, value in values.items() if math.isfinite(value)}
     enabled = info.get("enable_prefix_caching")
     return ServerMetrics(
         prefix_cache_queries=values.get("vllm:prefix_cache_queries_total"),

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 
 from .client import AnswerResult, AnswerStream, ModelClient, WarmUpResult
-from .documents import Document
-from .errors import BudgetError, SparkdocsError
+from .documents import Document, DocumentKind, SectionKind
+from .errors import BudgetError, PasswordRequiredError, SparkdocsError
 from .prompts import PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
 from .store import Session, Turn, TurnStatus
@@ -80,13 +80,36 @@ class QuestionAnswering:
             session = store.get_session(follow_up_of, owner=owner)
             if session.document_key != document.content_hash:
                 raise SparkdocsError(
-                    f"Session {follow_up_of} is about {session.document_name!r}, not these paths; "
-                    "give that document's paths or start a new session.")
+                    f"Session {follow_up_of} is about {session.document_name!r}"
+                    f"{self._files_of(session, owner=owner)}, not these paths; give that "
+                    "document's paths or start a new session.")
             return session
         context = self.client.capabilities().context_length
         self.workspace.check_selection(document, keep, context=context,
                                        ratio=self.served_count(document, keep).ratio)
         return store.new_session(document, owner=owner, kept_sections=keep)
+
+    def _files_of(self, session: Session, *, owner: str) -> str:
+        """` (a.txt, b.txt, in this order)` for a session about several files: the order given
+        is part of the document, so the same files the other way round are another one."""
+        try:
+            stored = self.workspace.store.get_document(session.document_key, owner=owner)
+        except PasswordRequiredError:
+            return ""
+        if stored is None or stored.kind is not DocumentKind.FILES:
+            return ""
+        names: list[str] = []
+        for section in stored.sections:  # a PDF's pages and an archive's parts carry its name
+            name = section.title
+            if section.kind is SectionKind.PAGE:
+                name = name.rsplit(" p.", 1)[0]
+            elif section.kind is SectionKind.TREE:  # an archive: its tree, then its files
+                name = name.rsplit("/", 1)[0]
+            elif names and name.startswith(f"{names[-1]}/"):
+                name = names[-1]
+            if not names or names[-1] != name:
+                names.append(name)
+        return f" ({', '.join(names)}, in this order)" if names else ""
 
     def build(self, document: Document, session: Session, question: str, *, follow_up: bool
               ) -> Prompt:

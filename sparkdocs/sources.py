@@ -58,7 +58,9 @@ def _stat(path: Path, shown: str) -> os.stat_result:
 
 def expand_paths(patterns: Sequence[str]) -> list[Path]:
     """Globs expanded (sorted), plain paths kept; a missing path is an error that names it.
-    A path that exists is itself, even when its name has glob characters (`notes [draft].md`)."""
+    A path that exists is itself, even when its name has glob characters (`notes [draft].md`).
+    A file named again (`intro.md '*.md'`: first, then in the glob) is kept once, in its first
+    place: the order given says what comes first, and a document must not hold a file twice."""
     paths: list[Path] = []
     for pattern in patterns:
         if any(ch in pattern for ch in "*?[") and not Path(pattern).exists():
@@ -70,7 +72,16 @@ def expand_paths(patterns: Sequence[str]) -> list[Path]:
             path = Path(pattern)
             _stat(path, pattern)
             paths.append(path)
-    return paths
+    seen: set[Path] = set()
+    once: list[Path] = []
+    for path in paths:
+        same = path.resolve()
+        if same in seen:
+            log.info("%s is named twice; it is read once, where it was first named", path)
+            continue
+        seen.add(same)
+        once.append(path)
+    return once
 
 
 def read_regular(path: Path, *, limit: int, shown: str | None = None) -> bytes:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import logging
 import sqlite3
 import threading
@@ -338,11 +339,12 @@ class Store:
 
     def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
         if _DAMAGED.search(str(exc)):
+            # pasted into a shell as given: quoted, as the folder may hold a space
+            here, aside = shlex.quote(str(self.path)), shlex.quote(f"{self.path}.broken")
             return StoreError(
                 f"The store {self.path} is damaged ({exc}): it is not a readable SQLite database. "
-                f"Move it aside (`mv {self.path} {self.path}.broken`) and sparkdocs starts an "
-                f"empty store; sessions in the old one may be saved with `sqlite3 "
-                f"{self.path}.broken .recover`.")
+                f"Move it aside (`mv {here} {aside}`) and sparkdocs starts an empty store; "
+                f"sessions in the old one may be saved with `sqlite3 {aside} .recover`.")
         if "locked" in str(exc) or "busy" in str(exc):
             return StoreError(
                 f"The store {self.path} stayed locked by another sparkdocs process for longer "
@@ -593,6 +595,17 @@ class Store:
     def user_hash(self, name: str) -> str | None:
         rows = self._read("SELECT password_hash FROM users WHERE name = ?", (name,))
         return rows[0][0] if rows else None
+
+    def login_generation(self, name: str) -> str:
+        """Changes each time the user logs out (`end_logins`): signed into their login cookies,
+        so a logout ends every copy of them. Empty until the first logout."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (f"logins:{name}",))
+        return rows[0][0] if rows else ""
+
+    def end_logins(self, name: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       (f"logins:{name}", uuid.uuid4().hex))
 
     def _load_session(self, db: sqlite3.Connection, session_id: str, *, owner: str) -> Session:
         row = db.execute("SELECT id, document_key, document_name, title, kept_sections, "

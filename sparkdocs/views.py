@@ -3,6 +3,7 @@ stats line under an answer, and the Markdown export of a session."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,25 @@ from .store import DocumentInfo, Session, Turn, TurnStatus
 from .safe_text import safe_markdown
 from .tokens import Budget, TokenCounting
 
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_BACKTICKS = re.compile(r"`+")
+
+
+def code_span(text: str) -> str:
+    """`text` as one Markdown code span that shows it exactly as written, whatever it holds:
+    fenced longer than any backtick run inside (a name with a backtick broke out of a
+    one-backtick span into a live link); control characters (a newline would end a list item
+    or a line) show as U+FFFD."""
+    text = _CONTROL.sub("\ufffd", text)
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    return f"{fence} {text} {fence}"  # one space each side is stripped again
+
+
+def skipped_markdown(skipped: Sequence[str]) -> str:
+    """The files left out of a document as a Markdown list, each `path: reason` shown exactly as
+    written: an archive's names are anyone's text."""
+    return "\n".join(f"- {code_span(item)}" for item in skipped)
 
 @dataclass(frozen=True)
 class BudgetSegment:

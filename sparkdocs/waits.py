@@ -84,7 +84,8 @@ def warm_caption(state: WarmState) -> str:
         return ":material/hourglass_top: Warming the model's prefix cache with this document…"
     if state.status is WarmStatus.WARM:
         took = f" (took {state.seconds:.1f} s)" if state.seconds is not None else ""
-        at = time.strftime("%H:%M", time.localtime(state.finished)) if state.finished else "?"
+        # the server's clock, named: the page is often read in another time zone
+        at = time.strftime("%H:%M %Z", time.localtime(state.finished)) if state.finished else "?"
         return (f":material/local_fire_department: Prefix cache warmed at {at}{took}; other "
                 "documents read since may have evicted it.")
     return f":material/error: Warm-up failed: {state.error}"

@@ -232,6 +232,26 @@ def test_server_page_with_vllm_metrics(app_env):
 
 
 @pytest.mark.integration
+def test_server_page_shows_a_model_name_with_backticks_as_written_not_as_a_link(app_env):
+    """The model name is the server's text: one holding backticks broke out of its code span
+    into a live link on the Server page. markdown-it (CommonMark) reads the page's Markdown."""
+    from fakeserver import FakeServer
+    from markdown_it import MarkdownIt
+
+    name = "org/m`[log in again](https:evil.example)`"
+    with FakeServer() as server:
+        server.behaviour.model = name
+        app_env(base_url=server.base_url)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page("pages/server.py").run()
+        assert not at.exception
+        shown = [m.value for m in at.markdown if "Model:" in m.value]
+    assert shown, [m.value for m in at.markdown]
+    tokens = [t for block in MarkdownIt("commonmark").parse(shown[0]) for t in block.children or []]
+    assert not [t for t in tokens if t.type == "link_open"], shown[0]
+    assert name in [t.content for t in tokens if t.type == "code_inline"], shown[0]
+
+@pytest.mark.integration
 def test_two_browser_sessions_do_not_see_each_other(app_env):
     app_env()
     first = upload(AppTest.from_file(APP, default_timeout=60).run(), "first.pdf", make_contract_pdf(2))

@@ -271,3 +271,80 @@ def test_a_process_reading_the_secret_while_another_creates_it_gets_the_whole_se
     outer = auth.install_secret(tmp_path)
     assert len(outer) == 32 and seen_inside == [outer]
     assert [p.name for p in tmp_path.iterdir()] == ["secret"]
+
+
+@pytest.mark.parametrize("tail", ["é", "\u0663" * 64, "\x00", "ab\u200bcd"])
+def test_a_login_cookie_with_non_ascii_characters_is_refused_not_raised(store: Store,
+                                                                       tmp_path: Path, tail: str):
+    """A cookie is whatever the browser (or a sibling subdomain) sends: a non-ASCII signature or
+    expiry must read as no login, not crash every page of that browser."""
+    from sparkdocs.auth import login_from_token, login_token, start_login
+
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    secret = install_secret(tmp_path)
+    token = login_token(start_login("alice", ttl_min=60, now=1_000_000), secret=secret,
+                        users=users)
+    user, expires, mac = token.split(":")
+    arabic_digits = "\u0661" * 10  # isdigit() and float() accept them
+    for bad in (f"{user}:{expires}:{tail}", f"{user}:{expires}:{mac[:-1]}{tail}",
+                f"{user}:{arabic_digits}:{mac}"):
+        assert login_from_token(bad, secret=secret, users=users, now=1_000_100) is None, bad
+
+
+def test_logging_out_ends_the_login_cookie_on_the_server_not_only_in_the_browser(store: Store,
+                                                                                tmp_path: Path):
+    """The cookie is a bearer token: a copy kept from before the logout (another browser, a
+    stolen or backed-up cookie) must no longer log in once the user logged out. Other users'
+    logins go on, and a new login works."""
+    from sparkdocs.auth import login_from_token, login_token, start_login
+
+    users = Users(store)
+    users.add("alice", "alice-pass-1")
+    users.add("bob", "bob-pass-22")
+    secret = install_secret(tmp_path)
+    alice = login_token(start_login("alice", ttl_min=60, now=1_000_000), secret=secret,
+                        users=users)
+    bob = login_token(start_login("bob", ttl_min=60, now=1_000_000), secret=secret, users=users)
+    users.end_logins("alice")  # what the Log out button does
+    assert login_from_token(alice, secret=secret, users=users, now=1_000_100) is None
+    assert login_from_token(bob, secret=secret, users=users, now=1_000_100).user == "bob"
+    again = login_token(start_login("alice", ttl_min=60, now=1_000_200), secret=secret,
+                        users=users)
+    assert login_from_token(again, secret=secret, users=users, now=1_000_300).user == "alice"
+    # a second Store on the same file (another app process) sees the logout too
+    other = Users(Store(store.path.parent, size_limit_bytes=10**8))
+    assert login_from_token(alice, secret=secret, users=other, now=1_000_100) is None
+
+
+def test_user_add_with_no_input_left_says_how_to_give_the_password(tmp_path: Path):
+    """`sparkdocs user add bob < /dev/null` (a script, a CI job) ended with exit 130 and no
+    word: it must say that no password came and name --password-stdin, and add no one."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", "user", "add", "bob"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "--password-stdin" in result.stderr and "Traceback" not in result.stderr
+    assert Users(Store(tmp_path / "cache", size_limit_bytes=2**24)).names() == []
+
+
+def test_the_install_secret_is_made_on_a_filesystem_without_hard_links(tmp_path, monkeypatch):
+    """Some mounts (SMB, vfat, several FUSE file systems) refuse hard links with EPERM or
+    EOPNOTSUPP: the secret must still be made there, whole, and read back the same."""
+    import errno
+
+    import sparkdocs.auth as auth
+
+    def no_hard_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(auth.os, "link", no_hard_links)
+    first = auth.install_secret(tmp_path)
+    assert len(first) == 32 and (tmp_path / "secret").read_bytes() == first
+    assert auth.install_secret(tmp_path) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["secret"]

@@ -387,6 +387,18 @@ def test_files_named_on_the_command_line_keep_the_order_they_were_given(tmp_path
         "Mid comes last.")
 
 
+def test_a_file_named_first_and_matched_again_by_a_glob_is_read_once_in_first_place(
+        tmp_path: Path):
+    """`sparkdocs ask intro.md '*.md' …`: the order given is kept so a file can go first; the
+    glob then names it again, and the prompt must not hold it twice."""
+    for name, text in (("intro.md", "Read me first."), ("b.md", "Bee."), ("a.md", "Ay.")):
+        (tmp_path / name).write_text(text)
+    given = [str(tmp_path / "intro.md"), str(tmp_path / "*.md"), f"{tmp_path}/./b.md"]
+    report = json.loads(run("count", *given, "--json", cache=tmp_path / "c").stdout)
+    assert [s["title"] for s in report["sections"]] == ["intro.md", "a.md", "b.md"]
+    prompt = run("prompt", *given, "-q", "What first?", cache=tmp_path / "c").stdout
+    assert prompt.count("Read me first.") == 1 and prompt.count("Bee.") == 1
+
 def test_count_json_lists_every_skipped_file_whole(tmp_path: Path):
     tree = tmp_path / "repo"
     (tree / ".git").mkdir(parents=True)
@@ -440,3 +452,67 @@ def test_a_usage_mistake_is_a_usage_message_not_a_traceback(tmp_path: Path, args
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
     assert "--help" in result.stderr
+
+
+def test_the_file_first_hint_keeps_every_word_of_an_unquoted_question(tmp_path: Path):
+    """`sparkdocs ask what does it say notes.txt`: the suggested command, pasted into a shell,
+    must ask the whole question, not only its first word."""
+    import shlex
+
+    (tmp_path / "notes.txt").write_text("some notes\n")
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", "what", "does", "it",
+                             "say?", "notes.txt"], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c"),
+                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode == 2, result.stderr
+    suggested = result.stderr.split("question goes last:", 1)[1].split("\n", 1)[0]
+    assert shlex.split(suggested) == ["sparkdocs", "ask", "notes.txt", "what does it say?"]
+
+
+def test_prompt_in_a_pipe_draws_its_separator_rules_at_a_readable_width(tmp_path: Path):
+    """A pipe has no width, so long paths are not wrapped there; the rules between the prompt's
+    messages must not stretch to that width (10,000 '─' per rule in a saved prompt)."""
+    (tmp_path / "a.txt").write_text("Alpha.\n")
+    result = run("prompt", str(tmp_path / "a.txt"), "-q", "What?", cache=tmp_path / "c")
+    rules = [line for line in result.stdout.splitlines() if line.count("─") > 10]
+    assert len(rules) >= 3, result.stdout[:500]
+    assert max(len(line) for line in rules) <= 120, max(len(line) for line in rules)
+
+
+def test_a_question_given_before_a_folder_gets_the_question_goes_last_hint(tmp_path: Path):
+    """A codebase is a folder: `sparkdocs ask "what does it do" repo/` said "what does it do:
+    no such file or folder" instead of the hint it gives for a file."""
+    import shlex
+
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "main.py").write_text("print('hi')\n")
+    result = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", "what does it do", "repo/"],
+                            capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "c"),
+                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode == 2, result.stderr
+    assert "question goes last:" in result.stderr, result.stderr
+    suggested = result.stderr.split("question goes last:", 1)[1].split("\n", 1)[0]
+    assert shlex.split(suggested) == ["sparkdocs", "ask", "repo/", "what does it do"]
+
+
+@pytest.mark.integration
+def test_a_follow_up_naming_the_same_files_in_another_order_says_the_order_it_needs(
+        tmp_path: Path):
+    """Files keep the order given, so `a b` and `b a` are two documents: a follow-up given them
+    the other way round must say which files, in which order, the session is about (it said
+    only "about '2 files', not these paths" — the very paths the user gave)."""
+    from fakeserver import FakeServer
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(f"Text of {name}.\n")
+    a, b = str(tmp_path / "a.txt"), str(tmp_path / "b.txt")
+    with FakeServer() as server:
+        first = run("ask", b, a, "First?", "--json", "--base-url", server.base_url,
+                    cache=tmp_path / "c")
+        session = json.loads(first.stdout)["session"]
+        again = run("ask", a, b, "Second?", "--follow-up-of", session, "--base-url",
+                    server.base_url, cache=tmp_path / "c", check=False)
+    assert again.returncode == 2, again.stderr
+    said = " ".join(again.stderr.split())
+    assert "b.txt, a.txt" in said and "order" in said, said

@@ -167,6 +167,25 @@ def test_skipped_files_are_a_count_and_a_list_and_follow_up_sits_by_the_input_ac
         browser.close()
 
 
+def test_a_skipped_file_name_with_backticks_shows_as_written_not_as_a_link(app, tmp_path,
+                                                                          artifacts_dir):
+    """An archive's file names are anyone's text: one holding backticks broke out of the
+    list's code span into a live link. The browser's DOM is the judge: no link to the name's
+    URL, and the name's characters shown as they are."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _ = app
+    hostile = "assets/x`[log in again](https:evil.example)`.png"  # the path keeps no //
+    archive = tmp_path / "hostile-names.zip"
+    archive.write_bytes(make_zip({**TREE, hostile: b"\x89PNG\r\n\x1a\n" + bytes(64)}))
+    with sync_playwright() as p:
+        browser, page = _upload(p, url, archive, "hostile-names.zip · codebase ·")
+        page.get_by_text("Skipped: 1 file(s), each with its reason").click()
+        expect(page.get_by_text(hostile + ": binary")).to_be_visible(timeout=30_000)
+        assert page.locator('[data-testid="stMain"] a[href*="evil.example"]').count() == 0
+        page.screenshot(path=str(artifacts_dir / "13-hostile-skipped-name.png"), full_page=True)
+        browser.close()
+
 def test_a_first_visit_by_deep_link_still_goes_through_app_py(app):
     """With a `pages/` folder, Streamlit ran pages/server.py by itself for the first visit of
     a fresh process if it was a deep link: no app.py, so no wide layout, no navigation titles

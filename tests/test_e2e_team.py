@@ -118,9 +118,9 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         bob.screenshot(path=str(artifacts_dir / "team-03-bob-library.png"), full_page=True)
 
         alice.get_by_role("link", name="Library").click()
-        # never asked about, so listed apart (the Library lists no empty sessions)
-        alice.get_by_text(re.compile(r"document\(s\) read or counted but never asked about")
-                          ).click(timeout=30_000)
+        # opened, never asked about: listed apart, under a closed expander
+        alice.get_by_text(re.compile(r"read or counted but never asked about")).click(
+            timeout=30_000)
         expect(alice.get_by_text(re.compile(r"alice-secret-note\.md — text"))).to_be_visible(
             timeout=30_000)
         expect(alice.get_by_text(re.compile(r"locked\.pdf — pdf"))).to_be_visible()
@@ -190,6 +190,14 @@ def test_a_login_survives_a_reload_until_logout_and_cannot_be_forged(team_app, t
         page.reload()
         expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Ask your document")).to_have_count(0)
+        # a copy of the cookie kept from before the logout (another browser) is over too
+        kept = browser.new_context(viewport={"width": 1400, "height": 1000})
+        kept.add_cookies([cookie])
+        replay = kept.new_page()
+        replay.goto(url)
+        expect(replay.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+        expect(replay.get_by_text("Ask your document")).to_have_count(0)
+        kept.close()
 
         # logged in again; then the user is removed: the kept cookie no longer logs in
         _log_in(page, "alice", "alice-pass-1")

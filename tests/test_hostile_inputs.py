@@ -583,3 +583,37 @@ def test_an_archive_holding_one_path_twice_gives_one_file_the_last_copy(kind):
     assert [s.title for s in files] == ["README.md", "a.py"]
     assert "second, as unpacking leaves it" in files[1].text and "first" not in files[1].text
     assert any(entry.startswith("a.py: 1 earlier copy") for entry in document.skipped)
+
+
+@pytest.mark.parametrize("last", ["too large", "symlink", "binary"])
+def test_an_archive_whose_last_copy_of_a_path_is_left_out_shows_no_earlier_copy(last):
+    """Unpacking leaves the last copy; when sparkdocs leaves that one out (too large, a link),
+    an earlier copy must not stand in for it under the same path — the model would read text
+    the unpacked tree does not hold. Each is left out with a reason, and the count says why."""
+    import io
+    import tarfile
+
+    from sparkdocs.ingest import IngestOptions, ingest_bytes
+
+    decoy = b"print('an earlier copy the unpacked tree does not hold')\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as archive:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+        add("src/a.py", decoy)
+        if last == "symlink":
+            link = tarfile.TarInfo("src/a.py")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            archive.addfile(link)
+        else:
+            add("src/a.py", b"x = 1\n" * 400 if last == "too large" else b"\x00\x01\x02\x03" * 8)
+        add("src/README.md", b"Read.")
+    document = ingest_bytes("dup.tar.gz", buf.getvalue(),
+                            options=IngestOptions(max_source_file_bytes=1000))
+    assert [s.title for s in document.sections if s.kind.value == "file"] == ["README.md"]
+    assert not any(b"earlier copy the unpacked" in s.text.encode() for s in document.sections)
+    assert any("a.py: 1 earlier copy" in entry for entry in document.skipped), document.skipped
+    assert "other" not in " ".join(document.warnings), document.warnings

@@ -122,3 +122,59 @@ def test_a_damaged_store_says_so_and_how_to_move_it_aside(tmp_path, damage):
                             env={**os.environ, "SPARKDOCS_CACHE_DIR": str(cache)})
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "is damaged" in result.stderr and f"mv {path} {path}.broken" in result.stderr
+
+
+def test_the_damaged_store_command_works_pasted_into_a_shell_in_a_folder_with_a_space(tmp_path):
+    """The fix the message gives is run as given (bash is the judge), in a folder with a space
+    (macOS's "Application Support"): the old message's unquoted mv failed there."""
+    import re
+    import shlex
+
+    cache = tmp_path / "Application Support" / "sparkdocs"
+    Store(cache, size_limit_bytes=10**8).close()
+    path = cache / "sparkdocs.sqlite3"
+    path.write_bytes(bytes(range(256)) * 40)
+    (tmp_path / "a.txt").write_text("Alpha.")
+    env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(cache)}
+    command = [sys.executable, "-m", "sparkdocs", "count", str(tmp_path / "a.txt")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert first.returncode == 2 and "is damaged" in first.stderr, first.stderr
+    fix = re.search(r"Move it aside \(`(.+?)`\)", " ".join(first.stderr.split()))
+    assert fix is not None, first.stderr
+    assert shlex.split(fix.group(1))[0] == "mv"
+    subprocess.run(["bash", "-c", fix.group(1)], check=True, cwd=tmp_path)
+    assert (cache / "sparkdocs.sqlite3.broken").read_bytes() == bytes(range(256)) * 40
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_codebase_cached_before_skipped_files_were_kept_is_read_again(tmp_path, monkeypatch):
+    """The previous release stored documents without `skipped` (under its own cache salt):
+    after the upgrade, `count` on the same folder must list the files left out, not serve the
+    old record with an empty list. The old record is made as that release wrote it."""
+    import dataclasses
+
+    from sparkdocs.workspace import LoadRequest, Workspace
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / "main.py").write_text("print('hi')\n")
+    (folder / "blob.dat").write_bytes(bytes(range(256)))
+    settings = Settings(cache_dir=tmp_path / "cache")
+
+    def previous_salt(self: IngestOptions) -> str:  # the salt of the release before
+        from sparkdocs.documents import RENDER_VERSION
+        return repr(("v2", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
+                     self.max_source_file_bytes))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(IngestOptions, "cache_salt", previous_salt)
+        workspace = Workspace(settings)
+        old = workspace.load(LoadRequest((str(folder),)))
+        store = workspace.store
+        store.delete_document(old.content_hash)
+        store.put_document(dataclasses.replace(old, skipped=()))  # as that release stored it
+        assert workspace.load(LoadRequest((str(folder),))).skipped == ()
+        store.close()
+    document = Workspace(settings).load(LoadRequest((str(folder),)))
+    assert [entry.split(":")[0] for entry in document.skipped] == ["blob.dat"]

@@ -75,3 +75,26 @@ def test_a_session_reads_as_its_first_question_date_and_count():
     renamed = Session("abc123", "k", "contract.pdf", "Payment terms", turns=asked.turns)
     assert session_title(renamed) == "Payment terms"
     assert session_title(empty.with_turn(Turn("x" * 200, ""))).endswith("…")
+
+
+def test_skipped_file_names_render_literally_one_item_each_with_no_link_or_markup():
+    """A file name in an archive is anyone's text: the skipped list must show it as written
+    (no link to click, no bold, no HTML), one list item per file. markdown-it, a CommonMark
+    renderer with raw HTML on, is the judge."""
+    from markdown_it import MarkdownIt
+
+    from sparkdocs.views import skipped_markdown
+
+    names = ["x`[log in again](http://evil.example/)`.bin: binary",
+             "**BIG**.dat: binary", "<img src=http://evil.example/p.png>.so: binary",
+             "![p](http://evil.example/p.png).bin: binary", "``.bin: binary",
+             "a\n- injected item\n# heading.bin: binary", "plain/ok.bin: binary"]
+    tokens = MarkdownIt("commonmark", {"html": True}).parse(skipped_markdown(names))
+    items = [t for t in tokens if t.type == "list_item_open"]
+    assert len(items) == len(names)
+    inline = [t for t in tokens if t.type == "inline"]
+    kinds = {child.type for t in inline for child in t.children or []}
+    assert kinds <= {"code_inline", "text"}, kinds
+    shown = ["".join(child.content for child in t.children or []) for t in inline]
+    for name, text in zip(names, shown, strict=True):
+        assert text.replace("\ufffd", "\n") == name or text == name.replace("\n", " "), (name, text)

@@ -85,4 +85,40 @@ def test_the_warm_caption_says_when_not_that_it_is_still_warm():
 
     finished = time.mktime((2026, 11, 28, 14, 5, 0, 0, 0, -1))
     text = warm_caption(WarmState(WarmStatus.WARM, seconds=3.2, finished=finished))
-    assert "warmed at 14:05 (took 3.2 s)" in text and "may have evicted" in text
+    assert "warmed at 14:05 " in text and "(took 3.2 s)" in text and "may have evicted" in text
+
+
+def test_metrics_that_are_not_finite_numbers_read_as_unknown_not_a_crash():
+    # Prometheus text allows NaN and ±Inf; a broken exporter or proxy may send them. The wait
+    # must then say it cannot tell (int(nan) raised mid-answer before).
+    for bad in ("NaN", "+Inf", "-Inf"):
+        text = VLLM_METRICS.replace('vllm:num_requests_waiting{engine="0",model_name="m"} 1.0',
+                                    f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {bad}'
+                                    ).replace('vllm:num_requests_running{engine="0",model_name="m"} 2.0',
+                                              f'vllm:num_requests_running{{engine="0",model_name="m"}} {bad}')
+        assert bad in text
+        view = wait_phase(elapsed_s=5, received_chunks=0, metrics=parse_metrics(text))
+        assert view.phase is WaitPhase.UNKNOWN, (bad, view)
+
+
+def test_a_cache_config_label_that_is_infinite_reads_as_unknown():
+    text = VLLM_METRICS.replace('block_size="16"', 'block_size="inf"')
+    assert 'block_size="inf"' in text
+    assert parse_metrics(text).block_size is None
+
+
+def test_the_warm_caption_names_the_time_zone_of_its_clock(monkeypatch):
+    """The app runs on a server (often UTC in a container) and is read on laptops elsewhere:
+    a bare "warmed at 14:05" reads as the reader's own clock, hours off."""
+    import calendar
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        finished = calendar.timegm((2026, 11, 28, 14, 5, 0, 0, 0, 0))
+        text = warm_caption(WarmState(WarmStatus.WARM, seconds=3.2, finished=finished))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert "warmed at 14:05 UTC (took 3.2 s)" in text, text

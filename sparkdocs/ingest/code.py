@@ -16,6 +16,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from ..documents import Section, SectionKind, clean_text, render_tree
@@ -311,6 +312,7 @@ def read_zip(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
             continue
         if stat.S_ISLNK(info.external_attr >> 16):
             notes.append(f"{path}: symbolic link, not followed")
+            notes += _shadowed(members, path)
             continue
         members.append((path, info.file_size, info))
     return _read_members(members, lambda ref, limit: _read_zip_member(archive, ref, limit, name),
@@ -420,6 +422,7 @@ def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
                 continue
             if not member.isfile():
                 notes.append(f"{path}: link or special file, not followed")
+                notes += _shadowed(members, path)
                 continue
             content = b""
             if member.size <= options.max_source_file_bytes:
@@ -435,9 +438,29 @@ def read_tar(data: bytes, *, name: str, options: IngestOptions) -> tuple[list[So
     return _read_members(members, read, name=name, options=options, notes=notes)
 
 
+def _earlier_copies(path: str, count: int) -> str:
+    return (f"{path}: {count} earlier {'copy' if count == 1 else 'copies'} in the archive, "
+            "skipped (the last one is read, as unpacking would leave it)")
+
+
+def _shadowed(members: list[tuple[str, int, object]], path: str) -> list[str]:
+    """A link or special member replaces the earlier copies of its path, as unpacking would:
+    they are dropped (and noted), never read in its place."""
+    kept = [member for member in members if member[0] != path]
+    dropped = len(members) - len(kept)
+    members[:] = kept
+    return [_earlier_copies(path, dropped)] if dropped else []
+
+
 def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
                   options: IngestOptions, notes: list[str]) -> tuple[list[SourceFile], list[str]]:
     members = _strip_common_root(members)
+    # one path held twice: the last copy only, before any filter, so that a last copy left out
+    # (too large, ignored) is not replaced by an earlier one the unpacked tree does not hold
+    last = {path: index for index, (path, _, _) in enumerate(members)}
+    copies = Counter(path for path, _, _ in members)
+    notes += [_earlier_copies(path, count - 1) for path, count in copies.items() if count > 1]
+    members = [member for index, member in enumerate(members) if last[member[0]] == index]
     path_filter = PathFilter(options, source=name)
     for path, size, ref in members:
         if posixpath.basename(path) == ".gitignore" and size < 1_000_000:
@@ -480,9 +503,7 @@ def codebase_sections(files: Iterable[SourceFile], *, notes: Iterable[str] = ()
     for source in files:  # an archive may hold one path twice: unpacking keeps the last copy
         last[source.path] = source
         copies[source.path] = copies.get(source.path, 0) + 1
-    skipped += [f"{path}: {count - 1} earlier {'copy' if count == 2 else 'copies'} in the archive, "
-                "skipped (the last one is read, as unpacking would leave it)"
-                for path, count in copies.items() if count > 1]
+    skipped += [_earlier_copies(path, count - 1) for path, count in copies.items() if count > 1]
     for source in sorted(last.values(), key=lambda f: f.path):
         suffix = posixpath.splitext(source.path)[1].lower()
         if suffix in BINARY_SUFFIXES or looks_binary(source.data):
@@ -516,6 +537,7 @@ def _reasons(skipped: Sequence[str]) -> str:
     for note in skipped:
         reason = note.rsplit(": ", 1)[-1].removesuffix(", skipped")
         kind = ("binary" if reason.startswith("binary") else "secret" if "secret" in reason
+                else "duplicate" if "earlier cop" in reason
                 else "too large" if "limit" in reason else "not text" if "not text" in reason
                 else "link" if "link" in reason else "other")
         counts[kind] = counts.get(kind, 0) + 1

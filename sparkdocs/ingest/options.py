@@ -34,5 +34,7 @@ class IngestOptions:
         """The options that change the resulting Document (limits do not, passwords never go in),
         and the rendering version (cached documents carry token counts of their rendering)."""
         # v2: PDF soft hyphens (U+FFFE) are joined, so v1 PDFs are read again
-        return repr(("v2", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
+        # v3: a codebase lists the files it left out (Document.skipped: a v2 record has none),
+        # and an archive's last copy of a path decides even when it is left out
+        return repr(("v3", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
                      self.max_source_file_bytes))

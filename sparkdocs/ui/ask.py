@@ -27,7 +27,7 @@ from ..waits import WaitWatch, warm_caption
 from ..warmup import WarmStatus
 from ..views import (budget_segments, budget_summary, demo_model_note,
                     fit_button_label,
-                    kept_summary, section_rows, session_markdown,
+                    kept_summary, section_rows, session_markdown, skipped_markdown,
                     stats_line, turn_status)
 from . import team
 from .common import Services, open_session_in_tab, friendly_errors
@@ -126,7 +126,7 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
         st.warning(safe_markdown(warning))
     if document.skipped:  # 81 files in one paragraph cannot be read: a count, then the list
         with st.expander(f"Skipped: {len(document.skipped)} file(s), each with its reason"):
-            st.markdown(safe_markdown("\n".join(f"- `{item}`" for item in document.skipped)))
+            st.markdown(safe_markdown(skipped_markdown(document.skipped)))
     n_parts = len(document.sections)
     with st.expander(f"Breakdown by part ({n_parts} part{'' if n_parts == 1 else 's'})",
                      expanded=not full.fits):

@@ -8,6 +8,7 @@ import streamlit as st
 
 from ..safe_text import safe_markdown
 from ..local_model import log_excerpt
+from ..views import code_span
 from . import team
 from .common import Services, active_session
 
@@ -31,9 +32,9 @@ def server_status(svc: Services) -> None:
         st.error(safe_markdown(caps.error or "The model service is not reachable."))
         return
     # Names as text (a metric cuts a long model name to "nvidia/Llama-3.3-…"), figures as metrics.
-    st.markdown(safe_markdown(f"**Model:** `{caps.model or 'none'}` · **Server:** "
+    st.markdown(safe_markdown(f"**Model:** {code_span(caps.model or 'none')} · **Server:** "
                               f"{caps.server_kind.value} · **Tokenize endpoint:** "
-                              f"`{svc.client.tokenize_path() or 'none'}`"))
+                              f"{code_span(svc.client.tokenize_path() or 'none')}"))
     st.metric("Context (tokens)", f"{caps.context_length:,}",
               help="from the server" if caps.context_from_server else "from configuration")
     if caps.model_note:

@@ -68,7 +68,7 @@ def allowed_pages(svc: Services, pages: Sequence[Any]) -> list[Any]:
         _forget_tab_state()
         st.session_state[USER_KEY] = user
     if settings.auth is not AuthMode.NONE:
-        _account_sidebar(user, settings)
+        _account_sidebar(user, svc)
     return list(pages)
 
 
@@ -187,10 +187,11 @@ def _throttle() -> LoginThrottle:
     return LoginThrottle()
 
 
-def _account_sidebar(user: str, settings: Settings) -> None:
+def _account_sidebar(user: str, svc: Services) -> None:
     with st.sidebar:
         st.caption(f":material/person: {user}")
-        if settings.auth is AuthMode.PASSWORD and st.button("Log out"):
+        if svc.settings.auth is AuthMode.PASSWORD and st.button("Log out"):
+            Users(svc.workspace.store).end_logins(user)  # every copy of the cookie ends too
             st.session_state.pop(LOGIN_KEY, None)
             st.session_state.pop(USER_KEY, None)
             _forget_tab_state()

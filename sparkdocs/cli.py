@@ -403,7 +403,7 @@ def summarize(
         instructions: Annotated[Path | None, typer.Option(help="File with the summary instructions.")] = None,
         style: Annotated[str | None, typer.Option(help="Built-in instructions: brief, contract, paper, code.")] = None,
         output_format: Annotated[OutputFormat, typer.Option(
-            "--format", help="md (one file each) or jsonl.")] = OutputFormat.MD,
+            "--format", case_sensitive=False, help="md (one file each) or jsonl.")] = OutputFormat.MD,
         max_tokens: MaxTokensOpt = None,
         force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
         codebase: Annotated[bool, typer.Option(help="Treat each folder as one codebase.")] = False,

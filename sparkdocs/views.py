@@ -30,10 +30,19 @@ def code_span(text: str) -> str:
     return f"{fence} {text} {fence}"  # one space each side is stripped again
 
 
-def skipped_markdown(skipped: Sequence[str]) -> str:
+SKIPPED_LISTED = 500  # a page lists this many skipped files; rendering 10,000 took seconds
+
+
+def skipped_markdown(skipped: Sequence[str], *, limit: int = SKIPPED_LISTED) -> str:
     """The files left out of a document as a Markdown list, each `path: reason` shown exactly as
-    written: an archive's names are anyone's text."""
-    return "\n".join(f"- {code_span(item)}" for item in skipped)
+    written: an archive's names are anyone's text. Past `limit`, a last line says how many more
+    and where the whole list is."""
+    lines = [f"- {code_span(item)}" for item in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"- … and {len(skipped) - limit:,} more (`sparkdocs count --json` lists "
+                     "every one)")
+    return "\n".join(lines)
+
 
 @dataclass(frozen=True)
 class BudgetSegment:

@@ -516,3 +516,16 @@ def test_a_follow_up_naming_the_same_files_in_another_order_says_the_order_it_ne
     assert again.returncode == 2, again.stderr
     said = " ".join(again.stderr.split())
     assert "b.txt, a.txt" in said and "order" in said, said
+
+
+def test_summarize_format_is_case_insensitive(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("Alpha.")
+    with FakeServer() as server:
+        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"), "--format",
+                          "JSONL", cache=tmp_path / "c", check=False,
+                          SPARKDOCS_BASE_URL=server.base_url, SPARKDOCS_MAX_RETRIES="0")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "summaries.jsonl").exists()

@@ -98,3 +98,13 @@ def test_skipped_file_names_render_literally_one_item_each_with_no_link_or_marku
     shown = ["".join(child.content for child in t.children or []) for t in inline]
     for name, text in zip(names, shown, strict=True):
         assert text.replace("\ufffd", "\n") == name or text == name.replace("\n", " "), (name, text)
+
+
+def test_a_page_lists_at_most_500_skipped_files_and_says_how_many_more():
+    from sparkdocs.safe_text import safe_markdown
+    from sparkdocs.views import skipped_markdown
+
+    names = [f"<b{i}>x`[a](http://e/{i})`.png: binary" for i in range(10_000)]
+    text = safe_markdown(skipped_markdown(names))
+    assert text.count("\n- ") == 500  # 499 more names and the "more" line after the first
+    assert "… and 9,500 more (`sparkdocs count --json` lists every one)" in text

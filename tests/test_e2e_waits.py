@@ -16,6 +16,16 @@ from sparkdocs.client import parse_metrics
 from test_e2e_browser import STATS, _ask, running_app, _upload
 
 
+def _shown_beside_the_engine(page, phase: str, root_url: str):
+    """The page's wait line once it shows `phase`, and vLLM's own gauges read right then."""
+    from playwright.sync_api import expect
+
+    wait = page.get_by_text(re.compile(rf"^{phase}: \d+ s"))
+    expect(wait).to_be_visible(timeout=60_000)
+    engine = parse_metrics(httpx.get(f"{root_url}/metrics", timeout=10).text)
+    return wait.inner_text(), engine
+
+
 def _seconds(text: str, phase: str) -> int:
     found = re.search(rf"{phase}: (\d+) s", text)
     assert found, text
@@ -65,10 +75,7 @@ def test_a_long_prefill_on_vllm_shows_prefilling_with_its_elapsed_time(vllm, tmp
                      SPARKDOCS_ANSWER_TOKENS="8") as url, sync_playwright() as p:
         browser, page = _upload(p, url, document, "long-contract.md · text ·")
         _ask(page, "What does clause 3 say?")
-        wait = page.get_by_text(re.compile(r"^Prefilling: \d+ s"))
-        expect(wait).to_be_visible(timeout=60_000)
-        engine = parse_metrics(httpx.get(f"{vllm.root_url}/metrics", timeout=10).text)
-        shown = wait.inner_text()
+        shown, engine = _shown_beside_the_engine(page, "Prefilling", vllm.root_url)
         assert (engine.running, engine.waiting) == (1.0, 0.0), (engine, shown)
         first = _seconds(shown, "Prefilling")
         expect(page.get_by_text(re.compile(rf"^Prefilling: (?!{first} s)\d+ s"))
@@ -118,10 +125,7 @@ def test_a_question_behind_a_full_vllm_batch_shows_queued_with_its_elapsed_time(
                 filler.start()
             started.wait(timeout=120)  # all 8 answers have begun streaming
             _ask(page, "When is delivery?")
-            wait = page.get_by_text(re.compile(r"^Queued: \d+ s"))
-            expect(wait).to_be_visible(timeout=60_000)
-            engine = parse_metrics(httpx.get(f"{vllm_8k.root_url}/metrics", timeout=10).text)
-            shown = wait.inner_text()
+            shown, engine = _shown_beside_the_engine(page, "Queued", vllm_8k.root_url)
             assert (engine.running, engine.waiting) == (8.0, 1.0), (engine, shown)
             assert "8 running, 1 waiting" in shown, shown
             page.screenshot(path=str(artifacts_dir / "09-queued-vllm.png"), full_page=True)

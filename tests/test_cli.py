@@ -15,10 +15,14 @@ from builders import make_contract_pdf, make_zip
 pytestmark = pytest.mark.integration
 
 
-def run(*args: str, cache: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(cache), "SPARKDOCS_BASE_URL": "http://127.0.0.1:9/v1"}
+def run(*args: str, cache: Path, check: bool = True, **env: str
+        ) -> subprocess.CompletedProcess[str]:
+    """The CLI as its own process, output to pipes (so never wrapped), nothing listening at
+    the default service address unless `env` names one."""
+    environment = {**os.environ, "SPARKDOCS_CACHE_DIR": str(cache),
+                   "SPARKDOCS_BASE_URL": "http://127.0.0.1:9/v1", **env}
     result = subprocess.run([sys.executable, "-m", "sparkdocs", *args], capture_output=True,
-                            text=True, env=env, timeout=300)
+                            text=True, env=environment, timeout=300)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -70,20 +74,10 @@ def test_an_unknown_option_is_a_usage_message_and_exit_2_not_a_traceback(tmp_pat
 
 
 # text from outside is printed as itself -------------------------------------------------------
-def run_wide(*args: str, cache: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "SPARKDOCS_CACHE_DIR": str(cache), "COLUMNS": "250",
-                   "SPARKDOCS_BASE_URL": "http://127.0.0.1:9/v1", **env}
-    result = subprocess.run([sys.executable, "-m", "sparkdocs", *args], capture_output=True,
-                            text=True, env=environment, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
 def test_markup_in_file_names_and_headings_is_printed_literally(tmp_path: Path):
     doc = tmp_path / "notes [bold]b[red].md"  # a file name cannot hold the / of a closing tag
     doc.write_text("# Intro [/INST]\n\nSome text.\n\n# Colours [red]not red\n\nMore text.\n")
-    result = run_wide("count", str(doc), cache=tmp_path / "cache")
+    result = run("count", str(doc), cache=tmp_path / "cache")
     assert "notes [bold]b[red].md" in result.stdout
     assert "Intro [/INST]" in result.stdout and "Colours [red]not red" in result.stdout
 
@@ -91,7 +85,7 @@ def test_markup_in_file_names_and_headings_is_printed_literally(tmp_path: Path):
 def test_markup_in_an_error_is_printed_literally_not_a_traceback(tmp_path: Path):
     bad = tmp_path / "[bold]contract[red].docx"
     bad.write_bytes(b"not a zip")
-    result = run_wide("count", str(bad), cache=tmp_path / "cache", check=False)
+    result = run("count", str(bad), cache=tmp_path / "cache", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "[bold]contract[red].docx" in result.stderr and "error:" in result.stderr
 
@@ -99,7 +93,7 @@ def test_markup_in_an_error_is_printed_literally_not_a_traceback(tmp_path: Path)
 def test_control_sequences_in_names_do_not_reach_the_terminal(tmp_path: Path):
     doc = tmp_path / "evil\x1b[2J\x1b]0;pwned\x07.md"
     doc.write_text("# Title \x1b[31mred\n\nBody.\n")
-    result = run_wide("count", str(doc), cache=tmp_path / "cache")
+    result = run("count", str(doc), cache=tmp_path / "cache")
     assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout
     assert "evil" in result.stdout
 
@@ -120,7 +114,7 @@ def test_an_unusable_setting_is_one_line_naming_it_and_the_fix(tmp_path: Path, a
     argv = [str(tmp_path / "out") if a == "OUT" else a for a in args]
     if argv[0] != "doctor":
         argv.insert(1, str(doc))
-    result = run_wide(*argv, cache=tmp_path / "cache", check=False, **env)
+    result = run(*argv, cache=tmp_path / "cache", check=False, **env)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "validation error" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -134,7 +128,7 @@ def test_doctor_prints_server_text_literally_and_hides_credentials(tmp_path: Pat
     with FakeServer() as server:
         server.behaviour.model = "org/model[/x][bold]"
         url = server.base_url.replace("http://", "http://alice:s3cret@")
-        result = run_wide("doctor", "--base-url", url, "--model", "org/model[/x][bold]",
+        result = run("doctor", "--base-url", url, "--model", "org/model[/x][bold]",
                           cache=tmp_path / "cache")
     assert "org/model[/x][bold] is served" in result.stdout and "Traceback" not in result.stderr
     assert "s3cret" not in result.stdout + result.stderr and "***@127.0.0.1" in result.stdout
@@ -146,7 +140,7 @@ def test_doctor_against_a_models_list_fails_with_one_clear_finding(tmp_path: Pat
 
     with FakeServer() as server:
         server.behaviour.models_body = [{"id": "m"}]
-        result = run_wide("doctor", "--base-url", server.base_url, cache=tmp_path / "cache",
+        result = run("doctor", "--base-url", server.base_url, cache=tmp_path / "cache",
                           check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "/v1/models with a JSON list" in result.stdout
@@ -156,7 +150,7 @@ def test_doctor_against_a_models_list_fails_with_one_clear_finding(tmp_path: Pat
 def test_an_unreachable_server_with_credentials_in_its_url_is_reported_without_them(tmp_path: Path):
     doc = tmp_path / "a.txt"
     doc.write_text("Alpha.")
-    result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"), cache=tmp_path / "c",
+    result = run("summarize", str(doc), "--out", str(tmp_path / "out"), cache=tmp_path / "c",
                       check=False, SPARKDOCS_BASE_URL="http://alice:s3cret@127.0.0.1:9/v1")
     assert result.returncode == 2 and "s3cret" not in result.stderr and "***@127.0.0.1:9" in result.stderr
 
@@ -185,9 +179,9 @@ def test_sessions_lists_what_follow_up_of_takes(tmp_path: Path):
     cache = tmp_path / "cache"
     store = Workspace(Settings(cache_dir=cache)).store
     session = store.new_session(ingest_bytes("contract [/x].txt", b"Alpha."))
-    listed = json.loads(run_wide("sessions", "--json", cache=cache).stdout)
+    listed = json.loads(run("sessions", "--json", cache=cache).stdout)
     assert [s["id"] for s in listed] == [session.id] and listed[0]["document"] == "contract [/x].txt"
-    table = run_wide("sessions", cache=cache).stdout
+    table = run("sessions", cache=cache).stdout
     assert session.id in table and "contract [/x].txt" in table
 
 
@@ -200,9 +194,9 @@ def test_sessions_lists_only_the_cli_users_sessions(tmp_path: Path):
     store = Workspace(Settings(cache_dir=cache)).store
     mine = store.new_session(ingest_bytes("alice.txt", b"Alpha."), owner="alice")
     store.new_session(ingest_bytes("local.txt", b"Beta."))
-    listed = json.loads(run_wide("--user", "alice", "sessions", "--json", cache=cache).stdout)
+    listed = json.loads(run("--user", "alice", "sessions", "--json", cache=cache).stdout)
     assert [s["id"] for s in listed] == [mine.id]
-    assert json.loads(run_wide("--user", "bob", "sessions", "--json", cache=cache).stdout) == []
+    assert json.loads(run("--user", "bob", "sessions", "--json", cache=cache).stdout) == []
 
 
 # Ctrl-C is the user's stop, whenever it comes ----------------------------------------------------
@@ -241,7 +235,7 @@ def test_a_server_message_with_markup_is_shown_literally_in_the_summary_table(tm
     doc.write_text("Alpha.")
     with FakeServer() as server:
         server.behaviour.stream_fault = StreamFault.ERROR_EVENT  # "… an issue [/INST]"
-        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"),
+        result = run("summarize", str(doc), "--out", str(tmp_path / "out"),
                           cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=server.base_url,
                           SPARKDOCS_MAX_RETRIES="0")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -257,7 +251,7 @@ def test_summarize_against_a_models_list_is_one_clear_line(tmp_path: Path):
     doc.write_text("Alpha.")
     with FakeServer() as server:
         server.behaviour.models_body = None
-        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"),
+        result = run("summarize", str(doc), "--out", str(tmp_path / "out"),
                           cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=server.base_url)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
@@ -268,7 +262,7 @@ def test_summarize_against_a_models_list_is_one_clear_line(tmp_path: Path):
                                       ("http://", "no host"), ("http://u:s3cret@host:abc/v1", "port"),
                                       ("ftp://x/v1", "http:// or https://")])
 def test_a_base_url_that_is_no_address_is_one_line_with_the_fix(tmp_path: Path, url, why):
-    result = run_wide("doctor", cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=url)
+    result = run("doctor", cache=tmp_path / "c", check=False, SPARKDOCS_BASE_URL=url)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "SPARKDOCS_BASE_URL" in lines[0] and why in lines[0]
@@ -288,7 +282,7 @@ def test_summarize_inputs_it_cannot_use_are_one_line(tmp_path: Path, problem):
         args += ["--instructions", str(tmp_path / "empty.txt")]
     else:
         out.write_text("I am a file")
-    result = run_wide(*args, cache=tmp_path / "c", check=False)
+    result = run(*args, cache=tmp_path / "c", check=False)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert ("--instructions" if "instructions" in problem else "--out") in lines[0]
@@ -302,7 +296,7 @@ def test_ask_against_a_server_that_ignores_max_tokens_ends_saying_so(tmp_path: P
     doc.write_text("Alpha.")
     with FakeServer() as server:
         server.behaviour.stream_fault = StreamFault.ENDLESS
-        result = run_wide("ask", str(doc), "What?", "--max-tokens", "16", cache=tmp_path / "c",
+        result = run("ask", str(doc), "What?", "--max-tokens", "16", cache=tmp_path / "c",
                           check=False, SPARKDOCS_BASE_URL=server.base_url)
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert "the server sent more than 48 tokens for max_tokens=16; stopped" in result.stderr
@@ -524,7 +518,7 @@ def test_summarize_format_is_case_insensitive(tmp_path: Path):
     doc = tmp_path / "a.txt"
     doc.write_text("Alpha.")
     with FakeServer() as server:
-        result = run_wide("summarize", str(doc), "--out", str(tmp_path / "out"), "--format",
+        result = run("summarize", str(doc), "--out", str(tmp_path / "out"), "--format",
                           "JSONL", cache=tmp_path / "c", check=False,
                           SPARKDOCS_BASE_URL=server.base_url, SPARKDOCS_MAX_RETRIES="0")
     assert result.returncode == 0, result.stderr

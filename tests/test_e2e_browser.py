@@ -143,15 +143,23 @@ def test_upload_ask_twice_and_reload(app_url, real_server, tmp_path, artifacts_d
         browser.close()
 
 
-def test_stop_keeps_the_partial_answer_marked_interrupted(slow_app_url, tmp_path, artifacts_dir):
-    from playwright.sync_api import expect, sync_playwright
+def _answer_streaming(p, url: str, tmp_path: Path):
+    """A note uploaded and a question asked: returns once the slow answer is streaming."""
+    from playwright.sync_api import expect
 
     note = tmp_path / "note.md"
     note.write_text("# Note\nThe supplier delivers within thirty days.")
+    browser, page = _upload(p, url, note, "note.md · text ·")
+    _ask(page, "When is delivery?")
+    expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
+    return browser, page
+
+
+def test_stop_keeps_the_partial_answer_marked_interrupted(slow_app_url, tmp_path, artifacts_dir):
+    from playwright.sync_api import expect, sync_playwright
+
     with sync_playwright() as p:
-        browser, page = _upload(p, slow_app_url, note, "note.md · text ·")
-        _ask(page, "When is delivery?")
-        expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
+        browser, page = _answer_streaming(p, slow_app_url, tmp_path)
         page.get_by_role("button", name="Stop").click()
         expect(page.get_by_text("Stopped by the user")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(artifacts_dir / "04-stopped.png"), full_page=True)
@@ -167,12 +175,8 @@ def test_a_question_typed_while_an_answer_streams_loses_neither(slow_app_url, tm
     rerun the page and cut the answer; once it ends the next question goes through; Esc stops."""
     from playwright.sync_api import expect, sync_playwright
 
-    note = tmp_path / "note.md"
-    note.write_text("# Note\nThe supplier delivers within thirty days.")
     with sync_playwright() as p:
-        browser, page = _upload(p, slow_app_url, note, "note.md · text ·")
-        _ask(page, "When is delivery?")
-        expect(page.get_by_text("word20", exact=False)).to_be_visible(timeout=30_000)
+        browser, page = _answer_streaming(p, slow_app_url, tmp_path)
         box = page.get_by_placeholder("Ask about the document")
         box.click(force=True)
         page.keyboard.type("Who pays?")

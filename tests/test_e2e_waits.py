@@ -121,10 +121,15 @@ def test_a_question_behind_a_full_vllm_batch_shows_queued_with_its_elapsed_time(
                          SPARKDOCS_WARM_UP="false", SPARKDOCS_CONTEXT_LENGTH="8192",
                          SPARKDOCS_ANSWER_TOKENS="8") as url, sync_playwright() as p:
             browser, page = _upload(p, url, note, "note.md · text ·")
+            # the page settled (its input ready) before 8 decoding answers take both cores
+            box = page.get_by_placeholder("Ask about the document")
+            expect(box).to_be_enabled(timeout=60_000)
+            page.wait_for_timeout(2000)
             for filler in fillers:
                 filler.start()
             started.wait(timeout=120)  # all 8 answers have begun streaming
-            _ask(page, "When is delivery?")
+            box.fill("When is delivery?", timeout=120_000)
+            box.press("Enter", timeout=120_000)
             shown, engine = _shown_beside_the_engine(page, "Queued", vllm_8k.root_url)
             assert (engine.running, engine.waiting) == (8.0, 1.0), (engine, shown)
             assert "8 running, 1 waiting" in shown, shown

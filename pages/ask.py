@@ -30,4 +30,4 @@ with ui.friendly_errors():
     session = ui.budget_view(svc, document, session)
     ui.warm_status(svc, document, session.kept_sections)
     session = ui.chat(svc, document, session)
-    ui.export_button(session, prepared=svc.qa.prepared(document, session.kept_sections))
+    ui.export_button(svc, session, prepared=svc.qa.prepared(document, session.kept_sections))

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from .client import AnswerResult, AnswerStream, ModelClient, StreamEnd
+from .client import AnswerResult, ModelClient, StreamEnd
 from .config import OutputFormat
 from .documents import Document
 from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
@@ -40,6 +40,7 @@ from .safe_text import safe_markdown
 from .prompts import (DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document,
                       split_into_parts)
 from .tokens import ChatMessage
+from .streams import StreamGroup
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -362,9 +363,8 @@ class BatchSummarizer:
         self.progress = Progress()
         self.on_progress = on_progress or (lambda progress, outcome: None)
         self._writer = SummaryWriter(options)
-        self._cancelled = threading.Event()
-        self._active: set[AnswerStream] = set()
-        self._lock = threading.Lock()
+        self._streams = StreamGroup()
+        self._lock = threading.Lock()  # the progress counters
         self._builder: PromptBuilder = workspace.prompts
         self.index_path: Path | None = None
         self._cache_salt: str | None = None
@@ -383,10 +383,7 @@ class BatchSummarizer:
 
     def cancel(self) -> None:
         """Ctrl-C: stop starting work and close every stream in flight."""
-        self._cancelled.set()
-        with self._lock:
-            for stream in list(self._active):
-                stream.cancel()
+        self._streams.cancel()
 
     def run(self, items: Sequence[BatchItem]) -> list[Outcome]:
         self.progress.total = len(items)
@@ -402,7 +399,7 @@ class BatchSummarizer:
                 pending = list(enumerate(items))
                 try:
                     while pending or futures:
-                        while pending and len(futures) < self.options.concurrency and not self._cancelled.is_set():
+                        while pending and len(futures) < self.options.concurrency and not self._streams.cancelled:
                             index, item = pending.pop(0)
                             futures[pool.submit(self._one, item, model, context)] = index
                         if not futures:
@@ -441,7 +438,7 @@ class BatchSummarizer:
 
     def _one(self, item: BatchItem, model: str, context: int) -> Outcome:
         started = time.monotonic()
-        if self._cancelled.is_set():
+        if self._streams.cancelled:
             return Outcome(item.source, OutcomeStatus.CANCELLED)
         key: str | None = None
         try:
@@ -457,7 +454,7 @@ class BatchSummarizer:
 
             sent = prepare_document(document, tokenizer=self._builder.tokenizer)  # every part
             stats = {**stats, **citation_record(verify_answer(summary, sent))}
-            if self._cancelled.is_set():
+            if self._streams.cancelled:
                 return Outcome(item.source, OutcomeStatus.CANCELLED,
                                content_hash=document.content_hash, key=key)
             path = self._writer.write(source=item.source, key=key, document=document,
@@ -469,7 +466,7 @@ class BatchSummarizer:
                            seconds=time.monotonic() - started, key=key,
                            citations=stats["citation_counts"])
         except SparkdocsError as exc:
-            if self._cancelled.is_set():
+            if self._streams.cancelled:
                 return Outcome(item.source, OutcomeStatus.CANCELLED, key=key)
             log.warning("%s: %s", item.source, exc)
             return Outcome(item.source, OutcomeStatus.FAILED, error=str(exc),
@@ -516,17 +513,15 @@ class BatchSummarizer:
     def _request(self, messages: Sequence[ChatMessage], model: str) -> AnswerResult:
         last_error: Exception | None = None
         for attempt in range(1, self.options.attempts + 1):
-            if self._cancelled.is_set():
+            if self._streams.cancelled:
                 raise SparkdocsError("cancelled")
             stream = self.client.stream(messages, max_tokens=self.options.max_tokens, model=model,
                                         cache_salt=self._cache_salt)
             with self._lock:
-                self._active.add(stream)
                 self.progress.in_flight += 1
-            if self._cancelled.is_set():  # cancel() ran before this stream was in _active
-                stream.cancel()
             try:
-                result = stream.run()
+                with self._streams.member(stream):
+                    result = stream.run()
             except _NOT_RETRIED:
                 raise
             except ServiceError as exc:
@@ -536,7 +531,6 @@ class BatchSummarizer:
                 continue
             finally:
                 with self._lock:
-                    self._active.discard(stream)
                     self.progress.in_flight -= 1
             self.progress.tokens_in += result.prompt_tokens or 0
             self.progress.tokens_out += result.completion_tokens or 0

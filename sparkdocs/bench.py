@@ -7,19 +7,19 @@ import json
 import logging
 import random
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Sequence
 
-from .client import AnswerResult, AnswerStream, ModelClient, ServerKind, StreamEnd
+from .client import AnswerResult, ModelClient, ServerKind, StreamEnd
 from .documents import Document, DocumentKind, Section, SectionKind, clean_text
 from .errors import ServiceError
 from .literal import redact_url
 from .prompts import SYSTEM_PROMPT, PreparedDocument, prepare_document
 from .tokens import ChatMessage, count_document
+from .streams import StreamGroup
 from .workspace import LoadRequest, Workspace
 
 log = logging.getLogger(__name__)
@@ -176,33 +176,21 @@ class Bench:
         self.options = options
         self._on_step = on_step or (lambda step: None)
         self._rng = random.Random()
-        self._stop = threading.Event()
+        self._streams = StreamGroup()
         self._base: Document | None = None
-        self._active: set[AnswerStream] = set()
-        self._lock = threading.Lock()
 
     def cancel(self) -> None:
         """Ctrl-C: start nothing new and close every stream in flight."""
-        self._stop.set()
-        with self._lock:
-            for stream in list(self._active):
-                stream.cancel()
+        self._streams.cancel()
 
     def _run_one(self, messages: Sequence[ChatMessage], label: str | None = None) -> AnswerResult:
         """One measured request. An answer that did not finish (cut, stalled, past its deadline
         or length bound) is no measurement: its timings would be wrong, so the bench stops."""
-        if self._stop.is_set():
+        if self._streams.cancelled:
             raise KeyboardInterrupt
         stream = self.client.stream(messages, max_tokens=self.options.max_tokens, temperature=0.0)
-        with self._lock:
-            self._active.add(stream)
-            if self._stop.is_set():  # cancel() ran before this stream was in _active
-                stream.cancel()
-        try:
+        with self._streams.member(stream):
             result = stream.run()
-        finally:
-            with self._lock:
-                self._active.discard(stream)
         if result.end is StreamEnd.STOPPED:
             raise KeyboardInterrupt
         if result.end is not StreamEnd.FINISHED:
@@ -258,7 +246,7 @@ class Bench:
         report.samples.append(self._ask("bad layout: second question", _bad_layout(bad, QUESTIONS[1])))
         # 5: concurrency with distinct fresh documents.
         for level in self.options.concurrency:
-            if self._stop.is_set():
+            if self._streams.cancelled:
                 break
             self._on_step(f"concurrency {level}")
             report.levels.append(self._level(level))

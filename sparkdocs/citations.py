@@ -68,15 +68,21 @@ class Locator:
     lines: tuple[int, int] | None = None
     sections: tuple[int, ...] = ()  # indices into document.sections it refers to
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "title": self.title, "label": self.label,
-                "last": self.last, "lines": list(self.lines) if self.lines else None}
+    def as_dict(self, *, full: bool = False) -> dict[str, Any]:
+        """The public record; `full` adds the section indices, for a verdict stored with its
+        turn and shown again (the page or file it opens)."""
+        record: dict[str, Any] = {"kind": self.kind.value, "title": self.title, "label": self.label,
+                  "last": self.last, "lines": list(self.lines) if self.lines else None}
+        if full:
+            record["sections"] = list(self.sections)
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Locator:
         lines = record.get("lines")
         return cls(SectionKind(record["kind"]), record["title"], record["label"],
-                   last=record.get("last"), lines=(lines[0], lines[1]) if lines else None)
+                   last=record.get("last"), lines=(lines[0], lines[1]) if lines else None,
+                   sections=tuple(int(i) for i in record.get("sections") or ()))
 
 
 @dataclass(frozen=True)
@@ -95,21 +101,37 @@ class Citation:
     # (start in the found locator's first section, end in its last), for highlighting
     source_offsets: tuple[int, int] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"quote": self.quote, "cited": self.cited.as_dict() if self.cited else None,
-                "found": self.found.as_dict() if self.found else None,
-                "status": self.status.value, "source_text": self.source_text or None,
-                "occurrences": [o.as_dict() for o in self.occurrences], "note": self.note or None}
+    def as_dict(self, *, full: bool = False) -> dict[str, Any]:
+        """The public record (`--json`, JSONL); `full` keeps all a page needs to show the
+        verdict again without checking the answer anew: where the quote sits in the answer,
+        the sections it was found in and the offsets to highlight."""
+        record: dict[str, Any] = {
+                  "quote": self.quote,
+                  "cited": self.cited.as_dict(full=full) if self.cited else None,
+                  "found": self.found.as_dict(full=full) if self.found else None,
+                  "status": self.status.value, "source_text": self.source_text or None,
+                  "occurrences": [o.as_dict(full=full) for o in self.occurrences],
+                  "note": self.note or None}
+        if full:
+            record |= {"span": list(self.span), "similarity": self.similarity,
+                       "source_offsets": (list(self.source_offsets)
+                                          if self.source_offsets is not None else None)}
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Citation:
-        """Back from `as_dict` (a JSONL record), for writing its sources again."""
+        """Back from `as_dict` (a JSONL record or a stored turn's verdicts)."""
         def place(value: dict[str, Any] | None) -> Locator | None:
             return Locator.from_dict(value) if value else None
+
+        def pair(value: list[int] | None) -> tuple[int, int] | None:
+            return (int(value[0]), int(value[1])) if value else None
+
         return cls(record["quote"], place(record.get("cited")), place(record.get("found")),
                    Status(record["status"]), record.get("source_text") or "",
                    tuple(Locator.from_dict(o) for o in record.get("occurrences") or ()),
-                   note=record.get("note") or "")
+                   pair(record.get("span")) or (0, 0), record.get("note") or "",
+                   float(record.get("similarity") or 0.0), pair(record.get("source_offsets")))
 
 
 def citations_from_records(records: Iterable[dict[str, Any]]) -> tuple[Citation, ...]:
@@ -1112,12 +1134,12 @@ def sources_markdown(citations: Sequence[Citation], *, heading: str = "Sources")
     return "\n".join(lines) + "\n"
 
 
-def answers_sources_markdown(prepared: PreparedDocument, answers: Sequence[str]) -> str:
-    """One sources section per answer that quotes the document ("Q2 sources"), for exports;
-    "" when no answer quotes anything."""
+def answers_sources_markdown(verdicts: Sequence[Sequence[Citation]]) -> str:
+    """One sources section per answer that quotes the document ("Q2 sources"), from each
+    answer's verdicts, for exports; "" when no answer quotes anything."""
     blocks = []
-    for number, answer in enumerate(answers, 1):
-        section = sources_markdown(verify_answer(answer, prepared), heading=f"Q{number} sources")
+    for number, citations in enumerate(verdicts, 1):
+        section = sources_markdown(citations, heading=f"Q{number} sources")
         if section:
             blocks.append(section)
     if not blocks:

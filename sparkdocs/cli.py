@@ -7,15 +7,11 @@ cursor, whoever adds it. Styling is explicit (`rich.text.Text` spans via `_say`)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
-from collections.abc import Iterator
 
 import typer
 
@@ -27,8 +23,6 @@ from .workspace import LoadRequest, Workspace
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
 
-    from .qa import PendingAnswer, QuestionAnswering
-    from .store import Session
 
 # Only what a command uses is imported, inside it (Rich, the model client, the batch runner,
 # the demo model...): a whole `sparkdocs count --json` is start-up bound.
@@ -292,25 +286,29 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     keep = workspace.select(document, pages=pages, parts=parts)
     qa = QuestionAnswering(workspace, ModelClient(settings))
     session = qa.session_for(document, follow_up_of=follow_up_of, keep=keep)
-    follow_up = bool(follow_up_of)
+
+    def show(text: str) -> None:
+        if not as_json:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
     try:
-        pending = qa.ask(document, session, question, follow_up=follow_up, max_tokens=max_tokens)
-    except SparkdocsError as exc:  # never sent: the question still enters the history
-        qa.record_failure(session, question, follow_up=follow_up, failure=exc)
+        outcome = qa.run_turn(document, session, question, follow_up=bool(follow_up_of),
+                              max_tokens=max_tokens, on_text=show,
+                              stop_reasons={KeyboardInterrupt: ASK_INTERRUPTED,
+                                            SystemExit: ASK_TERMINATED})
+    except SparkdocsError:
         err.print(f"session {session.id} · the question is kept, marked failed", style="dim",
                   markup=False)
         raise
-    session = _stream_answer(qa, session, pending, as_json=as_json)
-    turn = session.turns[-1]
-    result = pending.stream.result
-    from .citations import sources_text, verify_answer
-
-    citations = verify_answer(turn.answer, qa.prepared(document, session.kept_sections))
+    session, turn, result = outcome.session, outcome.turn, outcome.result
+    citations = turn.citations or ()
     if as_json:
         emit_json({**(result.as_dict() if result is not None else {"answer": turn.answer}),
                    "status": turn.status.value, "error": turn.error, "session": session.id,
                    "citations": [c.as_dict() for c in citations]})
     else:
+        from .citations import sources_text
         from .views import stats_line
 
         sys.stdout.write("\n")
@@ -324,54 +322,6 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
 
 ASK_INTERRUPTED = "stopped by the user (Ctrl-C)"
 ASK_TERMINATED = "stopped: sparkdocs was terminated (SIGTERM)"
-
-
-def _stream_answer(qa: QuestionAnswering, session: Session, pending: PendingAnswer, *,
-                   as_json: bool) -> Session:
-    """Print the answer as it streams and append its turn, however it ends: a failed request
-    keeps the server's error, Ctrl-C and SIGTERM (which `main` turns into SystemExit(143))
-    keep the partial answer. Returns the session as stored after the append."""
-    stopped: str | None = None
-    failure: SparkdocsError | None = None
-    try:
-        with pending.stream as answer:
-            for part in answer:
-                if not as_json:
-                    sys.stdout.write(part)
-                    sys.stdout.flush()
-    except KeyboardInterrupt:
-        pending.stream.cancel()
-        stopped = ASK_INTERRUPTED
-    except SystemExit:
-        pending.stream.cancel()
-        stopped = ASK_TERMINATED
-        raise
-    except SparkdocsError as exc:
-        failure = exc
-        raise
-    finally:
-        with _signals_held():
-            recorded = qa.record(session, pending, failure=failure, stopped=stopped)
-        if failure is not None:
-            err.print(f"session {session.id} · the question is kept, marked failed",
-                      style="dim", markup=False)
-    return recorded
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """A Ctrl-C or SIGTERM inside the append would roll it back and lose the turn: hold them
-    until it has committed (they are delivered right after)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if (not hasattr(signal, "pthread_sigmask")
-            or threading.current_thread() is not threading.main_thread()):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @app.command()

@@ -6,35 +6,18 @@ fails it), and what is shown of the server's address never includes its credenti
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from enum import StrEnum
-
+from .checks import Check, CheckStatus
 from .client import START_HINT, ModelClient, ServiceProblem, StreamEnd, chunk_bound
 from .errors import SparkdocsError
 from .literal import redact_url
+from .salt_probe import cache_salt_check
 from .tokens import ChatMessage
 
 # A one-token probe takes seconds on any healthy server; the doctor does not wait for the
 # answer deadline of a whole document.
 PROBE_DEADLINE_S = 60.0
 
-
-class CheckStatus(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: CheckStatus
-    detail: str
-    fix: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {key: str(value) for key, value in asdict(self).items()}
+__all__ = ["PROBE_DEADLINE_S", "Check", "CheckStatus", "run_checks"]
 
 
 def run_checks(client: ModelClient) -> list[Check]:
@@ -69,9 +52,7 @@ def run_checks(client: ModelClient) -> list[Check]:
     checks.append(_context_check(caps.context_from_server, caps.context_length, caps.notes))
     checks.append(_prefix_caching_check(caps.metrics))
     checks.extend(_completion_checks(client, caps.model))
-    from .salt_probe import cache_salt_check  # team mode: is the prefix cache private?
-
-    checks.append(cache_salt_check(client))
+    checks.append(cache_salt_check(client))  # team mode: is the prefix cache private?
     tokenize = client.tokenize_path()
     checks.append(Check("tokenize endpoint", CheckStatus.OK if tokenize else CheckStatus.WARN,
                         tokenize or "none: counts use the built-in Llama 3 tokenizer",

@@ -5,19 +5,23 @@ broke off or failed (a failed request keeps its question and the real error)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
 import threading
 import time
-from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from .client import AnswerResult, AnswerStream, ModelClient, WarmUpResult
+from .citations import Citation, verify_answer
+from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult
 from .documents import Document, DocumentKind, SectionKind
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError
 from .prompts import PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
 from .store import Session, Turn, TurnStatus
+from .streams import StreamGroup
 from .tokens import Budget
 from .workspace import Workspace
 
@@ -30,6 +34,19 @@ class PendingAnswer:
     stream: AnswerStream
     question: str
     follow_up: bool
+    prepared: PreparedDocument  # what was sent: the answer's quotes are checked against it
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """A question's turn as stored, and the request's own record (None: it was never sent)."""
+
+    session: Session  # as stored right after the append: its last turn is this one
+    result: AnswerResult | None
+
+    @property
+    def turn(self) -> Turn:
+        return self.session.turns[-1]
 
 
 class QuestionAnswering:
@@ -137,25 +154,94 @@ class QuestionAnswering:
                         ratio=self.served_count(document, session.kept_sections).ratio)
         stream = self.client.stream(prompt.messages, max_tokens=answer_tokens,
                                     cache_salt=self.cache_salt(session.owner))
-        return PendingAnswer(prompt, stream, question, follow_up)
+        return PendingAnswer(prompt, stream, question, follow_up,
+                             self.prepared(document, session.kept_sections))
+
+    def run_turn(self, document: Document, session: Session, question: str, *,
+                 follow_up: bool = False, max_tokens: int | None = None,
+                 on_text: Callable[[str], None] | None = None,
+                 on_wait: Callable[[Waiting], None] | None = None,
+                 stop_reasons: Mapping[type[BaseException], str] | None = None,
+                 streams: StreamGroup | None = None) -> TurnOutcome:
+        """One question, the one way every face asks it: build and check the prompt, stream
+        the answer (`on_text` per chunk, `on_wait` while none comes), then append the turn with
+        its quotes verified, whatever happened.
+
+        How it ends: a request that fails is recorded as failed and its error raised; a
+        KeyboardInterrupt (Ctrl-C) stops the answer, which is recorded and returned as stopped;
+        any other BaseException (SIGTERM's SystemExit, a page rerun after a Stop click) stops
+        and records it, then goes on up. `stop_reasons` words each kind of stop for the
+        record. `streams` lets a caller cancel this answer with others."""
+        reasons = stop_reasons or {}
+        try:
+            pending = self.ask(document, session, question, follow_up=follow_up,
+                               max_tokens=max_tokens)
+        except SparkdocsError as exc:  # never sent (over budget, service down): still history
+            self.record_failure(session, question, follow_up=follow_up, failure=exc)
+            raise
+        except BaseException as exc:
+            with signals_held():
+                self.record_failure(session, question, follow_up=follow_up,
+                                    stopped=_stop_reason(exc, reasons))
+            if isinstance(exc, KeyboardInterrupt):
+                return TurnOutcome(self.workspace.store.get_session(session.id,
+                                                                    owner=session.owner), None)
+            raise
+        group = streams or StreamGroup()
+        stream = pending.stream
+        try:
+            with group.member(stream), stream as answer:  # leaving it ends the request
+                for event in answer.events():
+                    if isinstance(event, Waiting):
+                        if on_wait is not None:
+                            on_wait(event)
+                    elif on_text is not None:
+                        on_text(event)
+        except SparkdocsError as exc:  # the request failed: kept with the server's own error
+            with signals_held():
+                self.record(session, pending, failure=exc)
+            raise
+        except BaseException as exc:
+            stream.cancel()
+            with signals_held():
+                recorded = self.record(session, pending, stopped=_stop_reason(exc, reasons))
+            if isinstance(exc, KeyboardInterrupt):
+                return TurnOutcome(recorded, stream.result)
+            raise
+        with signals_held():
+            return TurnOutcome(self.record(session, pending), stream.result)
 
     def record(self, session: Session, pending: PendingAnswer, *,
                failure: SparkdocsError | None = None, stopped: str | None = None) -> Session:
         """Append the turn, whatever happened, as what it was: finished, cut, stopped, broke
-        off or failed. `failure` is the error the request raised; `stopped` says who stopped it
-        (the caller knows: a Stop click, Ctrl-C, SIGTERM). Returns the session as stored just
-        after the append, whose last turn is this one."""
+        off or failed, with its quotes checked against what was sent (once: every face shows
+        these stored verdicts). `failure` is the error the request raised; `stopped` says who
+        stopped it. Returns the session as stored just after the append."""
         turn = turn_from(pending.question, pending.stream.result, follow_up=pending.follow_up,
                          partial=pending.stream.text, failure=failure, stopped=stopped)
-        return self.workspace.store.append_turn(session.id, turn)
+        citations = verify_answer(turn.answer, pending.prepared)
+        return self.workspace.store.append_turn(session.id, replace(turn, citations=citations))
 
     def record_failure(self, session: Session, question: str, *, follow_up: bool,
-                       failure: SparkdocsError) -> Session:
-        """A question that never got a stream (over budget, service down) still enters the
-        history, with the reason, so the user sees what was asked and why nothing came back."""
-        turn = Turn(question, "", status=TurnStatus.FAILED, error=str(failure),
-                    follow_up=follow_up, asked_at=time.time())
+                       failure: SparkdocsError | None = None, stopped: str | None = None
+                       ) -> Session:
+        """A question that never got a stream (over budget, service down, stopped while its
+        prompt was built) still enters the history, with the reason, so the user sees what was
+        asked and why nothing came back."""
+        status = TurnStatus.STOPPED if failure is None else TurnStatus.FAILED
+        turn = Turn(question, "", status=status,
+                    error=str(failure) if failure is not None else stopped or STOPPED_BY_USER,
+                    follow_up=follow_up, asked_at=time.time(), citations=())
         return self.workspace.store.append_turn(session.id, turn)
+
+    def citations_of(self, turn: Turn, prepared: PreparedDocument | None) -> tuple[Citation, ...]:
+        """The turn's stored verdicts; a turn recorded before verdicts were stored is checked
+        now (the same verifier over the same document)."""
+        if turn.citations is not None:
+            return turn.citations
+        if prepared is None or not turn.answer:
+            return ()
+        return verify_answer(turn.answer, prepared)
 
     def warm_up(self, document: Document, keep: Sequence[int] | None = None, *,
                 owner: str | None = None) -> WarmUpResult:
@@ -179,6 +265,30 @@ class QuestionAnswering:
 
 
 STOPPED_BY_USER = "stopped by the user"
+
+
+def _stop_reason(exc: BaseException, reasons: Mapping[type[BaseException], str]) -> str:
+    for kind, reason in reasons.items():
+        if isinstance(exc, kind):
+            return reason
+    return STOPPED_BY_USER
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM inside the append would roll it back and lose the turn: hold them
+    until it has committed (they are delivered right after). Only the main thread gets
+    signals; elsewhere (a Streamlit script thread) there is nothing to hold."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if (not hasattr(signal, "pthread_sigmask")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def turn_from(question: str, result: AnswerResult | None, *, follow_up: bool, partial: str = "",

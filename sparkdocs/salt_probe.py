@@ -9,9 +9,9 @@ import logging
 import secrets
 
 from .auth import isolation
+from .checks import Check, CheckStatus
 from .client import ModelClient
 from .config import CacheIsolation
-from .doctor import Check, CheckStatus
 from .errors import SparkdocsError
 from .tokens import ChatMessage
 

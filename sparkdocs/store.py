@@ -38,6 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .citations import Citation, citations_from_records
 from .config import LOCAL_USER
 from .documents import Document, DocumentKind, Section, SectionKind
 from .errors import PasswordRequiredError, SessionNotFoundError, StoreError
@@ -138,6 +139,9 @@ class Turn:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     asked_at: float = 0.0
+    # The answer's quotes with their verdicts, checked once when the turn was recorded; None
+    # for a turn stored before verdicts were kept (checked when it is shown).
+    citations: tuple[Citation, ...] | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -200,14 +204,18 @@ _TURN_FIELDS = {f.name for f in fields(Turn)} - {"_"}
 
 
 def turn_to_json(turn: Turn) -> str:
-    return json.dumps({**asdict(turn), "status": turn.status.value}, ensure_ascii=False,
-                      separators=(",", ":"))
+    record = {**asdict(replace(turn, citations=None)), "status": turn.status.value,
+              "citations": (None if turn.citations is None
+                            else [c.as_dict(full=True) for c in turn.citations])}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
 def turn_from_json(text: str) -> Turn:
     data = json.loads(text)
     known = {k: v for k, v in data.items() if k in _TURN_FIELDS}  # a newer version may add some
     known["status"] = TurnStatus(known.get("status", TurnStatus.FINISHED.value))
+    records = known.get("citations")
+    known["citations"] = None if records is None else citations_from_records(records)
     return Turn(**known)
 
 

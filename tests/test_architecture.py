@@ -4,6 +4,7 @@ and nothing reads the environment except the Settings object."""
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sparkdocs"
@@ -68,3 +69,75 @@ def test_the_library_speaks_http_only_through_the_openai_client():
     for path in PACKAGE.rglob("*.py"):
         bad = {n for n in _imports(path) if n in HTTP_CLIENTS or n.split(".")[0] in HTTP_CLIENTS}
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+FACES = [PACKAGE / "cli.py", *sorted((PACKAGE / "ui").glob("*.py")),
+         *sorted((PACKAGE.parent / "pages").glob("*.py")), PACKAGE.parent / "app.py"]
+LIFECYCLE = {"stream", "ask", "record", "record_failure", "events"}
+
+
+def test_the_faces_ask_through_the_turn_runner():
+    """One lifecycle: the CLI and the app call `run_turn`, never the stream or the recording
+    steps themselves (which would be the lifecycle written a second time)."""
+    for path in FACES:
+        tree = ast.parse(path.read_text())
+        calls = {n.func.attr for n in ast.walk(tree)
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+        assert not calls & LIFECYCLE, f"{path.name} calls {calls & LIFECYCLE}"
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        assert "AnswerStream" not in names, path.name
+    runner_calls = [p.name for p in FACES if "run_turn(" in p.read_text()]
+    assert sorted(runner_calls) == ["ask.py", "cli.py"], runner_calls
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _graph() -> dict[str, set[str]]:
+    """sparkdocs' modules and what each imports of sparkdocs, lazy imports included."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")
+                    anchor = anchor[:len(anchor) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            found |= {t for t in targets if t in modules and t != name}
+        graph[name] = found
+    return graph
+
+
+def test_no_import_cycles():
+    """Dependencies point one way, lazy imports too: a cycle means two modules are one job
+    split in the wrong place."""
+    graph = _graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    # a package's __init__ re-exporting its own modules is not a cycle between two jobs
+    real = [c for c in cycles if not any(a.startswith(b + ".") or b.startswith(a + ".")
+                                         for a, b in itertools.pairwise(c))]
+    assert not real, real

@@ -542,11 +542,11 @@ def test_export_keeps_each_answers_sources_with_verdicts(contract):
 
     prepared = prepare_document(contract)
     quote = " ".join(contract.sections[0].text.split()[:10])
-    text = answers_sources_markdown(prepared, ["No quotes here.", f'"{quote}" (p. 1)',
-                                               '"The Agent shall paint the moon green" (p. 2)'])
+    answers = ["No quotes here.", f'"{quote}" (p. 1)', '"The Agent shall paint the moon green" (p. 2)']
+    text = answers_sources_markdown([verify_answer(a, prepared) for a in answers])
     assert "Q1 sources" not in text and "### Q2 sources" in text and "### Q3 sources" in text
     assert "**verified** (p\\. 1)" in text and "**not found** (p\\. 2)" in text
-    assert answers_sources_markdown(prepared, ["Nothing quoted."]) == ""
+    assert answers_sources_markdown([verify_answer("Nothing quoted.", prepared)]) == ""
 
 
 def test_citations_round_trip_through_their_records(contract):

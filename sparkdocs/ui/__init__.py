@@ -4,7 +4,8 @@ in the library modules these call; here widgets are only arranged."""
 
 from .ask import (budget_view, chat, demo_model_notice, export_button, reopen_panel, show_turn,
                   upload_notice, upload_panel, warm_status)
-from .common import Services, active_session, friendly_errors, services
+from .common import active_session, friendly_errors
+from .services import Services, services
 from .library import library
 from .server import server_status
 

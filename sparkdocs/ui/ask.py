@@ -7,20 +7,19 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import streamlit as st
 
-from ..client import AnswerStream, Waiting
+from ..client import Waiting
 from ..documents import Document
 from ..errors import SparkdocsError
 from ..ingest import Upload
 from ..ingest.code import directory_tokens
-from ..qa import STOPPED_BY_USER
 from ..safe_text import safe_markdown
 from ..store import Session
 from ..citations import answers_sources_markdown
-from .sources import answer_citations, marked_answer, show_sources
+from .sources import marked_answer, show_sources
 from ..selection import SelectBy, select_by, select_typed, selection_text
 from ..notices import follow_up_default, upload_problem
 from ..waits import WaitWatch, warm_caption
@@ -30,7 +29,8 @@ from ..views import (budget_segments, budget_summary, demo_model_note,
                     kept_summary, section_rows, session_markdown, skipped_markdown,
                     stats_line, turn_status)
 from . import team
-from .common import Services, open_session_in_tab, friendly_errors
+from .common import friendly_errors, open_session_in_tab
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +214,11 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
     st.caption(safe_markdown(warm_caption(state)))
 
 
-def show_turn(turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
+def show_turn(svc: Services, turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
     with st.chat_message("user"):
         st.markdown(safe_markdown(turn.question))
     with st.chat_message("assistant"):
-        citations = answer_citations(prepared, turn.answer)
+        citations = svc.qa.citations_of(turn, prepared)
         st.markdown(safe_markdown(marked_answer(turn.answer, citations) or "_(no answer)_"))
         show_sources(prepared, citations, key=key)
         status = turn_status(turn)
@@ -237,7 +237,7 @@ def demo_model_notice(svc: Services) -> None:
 def chat(svc: Services, document: Document, session: Session) -> Session:
     prepared = svc.qa.prepared(document, session.kept_sections)
     for number, turn in enumerate(session.turns):
-        show_turn(turn, prepared=prepared, key=f"{session.id}-{number}")
+        show_turn(svc, turn, prepared=prepared, key=f"{session.id}-{number}")
     key = f"follow-{session.id}"
     with st.bottom:  # by the input, not mid-conversation; kept in the address across reloads
         follow_up = st.toggle(
@@ -252,81 +252,66 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     with st.chat_message("user"):
         st.markdown(safe_markdown(question))
     with friendly_errors(), st.chat_message("assistant"):
-        try:
-            pending = svc.qa.ask(document, session, question, follow_up=follow_up)
-        except SparkdocsError as exc:  # never sent (over budget, service down): still history
-            session = svc.qa.record_failure(session, question, follow_up=follow_up, failure=exc)
-            raise
         saved = threading.Event()  # a rerun may start before this run has saved the answer
         st.session_state["answer_saved"] = saved
         stop_slot = st.empty()
         stop_slot.button("Stop", key=f"stop-{len(session.turns)}", shortcut="Esc",
                          help="Stops the answer (Esc); what arrived is kept.")
-        ended = False
-        failure: SparkdocsError | None = None
-        try:
-            watch = WaitWatch(svc.client.metrics)  # queued or prefilling, asked every 2 s
-            with pending.stream as answer:  # leaving it (a rerun, a Stop) ends the request
-                _write_safely(_text_with_waits(answer, st.empty(), watch))
-            ended = True
-            stop_slot.empty()
-        except SparkdocsError as exc:  # the request failed: kept with the server's own error
-            failure = exc
-            raise
-        finally:  # also on a rerun mid-stream (Stop, any click): keep the partial answer
-            if pending.stream.result is None:
-                pending.stream.cancel()
-            try:
-                session = svc.qa.record(
-                    session, pending, failure=failure,
-                    stopped=None if ended or failure is not None else STOPPED_BY_USER)
-            finally:
-                saved.set()
-        turn = session.turns[-1]
+        live = _LiveAnswer(st.empty(), st.empty(), WaitWatch(svc.client.metrics))
+        try:  # a Stop click reruns the page: the runner records the partial answer as stopped
+            outcome = svc.qa.run_turn(document, session, question, follow_up=follow_up,
+                                      on_text=live.text, on_wait=live.wait)
+        finally:
+            saved.set()
+        live.finish()
+        stop_slot.empty()
+        session, turn = outcome.session, outcome.turn
         st.caption(safe_markdown(stats_line(turn)))
         status = turn_status(turn)
         if status:
             st.warning(safe_markdown(status))
-        show_sources(prepared, answer_citations(prepared, session.turns[-1].answer),
-                     key=f"{session.id}-{len(session.turns) - 1}")
+        show_sources(prepared, turn.citations or (), key=f"{session.id}-{len(session.turns) - 1}")
     return session
 
 
-def _text_with_waits(stream: AnswerStream, slot, watch: WaitWatch) -> Iterator[str]:
-    """The answer's text for st.write_stream, showing the wait before the first token (elapsed
-    time and queued / prefilling from the server's metrics). Touching the page on every
-    heartbeat is also what lets a Stop click interrupt a long prefill."""
-    for event in stream.events():
-        if isinstance(event, Waiting):
-            if event.received_chunks:
-                slot.empty()
-            else:
-                slot.caption(safe_markdown(watch.view(event).text))
-            continue
-        slot.empty()
-        yield event
+class _LiveAnswer:
+    """The answer as it streams: the wait before the first token (elapsed time, queued or
+    prefilling from the server's metrics), then the growing text, every render through
+    safe_markdown (a half-written answer must not load an image either), at most every
+    `every_s`. Touching the page on each heartbeat is what lets a Stop click interrupt a long
+    prefill."""
+
+    def __init__(self, wait_slot, text_slot, watch: WaitWatch, *, every_s: float = 0.15) -> None:
+        self._wait_slot, self._text_slot, self._watch = wait_slot, text_slot, watch
+        self._every_s = every_s
+        self._text = ""
+        self._shown = 0.0
+
+    def wait(self, event: Waiting) -> None:
+        if event.received_chunks:
+            self._wait_slot.empty()
+        else:
+            self._wait_slot.caption(safe_markdown(self._watch.view(event).text))
+
+    def text(self, chunk: str) -> None:
+        if not self._text:
+            self._wait_slot.empty()
+        self._text += chunk
+        if time.monotonic() - self._shown >= self._every_s:
+            self._text_slot.markdown(safe_markdown(self._text))
+            self._shown = time.monotonic()
+
+    def finish(self) -> None:
+        self._wait_slot.empty()
+        self._text_slot.markdown(safe_markdown(self._text))
 
 
-def _write_safely(chunks: Iterator[str], every_s: float = 0.15) -> str:
-    """st.write_stream, but every render of the growing answer goes through safe_markdown: a
-    half-written answer must not load an image either. Re-rendered at most every `every_s`
-    (the whole text is re-checked each time), and once more at the end."""
-    slot = st.empty()
-    text, shown = "", 0.0
-    for chunk in chunks:
-        text += chunk
-        if time.monotonic() - shown >= every_s:
-            slot.markdown(safe_markdown(text))
-            shown = time.monotonic()
-    slot.markdown(safe_markdown(text))
-    return text
-
-
-def export_button(session: Session, *, prepared=None) -> None:  # PreparedDocument | None
+def export_button(svc: Services, session: Session, *, prepared=None) -> None:
     if session.turns:
         text = session_markdown(session)
-        if prepared is not None:  # each answer's quotes with their verdicts
-            sources = answers_sources_markdown(prepared, [t.answer for t in session.turns])
-            text = f"{text}\n{sources}" if sources else text
+        # each answer's quotes with the verdicts stored with it
+        sources = answers_sources_markdown([svc.qa.citations_of(t, prepared)
+                                            for t in session.turns])
+        text = f"{text}\n{sources}" if sources else text
         st.download_button("Export session (Markdown)", safe_markdown(text, keep_tags={"sub"}),
                            file_name=f"sparkdocs-{session.id}.md", mime="text/markdown")

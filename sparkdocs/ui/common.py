@@ -1,46 +1,22 @@
-"""What every page shares: the services built once per process, the error boundary, and
+"""What every page shares: the error boundary and
 which session this tab works on."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 from collections.abc import Iterator
 
 import streamlit as st
 
-from ..client import ModelClient
-from ..config import Settings
 from ..documents import Document
 from ..errors import SparkdocsError, StoreError
-from ..qa import QuestionAnswering
 from ..safe_text import safe_markdown
 from ..store import Session
-from ..warmup import WarmUps
-from ..workspace import Workspace
 from . import team
+from .services import Services
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Services:
-    settings: Settings
-    workspace: Workspace
-    client: ModelClient
-    qa: QuestionAnswering
-    warmups: WarmUps
-
-
-@st.cache_resource
-def services() -> Services:
-    """Built once per process and shared by every browser session (all are thread-safe)."""
-    settings = Settings()  # type: ignore[call-arg]  # every field has a default
-    workspace = Workspace(settings)
-    client = ModelClient(settings)
-    qa = QuestionAnswering(workspace, client)
-    return Services(settings, workspace, client, qa, WarmUps(qa))
 
 
 @contextlib.contextmanager

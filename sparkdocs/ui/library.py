@@ -9,7 +9,8 @@ import streamlit as st
 from ..safe_text import safe_markdown
 from ..views import (LibraryVariant, library_entries, session_label)
 from . import team
-from .common import Services, open_session_in_tab, friendly_errors
+from .common import friendly_errors, open_session_in_tab
+from .services import Services
 
 log = logging.getLogger(__name__)
 

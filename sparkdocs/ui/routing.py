@@ -10,7 +10,7 @@ import threading
 import streamlit as st
 
 from . import team
-from .common import services
+from .services import services
 
 _routed = threading.local()  # set while the navigation runs a page (one script run per thread)
 

@@ -10,7 +10,8 @@ from ..safe_text import safe_markdown
 from ..local_model import log_excerpt
 from ..views import code_span
 from . import team
-from .common import Services, active_session
+from .common import active_session
+from .services import Services
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import streamlit as st
 
 from ..citations import (STATUS_LABELS, STATUS_MARKS, Citation, Status, counts_line,
-                        escape_markdown, mark_answer, source_excerpt, verify_answer)
+                        escape_markdown, mark_answer, source_excerpt)
 from ..prompts import PreparedDocument
 
 log = logging.getLogger(__name__)
@@ -21,13 +21,6 @@ CHIP_COLOURS: dict[Status, str] = {
     Status.VERIFIED: "green", Status.MOVED: "orange", Status.REPAIRED: "blue",
     Status.OMITTED: "violet", Status.NOT_FOUND: "red",
 }
-
-
-def answer_citations(prepared: PreparedDocument | None, answer: str) -> tuple[Citation, ...]:
-    """The answer's checked quotes (empty without a document or an answer); milliseconds."""
-    if prepared is None or not answer:
-        return ()
-    return verify_answer(answer, prepared)
 
 
 def marked_answer(answer: str, citations: Sequence[Citation]) -> str:

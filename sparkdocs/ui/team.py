@@ -34,7 +34,7 @@ from ..errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
 from ..store import Session, Store
 
 if TYPE_CHECKING:
-    from .common import Services
+    from .services import Services
 
 log = logging.getLogger(__name__)
 

@@ -30,24 +30,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from .client import AnswerResult, ModelClient, StreamEnd
+from .client import AnswerResult, ModelClient
 from .config import OutputFormat
 from .documents import Document
-from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
-                     ServiceError, SparkdocsError)
+from .errors import SparkdocsError
 from .literal import strip_controls
 from .safe_text import safe_markdown
-from .prompts import (DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document,
-                      split_into_parts)
-from .tokens import ChatMessage
+from .parts import PartRequests, merge, plan_parts, prepared_part
+from .prompts import DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document
 from .streams import StreamGroup
 from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = "1"
-_NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError, ProtocolError)
-# A server that ignored max_tokens or ran past the deadline would only do it again.
-_ENDS_NOT_RETRIED = (StreamEnd.TOO_LONG, StreamEnd.DEADLINE, StreamEnd.INVALID)
 INDEX_NAME = "index.md"
 JSONL_NAME = "summaries.jsonl"
 JSONL_INDEX_NAME = "index.jsonl"
@@ -479,67 +474,48 @@ class BatchSummarizer:
 
     def _summarise(self, document: Document, model: str, context: int
                    ) -> tuple[str, dict[str, Any], list[Part]]:
+        """The whole document in one request when it fits, else map-reduce, stated: parts in
+        order (the planner `ask --whole` uses), then the merge step (a tree if need be)."""
         instructions = self.options.instructions
-        whole = prepare_document(document, tokenizer=self._builder.tokenizer)
-        prompt = self._builder.summary(whole, instructions)
-        if prompt.prompt_tokens + self.options.max_tokens <= context:
-            result = self._request(prompt.messages, model)
-            return result.answer, self._stats(result, [result]), [Part("whole document", whole.kept, whole.block_tokens)]
-        # Map-reduce, stated: parts in order, then one combining request. Everything in the
-        # prompt but the block is the same for every part, so the block gets the rest exactly.
-        available = context - self.options.max_tokens - (prompt.prompt_tokens - whole.block_tokens)
-        parts = split_into_parts(document, available, note=_part_note,
-                                 tokenizer=self._builder.tokenizer)
+        builder = self._builder
+        parts = plan_parts(document, builder,
+                           prompt_for=lambda prepared: builder.summary(prepared, instructions),
+                           context=context, answer_tokens=self.options.max_tokens)
+        requests = self._requests(model)
+        if len(parts) == 1:
+            result = requests.run(builder.summary(prepared_part(document, builder, parts, 1),
+                                                  instructions).messages)
+            return result.answer, self._stats(result, [result]), parts
         log.info("%s: %d tokens over budget; map-reduce over %d parts", document.name,
                  document.section_tokens, len(parts))
         results: list[AnswerResult] = []
         partials: list[tuple[str, str]] = []
         for number, part in enumerate(parts, 1):
-            prepared = prepare_document(
-                document, keep=part.sections, tokenizer=self._builder.tokenizer,
-                note=_part_note(number, len(parts), part.label))
-            result = self._request(self._builder.summary(prepared, instructions).messages, model)
+            prepared = prepared_part(document, builder, parts, number)
+            result = requests.run(builder.summary(prepared, instructions).messages)
             results.append(result)
             partials.append((part.label, result.answer))
-        merge = self._builder.merge(partials, instructions)
-        if merge.prompt_tokens + self.options.max_tokens > context:
-            raise BudgetError(
-                f"{document.name}: the {len(parts)} part summaries together are too long to combine "
-                f"({merge.prompt_tokens:,} tokens); lower --max-tokens or raise the context length.")
-        final = self._request(merge.messages, model)
-        results.append(final)
-        return final.answer, self._stats(final, results), parts
+        text, merges = merge(partials, prompt_for=lambda pairs: builder.merge(pairs, instructions),
+                             request=requests.run, context=context,
+                             answer_tokens=self.options.max_tokens, name=document.name)
+        results += merges
+        return text, self._stats(merges[-1], results), parts
 
-    def _request(self, messages: Sequence[ChatMessage], model: str) -> AnswerResult:
-        last_error: Exception | None = None
-        for attempt in range(1, self.options.attempts + 1):
-            if self._streams.cancelled:
-                raise SparkdocsError("cancelled")
-            stream = self.client.stream(messages, max_tokens=self.options.max_tokens, model=model,
-                                        cache_salt=self._cache_salt)
+    def _requests(self, model: str) -> PartRequests:
+        def started() -> None:
             with self._lock:
                 self.progress.in_flight += 1
-            try:
-                with self._streams.member(stream):
-                    result = stream.run()
-            except _NOT_RETRIED:
-                raise
-            except ServiceError as exc:
-                last_error = exc
-                log.info("request failed (attempt %d/%d): %s", attempt, self.options.attempts, exc)
-                time.sleep(min(2.0 ** attempt, 10.0) * 0.25)
-                continue
-            finally:
-                with self._lock:
-                    self.progress.in_flight -= 1
-            self.progress.tokens_in += result.prompt_tokens or 0
-            self.progress.tokens_out += result.completion_tokens or 0
-            if not result.interrupted:
-                return result
-            if result.end in _ENDS_NOT_RETRIED:
-                raise ServiceError(result.error or f"the answer ended: {result.end.value}")
-            last_error = ServiceError(result.error or "the answer stream broke off")
-        raise ServiceError(f"gave up after {self.options.attempts} attempts: {last_error}")
+
+        def ended(result: AnswerResult | None) -> None:
+            with self._lock:
+                self.progress.in_flight -= 1
+                if result is not None:
+                    self.progress.tokens_in += result.prompt_tokens or 0
+                    self.progress.tokens_out += result.completion_tokens or 0
+
+        return PartRequests(self.client, model=model, max_tokens=self.options.max_tokens,
+                            cache_salt=self._cache_salt, attempts=self.options.attempts,
+                            streams=self._streams, on_start=started, on_end=ended)
 
     @staticmethod
     def _stats(final: AnswerResult, results: Sequence[AnswerResult]) -> dict[str, Any]:
@@ -549,11 +525,6 @@ class BatchSummarizer:
         stats["completion_tokens"] = sum(r.completion_tokens or 0 for r in results) or None
         stats["requests"] = len(results)
         return stats
-
-
-def _part_note(number: int, total: int, label: str) -> str:
-    return (f"Part {number} of {total} of the document: {label}. The other parts are summarised "
-            "separately.")
 
 
 def collect_items(workspace: Workspace, patterns: Sequence[str], *, codebase: bool = False,

@@ -23,6 +23,10 @@ from .workspace import LoadRequest, Workspace
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
 
+    from .documents import Document
+    from .qa import QuestionAnswering
+    from .store import Session
+
 
 # Only what a command uses is imported, inside it (Rich, the model client, the batch runner,
 # the demo model...): a whole `sparkdocs count --json` is start-up bound.
@@ -263,7 +267,8 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
         max_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
         pages: PagesOpt = None, parts: PartsOpt = None,
         password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,
-        model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+        model: ModelOpt = None, api_key: ApiKeyOpt = None,
+        whole: Annotated[bool, typer.Option("--whole", help="Answer from every page of a document larger than the context: it is read in parts, asked at once as the server has room, and their answers merged (each part sees the question, not earlier answers).")] = False) -> None:
     """Stream an answer about a document; the session id printed lets you follow up."""
     from .client import ModelClient
     from .qa import QuestionAnswering
@@ -283,9 +288,14 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if follow_up_of and (pages or parts):
         raise typer.BadParameter("--pages/--parts choose the parts of a new session; a follow-up "
                                  "keeps the parts its session chose")
+    if whole and (pages or parts):
+        raise typer.BadParameter("--whole reads every page; leave out --pages/--parts")
     keep = workspace.select(document, pages=pages, parts=parts)
     qa = QuestionAnswering(workspace, ModelClient(settings))
-    session = qa.session_for(document, follow_up_of=follow_up_of, keep=keep)
+    session = qa.session_for(document, follow_up_of=follow_up_of, keep=keep, whole=whole)
+    if whole:
+        _ask_whole(qa, document, session, question, as_json=as_json)
+        return
 
     def show(text: str) -> None:
         if not as_json:
@@ -315,6 +325,47 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
         if citations:
             out.print(f"\n{sources_text(citations)}", markup=False)
         err.print(f"session {session.id} · {stats_line(turn)}", style="dim", markup=False)
+    if turn.interrupted:
+        _say(err, f"{turn.status.value}:", "yellow", turn.error)
+        raise typer.Exit(3)
+
+
+def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, question: str, *,
+               as_json: bool) -> None:
+    from .citations import sources_text
+    from .parts import PartAnswer, estimate_text
+    from .views import stats_line
+
+    plan = qa.plan_whole(document, question)
+    _say(err, "reading every page:", "bold",
+         estimate_text(plan, qa.prefill_speed(session.owner)))
+
+    def part_done(answer: PartAnswer) -> None:
+        state = "read" if answer.error is None else f"NOT READ: {answer.error}"
+        err.print(f"  part {answer.number}/{len(plan.parts)} ({answer.label}): {state}",
+                  markup=False)
+
+    try:
+        outcome = qa.run_whole(document, session, question, plan, on_part=part_done,
+                               stop_reasons={KeyboardInterrupt: ASK_INTERRUPTED,
+                                             SystemExit: ASK_TERMINATED})
+    except SparkdocsError:
+        err.print(f"session {session.id} · the question is kept, marked failed", style="dim",
+                  markup=False)
+        raise
+    turn = outcome.turn
+    citations = turn.citations or ()
+    if as_json:
+        emit_json({"answer": turn.answer, "status": turn.status.value, "error": turn.error,
+                   "read": turn.read, "parts": len(plan.parts),
+                   "prompt_tokens": turn.prompt_tokens, "cached_tokens": turn.cached_tokens,
+                   "session": outcome.session.id, "citations": [c.as_dict() for c in citations]})
+    else:
+        out.print(turn.answer, markup=False)
+        if citations:
+            out.print(f"\n{sources_text(citations)}", markup=False)
+        err.print(f"session {outcome.session.id} · {stats_line(turn)}", style="dim",
+                  markup=False)
     if turn.interrupted:
         _say(err, f"{turn.status.value}:", "yellow", turn.error)
         raise typer.Exit(3)

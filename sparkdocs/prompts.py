@@ -70,6 +70,18 @@ MERGE_INSTRUCTIONS = (
     "order with the pages or files each part covers. Combine them into one summary of the whole "
     "document, following these instructions:\n\n"
 )
+PART_RULE = (
+    "This is one part of a longer document; the other parts are read separately. Answer only "
+    "from this part, quoting its exact words with their citations. If this part says nothing "
+    "about the question, answer only: Nothing relevant in this part."
+)
+ANSWER_MERGE_INSTRUCTIONS = (
+    "The document was too long for one pass, so the question was asked of each part "
+    "separately; their answers are given above in order, with the pages or files each part "
+    "covers. Combine them into one answer to the question. Keep every quote exactly as written, "
+    "with its citation; leave out the parts that found nothing relevant; add nothing that no "
+    "part says.\n\n"
+)
 QUESTION_RESERVE_TOKENS = 256
 
 
@@ -232,6 +244,23 @@ class PromptBuilder:
         tail = MERGE_INSTRUCTIONS + clean_text(instructions or DEFAULT_SUMMARY_INSTRUCTIONS)
         messages = (ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", f"{body}\n\n{tail}"))
         return Prompt(Task.SUMMARY, messages, len(self._enc.chat_ids(messages)))
+
+    def part_question(self, prepared: PreparedDocument, question: str) -> Prompt:
+        """A question asked of one part of a document beyond the context: the part's block
+        (warmed like any document), then the question, then the rule to answer only from it."""
+        tail = f"{QUESTION_LEAD} {clean_question(question)}\n\n{PART_RULE}"
+        messages = (ChatMessage("system", SYSTEM_PROMPT),
+                    ChatMessage("user", prepared.block + tail))
+        tokens = self._first_turn_tokens(prepared, tail) + self._generation_tokens
+        return Prompt(Task.QUESTION, messages, tokens)
+
+    def merge_answers(self, part_answers: Sequence[tuple[str, str]], question: str) -> Prompt:
+        """Combine the answers of every part (label, text) into one answer to the question."""
+        body = "\n\n".join(f"## Part {i}: {label}\n\n{clean_text(text)}"
+                           for i, (label, text) in enumerate(part_answers, 1))
+        tail = f"{ANSWER_MERGE_INSTRUCTIONS}{QUESTION_LEAD} {clean_question(question)}"
+        messages = (ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", f"{body}\n\n{tail}"))
+        return Prompt(Task.QUESTION, messages, len(self._enc.chat_ids(messages)))
 
     def warm_up(self, prepared: PreparedDocument) -> Prompt:
         """The exact prefix every question will start with (send with max_tokens=1)."""

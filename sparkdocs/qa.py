@@ -20,6 +20,7 @@ from .documents import Document, DocumentKind, SectionKind
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError
 from .prompts import PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
+from .parts import PartAnswer, PartRequests, WholePlan, answer_whole, plan_whole, prefill_speed
 from .store import Session, Turn, TurnStatus
 from .streams import StreamGroup
 from .tokens import Budget
@@ -86,9 +87,11 @@ class QuestionAnswering:
             return self._prepared[key]
 
     def session_for(self, document: Document, *, follow_up_of: str | None = None,
-                    owner: str | None = None, keep: Sequence[int] | None = None) -> Session:
+                    owner: str | None = None, keep: Sequence[int] | None = None,
+                    whole: bool = False) -> Session:
         """The owner's session to continue (it must be about this document) or a new one over
-        `keep` (None: the whole document), which must fit the served budget: the CLI has no
+        `keep` (None: the whole document), which must fit the served budget unless it is read
+        `whole`, in parts: the CLI has no
         picker, so the error names the excess and a `--pages`/`--parts` selection that fits.
         The owner defaults to the settings' user (the CLI's --user)."""
         store = self.workspace.store
@@ -101,9 +104,10 @@ class QuestionAnswering:
                     f"{self._files_of(session, owner=owner)}, not these paths; give that "
                     "document's paths or start a new session.")
             return session
-        context = self.client.capabilities().context_length
-        self.workspace.check_selection(document, keep, context=context,
-                                       ratio=self.served_count(document, keep).ratio)
+        if not whole:  # read in parts, the whole document need not fit one request
+            context = self.client.capabilities().context_length
+            self.workspace.check_selection(document, keep, context=context,
+                                           ratio=self.served_count(document, keep).ratio)
         return store.new_session(document, owner=owner, kept_sections=keep)
 
     def _files_of(self, session: Session, *, owner: str) -> str:
@@ -210,6 +214,75 @@ class QuestionAnswering:
             raise
         with signals_held():
             return TurnOutcome(self.record(session, pending), stream.result)
+
+    def plan_whole(self, document: Document, question: str) -> WholePlan:
+        """Answering from every page: the parts, their prompts and how many go at once."""
+        return plan_whole(document, self.workspace.prompts, self.client, question,
+                          context=self.client.capabilities().context_length,
+                          answer_tokens=self.workspace.settings.answer_tokens)
+
+    def prefill_speed(self, owner: str) -> float | None:
+        """Prefill tokens/s measured on the owner's recent answers, if any read enough."""
+        turns = [t for s in self.workspace.store.list_sessions(owner=owner)[:20] for t in s.turns]
+        return prefill_speed([(t.prompt_tokens, t.cached_tokens, t.ttft_s) for t in turns])
+
+    def run_whole(self, document: Document, session: Session, question: str, plan: WholePlan, *,
+                  on_part: Callable[[PartAnswer], None] | None = None,
+                  stop_reasons: Mapping[type[BaseException], str] | None = None,
+                  streams: StreamGroup | None = None) -> TurnOutcome:
+        """A question answered from every part of the document (see parts.py), recorded as one
+        turn whose quotes are verified against the whole document and which says what was
+        read. Ends like `run_turn`: a Ctrl-C stops every part in flight and is returned as
+        stopped; any other stop is recorded, then goes on up."""
+        settings = self.workspace.settings
+        requests = PartRequests(self.client, model=self.client.resolve_model(),
+                                max_tokens=settings.answer_tokens,
+                                cache_salt=self.cache_salt(session.owner),
+                                streams=streams or StreamGroup())
+        done: list[PartAnswer] = []
+
+        def part_done(answer: PartAnswer) -> None:
+            done.append(answer)
+            if on_part is not None:
+                on_part(answer)
+
+        asked = time.time()
+        try:
+            answer = answer_whole(document, self.workspace.prompts, plan, question,
+                                  requests=requests,
+                                  context=self.client.capabilities().context_length,
+                                  answer_tokens=settings.answer_tokens, on_part=part_done)
+        except SparkdocsError as exc:
+            with signals_held():
+                self.record_failure(session, question, follow_up=False, failure=exc)
+            raise
+        except BaseException as exc:
+            requests.streams.cancel()
+            reason = _stop_reason(exc, stop_reasons or {})
+            turn = Turn(question, "", status=TurnStatus.STOPPED, error=reason, asked_at=asked,
+                        citations=(), read=f"stopped after {len(done)} of {len(plan.parts)} parts")
+            with signals_held():
+                recorded = self.workspace.store.append_turn(session.id, turn)
+            if isinstance(exc, KeyboardInterrupt):
+                return TurnOutcome(recorded, None)
+            raise
+        results = answer.results
+        final = results[-1]
+
+        def total(values: Sequence[int | None]) -> int | None:
+            known = [v for v in values if v is not None]
+            return sum(known) if known else None
+
+        turn = Turn(question, answer.answer,
+                    status=TurnStatus.CUT if final.finish_reason == "length" else TurnStatus.FINISHED,
+                    finish_reason=final.finish_reason,
+                    prompt_tokens=total([r.prompt_tokens for r in results]),
+                    completion_tokens=total([r.completion_tokens for r in results]),
+                    cached_tokens=total([r.cached_tokens for r in results]), asked_at=asked,
+                    citations=verify_answer(answer.answer, self.prepared(document)),
+                    read=answer.read)
+        with signals_held():
+            return TurnOutcome(self.workspace.store.append_turn(session.id, turn), final)
 
     def record(self, session: Session, pending: PendingAnswer, *,
                failure: SparkdocsError | None = None, stopped: str | None = None) -> Session:

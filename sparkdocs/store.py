@@ -142,6 +142,9 @@ class Turn:
     # The answer's quotes with their verdicts, checked once when the turn was recorded; None
     # for a turn stored before verdicts were kept (checked when it is shown).
     citations: tuple[Citation, ...] | None = None
+    # An answer from every part of a document beyond the context: what was read, in words
+    # ("all 300 pages, in 4 parts", or the parts that were not); None for one request.
+    read: str | None = None
 
     @property
     def interrupted(self) -> bool:

@@ -124,6 +124,8 @@ def stats_line(turn: Turn) -> str:
         parts.append("cut off at the answer limit")
     if turn.follow_up:
         parts.append("follow-up")
+    if turn.read:
+        parts.append(f"read: {turn.read}")
     return " · ".join(parts)
 
 

@@ -80,12 +80,12 @@ def test_cancel_races_with_joining_from_many_threads():
         streams = [_Stream() for _ in range(8)]
         gate = threading.Barrier(9)
 
-        def join(stream: _Stream) -> None:
+        def join(stream: _Stream, group: StreamGroup, gate: threading.Barrier) -> None:
             gate.wait()
             with group.member(stream):
                 pass
 
-        threads = [threading.Thread(target=join, args=(s,)) for s in streams]
+        threads = [threading.Thread(target=join, args=(s, group, gate)) for s in streams]
         for thread in threads:
             thread.start()
         gate.wait()

@@ -1,0 +1,291 @@
+"""Documents beyond one context: one part planner, one retried request, one merge step, shared
+by `summarize`'s map-reduce and a question answered from every page (`ask --whole`).
+
+A part's prompt keeps the prefix contract (the constant system text, then that part's document
+block, then the task), so a second question over the same document reuses every part's cached
+prefix. Part answers are combined in a merge request; when they would not fit one request they
+are merged in groups first (a tree), so no part's answer is ever dropped to make room."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .client import AnswerResult, ModelClient, StreamEnd
+from .documents import Document, SectionKind
+from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
+                     ServiceError, SparkdocsError)
+from .prompts import Part, PreparedDocument, Prompt, PromptBuilder, prepare_document, split_into_parts
+from .streams import StreamGroup
+from .tokens import ChatMessage
+
+log = logging.getLogger(__name__)
+
+NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError, ProtocolError)
+ENDS_NOT_RETRIED = (StreamEnd.TOO_LONG, StreamEnd.DEADLINE, StreamEnd.INVALID)
+ASSUMED_PREFILL_TOKENS_PER_S = 800.0  # Llama 3.3 70B FP8 on one DGX Spark (design.md)
+
+
+def part_note(number: int, total: int, label: str) -> str:
+    return (f"Part {number} of {total} of the document: {label}. The other parts are read "
+            "separately.")
+
+
+def plan_parts(document: Document, builder: PromptBuilder, *,
+               prompt_for: Callable[[PreparedDocument], Prompt], context: int,
+               answer_tokens: int) -> list[Part]:
+    """The whole document as one part when its prompt fits, else consecutive parts (pages,
+    sections or files; the file tree drawn for each) whose prompts each fit with the answer
+    reserve. Everything in the prompt but the block is the same for every part, so the block
+    gets exactly the rest."""
+    whole = prepare_document(document, tokenizer=builder.tokenizer)
+    prompt = prompt_for(whole)
+    if prompt.prompt_tokens + answer_tokens <= context:
+        return [Part("whole document", whole.kept, whole.block_tokens)]
+    available = context - answer_tokens - (prompt.prompt_tokens - whole.block_tokens)
+    return split_into_parts(document, available, note=part_note, tokenizer=builder.tokenizer)
+
+
+def prepared_part(document: Document, builder: PromptBuilder, parts: Sequence[Part],
+                  number: int) -> PreparedDocument:
+    """Part `number` (1-based) as it is sent, its note saying which part of how many."""
+    part = parts[number - 1]
+    if len(parts) == 1:  # the whole document, exactly as a question over it sends it
+        return prepare_document(document, tokenizer=builder.tokenizer)
+    return prepare_document(document, keep=part.sections, tokenizer=builder.tokenizer,
+                            note=part_note(number, len(parts), part.label))
+
+
+class PartRequests:
+    """Requests for parts and merges: each retried (a stream that broke, a 5xx the client gave
+    up on) and all in one StreamGroup, so a Stop or Ctrl-C cancels every one in flight."""
+
+    def __init__(self, client: ModelClient, *, model: str, max_tokens: int,
+                 cache_salt: str | None, attempts: int = 2, streams: StreamGroup | None = None,
+                 on_start: Callable[[], None] | None = None,
+                 on_end: Callable[[AnswerResult | None], None] | None = None) -> None:
+        self.client = client
+        self.streams = streams or StreamGroup()
+        self._model, self._max_tokens, self._salt = model, max_tokens, cache_salt
+        self._attempts = attempts
+        self._on_start = on_start or (lambda: None)
+        self._on_end = on_end or (lambda result: None)
+
+    def run(self, messages: Sequence[ChatMessage]) -> AnswerResult:
+        last_error: Exception | None = None
+        for attempt in range(1, self._attempts + 1):
+            if self.streams.cancelled:
+                raise SparkdocsError("cancelled")
+            stream = self.client.stream(messages, max_tokens=self._max_tokens, model=self._model,
+                                        cache_salt=self._salt)
+            self._on_start()
+            result: AnswerResult | None = None
+            try:
+                with self.streams.member(stream):
+                    result = stream.run()
+            except NOT_RETRIED:
+                raise
+            except ServiceError as exc:
+                last_error = exc
+                log.info("request failed (attempt %d/%d): %s", attempt, self._attempts, exc)
+                time.sleep(min(2.0 ** attempt, 10.0) * 0.25)
+                continue
+            finally:
+                self._on_end(result)
+            if not result.interrupted:
+                return result
+            if result.end is StreamEnd.STOPPED:
+                raise SparkdocsError("cancelled")
+            if result.end in ENDS_NOT_RETRIED:
+                raise ServiceError(result.error or f"the answer ended: {result.end.value}")
+            last_error = ServiceError(result.error or "the answer stream broke off")
+        raise ServiceError(f"gave up after {self._attempts} attempts: {last_error}")
+
+
+MergePrompt = Callable[[Sequence[tuple[str, str]]], Prompt]
+
+
+def merge(partials: Sequence[tuple[str, str]], *, prompt_for: MergePrompt,
+          request: Callable[[Sequence[ChatMessage]], AnswerResult], context: int,
+          answer_tokens: int, name: str) -> tuple[str, list[AnswerResult]]:
+    """Combine (label, text) answers in order into one. When they do not fit one request,
+    consecutive groups that fit are merged first, and their merges merged in turn (a tree)."""
+    results: list[AnswerResult] = []
+    level = list(partials)
+    while True:
+        prompt = prompt_for(level)
+        if prompt.prompt_tokens + answer_tokens <= context:
+            result = request(prompt.messages)
+            results.append(result)
+            return result.answer, results
+        groups = _groups_that_fit(level, prompt_for=prompt_for,
+                                  limit=context - answer_tokens, name=name)
+        log.info("%s: %d answers too long to merge at once; merging in %d groups", name,
+                 len(level), len(groups))
+        merged: list[tuple[str, str]] = []
+        for group in groups:
+            if len(group) == 1:
+                merged.append(group[0])
+                continue
+            result = request(prompt_for(group).messages)
+            results.append(result)
+            merged.append((_span_label(group), result.answer))
+        level = merged
+
+
+def _groups_that_fit(level: Sequence[tuple[str, str]], *, prompt_for: MergePrompt, limit: int,
+                     name: str) -> list[list[tuple[str, str]]]:
+    groups: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    for item in level:
+        if current and prompt_for([*current, item]).prompt_tokens > limit:
+            groups.append(current)
+            current = []
+        current.append(item)
+    groups.append(current)
+    if all(len(group) == 1 for group in groups):
+        raise BudgetError(
+            f"{name}: two part answers together are too long to combine "
+            f"({prompt_for(level[:2]).prompt_tokens:,} tokens, over the {limit:,} a request "
+            "may use); lower --max-tokens (shorter part answers) or raise the context length.")
+    return groups
+
+
+def _span_label(group: Sequence[tuple[str, str]]) -> str:
+    first, last = group[0][0], group[-1][0]
+    start = first.split(" to ")[0]
+    end = last.split(" to ")[-1]
+    return start if start == end else f"{start} to {end}"
+
+
+# -- a question answered from every part --------------------------------------------------------
+
+@dataclass(frozen=True)
+class PartAnswer:
+    number: int
+    label: str
+    result: AnswerResult | None
+    error: str | None = None  # why it was not read (after retries)
+
+
+@dataclass(frozen=True)
+class WholePlan:
+    """What answering from every page costs, said before anything is sent."""
+
+    parts: tuple[Part, ...]
+    prompts: tuple[Prompt, ...]
+    in_flight: int  # parts asked at once
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(p.prompt_tokens for p in self.prompts)
+
+    def estimate_s(self, prefill_tokens_per_s: float) -> float:
+        return self.prompt_tokens / prefill_tokens_per_s
+
+
+@dataclass(frozen=True)
+class WholeAnswer:
+    answer: str
+    parts: tuple[PartAnswer, ...]
+    results: tuple[AnswerResult, ...]  # every request: parts, then merges
+    read: str  # what was read, in words: "all 300 pages, in 4 parts"
+
+    @property
+    def complete(self) -> bool:
+        return all(p.error is None for p in self.parts)
+
+
+def read_text(document: Document, parts: Sequence[Part], failed: Sequence[int]) -> str:
+    """"all 300 pages, in 4 parts", or which parts were not read."""
+    content = [s for s in document.sections if s.kind is not SectionKind.TREE]
+    unit = {SectionKind.PAGE: "page", SectionKind.FILE: "file"}.get(content[0].kind, "section")
+    what = f"all {len(content):,} {unit}{'' if len(content) == 1 else 's'}"
+    count = f"{len(parts)} part{'' if len(parts) == 1 else 's'}"
+    if not failed:
+        return f"{what}, in {count}"
+    missing = ", ".join(f"part {n} ({parts[n - 1].label})" for n in failed)
+    return (f"partial: {len(parts) - len(failed)} of {count} read; not read after retries: "
+            f"{missing}")
+
+
+def in_flight_for(client: ModelClient, prompts: Sequence[Prompt], *, answer_tokens: int,
+                  limit: int) -> int:
+    """Parts asked at once: as many as the server's KV cache holds whole (vLLM's /metrics),
+    at most `limit`; one on a server that reports no capacity (llama.cpp serves one)."""
+    metrics = client.capabilities().metrics
+    capacity = metrics.kv_capacity_tokens if metrics is not None else None
+    if not capacity or not prompts:
+        return 1
+    largest = max(p.prompt_tokens for p in prompts) + answer_tokens
+    return max(1, min(limit, len(prompts), capacity // largest))
+
+
+def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, question: str, *,
+               context: int, answer_tokens: int, limit: int = 32) -> WholePlan:
+    parts = plan_parts(document, builder, prompt_for=lambda p: builder.part_question(p, question),
+                       context=context, answer_tokens=answer_tokens)
+    prompts = tuple(builder.part_question(prepared_part(document, builder, parts, n), question)
+                    for n in range(1, len(parts) + 1))
+    return WholePlan(tuple(parts), prompts,
+                     in_flight_for(client, prompts, answer_tokens=answer_tokens, limit=limit))
+
+
+def answer_whole(document: Document, builder: PromptBuilder, plan: WholePlan, question: str, *,
+                 requests: PartRequests, context: int, answer_tokens: int,
+                 on_part: Callable[[PartAnswer], None] | None = None) -> WholeAnswer:
+    """Ask every part (`plan.in_flight` at once), then merge what they found. A part that fails
+    after retries is named as not read; the answer is then partial, never whole."""
+    def ask(number: int) -> PartAnswer:
+        part = plan.parts[number - 1]
+        try:
+            answer = PartAnswer(number, part.label, requests.run(plan.prompts[number - 1].messages))
+        except SparkdocsError as exc:
+            if requests.streams.cancelled:
+                raise
+            log.warning("%s: part %d not read: %s", document.name, number, exc)
+            answer = PartAnswer(number, part.label, None, str(exc))
+        if on_part is not None:
+            on_part(answer)
+        return answer
+
+    with ThreadPoolExecutor(max_workers=plan.in_flight, thread_name_prefix="part") as pool:
+        try:
+            answers = list(pool.map(ask, range(1, len(plan.parts) + 1)))
+        except BaseException:
+            requests.streams.cancel()  # before the pool's exit waits for its threads
+            raise
+    read = read_text(document, plan.parts, [a.number for a in answers if a.error])
+    found = [(a.label, a.result.answer) for a in answers if a.result is not None]
+    if not found:
+        raise ServiceError(f"{document.name}: no part could be read ({read}).")
+    results = [a.result for a in answers if a.result is not None]
+    if len(plan.parts) == 1:
+        return WholeAnswer(found[0][1], tuple(answers), tuple(results), read)
+    text, merges = merge(found, prompt_for=lambda pairs: builder.merge_answers(pairs, question),
+                         request=requests.run, context=context, answer_tokens=answer_tokens,
+                         name=document.name)
+    return WholeAnswer(text, tuple(answers), tuple(results + merges), read)
+
+
+def prefill_speed(turns_tokens_ttft: Sequence[tuple[int | None, int | None, float | None]]
+                  ) -> float | None:
+    """Prefill tokens per second measured on earlier answers: (prompt, cached, ttft) of each;
+    the median of those that read at least 512 new tokens."""
+    speeds = sorted((prompt - (cached or 0)) / ttft for prompt, cached, ttft in turns_tokens_ttft
+                    if prompt and ttft and ttft > 0 and prompt - (cached or 0) >= 512)
+    return speeds[len(speeds) // 2] if speeds else None
+
+
+def estimate_text(plan: WholePlan, speed: float | None) -> str:
+    measured = speed is not None
+    rate = speed if speed is not None else ASSUMED_PREFILL_TOKENS_PER_S
+    seconds = math.ceil(plan.estimate_s(rate))  # one engine's prefill is shared by the parts
+    basis = (f"{rate:,.0f} tokens/s measured on this server" if measured
+             else f"{rate:,.0f} tokens/s assumed, a Spark's figure")
+    return (f"{len(plan.parts)} parts, {plan.prompt_tokens:,} prompt tokens to prefill, about "
+            f"{seconds:,} s ({basis}); {plan.in_flight} asked at once")

@@ -1,0 +1,139 @@
+"""Documents beyond one context: one planner and one merge step for `summarize` and `ask --whole`.
+Judged by what the server received (every page in exactly one part request, every part answer
+in the merge), by the tokenizer's count of each request, and by the SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from builders import make_pdf
+from corpus import contract_pages
+from fakeserver import FakeServer
+from hypothesis import given, settings, strategies as st
+
+from sparkdocs.client import AnswerResult
+from sparkdocs.errors import BudgetError
+from sparkdocs.parts import merge
+from sparkdocs.prompts import PromptBuilder
+from sparkdocs.store import DATABASE_NAME
+from sparkdocs.tokens import ChatEncoder, llama3
+
+PAGES = 14
+CONTEXT = 4_000
+ANSWER_TOKENS = 200
+
+
+def _env(cache: Path, base_url: str, **more: str) -> dict[str, str]:
+    return {**os.environ, "SPARKDOCS_CACHE_DIR": str(cache), "SPARKDOCS_BASE_URL": base_url,
+            "SPARKDOCS_MAX_RETRIES": "0", "SPARKDOCS_WARM_UP": "false",
+            "SPARKDOCS_ANSWER_TOKENS": str(ANSWER_TOKENS), **more}
+
+
+def _page_marks(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<page number="(\d+)"', text)]
+
+
+def _ask_whole(tmp_path: Path, server: FakeServer, *extra: str) -> subprocess.CompletedProcess:
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(make_pdf(contract_pages(PAGES, per_page=9)))
+    return subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(pdf), "Who pays?",
+                           "--whole", "--json", *extra], capture_output=True, text=True,
+                          timeout=300, check=False, env=_env(tmp_path / "cache", server.base_url))
+
+
+@pytest.mark.integration
+def test_every_page_is_read_once_and_every_part_answer_is_merged(tmp_path):
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.answer = "Nothing relevant in this part."
+        run = _ask_whole(tmp_path, server)
+        requests = list(server.behaviour.requests)
+    assert run.returncode == 0, run.stderr
+    users = [r["messages"][-1]["content"] for r in requests]
+    part_requests = [u for u in users if "<document" in u]
+    merges = [u for u in users if "<document" not in u]
+    pages = sorted(p for u in part_requests for p in _page_marks(u))
+    assert pages == list(range(1, PAGES + 1))  # every page, once
+    assert len(part_requests) >= 2 and merges
+    assert all(u.count("## Part ") == 0 for u in part_requests)
+    assert merges[-1].count("Nothing relevant in this part.") >= 1
+    # each request, counted by the tokenizer (the judge), fits the context with the reserve
+    encoder = ChatEncoder(llama3())
+    for request in requests:
+        from sparkdocs.tokens import ChatMessage
+
+        ids = encoder.chat_ids(tuple(ChatMessage(m["role"], m["content"])
+                                     for m in request["messages"]))
+        assert len(ids) + ANSWER_TOKENS <= CONTEXT
+    printed = json.loads(run.stdout)
+    assert printed["read"] == f"all {PAGES} pages, in {len(part_requests)} parts"
+    assert printed["parts"] == len(part_requests)
+    db = sqlite3.connect(tmp_path / "cache" / DATABASE_NAME)
+    [(body,)] = db.execute("SELECT body FROM turns").fetchall()
+    db.close()
+    stored = json.loads(body)
+    assert stored["read"] == printed["read"] and stored["status"] == "finished"
+    assert "reading every page:" in run.stderr and "prompt tokens to prefill" in run.stderr
+
+
+@pytest.mark.integration
+def test_a_part_that_fails_is_named_and_the_answer_is_partial(tmp_path):
+    pages = contract_pages(PAGES, per_page=9)
+    marker = " ".join(pages[8].split()[3:9])  # words only page 9 has
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.fail_when_prompt_contains = marker
+        server.behaviour.status = 503
+        run = _ask_whole(tmp_path, server)
+    assert run.returncode == 0, run.stderr
+    printed = json.loads(run.stdout)
+    assert printed["read"].startswith("partial: ") and "not read after retries: part " in printed["read"]
+    assert "NOT READ" in run.stderr
+    assert not printed["read"].startswith("all ")
+
+
+@pytest.mark.integration
+def test_whole_refuses_a_page_selection(tmp_path):
+    with FakeServer() as server:
+        run = _ask_whole(tmp_path, server, "--pages", "1-3")
+    assert run.returncode == 2 and "--whole reads every page" in run.stderr
+
+
+# -- the merge step -------------------------------------------------------------------------------
+
+def _result(text: str) -> AnswerResult:
+    return AnswerResult(text, "stop", 0.1, 0.2, None, None, None, None, "m")
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=120), min_size=2, max_size=14),
+       limit=st.integers(min_value=500, max_value=1_500))
+def test_merge_keeps_every_answer_and_never_sends_one_over_the_limit(sizes, limit):
+    builder = PromptBuilder()
+    partials = [(f"p. {i}", f"answer{i}x " * size) for i, size in enumerate(sizes, 1)]
+    sent: list[str] = []
+
+    def request(messages):
+        prompt_tokens = len(builder.encoder.chat_ids(tuple(messages)))
+        assert prompt_tokens + 100 <= limit  # the judge: the tokenizer's own count
+        sent.append(messages[-1].content)
+        # a merge answers with the answer words it was given, so nothing is lost upward
+        return _result(" ".join(sorted(set(re.findall(r"answer\d+x", messages[-1].content)))))
+
+    try:
+        text, results = merge(partials, prompt_for=lambda pairs: builder.merge_answers(pairs, "Q?"),
+                              request=request, context=limit, answer_tokens=100, name="doc")
+    except BudgetError as exc:  # only when two answers together cannot fit
+        two = min(builder.merge_answers(partials[i:i + 2], "Q?").prompt_tokens
+                  for i in range(len(partials) - 1))
+        assert two + 100 > limit or "too long to combine" in str(exc)
+        return
+    assert set(re.findall(r"answer\d+x", text)) == {f"answer{i}x" for i in range(1, len(sizes) + 1)}
+    assert len(results) == len(sent) >= 1

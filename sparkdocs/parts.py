@@ -19,7 +19,8 @@ from .client import AnswerResult, ModelClient, StreamEnd
 from .documents import Document, SectionKind
 from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
                      ServiceError, SparkdocsError)
-from .prompts import Part, PreparedDocument, Prompt, PromptBuilder, prepare_document, split_into_parts
+from .prompts import (QUESTION_RESERVE_TOKENS, Part, PreparedDocument, Prompt, PromptBuilder,
+                      prepare_document, split_into_parts)
 from .streams import StreamGroup
 from .tokens import ChatMessage
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError, ProtocolError)
 ENDS_NOT_RETRIED = (StreamEnd.TOO_LONG, StreamEnd.DEADLINE, StreamEnd.INVALID)
+SHORTEST_QUESTION = "?"  # a question's room is reserved apart (QUESTION_RESERVE_TOKENS)
 ASSUMED_PREFILL_TOKENS_PER_S = 800.0  # Llama 3.3 70B FP8 on one DGX Spark (design.md)
 
 
@@ -225,12 +227,27 @@ def in_flight_for(client: ModelClient, prompts: Sequence[Prompt], *, answer_toke
     return max(1, min(limit, len(prompts), capacity // largest))
 
 
+def whole_parts(document: Document, builder: PromptBuilder, *, context: int,
+                answer_tokens: int) -> list[Part]:
+    """The parts a question over every page reads. They are cut with room for any question up
+    to QUESTION_RESERVE_TOKENS, not for one question: every question over the document has the
+    same parts, so each part's cached prefix serves the next question."""
+    return plan_parts(document, builder,
+                      prompt_for=lambda p: builder.part_question(p, SHORTEST_QUESTION),
+                      context=context, answer_tokens=answer_tokens + QUESTION_RESERVE_TOKENS)
+
+
 def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, question: str, *,
-               context: int, answer_tokens: int, limit: int = 32) -> WholePlan:
-    parts = plan_parts(document, builder, prompt_for=lambda p: builder.part_question(p, question),
-                       context=context, answer_tokens=answer_tokens)
+               parts: Sequence[Part], context: int, answer_tokens: int, limit: int = 32
+               ) -> WholePlan:
     prompts = tuple(builder.part_question(prepared_part(document, builder, parts, n), question)
                     for n in range(1, len(parts) + 1))
+    longest = max(p.prompt_tokens for p in prompts)
+    if longest + answer_tokens > context:
+        raise BudgetError(
+            f"{document.name}: this question is too long to ask of every part ({longest:,} "
+            f"prompt tokens plus {answer_tokens:,} for the answer, over the context of "
+            f"{context:,}); shorten the question to under {QUESTION_RESERVE_TOKENS} tokens.")
     return WholePlan(tuple(parts), prompts,
                      in_flight_for(client, prompts, answer_tokens=answer_tokens, limit=limit))
 

@@ -18,9 +18,10 @@ from .citations import Citation, verify_answer
 from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult
 from .documents import Document, DocumentKind, SectionKind
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError
-from .prompts import PreparedDocument, Prompt
+from .prompts import Part, PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
-from .parts import PartAnswer, PartRequests, WholePlan, answer_whole, plan_whole, prefill_speed
+from .parts import (PartAnswer, PartRequests, WholePlan, answer_whole, plan_whole, prefill_speed,
+                    whole_parts)
 from .store import Session, Turn, TurnStatus
 from .streams import StreamGroup
 from .tokens import Budget
@@ -56,6 +57,7 @@ class QuestionAnswering:
         self.client = client
         self._prepared: dict[tuple[str, tuple[int, ...] | None], PreparedDocument] = {}
         self._secret: bytes | None = None  # keys the cache salts (auth.install_secret)
+        self._parts: dict[tuple[str, int, int], tuple[Part, ...]] = {}
         self._lock = threading.Lock()
         self.served = ServedTokenizer(client, workspace.prompts.tokenizer)
 
@@ -215,9 +217,27 @@ class QuestionAnswering:
         with signals_held():
             return TurnOutcome(self.record(session, pending), stream.result)
 
+    def whole_parts(self, document: Document) -> tuple[Part, ...]:
+        """The parts every question over the whole document reads (kept per document and
+        served context: cutting a long document costs a second or two of counting)."""
+        context = self.client.capabilities().context_length
+        answer = self.workspace.settings.answer_tokens
+        key = (document.content_hash, context, answer)
+        with self._lock:
+            parts = self._parts.get(key)
+        if parts is None:
+            parts = tuple(whole_parts(document, self.workspace.prompts, context=context,
+                                      answer_tokens=answer))
+            with self._lock:
+                if len(self._parts) > 16:
+                    self._parts.pop(next(iter(self._parts)))
+                self._parts[key] = parts
+        return parts
+
     def plan_whole(self, document: Document, question: str) -> WholePlan:
         """Answering from every page: the parts, their prompts and how many go at once."""
         return plan_whole(document, self.workspace.prompts, self.client, question,
+                          parts=self.whole_parts(document),
                           context=self.client.capabilities().context_length,
                           answer_tokens=self.workspace.settings.answer_tokens)
 
@@ -252,18 +272,20 @@ class QuestionAnswering:
                                   requests=requests,
                                   context=self.client.capabilities().context_length,
                                   answer_tokens=settings.answer_tokens, on_part=part_done)
-        except SparkdocsError as exc:
-            with signals_held():
-                self.record_failure(session, question, follow_up=False, failure=exc)
-            raise
         except BaseException as exc:
+            stopped_here = not isinstance(exc, SparkdocsError)
+            if not stopped_here and not requests.streams.cancelled:
+                with signals_held():
+                    self.record_failure(session, question, follow_up=False, failure=exc)
+                raise
+            # a stop: here (Ctrl-C, a rerun) or by whoever holds the group (a Stop button)
             requests.streams.cancel()
-            reason = _stop_reason(exc, stop_reasons or {})
+            reason = _stop_reason(exc, stop_reasons or {}) if stopped_here else STOPPED_BY_USER
             turn = Turn(question, "", status=TurnStatus.STOPPED, error=reason, asked_at=asked,
                         citations=(), read=f"stopped after {len(done)} of {len(plan.parts)} parts")
             with signals_held():
                 recorded = self.workspace.store.append_turn(session.id, turn)
-            if isinstance(exc, KeyboardInterrupt):
+            if not stopped_here or isinstance(exc, KeyboardInterrupt):
                 return TurnOutcome(recorded, None)
             raise
         results = answer.results

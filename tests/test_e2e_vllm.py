@@ -431,3 +431,36 @@ def test_line_anchored_codebase_counts_equal_vllms_and_answers_are_checked(vllm,
     assert result.prompt_tokens == prompt.prompt_tokens
     for citation in verify_answer(result.answer, prepared):
         assert citation.status is Status.NOT_FOUND or citation.source_text
+
+
+def test_every_part_counts_as_vllm_counts_and_a_second_question_reuses_each_parts_cache(
+        vllm_8k, tmp_path):
+    """`ask --whole` on the production engine: each part's prompt is counted as vLLM counts it,
+    and a second question over the same document finds every part's prefix in the cache (the
+    parts do not depend on the question)."""
+    from sparkdocs.parts import PartRequests, answer_whole
+
+    qa = _qa(vllm_8k, tmp_path, answer_tokens=32)
+    document = _load(qa, "contract.pdf", make_contract_pdf(60))
+    builder = qa.workspace.prompts
+    answers = []
+    for question in ("Who pays the invoices?", "When may either party end the agreement?"):
+        plan = qa.plan_whole(document, question)
+        assert len(plan.parts) >= 3
+        requests = PartRequests(qa.client, model=qa.client.resolve_model(), max_tokens=32,
+                                cache_salt=None)
+        answer = answer_whole(document, builder, plan, question, requests=requests,
+                              context=8_192, answer_tokens=32)
+        assert answer.complete and answer.read.startswith("all 60 pages, in ")
+        for part, prompt in zip(answer.parts, plan.prompts, strict=True):
+            assert part.result is not None and part.result.prompt_tokens == prompt.prompt_tokens
+        merge = builder.merge_answers([(p.label, p.result.answer) for p in answer.parts
+                                       if p.result is not None], question)
+        assert answer.results[-1].prompt_tokens == merge.prompt_tokens
+        answers.append((plan, answer))
+    (first_plan, _), (second_plan, second) = answers
+    assert [p.sections for p in first_plan.parts] == [p.sections for p in second_plan.parts]
+    for part, prompt in zip(second.parts, second_plan.prompts, strict=True):
+        assert part.result is not None and part.result.cached_tokens is not None
+        assert part.result.cached_tokens >= 0.9 * prompt.prompt_tokens, (
+            part.label, part.result.cached_tokens, prompt.prompt_tokens)

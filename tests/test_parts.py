@@ -137,3 +137,39 @@ def test_merge_keeps_every_answer_and_never_sends_one_over_the_limit(sizes, limi
         return
     assert set(re.findall(r"answer\d+x", text)) == {f"answer{i}x" for i in range(1, len(sizes) + 1)}
     assert len(results) == len(sent) >= 1
+
+
+@pytest.mark.integration
+def test_the_app_answers_from_every_page_when_asked(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parent.parent
+    cache = tmp_path / "cache"
+    pdf = make_pdf(contract_pages(PAGES, per_page=9))
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.answer = "Nothing relevant in this part."
+        for name, value in _env(cache, server.base_url).items():
+            monkeypatch.setenv(name, value)
+        st.cache_resource.clear()
+        try:
+            at = AppTest.from_file(str(root / "app.py"), default_timeout=120).run()
+            at.sidebar.file_uploader[0].set_value(("contract.pdf", pdf, "application/pdf")).run()
+            [toggle] = [t for t in at.toggle if t.label.startswith("Answer from every page (")]
+            assert re.match(r"Answer from every page \(\d+ parts, about \d+ s on this server\)",
+                            toggle.label)
+            toggle.set_value(True).run()
+            at.chat_input[0].set_value("Who pays?").run()
+            assert not at.exception
+            requests = list(server.behaviour.requests)
+        finally:
+            st.cache_resource.clear()
+    users = [r["messages"][-1]["content"] for r in requests]
+    pages = sorted(p for u in users if "<document" in u for p in _page_marks(u))
+    assert pages == list(range(1, PAGES + 1))
+    db = sqlite3.connect(cache / DATABASE_NAME)
+    [(body,)] = db.execute("SELECT body FROM turns").fetchall()
+    db.close()
+    assert json.loads(body)["read"].startswith(f"all {PAGES} pages, in ")
+    assert any("read: all 14 pages" in c.value for c in at.caption)

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import streamlit as st
 
 from ..client import Waiting
+from ..parts import (ASSUMED_PREFILL_TOKENS_PER_S, SHORTEST_QUESTION, PartAnswer,
+                     estimate_text)
+from ..streams import StreamGroup
 from ..documents import Document
 from ..errors import SparkdocsError
 from ..ingest import Upload
@@ -127,6 +130,8 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     if document.skipped:  # 81 files in one paragraph cannot be read: a count, then the list
         with st.expander(f"Skipped: {len(document.skipped)} file(s), each with its reason"):
             st.markdown(safe_markdown(skipped_markdown(document.skipped)))
+    if not full.fits:
+        whole_toggle(svc, document, session)
     n_parts = len(document.sections)
     with st.expander(f"Breakdown by part ({n_parts} part{'' if n_parts == 1 else 's'})",
                      expanded=not full.fits):
@@ -259,8 +264,12 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
                          help="Stops the answer (Esc); what arrived is kept.")
         live = _LiveAnswer(st.empty(), st.empty(), WaitWatch(svc.client.metrics))
         try:  # a Stop click reruns the page: the runner records the partial answer as stopped
-            outcome = svc.qa.run_turn(document, session, question, follow_up=follow_up,
-                                      on_text=live.text, on_wait=live.wait)
+            if st.session_state.get(f"whole-{session.id}"):
+                outcome = _ask_whole(svc, document, session, question, st.empty())
+                live.text(outcome.turn.answer)
+            else:
+                outcome = svc.qa.run_turn(document, session, question, follow_up=follow_up,
+                                          on_text=live.text, on_wait=live.wait)
         finally:
             saved.set()
         live.finish()
@@ -272,6 +281,53 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
             st.warning(safe_markdown(status))
         show_sources(prepared, turn.citations or (), key=f"{session.id}-{len(session.turns) - 1}")
     return session
+
+
+def whole_toggle(svc: Services, document: Document, session: Session) -> None:
+    """Over budget: answer from every page instead of a choice of pages, its cost said first."""
+    with friendly_errors():
+        plan = svc.qa.plan_whole(document, SHORTEST_QUESTION)  # the cost before any question
+        speed = svc.qa.prefill_speed(session.owner)
+        seconds = plan.estimate_s(speed or ASSUMED_PREFILL_TOKENS_PER_S)
+        st.toggle(f"Answer from every page ({len(plan.parts)} parts, about {seconds:,.0f} s on "
+                  "this server)", key=f"whole-{session.id}", help=estimate_text(plan, speed))
+
+
+def _ask_whole(svc: Services, document: Document, session: Session, question: str, slot):
+    """Every part read on a worker thread (Streamlit calls belong to this one), its progress
+    shown here; a Stop click (a rerun) cancels every part in flight, and the worker records
+    the stopped turn before the next run reads the session."""
+    plan = svc.qa.plan_whole(document, question)
+    streams = StreamGroup()
+    done: list[PartAnswer] = []
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["outcome"] = svc.qa.run_whole(document, session, question, plan,
+                                              on_part=done.append, streams=streams)
+        except BaseException as exc:  # handed to the page, raised there
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="whole-answer", daemon=True)
+    started = time.monotonic()
+    worker.start()
+    try:
+        while worker.is_alive():
+            failed = sum(1 for answer in done if answer.error)
+            slot.caption(safe_markdown(
+                f"Reading every page: {len(done)} of {len(plan.parts)} parts read"
+                + (f" ({failed} not read)" if failed else "")
+                + f", {time.monotonic() - started:.0f} s; then their answers are combined."))
+            worker.join(0.5)
+    except BaseException:
+        streams.cancel()
+        worker.join(timeout=30)
+        raise
+    slot.empty()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["outcome"]
 
 
 class _LiveAnswer:

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from sparkdocs import ui
-from sparkdocs.ui.routing import through_the_app
 from sparkdocs.notices import document_heading
 from sparkdocs.safe_text import safe_markdown
+from sparkdocs.ui.routing import through_the_app
 
 through_the_app()  # opened by itself (a first deep link): route through the app
 

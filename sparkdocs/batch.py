@@ -22,11 +22,11 @@ import secrets
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -35,9 +35,9 @@ from .config import OutputFormat
 from .documents import Document
 from .errors import SparkdocsError
 from .literal import strip_controls
-from .safe_text import safe_markdown
 from .parts import PartRequests, merge, plan_parts, prepared_part
 from .prompts import DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document
+from .safe_text import safe_markdown
 from .streams import StreamGroup
 from .workspace import Workspace
 

@@ -8,18 +8,18 @@ import logging
 import random
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Sequence
 
 from .client import AnswerResult, ModelClient, ServerKind, StreamEnd
 from .documents import Document, DocumentKind, Section, SectionKind, clean_text
 from .errors import ServiceError
 from .literal import redact_url
 from .prompts import SYSTEM_PROMPT, PreparedDocument, prepare_document
-from .tokens import ChatMessage, count_document
 from .streams import StreamGroup
+from .tokens import ChatMessage, count_document
 from .workspace import LoadRequest, Workspace
 
 log = logging.getLogger(__name__)

@@ -411,13 +411,13 @@ def summarize(
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Summarise many documents, one output each; resumes where it stopped."""
-    from .batch import BatchOptions, BatchSummarizer, OutcomeStatus, collect_items
-    from .client import ModelClient
-    from .prompts import SUMMARY_STYLES
-
-    from .citations import counts_text, total_counts  # quotes checked per summary
     from rich.table import Table
     from rich.text import Text
+
+    from .batch import BatchOptions, BatchSummarizer, OutcomeStatus, collect_items
+    from .citations import counts_text, total_counts  # quotes checked per summary
+    from .client import ModelClient
+    from .prompts import SUMMARY_STYLES
 
     if instructions and style:
         raise typer.BadParameter("give --instructions or --style, not both")

@@ -13,17 +13,24 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
-from collections.abc import Generator, Iterator, Sequence
 
 import openai
 
 from .config import Settings, check_base_url
-from .errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError, ProtocolError,
-                     ServiceError, ServiceTimeoutError, ServiceUnavailableError)
+from .errors import (
+    AuthenticationError,
+    ContextOverflowError,
+    ModelNotFoundError,
+    ProtocolError,
+    ServiceError,
+    ServiceTimeoutError,
+    ServiceUnavailableError,
+)
 from .literal import ControlStripper, redact_url, redact_urls
 from .tokens import ChatMessage
 
@@ -439,7 +446,7 @@ class AnswerStream:
             if self._response is not None or state.end is not None:
                 self.result = self._record(started, state)
 
-    def _read(self, state: _StreamState) -> Iterator[str]:
+    def _read(self, state: _StreamState) -> Iterator[str]:  # noqa: C901 (over the limit; split when next changed)
         bound = chunk_bound(self._max_tokens)
         char_bound = bound * MAX_CHARS_PER_TOKEN
         stripper = ControlStripper()
@@ -702,7 +709,7 @@ class ModelClient:
             log.debug("GET %s: %s", path, _cause(exc))
             return None
 
-    def _discover(self) -> Capabilities:
+    def _discover(self) -> Capabilities:  # noqa: C901 (over the limit; split when next changed)
         base = self.settings.base_url
         shown = redact_url(base)
         context = self.settings.context_length

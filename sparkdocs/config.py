@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-
-import annotated_types
 from urllib.parse import urlsplit
 
+import annotated_types
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import IO
-from collections.abc import Callable
 
 from .errors import ServiceUnavailableError, SparkdocsError
 

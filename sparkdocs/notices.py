@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import EncryptedDocumentError, PasswordRequiredError, SparkdocsError
 from .documents import Document
+from .errors import EncryptedDocumentError, PasswordRequiredError, SparkdocsError
 from .store import Session
 
 PASSWORD_FIELD = "“PDF password” (sidebar, under “Options”)"

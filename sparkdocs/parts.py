@@ -17,10 +17,23 @@ from dataclasses import dataclass
 
 from .client import AnswerResult, ModelClient, StreamEnd
 from .documents import Document, SectionKind
-from .errors import (AuthenticationError, BudgetError, ModelNotFoundError, ProtocolError,
-                     ServiceError, SparkdocsError)
-from .prompts import (QUESTION_RESERVE_TOKENS, Part, PreparedDocument, Prompt, PromptBuilder,
-                      prepare_document, split_into_parts)
+from .errors import (
+    AuthenticationError,
+    BudgetError,
+    ModelNotFoundError,
+    ProtocolError,
+    ServiceError,
+    SparkdocsError,
+)
+from .prompts import (
+    QUESTION_RESERVE_TOKENS,
+    Part,
+    PreparedDocument,
+    Prompt,
+    PromptBuilder,
+    prepare_document,
+    split_into_parts,
+)
 from .streams import StreamGroup
 from .tokens import ChatMessage
 

@@ -7,9 +7,9 @@ building a question afterwards only encodes the question.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from collections.abc import Callable, Iterable, Sequence
 
 from .documents import (
     DOCUMENT_CLOSE,
@@ -25,8 +25,7 @@ from .documents import (
     render_tree,
 )
 from .errors import BudgetError, SparkdocsError
-from .tokens import (Budget, ChatEncoder, ChatMessage, Llama3Tokenizer, document_frame_tokens,
-                     llama3)
+from .tokens import Budget, ChatEncoder, ChatMessage, Llama3Tokenizer, document_frame_tokens, llama3
 
 # One system text for every task: questions, follow-ups and summaries all share the cached
 # document prefix. Task-specific wording goes after the document.

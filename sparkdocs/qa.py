@@ -18,10 +18,17 @@ from .citations import Citation, verify_answer
 from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult
 from .documents import Document, DocumentKind, SectionKind
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError
+from .parts import (
+    PartAnswer,
+    PartRequests,
+    WholePlan,
+    answer_whole,
+    plan_whole,
+    prefill_speed,
+    whole_parts,
+)
 from .prompts import Part, PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
-from .parts import (PartAnswer, PartRequests, WholePlan, answer_whole, plan_whole, prefill_speed,
-                    whole_parts)
 from .store import Session, Turn, TurnStatus
 from .streams import StreamGroup
 from .tokens import Budget

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shlex
-import logging
 import sqlite3
 import threading
 import time

@@ -16,11 +16,11 @@ import hashlib
 import logging
 import math
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from typing import Protocol
-from collections.abc import Callable, Mapping, Sequence
 
 from .documents import (
     DOCUMENT_CLOSE,

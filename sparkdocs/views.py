@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Sequence
 
 from .client import Capabilities
 from .documents import Document, DocumentKind, SectionKind
-from .store import DocumentInfo, Session, Turn, TurnStatus
 from .safe_text import safe_markdown
+from .store import DocumentInfo, Session, Turn, TurnStatus
 from .tokens import Budget, TokenCounting
-
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _BACKTICKS = re.compile(r"`+")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from collections.abc import Sequence
 
 from .documents import Document
 from .errors import SparkdocsError

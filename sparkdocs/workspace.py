@@ -4,16 +4,23 @@ wired once. Loading a document goes through the store, so the same bytes are par
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
-from collections.abc import Sequence
 
 from .config import Settings
 from .documents import Document, SectionKind
 from .errors import BudgetError, IngestError
-from .ingest import (IngestOptions, Progress, Upload, codebase_key, document_key,
-                     ingest_codebase, ingest_uploads)
+from .ingest import (
+    IngestOptions,
+    Progress,
+    Upload,
+    codebase_key,
+    document_key,
+    ingest_codebase,
+    ingest_uploads,
+)
 from .ingest.code import directory_tokens
 from .passwords import pdf_is_encrypted
 from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections

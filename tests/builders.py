@@ -15,9 +15,9 @@ LOREM = (
 
 
 def make_pdf(pages: list[str], *, password: str | None = None) -> bytes:
-    from fpdf import FPDF
-
     import datetime
+
+    from fpdf import FPDF
 
     pdf = FPDF()
     pdf.set_creation_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))

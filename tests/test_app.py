@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from builders import make_contract_pdf, synthetic_document_text
 from streamlit.testing.v1 import AppTest
 
-from builders import make_contract_pdf, synthetic_document_text
 from sparkdocs.config import Settings
 from sparkdocs.ingest import Upload
 from sparkdocs.store import Turn

@@ -12,11 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
-
 from builders import synthetic_document_text
 from fakeserver import FakeServer
-from sparkdocs.batch import (INDEX_NAME, BatchOptions, BatchSummarizer, OutcomeStatus,
-                             atomic_write, collect_items, plan_outputs)
+
+from sparkdocs.batch import (
+    INDEX_NAME,
+    BatchOptions,
+    BatchSummarizer,
+    OutcomeStatus,
+    atomic_write,
+    collect_items,
+    plan_outputs,
+)
 from sparkdocs.client import ModelClient
 from sparkdocs.config import OutputFormat, Settings
 from sparkdocs.ingest import ingest_bytes

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-import random
 
 from sparkdocs.bench import BenchReport, Sample, synthetic_document
 from sparkdocs.client import AnswerResult
@@ -82,6 +81,7 @@ def test_ctrl_c_stops_the_bench_promptly(tmp_path: Path):
 @pytest.mark.integration
 def test_a_request_that_does_not_finish_is_not_a_measurement(tmp_path: Path):
     from fakeserver import FakeServer, StreamFault
+
     from sparkdocs.bench import Bench, BenchOptions
     from sparkdocs.client import ModelClient
     from sparkdocs.config import Settings
@@ -101,6 +101,7 @@ def test_a_request_that_does_not_finish_is_not_a_measurement(tmp_path: Path):
 @pytest.mark.integration
 def test_the_report_never_shows_credentials_of_the_base_url(tmp_path: Path):
     from fakeserver import FakeServer
+
     from sparkdocs.bench import Bench, BenchOptions
     from sparkdocs.client import ModelClient
     from sparkdocs.config import Settings

@@ -8,17 +8,45 @@ import random
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from corpus import (
+    FALSE_CLASSES,
+    citation_cases,
+    citation_documents,
+    contract_pages,
+    format_score,
+    meaning_change,
+    run_cases,
+    score,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from corpus import (FALSE_CLASSES, citation_cases, citation_documents, contract_pages,
-                    format_score, meaning_change, run_cases, score)
-from sparkdocs.citations import (Citation, RefKind, Status, citation_counts, find_quotes,
-                                 find_references,
-                                 mark_answer, normalise_words, source_excerpt, sources_markdown,
-                                 sources_text, verify_answer)
-from sparkdocs.documents import (DOCUMENT_CLOSE, DOCUMENT_OPEN, Document, DocumentKind, Section,
-                                 SectionKind, anchor_lines, clean_text, line_anchors,
-                                 render_section)
+from sparkdocs.citations import (
+    Citation,
+    RefKind,
+    Status,
+    citation_counts,
+    find_quotes,
+    find_references,
+    mark_answer,
+    normalise_words,
+    source_excerpt,
+    sources_markdown,
+    sources_text,
+    verify_answer,
+)
+from sparkdocs.documents import (
+    DOCUMENT_CLOSE,
+    DOCUMENT_OPEN,
+    Document,
+    DocumentKind,
+    Section,
+    SectionKind,
+    anchor_lines,
+    clean_text,
+    line_anchors,
+    render_section,
+)
 from sparkdocs.prompts import PromptBuilder, prepare_document
 from sparkdocs.tokens import count_document, llama3
 
@@ -69,6 +97,7 @@ def test_anchor_cost_is_under_3_percent_of_the_document(documents, capsys):
     from pathlib import Path
 
     from builders import make_many_file_codebase
+
     from sparkdocs.ingest import ingest_bytes
 
     tok = llama3()
@@ -431,9 +460,9 @@ def test_answers_without_quotes_have_no_citations(contract):
 @pytest.mark.integration
 def test_app_shows_sources_under_an_answer_and_marks_a_missing_quote(monkeypatch, tmp_path):
     import streamlit as st
+    from builders import make_contract_pdf
     from streamlit.testing.v1 import AppTest
 
-    from builders import make_contract_pdf
     from sparkdocs.config import Settings
     from sparkdocs.ingest import Upload
     from sparkdocs.store import Turn

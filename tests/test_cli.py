@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from builders import make_contract_pdf, make_zip
 
 pytestmark = pytest.mark.integration

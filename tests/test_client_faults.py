@@ -6,13 +6,25 @@ import threading
 import time
 
 import pytest
-
 from fakeserver import FakeServer, StreamFault
-from sparkdocs.client import (ModelClient, ServerKind, ServiceProblem, StreamEnd, Waiting,
-                              parse_metrics)
+
+from sparkdocs.client import (
+    ModelClient,
+    ServerKind,
+    ServiceProblem,
+    StreamEnd,
+    Waiting,
+    parse_metrics,
+)
 from sparkdocs.config import Settings
-from sparkdocs.errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError,
-                              ProtocolError, ServiceTimeoutError, ServiceUnavailableError)
+from sparkdocs.errors import (
+    AuthenticationError,
+    ContextOverflowError,
+    ModelNotFoundError,
+    ProtocolError,
+    ServiceTimeoutError,
+    ServiceUnavailableError,
+)
 from sparkdocs.tokens import ChatMessage
 
 pytestmark = pytest.mark.integration
@@ -161,7 +173,7 @@ def test_a_service_that_comes_up_is_seen_once_the_short_failure_ttl_passes(monke
     import http.server
     import threading
 
-    from fakeserver import _Handler, Behaviour
+    from fakeserver import Behaviour, _Handler
 
     handler = type("H", (_Handler,), {"behaviour": Behaviour()})
     port = int(url.rsplit(":", 1)[1].split("/")[0])

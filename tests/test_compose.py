@@ -218,11 +218,11 @@ def test_the_app_writes_only_to_its_data_volume_and_tmp(tmp_path):
     reload, the app writes nowhere but its cache (the /data volume) and the temporary folder
     (the tmpfs /tmp) — not its home, not the image."""
 
-    from playwright.sync_api import expect, sync_playwright
-
     from fakeserver import FakeServer
-    from sparkdocs.local_model import free_port
+    from playwright.sync_api import expect, sync_playwright
     from test_e2e_browser import CHROMIUM_ARGS, wait_for_streamlit
+
+    from sparkdocs.local_model import free_port
 
     cache, temp, home = tmp_path / "data", tmp_path / "tmp", tmp_path / "home"
     for folder in (temp, home):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from builders import make_contract_pdf
+
 from sparkdocs.local_model import free_port
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from builders import synthetic_document_text
+
 from sparkdocs.client import ModelClient
 from sparkdocs.doctor import run_checks
 from sparkdocs.ingest import Upload

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from builders import make_pdf, make_zip
 from test_e2e_browser import CHROMIUM_ARGS, STATS, _ask, _start_app, _upload
 

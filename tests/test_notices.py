@@ -5,8 +5,8 @@ survives a reload, empty sessions are not listed."""
 from __future__ import annotations
 
 import pytest
-
 from builders import make_pdf
+
 from sparkdocs.errors import EncryptedDocumentError
 from sparkdocs.ingest import Upload
 from sparkdocs.notices import follow_up_default, upload_problem

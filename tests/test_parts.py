@@ -16,7 +16,8 @@ import pytest
 from builders import make_pdf
 from corpus import contract_pages
 from fakeserver import FakeServer
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparkdocs.client import AnswerResult
 from sparkdocs.errors import BudgetError

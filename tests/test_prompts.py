@@ -6,13 +6,18 @@ import subprocess
 import sys
 
 import pytest
-
 from builders import synthetic_document_text
+
 from sparkdocs.documents import Document, DocumentKind, Section, SectionKind
 from sparkdocs.errors import BudgetError, SparkdocsError
 from sparkdocs.ingest import ingest_bytes
-from sparkdocs.prompts import (PromptBuilder, fit_sections, prepare_document, rank_sections,
-                               reusable_prefix_tokens)
+from sparkdocs.prompts import (
+    PromptBuilder,
+    fit_sections,
+    prepare_document,
+    rank_sections,
+    reusable_prefix_tokens,
+)
 from sparkdocs.tokens import count_document
 
 

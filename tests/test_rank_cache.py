@@ -13,10 +13,10 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from corpus import CORPUS
 from tiktoken.load import load_tiktoken_bpe
 from tokenizers import Tokenizer
 
-from corpus import CORPUS
 from sparkdocs.documents import clean_text
 from sparkdocs.rank_cache import CachedRanks, rank_cache_path, read_ranks
 from sparkdocs.tokens import Llama3Tokenizer

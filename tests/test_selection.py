@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
-
 from builders import make_contract_pdf, make_many_file_codebase
+from hypothesis import given
+from hypothesis import strategies as st
+
 from sparkdocs.errors import SelectionError
 from sparkdocs.ingest import ingest_bytes
 from sparkdocs.prompts import fit_sections

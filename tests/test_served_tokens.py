@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-
 from builders import make_contract_pdf
+
 from sparkdocs.client import ModelClient
 from sparkdocs.config import Settings
 from sparkdocs.ingest import Upload

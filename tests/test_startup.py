@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from builders import make_contract_pdf, make_pdf
+
 from sparkdocs.passwords import pdf_is_encrypted
 
 # Libraries `count` never needs: the UI, the model client, passwords, metrics, DOCX/PDF parsing
@@ -58,8 +58,9 @@ def test_count_json_imports_nothing_it_does_not_use(tmp_path: Path, kind: str):
 
 
 def test_plain_pdfs_are_not_encrypted_without_pypdf_and_encrypted_ones_are_found():
-    from pypdf import PdfReader
     import io
+
+    from pypdf import PdfReader
 
     plain = make_contract_pdf(2)
     locked = make_pdf(["Secret page."], password="pw")

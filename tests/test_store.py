@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from builders import make_contract_pdf
+
 from sparkdocs.config import Settings
 from sparkdocs.errors import SessionNotFoundError
 from sparkdocs.ingest import IngestOptions, Upload

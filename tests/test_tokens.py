@@ -9,12 +9,21 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from hypothesis import given, settings, strategies as st
+from corpus import CORPUS, INJECTION, corpus_document
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from corpus import CORPUS, INJECTION, corpus_document
-from sparkdocs.documents import (DOCUMENT_CLOSE, DOCUMENT_OPEN, Document, DocumentKind, Section,
-                                 SectionKind, clean_text, render_section)
+from sparkdocs.documents import (
+    DOCUMENT_CLOSE,
+    DOCUMENT_OPEN,
+    Document,
+    DocumentKind,
+    Section,
+    SectionKind,
+    clean_text,
+    render_section,
+)
 from sparkdocs.prompts import PromptBuilder, prepare_document
 from sparkdocs.tokens import Budget, count_document, llama3, render_chat
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from sparkdocs.client import Capabilities, ServerMetrics
 from sparkdocs.store import Session, Turn, TurnStatus
 from sparkdocs.tokens import Budget
-from sparkdocs.views import (budget_segments, budget_summary, kv_fit, session_markdown,
-                             stats_line, turn_status)
+from sparkdocs.views import (
+    budget_segments,
+    budget_summary,
+    kv_fit,
+    session_markdown,
+    stats_line,
+    turn_status,
+)
 
 
 def test_budget_segments_add_up_to_the_context():
@@ -48,6 +54,7 @@ def test_kv_fit_from_vllm_metrics():
 
 def test_parts_are_numbered_from_one_and_auto_fit_says_what_it_does():
     from builders import make_contract_pdf, make_many_file_codebase
+
     from sparkdocs.ingest import ingest_bytes
     from sparkdocs.tokens import count_document
     from sparkdocs.views import fit_button_label, kept_summary, section_rows

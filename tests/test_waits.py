@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from fakeserver import VLLM_METRICS, FakeServer
+
 from sparkdocs.client import ModelClient, ServerMetrics, Waiting, parse_metrics
 from sparkdocs.config import Settings
-from sparkdocs.waits import WaitPhase, WaitWatch, wait_phase
+from sparkdocs.waits import WaitPhase, WaitWatch, wait_phase, warm_caption
 from sparkdocs.warmup import WarmState, WarmStatus
-from sparkdocs.waits import warm_caption
 
 
 def _vllm_text(*, running: int, waiting: int) -> str:

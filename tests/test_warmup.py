@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from fakeserver import FakeServer
+
 from sparkdocs.client import ModelClient
 from sparkdocs.config import Settings
 from sparkdocs.ingest import Upload

@@ -21,8 +21,8 @@ budget, beyond the upload itself (at most `max_file_bytes`, 200 MiB) and the doc
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..documents import Document, DocumentKind, Section, SectionKind, content_hash
 from ..errors import UnsupportedFormatError

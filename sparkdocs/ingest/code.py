@@ -14,10 +14,10 @@ import tarfile
 import time
 import zipfile
 import zlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..documents import Section, SectionKind, clean_text, render_tree
 from ..errors import FileTooLargeError, IngestError, UnsafeArchiveError, UnsupportedFormatError

@@ -11,29 +11,36 @@ from collections.abc import Sequence
 
 import streamlit as st
 
+from ..citations import answers_sources_markdown
 from ..client import Waiting
-from ..parts import (ASSUMED_PREFILL_TOKENS_PER_S, SHORTEST_QUESTION, PartAnswer,
-                     estimate_text)
-from ..streams import StreamGroup
 from ..documents import Document
 from ..errors import SparkdocsError
 from ..ingest import Upload
 from ..ingest.code import directory_tokens
-from ..safe_text import safe_markdown
-from ..store import Session
-from ..citations import answers_sources_markdown
-from .sources import marked_answer, show_sources
-from ..selection import SelectBy, select_by, select_typed, selection_text
 from ..notices import follow_up_default, upload_problem
+from ..parts import ASSUMED_PREFILL_TOKENS_PER_S, SHORTEST_QUESTION, PartAnswer, estimate_text
+from ..safe_text import safe_markdown
+from ..selection import SelectBy, select_by, select_typed, selection_text
+from ..store import Session
+from ..streams import StreamGroup
+from ..views import (
+    budget_segments,
+    budget_summary,
+    demo_model_note,
+    fit_button_label,
+    kept_summary,
+    section_rows,
+    session_markdown,
+    skipped_markdown,
+    stats_line,
+    turn_status,
+)
 from ..waits import WaitWatch, warm_caption
 from ..warmup import WarmStatus
-from ..views import (budget_segments, budget_summary, demo_model_note,
-                    fit_button_label,
-                    kept_summary, section_rows, session_markdown, skipped_markdown,
-                    stats_line, turn_status)
 from . import team
 from .common import friendly_errors, open_session_in_tab
 from .services import Services
+from .sources import marked_answer, show_sources
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 import streamlit as st
 
 from ..safe_text import safe_markdown
-from ..views import (LibraryVariant, library_entries, session_label)
+from ..views import LibraryVariant, library_entries, session_label
 from . import team
 from .common import friendly_errors, open_session_in_tab
 from .services import Services

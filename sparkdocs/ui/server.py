@@ -6,8 +6,8 @@ import logging
 
 import streamlit as st
 
-from ..safe_text import safe_markdown
 from ..local_model import log_excerpt
+from ..safe_text import safe_markdown
 from ..views import code_span
 from . import team
 from .common import active_session

@@ -11,8 +11,16 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from ..citations import (STATUS_LABELS, STATUS_MARKS, Citation, Status, counts_line,
-                        escape_markdown, mark_answer, source_excerpt)
+from ..citations import (
+    STATUS_LABELS,
+    STATUS_MARKS,
+    Citation,
+    Status,
+    counts_line,
+    escape_markdown,
+    mark_answer,
+    source_excerpt,
+)
 from ..prompts import PreparedDocument
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ from ..auth import (
 )
 from ..config import AuthMode, CacheIsolation, Settings
 from ..documents import Document
-from ..safe_text import safe_markdown
 from ..errors import LoginError, OpenAppError, PasswordRequiredError, StoreError
+from ..safe_text import safe_markdown
 from ..store import Session, Store
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ that injects a fixed latency per request, so the figure measures sparkdocs' sche
 from __future__ import annotations
 
 import argparse
-import subprocess
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from builders import synthetic_document_text  # noqa: E402
+
 from sparkdocs.batch import BatchOptions, BatchSummarizer, collect_items  # noqa: E402
 from sparkdocs.client import ModelClient  # noqa: E402
 from sparkdocs.config import Settings  # noqa: E402

@@ -16,18 +16,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import datetime, UTC
-from pathlib import Path
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 
-from builders import (add_footnotes, make_docx, make_docx_with_big_media,  # noqa: E402
-                      make_pdf_stream_bomb, make_tar_bz2_bomb, make_tar_header_bomb, make_zip,
-                      replace_docx_part)
+from builders import (  # noqa: E402
+    add_footnotes,
+    make_docx,
+    make_docx_with_big_media,
+    make_pdf_stream_bomb,
+    make_tar_bz2_bomb,
+    make_tar_header_bomb,
+    make_zip,
+    replace_docx_part,
+)
 
 TIMEOUT_S = 300
 GIB = 2**30

@@ -18,8 +18,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent.parent))
 
-from corpus import (_window, big_document, citation_cases, citation_documents,  # noqa: E402
-                    format_score, meaning_change, run_cases, score)
+from corpus import (  # noqa: E402
+    _window,
+    big_document,
+    citation_cases,
+    citation_documents,
+    format_score,
+    meaning_change,
+    run_cases,
+    score,
+)
+
 from sparkdocs.citations import CitationIndex, index_for, verify_answer  # noqa: E402
 from sparkdocs.documents import SectionKind, anchor_lines  # noqa: E402
 from sparkdocs.prompts import prepare_document  # noqa: E402

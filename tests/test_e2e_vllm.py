@@ -447,7 +447,9 @@ def test_every_part_counts_as_vllm_counts_and_a_second_question_reuses_each_part
     from sparkdocs.parts import PartRequests, answer_whole
 
     qa = _qa(vllm_8k, tmp_path, answer_tokens=32)
-    document = _load(qa, "contract.pdf", make_contract_pdf(60))
+    from corpus import contract_pages
+
+    document = _load(qa, "contract.pdf", make_pdf(contract_pages(60, per_page=9)))
     builder = qa.workspace.prompts
     answers = []
     for question in ("Who pays the invoices?", "When may either party end the agreement?"):

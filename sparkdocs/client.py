@@ -10,6 +10,7 @@ import logging
 import math
 import queue
 import re
+import secrets
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any
 
+import httpx2
 import openai
 
 from .config import Settings, check_base_url
@@ -244,6 +246,75 @@ def salted(cache_salt: str | None) -> dict[str, Any]:
     return {"extra_body": {"cache_salt": cache_salt}} if cache_salt else {}
 
 
+ANSWER_HEADER = "x-sparkdocs-answer"
+
+
+class AnswerConnections(httpx2.BaseTransport):
+    """The transport under the openai client, and the handle sparkdocs owns on each answer's
+    connection. An answer's request carries a one-off key in a header, which is taken off
+    here before the request is sent and kept with its response, so that a Stop or the answer's
+    deadline shuts that answer's socket down: that wakes a read blocked in a prefill, which
+    closing the response alone would not (it waits for the next chunk), and it tells vLLM the
+    client left, so vLLM aborts the request."""
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self._inner = inner
+        self._responses: dict[str, httpx2.Response] = {}
+        self._aborted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        key = request.headers.get(ANSWER_HEADER)
+        if key is None:
+            return self._inner.handle_request(request)
+        del request.headers[ANSWER_HEADER]
+        response = self._inner.handle_request(request)
+        with self._lock:
+            self._responses[key] = response
+            aborted = key in self._aborted
+        if aborted:  # stopped while its headers were on the way
+            _shut_down(response)
+        return response
+
+    def abort(self, key: str) -> None:
+        """End this answer's connection now (from any thread); also one not yet answered."""
+        with self._lock:
+            self._aborted.add(key)
+            response = self._responses.get(key)
+        if response is not None:
+            _shut_down(response)
+
+    def __len__(self) -> int:
+        """Answers whose connections are held now."""
+        with self._lock:
+            return len(self._responses)
+
+    def content_type(self, key: str) -> str:
+        """The content type this answer's response came with ("" if none came)."""
+        with self._lock:
+            response = self._responses.get(key)
+        return response.headers.get("content-type", "") if response is not None else ""
+
+    def release(self, key: str) -> None:
+        """The answer is over: forget its connection (the pool may reuse it)."""
+        with self._lock:
+            self._responses.pop(key, None)
+            self._aborted.discard(key)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _shut_down(response: httpx2.Response) -> None:
+    # `network_stream` is the HTTP stack's documented response extension for the connection.
+    network = response.extensions.get("network_stream")
+    sock = network.get_extra_info("socket") if network is not None else None
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # already closed by the server or the reading thread
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 class AnswerStream:
     """One answer, read inside a `with` block: `with client.stream(messages) as answer: for text
     in answer: …`. Leaving the block ends the request there and then (the response is closed,
@@ -267,6 +338,7 @@ class AnswerStream:
         self._temperature = temperature
         self._deadline_s = deadline_s
         self._deadline_fix = deadline_fix
+        self._key = secrets.token_hex(8)  # this answer's handle on its connection
         self._cancel = threading.Event()
         self._expired = threading.Event()
         self._response: Any = None
@@ -328,14 +400,7 @@ class AnswerStream:
         self._abort_connection()
 
     def _abort_connection(self) -> None:
-        response = getattr(self._response, "response", None)  # openai's Stream → HTTP response
-        extensions = getattr(response, "extensions", None) or {}
-        network = extensions.get("network_stream")
-        sock = network.get_extra_info("socket") if network is not None else None
-        if sock is None:
-            return
-        with contextlib.suppress(OSError):  # already closed by the server or the reading thread
-            sock.shutdown(socket.SHUT_RDWR)
+        self._client.connections.abort(self._key)
 
     @property
     def text(self) -> str:
@@ -394,6 +459,7 @@ class AnswerStream:
                 model=self._model, messages=self._messages, stream=True,
                 max_tokens=self._max_tokens, temperature=self._temperature,
                 stream_options={"include_usage": True}, **salted(self._cache_salt),
+                extra_headers={ANSWER_HEADER: self._key},
                 timeout=openai.Timeout(wait_s, connect=settings.connect_timeout_s))
         except openai.APITimeoutError as exc:
             if wait_s < settings.request_timeout_s:
@@ -403,8 +469,7 @@ class AnswerStream:
             raise _service_error(exc, settings=settings, model=self._model) from exc
         except openai.OpenAIError as exc:
             raise _service_error(exc, settings=settings, model=self._model) from exc
-        headers = getattr(getattr(response, "response", None), "headers", None) or {}
-        kind = str(headers.get("content-type", ""))
+        kind = self._client.connections.content_type(self._key)
         if kind and "event-stream" not in kind:
             try:
                 response.close()
@@ -443,6 +508,7 @@ class AnswerStream:
             yield from self._read(state)
         finally:
             timer.cancel()
+            self._client.connections.release(self._key)
             if self._response is not None or state.end is not None:
                 self.result = self._record(started, state)
 
@@ -647,14 +713,19 @@ def _tokenize_body(form: ServerKind, text: str, model: str | None) -> dict[str, 
 
 
 class ModelClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, transport: httpx2.BaseTransport | None = None
+                 ) -> None:
+        """`transport` replaces the network under the client (tests give a mock one)."""
         check_base_url(settings.base_url)
         self.settings = settings
         # One HTTP stack: answers and discovery both go through openai's client (httpx2 since
-        # openai 3), so there is one connection pool and one exception family to map.
+        # openai 3), so there is one connection pool and one exception family to map; its
+        # transport is ours, so every answer has a handle on its own connection.
+        self.connections = AnswerConnections(transport or httpx2.HTTPTransport())
         self.openai = openai.OpenAI(
             base_url=settings.base_url, api_key=settings.api_key, max_retries=settings.max_retries,
-            timeout=openai.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s))
+            timeout=openai.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+            http_client=openai.DefaultHttpxClient(transport=self.connections))
         self._caps: Capabilities | None = None
         self._lock = threading.Lock()
         # The tokenize form per model, found on the first count (None: the server has none).

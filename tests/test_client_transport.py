@@ -12,8 +12,12 @@ import pytest
 
 from sparkdocs.client import ANSWER_HEADER, ModelClient, ServerKind
 from sparkdocs.config import Settings
-from sparkdocs.errors import (AuthenticationError, ContextOverflowError, ModelNotFoundError,
-                              ServiceUnavailableError)
+from sparkdocs.errors import (
+    AuthenticationError,
+    ContextOverflowError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+)
 from sparkdocs.tokens import ChatMessage
 
 MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"

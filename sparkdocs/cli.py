@@ -356,8 +356,13 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
     turn = outcome.turn
     citations = turn.citations or ()
     if as_json:
+        complete = bool(turn.parts) and all(p.status == "read" for p in turn.parts)
         emit_json({"answer": turn.answer, "status": turn.status.value, "error": turn.error,
-                   "read": turn.read, "parts": len(plan.parts),
+                   "coverage": "all" if complete and not turn.interrupted else "partial",
+                   "read": turn.read,
+                   "parts": [{"part": p.number, "covers": p.label, "status": p.status,
+                              "error": p.error, "prompt_tokens": p.prompt_tokens,
+                              "cached_tokens": p.cached_tokens} for p in turn.parts],
                    "prompt_tokens": turn.prompt_tokens, "cached_tokens": turn.cached_tokens,
                    "session": outcome.session.id, "citations": [c.as_dict() for c in citations]})
     else:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError, ProtocolError)
 ENDS_NOT_RETRIED = (StreamEnd.TOO_LONG, StreamEnd.DEADLINE, StreamEnd.INVALID)
+MAX_PARTS = 1_000  # a whole-document answer past this is refused up front, with the numbers
 SHORTEST_QUESTION = "?"  # a question's room is reserved apart (QUESTION_RESERVE_TOKENS)
 ASSUMED_PREFILL_TOKENS_PER_S = 800.0  # Llama 3.3 70B FP8 on one DGX Spark (design.md)
 
@@ -253,6 +254,11 @@ def whole_parts(document: Document, builder: PromptBuilder, *, context: int,
 def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, question: str, *,
                parts: Sequence[Part], context: int, answer_tokens: int, limit: int = 32
                ) -> WholePlan:
+    if len(parts) > MAX_PARTS:
+        raise BudgetError(
+            f"{document.name}: reading every page would take {len(parts):,} parts of at most "
+            f"{context:,} tokens, over the limit of {MAX_PARTS:,}; choose pages or files to keep "
+            "(--pages/--parts), or use a server with a longer context.")
     prompts = tuple(builder.part_question(prepared_part(document, builder, parts, n), question)
                     for n in range(1, len(parts) + 1))
     longest = max(p.prompt_tokens for p in prompts)

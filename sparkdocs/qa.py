@@ -29,7 +29,7 @@ from .parts import (
 )
 from .prompts import Part, PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
-from .store import Session, Turn, TurnStatus
+from .store import PartRecord, Session, Turn, TurnStatus
 from .streams import StreamGroup
 from .tokens import Budget
 from .workspace import Workspace
@@ -282,14 +282,18 @@ class QuestionAnswering:
         except BaseException as exc:
             stopped_here = not isinstance(exc, SparkdocsError)
             if not stopped_here and not requests.streams.cancelled:
+                turn = Turn(question, "", status=TurnStatus.FAILED, error=str(exc),
+                            asked_at=asked, citations=(), parts=_part_records(done),
+                            read=f"{len(done)} of {len(plan.parts)} parts answered; not merged")
                 with signals_held():
-                    self.record_failure(session, question, follow_up=False, failure=exc)
+                    self.workspace.store.append_turn(session.id, turn)
                 raise
             # a stop: here (Ctrl-C, a rerun) or by whoever holds the group (a Stop button)
             requests.streams.cancel()
             reason = _stop_reason(exc, stop_reasons or {}) if stopped_here else STOPPED_BY_USER
             turn = Turn(question, "", status=TurnStatus.STOPPED, error=reason, asked_at=asked,
-                        citations=(), read=f"stopped after {len(done)} of {len(plan.parts)} parts")
+                        citations=(), parts=_part_records(done),
+                        read=f"stopped after {len(done)} of {len(plan.parts)} parts")
             with signals_held():
                 recorded = self.workspace.store.append_turn(session.id, turn)
             if not stopped_here or isinstance(exc, KeyboardInterrupt):
@@ -309,7 +313,7 @@ class QuestionAnswering:
                     completion_tokens=total([r.completion_tokens for r in results]),
                     cached_tokens=total([r.cached_tokens for r in results]), asked_at=asked,
                     citations=verify_answer(answer.answer, self.prepared(document)),
-                    read=answer.read)
+                    read=answer.read, parts=_part_records(answer.parts))
         with signals_held():
             return TurnOutcome(self.workspace.store.append_turn(session.id, turn), final)
 
@@ -367,6 +371,18 @@ class QuestionAnswering:
 
 
 STOPPED_BY_USER = "stopped by the user"
+
+
+def _part_records(answers: Sequence[PartAnswer]) -> tuple[PartRecord, ...]:
+    records = []
+    for answer in sorted(answers, key=lambda a: a.number):
+        result = answer.result
+        records.append(PartRecord(
+            answer.number, answer.label, "read" if answer.error is None else "not read",
+            result.answer if result is not None else "", answer.error,
+            result.prompt_tokens if result is not None else None,
+            result.cached_tokens if result is not None else None))
+    return tuple(records)
 
 
 def _stop_reason(exc: BaseException, reasons: Mapping[type[BaseException], str]) -> str:

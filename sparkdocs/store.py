@@ -145,11 +145,26 @@ class Turn:
     # An answer from every part of a document beyond the context: what was read, in words
     # ("all 300 pages, in 4 parts", or the parts that were not); None for one request.
     read: str | None = None
+    parts: tuple[PartRecord, ...] = ()
 
     @property
     def interrupted(self) -> bool:
         """The answer did not end by itself (stopped, broke off or failed)."""
         return self.status in (TurnStatus.STOPPED, TurnStatus.BROKE_OFF, TurnStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One part of an answer read from every page: what it covered and what it answered (kept
+    with the turn, so nothing a part answered is lost if the merge fails)."""
+
+    number: int
+    label: str
+    status: str  # "read" or "not read"
+    answer: str = ""
+    error: str | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +234,7 @@ def turn_from_json(text: str) -> Turn:
     known["status"] = TurnStatus(known.get("status", TurnStatus.FINISHED.value))
     records = known.get("citations")
     known["citations"] = None if records is None else citations_from_records(records)
+    known["parts"] = tuple(PartRecord(**part) for part in known.get("parts") or ())
     return Turn(**known)
 
 

@@ -58,6 +58,7 @@ class Behaviour:
     max_model_len: int = 65_536
     answer: str = "The answer is forty-two."
     chunks: list[str] | None = None  # sent exactly as given instead of the answer's words
+    reply: Any = None  # a function of the request's messages giving the answer (a scripted model)
     latency_s: float = 0.0  # before the first token
     token_delay_s: float = 0.0
     cut_after_chunks: int | None = None
@@ -204,7 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
-        words = list(b.chunks) if b.chunks is not None else b.answer.split(" ")
+        answer = b.reply(body["messages"]) if b.reply is not None else b.answer
+        words = list(b.chunks) if b.chunks is not None else answer.split(" ")
         max_tokens = body.get("max_tokens") or len(words)
         emitted = words[:max_tokens]
         finish = "stop" if len(emitted) == len(words) else "length"

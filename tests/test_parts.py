@@ -75,7 +75,8 @@ def test_every_page_is_read_once_and_every_part_answer_is_merged(tmp_path):
         assert len(ids) + ANSWER_TOKENS <= CONTEXT
     printed = json.loads(run.stdout)
     assert printed["read"] == f"all {PAGES} pages, in {len(part_requests)} parts"
-    assert printed["parts"] == len(part_requests)
+    assert printed["coverage"] == "all" and len(printed["parts"]) == len(part_requests)
+    assert all(p["status"] == "read" for p in printed["parts"])
     db = sqlite3.connect(tmp_path / "cache" / DATABASE_NAME)
     [(body,)] = db.execute("SELECT body FROM turns").fetchall()
     db.close()
@@ -96,6 +97,9 @@ def test_a_part_that_fails_is_named_and_the_answer_is_partial(tmp_path):
     assert run.returncode == 0, run.stderr
     printed = json.loads(run.stdout)
     assert printed["read"].startswith("partial: ") and "not read after retries: part " in printed["read"]
+    assert printed["coverage"] == "partial"
+    [missing] = [p for p in printed["parts"] if p["status"] == "not read"]
+    assert f"part {missing['part']} ({missing['covers']})" in printed["read"]
     assert "NOT READ" in run.stderr
     assert not printed["read"].startswith("all ")
 
@@ -174,3 +178,53 @@ def test_the_app_answers_from_every_page_when_asked(tmp_path, monkeypatch):
     db.close()
     assert json.loads(body)["read"].startswith(f"all {PAGES} pages, in ")
     assert any("read: all 14 pages" in c.value for c in at.caption)
+
+
+FACTS = {3: "The deposit of 4,250 euros is returned within nine days of the end of the term",
+         9: "Either party may end this agreement with sixty days of written notice",
+         13: "All disputes go to the courts of Rotterdam under Dutch law"}
+
+
+def _scripted_reply(messages: list[dict]) -> str:
+    """A model that quotes the facts of its part with their pages, and a merge that keeps the
+    quotes it was given: what a good model does, scripted."""
+    text = messages[-1]["content"]
+    if "<document" in text:
+        found = []
+        for match in re.finditer(r'<page number="(\d+)">(.*?)</page>', text, re.S):
+            page, body = int(match.group(1)), " ".join(match.group(2).split())
+            fact = FACTS.get(page)
+            if fact and fact in body:
+                found.append(f'"{fact}" (p. {page})')
+        return " ".join(found) or "Nothing relevant in this part."
+    return " ".join(re.findall(r'"[^"]+" \(p\. \d+\)', text)) or "Nothing relevant."
+
+
+@pytest.mark.integration
+def test_the_final_answer_carries_every_parts_facts_verified_on_their_pages(tmp_path):
+    pages = contract_pages(PAGES, per_page=9)
+    for page, fact in FACTS.items():
+        pages[page - 1] = f"{pages[page - 1]} {fact}."
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(make_pdf(pages))
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.reply = _scripted_reply
+        run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(pdf), "What are the "
+                              "deposit, notice and law terms?", "--whole", "--json"],
+                             capture_output=True, text=True, timeout=300, check=False,
+                             env=_env(tmp_path / "cache", server.base_url))
+        parts_seen = sum("<document" in r["messages"][-1]["content"]
+                         for r in server.behaviour.requests)
+    assert run.returncode == 0, run.stderr
+    printed = json.loads(run.stdout)
+    assert parts_seen >= 2 and printed["coverage"] == "all"
+    verdicts = {(c["quote"], c["status"], c["found"]["label"] if c["found"] else None)
+                for c in printed["citations"]}
+    assert verdicts == {(fact, "verified", f"p. {page}") for page, fact in FACTS.items()}
+    # every part's own answer is kept with the turn
+    db = sqlite3.connect(tmp_path / "cache" / DATABASE_NAME)
+    [(body,)] = db.execute("SELECT body FROM turns").fetchall()
+    db.close()
+    kept = " ".join(p["answer"] for p in json.loads(body)["parts"])
+    assert all(fact in kept for fact in FACTS.values())

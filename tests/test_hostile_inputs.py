@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 from builders import make_docx, make_tar_gz, make_zip
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from sparkdocs.errors import IngestError, SparkdocsError, UnsafeArchiveError
 from sparkdocs.ingest import IngestOptions, ingest_bytes
@@ -617,3 +620,52 @@ def test_an_archive_whose_last_copy_of_a_path_is_left_out_shows_no_earlier_copy(
     assert not any(b"earlier copy the unpacked" in s.text.encode() for s in document.sections)
     assert any("a.py: 1 earlier copy" in entry for entry in document.skipped), document.skipped
     assert "other" not in " ".join(document.warnings), document.warnings
+
+
+# Windows-1252 text of any length (issue #20): a browser with a Western locale reads it right,
+# so must we. Words are real German/French/Portuguese/Spanish words; the judge is the encoding
+# the bytes were made with.
+_WESTERN_WORDS = (
+    "über", "Größe", "schön", "Grüße", "München", "Füße", "Mädchen", "Äpfel", "Öl", "weiß",
+    "Straße", "für", "Bär", "Ça", "va", "très", "bien", "déjà", "où", "été", "façade", "naïve",
+    "garçon", "œuvre", "cœur", "Noël", "À", "là", "Élève", "crème", "brûlée", "ação", "não",
+    "mãe", "São", "Paulo", "informações", "você", "coração", "põe", "avô", "é", "à", "señor",
+    "niño", "mañana", "año", "está", "qué", "canción", "pingüino", "el", "la", "und", "die",
+    "le", "de", "que", "com", "por", "100", "3,50", "l’été", "d’ôter", "Jean–Paul", "col·lecció",
+)
+_WRAPS = (("", ""), ("“", "”"), ("„", "“"), ("‚", "‘"), ("«", "»"), ("‹", "›"), ("¿", "?"),
+          ("¡", "!"), ("", "…"), ("", ","), ("", "."), ("€ ", ""), ("", " €"), ("— ", ""))
+
+
+@st.composite
+def _western_sentences(draw: st.DrawFn) -> str:
+    words = draw(st.lists(st.sampled_from(_WESTERN_WORDS), min_size=1, max_size=40))
+    out = []
+    for word in words:
+        word = draw(st.sampled_from((word, word.upper(), word.capitalize())))
+        before, after = draw(st.sampled_from(_WRAPS))
+        out.append(before + word + after)
+    return " ".join(out)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(_western_sentences())
+def test_windows_1252_text_of_any_length_is_read_as_written(text: str):
+    document = ingest_bytes("note.txt", text.encode("cp1252"))
+    assert document.sections[0].text == text
+
+
+@pytest.mark.parametrize("text", ["über", "Ça va très bien", "€ 100", "ação", "“Olá”"])
+def test_one_line_notes_from_issue_20_are_read_as_written(text: str):
+    assert ingest_bytes("note.txt", text.encode("cp1252")).sections[0].text == text
+
+
+@pytest.mark.parametrize("text,encoding", [
+    ("Привет, как дела? Это тест кодировки. " * 30, "cp1251"),
+    ("Příliš žluťoučký kůň úpěl ďábelské ódy. Děkuji, mám se dobře. " * 10, "cp1250"),
+    ("Grüße aus München — 東京 — naïve résumé. " * 10, "utf-8"),
+    ("Grüße aus München — 東京 — naïve résumé. " * 10, "utf-16"),
+    ("你好，你好吗？这是编码测试。" * 10, "gb18030"),
+])
+def test_long_text_in_other_encodings_is_still_read_right(text: str, encoding: str):
+    assert ingest_bytes("note.txt", text.encode(encoding)).sections[0].text == text.strip()

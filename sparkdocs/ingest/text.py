@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import unicodedata
 
 from ..documents import Section, SectionKind, clean_text
 from ..errors import UnsupportedFormatError
@@ -25,16 +26,14 @@ def looks_binary(data: bytes) -> bool:
 
 
 # Decoding follows what browsers do with an undeclared file: UTF-8 when the bytes are UTF-8
-# (a few stray bytes are replaced and counted, not a reason to refuse 4 MB of good text), else
-# Windows-1252, the de-facto Western default, unless charset-normalizer has strong evidence for
-# another code page: it rejected cp1252 outright, cp1252 cannot decode the bytes, or the text
-# reads as a language cp1252 cannot write. charset-normalizer only sees a sample (the bytes
-# around non-ASCII runs, at most SAMPLE_BYTES), so a 50 MB file costs what a small one does.
+# (unless only the cp1252 reading makes sense), with a few stray bytes replaced and counted
+# (at least four valid sequences for each: a letter and a symbol in cp1252 text make one by
+# chance), else Windows-1252, the de-facto Western default, unless cp1252 cannot decode the
+# bytes or reads them as no Western text is written (then charset-normalizer chooses). Both
+# checks see a sample (the bytes around non-ASCII runs, at most SAMPLE_BYTES), so a 50 MB
+# file costs what a small one does.
 SAMPLE_BYTES = 64 * 1024
 _NON_ASCII = re.compile(rb"[\x80-\xff]+")
-_CP1252_LANGUAGES = frozenset(
-    ["Unknown", "English", "German", "French", "Spanish", "Portuguese", "Italian", "Dutch", "Danish", "Swedish", "Norwegian", "Finnish", "Icelandic", "Catalan", "Indonesian", "Malay", "Tagalog", "Swahili", "Afrikaans"])
-
 
 def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
     """Returns (text, warning): BOMs first, then UTF-8 (strict, then tolerant of a few stray
@@ -43,9 +42,14 @@ def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace"), None
     try:
-        return data.decode("utf-8"), None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    else:
+        if not _cp1252_not_utf8(data):
+            return text, None
+        legacy_text = data.decode("cp1252")
+        return legacy_text, _legacy_warning(name, "cp1252")
     if looks_binary(data):
         raise UnsupportedFormatError(
             f"{name}: this is a binary file, not text, PDF or DOCX; "
@@ -54,7 +58,7 @@ def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
     text = data.decode("utf-8", errors="replace")
     stray = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
     valid = len(text) - len(text.encode("ascii", errors="ignore")) - text.count("\ufffd")
-    if valid > 0 and stray <= valid:
+    if valid > 0 and 4 * stray <= valid:  # `“OÙ”` in cp1252 holds one valid pair, `Ù”`
         return text, (f"{name}: {stray:,} byte{'s' if stray != 1 else ''} not valid UTF-8 "
                       "were replaced with \ufffd (the rest is UTF-8); re-save the file as UTF-8 "
                       "to keep them.")
@@ -64,10 +68,37 @@ def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
         raise UnsupportedFormatError(
             f"{name}: the text encoding could not be detected; save it as UTF-8 and try again."
         )
-    label = "Windows-1252 (cp1252)" if legacy == "cp1252" else legacy
-    return data.decode(legacy, errors="replace"), (
-        f"{name}: not UTF-8; decoded as {label}. If characters look wrong, save the file as "
-        "UTF-8 and load it again.")
+    return data.decode(legacy, errors="replace"), _legacy_warning(name, legacy)
+
+
+def _legacy_warning(name: str, encoding: str) -> str:
+    label = "Windows-1252 (cp1252)" if encoding == "cp1252" else encoding
+    return (f"{name}: not UTF-8; decoded as {label}. If characters look wrong, save the file "
+            "as UTF-8 and load it again.")
+
+
+def _cp1252_not_utf8(data: bytes) -> bool:
+    """Valid UTF-8 that is cp1252 all the same: short Western text can be valid UTF-8 by
+    chance (`AVÔ…` is the bytes of `AVԅ`), and then only the UTF-8 reading is absurd: a C1
+    control, or a word mixing Latin letters with another script's."""
+    sample = _sample(data)
+    if not _decodes(sample, "cp1252") or not _reads_as_western(sample.decode("cp1252")):
+        return False
+    utf8 = sample.decode("utf-8", errors="replace")
+    for match in _NON_ASCII_RUN.finditer(utf8):
+        start, end = max(match.start() - 1, 0), min(match.end() + 1, len(utf8))
+        if _absurd_in_utf8(utf8[start:end]):
+            return True
+    return False
+
+
+def _absurd_in_utf8(piece: str) -> bool:
+    if any("\x80" <= char <= "\x9f" for char in piece):
+        return True
+    scripts = [unicodedata.name(char, "?").split(" ")[0] if char.isalpha() else None
+               for char in piece]
+    return any(a is not None and b is not None and a != b and "LATIN" in (a, b)
+               for a, b in zip(scripts, scripts[1:], strict=False))
 
 
 def _sample(data: bytes, limit: int = SAMPLE_BYTES) -> bytes:
@@ -88,20 +119,43 @@ def _sample(data: bytes, limit: int = SAMPLE_BYTES) -> bytes:
 
 
 def _legacy_encoding(data: bytes) -> str | None:
+    """cp1252 when it reads the bytes as Western text could be written, as a browser with a
+    Western locale does; charset-normalizer's best guess only when cp1252 cannot decode them
+    or reads them as no Western text is. Its scores are no evidence on short text (every
+    reading scores 0, and it stops before trying cp1252: `über` came out as UTF-16 `ﱢ敲`,
+    `€ 100` as cp1125 `А 100`), nor between Latin-script code pages, which tie."""
     from charset_normalizer import from_bytes
 
-    results = from_bytes(_sample(data))
-    best = results.best()
-    cp1252 = _decodes(data, "cp1252")
-    if best is None:
-        return "cp1252" if cp1252 else None
-    western = next((m for m in results if "cp1252" in m.could_be_from_charset), None)
-    if not cp1252 or western is None:
-        return best.encoding  # cp1252 cannot decode it, or the mess detector rejected it
-    tied = western.chaos <= best.chaos and western.coherence >= best.coherence - 0.01
-    if tied or best.language in _CP1252_LANGUAGES:
+    sample = _sample(data)
+    if _decodes(data, "cp1252") and _reads_as_western(sample.decode("cp1252")):
         return "cp1252"
+    best = from_bytes(sample).best()
+    if best is None:
+        return "cp1252" if _decodes(data, "cp1252") else None
     return best.encoding
+
+
+# What Western text written in cp1252 never holds, and other code pages read as cp1252 do:
+# four non-ASCII characters in a row or three non-ASCII letters (Cyrillic, Greek, Arabic,
+# CJK bytes: `Ïðèâåò`, `êàê`), or a symbol inside a word (Polish cp1250: `Za¿ó³æ`). Real
+# words have at most two (`ção`, `Größe`); apostrophes, dashes and `·` do join letters.
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f\xa0]+")
+_JOINERS = frozenset("’‘´·–—\xad")
+
+
+def _reads_as_western(text: str) -> bool:
+    for match in _NON_ASCII_RUN.finditer(text):
+        run = match.group()
+        if len(run) >= 4 or (len(run) == 3 and run.isalpha()):
+            return False
+        start, end = match.start(), match.end()
+        for index in range(start, end):
+            char = text[index]
+            if char.isalpha() or char in _JOINERS or index == 0 or index + 1 >= len(text):
+                continue
+            if text[index - 1].isalpha() and text[index + 1].isalpha():
+                return False
+    return True
 
 
 def _decodes(data: bytes, encoding: str) -> bool:

@@ -89,13 +89,46 @@ def _collapse_stars(segment: str) -> tuple[str, int]:
     return "".join(out), runs
 
 
+def git_line(line: str) -> str | None:
+    """One .gitignore line as git reads it (dir.c): the CR of a CRLF line dropped, trailing
+    spaces trimmed unless escaped (`name\\ ` keeps one), leading spaces kept; None for a blank
+    line, a comment, or one ending in a lone backslash (git's wildmatch never matches it)."""
+    text = line[:-1] if line.endswith("\r") else line
+    if not text or text.startswith("#"):
+        return None
+    end = 0  # just past the last character that is not an unescaped space
+    index = 0
+    while index < len(text):
+        if text[index] == "\\":
+            if index + 1 == len(text):
+                return None
+            index += 2
+            end = index
+            continue
+        index += 1
+        if text[index - 1] != " ":
+            end = index
+    return text[:end] or None
+
+
+def _keep_trailing_space(pattern: str) -> str:
+    """pathspec strips trailing whitespace itself and fails on `name\\ ` once stripped; a last
+    character in brackets (`name[ ]`) matches the same names and is left alone."""
+    if not pattern or not pattern[-1].isspace():
+        return pattern
+    backslashes = len(pattern) - 1 - len(pattern[:-1].rstrip("\\"))
+    escaped = backslashes % 2 == 1
+    return pattern[:-2 if escaped else -1] + "[" + pattern[-1] + "]"
+
+
 def guard_pattern(line: str) -> tuple[str, str | None]:
-    """One gitignore-style line → (the line to give pathspec, a problem or None). Runs of `*`
-    are collapsed; a pattern that would still be slow to match is reported, not compiled."""
+    """One gitignore-style line → (the line to give pathspec, a problem or None); a line that
+    matches nothing becomes "" (a comment stays as it is). Runs of `*` are collapsed; a pattern that would still be slow
+    to match is reported, not compiled."""
     text = line.rstrip("\r\n")
-    stripped = text.strip()
-    if not stripped or stripped.startswith("#"):
-        return text, None
+    stripped = git_line(text)
+    if stripped is None:
+        return (text if text.startswith("#") else ""), None
     if len(stripped) > MAX_PATTERN_CHARS:
         return "", (f"{len(stripped):,} characters is over the {MAX_PATTERN_CHARS:,}-character "
                     "pattern limit")
@@ -122,7 +155,7 @@ def guard_pattern(line: str) -> tuple[str, str | None]:
                     f"before a pattern without a slash) is over the limit of "
                     f"{MAX_PATTERN_WILDCARDS} (at most {MAX_PATTERN_DOUBLE_STARS} `**`), "
                     "because each one multiplies matching time")
-    return ("!" if negate else "") + "/".join(kept), None
+    return _keep_trailing_space(("!" if negate else "") + "/".join(kept)), None
 
 
 def path_problem(path: str) -> str | None:
@@ -142,7 +175,7 @@ def _user_spec(patterns: tuple[str, ...], flag: str) -> pathspec.GitIgnoreSpec |
         return None
     lines = []
     for pattern in patterns:
-        line, problem = guard_pattern(pattern)
+        line, problem = guard_pattern(pattern.lstrip())  # a trailing `\\ ` is kept, as in git
         if problem:
             raise IngestError(
                 f"{flag} '{_shorten(pattern)}': {problem}; use a simpler pattern (split it into "
@@ -186,12 +219,12 @@ class PathFilter:
         notes: list[str] = []
         lines: list[str] = []
         count = 0
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):  # git splits at \n only
             guarded, problem = guard_pattern(line)
             if problem:
                 notes.append(f"{where} line {number}: {problem}; that line is ignored")
                 continue
-            if guarded.strip() and not guarded.lstrip().startswith("#"):
+            if guarded:
                 count += 1
                 if count > MAX_GITIGNORE_PATTERNS:
                     notes.append(f"{where}: over {MAX_GITIGNORE_PATTERNS:,} patterns; lines from "

@@ -117,6 +117,20 @@ def test_profiles_switch_without_editing_yaml(profile, context, seqs):
     assert _flag(command, "--max-num-seqs") == seqs
 
 
+def test_the_long_context_profile_serves_128k_with_an_fp8_kv_cache():
+    """131,072 tokens of BF16 KV (320 KiB each, ~40 GB) do not fit beside the FP8 weights; in
+    FP8 (160 KiB each, ~20 GB) they do: the profile must switch both together."""
+    long = yaml.safe_load(_config("--env-file", str(ROOT / "deploy" / "profiles"
+                                                    / "long-context.env")).stdout)
+    command = [str(c) for c in long["services"]["vllm"]["command"]]
+    assert _flag(command, "--max-model-len") == "131072"
+    assert _flag(command, "--kv-cache-dtype") == "fp8"
+    assert long["services"]["app"]["environment"]["SPARKDOCS_CONTEXT_LENGTH"] == "131072"
+    default = yaml.safe_load(_config().stdout)
+    assert _flag([str(c) for c in default["services"]["vllm"]["command"]],
+                 "--kv-cache-dtype") == "auto"
+
+
 def _published(service: dict) -> list[tuple[str, str, str]]:
     """(host address, host port, container port) of each port as Compose renders it."""
     published = []

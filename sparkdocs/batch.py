@@ -38,6 +38,7 @@ from .literal import strip_controls
 from .parts import PartRequests, merge, plan_parts, prepared_part
 from .prompts import DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document
 from .safe_text import safe_markdown
+from .served_tokens import ServedTokenizer, effective_context
 from .streams import StreamGroup
 from .workspace import Workspace
 
@@ -361,6 +362,7 @@ class BatchSummarizer:
         self._streams = StreamGroup()
         self._lock = threading.Lock()  # the progress counters
         self._builder: PromptBuilder = workspace.prompts
+        self._served = ServedTokenizer(client, workspace.prompts.tokenizer)
         self.index_path: Path | None = None
         self._cache_salt: str | None = None
 
@@ -478,6 +480,10 @@ class BatchSummarizer:
         order (the planner `ask --whole` uses), then the merge step (a tree if need be)."""
         instructions = self.options.instructions
         builder = self._builder
+        # a served model that counts more tokens for the same text leaves less room
+        ratio = self._served.count(
+            prepare_document(document, tokenizer=builder.tokenizer)).ratio
+        context = effective_context(context, self.options.max_tokens, ratio)
         parts = plan_parts(document, builder,
                            prompt_for=lambda prepared: builder.summary(prepared, instructions),
                            context=context, answer_tokens=self.options.max_tokens)

@@ -276,7 +276,7 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if len(args) < 2:
         raise typer.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
-    if Path(question).exists() and not any(Path(p).exists() for p in paths):  # a file or a folder
+    if _names_a_path(question) and not any(_names_a_path(p) for p in paths):  # a file or a folder
         import shlex  # the words before the file were one unquoted question: keep them all
 
         raise typer.BadParameter(f"{question!r} is a path, and the question goes last: "
@@ -328,6 +328,15 @@ def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTIO
     if turn.interrupted:
         _say(err, f"{turn.status.value}:", "yellow", turn.error)
         raise typer.Exit(3)
+
+
+def _names_a_path(text: str) -> bool:
+    """Whether `text` names an existing file or folder; a question longer than a file name may
+    be (ENAMETOOLONG), or with a NUL in it, is simply not one."""
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, question: str, *,

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .literal import whole_characters
+
 
 class DocumentKind(StrEnum):
     PDF = "pdf"
@@ -86,7 +88,7 @@ def clean_text(text: str) -> str:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL_CHARS.sub("", text)
     if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
+        text = unicodedata.normalize("NFC", whole_characters(text))
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     return neutralise_special_tokens(text.strip("\n"))
 

@@ -35,6 +35,18 @@ def strip_controls(text: str) -> str:
     return _CONTROL.sub("", _SEQUENCE.sub("", text))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def whole_characters(text: str) -> str:
+    """`text` with each surrogate pair joined into its character and each lone half (a JSON
+    `\\ud83d` on its own, a file name's undecodable byte) made U+FFFD: such text cannot be
+    encoded as UTF-8, so it could not be stored or sent."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 class ControlStripper:
     """`strip_controls` for text that arrives in pieces: a sequence split between two chunks
     (ESC in one, `[31m` in the next) is removed whole, not half."""
@@ -44,17 +56,21 @@ class ControlStripper:
 
     def feed(self, chunk: str) -> str:
         text = self._held + chunk
-        self._held = ""
+        self._held = pending = ""
+        if text and "\ud800" <= text[-1] <= "\udbff":  # the first half of a pair: wait for the rest
+            text, pending = text[:-1], text[-1]
+        text = whole_characters(text)
         match = _OPEN_SEQUENCE.search(text)
         if match is None and text.endswith("\r"):
             text, self._held = text[:-1], "\r"  # maybe the CR of a CR LF
         elif match is not None and len(text) - match.start() <= _MAX_HELD:
             text, self._held = text[:match.start()], text[match.start():]
+        self._held += pending
         return strip_controls(text)
 
     def flush(self) -> str:
         """What is left at the end of the stream: an unfinished sequence is dropped."""
-        held, self._held = self._held, ""
+        held, self._held = whole_characters(self._held), ""
         return "" if _OPEN_SEQUENCE.search(held) else strip_controls(held)
 
 

@@ -20,6 +20,7 @@ from .documents import Document, SectionKind
 from .errors import (
     AuthenticationError,
     BudgetError,
+    ContextOverflowError,
     ModelNotFoundError,
     ProtocolError,
     ServiceError,
@@ -39,7 +40,8 @@ from .tokens import ChatMessage
 
 log = logging.getLogger(__name__)
 
-NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError, ProtocolError)
+NOT_RETRIED = (BudgetError, AuthenticationError, ModelNotFoundError, ProtocolError,
+               ContextOverflowError)
 ENDS_NOT_RETRIED = (StreamEnd.TOO_LONG, StreamEnd.DEADLINE, StreamEnd.INVALID)
 MAX_PARTS = 1_000  # a whole-document answer past this is refused up front, with the numbers
 SHORTEST_QUESTION = "?"  # a question's room is reserved apart (QUESTION_RESERVE_TOKENS)
@@ -85,7 +87,7 @@ class PartRequests:
                  on_start: Callable[[], None] | None = None,
                  on_end: Callable[[AnswerResult | None], None] | None = None) -> None:
         self.client = client
-        self.streams = streams or StreamGroup()
+        self.streams = streams if streams is not None else StreamGroup()
         self._model, self._max_tokens, self._salt = model, max_tokens, cache_salt
         self._attempts = attempts
         self._on_start = on_start or (lambda: None)

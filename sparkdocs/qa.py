@@ -13,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
-from .citations import Citation, verify_answer
+from .citations import Citation, Locator, Status, verify_answer
 from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult
 from .documents import Document, DocumentKind, SectionKind
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError
@@ -189,18 +190,14 @@ class QuestionAnswering:
         try:
             pending = self.ask(document, session, question, follow_up=follow_up,
                                max_tokens=max_tokens)
-        except SparkdocsError as exc:  # never sent (over budget, service down): still history
-            self.record_failure(session, question, follow_up=follow_up, failure=exc)
-            raise
-        except BaseException as exc:
+        except BaseException as exc:  # never sent (over budget, service down): still history
             with signals_held():
-                self.record_failure(session, question, follow_up=follow_up,
-                                    stopped=_stop_reason(exc, reasons))
+                recorded = self.record_failure(session, question, follow_up=follow_up,
+                                               **_ending(exc, reasons))
             if isinstance(exc, KeyboardInterrupt):
-                return TurnOutcome(self.workspace.store.get_session(session.id,
-                                                                    owner=session.owner), None)
+                return TurnOutcome(recorded, None)
             raise
-        group = streams or StreamGroup()
+        group = streams if streams is not None else StreamGroup()
         stream = pending.stream
         try:
             with group.member(stream), stream as answer:  # leaving it ends the request
@@ -210,14 +207,10 @@ class QuestionAnswering:
                             on_wait(event)
                     elif on_text is not None:
                         on_text(event)
-        except SparkdocsError as exc:  # the request failed: kept with the server's own error
-            with signals_held():
-                self.record(session, pending, failure=exc)
-            raise
-        except BaseException as exc:
+        except BaseException as exc:  # failed (kept with the server's own error) or stopped
             stream.cancel()
             with signals_held():
-                recorded = self.record(session, pending, stopped=_stop_reason(exc, reasons))
+                recorded = self.record(session, pending, **_ending(exc, reasons))
             if isinstance(exc, KeyboardInterrupt):
                 return TurnOutcome(recorded, stream.result)
             raise
@@ -227,7 +220,7 @@ class QuestionAnswering:
     def whole_parts(self, document: Document) -> tuple[Part, ...]:
         """The parts every question over the whole document reads (kept per document and
         served context: cutting a long document costs a second or two of counting)."""
-        context = self.client.capabilities().context_length
+        context = self.whole_context(document)
         answer = self.workspace.settings.answer_tokens
         key = (document.content_hash, context, answer)
         with self._lock:
@@ -241,11 +234,18 @@ class QuestionAnswering:
                 self._parts[key] = parts
         return parts
 
+    def whole_context(self, document: Document) -> int:
+        """The served context in Llama 3 tokens for this document's parts: a served model that
+        counts more tokens for the same text (the demo model) leaves less room."""
+        context = self.client.capabilities().context_length
+        answer = self.workspace.settings.answer_tokens
+        return effective_context(context, answer, self.served_count(document).ratio)
+
     def plan_whole(self, document: Document, question: str) -> WholePlan:
         """Answering from every page: the parts, their prompts and how many go at once."""
         return plan_whole(document, self.workspace.prompts, self.client, question,
                           parts=self.whole_parts(document),
-                          context=self.client.capabilities().context_length,
+                          context=self.whole_context(document),
                           answer_tokens=self.workspace.settings.answer_tokens)
 
     def prefill_speed(self, owner: str) -> float | None:
@@ -265,7 +265,7 @@ class QuestionAnswering:
         requests = PartRequests(self.client, model=self.client.resolve_model(),
                                 max_tokens=settings.answer_tokens,
                                 cache_salt=self.cache_salt(session.owner),
-                                streams=streams or StreamGroup())
+                                streams=streams if streams is not None else StreamGroup())
         done: list[PartAnswer] = []
 
         def part_done(answer: PartAnswer) -> None:
@@ -276,13 +276,13 @@ class QuestionAnswering:
         asked = time.time()
         try:
             answer = answer_whole(document, self.workspace.prompts, plan, question,
-                                  requests=requests,
-                                  context=self.client.capabilities().context_length,
+                                  requests=requests, context=self.whole_context(document),
                                   answer_tokens=settings.answer_tokens, on_part=part_done)
         except BaseException as exc:
-            stopped_here = not isinstance(exc, SparkdocsError)
+            stopped_here = not isinstance(exc, Exception)
             if not stopped_here and not requests.streams.cancelled:
-                turn = Turn(question, "", status=TurnStatus.FAILED, error=str(exc),
+                failure = exc if isinstance(exc, SparkdocsError) else unforeseen(exc)
+                turn = Turn(question, "", status=TurnStatus.FAILED, error=str(failure),
                             asked_at=asked, citations=(), parts=_part_records(done),
                             read=f"{len(done)} of {len(plan.parts)} parts answered; not merged")
                 with signals_held():
@@ -341,10 +341,12 @@ class QuestionAnswering:
         return self.workspace.store.append_turn(session.id, turn)
 
     def citations_of(self, turn: Turn, prepared: PreparedDocument | None) -> tuple[Citation, ...]:
-        """The turn's stored verdicts; a turn recorded before verdicts were stored is checked
-        now (the same verifier over the same document)."""
-        if turn.citations is not None:
-            return turn.citations
+        """The turn's stored verdicts; a turn recorded before verdicts were stored, or whose
+        stored verdicts do not fit its document, is checked now (the same verifier over the
+        same document)."""
+        stored = valid_citations(turn.citations, prepared)
+        if stored is not None:
+            return stored
         if prepared is None or not turn.answer:
             return ()
         return verify_answer(turn.answer, prepared)
@@ -371,6 +373,53 @@ class QuestionAnswering:
 
 
 STOPPED_BY_USER = "stopped by the user"
+
+
+class _Ending(TypedDict):
+    failure: SparkdocsError | None
+    stopped: str | None
+
+
+def _ending(exc: BaseException, reasons: Mapping[type[BaseException], str]) -> _Ending:
+    """How an exception ends a turn: a sparkdocs error is its failure; any other Exception is
+    a failure nobody foresaw, named; the rest (Ctrl-C, SIGTERM, a page rerun) are stops."""
+    if isinstance(exc, SparkdocsError):
+        return {"failure": exc, "stopped": None}
+    if isinstance(exc, Exception):
+        return {"failure": unforeseen(exc), "stopped": None}
+    return {"failure": None, "stopped": _stop_reason(exc, reasons)}
+
+
+def unforeseen(exc: BaseException) -> SparkdocsError:
+    """An error no part of sparkdocs mapped, as the failure a turn records."""
+    return SparkdocsError(f"sparkdocs failed unexpectedly ({exc.__class__.__name__}: {exc}); "
+                          "the question is kept — please report this")
+
+
+def valid_citations(citations: tuple[Citation, ...] | None, prepared: PreparedDocument | None
+                    ) -> tuple[Citation, ...] | None:
+    """Stored verdicts as they may be shown over `prepared`, or None when any is not what the
+    verifier makes (a damaged or foreign row): the faces then check the answer again."""
+    if citations is None:
+        return None
+    count = len(prepared.document.sections) if prepared is not None else 0
+
+    def place_ok(place: object) -> bool:
+        return place is None or (
+            isinstance(place, Locator) and isinstance(place.label, str)
+            and isinstance(place.title, str)
+            and all(isinstance(i, int) and 0 <= i < count for i in place.sections)
+            and (place.lines is None or all(isinstance(n, int) for n in place.lines)))
+
+    def ok(c: object) -> bool:
+        return (isinstance(c, Citation) and isinstance(c.quote, str) and isinstance(c.note, str)
+                and isinstance(c.source_text, str) and isinstance(c.status, Status)
+                and place_ok(c.cited) and place_ok(c.found)
+                and all(place_ok(o) and o is not None for o in c.occurrences)
+                and all(isinstance(n, int) for n in c.span)
+                and (c.source_offsets is None or all(isinstance(n, int) for n in c.source_offsets)))
+
+    return citations if all(ok(c) for c in citations) else None
 
 
 def _part_records(answers: Sequence[PartAnswer]) -> tuple[PartRecord, ...]:

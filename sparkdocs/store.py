@@ -36,12 +36,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .citations import Citation, citations_from_records
 from .config import LOCAL_USER
 from .documents import Document, DocumentKind, Section, SectionKind
 from .errors import PasswordRequiredError, SessionNotFoundError, StoreError
+from .literal import whole_characters
 from .passwords import hash_password, verify_password
 from .tokens import count_document
 
@@ -225,19 +226,33 @@ def turn_to_json(turn: Turn) -> str:
     record = {**asdict(replace(turn, citations=None)), "status": turn.status.value,
               "citations": (None if turn.citations is None
                             else [c.as_dict(full=True) for c in turn.citations])}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    # text from a user, a file name or a server may hold half of a character: stored whole
+    return whole_characters(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 
 def turn_from_json(text: str) -> Turn:
+    """A stored turn. Its verdicts and parts are extras: when they cannot be read (a newer or
+    damaged row) the turn is still read, its verdicts checked again when shown."""
     data = json.loads(text)
     known = {k: v for k, v in data.items() if k in _TURN_FIELDS}  # a newer version may add some
     known["status"] = TurnStatus(known.get("status", TurnStatus.FINISHED.value))
-    records = known.get("citations")
-    known["citations"] = None if records is None else citations_from_records(records)
-    known["parts"] = tuple(PartRecord(**part) for part in known.get("parts") or ())
+    known["citations"] = _extra(lambda: citations_from_records(known["citations"])
+                                if known.get("citations") is not None else None, None)
+    no_parts: tuple[PartRecord, ...] = ()
+    known["parts"] = _extra(lambda: tuple(PartRecord(**part) for part in known.get("parts") or ()),
+                            no_parts)
     return Turn(**known)
 
 
+def _extra(read: Callable[[], _T], fallback: _T) -> _T:
+    try:
+        return read()
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        log.warning("a stored turn's extra fields could not be read (%s); left out", exc)
+        return fallback
+
+
+_T = TypeVar("_T")
 _BAD_ROW = (ValueError, KeyError, TypeError)  # json.JSONDecodeError is a ValueError
 
 

@@ -228,3 +228,35 @@ def test_the_final_answer_carries_every_parts_facts_verified_on_their_pages(tmp_
     db.close()
     kept = " ".join(p["answer"] for p in json.loads(body)["parts"])
     assert all(fact in kept for fact in FACTS.values())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", ["whole", "summarize"])
+def test_parts_fit_a_served_model_that_counts_more_tokens(tmp_path, command):
+    """The demo model's tokenizer counts more tokens than Llama 3 for the same text: parts are
+    cut for the served count, so no request is over the served context (the server's own
+    count, scaled by the fake server's tokenizer, is the judge)."""
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(make_pdf(contract_pages(PAGES, per_page=9)))
+    scale = 1.3
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.model = "smollm2-demo"
+        server.behaviour.tokenize_scale = scale
+        server.behaviour.answer = "Nothing relevant in this part."
+        args = (["ask", str(pdf), "Who pays?", "--whole", "--json"] if command == "whole"
+                else ["summarize", str(pdf), "--out", str(tmp_path / "out")])
+        run = subprocess.run([sys.executable, "-m", "sparkdocs", *args], capture_output=True,
+                             text=True, timeout=300, check=False,
+                             env=_env(tmp_path / "cache", server.base_url,
+                                      SPARKDOCS_MODEL="smollm2-demo"))
+        requests = list(server.behaviour.requests)
+    assert run.returncode == 0, run.stderr
+    encoder = ChatEncoder(llama3())
+    from sparkdocs.tokens import ChatMessage
+
+    for request in requests:
+        ids = encoder.chat_ids(tuple(ChatMessage(m["role"], m["content"])
+                                     for m in request["messages"]))
+        served = int(len(ids) * scale + 0.5)
+        assert served + ANSWER_TOKENS <= CONTEXT, served

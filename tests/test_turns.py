@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from fakeserver import FakeServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sparkdocs.store import DATABASE_NAME
 from sparkdocs.streams import StreamGroup
@@ -153,3 +155,118 @@ def test_the_app_shows_the_stored_verdicts_and_checks_only_turns_stored_without(
             assert sources_line().startswith("Sources: 1 ✓ · 1 ✗")
         finally:
             st.cache_resource.clear()
+
+
+# -- found by the hostile pass: each a class ------------------------------------------------------
+
+def _qa_over(tmp_path, base_url: str, text: str = DOCUMENT):
+    from sparkdocs.client import ModelClient
+    from sparkdocs.config import Settings
+    from sparkdocs.ingest import Upload
+    from sparkdocs.qa import QuestionAnswering
+    from sparkdocs.workspace import Workspace
+
+    settings = Settings(base_url=base_url, cache_dir=tmp_path / "cache", max_retries=0,  # type: ignore[call-arg]
+                        warm_up=False)
+    workspace = Workspace(settings)
+    qa = QuestionAnswering(workspace, ModelClient(settings))
+    document = workspace.load_uploads([Upload("terms.md", text.encode())],
+                                      workspace.ingest_options())
+    return qa, document, qa.session_for(document)
+
+
+@pytest.mark.integration
+def test_a_group_given_to_the_runner_is_the_one_a_stop_cancels(tmp_path):
+    """An empty group is falsy (it has a length): `streams or StreamGroup()` dropped it."""
+    with FakeServer() as server:
+        server.behaviour.answer = " ".join(f"w{i}" for i in range(200))
+        server.behaviour.token_delay_s = 0.02
+        qa, document, session = _qa_over(tmp_path, server.base_url)
+        group = StreamGroup()
+        timer = threading.Timer(0.5, group.cancel)
+        timer.start()
+        outcome = qa.run_turn(document, session, "When?", streams=group)
+        timer.cancel()
+    assert outcome.turn.status.value == "stopped", outcome.turn
+    assert "w199" not in outcome.turn.answer
+
+
+@pytest.mark.integration
+def test_a_bug_is_recorded_as_a_failure_not_as_the_users_stop(tmp_path):
+    with FakeServer() as server:
+        qa, document, session = _qa_over(tmp_path, server.base_url)
+
+        def broken(text: str) -> None:
+            raise ValueError("a bug in a callback")
+
+        with pytest.raises(ValueError):
+            qa.run_turn(document, session, "When?", on_text=broken)
+    [stored] = _stored_turns(tmp_path / "cache")
+    assert stored["status"] == "failed" and "ValueError" in stored["error"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("chunks", [["Due ", "\ud83d", "\ude00", " ok"], ["lone \udc80 half"],
+                                    ["end \ud83d"]])
+def test_halves_of_a_character_never_lose_the_turn(tmp_path, chunks):
+    """A server's JSON may split a surrogate pair over two chunks, or send half of one: the
+    pair is joined, a lone half becomes U+FFFD, and the turn is stored."""
+    with FakeServer() as server:
+        server.behaviour.chunks = chunks
+        qa, document, session = _qa_over(tmp_path, server.base_url)
+        outcome = qa.run_turn(document, session, "When?")
+    [stored] = _stored_turns(tmp_path / "cache")
+    assert stored["answer"] == outcome.turn.answer
+    assert not any(0xD800 <= ord(c) <= 0xDFFF for c in stored["answer"])
+    if chunks[1:3] == ["\ud83d", "\ude00"]:
+        assert "\U0001F600" in stored["answer"]
+
+
+@pytest.mark.integration
+def test_a_question_longer_than_a_file_name_is_asked(tmp_path):
+    doc = tmp_path / "terms.md"
+    doc.write_text(DOCUMENT)
+    question = "Who pays? " + "really " * 400
+    with FakeServer() as server:
+        run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(doc), question,
+                              "--json"], capture_output=True, text=True, timeout=120,
+                             check=False, env=_env(tmp_path / "cache", server.base_url))
+    assert run.returncode == 0, run.stderr
+    assert _stored_turns(tmp_path / "cache")[0]["question"].startswith("Who pays?")
+
+
+_JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.text(max_size=8),
+                        lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.sampled_from(
+                            ["quote", "status", "cited", "found", "kind", "title", "label",
+                             "lines", "sections", "span", "occurrences", "source_offsets",
+                             "similarity", "note", "last"]), inner, max_size=6),
+                        max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(verdicts=_JSONISH)
+def test_any_stored_verdicts_keep_the_turn_and_never_break_a_reader(tmp_path_factory, verdicts):
+    """Whatever a writable store holds in a turn's verdicts, the turn is read (its question
+    and answer kept), and what the faces show of its verdicts is produced without an error."""
+    from sparkdocs.citations import answers_sources_markdown, sources_text
+    from sparkdocs.ingest import IngestOptions, Upload, ingest_uploads
+    from sparkdocs.prompts import prepare_document
+    from sparkdocs.qa import valid_citations
+    from sparkdocs.store import Turn, turn_from_json, turn_to_json
+    from sparkdocs.tokens import count_document
+
+    record = json.loads(turn_to_json(Turn("Q?", ANSWER)))
+    record["citations"] = verdicts
+    turn = turn_from_json(json.dumps(record))
+    assert (turn.question, turn.answer) == ("Q?", ANSWER)
+    prepared = prepare_document(count_document(ingest_uploads(
+        [Upload("terms.md", DOCUMENT.encode())], options=IngestOptions())))
+    shown = valid_citations(turn.citations, prepared)
+    if shown is not None:
+        sources_text(shown)
+        answers_sources_markdown([shown])
+        from sparkdocs.citations import source_excerpt
+
+        for citation in shown:
+            source_excerpt(prepared, citation)

@@ -29,7 +29,7 @@ from difflib import SequenceMatcher
 from enum import StrEnum
 from typing import Any
 
-from .documents import LINE_ANCHOR_EVERY, Document, Section, SectionKind
+from .documents import LINE_ANCHOR_EVERY, Document, Section, SectionKind, bounded_number
 from .prompts import PreparedDocument
 
 log = logging.getLogger(__name__)
@@ -434,7 +434,7 @@ def _reference(match: re.Match[str], offset: int = 0) -> Reference:
     if g["fpath"]:
         low = g["fl1"] or g["fl3"]
         high = g["fl2"] or g["fl4"] or low
-        lines = (int(low), int(high)) if low else None
+        lines = (bounded_number(low), bounded_number(high)) if low else None
         return Reference(RefKind.FILE, text, g["fpath"], lines=lines, span=span)
     if g["fword"]:
         return Reference(RefKind.FILE, text, g["fword"], span=span)
@@ -447,7 +447,8 @@ def _reference(match: re.Match[str], offset: int = 0) -> Reference:
         return Reference(RefKind.SECTION_TITLE, text, title, span=span)
     if g["num"]:
         return Reference(RefKind.SECTION_NUMBER, text, g["num"], span=span)
-    return Reference(RefKind.LINES, text, "", lines=(int(g["l1"]), int(g["l2"] or g["l1"])),
+    return Reference(RefKind.LINES, text, "", lines=(bounded_number(g["l1"]),
+                                                      bounded_number(g["l2"] or g["l1"])),
                      span=span)
 
 
@@ -667,8 +668,8 @@ def resolve(reference: Reference, document: Document, *, pages: dict[int, int] |
     `pages` is `page_numbers(document)` when the caller keeps it."""
     sections = document.sections
     if reference.kind is RefKind.PAGE:
-        low = int(reference.value)
-        high = int(reference.last) if reference.last else low
+        low = bounded_number(reference.value)  # model text: a number may be 5,000 digits
+        high = bounded_number(reference.last) if reference.last else low
         if high < low or high - low > 50:
             high = low
         numbers = page_numbers(document) if pages is None else pages
@@ -715,7 +716,7 @@ def resolve(reference: Reference, document: Document, *, pages: dict[int, int] |
 
 def _page_number(title: str) -> int | None:
     match = re.search(r"(\d+)$", title)
-    return int(match.group(1)) if match else None
+    return bounded_number(match.group(1)) if match else None
 
 
 def _resolve_number(number: str, document: Document) -> Locator:

@@ -82,6 +82,19 @@ def neutralise_special_tokens(text: str) -> str:
     return _SPECIAL_TOKEN_TEXT.sub(lambda m: f"<{_WORD_JOINER}|{m.group(1)}|>", text)
 
 
+NUMBER_CEILING = 10**18  # beyond any page, part or line number
+
+
+def bounded_number(digits: str) -> int:
+    """Digits a regex's `\\d+` matched in typed or model text → their value, at most
+    NUMBER_CEILING: int() raises past 4,300 digits (`--pages 1-<5,000 digits>` was a
+    traceback), and any number that long is out of range wherever it is used."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(NUMBER_CEILING)):
+        return NUMBER_CEILING
+    return min(int(significant), NUMBER_CEILING) if significant else 0
+
+
 def clean_text(text: str) -> str:
     """Normalise newlines and control characters so equal content renders equal."""
     if "\r" in text:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
-from .documents import Document, SectionKind
+from .documents import Document, SectionKind, bounded_number
 from .errors import SelectionError
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:[-–]\s*(\d+)\s*)?$")
@@ -21,20 +21,26 @@ def parse_ranges(spec: str, *, what: str, largest: int) -> list[int]:
         if not chunk.strip():
             continue
         match = _RANGE.match(chunk)
+        shown = _shorten(chunk.strip())
         if match is None:
             raise SelectionError(
-                f"{what} {chunk.strip()!r} is not a number or a range: write them like "
+                f"{what} {shown!r} is not a number or a range: write them like "
                 f"'1-40,90-120' (1 to {largest:,}).")
-        first = int(match.group(1))
-        last = int(match.group(2) or first)
+        first = bounded_number(match.group(1))
+        last = bounded_number(match.group(2)) if match.group(2) else first
         if first < 1 or last > largest or first > last:
             raise SelectionError(
-                f"{what} {chunk.strip()!r} is outside 1-{largest:,} (or runs backwards); this "
+                f"{what} {shown!r} is outside 1-{largest:,} (or runs backwards); this "
                 f"document has {largest:,}.")
         numbers.update(range(first, last + 1))
     if not numbers:
         raise SelectionError(f"The {what} selection is empty: name at least one, e.g. '1-10'.")
     return sorted(numbers)
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    """What was typed, cut for an error message (a 5,000-digit number is not echoed)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def format_ranges(numbers: Iterable[int]) -> str:
@@ -53,7 +59,7 @@ def _page_numbers(document: Document) -> dict[int, int]:
     pages: dict[int, int] = {}
     for index, section in enumerate(document.sections):
         if section.kind is SectionKind.PAGE and section.title.isdigit():
-            pages[int(section.title)] = index
+            pages[bounded_number(section.title)] = index
     return pages
 
 
@@ -114,9 +120,9 @@ def selection_text(document: Document, keep: Sequence[int] | None) -> str:
 
 def select_typed(document: Document, text: str) -> tuple[int, ...]:
     """What a person typed in the app's "Pages to keep" / "Parts to keep" box → the sections."""
-    if select_by(document) is SelectBy.PAGES:
-        chosen = select(document, pages=text)
-    else:
-        chosen = select(document, parts=text)
-    assert chosen is not None  # a non-empty spec always chooses (parse_ranges raises on empty)
+    by = select_by(document)
+    chosen = select(document, pages=text) if by is SelectBy.PAGES else select(document, parts=text)
+    if chosen is None:  # select() reads "" as no choice given; an empty box chose nothing
+        raise SelectionError(f"The {by.value[:-1]} selection is empty: name at least one, "
+                             "e.g. '1-10'.")
     return chosen

@@ -30,6 +30,7 @@ from sparkdocs.citations import (
     find_references,
     mark_answer,
     normalise_words,
+    resolve,
     source_excerpt,
     sources_markdown,
     sources_text,
@@ -611,3 +612,19 @@ def test_a_long_fabricated_quote_is_refused_without_a_close_match_search():
     [citation] = verify_answer(f'It says "{quote}" (p. 3).', prepare_document(document))
     print(f"long fabricated quote checked in {_time.perf_counter() - started:.3f} s")
     assert citation.status is Status.NOT_FOUND
+
+
+# Numbers in model text of any length (issue #20): `p. <5,000 digits>` or `a.py:<5,000 digits>`
+# raised Python's integer-string limit out of reference parsing.
+_LONG_NUMBER = st.builds(lambda n, digit: digit * n, st.integers(4000, 6000), st.sampled_from("019"))
+_REFERENCE_FORMS = ("p. {}", "pages {}-{}", "[{}]", "lines {}-{}", "a.py:{}", "src/m.py#L{}-L{}",
+                    "line {}", "pp. 1-{}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(_REFERENCE_FORMS), _LONG_NUMBER, st.integers(0, 99))
+def test_references_with_numbers_of_thousands_of_digits_are_checked_not_a_crash(form, long, small):
+    answer = f'The term is "the parties agree" ({form.format(long, small)}).'
+    for reference in find_references(answer):
+        resolve(reference, _PROPERTY_DOCUMENT)
+    verify_answer(answer, prepare_document(_PROPERTY_DOCUMENT))

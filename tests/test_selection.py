@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from builders import make_contract_pdf, make_many_file_codebase
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparkdocs.errors import SelectionError
+from sparkdocs.errors import SelectionError, SparkdocsError
 from sparkdocs.ingest import ingest_bytes
 from sparkdocs.prompts import fit_sections
-from sparkdocs.selection import format_ranges, parse_ranges, select, selection_hint
+from sparkdocs.selection import format_ranges, parse_ranges, select, select_typed, selection_hint
 from sparkdocs.tokens import count_document
 
 
@@ -44,3 +44,34 @@ def test_parts_of_a_codebase_keep_the_tree_and_the_hint_reproduces_a_fit():
     keep = fit_sections(document, 3000)
     hint = selection_hint(document, keep)
     assert hint.startswith("--parts ") and select(document, parts=hint.split()[1]) == keep
+
+
+# Whatever is typed (--pages, --parts, the app's box): a selection or a SparkdocsError, never
+# another exception. `1-<5,000 digits>` raised Python's integer-string limit (issue #20).
+_HUGE = st.builds(lambda head, n, sep, digit: head + sep + digit * n,
+                  st.sampled_from(("", "1", "0", "3")), st.integers(4000, 6000),
+                  st.sampled_from(("-", "–", ",", " - ", "")), st.sampled_from("019٠٩"))
+_TYPED = st.one_of(st.text(max_size=40), st.from_regex(r"\A[0-9٠-٩\s,\-–]{0,30}\Z"), _HUGE)
+_PDF = ingest_bytes("c.pdf", make_contract_pdf(12))
+_CODEBASE = ingest_bytes("r.zip", make_many_file_codebase(5))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TYPED)
+def test_any_typed_selection_is_a_selection_or_a_clear_error(text: str):
+    for document in (_PDF, _CODEBASE):
+        try:
+            chosen = select_typed(document, text)
+        except SparkdocsError as error:
+            assert len(str(error)) < 500  # says what is wrong without echoing 5,000 digits
+            continue
+        assert chosen and all(0 <= i < len(document.sections) for i in chosen)
+
+
+@pytest.mark.parametrize("spec", ["1-" + "9" * 5000, "9" * 5000, "0" * 5000 + "1-2"])
+def test_numbers_of_thousands_of_digits_are_out_of_range_not_a_crash(spec: str):
+    if spec.startswith("0"):
+        assert parse_ranges(spec, what="page", largest=20) == [1, 2]
+        return
+    with pytest.raises(SelectionError, match="outside 1-20"):
+        parse_ranges(spec, what="page", largest=20)

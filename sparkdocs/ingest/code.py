@@ -175,7 +175,7 @@ def _user_spec(patterns: tuple[str, ...], flag: str) -> pathspec.GitIgnoreSpec |
         return None
     lines = []
     for pattern in patterns:
-        line, problem = guard_pattern(pattern.lstrip())  # a trailing `\\ ` is kept, as in git
+        line, problem = guard_pattern(pattern.lstrip())  # an escaped trailing space is kept, as in git
         if problem:
             raise IngestError(
                 f"{flag} '{_shorten(pattern)}': {problem}; use a simpler pattern (split it into "

@@ -342,20 +342,26 @@ def _names_a_path(text: str) -> bool:
 def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, question: str, *,
                as_json: bool) -> None:
     from .citations import sources_text
-    from .parts import PartAnswer, estimate_text
+    from .parts import PartAnswer, WholePlan, estimate_text
     from .views import stats_line
 
-    plan = qa.plan_whole(document, question)
-    _say(err, "reading every page:", "bold",
-         estimate_text(plan, qa.prefill_speed(session.owner)))
+    total: list[int] = []
+
+    def plan_ready(plan: WholePlan) -> None:
+        total.append(len(plan.parts))
+        _say(err, "reading every page:", "bold",
+             estimate_text(plan, qa.prefill_speed(session.owner)))
+        if session.turns:  # a follow-up session: the parts see this question only
+            err.print("  each part is asked this question alone (earlier answers are not "
+                      "re-read by every part)", markup=False)
 
     def part_done(answer: PartAnswer) -> None:
         state = "read" if answer.error is None else f"NOT READ: {answer.error}"
-        err.print(f"  part {answer.number}/{len(plan.parts)} ({answer.label}): {state}",
-                  markup=False)
+        err.print(f"  part {answer.number}/{total[0]} ({answer.label}): {state}", markup=False)
 
     try:
-        outcome = qa.run_whole(document, session, question, plan, on_part=part_done,
+        outcome = qa.run_whole(document, session, question, on_plan=plan_ready,
+                               on_part=part_done,
                                stop_reasons={KeyboardInterrupt: ASK_INTERRUPTED,
                                              SystemExit: ASK_TERMINATED})
     except SparkdocsError:
@@ -370,19 +376,23 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
                    "coverage": "all" if complete and not turn.interrupted else "partial",
                    "read": turn.read,
                    "parts": [{"part": p.number, "covers": p.label, "status": p.status,
-                              "error": p.error, "prompt_tokens": p.prompt_tokens,
+                              "answer": p.answer, "error": p.error,
+                              "prompt_tokens": p.prompt_tokens,
                               "cached_tokens": p.cached_tokens} for p in turn.parts],
                    "prompt_tokens": turn.prompt_tokens, "cached_tokens": turn.cached_tokens,
                    "session": outcome.session.id, "citations": [c.as_dict() for c in citations]})
-    else:
+    elif turn.answer:
         out.print(turn.answer, markup=False)
         if citations:
             out.print(f"\n{sources_text(citations)}", markup=False)
-        err.print(f"session {outcome.session.id} · {stats_line(turn)}", style="dim",
-                  markup=False)
+    else:  # not combined: what each part answered is all there is, and it is kept
+        for part in turn.parts:
+            _rule(out, f"part {part.number}: {part.label}")
+            out.print(part.answer or f"(not read: {part.error})", markup=False)
+    err.print(f"session {outcome.session.id} · {stats_line(turn)}", style="dim", markup=False)
     if turn.interrupted:
         _say(err, f"{turn.status.value}:", "yellow", turn.error)
-        raise typer.Exit(3)
+        raise typer.Exit(2 if turn.status.value == "failed" else 3)
 
 
 ASK_INTERRUPTED = "stopped by the user (Ctrl-C)"

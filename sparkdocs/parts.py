@@ -64,7 +64,13 @@ def plan_parts(document: Document, builder: PromptBuilder, *,
     prompt = prompt_for(whole)
     if prompt.prompt_tokens + answer_tokens <= context:
         return [Part("whole document", whole.kept, whole.block_tokens)]
-    available = context - answer_tokens - (prompt.prompt_tokens - whole.block_tokens)
+    fixed = prompt.prompt_tokens - whole.block_tokens
+    available = context - answer_tokens - fixed
+    if available <= fixed:
+        raise BudgetError(
+            f"{document.name}: the answer reserve of {answer_tokens:,} tokens leaves almost no "
+            f"room for the document in a context of {context:,} (the prompt's own text takes "
+            f"{fixed:,}); lower --max-tokens (SPARKDOCS_ANSWER_TOKENS).")
     return split_into_parts(document, available, note=part_note, tokenizer=builder.tokenizer)
 
 
@@ -226,6 +232,8 @@ def read_text(document: Document, parts: Sequence[Part], failed: Sequence[int]) 
     count = f"{len(parts)} part{'' if len(parts) == 1 else 's'}"
     if not failed:
         return f"{what}, in {count}"
+    if len(failed) == len(parts):
+        return f"nothing read: none of the {count} could be read"
     missing = ", ".join(f"part {n} ({parts[n - 1].label})" for n in failed)
     return (f"partial: {len(parts) - len(failed)} of {count} read; not read after retries: "
             f"{missing}")
@@ -256,6 +264,13 @@ def whole_parts(document: Document, builder: PromptBuilder, *, context: int,
 def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, question: str, *,
                parts: Sequence[Part], context: int, answer_tokens: int, limit: int = 32
                ) -> WholePlan:
+    merge_floor = builder.merge_answers([("p. 1", "x"), ("p. 2", "x")], question).prompt_tokens
+    if len(parts) > 1 and merge_floor + 3 * answer_tokens > context:
+        most = max(0, (context - merge_floor) // 3)
+        raise BudgetError(
+            f"{document.name}: the answers of two parts, up to {answer_tokens:,} tokens each, "
+            f"and their combined answer would not fit the context of {context:,}; lower "
+            f"--max-tokens to at most {most:,} (SPARKDOCS_ANSWER_TOKENS).")
     if len(parts) > MAX_PARTS:
         raise BudgetError(
             f"{document.name}: reading every page would take {len(parts):,} parts of at most "
@@ -273,19 +288,19 @@ def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, 
                      in_flight_for(client, prompts, answer_tokens=answer_tokens, limit=limit))
 
 
-def answer_whole(document: Document, builder: PromptBuilder, plan: WholePlan, question: str, *,
-                 requests: PartRequests, context: int, answer_tokens: int,
-                 on_part: Callable[[PartAnswer], None] | None = None) -> WholeAnswer:
-    """Ask every part (`plan.in_flight` at once), then merge what they found. A part that fails
-    after retries is named as not read; the answer is then partial, never whole."""
+def ask_parts(document: Document, plan: WholePlan, *, requests: PartRequests,
+              on_part: Callable[[PartAnswer], None] | None = None) -> tuple[PartAnswer, ...]:
+    """Ask every part, `plan.in_flight` at once. A part that fails after retries is named as
+    not read; an error that no retry can help (a refused key, an unknown model) ends them all,
+    and so does a cancel of the group."""
     def ask(number: int) -> PartAnswer:
         part = plan.parts[number - 1]
         try:
             answer = PartAnswer(number, part.label, requests.run(plan.prompts[number - 1].messages))
         except SparkdocsError as exc:
-            if requests.streams.cancelled:
+            if requests.streams.cancelled or isinstance(exc, NOT_RETRIED):
                 raise
-            log.warning("%s: part %d not read: %s", document.name, number, exc)
+            log.info("%s: part %d not read: %s", document.name, number, exc)
             answer = PartAnswer(number, part.label, None, str(exc))
         if on_part is not None:
             on_part(answer)
@@ -293,21 +308,43 @@ def answer_whole(document: Document, builder: PromptBuilder, plan: WholePlan, qu
 
     with ThreadPoolExecutor(max_workers=plan.in_flight, thread_name_prefix="part") as pool:
         try:
-            answers = list(pool.map(ask, range(1, len(plan.parts) + 1)))
+            answers = tuple(pool.map(ask, range(1, len(plan.parts) + 1)))
         except BaseException:
             requests.streams.cancel()  # before the pool's exit waits for its threads
             raise
+    if all(a.result is None for a in answers):
+        raise ServiceError(f"{document.name}: no part could be read; the first failed with: "
+                           f"{answers[0].error}")
+    return answers
+
+
+def combine(document: Document, builder: PromptBuilder, plan: WholePlan,
+            answers: Sequence[PartAnswer], question: str, *, requests: PartRequests,
+            context: int, answer_tokens: int) -> WholeAnswer:
+    """The parts' answers merged into one (a tree if need be)."""
     read = read_text(document, plan.parts, [a.number for a in answers if a.error])
     found = [(a.label, a.result.answer) for a in answers if a.result is not None]
-    if not found:
-        raise ServiceError(f"{document.name}: no part could be read ({read}).")
     results = [a.result for a in answers if a.result is not None]
     if len(plan.parts) == 1:
         return WholeAnswer(found[0][1], tuple(answers), tuple(results), read)
-    text, merges = merge(found, prompt_for=lambda pairs: builder.merge_answers(pairs, question),
-                         request=requests.run, context=context, answer_tokens=answer_tokens,
-                         name=document.name)
+    try:
+        text, merges = merge(found, prompt_for=lambda pairs: builder.merge_answers(pairs, question),
+                             request=requests.run, context=context, answer_tokens=answer_tokens,
+                             name=document.name)
+    except SparkdocsError as exc:
+        if requests.streams.cancelled:
+            raise
+        raise ServiceError(f"combining the answers of {len(found)} parts failed: {exc}") from exc
     return WholeAnswer(text, tuple(answers), tuple(results + merges), read)
+
+
+def answer_whole(document: Document, builder: PromptBuilder, plan: WholePlan, question: str, *,
+                 requests: PartRequests, context: int, answer_tokens: int,
+                 on_part: Callable[[PartAnswer], None] | None = None) -> WholeAnswer:
+    """Ask every part, then combine what they found."""
+    answers = ask_parts(document, plan, requests=requests, on_part=on_part)
+    return combine(document, builder, plan, answers, question, requests=requests,
+                   context=context, answer_tokens=answer_tokens)
 
 
 def prefill_speed(turns_tokens_ttft: Sequence[tuple[int | None, int | None, float | None]]
@@ -325,5 +362,6 @@ def estimate_text(plan: WholePlan, speed: float | None) -> str:
     seconds = math.ceil(plan.estimate_s(rate))  # one engine's prefill is shared by the parts
     basis = (f"{rate:,.0f} tokens/s measured on this server" if measured
              else f"{rate:,.0f} tokens/s assumed, a Spark's figure")
-    return (f"{len(plan.parts)} parts, {plan.prompt_tokens:,} prompt tokens to prefill, about "
+    count = f"{len(plan.parts)} part{'' if len(plan.parts) == 1 else 's'}"
+    return (f"{count}, {plan.prompt_tokens:,} prompt tokens to prefill, about "
             f"{seconds:,} s ({basis}); {plan.in_flight} asked at once")

@@ -23,7 +23,8 @@ from .parts import (
     PartAnswer,
     PartRequests,
     WholePlan,
-    answer_whole,
+    ask_parts,
+    combine,
     plan_whole,
     prefill_speed,
     whole_parts,
@@ -253,14 +254,32 @@ class QuestionAnswering:
         turns = [t for s in self.workspace.store.list_sessions(owner=owner)[:20] for t in s.turns]
         return prefill_speed([(t.prompt_tokens, t.cached_tokens, t.ttft_s) for t in turns])
 
-    def run_whole(self, document: Document, session: Session, question: str, plan: WholePlan, *,
+    def run_whole(self, document: Document, session: Session, question: str, *,
+                  on_plan: Callable[[WholePlan], None] | None = None,
                   on_part: Callable[[PartAnswer], None] | None = None,
                   stop_reasons: Mapping[type[BaseException], str] | None = None,
                   streams: StreamGroup | None = None) -> TurnOutcome:
         """A question answered from every part of the document (see parts.py), recorded as one
-        turn whose quotes are verified against the whole document and which says what was
-        read. Ends like `run_turn`: a Ctrl-C stops every part in flight and is returned as
-        stopped; any other stop is recorded, then goes on up."""
+        turn that says what was read, keeps each part's answer, and has its quotes verified
+        against the whole document. `on_plan` sees the cost before anything is sent.
+
+        Ends like `run_turn`: a question that cannot be planned or whose parts all fail is
+        recorded and its error raised; a Ctrl-C, or a cancel of `streams` by its holder,
+        stops every part in flight and is returned as stopped; other stops are recorded, then
+        go on up. When parts were answered but combining them failed, the failed turn is
+        returned (not raised), so that the faces can show the part answers it keeps."""
+        reasons = stop_reasons or {}
+        try:
+            plan = self.plan_whole(document, question)
+        except BaseException as exc:
+            with signals_held():
+                recorded = self.record_failure(session, question, follow_up=False,
+                                               **_ending(exc, reasons))
+            if isinstance(exc, KeyboardInterrupt):
+                return TurnOutcome(recorded, None)
+            raise
+        if on_plan is not None:
+            on_plan(plan)
         settings = self.workspace.settings
         requests = PartRequests(self.client, model=self.client.resolve_model(),
                                 max_tokens=settings.answer_tokens,
@@ -274,48 +293,52 @@ class QuestionAnswering:
                 on_part(answer)
 
         asked = time.time()
+        stage = "read"
         try:
-            answer = answer_whole(document, self.workspace.prompts, plan, question,
-                                  requests=requests, context=self.whole_context(document),
-                                  answer_tokens=settings.answer_tokens, on_part=part_done)
+            answers = ask_parts(document, plan, requests=requests, on_part=part_done)
+            stage = "combine"
+            answer = combine(document, self.workspace.prompts, plan, answers, question,
+                             requests=requests, context=self.whole_context(document),
+                             answer_tokens=settings.answer_tokens)
         except BaseException as exc:
-            stopped_here = not isinstance(exc, Exception)
-            if not stopped_here and not requests.streams.cancelled:
-                failure = exc if isinstance(exc, SparkdocsError) else unforeseen(exc)
-                turn = Turn(question, "", status=TurnStatus.FAILED, error=str(failure),
-                            asked_at=asked, citations=(), parts=_part_records(done),
-                            read=f"{len(done)} of {len(plan.parts)} parts answered; not merged")
-                with signals_held():
-                    self.workspace.store.append_turn(session.id, turn)
-                raise
-            # a stop: here (Ctrl-C, a rerun) or by whoever holds the group (a Stop button)
+            ending = _ending(exc, reasons)
+            if requests.streams.cancelled and isinstance(exc, SparkdocsError):
+                ending = {"failure": None, "stopped": STOPPED_BY_USER}  # the holder's Stop
             requests.streams.cancel()
-            reason = _stop_reason(exc, stop_reasons or {}) if stopped_here else STOPPED_BY_USER
-            turn = Turn(question, "", status=TurnStatus.STOPPED, error=reason, asked_at=asked,
-                        citations=(), parts=_part_records(done),
-                        read=f"stopped after {len(done)} of {len(plan.parts)} parts")
-            with signals_held():
-                recorded = self.workspace.store.append_turn(session.id, turn)
-            if not stopped_here or isinstance(exc, KeyboardInterrupt):
+            recorded = self._record_unfinished(session, question, plan, done, asked, ending)
+            if (isinstance(exc, KeyboardInterrupt) or ending["stopped"] == STOPPED_BY_USER
+                    and isinstance(exc, Exception) or stage == "combine"
+                    and isinstance(exc, SparkdocsError)):
                 return TurnOutcome(recorded, None)
             raise
         results = answer.results
         final = results[-1]
-
-        def total(values: Sequence[int | None]) -> int | None:
-            known = [v for v in values if v is not None]
-            return sum(known) if known else None
-
         turn = Turn(question, answer.answer,
                     status=TurnStatus.CUT if final.finish_reason == "length" else TurnStatus.FINISHED,
                     finish_reason=final.finish_reason,
-                    prompt_tokens=total([r.prompt_tokens for r in results]),
-                    completion_tokens=total([r.completion_tokens for r in results]),
-                    cached_tokens=total([r.cached_tokens for r in results]), asked_at=asked,
+                    prompt_tokens=_total([r.prompt_tokens for r in results]),
+                    completion_tokens=_total([r.completion_tokens for r in results]),
+                    cached_tokens=_total([r.cached_tokens for r in results]), asked_at=asked,
                     citations=verify_answer(answer.answer, self.prepared(document)),
                     read=answer.read, parts=_part_records(answer.parts))
         with signals_held():
             return TurnOutcome(self.workspace.store.append_turn(session.id, turn), final)
+
+    def _record_unfinished(self, session: Session, question: str, plan: WholePlan,
+                           done: Sequence[PartAnswer], asked: float, ending: _Ending) -> Session:
+        """A whole-document answer that was stopped or failed, with every part answer it got."""
+        stopped = ending["stopped"]
+        total = len(plan.parts)
+        read = (f"stopped after {len(done)} of {total} parts" if stopped is not None
+                else f"{sum(1 for a in done if a.result)} of {total} parts answered; not combined")
+        results = [a.result for a in done if a.result is not None]
+        turn = Turn(question, "", status=TurnStatus.STOPPED if stopped else TurnStatus.FAILED,
+                    error=stopped or str(ending["failure"]), asked_at=asked, citations=(),
+                    prompt_tokens=_total([r.prompt_tokens for r in results]),
+                    cached_tokens=_total([r.cached_tokens for r in results]),
+                    parts=_part_records(done), read=read)
+        with signals_held():
+            return self.workspace.store.append_turn(session.id, turn)
 
     def record(self, session: Session, pending: PendingAnswer, *,
                failure: SparkdocsError | None = None, stopped: str | None = None) -> Session:
@@ -388,6 +411,11 @@ def _ending(exc: BaseException, reasons: Mapping[type[BaseException], str]) -> _
     if isinstance(exc, Exception):
         return {"failure": unforeseen(exc), "stopped": None}
     return {"failure": None, "stopped": _stop_reason(exc, reasons)}
+
+
+def _total(values: Sequence[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def unforeseen(exc: BaseException) -> SparkdocsError:

@@ -18,7 +18,13 @@ from ..errors import SparkdocsError
 from ..ingest import Upload
 from ..ingest.code import directory_tokens
 from ..notices import follow_up_default, upload_problem
-from ..parts import ASSUMED_PREFILL_TOKENS_PER_S, SHORTEST_QUESTION, PartAnswer, estimate_text
+from ..parts import (
+    ASSUMED_PREFILL_TOKENS_PER_S,
+    SHORTEST_QUESTION,
+    PartAnswer,
+    WholePlan,
+    estimate_text,
+)
 from ..safe_text import safe_markdown
 from ..selection import SelectBy, select_by, select_typed, selection_text
 from ..store import Session
@@ -304,15 +310,16 @@ def _ask_whole(svc: Services, document: Document, session: Session, question: st
     """Every part read on a worker thread (Streamlit calls belong to this one), its progress
     shown here; a Stop click (a rerun) cancels every part in flight, and the worker records
     the stopped turn before the next run reads the session."""
-    plan = svc.qa.plan_whole(document, question)
     streams = StreamGroup()
     done: list[PartAnswer] = []
+    plans: list[WholePlan] = []
     box: dict[str, object] = {}
 
     def work() -> None:
         try:
-            box["outcome"] = svc.qa.run_whole(document, session, question, plan,
-                                              on_part=done.append, streams=streams)
+            box["outcome"] = svc.qa.run_whole(document, session, question,
+                                              on_plan=plans.append, on_part=done.append,
+                                              streams=streams)
         except BaseException as exc:  # handed to the page, raised there
             box["error"] = exc
 
@@ -322,8 +329,9 @@ def _ask_whole(svc: Services, document: Document, session: Session, question: st
     try:
         while worker.is_alive():
             failed = sum(1 for answer in done if answer.error)
+            total = f" of {len(plans[0].parts)}" if plans else ""
             slot.caption(safe_markdown(
-                f"Reading every page: {len(done)} of {len(plan.parts)} parts read"
+                f"Reading every page: {len(done)}{total} parts read"
                 + (f" ({failed} not read)" if failed else "")
                 + f", {time.monotonic() - started:.0f} s; then their answers are combined."))
             worker.join(0.5)

@@ -260,3 +260,43 @@ def test_parts_fit_a_served_model_that_counts_more_tokens(tmp_path, command):
                                      for m in request["messages"]))
         served = int(len(ids) * scale + 0.5)
         assert served + ANSWER_TOKENS <= CONTEXT, served
+
+
+def _turns(cache: Path) -> list[dict]:
+    db = sqlite3.connect(cache / DATABASE_NAME)
+    try:
+        return [json.loads(body) for (body,) in db.execute("SELECT body FROM turns ORDER BY seq")]
+    finally:
+        db.close()
+
+
+@pytest.mark.integration
+def test_a_merge_that_could_never_fit_is_refused_before_any_part_is_sent(tmp_path):
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        run = _ask_whole(tmp_path, server, "--max-tokens", "1400")
+        sent = len(server.behaviour.requests)
+    assert run.returncode == 2 and sent == 0
+    assert "lower --max-tokens to at most" in " ".join(run.stderr.split())
+    [turn] = _turns(tmp_path / "cache")  # the question is kept, marked failed
+    assert turn["question"] == "Who pays?" and turn["status"] == "failed"
+
+
+@pytest.mark.integration
+def test_when_combining_fails_every_part_answer_is_shown_and_kept(tmp_path):
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.answer = "Part answer here."
+        server.behaviour.fail_when_prompt_contains = "## Part 1:"  # only the merge request
+        server.behaviour.status = 503
+        pdf = tmp_path / "contract.pdf"
+        pdf.write_bytes(make_pdf(contract_pages(PAGES, per_page=9)))
+        run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(pdf), "Who pays?",
+                              "--whole"], capture_output=True, text=True, timeout=300,
+                             check=False, env=_env(tmp_path / "cache", server.base_url))
+    assert run.returncode == 2, run.stderr
+    assert "combining the answers of" in " ".join(run.stderr.split())
+    assert run.stdout.count("Part answer here.") >= 2  # each part's answer, printed
+    [turn] = _turns(tmp_path / "cache")
+    assert turn["status"] == "failed" and len(turn["parts"]) >= 2
+    assert all(p["answer"] == "Part answer here." for p in turn["parts"])

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from ..documents import Section, SectionKind, clean_text
 from ..errors import EncryptedDocumentError, IngestError, UnsafeArchiveError
@@ -24,89 +25,14 @@ from .options import IngestOptions, Progress
 
 log = logging.getLogger(__name__)
 
-# Runs with `python -I -c`: only the standard library, pypdfium2 and pypdf are imported, the
-# limits are set before either. Protocol: stdin = one JSON line (password, text limit) + the
-# PDF bytes; stdout = JSON lines {"n": pages}, {"i": index, "t": text}…, then {"done": true},
-# or one {"error": kind, "message": ...}.
-_CHILD = r"""
-import json, logging, resource, sys, warnings
-warnings.simplefilter("ignore")
-logging.disable(logging.CRITICAL)
-memory, cpu = int(sys.argv[1]), int(sys.argv[2])
-def lower(kind, soft, hard):  # never above a limit this process already has
-    _, current = resource.getrlimit(kind)
-    if current != resource.RLIM_INFINITY:
-        soft, hard = min(soft, current), min(hard, current)
-    resource.setrlimit(kind, (soft, hard))
-lower(resource.RLIMIT_AS, memory, memory)
-lower(resource.RLIMIT_CPU, cpu, cpu + 5)
-header = json.loads(sys.stdin.buffer.readline())
-data = sys.stdin.buffer.read()
-password, text_limit = header["password"], header["text_limit"]
-out = sys.stdout
-
-def emit(**fields):
-    out.write(json.dumps(fields) + "\n")
-    out.flush()
-
-def pages_pdfium():
-    import pypdfium2 as pdfium
-    try:
-        pdf = pdfium.PdfDocument(data, password=password)
-    except pdfium.PdfiumError as exc:
-        if "password" in str(exc).lower():
-            emit(error="password")
-            sys.exit(0)
-        raise
-    total = len(pdf)
-    emit(n=total)
-    for index in range(total):
-        page = pdf[index]
-        textpage = page.get_textpage()
-        yield index, textpage.get_text_range()
-        textpage.close()
-        page.close()
-
-def pages_pypdf():
-    import io, pypdf
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
-    reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
-    if reader.is_encrypted and (not password or not reader.decrypt(password)):
-        emit(error="password")
-        sys.exit(0)
-    emit(n=len(reader.pages))
-    for index, page in enumerate(reader.pages):
-        yield index, page.extract_text() or ""
-
-def run(pages):
-    size = 0
-    for index, text in pages:
-        size += len(text)
-        if size > text_limit:
-            emit(error="text", message=str(size))
-            sys.exit(0)
-        emit(i=index, t=text)
-    emit(done=True)
-
-try:
-    run(pages_pdfium())
-except MemoryError:
-    raise
-except Exception as first:  # this child is the isolation boundary: any PDFium failure → pypdf
-    emit(fallback=f"{type(first).__name__}: {first}")
-    try:
-        run(pages_pypdf())
-    except MemoryError:
-        raise
-    except Exception as second:
-        emit(error="damaged", message=f"{first}; pypdf: {second}")
-"""
+# The extractor, run by path in its own process (see pdf_worker.py for why and its protocol).
+_WORKER = Path(__file__).with_name("pdf_worker.py")
 
 
 def _extract(data: bytes, *, name: str, options: IngestOptions,  # noqa: C901 (over the limit; split when next changed)
              progress: Progress | None) -> list[str]:
     memory_mib = options.max_pdf_memory_bytes / 2**20
-    command = [sys.executable, "-I", "-c", _CHILD, str(options.max_pdf_memory_bytes),
+    command = [sys.executable, "-I", str(_WORKER), str(options.max_pdf_memory_bytes),
                str(int(options.max_pdf_cpu_seconds))]
     header = json.dumps({"password": options.password,
                          "text_limit": options.max_unpacked_bytes}).encode() + b"\n"

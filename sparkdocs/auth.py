@@ -187,7 +187,12 @@ def login_token(login: Login, *, secret: bytes, users: Users) -> str:
     """What the browser keeps so a reload stays logged in: the user, the expiry, and an HMAC
     over both, the user's current password hash and their login generation — so the token
     cannot be forged or extended, and removing the user, changing the password or logging out
-    (`Users.end_logins`) ends every login at once."""
+    (`Users.end_logins`) ends every login at once.
+
+    Signed with the standard library's `hmac`, not `itsdangerous`: the key must include the
+    user's password hash and login generation, which are known only once the token's user is
+    read, and itsdangerous verifies with a key fixed before it parses the token; this is the
+    same HMAC-SHA256 over the same fields, checked with `hmac.compare_digest`."""
     payload = f"{login.user}:{int(login.expires_at)}"
     mac = _login_mac(payload, secret=secret, hashed=users.store.user_hash(login.user),
                      generation=users.store.login_generation(login.user))

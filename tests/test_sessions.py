@@ -368,6 +368,42 @@ def test_the_store_holds_no_pickles_and_never_reads_the_old_one(tmp_path: Path, 
             assert not any(isinstance(cell, bytes) for cell in row), (table, row)
 
 
+def test_a_store_with_a_migration_this_version_does_not_know_is_refused(tmp_path: Path):
+    Store(tmp_path, size_limit_bytes=2**20).close()
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    db.execute("INSERT INTO migrations (name, applied_at) VALUES ('9999_from_the_future', 0)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="9999_from_the_future.*upgrade sparkdocs"):
+        Store(tmp_path, size_limit_bytes=2**20)
+
+
+def test_a_store_of_the_previous_version_is_read_and_its_migrations_named(tmp_path: Path):
+    """A store written before migrations had names (schema version 3 in PRAGMA user_version):
+    its sessions are read as they were, and both migrations it already has are recorded."""
+    from sparkdocs.store.database import _DOCUMENTS_SESSIONS_TURNS, _owners_and_users
+
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    db.executescript(_DOCUMENTS_SESSIONS_TURNS)
+    _owners_and_users(db)
+    db.execute("INSERT INTO sessions (id, document_key, document_name, title, kept_sections, "
+               "created_at, updated_at, owner) VALUES ('s1', 'k', 'a.txt', 'a.txt', NULL, 1, 1, "
+               "'local')")
+    db.execute("INSERT INTO turns (session_id, status, body) VALUES ('s1', 'finished', ?)",
+               (json.dumps({"question": "Q?", "answer": "A.", "status": "finished"}),))
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    store = Store(tmp_path, size_limit_bytes=2**20)
+    [turn] = store.get_session("s1").turns
+    assert (turn.question, turn.answer) == ("Q?", "A.")
+    store.close()
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    names = [row[0] for row in db.execute("SELECT name FROM migrations ORDER BY name")]
+    db.close()
+    assert names == ["0001_documents_sessions_turns", "0002_owners_users_locked_pdfs"]
+
+
 def test_a_store_from_a_newer_version_is_refused_with_the_fix(tmp_path: Path):
     Store(tmp_path, size_limit_bytes=2**20).close()
     db = sqlite3.connect(tmp_path / DATABASE_NAME)

@@ -1,0 +1,153 @@
+"""Parsed documents: one body per content hash, an owner's row per user who stored it (each
+naming their copy), least-recently-used eviction under the size limit, and encrypted PDFs
+served only to whoever proves the password."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..config import LOCAL_USER
+from ..documents import Document
+from ..errors import PasswordRequiredError, StoreError
+from ..passwords import hash_password, verify_password
+from .database import Database
+from .records import _BAD_ROW, DocumentInfo, document_from_json, document_to_json
+
+log = logging.getLogger(__name__)
+
+
+class DocumentRows(Database):
+    def get_document(self, key: str, *, owner: str = LOCAL_USER, password: str | None = None
+                     ) -> Document | None:
+        """The owner's document, or None when they have none with this key (evicted, or never
+        theirs). A locked document (an encrypted PDF) needs its password again, every time:
+        raises PasswordRequiredError when it is missing or does not match."""
+        rows = self._read("SELECT o.name, d.body, d.locked, o.verifier FROM document_owners o "
+                          "JOIN documents d ON d.key = o.key WHERE o.key = ? AND o.owner = ?",
+                          (key, owner))
+        if not rows:
+            return None
+        name, body, locked, verifier = rows[0]
+        if locked and (verifier is None or not verify_password(verifier, password or "")):
+            raise PasswordRequiredError(
+                f"{name} is an encrypted PDF: give its password "
+                + ("again" if password is None else "(the one given does not match)")
+                + " to open it (--password, or the field on the page). Its text is only shown "
+                "to whoever proves the password.")
+        try:
+            document = replace(document_from_json(body), name=name)
+        except _BAD_ROW as exc:
+            log.warning("dropping unreadable stored document %s: %s", key[:12], exc)
+            with self._write() as db:
+                db.execute("DELETE FROM documents WHERE key = ?", (key,))
+                db.execute("DELETE FROM document_owners WHERE key = ?", (key,))
+            return None
+        with self._write() as db:  # least recently *used*: a read counts
+            db.execute("UPDATE documents SET accessed_at = ? WHERE key = ?", (time.time(), key))
+        return document
+
+    def document_is_locked(self, key: str) -> bool:
+        """Whether the stored document is an encrypted PDF (served only with its password)."""
+        rows = self._read("SELECT locked FROM documents WHERE key = ?", (key,))
+        return bool(rows and rows[0][0])
+
+    def put_document(self, document: Document, *, owner: str = LOCAL_USER,
+                     password: str | None = None, locked: bool = False) -> None:
+        """Store the body (once per content hash) and make it the owner's. A locked document
+        keeps a verifier of `password` for this owner, never the password."""
+        body = document_to_json(document)
+        size = len(body.encode("utf-8"))
+        now = time.time()
+        key = document.content_hash
+        verifier = hash_password(password or "") if locked else None
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO documents (key, name, kind, tokens, sections, size_bytes, stored_at, "
+                "accessed_at, body, locked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE "
+                "SET name = excluded.name, kind = excluded.kind, tokens = excluded.tokens, "
+                "sections = excluded.sections, size_bytes = excluded.size_bytes, "
+                "accessed_at = excluded.accessed_at, body = excluded.body, "
+                "locked = MAX(documents.locked, excluded.locked)",
+                (key, document.name, document.kind.value, document.section_tokens,
+                 len(document.sections), size, now, now, body, int(locked)))
+            db.execute(
+                "INSERT INTO document_owners (key, owner, name, verifier, stored_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, owner) DO UPDATE "
+                "SET verifier = COALESCE(excluded.verifier, document_owners.verifier)",
+                (key, owner, document.name, verifier, now))
+            self._evict(db, keep=key)
+
+    def _evict(self, db: sqlite3.Connection, *, keep: str) -> None:
+        """Least recently used documents go until the total fits the limit (the one just
+        stored stays, even alone over the limit). Their sessions stay: they are never evicted."""
+        total = db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM documents").fetchone()[0]
+        if total <= self.size_limit_bytes:
+            return
+        victims = db.execute("SELECT key, size_bytes FROM documents WHERE key != ? "
+                             "ORDER BY accessed_at", (keep,)).fetchall()
+        for victim, size in victims:
+            if total <= self.size_limit_bytes:
+                break
+            db.execute("DELETE FROM documents WHERE key = ?", (victim,))
+            db.execute("DELETE FROM document_owners WHERE key = ?", (victim,))
+            total -= size
+            log.info("evicted stored document %s (%d bytes) to stay under %d bytes",
+                     victim[:12], size, self.size_limit_bytes)
+
+    def get_or_ingest(self, key: str, ingest: Callable[[], Document], *,
+                      owner: str = LOCAL_USER, password: str | None = None,
+                      locked: bool = False) -> Document:
+        """The owner's stored document for `key`, or the one `ingest` makes (counted: the
+        store stores what it is given), stored.
+
+        A locked document (an encrypted PDF) comes from the store only when
+        `password` matches the verifier this owner stored; otherwise the PDF itself is opened
+        with it, so a wrong or missing password fails as it would the first time."""
+        if locked:
+            try:
+                cached = self.get_document(key, owner=owner, password=password)
+            except PasswordRequiredError:
+                cached = None
+            if cached is not None:
+                return cached
+            document = ingest()  # raises EncryptedDocumentError when wrong
+            self.put_document(document, owner=owner, password=password, locked=True)
+            return document
+        cached = self.get_document(key, owner=owner)
+        if cached is not None:
+            return cached
+        # Another owner's copy is not reused: its name (and so a hint of what they read) is
+        # theirs, and parsing again costs this owner only their first upload.
+        document = ingest()
+        self.put_document(document, owner=owner)
+        return document
+
+    def list_documents(self, *, owner: str = LOCAL_USER) -> list[DocumentInfo]:
+        rows = self._read("SELECT d.key, o.name, d.kind, d.tokens, d.sections, o.stored_at "
+                          "FROM document_owners o JOIN documents d ON d.key = o.key "
+                          "WHERE o.owner = ? ORDER BY o.stored_at DESC", (owner,))
+        return [DocumentInfo(*row) for row in rows]
+
+    def rename_document(self, key: str, name: str, *, owner: str = LOCAL_USER) -> None:
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM document_owners WHERE key = ? AND owner = ?",
+                              (key, owner)).fetchone():
+                raise StoreError(f"No stored document {key[:12]}; it may have been evicted "
+                                 "(upload it again).")
+            if name.strip():
+                db.execute("UPDATE document_owners SET name = ? WHERE key = ? AND owner = ?",
+                           (name.strip(), key, owner))
+
+    def delete_document(self, key: str, *, owner: str = LOCAL_USER) -> None:
+        """The owner's document and every session of theirs about it (their turns go with
+        them). The body goes too once no one owns it."""
+        with self._write() as db:
+            db.execute("DELETE FROM document_owners WHERE key = ? AND owner = ?", (key, owner))
+            db.execute("DELETE FROM sessions WHERE document_key = ? AND owner = ?", (key, owner))
+            if not db.execute("SELECT 1 FROM document_owners WHERE key = ?", (key,)).fetchone():
+                db.execute("DELETE FROM documents WHERE key = ?", (key,))

@@ -93,6 +93,9 @@ class Outcome:
     parts: tuple[Part, ...] = ()
     seconds: float = 0.0
     key: str | None = None
+    document_tokens: int | None = None  # the document's own tokens (as `count` gives them)
+    part_count: int = 0  # 1, or the parts of a map-reduce; 0 when not known (failed, cancelled)
+    cut: str | None = None  # why the summary is incomplete: a request stopped at max_tokens
 
 
 @dataclass
@@ -227,6 +230,19 @@ def _link_text(text: str) -> str:
     return re.sub(r"([\[\]])", r"\\\1", _cell(text))
 
 
+@dataclass(frozen=True)
+class Finished:
+    """What is recorded of a finished summary, read back when a run resumes (its index row)."""
+
+    parts: int
+    prompt_tokens: int
+    completion_tokens: int
+    cut: str | None
+
+
+_HEADER_CHARS = 64 * 1024  # a summary file's comment header: a map-reduce lists every part
+
+
 class SummaryWriter:
     """Finished summaries on disk: one Markdown file each, or one JSONL record each, and the
     index of the run. Names come from `plan` (the whole batch at once)."""
@@ -235,7 +251,7 @@ class SummaryWriter:
         self.options = options
         self._lock = threading.Lock()
         self._jsonl = options.out_dir / JSONL_NAME
-        self._done_keys = self._read_jsonl_keys() if options.output_format is OutputFormat.JSONL else set()
+        self._done = self._read_jsonl() if options.output_format is OutputFormat.JSONL else {}
         self._names: dict[str, OutputName] = {}
 
     def plan(self, sources: Sequence[str]) -> None:
@@ -246,16 +262,21 @@ class SummaryWriter:
             self._names.update(plan_outputs([source]))
         return self._names[source]
 
-    def _read_jsonl_keys(self) -> set[str]:
-        keys: set[str] = set()
+    def _read_jsonl(self) -> dict[str, Finished]:
+        done: dict[str, Finished] = {}
         if not self._jsonl.exists():
-            return keys
+            return done
         for line in self._jsonl.read_text(encoding="utf-8").splitlines():
             try:
-                keys.add(json.loads(line)["key"])
-            except (ValueError, KeyError, TypeError):
+                record = json.loads(line)
+                done[record["key"]] = Finished(
+                    parts=len(record.get("parts") or ()) or 1,
+                    prompt_tokens=int(record.get("prompt_tokens") or 0),
+                    completion_tokens=int(record.get("completion_tokens") or 0),
+                    cut=record.get("cut") if isinstance(record.get("cut"), str) else None)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # a line cut by a crash: that document is simply redone
-        return keys
+        return done
 
     def path_for(self, source: str) -> Path:
         if self.options.output_format is OutputFormat.JSONL:
@@ -263,20 +284,37 @@ class SummaryWriter:
         return self.options.out_dir / self.name_for(source).file_name
 
     def is_done(self, source: str, key: str) -> bool:
+        return self.finished(source, key) is not None
+
+    def finished(self, source: str, key: str) -> Finished | None:
+        """What an earlier run recorded of this summary (same job key), or None: it is to do."""
         if self.options.output_format is OutputFormat.JSONL:
-            return key in self._done_keys
+            return self._done.get(key)
         path = self.path_for(source)
         if not path.exists():
-            return False
+            return None
         with path.open(encoding="utf-8", errors="replace") as handle:
-            return f"\nkey: {key}\n" in handle.read(2048)
+            head = handle.read(_HEADER_CHARS)
+        if f"\nkey: {key}\n" not in head[:2048]:
+            return None
+        fields = dict(re.findall(r"^([a-z_]+): (.*)$", head.split("-->", 1)[0], re.MULTILINE))
+        parts = re.search(r"^map-reduce over (\d+) parts:", head, re.MULTILINE)
+
+        def number(name: str, default: int = 0) -> int:
+            value = fields.get(name, "")
+            return int(value) if value.isdigit() and len(value) < 19 else default
+
+        return Finished(parts=number("parts", int(parts.group(1)) if parts else 1),
+                        prompt_tokens=number("prompt_tokens"),
+                        completion_tokens=number("completion_tokens"), cut=fields.get("cut"))
 
     def write(self, *, source: str, key: str, document: Document, summary: str,
               stats: dict[str, Any], parts: Sequence[Part]) -> Path:
         path = self.path_for(source)
         if self.options.output_format is OutputFormat.JSONL:
             record = {"key": key, "source": source, "content_hash": document.content_hash,
-                      "name": document.name, "summary": summary, **stats,
+                      "name": document.name, "document_tokens": document.section_tokens,
+                      "summary": summary, **stats,
                       "parts": [asdict(p) for p in parts]}
             line = json.dumps(record, ensure_ascii=False) + "\n"
             with self._lock:
@@ -290,22 +328,31 @@ class SummaryWriter:
                     handle.write(line.encode("utf-8"))
                     handle.flush()
                     os.fsync(handle.fileno())
-                self._done_keys.add(key)
+                self._done[key] = Finished(len(parts), stats.get("prompt_tokens") or 0,
+                                           stats.get("completion_tokens") or 0, stats.get("cut"))
             return path
         part_lines = "".join(f"#   - part {i}: {_header_value(p.label)} ({p.tokens:,} tokens)\n"
                              for i, p in enumerate(parts, 1)) if len(parts) > 1 else ""
+        cut = stats.get("cut")
         header = (f"<!--\nsparkdocs summary\nkey: {key}\nsource: {_header_value(source)}\n"
                   f"content_hash: {document.content_hash}\n"
                   f"model: {_header_value(str(stats.get('model')))}\n"
+                  f"document_tokens: {document.section_tokens}\nparts: {len(parts)}\n"
+                  f"prompt_tokens: {stats.get('prompt_tokens') or 0}\n"
+                  f"completion_tokens: {stats.get('completion_tokens') or 0}\n"
+                  + (f"cut: {_header_value(cut)}\n" if cut else "")
                   + (f"map-reduce over {len(parts)} parts:\n{part_lines}" if part_lines else "")
                   + "-->\n\n")
+        # said where it is read, not only in the index: a cut summary looks finished otherwise
+        warning = (f"> **Cut at the answer limit:** {safe_markdown(cut)}. Raise `--max-tokens` "
+                   "and run again with `--force` to redo it.\n\n" if cut else "")
         from .citations import citations_from_records, sources_markdown
 
         sources = sources_markdown(citations_from_records(stats.get("citations") or ()))
         # the summary is a model's text about an untrusted document, opened in Markdown
         # previews: no image or raw HTML in it (or in the name) may make the viewer fetch
         atomic_write(path, f"{header}# Summary of {safe_markdown(strip_controls(document.name))}"
-                           f"\n\n{safe_markdown(strip_controls(summary))}\n"
+                           f"\n\n{warning}{safe_markdown(strip_controls(summary))}\n"
                            + (f"\n{sources}" if sources else ""))
         return path
 
@@ -314,15 +361,18 @@ class SummaryWriter:
         status and where its summary is — the file to open first."""
         counts = {status: sum(1 for o in outcomes if o.status is status) for status in OutcomeStatus}
         jsonl = self.options.output_format is OutputFormat.JSONL
+        cut = sum(1 for o in outcomes if o.cut)
         lines = ["# Summaries", "",
                  f"{len(outcomes)} documents: {counts[OutcomeStatus.DONE]} done, "
                  f"{counts[OutcomeStatus.SKIPPED]} already done before, "
                  f"{counts[OutcomeStatus.FAILED]} failed, {counts[OutcomeStatus.CANCELLED]} "
                  f"cancelled. Updated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
                  + (f" Summaries are the records of `{JSONL_NAME}` (one line each, by key)."
-                    if jsonl else ""),
-                 "", "| document | status | summary | tokens in/out | parts |",
-                 "| --- | --- | --- | --- | --- |"]
+                    if jsonl else "")
+                 + (f" **{cut} cut at the answer limit** (see the note): raise `--max-tokens` "
+                    "and run again with `--force` to redo them." if cut else ""),
+                 "", "| document | status | summary | document tokens | parts | tokens in/out | note |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
         records = []
         for o in outcomes:
             name = self.name_for(o.source)
@@ -331,13 +381,17 @@ class SummaryWriter:
                          else f"[{_link_text(name.file_name)}](<{quote(name.file_name)}>)")
             else:
                 where = _cell(o.error or "")
-            tokens = f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens else ""
-            lines.append(f"| {_cell(name.relative)} | {o.status.value} | {where} | {tokens} | "
-                         f"{len(o.parts) if len(o.parts) > 1 else ''} |")
+            tokens = (f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens
+                      else "not reported" if o.status is OutcomeStatus.DONE else "")
+            document_tokens = f"{o.document_tokens:,}" if o.document_tokens is not None else ""
+            note = f"cut: {_cell(o.cut)}" if o.cut else ""
+            lines.append(f"| {_cell(name.relative)} | {o.status.value} | {where} | "
+                         f"{document_tokens} | {o.part_count or ''} | {tokens} | {note} |")
             records.append({"document": name.relative, "source": o.source, "status": o.status.value,
                             "key": o.key, "output": o.output, "error": o.error,
+                            "document_tokens": o.document_tokens,
                             "prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
-                            "parts": len(o.parts)})
+                            "parts": o.part_count, "cut": o.cut})
         self._ensure_out_dir()
         if jsonl:
             atomic_write(self.options.out_dir / JSONL_INDEX_NAME,
@@ -438,14 +492,20 @@ class BatchSummarizer:
         if self._streams.cancelled:
             return Outcome(item.source, OutcomeStatus.CANCELLED)
         key: str | None = None
+        tokens: int | None = None
         try:
             document = item.load()
+            tokens = document.section_tokens
             key = job_key(document.content_hash, instructions=self.options.instructions,
                           model=model, max_tokens=self.options.max_tokens)
-            if not self.options.force and self._writer.is_done(item.source, key):
+            earlier = None if self.options.force else self._writer.finished(item.source, key)
+            if earlier is not None:
                 return Outcome(item.source, OutcomeStatus.SKIPPED,
                                str(self._writer.path_for(item.source)),
-                               content_hash=document.content_hash, key=key)
+                               content_hash=document.content_hash, key=key,
+                               prompt_tokens=earlier.prompt_tokens,
+                               completion_tokens=earlier.completion_tokens,
+                               document_tokens=tokens, part_count=earlier.parts, cut=earlier.cut)
             summary, stats, parts = self._summarise(document, model, context)
             from .citations import citation_record, verify_answer
 
@@ -461,18 +521,20 @@ class BatchSummarizer:
                            prompt_tokens=stats["prompt_tokens"] or 0,
                            completion_tokens=stats["completion_tokens"] or 0, parts=tuple(parts),
                            seconds=time.monotonic() - started, key=key,
-                           citations=stats["citation_counts"])
+                           citations=stats["citation_counts"], document_tokens=tokens,
+                           part_count=len(parts), cut=stats["cut"])
         except SparkdocsError as exc:
             if self._streams.cancelled:
-                return Outcome(item.source, OutcomeStatus.CANCELLED, key=key)
+                return Outcome(item.source, OutcomeStatus.CANCELLED, key=key,
+                               document_tokens=tokens)
             log.warning("%s: %s", item.source, exc)
             return Outcome(item.source, OutcomeStatus.FAILED, error=str(exc),
-                           seconds=time.monotonic() - started, key=key)
+                           seconds=time.monotonic() - started, key=key, document_tokens=tokens)
         except OSError as exc:  # the file went away or cannot be read; the others go on
             log.warning("%s: %s", item.source, exc)
             return Outcome(item.source, OutcomeStatus.FAILED,
                            error=f"could not read or write it: {exc}", key=key,
-                           seconds=time.monotonic() - started)
+                           seconds=time.monotonic() - started, document_tokens=tokens)
 
     def _summarise(self, document: Document, model: str, context: int
                    ) -> tuple[str, dict[str, Any], list[Part]]:
@@ -491,7 +553,7 @@ class BatchSummarizer:
         if len(parts) == 1:
             result = requests.run(builder.summary(prepared_part(document, builder, parts, 1),
                                                   instructions).messages)
-            return result.answer, self._stats(result, [result]), parts
+            return result.answer, self._stats(result, [result], cut=self._cut(result)), parts
         log.info("%s: %d tokens over budget; map-reduce over %d parts", document.name,
                  document.section_tokens, len(parts))
         results: list[AnswerResult] = []
@@ -505,7 +567,16 @@ class BatchSummarizer:
                              request=requests.run, context=context,
                              answer_tokens=self.options.max_tokens, name=document.name)
         results += merges
-        return text, self._stats(merges[-1], results), parts
+        cut_parts = [n for n, r in enumerate(results[:len(parts)], 1) if r.truncated]
+        cut_merges = sum(1 for r in merges[:-1] if r.truncated)
+        cut = "; ".join(filter(None, [
+            self._cut(merges[-1]),
+            (f"the {'summaries of parts' if len(cut_parts) > 1 else 'summary of part'} "
+             f"{', '.join(map(str, cut_parts))} stopped at max_tokens {self.options.max_tokens}, "
+             "so the end of what the part says is missing" if cut_parts else None),
+            (f"{cut_merges} intermediate merge{'s' if cut_merges > 1 else ''} stopped at "
+             f"max_tokens {self.options.max_tokens}" if cut_merges else None)])) or None
+        return text, self._stats(merges[-1], results, cut=cut), parts
 
     def _requests(self, model: str) -> PartRequests:
         def started() -> None:
@@ -523,9 +594,18 @@ class BatchSummarizer:
                             cache_salt=self._cache_salt, attempts=self.options.attempts,
                             streams=self._streams, on_start=started, on_end=ended)
 
+    def _cut(self, final: AnswerResult) -> str | None:
+        """Why a summary is incomplete, in words, when its last request stopped at the limit."""
+        if not final.truncated:
+            return None
+        return (f"the summary stopped at max_tokens {self.options.max_tokens} (finish_reason "
+                "\"length\") before it was finished")
+
     @staticmethod
-    def _stats(final: AnswerResult, results: Sequence[AnswerResult]) -> dict[str, Any]:
+    def _stats(final: AnswerResult, results: Sequence[AnswerResult], *,
+               cut: str | None) -> dict[str, Any]:
         stats = final.as_dict()
+        stats["cut"] = cut
         stats.pop("answer", None)
         stats["prompt_tokens"] = sum(r.prompt_tokens or 0 for r in results) or None
         stats["completion_tokens"] = sum(r.completion_tokens or 0 for r in results) or None

@@ -440,11 +440,7 @@ def summarize(
         include: IncludeOpt = None, exclude: ExcludeOpt = None,
         base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
     """Summarise many documents, one output each; resumes where it stopped."""
-    from rich.table import Table
-    from rich.text import Text
-
     from .batch import BatchOptions, BatchSummarizer, OutcomeStatus, collect_items
-    from .citations import counts_text, total_counts  # quotes checked per summary
     from .client import ModelClient
     from .prompts import SUMMARY_STYLES
 
@@ -477,24 +473,45 @@ def summarize(
     client.resolve_model()  # a service that cannot answer is one error line, before any bar
     summarizer = BatchSummarizer(workspace, client, options)
     outcomes = _run_batch(summarizer, items)
-    table = Table(title=f"{len(outcomes)} documents")
-    for column in ("document", "status", "output / error", "tokens in/out", "parts", "quotes"):
-        table.add_column(column)
-    colours = {OutcomeStatus.DONE: "green", OutcomeStatus.SKIPPED: "cyan",
-               OutcomeStatus.FAILED: "red", OutcomeStatus.CANCELLED: "yellow"}
-    for o in outcomes:
-        table.add_row(o.source, Text(o.status.value, style=colours[o.status]),
-                      o.output or o.error or "",
-                      (f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens
-                       else "not reported") if o.status is OutcomeStatus.DONE else "",
-                      str(len(o.parts)) if len(o.parts) > 1 else "", counts_text(o.citations))
-    quotes = counts_text(total_counts(o.citations for o in outcomes))
-    table.caption = f"quotes checked: {quotes or 'none'}"
-    err.print(table)
+    _print_outcomes(outcomes, answer_tokens=settings.answer_tokens)
     if summarizer.index_path is not None:
         err.print(f"index of this run: {summarizer.index_path}")
     if any(o.status not in (OutcomeStatus.DONE, OutcomeStatus.SKIPPED) for o in outcomes):
         raise typer.Exit(1)
+
+
+def _print_outcomes(outcomes: list[Any], *, answer_tokens: int) -> None:
+    """summarize's table: one row per document, a summary cut at max_tokens marked CUT."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .batch import OutcomeStatus
+    from .citations import counts_text, total_counts  # quotes checked per summary
+
+    table = Table(title=f"{len(outcomes)} documents")
+    for column in ("document", "status", "output / error", "document tokens", "parts",
+                   "tokens in/out", "quotes"):
+        table.add_column(column)
+    colours = {OutcomeStatus.DONE: "green", OutcomeStatus.SKIPPED: "cyan",
+               OutcomeStatus.FAILED: "red", OutcomeStatus.CANCELLED: "yellow"}
+    for o in outcomes:
+        status = Text(o.status.value, style=colours[o.status])
+        if o.cut:  # stopped at max_tokens: it looks finished, and is not
+            status.append(", CUT", style="bold yellow")
+        table.add_row(o.source, status, o.output or o.error or "",
+                      f"{o.document_tokens:,}" if o.document_tokens is not None else "",
+                      str(o.part_count or ""),
+                      f"{o.prompt_tokens:,}/{o.completion_tokens:,}" if o.prompt_tokens
+                      else "not reported" if o.status is OutcomeStatus.DONE else "",
+                      counts_text(o.citations))
+    quotes = counts_text(total_counts(o.citations for o in outcomes))
+    table.caption = f"quotes checked: {quotes or 'none'}"
+    err.print(table)
+    cut = [o for o in outcomes if o.cut]
+    if cut:
+        _say(err, f"{len(cut)} cut at the answer limit:", "bold yellow",
+             f"marked CUT above, in the index and in each summary; raise --max-tokens (now "
+             f"{answer_tokens:,}) and run again with --force to redo them.")
 
 
 def _run_batch(summarizer: Any, items: list[Any]) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from sparkdocs.config import OutputFormat, Settings
 from sparkdocs.ingest import ingest_bytes
 from sparkdocs.prompts import split_into_parts
 from sparkdocs.tokens import count_document
-from sparkdocs.workspace import Workspace
+from sparkdocs.workspace import LoadRequest, Workspace
 
 
 def _docs(folder: Path, count: int, tokens: int = 200) -> list[Path]:
@@ -358,3 +359,55 @@ def test_summaries_carry_the_users_cache_salt_in_team_mode(tmp_path: Path):
         salts = [r.get("cache_salt") for r in server.behaviour.requests if "messages" in r]
     expected = QuestionAnswering(workspace, client).cache_salt("alice")
     assert expected and salts and set(salts) == {expected}
+
+
+def _index_rows(index: str) -> dict[str, dict[str, str]]:
+    """index.md's table as read from disk: document → {column: cell}."""
+    lines = [line for line in index.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split(" | ")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+@pytest.mark.integration
+def test_index_carries_tokens_and_parts_and_marks_a_summary_cut_at_the_limit(tmp_path: Path):
+    """Issue #22: index.md had empty token and part columns (a resumed run: all of them), and a
+    summary that stopped at max_tokens (finish_reason "length") looked finished."""
+    docs = _docs(tmp_path / "in", 2, tokens=300)
+    cut_marker = "MARKER-OF-THE-CUT-SUMMARY"
+    docs[1].write_text(docs[1].read_text() + "\n\n" + cut_marker)
+    big = tmp_path / "in" / "big.md"
+    big.write_text(synthetic_document_text(3000, seed=77))
+    out = tmp_path / "out"
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048  # big.md goes through map-reduce
+        server.behaviour.reply = lambda messages: (
+            " ".join(["cutword"] * 50) if cut_marker in json.dumps(messages) else "A short summary.")
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "c", max_retries=0)
+        workspace = Workspace(settings)
+        tokens = {p.name: workspace.load(LoadRequest((str(p),))).section_tokens
+                  for p in [*docs, big]}
+        options = BatchOptions(out_dir=out, concurrency=2, max_tokens=20)
+        runs = []
+        for _ in range(2):  # the second run resumes: every row is "skipped"
+            outcomes = BatchSummarizer(workspace, ModelClient(settings), options).run(
+                collect_items(workspace, [str(tmp_path / "in")]))
+            runs.append((outcomes, _index_rows((out / INDEX_NAME).read_text())))
+    first, second = runs
+    assert [o.status for o in first[0]] == [OutcomeStatus.DONE] * 3
+    assert [o.status for o in second[0]] == [OutcomeStatus.SKIPPED] * 3
+    big_parts = len(first[0][0].parts)
+    assert first[0][0].source.endswith("big.md") and big_parts >= 2
+    for _, rows in runs:
+        assert set(rows) == {"big.md", "doc0.md", "doc1.md"}
+        for name, row in rows.items():
+            assert row["document tokens"] == f"{tokens[name]:,}", row
+            assert row["parts"] == str(big_parts if name == "big.md" else 1), row
+            assert bool(re.search(r"\bcut\b", " ".join(row.values()))) == (name == "doc1.md"), row
+    cut_file = (out / "doc1.md.md").read_text()
+    assert re.search(r"\bcut\b", cut_file.split("# Summary of")[1], re.IGNORECASE), cut_file
+    assert "max_tokens" in cut_file or "--max-tokens" in cut_file
+    assert not re.search(r"\bcut\b", (out / "doc0.md.md").read_text(), re.IGNORECASE)

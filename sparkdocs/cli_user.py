@@ -26,7 +26,8 @@ def _settings() -> Settings:
 def _users() -> Users:
     settings = _settings()
     return Users(Store(settings.cache_dir,
-                       size_limit_bytes=settings.cache_size_limit_mb * 2**20))
+                       size_limit_bytes=settings.cache_size_limit_mb * 2**20,
+                       per_owner_shares=settings.auth is not AuthMode.NONE))
 
 
 @user_app.command("add")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .config import Settings
+from .config import AuthMode, Settings
 from .documents import Document, SectionKind
 from .errors import BudgetError, IngestError
 from .ingest import (
@@ -50,7 +50,8 @@ class Workspace:
     @cached_property
     def store(self) -> Store:
         return self._store or Store(self.settings.cache_dir,
-                                    size_limit_bytes=self.settings.cache_size_limit_mb * 2**20)
+                                    size_limit_bytes=self.settings.cache_size_limit_mb * 2**20,
+                                    per_owner_shares=self.settings.auth is not AuthMode.NONE)
 
     @cached_property
     def ranks(self) -> CachedRanks:

@@ -22,7 +22,14 @@ from sparkdocs.client import AnswerResult
 from sparkdocs.errors import ServiceUnavailableError, SessionNotFoundError, StoreError
 from sparkdocs.ingest import IngestOptions, Upload, ingest_uploads
 from sparkdocs.qa import turn_from
-from sparkdocs.store import DATABASE_NAME, SCHEMA_VERSION, Store, Turn, TurnStatus
+from sparkdocs.store import (
+    DATABASE_NAME,
+    SCHEMA_VERSION,
+    Store,
+    Turn,
+    TurnStatus,
+    document_to_json,
+)
 from sparkdocs.tokens import count_document
 from sparkdocs.views import status_counts, turn_status
 
@@ -358,7 +365,13 @@ def test_the_store_holds_no_pickles_and_never_reads_the_old_one(tmp_path: Path, 
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     [(body,)] = db.execute("SELECT body FROM documents").fetchall()
-    assert json.loads(body)["sections"][0]["text"] == document.sections[0].text
+    assert body == ""  # the parsed body lives in the document cache, as JSON:
+    cached = sqlite3.connect(cache / "documents-v2" / "shared" / "cache.db")
+    [(mode, filename)] = cached.execute("SELECT mode, filename FROM Cache").fetchall()
+    cached.close()
+    assert mode != 4  # diskcache's MODE_PICKLE
+    stored = json.loads((cache / "documents-v2" / "shared" / filename).read_text())
+    assert stored["sections"][0]["text"] == document.sections[0].text
     [(turn_body, status)] = db.execute("SELECT body, status FROM turns").fetchall()
     assert json.loads(turn_body)["question"] == "Q?" and status == "cut"
     [(kept,)] = db.execute("SELECT kept_sections FROM sessions").fetchall()
@@ -385,23 +398,62 @@ def test_a_store_of_the_previous_version_is_read_and_its_migrations_named(tmp_pa
 
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
     db.executescript(_DOCUMENTS_SESSIONS_TURNS)
-    _owners_and_users(db)
+    _owners_and_users(db, None)  # type: ignore[arg-type]  # it moves no bodies
     db.execute("INSERT INTO sessions (id, document_key, document_name, title, kept_sections, "
                "created_at, updated_at, owner) VALUES ('s1', 'k', 'a.txt', 'a.txt', NULL, 1, 1, "
                "'local')")
     db.execute("INSERT INTO turns (session_id, status, body) VALUES ('s1', 'finished', ?)",
                (json.dumps({"question": "Q?", "answer": "A.", "status": "finished"}),))
+    document = _document("Payment is due within 45 days.", "terms.txt")
+    db.execute("INSERT INTO documents (key, name, kind, tokens, sections, size_bytes, stored_at, "
+               "accessed_at, body) VALUES (?, 'terms.txt', 'text', 1, 1, 1, 1, 1, ?)",
+               (document.content_hash, document_to_json(document)))
+    db.execute("INSERT INTO document_owners (key, owner, name, stored_at) "
+               "VALUES (?, 'local', 'terms.txt', 1)", (document.content_hash,))
     db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()
     store = Store(tmp_path, size_limit_bytes=2**20)
     [turn] = store.get_session("s1").turns
     assert (turn.question, turn.answer) == ("Q?", "A.")
+    assert store.get_document(document.content_hash) == document  # moved into the cache
     store.close()
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
     names = [row[0] for row in db.execute("SELECT name FROM migrations ORDER BY name")]
+    bodies = [row[0] for row in db.execute("SELECT body FROM documents")]
     db.close()
-    assert names == ["0001_documents_sessions_turns", "0002_owners_users_locked_pdfs"]
+    assert names == ["0001_documents_sessions_turns", "0002_owners_users_locked_pdfs",
+                     "0003_document_bodies_in_diskcache"]
+    assert bodies == [""]
+
+
+def test_a_pickle_planted_in_the_document_cache_is_never_read(tmp_path: Path):
+    import diskcache
+
+    document = _document("Payment is due within 45 days.", "terms.txt")
+    store = Store(tmp_path, size_limit_bytes=2**24)
+    store.put_document(document)
+    store.close()
+    marker = tmp_path / "pwned"
+    planted = diskcache.Cache(str(tmp_path / "documents-v2" / "shared"))  # the pickling Disk
+    planted.set(document.content_hash, _Payload(marker))
+    planted.close()
+    store = Store(tmp_path, size_limit_bytes=2**24)
+    assert store.get_document(document.content_hash) is None  # parsed again next time
+    assert not marker.exists(), "a pickle planted in the document cache was executed"
+    assert store.list_documents() == []
+
+
+def test_one_users_uploads_never_evict_another_users_documents(tmp_path: Path):
+    """Team mode: each user has a share of the document cache with its own limit."""
+    docs = [_document(f"{name} " + "filler text " * 2000, f"{name}.txt") for name in "abcdef"]
+    size = len(document_to_json(docs[0]).encode())
+    store = Store(tmp_path, size_limit_bytes=3 * size, per_owner_shares=True)
+    store.put_document(docs[0], owner="bob")
+    for doc in docs[1:]:  # alice fills her share many times over
+        store.put_document(doc, owner="alice")
+    assert store.get_document(docs[0].content_hash, owner="bob") == docs[0]
+    assert len(store.list_documents(owner="alice")) < len(docs) - 1  # hers were evicted
 
 
 def test_a_store_from_a_newer_version_is_refused_with_the_fix(tmp_path: Path):
@@ -416,11 +468,12 @@ def test_a_store_from_a_newer_version_is_refused_with_the_fix(tmp_path: Path):
 
 def test_least_recently_used_documents_go_first_and_sessions_stay(tmp_path: Path):
     docs = [_document(f"{name} " + "filler text " * 2000, f"{name}.txt") for name in "abc"]
-    store = Store(tmp_path, size_limit_bytes=1)  # learn one document's size first
+    size = len(document_to_json(docs[0]).encode())
+    store = Store(tmp_path, size_limit_bytes=2**30)  # learn what one document takes on disk
     store.put_document(docs[0])
-    [(size,)] = store._read("SELECT size_bytes FROM documents")
+    one = store.bodies.volume(owner="local")
     store.close()
-    store = Store(tmp_path, size_limit_bytes=int(size * 2.5))  # room for two
+    store = Store(tmp_path, size_limit_bytes=one + size * 3 // 2)  # room for two, not three
     store.put_document(docs[1])
     session = store.new_session(docs[1])
     store.append_turn(session.id, Turn("q", "a"))

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import LOCAL_USER
 from ..errors import StoreError
+from .bodies import DocumentBodies
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,11 @@ def _script(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
-def _documents_sessions_turns(db: sqlite3.Connection) -> None:
+def _documents_sessions_turns(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
     _script(db, _DOCUMENTS_SESSIONS_TURNS)
 
 
-def _owners_and_users(db: sqlite3.Connection) -> None:
+def _owners_and_users(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
     """Team mode: every document and session gets an owner (what there was becomes the local
     user's), users with password hashes, and encrypted PDFs served only with their password.
     The stores before this served a decrypted PDF by content hash alone and kept nothing to
@@ -109,18 +110,31 @@ def _owners_and_users(db: sqlite3.Connection) -> None:
                  "be parsed again on their next upload", LOCAL_USER, dropped)
 
 
+def _bodies_to_diskcache(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
+    """Parsed documents move into diskcache, in their owners' shares; their rows keep what
+    lists and checks need (name, counts, owners, password verifiers)."""
+    rows = db.execute("SELECT o.key, o.owner, d.body FROM document_owners o JOIN documents d "
+                      "ON d.key = o.key WHERE d.body != ''").fetchall()
+    for key, owner, body in rows:
+        bodies.put(key, body, owner=owner)
+    db.execute("UPDATE documents SET body = ''")
+    if rows:
+        log.info("moved %d stored document(s) into %s", len(rows), bodies.directory)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One change to the schema, applied once per store and recorded by name. Append new ones
     at the end; never edit or reorder one that has shipped."""
 
     name: str
-    apply: Callable[[sqlite3.Connection], None]
+    apply: Callable[[sqlite3.Connection, DocumentBodies], None]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_documents_sessions_turns", _documents_sessions_turns),
     Migration("0002_owners_users_locked_pdfs", _owners_and_users),
+    Migration("0003_document_bodies_in_diskcache", _bodies_to_diskcache),
 )
 # A store from before names were kept: what its PRAGMA user_version says it already has.
 _APPLIED_BY_VERSION = {2: 1, 3: 2}
@@ -134,10 +148,14 @@ class Database:
     timeout across processes."""
 
     def __init__(self, directory: Path, *, size_limit_bytes: int,
-                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+                 busy_timeout_s: float = BUSY_TIMEOUT_S, per_owner_shares: bool = False) -> None:
+        """`size_limit_bytes` bounds the parsed documents kept (each user's, with
+        `per_owner_shares`: team mode, where one user's uploads must not evict another's)."""
         self.directory = directory
         self.path = directory / DATABASE_NAME
         self.size_limit_bytes = size_limit_bytes
+        self.bodies = DocumentBodies(directory, size_limit_bytes=size_limit_bytes,
+                                     per_owner=per_owner_shares)
         self._lock = threading.RLock()
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -171,7 +189,7 @@ class Database:
             applied = self._applied(db)
             for migration in MIGRATIONS:
                 if migration.name not in applied:
-                    migration.apply(db)
+                    migration.apply(db, self.bodies)
                     db.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
                                (migration.name, time.time()))
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # what earlier versions read
@@ -284,3 +302,4 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self.bodies.close()

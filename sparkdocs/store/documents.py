@@ -5,7 +5,6 @@ served only to whoever proves the password."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,34 +20,46 @@ log = logging.getLogger(__name__)
 
 
 class DocumentRows(Database):
+    """Each document's row (name, counts, whether it is locked) and its owners' rows live in
+    SQLite; its parsed body in `self.bodies` (diskcache, evicted by its own limit). A row whose
+    body was evicted is dropped when next read."""
+
     def get_document(self, key: str, *, owner: str = LOCAL_USER, password: str | None = None
                      ) -> Document | None:
         """The owner's document, or None when they have none with this key (evicted, or never
         theirs). A locked document (an encrypted PDF) needs its password again, every time:
         raises PasswordRequiredError when it is missing or does not match."""
-        rows = self._read("SELECT o.name, d.body, d.locked, o.verifier FROM document_owners o "
+        rows = self._read("SELECT o.name, d.locked, o.verifier FROM document_owners o "
                           "JOIN documents d ON d.key = o.key WHERE o.key = ? AND o.owner = ?",
                           (key, owner))
         if not rows:
             return None
-        name, body, locked, verifier = rows[0]
+        name, locked, verifier = rows[0]
         if locked and (verifier is None or not verify_password(verifier, password or "")):
             raise PasswordRequiredError(
                 f"{name} is an encrypted PDF: give its password "
                 + ("again" if password is None else "(the one given does not match)")
                 + " to open it (--password, or the field on the page). Its text is only shown "
                 "to whoever proves the password.")
+        body = self.bodies.get(key, owner=owner)
         try:
-            document = replace(document_from_json(body), name=name)
+            if body is None:
+                raise KeyError("evicted")
+            return replace(document_from_json(body), name=name)
         except _BAD_ROW as exc:
-            log.warning("dropping unreadable stored document %s: %s", key[:12], exc)
-            with self._write() as db:
-                db.execute("DELETE FROM documents WHERE key = ?", (key,))
-                db.execute("DELETE FROM document_owners WHERE key = ?", (key,))
+            log.info("stored document %s gone (%s): parsed again on its next upload",
+                     key[:12], exc)
+            self._forget(key, owner=owner)
             return None
-        with self._write() as db:  # least recently *used*: a read counts
-            db.execute("UPDATE documents SET accessed_at = ? WHERE key = ?", (time.time(), key))
-        return document
+
+    def _forget(self, key: str, *, owner: str) -> None:
+        """Drop the owner's row of a document whose body is gone; the document's own row goes
+        once no one owns it. Sessions about it stay."""
+        self.bodies.delete(key, owner=owner)
+        with self._write() as db:
+            db.execute("DELETE FROM document_owners WHERE key = ? AND owner = ?", (key, owner))
+            if not db.execute("SELECT 1 FROM document_owners WHERE key = ?", (key,)).fetchone():
+                db.execute("DELETE FROM documents WHERE key = ?", (key,))
 
     def document_is_locked(self, key: str) -> bool:
         """Whether the stored document is an encrypted PDF (served only with its password)."""
@@ -57,47 +68,29 @@ class DocumentRows(Database):
 
     def put_document(self, document: Document, *, owner: str = LOCAL_USER,
                      password: str | None = None, locked: bool = False) -> None:
-        """Store the body (once per content hash) and make it the owner's. A locked document
-        keeps a verifier of `password` for this owner, never the password."""
+        """Store the body in the owner's share and make the document the owner's. A locked
+        document keeps a verifier of `password` for this owner, never the password."""
         body = document_to_json(document)
-        size = len(body.encode("utf-8"))
         now = time.time()
         key = document.content_hash
         verifier = hash_password(password or "") if locked else None
+        self.bodies.put(key, body, owner=owner)  # evicts the share's least recently used
         with self._write() as db:
             db.execute(
                 "INSERT INTO documents (key, name, kind, tokens, sections, size_bytes, stored_at, "
-                "accessed_at, body, locked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "accessed_at, body, locked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?) "
                 "ON CONFLICT (key) DO UPDATE "
                 "SET name = excluded.name, kind = excluded.kind, tokens = excluded.tokens, "
                 "sections = excluded.sections, size_bytes = excluded.size_bytes, "
-                "accessed_at = excluded.accessed_at, body = excluded.body, "
+                "accessed_at = excluded.accessed_at, "
                 "locked = MAX(documents.locked, excluded.locked)",
                 (key, document.name, document.kind.value, document.section_tokens,
-                 len(document.sections), size, now, now, body, int(locked)))
+                 len(document.sections), len(body.encode("utf-8")), now, now, int(locked)))
             db.execute(
                 "INSERT INTO document_owners (key, owner, name, verifier, stored_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, owner) DO UPDATE "
                 "SET verifier = COALESCE(excluded.verifier, document_owners.verifier)",
                 (key, owner, document.name, verifier, now))
-            self._evict(db, keep=key)
-
-    def _evict(self, db: sqlite3.Connection, *, keep: str) -> None:
-        """Least recently used documents go until the total fits the limit (the one just
-        stored stays, even alone over the limit). Their sessions stay: they are never evicted."""
-        total = db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM documents").fetchone()[0]
-        if total <= self.size_limit_bytes:
-            return
-        victims = db.execute("SELECT key, size_bytes FROM documents WHERE key != ? "
-                             "ORDER BY accessed_at", (keep,)).fetchall()
-        for victim, size in victims:
-            if total <= self.size_limit_bytes:
-                break
-            db.execute("DELETE FROM documents WHERE key = ?", (victim,))
-            db.execute("DELETE FROM document_owners WHERE key = ?", (victim,))
-            total -= size
-            log.info("evicted stored document %s (%d bytes) to stay under %d bytes",
-                     victim[:12], size, self.size_limit_bytes)
 
     def get_or_ingest(self, key: str, ingest: Callable[[], Document], *,
                       owner: str = LOCAL_USER, password: str | None = None,
@@ -128,10 +121,11 @@ class DocumentRows(Database):
         return document
 
     def list_documents(self, *, owner: str = LOCAL_USER) -> list[DocumentInfo]:
+        """The owner's documents whose bodies are still cached."""
         rows = self._read("SELECT d.key, o.name, d.kind, d.tokens, d.sections, o.stored_at "
                           "FROM document_owners o JOIN documents d ON d.key = o.key "
                           "WHERE o.owner = ? ORDER BY o.stored_at DESC", (owner,))
-        return [DocumentInfo(*row) for row in rows]
+        return [DocumentInfo(*row) for row in rows if self.bodies.has(row[0], owner=owner)]
 
     def rename_document(self, key: str, name: str, *, owner: str = LOCAL_USER) -> None:
         with self._write() as db:
@@ -145,9 +139,14 @@ class DocumentRows(Database):
 
     def delete_document(self, key: str, *, owner: str = LOCAL_USER) -> None:
         """The owner's document and every session of theirs about it (their turns go with
-        them). The body goes too once no one owns it."""
+        them). The body goes too once no one owns it (in a shared cache) or at once (in the
+        owner's own share)."""
         with self._write() as db:
             db.execute("DELETE FROM document_owners WHERE key = ? AND owner = ?", (key, owner))
             db.execute("DELETE FROM sessions WHERE document_key = ? AND owner = ?", (key, owner))
-            if not db.execute("SELECT 1 FROM document_owners WHERE key = ?", (key,)).fetchone():
+            orphan = not db.execute("SELECT 1 FROM document_owners WHERE key = ?",
+                                    (key,)).fetchone()
+            if orphan:
                 db.execute("DELETE FROM documents WHERE key = ?", (key,))
+        if orphan or self.bodies.per_owner:
+            self.bodies.delete(key, owner=owner)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import FileTooLargeError, IngestError, UnsafeArchiveError
 from .ingest import IngestOptions, SourceFile, Upload
-from .ingest.code import MAX_PATH_DEPTH, PathFilter, check_size
+from .ingest.code import MAX_PATH_DEPTH, PathFilter, check_size, files_text, folder_note
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +153,27 @@ def _file_entry(root: Path, rel: str, full: Path, notes: list[str]) -> TreeEntry
     return TreeEntry(rel, full, info.st_size)
 
 
+MAX_FILES_COUNTED = 100_000  # in one folder left out whole: past it, "over 100,000 files"
+
+
+def _count_files(folder: Path) -> str | None:
+    """How many files a folder left out whole holds (its sub-folders' too, links not
+    followed), as `skipped` says it, without reading any; None when it holds none. Counting
+    stops at MAX_FILES_COUNTED: a huge node_modules costs a bounded walk, not a minute."""
+    count = 0
+    for _, _, filenames in os.walk(folder, followlinks=False, onerror=lambda exc: None):
+        count += len(filenames)
+        if count > MAX_FILES_COUNTED:
+            return files_text(MAX_FILES_COUNTED, at_least=True)
+    return files_text(count) if count else None
+
+
 def iter_tree(root: Path, options: IngestOptions, notes: list[str]) -> Iterator[TreeEntry]:  # noqa: C901 (over the limit; split when next changed)
     """Files git would track under `root`, in path order, without reading them; what is
     skipped (links out of the root or in a loop, special files, unreadable folders, secrets,
-    oversized files) is added to `notes`. Only regular files are yielded."""
+    oversized files) is added to `notes`, and so is every file an ignore rule leaves out (the
+    defaults, .gitignore, --include/--exclude) with the rule: a folder left out whole is one
+    note with its number of files. Only regular files are yielded."""
     root = root.resolve()
     path_filter = PathFilter(options, source=str(root))
 
@@ -186,15 +203,19 @@ def iter_tree(root: Path, options: IngestOptions, notes: list[str]) -> Iterator[
             if (Path(directory) / d).is_symlink():
                 notes.append(f"{rel}: symbolic link, not followed")
             elif rel.count("/") + 1 >= MAX_PATH_DEPTH:
-                notes.append(f"{rel}/: nested over {MAX_PATH_DEPTH} folders deep, skipped")
-            elif not path_filter.skips_dir(rel):
+                notes.append(f"{rel}/: nested over {MAX_PATH_DEPTH} folders deep "
+                             f"({_count_files(Path(directory) / d)}), skipped")
+            elif (why := path_filter.folder_left_out_because(rel)) is not None:
+                files = _count_files(Path(directory) / d)
+                if files is not None:  # an empty folder leaves nothing out
+                    notes.append(folder_note(rel, files, why))
+            else:
                 kept_dirs.append(d)
         dirnames[:] = kept_dirs
         for filename in sorted(filenames):
             rel = f"{rel_dir}/{filename}" if rel_dir else filename
-            if not path_filter.keeps_file(rel):
-                if path_filter.is_secret(rel):
-                    notes.append(f"{rel}: looks like a secret, skipped")
+            if (why := path_filter.left_out_because(rel)) is not None:
+                notes.append(f"{rel}: {why}")
                 continue
             entry = _file_entry(root, rel, Path(directory) / filename, notes)
             if entry is not None:

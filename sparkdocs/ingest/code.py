@@ -15,9 +15,9 @@ import time
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..documents import Section, SectionKind, clean_text, render_tree
 from ..errors import FileTooLargeError, IngestError, UnsafeArchiveError, UnsupportedFormatError
@@ -190,6 +190,33 @@ def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+_T = TypeVar("_T")
+IGNORED = "ignored"  # how every reason an ignore rule gives begins (see `PathFilter._why`)
+
+
+def _pattern_text(spec: pathspec.GitIgnoreSpec, index: int | None) -> str:
+    """The text of the pattern that decided a match (`CheckResult.index`), or "" if unknown."""
+    if index is None:
+        return ""
+    try:
+        return str(getattr(spec.patterns[index], "pattern", "") or "")
+    except (IndexError, TypeError):
+        return ""
+
+
+def files_text(count: int, *, at_least: bool = False) -> str:
+    """`1 file`, `1,234 files`, `over 100,000 files`: the size of a folder left out whole."""
+    if at_least:
+        return f"over {count:,} files"
+    return f"{count:,} file" + ("" if count == 1 else "s")
+
+
+def folder_note(folder: str, files: str, reason: str) -> str:
+    """The one `skipped` entry of a folder left out whole: `node_modules/: 1,234 files,
+    ignored by default ('node_modules/')` — the folder, how much is in it, and why."""
+    return f"{folder.rstrip('/')}/: {files}, {reason}"
+
+
 class PathFilter:
     """Decides, per relative path, whether a file goes in. `.gitignore` files apply to their
     own directory and below; deeper files win, as in git. Only the ancestors of a path are
@@ -206,7 +233,12 @@ class PathFilter:
         self._secrets = pathspec.GitIgnoreSpec.from_lines(SECRET_FILES)
         self._exclude = _user_spec(options.exclude, "--exclude")
         self._include = _user_spec(options.include, "--include")
+        # a folder --exclude matches is left out whole (and listed once) unless a `!` pattern
+        # could take a file inside it back: then each file is decided on its own
+        self._exclude_folders = self._exclude is not None and not any(
+            pattern.lstrip().startswith("!") for pattern in options.exclude)
         self._gitignores: dict[str, pathspec.GitIgnoreSpec] = {}
+        self._gitignore_lines: dict[str, dict[str, int]] = {}  # pattern → its (last) line number
         self._source = source or "the codebase"
         self._budget = options.max_match_seconds
         self._spent = 0.0
@@ -218,6 +250,7 @@ class PathFilter:
         where = f"{directory}/.gitignore" if directory else ".gitignore"
         notes: list[str] = []
         lines: list[str] = []
+        numbers: dict[str, int] = {}
         count = 0
         for number, line in enumerate(text.split("\n"), 1):  # git splits at \n only
             guarded, problem = guard_pattern(line)
@@ -230,19 +263,85 @@ class PathFilter:
                     notes.append(f"{where}: over {MAX_GITIGNORE_PATTERNS:,} patterns; lines from "
                                  f"{number} on are ignored")
                     break
+                numbers[guarded] = number  # the same line twice: the last one decides
             lines.append(guarded)
         import pathspec
 
         self._gitignores[directory] = pathspec.GitIgnoreSpec.from_lines(lines)
+        self._gitignore_lines[directory] = numbers
         return notes
 
     def is_secret(self, path: str) -> bool:
         return self._secrets.match_file(path)
 
     def skips_dir(self, path: str) -> bool:
-        return self._timed(self._ignored, path.rstrip("/") + "/")
+        return self.folder_left_out_because(path) is not None
 
-    def _timed(self, check, path: str) -> bool:  # type: ignore[no-untyped-def]
+    def folder_left_out_because(self, path: str) -> str | None:
+        """Why the folder `path` is left out whole (its files are never looked at, as git never
+        looks into an ignored folder), or None when it is walked."""
+        folder = path.rstrip("/") + "/"
+        if self._timed(self._ignored, folder):
+            return self._timed(self._why, folder)
+        if self._exclude_folders and self._exclude is not None and self._timed(
+                self._exclude.match_file, folder):
+            return self._timed(self._why, folder)
+        return None
+
+    def left_out_because(self, path: str) -> str | None:
+        """Why the file `path` is left out by a rule (defaults, a .gitignore line, --exclude,
+        --include), in words for `skipped`, or None when it is kept. Every reason a rule gives
+        starts with IGNORED, except a secret's ("looks like a secret"), which is a warning."""
+        if self.keeps_file(path):
+            return None
+        return self._timed(self._why, path)
+
+    def _why(self, path: str) -> str:
+        hit = self._defaults.check_file(path)
+        if hit.include:
+            pattern = _pattern_text(self._defaults, hit.index)
+            if pattern in SECRET_FILES:
+                return f"looks like a secret ('{pattern}')"
+            if pattern in LOCK_FILES:
+                return (f"{IGNORED} by default: a lock file (SPARKDOCS_INCLUDE_LOCK_FILES=true "
+                        "reads lock files)")
+            return f"{IGNORED} by default ('{pattern}')" if pattern else f"{IGNORED} by default"
+        if (gitignore := self._gitignore_rule(path)) is not None:
+            return gitignore
+        if self._exclude is not None:
+            hit = self._exclude.check_file(path)
+            if hit.include:
+                pattern = _pattern_text(self._exclude, hit.index)
+                return f"{IGNORED} by --exclude '{pattern}'" if pattern else f"{IGNORED} by --exclude"
+        return f"{IGNORED}: not matched by any --include pattern"
+
+    def _gitignore_rule(self, path: str) -> str | None:
+        """`ignored by src/.gitignore line 3 ('*.log')` when a .gitignore leaves `path` out (the
+        deepest one that decides, as in `_ignored`), else None."""
+        decided: tuple[str, str] | None = None
+        verdict: bool | None = None
+        parts = path.rstrip("/").split("/")[:-1]
+        directory = ""
+        for depth in range(len(parts) + 1):
+            if depth:
+                directory = "/".join(parts[:depth])
+            spec = self._gitignores.get(directory)
+            if spec is None:
+                continue
+            relative = path[len(directory) + 1:] if directory else path
+            result = spec.check_file(relative)
+            if result.include is not None:
+                verdict = result.include
+                decided = (directory, _pattern_text(spec, result.index))
+        if not verdict or decided is None:
+            return None
+        directory, pattern = decided
+        where = f"{directory}/.gitignore" if directory else ".gitignore"
+        number = self._gitignore_lines.get(directory, {}).get(pattern)
+        return (f"{IGNORED} by {where}" + (f" line {number}" if number else "")
+                + (f" ('{pattern}')" if pattern else ""))
+
+    def _timed(self, check: Callable[[str], _T], path: str) -> _T:
         if self._spent > self._budget:
             raise UnsafeArchiveError(
                 f"{self._source}: matching ignore rules took over {self._budget:,.0f} s "
@@ -506,10 +605,11 @@ def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
                 continue
             notes += path_filter.add_gitignore(posixpath.dirname(path), text)
     files: list[SourceFile] = []
+    left_out = [path for path, _, _ in members if not path_filter.keeps_file(path)]
+    notes += left_out_notes(left_out, [path for path, _, _ in members], path_filter)
+    dropped = set(left_out)
     for path, size, ref in members:
-        if not path_filter.keeps_file(path):
-            if path_filter.is_secret(path):
-                notes.append(f"{path}: looks like a secret, skipped")
+        if path in dropped:
             continue
         if size > options.max_source_file_bytes:
             notes.append(f"{path}: {size / 1024:,.0f} KiB is over the "
@@ -522,6 +622,34 @@ def _read_members(members: list[tuple[str, int, object]], read, *, name: str,
         except IngestError as exc:
             notes.append(f"{path}: {exc}, skipped")
     return files, notes
+
+
+def left_out_notes(left_out: Sequence[str], every: Sequence[str], path_filter: PathFilter
+                   ) -> list[str]:
+    """`skipped` entries for an archive's members that its rules leave out: a folder left out
+    whole (nothing under it is read, and a rule leaves the folder out) is one entry with its
+    number of files, as for a folder on disk; any other member is listed with its reason."""
+    dropped = set(left_out)
+    kept_dirs = {"/".join(parts[:depth]) for path in every if path not in dropped
+                 for parts in [path.split("/")[:-1]] for depth in range(1, len(parts) + 1)}
+    reasons: dict[str, str | None] = {}
+    groups: dict[str, list[str]] = {}
+    singles: list[str] = []
+    for path in left_out:
+        parts = path.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            folder = "/".join(parts[:depth])
+            if folder in kept_dirs:
+                continue
+            if folder not in reasons:
+                reasons[folder] = path_filter.folder_left_out_because(folder)
+            if reasons[folder] is not None:
+                groups.setdefault(folder, []).append(path)
+                break
+        else:
+            singles.append(f"{path}: {path_filter.left_out_because(path) or IGNORED}")
+    return [folder_note(folder, files_text(len(paths)), reasons[folder] or IGNORED)
+            for folder, paths in groups.items()] + singles
 
 
 def codebase_sections(files: Iterable[SourceFile], *, notes: Iterable[str] = ()
@@ -558,10 +686,23 @@ def codebase_sections(files: Iterable[SourceFile], *, notes: Iterable[str] = ()
         )
     sections = [Section(SectionKind.TREE, "files", render_tree(p for p, _ in kept))]
     sections += [Section(SectionKind.FILE, path, text) for path, text in kept]
-    if skipped:
-        warnings.append(f"{len(skipped)} files skipped ({_reasons(skipped)}); each is listed "
-                        "with its reason under “skipped”.")
+    # files an ignore rule leaves out (.git, node_modules, .gitignore, --exclude) are listed
+    # under "skipped" but are no cause for a warning: that is what the rules are for
+    problems = [note for note in skipped if not is_ignored_note(note)]
+    if problems:
+        beside = (", beside what the ignore rules leave out" if len(problems) < len(skipped)
+                  else "")
+        warnings.append(f"{files_text(len(problems))} skipped ({_reasons(problems)}); each is "
+                        f"listed with its reason under “skipped”{beside}.")
     return sections, warnings, [note.removesuffix(", skipped") for note in skipped]
+
+
+def is_ignored_note(note: str) -> bool:
+    """Whether a `skipped` entry is a file or folder an ignore rule left out."""
+    reason = note.split(": ", 1)[-1]
+    if note.split(": ", 1)[0].endswith("/"):  # `dir/: 12 files, ignored by …`
+        reason = reason.split(", ", 1)[-1]
+    return reason.startswith(IGNORED + " ") or reason.startswith(IGNORED + ":")
 
 
 def _reasons(skipped: Sequence[str]) -> str:

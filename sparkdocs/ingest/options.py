@@ -36,5 +36,6 @@ class IngestOptions:
         # v2: PDF soft hyphens (U+FFFE) are joined, so v1 PDFs are read again
         # v3: a codebase lists the files it left out (Document.skipped: a v2 record has none),
         # and an archive's last copy of a path decides even when it is left out
-        return repr(("v3", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
+        # v4: Document.skipped lists what ignore rules leave out too (.git, node_modules, …)
+        return repr(("v4", RENDER_VERSION, self.include, self.exclude, self.include_lock_files,
                      self.max_source_file_bytes))

@@ -546,12 +546,13 @@ class BatchSummarizer:
         ratio = self._served.count(
             prepare_document(document, tokenizer=builder.tokenizer)).ratio
         context = effective_context(context, self.options.max_tokens, ratio)
-        parts = plan_parts(document, builder,
-                           prompt_for=lambda prepared: builder.summary(prepared, instructions),
-                           context=context, answer_tokens=self.options.max_tokens)
+        plan = plan_parts(document, builder,
+                          prompt_for=lambda prepared: builder.summary(prepared, instructions),
+                          context=context, answer_tokens=self.options.max_tokens)
+        parts, pieces = list(plan.parts), plan.document  # pieces: large pages split
         requests = self._requests(model)
         if len(parts) == 1:
-            result = requests.run(builder.summary(prepared_part(document, builder, parts, 1),
+            result = requests.run(builder.summary(prepared_part(pieces, builder, parts, 1),
                                                   instructions).messages)
             return result.answer, self._stats(result, [result], cut=self._cut(result)), parts
         log.info("%s: %d tokens over budget; map-reduce over %d parts", document.name,
@@ -559,7 +560,7 @@ class BatchSummarizer:
         results: list[AnswerResult] = []
         partials: list[tuple[str, str]] = []
         for number, part in enumerate(parts, 1):
-            prepared = prepared_part(document, builder, parts, number)
+            prepared = prepared_part(pieces, builder, parts, number)
             result = requests.run(builder.summary(prepared, instructions).messages)
             results.append(result)
             partials.append((part.label, result.answer))

@@ -8,15 +8,16 @@ are merged in groups first (a tree), so no part's answer is ever dropped to make
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .client import AnswerResult, ModelClient, StreamEnd
-from .documents import Document, SectionKind
+from .documents import Document, Section, SectionKind
 from .errors import (
     AuthenticationError,
     BudgetError,
@@ -36,7 +37,7 @@ from .prompts import (
     split_into_parts,
 )
 from .streams import StreamGroup
-from .tokens import ChatMessage
+from .tokens import ChatMessage, count_document
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,28 @@ def part_note(number: int, total: int, label: str) -> str:
             "separately.")
 
 
+@dataclass(frozen=True)
+class PartPlan:
+    """The parts of a document beyond the context. `document` is what the parts are cut from:
+    the document itself, or a copy whose pages too large for one part are split at paragraph
+    boundaries (each piece keeps its page number), which `split` names."""
+
+    document: Document
+    parts: tuple[Part, ...]
+    split: tuple[str, ...] = ()
+
+
 def plan_parts(document: Document, builder: PromptBuilder, *,
                prompt_for: Callable[[PreparedDocument], Prompt], context: int,
-               answer_tokens: int) -> list[Part]:
+               answer_tokens: int) -> PartPlan:
     """The whole document as one part when its prompt fits, else consecutive parts (pages,
     sections or files; the file tree drawn for each) whose prompts each fit with the answer
     reserve. Everything in the prompt but the block is the same for every part, so the block
-    gets exactly the rest."""
+    gets exactly the rest; a page larger than that is split at paragraph boundaries first."""
     whole = prepare_document(document, tokenizer=builder.tokenizer)
     prompt = prompt_for(whole)
     if prompt.prompt_tokens + answer_tokens <= context:
-        return [Part("whole document", whole.kept, whole.block_tokens)]
+        return PartPlan(document, (Part("whole document", whole.kept, whole.block_tokens),))
     fixed = prompt.prompt_tokens - whole.block_tokens
     available = context - answer_tokens - fixed
     if available <= fixed:
@@ -71,11 +83,81 @@ def plan_parts(document: Document, builder: PromptBuilder, *,
             f"{document.name}: the answer reserve of {answer_tokens:,} tokens leaves almost no "
             f"room for the document in a context of {context:,} (the prompt's own text takes "
             f"{fixed:,}); lower --max-tokens (SPARKDOCS_ANSWER_TOKENS).")
-    return split_into_parts(document, available, note=part_note, tokenizer=builder.tokenizer)
+    pieces, split = split_large_sections(document, builder, available=available)
+    parts = split_into_parts(pieces, available, note=part_note, tokenizer=builder.tokenizer)
+    return PartPlan(pieces, tuple(parts), split)
+
+
+_SEPARATORS = ("\n\n", "\n", ". ", " ")
+
+
+def split_large_sections(document: Document, builder: PromptBuilder, *, available: int
+                         ) -> tuple[Document, tuple[str, ...]]:
+    """`document` with each page or section whose block alone would be over `available` cut
+    into pieces that fit, at paragraph boundaries (then lines, sentences, words), each keeping
+    its title; and a note per section split. Files are cut the same way, at lines."""
+    tok = builder.tokenizer
+
+    def fits(section: Section) -> bool:
+        single = count_document(replace(document, sections=(section,)), tok)
+        return prepare_document(single, tokenizer=tok,
+                                note=part_note(9999, 9999, section.locator)).block_tokens <= available
+
+    sections: list[Section] = []
+    notes: list[str] = []
+    for section in document.sections:
+        if section.kind is SectionKind.TREE or fits(section):
+            sections.append(section)
+            continue
+        texts = _pieces(section.text, functools.partial(_text_fits, fits, section))
+        sections += [replace(section, text=text) for text in texts]
+        notes.append(f"{section.locator} was split at paragraph boundaries into {len(texts)} "
+                     "pieces")
+    if not notes:
+        return document, ()
+    split = replace(document, sections=tuple(sections),
+                    content_hash=f"{document.content_hash}:split-{available}")
+    return count_document(split, tok), tuple(notes)
+
+
+def _text_fits(fits: Callable[[Section], bool], section: Section, text: str) -> bool:
+    return fits(replace(section, text=text))
+
+
+def _pieces(text: str, fits: Callable[[str], bool], level: int = 0) -> list[str]:
+    """`text` in consecutive pieces that each fit, cut at the coarsest separator that works:
+    each piece is the longest run of units that fits (galloping, then bisection: a few exact
+    counts per piece, not one per unit)."""
+    if fits(text):
+        return [text]
+    if level >= len(_SEPARATORS):
+        raise BudgetError("a single word is longer than a part; raise the context length")
+    separator = _SEPARATORS[level]
+    units = text.split(separator)
+    pieces: list[str] = []
+    start = 0
+    while start < len(units):
+        if not fits(units[start]):  # one paragraph too large: cut it finer
+            pieces += _pieces(units[start], fits, level + 1)
+            start += 1
+            continue
+        low, step = start + 1, 1  # units[start:low] fits
+        while low + step <= len(units) and fits(separator.join(units[start:low + step])):
+            low, step = low + step, step * 2
+        high = min(low + step, len(units) + 1)  # units[start:high] does not fit (or past end)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if fits(separator.join(units[start:middle])):
+                low = middle
+            else:
+                high = middle
+        pieces.append(separator.join(units[start:low]))
+        start = low
+    return pieces
 
 
 def prepared_part(document: Document, builder: PromptBuilder, parts: Sequence[Part],
-                  number: int) -> PreparedDocument:
+                  number: int) -> PreparedDocument:  # `document`: the plan's
     """Part `number` (1-based) as it is sent, its note saying which part of how many."""
     part = parts[number - 1]
     if len(parts) == 1:  # the whole document, exactly as a question over it sends it
@@ -203,6 +285,7 @@ class WholePlan:
     parts: tuple[Part, ...]
     prompts: tuple[Prompt, ...]
     in_flight: int  # parts asked at once
+    split: tuple[str, ...] = ()  # pages too large for one part, split at paragraphs
 
     @property
     def prompt_tokens(self) -> int:
@@ -252,7 +335,7 @@ def in_flight_for(client: ModelClient, prompts: Sequence[Prompt], *, answer_toke
 
 
 def whole_parts(document: Document, builder: PromptBuilder, *, context: int,
-                answer_tokens: int) -> list[Part]:
+                answer_tokens: int) -> PartPlan:
     """The parts a question over every page reads. They are cut with room for any question up
     to QUESTION_RESERVE_TOKENS, not for one question: every question over the document has the
     same parts, so each part's cached prefix serves the next question."""
@@ -262,8 +345,9 @@ def whole_parts(document: Document, builder: PromptBuilder, *, context: int,
 
 
 def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, question: str, *,
-               parts: Sequence[Part], context: int, answer_tokens: int, limit: int = 32
+               cut: PartPlan, context: int, answer_tokens: int, limit: int = 32
                ) -> WholePlan:
+    parts = cut.parts
     merge_floor = builder.merge_answers([("p. 1", "x"), ("p. 2", "x")], question).prompt_tokens
     if len(parts) > 1 and merge_floor + 3 * answer_tokens > context:
         most = max(0, (context - merge_floor) // 3)
@@ -276,8 +360,8 @@ def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, 
             f"{document.name}: reading every page would take {len(parts):,} parts of at most "
             f"{context:,} tokens, over the limit of {MAX_PARTS:,}; choose pages or files to keep "
             "(--pages/--parts), or use a server with a longer context.")
-    prompts = tuple(builder.part_question(prepared_part(document, builder, parts, n), question)
-                    for n in range(1, len(parts) + 1))
+    prompts = tuple(builder.part_question(prepared_part(cut.document, builder, parts, n),
+                                          question) for n in range(1, len(parts) + 1))
     longest = max(p.prompt_tokens for p in prompts)
     if longest + answer_tokens > context:
         raise BudgetError(
@@ -285,7 +369,8 @@ def plan_whole(document: Document, builder: PromptBuilder, client: ModelClient, 
             f"prompt tokens plus {answer_tokens:,} for the answer, over the context of "
             f"{context:,}); shorten the question to under {QUESTION_RESERVE_TOKENS} tokens.")
     return WholePlan(tuple(parts), prompts,
-                     in_flight_for(client, prompts, answer_tokens=answer_tokens, limit=limit))
+                     in_flight_for(client, prompts, answer_tokens=answer_tokens, limit=limit),
+                     cut.split)
 
 
 def ask_parts(document: Document, plan: WholePlan, *, requests: PartRequests,
@@ -323,6 +408,8 @@ def combine(document: Document, builder: PromptBuilder, plan: WholePlan,
             context: int, answer_tokens: int) -> WholeAnswer:
     """The parts' answers merged into one (a tree if need be)."""
     read = read_text(document, plan.parts, [a.number for a in answers if a.error])
+    if plan.split:
+        read = f"{read} ({'; '.join(plan.split)})"
     found = [(a.label, a.result.answer) for a in answers if a.result is not None]
     results = [a.result for a in answers if a.result is not None]
     if len(plan.parts) == 1:

@@ -361,7 +361,9 @@ PartNote = Callable[[int, int, str], str]  # (number, total, label) → the part
 def part_label(document: Document, indices: Sequence[int]) -> str:
     content = [i for i in indices if document.sections[i].kind is not SectionKind.TREE]
     first, last = document.sections[content[0]], document.sections[content[-1]]
-    return first.locator if first is last else f"{first.locator} to {last.locator}"
+    if first.locator == last.locator:  # one section, or pieces of one split page
+        return first.locator
+    return f"{first.locator} to {last.locator}"
 
 
 def split_into_parts(document: Document, available: int, *, note: PartNote,

@@ -21,6 +21,7 @@ from .documents import Document, DocumentKind, SectionKind
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError
 from .parts import (
     PartAnswer,
+    PartPlan,
     PartRequests,
     WholePlan,
     ask_parts,
@@ -29,7 +30,7 @@ from .parts import (
     prefill_speed,
     whole_parts,
 )
-from .prompts import Part, PreparedDocument, Prompt
+from .prompts import PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
 from .store import PartRecord, Session, Turn, TurnStatus
 from .streams import StreamGroup
@@ -66,7 +67,7 @@ class QuestionAnswering:
         self.client = client
         self._prepared: dict[tuple[str, tuple[int, ...] | None], PreparedDocument] = {}
         self._secret: bytes | None = None  # keys the cache salts (auth.install_secret)
-        self._parts: dict[tuple[str, int, int], tuple[Part, ...]] = {}
+        self._parts: dict[tuple[str, int, int], PartPlan] = {}
         self._lock = threading.Lock()
         self.served = ServedTokenizer(client, workspace.prompts.tokenizer)
 
@@ -218,7 +219,7 @@ class QuestionAnswering:
         with signals_held():
             return TurnOutcome(self.record(session, pending), stream.result)
 
-    def whole_parts(self, document: Document) -> tuple[Part, ...]:
+    def whole_parts(self, document: Document) -> PartPlan:
         """The parts every question over the whole document reads (kept per document and
         served context: cutting a long document costs a second or two of counting)."""
         context = self.whole_context(document)
@@ -227,8 +228,8 @@ class QuestionAnswering:
         with self._lock:
             parts = self._parts.get(key)
         if parts is None:
-            parts = tuple(whole_parts(document, self.workspace.prompts, context=context,
-                                      answer_tokens=answer))
+            parts = whole_parts(document, self.workspace.prompts, context=context,
+                                answer_tokens=answer)
             with self._lock:
                 if len(self._parts) > 16:
                     self._parts.pop(next(iter(self._parts)))
@@ -245,7 +246,7 @@ class QuestionAnswering:
     def plan_whole(self, document: Document, question: str) -> WholePlan:
         """Answering from every page: the parts, their prompts and how many go at once."""
         return plan_whole(document, self.workspace.prompts, self.client, question,
-                          parts=self.whole_parts(document),
+                          cut=self.whole_parts(document),
                           context=self.whole_context(document),
                           answer_tokens=self.workspace.settings.answer_tokens)
 

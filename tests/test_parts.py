@@ -300,3 +300,29 @@ def test_when_combining_fails_every_part_answer_is_shown_and_kept(tmp_path):
     [turn] = _turns(tmp_path / "cache")
     assert turn["status"] == "failed" and len(turn["parts"]) >= 2
     assert all(p["answer"] == "Part answer here." for p in turn["parts"])
+
+
+@pytest.mark.integration
+def test_a_page_larger_than_a_part_is_split_at_paragraphs_and_the_answer_says_so(tmp_path):
+    """Page 5 alone is larger than a part: it is read in pieces cut between paragraphs, every
+    paragraph of it reaches exactly one part request whole, and what was read says so."""
+    pages = contract_pages(8, per_page=3)
+    paragraphs = [f"Paragraph {i} of the schedule: " + " ".join(f"item{i}x{j}" for j in range(60))
+                  for i in range(24)]
+    doc = tmp_path / "contract.md"
+    # a Markdown heading per 'page': the long one is section "Schedule"
+    doc.write_text("\n\n".join(f"# Clause {n}\n\n{text}" for n, text in enumerate(pages, 1))
+                   + "\n\n# Schedule\n\n" + "\n\n".join(paragraphs) + "\n")
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 3_000
+        server.behaviour.answer = "Nothing relevant in this part."
+        run = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(doc), "Who pays?",
+                              "--whole", "--json"], capture_output=True, text=True, timeout=300,
+                             check=False, env=_env(tmp_path / "cache", server.base_url))
+        sent = [r["messages"][-1]["content"] for r in server.behaviour.requests
+                if "<document" in r["messages"][-1]["content"]]
+    assert run.returncode == 0, run.stderr
+    for paragraph in paragraphs:
+        assert sum(paragraph in text for text in sent) == 1, paragraph[:30]
+    read = json.loads(run.stdout)["read"]
+    assert 'section "Schedule" was split at paragraph boundaries into' in read

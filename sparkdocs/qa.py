@@ -33,6 +33,7 @@ from .parts import (
 from .prompts import PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
 from .store import PartRecord, Session, Turn, TurnStatus
+from .store.busy import SessionBusyError, whole_answer_lock
 from .streams import StreamGroup
 from .tokens import Budget
 from .workspace import Workspace
@@ -256,10 +257,28 @@ class QuestionAnswering:
         return prefill_speed([(t.prompt_tokens, t.cached_tokens, t.ttft_s) for t in turns])
 
     def run_whole(self, document: Document, session: Session, question: str, *,
+                  wait_turn: bool = False,
                   on_plan: Callable[[WholePlan], None] | None = None,
                   on_part: Callable[[PartAnswer], None] | None = None,
                   stop_reasons: Mapping[type[BaseException], str] | None = None,
                   streams: StreamGroup | None = None) -> TurnOutcome:
+        """`_run_whole` while holding the session's whole-answer lock: a second such question
+        on the session at once is refused (`wait_turn` False: the CLI) or waits (the app)."""
+        try:
+            with whole_answer_lock(self.workspace.settings.cache_dir, session.id,
+                                   wait=wait_turn):
+                return self._run_whole(document, session, question, on_plan=on_plan,
+                                       on_part=on_part, stop_reasons=stop_reasons,
+                                       streams=streams)
+        except SessionBusyError as exc:
+            self.record_failure(session, question, follow_up=False, failure=exc)
+            raise
+
+    def _run_whole(self, document: Document, session: Session, question: str, *,
+                   on_plan: Callable[[WholePlan], None] | None = None,
+                   on_part: Callable[[PartAnswer], None] | None = None,
+                   stop_reasons: Mapping[type[BaseException], str] | None = None,
+                   streams: StreamGroup | None = None) -> TurnOutcome:
         """A question answered from every part of the document (see parts.py), recorded as one
         turn that says what was read, keeps each part's answer, and has its quotes verified
         against the whole document. `on_plan` sees the cost before anything is sent.

@@ -326,3 +326,42 @@ def test_a_page_larger_than_a_part_is_split_at_paragraphs_and_the_answer_says_so
         assert sum(paragraph in text for text in sent) == 1, paragraph[:30]
     read = json.loads(run.stdout)["read"]
     assert 'section "Schedule" was split at paragraph boundaries into' in read
+
+
+@pytest.mark.integration
+def test_a_second_whole_question_on_a_busy_session_is_refused_and_kept(tmp_path):
+    import time
+
+    pdf = tmp_path / "contract.pdf"
+    pdf.write_bytes(make_pdf(contract_pages(PAGES, per_page=9)))
+    cache = tmp_path / "cache"
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.answer = " ".join(f"w{i}" for i in range(40))
+        server.behaviour.token_delay_s = 0.1
+        env = _env(cache, server.base_url)
+        first = subprocess.Popen([sys.executable, "-m", "sparkdocs", "ask", str(pdf),
+                                  "Who pays?", "--whole"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            session_id = None
+            while session_id is None and time.monotonic() < deadline:
+                if server.behaviour.in_flight and (cache / DATABASE_NAME).exists():
+                    db = sqlite3.connect(cache / DATABASE_NAME)
+                    rows = db.execute("SELECT id FROM sessions").fetchall()
+                    db.close()
+                    session_id = rows[0][0] if rows else None
+                time.sleep(0.1)
+            assert session_id, "the first question never started"
+            second = subprocess.run([sys.executable, "-m", "sparkdocs", "ask", str(pdf),
+                                     "And who signs?", "--whole", "--follow-up-of", session_id],
+                                    capture_output=True, text=True, timeout=120, check=False,
+                                    env=env)
+            first.communicate(timeout=180)
+        finally:
+            first.kill()
+    assert second.returncode == 2
+    assert "already answering a question from every page" in " ".join(second.stderr.split())
+    questions = [(t["question"], t["status"]) for t in _turns(cache)]
+    assert ("And who signs?", "failed") in questions and ("Who pays?", "finished") in questions

@@ -317,7 +317,7 @@ def _ask_whole(svc: Services, document: Document, session: Session, question: st
 
     def work() -> None:
         try:
-            box["outcome"] = svc.qa.run_whole(document, session, question,
+            box["outcome"] = svc.qa.run_whole(document, session, question, wait_turn=True,
                                               on_plan=plans.append, on_part=done.append,
                                               streams=streams)
         except BaseException as exc:  # handed to the page, raised there

@@ -472,3 +472,33 @@ def test_every_part_counts_as_vllm_counts_and_a_second_question_reuses_each_part
         assert part.result is not None and part.result.cached_tokens is not None
         assert part.result.cached_tokens >= 0.9 * prompt.prompt_tokens, (
             part.label, part.result.cached_tokens, prompt.prompt_tokens)
+
+
+def test_stop_during_the_parts_ends_every_request_on_the_engine(vllm_8k, tmp_path):
+    """A whole-document answer stopped while its parts are read: vLLM's own running gauge is
+    back to 0 within 2 s, and the turn is kept as stopped with the parts it had."""
+    from corpus import contract_pages
+
+    from sparkdocs.streams import StreamGroup
+
+    qa = _qa(vllm_8k, tmp_path, answer_tokens=2_000)
+    document = _load(qa, "contract.pdf", make_pdf(contract_pages(60, per_page=9)))
+    session = qa.session_for(document, whole=True)
+    group = StreamGroup()
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.update(
+        outcome=qa.run_whole(document, session, "Write out every clause in full.",
+                             streams=group)), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 300
+    while vllm_8k.running() < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert vllm_8k.running() >= 2, "the parts never ran at once"
+    group.cancel()
+    stopped = time.monotonic()
+    while vllm_8k.running() > 0 and time.monotonic() - stopped < 2.0:
+        time.sleep(0.1)
+    assert vllm_8k.running() == 0, "parts still running on the engine 2 s after the stop"
+    worker.join(timeout=60)
+    turn = box["outcome"].turn
+    assert turn.status.value == "stopped" and turn.read.startswith("stopped after")

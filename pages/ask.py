@@ -28,6 +28,6 @@ with ui.friendly_errors():
     document, session = active
     st.subheader(safe_markdown(document_heading(document, llama3_served=svc.qa.served.is_llama3())))
     session = ui.budget_view(svc, document, session)
-    ui.warm_status(svc, document, session.kept_sections)
+    ui.warm_status(svc, document, session)
     session = ui.chat(svc, document, session)
     ui.export_button(svc, session, prepared=svc.qa.prepared(document, session.kept_sections))

@@ -322,6 +322,20 @@ def read_text(document: Document, parts: Sequence[Part], failed: Sequence[int]) 
             f"{missing}")
 
 
+def parts_cached_at_once(parts: Sequence[Part], kv_capacity: int | None) -> int | None:
+    """How many consecutive parts, from the first, the server's KV cache holds at once (None
+    when the server does not say how large it is)."""
+    if not kv_capacity:
+        return None
+    held = used = 0
+    for part in parts:
+        used += part.tokens
+        if used > kv_capacity:
+            break
+        held += 1
+    return held
+
+
 def in_flight_for(client: ModelClient, prompts: Sequence[Prompt], *, answer_tokens: int,
                   limit: int) -> int:
     """Parts asked at once: as many as the server's KV cache holds whole (vLLM's /metrics),

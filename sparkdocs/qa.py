@@ -26,8 +26,10 @@ from .parts import (
     WholePlan,
     ask_parts,
     combine,
+    parts_cached_at_once,
     plan_whole,
     prefill_speed,
+    prepared_part,
     whole_parts,
 )
 from .prompts import PreparedDocument, Prompt
@@ -401,6 +403,22 @@ class QuestionAnswering:
         prepared = self.prepared(document, keep)
         return self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages,
                                    cache_salt=self.cache_salt(owner or self.workspace.settings.user))
+
+    def warm_parts(self, document: Document, *, owner: str | None = None) -> WarmUpResult:
+        """Warm the prefixes of a document beyond the context, part by part from the first,
+        as many as the KV cache holds at once (the rest would only push the first ones out)."""
+        owner = owner or self.workspace.settings.user
+        cut = self.whole_parts(document)
+        metrics = self.client.capabilities().metrics
+        held = parts_cached_at_once(cut.parts, metrics.kv_capacity_tokens if metrics else None)
+        count = len(cut.parts) if held is None else held
+        builder, salt = self.workspace.prompts, self.cache_salt(owner)
+        results = [self.client.warm_up(builder.warm_up(prepared_part(
+            cut.document, builder, cut.parts, number)).messages, cache_salt=salt)
+            for number in range(1, count + 1)]
+        return WarmUpResult(sum(r.seconds for r in results),
+                            _total([r.prompt_tokens for r in results]),
+                            _total([r.cached_tokens for r in results]))
 
     def cache_salt(self, owner: str) -> str | None:
         """The owner's vLLM cache salt, or None when the prefix cache is shared (auth.py)."""

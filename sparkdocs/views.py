@@ -11,6 +11,8 @@ from typing import Any
 
 from .client import Capabilities
 from .documents import Document, DocumentKind, SectionKind
+from .parts import ASSUMED_PREFILL_TOKENS_PER_S, parts_cached_at_once
+from .prompts import Part
 from .safe_text import safe_markdown
 from .store import DocumentInfo, Session, Turn, TurnStatus
 from .tokens import Budget, TokenCounting
@@ -262,6 +264,24 @@ def session_markdown(session: Session) -> str:
             lines += [f"> {status}", ""]
         lines += [f"<sub>{stats_line(turn)}</sub>", ""]
     return safe_markdown("\n".join(lines), keep_tags={"sub"})  # an export opened in a viewer fetches nothing
+
+
+def parts_fit(parts: Sequence[Part], kv_capacity: int | None, speed: float | None) -> str:
+    """For a document read in parts: how many of them the KV cache keeps at once, and what
+    each question then re-reads."""
+    held = parts_cached_at_once(parts, kv_capacity)
+    if held is None:
+        return (f"This document is read in {len(parts)} parts; the server does not say how "
+                "many it keeps cached.")
+    if held >= len(parts):
+        return (f"All {len(parts)} parts of this document stay cached at once "
+                f"({sum(p.tokens for p in parts):,} of {kv_capacity:,} KV tokens): a second "
+                "question reads only itself.")
+    reread = sum(p.tokens for p in parts[held:])
+    rate = speed or ASSUMED_PREFILL_TOKENS_PER_S
+    return (f"{held} of this document's {len(parts)} parts stay cached at once (KV cache "
+            f"{kv_capacity:,} tokens): each question re-reads about {reread:,} tokens, "
+            f"~{reread / rate:,.0f} s at {rate:,.0f} tokens/s.")
 
 
 def kv_fit(caps: Capabilities, document_tokens: int) -> str | None:

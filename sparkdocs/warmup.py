@@ -18,6 +18,9 @@ from .qa import QuestionAnswering
 log = logging.getLogger(__name__)
 
 
+WHOLE = (-1,)  # the selection key of "every part" (no real selection is negative)
+
+
 class WarmStatus(StrEnum):
     WARMING = "warming"
     WARM = "warm"
@@ -47,21 +50,25 @@ class WarmUps:
         return document.content_hash, tuple(keep) if keep is not None else None, owner
 
     def start(self, document: Document, keep: Sequence[int] | None = None, *,
-              owner: str | None = None) -> WarmState:
-        key = self._key(document, keep, owner)
+              owner: str | None = None, whole: bool = False) -> WarmState:
+        """Warm the selection's prefix, or with `whole` every part of a document beyond the
+        context that the KV cache holds (`QuestionAnswering.warm_parts`)."""
+        key = self._key(document, WHOLE if whole else keep, owner)
         with self._lock:
             state = self._states.get(key)
             if state is not None and state.status in (WarmStatus.WARMING, WarmStatus.WARM):
                 return state
             state = WarmState(WarmStatus.WARMING, started=time.time())
             self._states[key] = state
-        self._pool.submit(self._run, key, document, keep, owner, state.started)
+        self._pool.submit(self._run, key, document, keep, owner, state.started, whole)
         return state
 
     def _run(self, key: tuple[str, tuple[int, ...] | None, str | None], document: Document,
-             keep: Sequence[int] | None, owner: str | None, started: float) -> None:
+             keep: Sequence[int] | None, owner: str | None, started: float,
+             whole: bool) -> None:
         try:
-            result = self._qa.warm_up(document, keep, owner=owner)
+            result = (self._qa.warm_parts(document, owner=owner) if whole
+                      else self._qa.warm_up(document, keep, owner=owner))
             state = WarmState(WarmStatus.WARM, seconds=result.seconds, started=started,
                               finished=time.time())
         except SparkdocsError as exc:
@@ -74,6 +81,6 @@ class WarmUps:
             self._states[key] = state
 
     def state(self, document: Document, keep: Sequence[int] | None = None, *,
-              owner: str | None = None) -> WarmState | None:
+              owner: str | None = None, whole: bool = False) -> WarmState | None:
         with self._lock:
-            return self._states.get(self._key(document, keep, owner))
+            return self._states.get(self._key(document, WHOLE if whole else keep, owner))

@@ -365,3 +365,46 @@ def test_a_second_whole_question_on_a_busy_session_is_refused_and_kept(tmp_path)
     assert "already answering a question from every page" in " ".join(second.stderr.split())
     questions = [(t["question"], t["status"]) for t in _turns(cache)]
     assert ("And who signs?", "failed") in questions and ("Who pays?", "finished") in questions
+
+
+@pytest.mark.integration
+def test_warming_the_parts_sends_each_parts_exact_prefix_as_many_as_the_kv_cache_holds(tmp_path):
+    """The fake server's KV cache (its /metrics: 12,000 blocks of 16) holds every part here;
+    each warm-up request is the part's question prompt up to the question (the same prefix a
+    question then finds cached)."""
+    from sparkdocs.client import ModelClient
+    from sparkdocs.config import Settings
+    from sparkdocs.ingest import Upload
+    from sparkdocs.prompts import QUESTION_LEAD
+    from sparkdocs.qa import QuestionAnswering
+    from sparkdocs.workspace import Workspace
+
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "cache",  # type: ignore[call-arg]
+                            max_retries=0, answer_tokens=ANSWER_TOKENS)
+        workspace = Workspace(settings)
+        qa = QuestionAnswering(workspace, ModelClient(settings))
+        document = workspace.load_uploads(
+            [Upload("c.pdf", make_pdf(contract_pages(PAGES, per_page=9)))],
+            workspace.ingest_options())
+        qa.warm_parts(document)
+        warmed = [r["messages"][-1]["content"] for r in server.behaviour.requests]
+        plan = qa.plan_whole(document, "Who pays?")
+    asked = [p.messages[-1].content for p in plan.prompts]
+    assert len(warmed) == len(asked) >= 2
+    for warm, question in zip(warmed, asked, strict=True):
+        assert warm.endswith(QUESTION_LEAD) and question.startswith(warm)
+
+
+def test_parts_cached_at_once_counts_from_the_first_part_until_the_kv_cache_is_full():
+    from sparkdocs.parts import parts_cached_at_once
+    from sparkdocs.prompts import Part
+    from sparkdocs.views import parts_fit
+
+    parts = [Part(f"p. {n}", (n,), 40_000) for n in range(5)]
+    assert parts_cached_at_once(parts, 95_000) == 2  # a Spark's BF16 KV cache
+    assert parts_cached_at_once(parts, 200_000) == 5 and parts_cached_at_once(parts, None) is None
+    assert parts_fit(parts, 95_000, 800.0) == (
+        "2 of this document's 5 parts stay cached at once (KV cache 95,000 tokens): each "
+        "question re-reads about 120,000 tokens, ~150 s at 800 tokens/s.")

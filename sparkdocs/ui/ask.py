@@ -204,29 +204,32 @@ def _budget_bar(segments, context: int):  # list[BudgetSegment]
             .properties(height=70))
 
 
-def warm_status(svc: Services, document: Document, keep: Sequence[int] | None) -> None:
-    """The warm-up line; polls (a timer fragment) only while the warm-up runs."""
+def warm_status(svc: Services, document: Document, session: Session) -> None:
+    """The warm-up line; polls (a timer fragment) only while the warm-up runs. Answering from
+    every page warms the parts (as many as the KV cache holds), else the selection."""
     if not svc.settings.warm_up:
         st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
                    "whole document.")
         return
     owner = team.current_user()  # each user warms their own prefix (cache isolation)
-    state = (svc.warmups.state(document, keep, owner=owner)
-             or svc.warmups.start(document, keep, owner=owner))
+    whole = bool(st.session_state.get(f"whole-{session.id}"))
+    keep = session.kept_sections
+    state = (svc.warmups.state(document, keep, owner=owner, whole=whole)
+             or svc.warmups.start(document, keep, owner=owner, whole=whole))
     if state.status is WarmStatus.WARMING:
-        _warming(svc, document, keep, owner)
+        _warming(svc, document, keep, owner, whole)
     else:
         st.caption(safe_markdown(warm_caption(state)))
 
 
 @st.fragment(run_every=2.0)
 def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
-             owner: str | None) -> None:
+             owner: str | None, whole: bool) -> None:
     """A timer fragment that fires during an answer runs right after it, and the chat input
     (submit_mode="disable") re-enables only when the last run to finish was a full one: so the
     timer must not outlive the warm-up. When it ends, a full rerun shows the result without
     this fragment, which stops the timer."""
-    state = svc.warmups.state(document, keep, owner=owner)
+    state = svc.warmups.state(document, keep, owner=owner, whole=whole)
     if state is None or state.status is not WarmStatus.WARMING:
         st.rerun()
     st.caption(safe_markdown(warm_caption(state)))

@@ -6,6 +6,7 @@ import logging
 
 import streamlit as st
 
+from ..client import Capabilities
 from ..local_model import log_excerpt
 from ..safe_text import safe_markdown
 from ..views import code_span
@@ -16,10 +17,27 @@ from .services import Services
 log = logging.getLogger(__name__)
 
 
+def _active_document_fit(svc: Services, caps: Capabilities) -> None:
+    """How the open document sits in the KV cache: copies of it, or (read in parts) how many of
+    its parts stay cached at once and what each question re-reads."""
+    from ..views import kv_fit, parts_fit
+
+    active = active_session(svc)
+    if not active:
+        return
+    document, session = active
+    fit = kv_fit(caps, document.section_tokens)
+    if fit:
+        st.caption(fit)
+    if not svc.qa.budget(document).fits and caps.metrics is not None:
+        st.caption(safe_markdown(parts_fit(svc.qa.whole_parts(document).parts,
+                                           caps.metrics.kv_capacity_tokens,
+                                           svc.qa.prefill_speed(session.owner))))
+
+
 def server_status(svc: Services) -> None:
     """What the service is and serves, its cache, its queue, and each doctor check."""
     from ..doctor import run_checks
-    from ..views import kv_fit
 
     st.caption(team.isolation_caption(svc.settings))
     caps = svc.client.capabilities(refresh=st.button("Refresh"))
@@ -54,11 +72,7 @@ def server_status(svc: Services) -> None:
             st.bar_chart({"tokens": {"KV capacity": metrics.kv_capacity_tokens,
                                      "in use": int(metrics.kv_capacity_tokens * (metrics.kv_cache_usage or 0))}},
                          horizontal=True, height=120)
-        active = active_session(svc)
-        if active:
-            fit = kv_fit(caps, active[0].section_tokens)
-            if fit:
-                st.caption(fit)
+        _active_document_fit(svc, caps)
     if st.button("Run all checks (sends one tiny request)"):
         marks = {"ok": ":green[:material/check_circle:]", "warn": ":orange[:material/warning:]",
                  "fail": ":red[:material/cancel:]", "unknown": ":gray[:material/help:]"}

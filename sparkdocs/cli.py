@@ -266,8 +266,8 @@ def _service_settings(base_url: str | None, model: str | None, api_key: str | No
 
 
 @app.command(context_settings={"allow_interspersed_args": True})
-def ask(args: Annotated[list[str], typer.Argument(help="PATH... then the QUESTION (last).")],
-        follow_up_of: Annotated[str | None, typer.Option("--follow-up-of", help="Session id to continue (keeps history).")] = None,
+def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", help="Files, globs, a folder or an archive, then the question (last).")],
+        follow_up_of: Annotated[str | None, typer.Option("--follow-up-of", metavar="SESSION", help="Session id to continue (keeps history).")] = None,
         max_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
         pages: PagesOpt = None, parts: PartsOpt = None,
         password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,

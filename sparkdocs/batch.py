@@ -346,7 +346,8 @@ class SummaryWriter:
         # said where it is read, not only in the index: a cut summary looks finished otherwise
         warning = (f"> **Cut at the answer limit:** {safe_markdown(cut)}. Raise `--max-tokens` "
                    "and run again with `--force` to redo it.\n\n" if cut else "")
-        from .citations import citations_from_records, sources_markdown
+        from .citation_views import sources_markdown
+        from .citations import citations_from_records
 
         sources = sources_markdown(citations_from_records(stats.get("citations") or ()))
         # the summary is a model's text about an untrusted document, opened in Markdown
@@ -507,7 +508,8 @@ class BatchSummarizer:
                                completion_tokens=earlier.completion_tokens,
                                document_tokens=tokens, part_count=earlier.parts, cut=earlier.cut)
             summary, stats, parts = self._summarise(document, model, context)
-            from .citations import citation_record, verify_answer
+            from .citation_views import citation_record
+            from .citations import verify_answer
 
             sent = prepare_document(document, tokenizer=self._builder.tokenizer)  # every part
             stats = {**stats, **citation_record(verify_answer(summary, sent))}

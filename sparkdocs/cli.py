@@ -277,23 +277,11 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     from .client import ModelClient
     from .qa import QuestionAnswering
 
-    if len(args) < 2:
-        raise typer.BadParameter("give at least one PATH and then the QUESTION")
-    *paths, question = args
-    if _names_a_path(question) and not any(_names_a_path(p) for p in paths):  # a file or a folder
-        import shlex  # the words before the file were one unquoted question: keep them all
-
-        raise typer.BadParameter(f"{question!r} is a path, and the question goes last: "
-                                 f"sparkdocs ask {shlex.quote(question)} "
-                                 f"{shlex.quote(' '.join(paths))}")
+    paths, question = _paths_then_question(args)
+    _check_ask_options(follow_up_of=follow_up_of, pages=pages, parts=parts, whole=whole)
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
-    if follow_up_of and (pages or parts):
-        raise typer.BadParameter("--pages/--parts choose the parts of a new session; a follow-up "
-                                 "keeps the parts its session chose")
-    if whole and (pages or parts):
-        raise typer.BadParameter("--whole reads every page; leave out --pages/--parts")
     keep = workspace.select(document, pages=pages, parts=parts)
     qa = QuestionAnswering(workspace, ModelClient(settings))
     session = qa.session_for(document, follow_up_of=follow_up_of, keep=keep, whole=whole)
@@ -322,7 +310,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
                    "status": turn.status.value, "error": turn.error, "session": session.id,
                    "citations": [c.as_dict() for c in citations]})
     else:
-        from .citations import sources_text
+        from .citation_views import sources_text
         from .views import stats_line
 
         sys.stdout.write("\n")
@@ -332,6 +320,31 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     if turn.interrupted:
         _say(err, f"{turn.status.value}:", "yellow", turn.error)
         raise typer.Exit(3)
+
+
+def _paths_then_question(args: list[str]) -> tuple[list[str], str]:
+    if len(args) < 2:
+        raise typer.BadParameter("give at least one PATH and then the QUESTION")
+    *paths, question = args
+    if _names_a_path(question) and not any(_names_a_path(p) for p in paths):  # a file or a folder
+        import shlex  # the words before the file were one unquoted question: keep them all
+
+        raise typer.BadParameter(f"{question!r} is a path, and the question goes last: "
+                                 f"sparkdocs ask {shlex.quote(question)} "
+                                 f"{shlex.quote(' '.join(paths))}")
+    return paths, question
+
+
+def _check_ask_options(*, follow_up_of: str | None, pages: str | None, parts: str | None,
+                       whole: bool) -> None:
+    if follow_up_of is not None and not follow_up_of.strip():
+        raise typer.BadParameter("--follow-up-of needs a session id (`sparkdocs sessions` "
+                                 "lists them)")
+    if follow_up_of and (pages or parts):
+        raise typer.BadParameter("--pages/--parts choose the parts of a new session; a follow-up "
+                                 "keeps the parts its session chose")
+    if whole and (pages or parts):
+        raise typer.BadParameter("--whole reads every page; leave out --pages/--parts")
 
 
 def _names_a_path(text: str) -> bool:
@@ -345,7 +358,7 @@ def _names_a_path(text: str) -> bool:
 
 def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, question: str, *,
                as_json: bool) -> None:
-    from .citations import sources_text
+    from .citation_views import sources_text
     from .parts import PartAnswer, WholePlan, estimate_text
     from .views import stats_line
 
@@ -486,7 +499,7 @@ def _print_outcomes(outcomes: list[Any], *, answer_tokens: int) -> None:
     from rich.text import Text
 
     from .batch import OutcomeStatus
-    from .citations import counts_text, total_counts  # quotes checked per summary
+    from .citation_views import counts_text, total_counts  # quotes checked per summary
 
     table = Table(title=f"{len(outcomes)} documents")
     for column in ("document", "status", "output / error", "document tokens", "parts",

@@ -77,15 +77,20 @@ class WaitWatch:
                           metrics=self._last)
 
 
+WARM_ICONS = {WarmStatus.WARMING: ":material/hourglass_top:",
+              WarmStatus.WARM: ":material/local_fire_department:",
+              WarmStatus.FAILED: ":material/error:"}
+
+
 def warm_caption(state: WarmState) -> str:
     """The warm-up line: when it was warmed, never that it is still warm (other documents read
     since may have evicted it, and nothing here can see that)."""
     if state.status is WarmStatus.WARMING:
-        return ":material/hourglass_top: Warming the model's prefix cache with this document…"
+        return "Warming the model's prefix cache with this document…"
     if state.status is WarmStatus.WARM:
         took = f" (took {state.seconds:.1f} s)" if state.seconds is not None else ""
         # the server's clock, named: the page is often read in another time zone
         at = time.strftime("%H:%M %Z", time.localtime(state.finished)) if state.finished else "?"
-        return (f":material/local_fire_department: Prefix cache warmed at {at}{took}; other "
+        return (f"Prefix cache warmed at {at}{took}; other "
                 "documents read since may have evicted it.")
-    return f":material/error: Warm-up failed: {state.error}"
+    return f"Warm-up failed: {state.error}"

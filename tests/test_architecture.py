@@ -8,8 +8,8 @@ import itertools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sparkdocs"
-PURE = ["documents.py", "tokens.py", "prompts.py", "selection.py", "citations.py", "safe_text.py",
-        "ingest"]
+PURE = ["documents.py", "tokens.py", "prompts.py", "selection.py", "citations", "citation_views.py",
+        "safe_text.py", "ingest"]
 FORBIDDEN = {"openai", "httpx", "httpx2", "diskcache", "streamlit", "requests", "socket", "urllib", "rich",
              "typer", "sparkdocs.client", "sparkdocs.store", "sparkdocs.batch", "sparkdocs.workspace"}
 

@@ -21,19 +21,16 @@ from corpus import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparkdocs.citation_views import citation_counts, mark_answer, sources_markdown, sources_text
 from sparkdocs.citations import (
     Citation,
     RefKind,
     Status,
-    citation_counts,
     find_quotes,
     find_references,
-    mark_answer,
     normalise_words,
     resolve,
     source_excerpt,
-    sources_markdown,
-    sources_text,
     verify_answer,
 )
 from sparkdocs.documents import (
@@ -568,7 +565,7 @@ def test_summaries_carry_their_sources_and_counts(tmp_path, output_format):
 
 
 def test_export_keeps_each_answers_sources_with_verdicts(contract):
-    from sparkdocs.citations import answers_sources_markdown
+    from sparkdocs.citation_views import answers_sources_markdown
 
     prepared = prepare_document(contract)
     quote = " ".join(contract.sections[0].text.split()[:10])
@@ -628,3 +625,16 @@ def test_references_with_numbers_of_thousands_of_digits_are_checked_not_a_crash(
     for reference in find_references(answer):
         resolve(reference, _PROPERTY_DOCUMENT)
     verify_answer(answer, prepare_document(_PROPERTY_DOCUMENT))
+
+
+def test_the_apps_marks_stay_live_while_the_answers_own_directives_are_shown_as_written(contract):
+    from sparkdocs.ui.sources import marked_answer
+
+    answer = ('It says "The Agent shall paint the moon green every single day" (p. 2). '
+              ":green-background[✓ p. 1]")
+    shown = marked_answer(answer, verify_answer(answer, prepare_document(contract)))
+    assert ":red-background[**✗ not found in the document**]" in shown  # the app's own mark
+    assert "\\:green-background[✓ p. 1]" in shown  # the answer's imitation is escaped text
+    assert ":red-background[" not in shown.replace(
+        ":red-background[**✗ not found in the document**]", "", 1)
+    assert "\ue000" not in shown and "\ue001" not in shown

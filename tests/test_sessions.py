@@ -482,3 +482,58 @@ def test_least_recently_used_documents_go_first_and_sessions_stay(tmp_path: Path
     kept = {info.key for info in store.list_documents()}
     assert kept == {docs[0].content_hash, docs[2].content_hash}
     assert store.get_session(session.id).turns[0].answer == "a"  # sessions are never evicted
+
+
+def _cache_db(tmp_path: Path) -> Path:
+    return tmp_path / "documents-v2" / "shared" / "cache.db"
+
+
+def test_a_planted_row_pointing_outside_the_cache_is_neither_read_nor_deleted(tmp_path: Path):
+    document = _document("Payment is due within 45 days.", "terms.txt")
+    victim = tmp_path / "elsewhere" / "deep" / "victim.txt"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("not yours")
+    store = Store(tmp_path / "cache", size_limit_bytes=2**24)
+    store.put_document(document)
+    store.close()
+    for planted in (str(victim), "../../elsewhere/deep/victim.txt"):
+        db = sqlite3.connect(_cache_db(tmp_path / "cache"))
+        db.execute("UPDATE Cache SET mode = 2, filename = ?", (planted,))
+        db.commit()
+        db.close()
+        store = Store(tmp_path / "cache", size_limit_bytes=2**24)
+        assert store.get_document(document.content_hash) is None  # parsed again next time
+        store.put_document(document)  # and stored again: the planted row is replaced
+        store.close()
+        assert victim.read_text() == "not yours", planted
+
+
+def test_a_damaged_document_cache_is_moved_aside_and_started_anew(tmp_path: Path):
+    document = _document("Payment is due within 45 days.", "terms.txt")
+    store = Store(tmp_path, size_limit_bytes=2**24)
+    store.put_document(document)
+    session = store.new_session(document)
+    store.close()
+    _cache_db(tmp_path).write_bytes(b"this is not a database" * 100)
+    store = Store(tmp_path, size_limit_bytes=2**24)
+    assert store.get_document(document.content_hash) is None
+    store.put_document(document)
+    assert store.get_document(document.content_hash) == document
+    assert store.get_session(session.id).id == session.id  # sessions are untouched
+    assert list((tmp_path / "documents-v2").glob("shared.damaged-*"))
+
+
+def test_the_local_users_documents_are_the_same_in_both_modes(tmp_path: Path):
+    document = _document("Payment is due within 45 days.", "terms.txt")
+    team = Store(tmp_path, size_limit_bytes=2**24, per_owner_shares=True)
+    team.put_document(document)  # owner: local
+    team.close()
+    single = Store(tmp_path, size_limit_bytes=2**24)
+    assert single.get_document(document.content_hash) == document
+
+
+def test_a_document_larger_than_the_cache_is_refused_with_the_limit(tmp_path: Path):
+    document = _document("filler text " * 20_000, "big.txt")
+    store = Store(tmp_path, size_limit_bytes=100_000)
+    with pytest.raises(StoreError, match="SPARKDOCS_CACHE_SIZE_LIMIT_MB"):
+        store.put_document(document)

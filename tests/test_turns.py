@@ -249,7 +249,7 @@ _JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-3, 10**6) | st.
 def test_any_stored_verdicts_keep_the_turn_and_never_break_a_reader(tmp_path_factory, verdicts):
     """Whatever a writable store holds in a turn's verdicts, the turn is read (its question
     and answer kept), and what the faces show of its verdicts is produced without an error."""
-    from sparkdocs.citations import answers_sources_markdown, sources_text
+    from sparkdocs.citation_views import answers_sources_markdown, sources_text
     from sparkdocs.ingest import IngestOptions, Upload, ingest_uploads
     from sparkdocs.prompts import prepare_document
     from sparkdocs.qa import valid_citations

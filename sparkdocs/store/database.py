@@ -113,13 +113,17 @@ def _owners_and_users(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
 def _bodies_to_diskcache(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
     """Parsed documents move into diskcache, in their owners' shares; their rows keep what
     lists and checks need (name, counts, owners, password verifiers)."""
-    rows = db.execute("SELECT o.key, o.owner, d.body FROM document_owners o JOIN documents d "
-                      "ON d.key = o.key WHERE d.body != ''").fetchall()
-    for key, owner, body in rows:
-        bodies.put(key, body, owner=owner)
+    owned = db.execute("SELECT o.key, o.owner FROM document_owners o JOIN documents d "
+                       "ON d.key = o.key WHERE d.body != ''").fetchall()
+    for key, owner in owned:  # one body in memory at a time
+        (body,) = db.execute("SELECT body FROM documents WHERE key = ?", (key,)).fetchone()
+        try:
+            bodies.put(key, body, owner=owner)
+        except StoreError as exc:  # over the limit or the disk: parsed again on next upload
+            log.warning("stored document %s not moved (%s)", key[:12], exc)
     db.execute("UPDATE documents SET body = ''")
-    if rows:
-        log.info("moved %d stored document(s) into %s", len(rows), bodies.directory)
+    if owned:
+        log.info("moved %d stored document(s) into %s", len(owned), bodies.directory)
 
 
 @dataclass(frozen=True)

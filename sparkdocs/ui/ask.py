@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from ..citations import answers_sources_markdown
+from ..citation_views import answers_sources_markdown
 from ..client import Waiting
 from ..documents import Document
 from ..errors import SparkdocsError
@@ -41,7 +41,7 @@ from ..views import (
     stats_line,
     turn_status,
 )
-from ..waits import WaitWatch, warm_caption
+from ..waits import WARM_ICONS, WaitWatch, warm_caption
 from ..warmup import WarmStatus
 from . import team
 from .common import friendly_errors, open_session_in_tab
@@ -219,7 +219,7 @@ def warm_status(svc: Services, document: Document, session: Session) -> None:
     if state.status is WarmStatus.WARMING:
         _warming(svc, document, keep, owner, whole)
     else:
-        st.caption(safe_markdown(warm_caption(state)))
+        st.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
 
 
 @st.fragment(run_every=2.0)
@@ -232,7 +232,7 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
     state = svc.warmups.state(document, keep, owner=owner, whole=whole)
     if state is None or state.status is not WarmStatus.WARMING:
         st.rerun()
-    st.caption(safe_markdown(warm_caption(state)))
+    st.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
 
 
 def show_turn(svc: Services, turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
@@ -240,7 +240,7 @@ def show_turn(svc: Services, turn, *, prepared=None, key: str = "") -> None:  # 
         st.markdown(safe_markdown(turn.question))
     with st.chat_message("assistant"):
         citations = svc.qa.citations_of(turn, prepared)
-        st.markdown(safe_markdown(marked_answer(turn.answer, citations) or "_(no answer)_"))
+        st.markdown(marked_answer(turn.answer, citations) if turn.answer else "_(no answer)_")
         show_sources(prepared, citations, key=key)
         status = turn_status(turn)
         if status:

@@ -77,8 +77,10 @@ def server_status(svc: Services) -> None:
         marks = {"ok": ":green[:material/check_circle:]", "warn": ":orange[:material/warning:]",
                  "fail": ":red[:material/cancel:]", "unknown": ":gray[:material/help:]"}
         for check in run_checks(svc.client):
-            fix = f"  \n&nbsp;&nbsp;&nbsp;fix: {check.fix}" if check.fix and check.status != "ok" else ""
-            st.markdown(safe_markdown(f"{marks[check.status]} **{check.name}**: {check.detail}{fix}"))
+            fix = f"  \nfix: {check.fix}" if check.fix and check.status != "ok" else ""
+            # the mark is the app's own; the check's words are the server's text, made safe
+            st.markdown(f"{marks[check.status]} "
+                        + safe_markdown(f"**{check.name}**: {check.detail}{fix}"))
     bench_dir = svc.settings.cache_dir / "bench"
     report = bench_dir / "report.md"
     if report.exists():

@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Sequence
 
 import streamlit as st
 
-from ..citations import (
-    STATUS_LABELS,
-    STATUS_MARKS,
-    Citation,
-    Status,
-    counts_line,
-    escape_markdown,
-    mark_answer,
-    source_excerpt,
-)
+from ..citation_views import STATUS_LABELS, STATUS_MARKS, counts_line, escape_markdown, mark_answer
+from ..citations import Citation, Status, source_excerpt
 from ..prompts import PreparedDocument
+from ..safe_text import safe_markdown
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +26,17 @@ CHIP_COLOURS: dict[Status, str] = {
 
 
 def marked_answer(answer: str, citations: Sequence[Citation]) -> str:
-    """The answer with quotes that are not in the document marked where they stand."""
-    return mark_answer(answer, citations) if citations else answer
+    """The answer as safe Markdown, each unfound quote followed by the app's own red mark:
+    the marks go in as placeholders, the text through safe_markdown, then the marks replace
+    the placeholders (so the answer's text can never make a mark, nor a mark be escaped)."""
+    marks: list[str] = []
+
+    def hold(mark: str) -> str:
+        marks.append(mark)
+        return f"\ue000{len(marks) - 1}\ue001"
+
+    text = safe_markdown(mark_answer(answer, citations, mark=hold) if citations else answer)
+    return re.sub("\ue000(\\d+)\ue001", lambda m: marks[int(m.group(1))], text)
 
 
 def chip_label(citation: Citation) -> str:

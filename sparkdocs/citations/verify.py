@@ -1,0 +1,131 @@
+"""Verifying a quote, and every quote of an answer, against the document that was sent."""
+
+from __future__ import annotations
+
+from ..documents import SectionKind
+from ..prompts import PreparedDocument
+from .index import CitationIndex, _Hit, index_for, normalise_words
+from .match import _guarded, _near_match
+from .quotes import _ELLIPSIS, find_quotes
+from .resolve import resolve
+from .values import LINE_TOLERANCE, MIN_QUOTE_WORDS, Citation, Locator, Status
+
+
+def _matches_cited(index: CitationIndex, hit: _Hit, cited: Locator) -> tuple[bool, bool]:
+    """(same place, same section but other lines)."""
+    sections = set(index.hit_sections(hit))
+    if not sections & set(cited.sections):
+        return False, False
+    if cited.kind is SectionKind.FILE and cited.lines is not None:
+        found = index.locator(hit)
+        if found.lines is not None and (found.lines[1] < cited.lines[0] - LINE_TOLERANCE
+                                        or found.lines[0] > cited.lines[1] + LINE_TOLERANCE):
+            return False, True
+    return True, False
+
+
+def _find_exact(index: CitationIndex, quote: str) -> list[_Hit]:
+    """Where the quote's words occur. A quote may run across a page break, never from one
+    file or heading section into the next."""
+    return [h for h in _exact_hits(index, quote) if index.crosses_only_pages(h)]
+
+
+def _exact_hits(index: CitationIndex, quote: str) -> list[_Hit]:
+    fragments = [normalise_words(f) for f in _ELLIPSIS.split(quote)]
+    # one-word fragments are dropped as noise, unless the word can change the meaning
+    # ("will ... not ... pay" must find its "not")
+    fragments = ([f for f in fragments if len(f) >= 2 or any(map(_guarded, f))]
+                 or [f for f in fragments if f])
+    if not fragments:
+        return []
+    if len(fragments) == 1:
+        return index.find(fragments[0])
+    shortest: dict[int, _Hit] = {}  # by last token: the latest start, the tightest span
+    for hit in index.find(fragments[0])[:200]:
+        current = hit
+        for fragment in fragments[1:]:
+            following = index.find_after(fragment, current.last, max_gap=400)
+            if following is None:
+                break
+            current = following
+        else:
+            if current.last not in shortest or shortest[current.last].first < hit.first:
+                shortest[current.last] = _Hit(hit.first, current.last)
+    return sorted(shortest.values(), key=lambda h: h.first)
+
+
+def _omitted_note(index: CitationIndex, cited: Locator | None) -> str:
+    if cited is None or not cited.sections:
+        return ""
+    if all(i not in index.kept for i in cited.sections):
+        return f"{cited.label} was left out of the prompt, so the model could not read it."
+    return ""
+
+
+def verify_quote(index: CitationIndex, quote: str, cited: Locator | None, *,
+                 span: tuple[int, int] = (0, 0)) -> Citation:
+    """The verdict on one quote (see Status)."""
+    hits = _find_exact(index, quote)
+    sent = [h for h in hits if index.is_sent(h)]
+    occurrences = tuple(index.locator(h) for h in hits)
+    several = f"occurs {len(hits)} times" if len(hits) > 1 else ""
+    unknown = (f"{cited.label} is not in the document" if cited is not None and not cited.sections
+               else "")
+
+    def make(status: Status, hit: _Hit | None, note: str, similarity: float = 1.0) -> Citation:
+        notes = "; ".join(n for n in (note, several) if n)
+        return Citation(quote, cited, index.locator(hit) if hit else None, status,
+                        index.source_text(hit) if hit else "", occurrences, span, notes,
+                        similarity if hit else 0.0,
+                        (index.starts[hit.first], index.ends[hit.last]) if hit else None)
+
+    if sent:
+        if cited is None:
+            return make(Status.VERIFIED, sent[0], "")
+        other_lines = None
+        for hit in sent:
+            same, lines_differ = _matches_cited(index, hit, cited)
+            if same:
+                return make(Status.VERIFIED, hit, "")
+            if lines_differ and other_lines is None:
+                other_lines = hit
+        if other_lines is not None:
+            found = index.locator(other_lines)
+            return make(Status.MOVED, other_lines, f"cited {cited.label}, found at {found.label}")
+        found = index.locator(sent[0])
+        return make(Status.MOVED, sent[0],
+                    unknown or f"cited {cited.label}, found on {found.label}")
+    if hits:
+        found = index.locator(hits[0])
+        return make(Status.OMITTED, hits[0],
+                    f"found only on {found.label}, which was left out of the prompt")
+    words = normalise_words(_ELLIPSIS.sub(" ", quote))
+    near = None
+    if len(words) >= MIN_QUOTE_WORDS:
+        near = _near_match(index, words, cited.sections if cited else ())
+    if near is not None and index.is_sent(near.hit):
+        found = index.locator(near.hit)
+        where = ""
+        if cited is not None and not _matches_cited(index, near.hit, cited)[0]:
+            where = f"; cited {cited.label}, found on {found.label}"
+        return make(Status.REPAIRED, near.hit,
+                    f"not verbatim: the document says this ({near.similarity:.0%} alike){where}",
+                    near.similarity)
+    note = _omitted_note(index, cited) or unknown or "not in the document"
+    return Citation(quote, cited, None, Status.NOT_FOUND, "", (), span, note, 0.0)
+
+
+def verify_answer(answer: str, prepared: PreparedDocument) -> tuple[Citation, ...]:
+    """Every quote of an answer, checked against the document that was sent."""
+    if not answer:
+        return ()
+    index = index_for(prepared)
+    citations = []
+    for mention in find_quotes(answer):
+        cited = None
+        for reference in ((mention.reference, *mention.alternatives) if mention.reference else ()):
+            place = resolve(reference, index.document, pages=index.pages)
+            if cited is None or (place.sections and not cited.sections):
+                cited = place  # the first that names a place in the document, else the first
+        citations.append(verify_quote(index, mention.quote, cited, span=mention.span))
+    return tuple(citations)

@@ -7,9 +7,11 @@ cursor, whoever adds it. Styling is explicit (`rich.text.Text` spans via `_say`)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -294,15 +296,9 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
             sys.stdout.write(text)
             sys.stdout.flush()
 
-    try:
+    with _kept_when_failed(session.id):
         outcome = qa.run_turn(document, session, question, follow_up=bool(follow_up_of),
-                              max_tokens=max_tokens, on_text=show,
-                              stop_reasons={KeyboardInterrupt: ASK_INTERRUPTED,
-                                            SystemExit: ASK_TERMINATED})
-    except SparkdocsError:
-        err.print(f"session {session.id} · the question is kept, marked failed", style="dim",
-                  markup=False)
-        raise
+                              max_tokens=max_tokens, on_text=show, stop_reasons=ASK_STOPS)
     session, turn, result = outcome.session, outcome.turn, outcome.result
     citations = turn.citations or ()
     if as_json:
@@ -376,15 +372,9 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
         state = "read" if answer.error is None else f"NOT READ: {answer.error}"
         err.print(f"  part {answer.number}/{total[0]} ({answer.label}): {state}", markup=False)
 
-    try:
+    with _kept_when_failed(session.id):
         outcome = qa.run_whole(document, session, question, on_plan=plan_ready,
-                               on_part=part_done,
-                               stop_reasons={KeyboardInterrupt: ASK_INTERRUPTED,
-                                             SystemExit: ASK_TERMINATED})
-    except SparkdocsError:
-        err.print(f"session {session.id} · the question is kept, marked failed", style="dim",
-                  markup=False)
-        raise
+                               on_part=part_done, stop_reasons=ASK_STOPS)
     turn = outcome.turn
     citations = turn.citations or ()
     if as_json:
@@ -414,6 +404,19 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
 
 ASK_INTERRUPTED = "stopped by the user (Ctrl-C)"
 ASK_TERMINATED = "stopped: sparkdocs was terminated (SIGTERM)"
+ASK_STOPS: dict[type[BaseException], str] = {KeyboardInterrupt: ASK_INTERRUPTED,
+                                             SystemExit: ASK_TERMINATED}
+
+
+@contextlib.contextmanager
+def _kept_when_failed(session_id: str) -> Iterator[None]:
+    """A question that failed is in its session: say so beside the error."""
+    try:
+        yield
+    except SparkdocsError:
+        err.print(f"session {session_id} · the question is kept, marked failed", style="dim",
+                  markup=False)
+        raise
 
 
 @app.command()

@@ -318,21 +318,7 @@ class PathFilter:
     def _gitignore_rule(self, path: str) -> str | None:
         """`ignored by src/.gitignore line 3 ('*.log')` when a .gitignore leaves `path` out (the
         deepest one that decides, as in `_ignored`), else None."""
-        decided: tuple[str, str] | None = None
-        verdict: bool | None = None
-        parts = path.rstrip("/").split("/")[:-1]
-        directory = ""
-        for depth in range(len(parts) + 1):
-            if depth:
-                directory = "/".join(parts[:depth])
-            spec = self._gitignores.get(directory)
-            if spec is None:
-                continue
-            relative = path[len(directory) + 1:] if directory else path
-            result = spec.check_file(relative)
-            if result.include is not None:
-                verdict = result.include
-                decided = (directory, _pattern_text(spec, result.index))
+        verdict, decided = self._gitignore_verdict(path)
         if not verdict or decided is None:
             return None
         directory, pattern = decided
@@ -358,10 +344,16 @@ class PathFilter:
     def _ignored(self, path: str) -> bool:
         if self._defaults.match_file(path):
             return True
+        return bool(self._gitignore_verdict(path)[0])
+
+    def _gitignore_verdict(self, path: str) -> tuple[bool | None, tuple[str, str] | None]:
+        """What the .gitignore files say of `path` (None: nothing), and which folder's file
+        and pattern decided it. Ancestors are read shallowest first: deeper files win."""
+        decided: tuple[str, str] | None = None
         verdict: bool | None = None
         parts = path.rstrip("/").split("/")[:-1]
         directory = ""
-        for depth in range(len(parts) + 1):  # ancestors, shallowest first: deeper files win
+        for depth in range(len(parts) + 1):
             if depth:
                 directory = "/".join(parts[:depth])
             spec = self._gitignores.get(directory)
@@ -371,7 +363,8 @@ class PathFilter:
             result = spec.check_file(relative)
             if result.include is not None:
                 verdict = result.include
-        return bool(verdict)
+                decided = (directory, _pattern_text(spec, result.index))
+        return verdict, decided
 
     def keeps_file(self, path: str) -> bool:
         return self._timed(self._keeps, path)

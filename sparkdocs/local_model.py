@@ -290,7 +290,8 @@ class LocalModelSupervisor:
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a", encoding="utf-8", errors="replace") as handle:
-                handle.write(f"[sparkdocs local-model {stamp}] {message}\n")
+                one_line = " | ".join(part for part in message.splitlines() if part.strip())
+                handle.write(f"[sparkdocs local-model {stamp}] {one_line}\n")
         except OSError as exc:  # a log that cannot be written must not stop the model
             log.warning("cannot write %s: %s", self.log_path, exc)
 

@@ -22,8 +22,16 @@ def _shown_beside_the_engine(page, phase: str, root_url: str):
 
     wait = page.get_by_text(re.compile(rf"^{phase}: \d+ s"))
     expect(wait).to_be_visible(timeout=60_000)
-    engine = parse_metrics(httpx.get(f"{root_url}/metrics", timeout=10).text)
-    return wait.inner_text(), engine
+    # vLLM's API server tokenises a long prompt before its engine counts the request (running
+    # 0, waiting 0 for a moment under load): read the gauges until they see it, the page
+    # still showing the phase each time
+    deadline = time.monotonic() + 20
+    while True:
+        engine = parse_metrics(httpx.get(f"{root_url}/metrics", timeout=10).text)
+        shown = wait.inner_text(timeout=5_000)
+        if engine.running or engine.waiting or time.monotonic() > deadline:
+            return shown, engine
+        time.sleep(0.3)
 
 
 def _seconds(text: str, phase: str) -> int:

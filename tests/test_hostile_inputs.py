@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from builders import make_docx, make_tar_gz, make_zip
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -186,6 +186,7 @@ def _git_kept(root: Path) -> set[str]:
 @pytest.mark.integration
 @hypothesis_settings(max_examples=30, deadline=None)
 @given(_git_trees())
+@example({"d/a": "x\n", "d/x/b": "y\n", "a/c": "z\n", ".gitignore": "*/**/\n"})  # found by CI
 def test_gitignore_matches_git_on_generated_trees(tree: dict[str, str]):
     import tempfile
 

@@ -108,7 +108,12 @@ def git_line(line: str) -> str | None:
         index += 1
         if text[index - 1] != " ":
             end = index
-    return text[:end] or None
+    pattern = text[:end]
+    if len(pattern) > 4 and pattern.endswith("/**/"):
+        # git: only directories *inside* X (the trailing `**` needs one component); pathspec
+        # lets `**/` match none and so takes X itself
+        pattern = pattern[:-1] + "/*/"
+    return pattern or None
 
 
 def _keep_trailing_space(pattern: str) -> str:

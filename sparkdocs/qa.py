@@ -71,6 +71,7 @@ class QuestionAnswering:
         self._prepared: dict[tuple[str, tuple[int, ...] | None], PreparedDocument] = {}
         self._secret: bytes | None = None  # keys the cache salts (auth.install_secret)
         self._parts: dict[tuple[str, int, int], PartPlan] = {}
+        self._plans: dict[tuple[str, int, int, str], WholePlan] = {}
         self._lock = threading.Lock()
         self.served = ServedTokenizer(client, workspace.prompts.tokenizer)
 
@@ -247,11 +248,21 @@ class QuestionAnswering:
         return effective_context(context, answer, self.served_count(document).ratio)
 
     def plan_whole(self, document: Document, question: str) -> WholePlan:
-        """Answering from every page: the parts, their prompts and how many go at once."""
-        return plan_whole(document, self.workspace.prompts, self.client, question,
-                          cut=self.whole_parts(document),
-                          context=self.whole_context(document),
-                          answer_tokens=self.workspace.settings.answer_tokens)
+        """Answering from every page: the parts, their prompts and how many go at once (kept
+        per question: the app shows the cost of a document on every rerun)."""
+        context = self.whole_context(document)
+        key = (document.content_hash, context, self.workspace.settings.answer_tokens, question)
+        with self._lock:
+            plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_whole(document, self.workspace.prompts, self.client, question,
+                              cut=self.whole_parts(document), context=context,
+                              answer_tokens=self.workspace.settings.answer_tokens)
+            with self._lock:
+                if len(self._plans) > 16:
+                    self._plans.pop(next(iter(self._plans)))
+                self._plans[key] = plan
+        return plan
 
     def prefill_speed(self, owner: str) -> float | None:
         """Prefill tokens/s measured on the owner's recent answers, if any read enough."""

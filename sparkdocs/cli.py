@@ -634,6 +634,8 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
 
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
+        typer.echo(f"sparkdocs app: open {_app_address(address, port)} in a browser "
+                   "(Ctrl-C stops it).")
     except ValueError:
         raise typer.BadParameter("--concurrency is a comma-separated list of integers, e.g. 1,2,4") from None
     if not levels or min(levels) < 1 or max(levels) > 64:
@@ -641,6 +643,13 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
     settings = _service_settings(base_url, model, api_key)
     workspace = Workspace(settings)
     if max_tokens < 1 or tokens < 1:
+def _app_address(address: str, port: int) -> str:
+    """The address a browser on this machine opens: one listening everywhere is reached at
+    localhost (and at this machine's name from others)."""
+    host = "localhost" if address in ("", "0.0.0.0", "::") else address
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
         raise ConfigError(f"--max-tokens {max_tokens} --tokens {tokens}: both must be whole "
                           "numbers of at least 1.")
     with err.status(Text("starting…")) as status:

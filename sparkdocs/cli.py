@@ -283,6 +283,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     _check_ask_options(follow_up_of=follow_up_of, pages=pages, parts=parts, whole=whole)
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
+    _store_recovered(workspace)
     document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
     keep = workspace.select(document, pages=pages, parts=parts)
     qa = QuestionAnswering(workspace, ModelClient(settings))
@@ -296,7 +297,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
             sys.stdout.write(text)
             sys.stdout.flush()
 
-    with _kept_when_failed(session.id):
+    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace):
         outcome = qa.run_turn(document, session, question, follow_up=bool(follow_up_of),
                               max_tokens=max_tokens, on_text=show, stop_reasons=ASK_STOPS)
     session, turn, result = outcome.session, outcome.turn, outcome.result
@@ -372,7 +373,7 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
         state = "read" if answer.error is None else f"NOT READ: {answer.error}"
         err.print(f"  part {answer.number}/{total[0]} ({answer.label}): {state}", markup=False)
 
-    with _kept_when_failed(session.id):
+    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace):
         outcome = qa.run_whole(document, session, question, on_plan=plan_ready,
                                on_part=part_done, stop_reasons=ASK_STOPS)
     turn = outcome.turn
@@ -417,6 +418,41 @@ def _kept_when_failed(session_id: str) -> Iterator[None]:
         err.print(f"session {session_id} · the question is kept, marked failed", style="dim",
                   markup=False)
         raise
+
+
+ANSWER_KEPT_ELSEWHERE = 75  # EX_TEMPFAIL: the answer is safe in a recovery file, not yet stored
+
+
+@contextlib.contextmanager
+def _kept_when_unstored(workspace: Workspace) -> Iterator[None]:
+    """An answer the store did not take (locked past the retries, disk full) goes into a
+    recovery file first; only then does the command fail, saying where the answer is."""
+    from .store.recovery import TurnNotStoredError, write_recovery_file
+
+    try:
+        yield
+    except TurnNotStoredError as exc:
+        try:
+            path = write_recovery_file(exc.unstored, workspace.recovery_folders())
+        except OSError as problem:
+            _say(err, "error:", "bold red", f"{exc} The answer could not be kept in a recovery "
+                 f"file either ({problem}); it is only in the output above.", soft_wrap=True)
+            raise typer.Exit(2) from None
+        _say(err, "not stored yet:", "bold yellow",
+             f"{exc} The answer is kept in {path} and is added to session "
+             f"{exc.unstored.session_id} the next time sparkdocs can write the store (the next "
+             "`sparkdocs ask` or `sparkdocs sessions`).", soft_wrap=True)
+        raise typer.Exit(ANSWER_KEPT_ELSEWHERE) from None
+
+
+def _store_recovered(workspace: Workspace) -> None:
+    """Answers kept in recovery files by an earlier run go into their sessions now."""
+    report = workspace.store_recovered()
+    for path, session_id in report.stored:
+        _say(err, "recovered:", "green", f"the answer kept in {path} is now stored in session "
+             f"{session_id}")
+    for path, reason in report.left:
+        _say(err, "still kept:", "yellow", f"{path} is not stored yet ({reason})")
 
 
 @app.command()
@@ -715,7 +751,9 @@ def sessions(as_json: JsonOpt = False) -> None:
     from .views import session_title
 
     settings = settings_from()
-    store = Workspace(settings).store
+    workspace = Workspace(settings)
+    _store_recovered(workspace)
+    store = workspace.store
     listed: list[dict[str, Any]] = [
         {"id": s.id, "document": s.document_name, "title": session_title(s), "turns": len(s.turns),
          "updated": datetime.datetime.fromtimestamp(s.updated_at, datetime.UTC)

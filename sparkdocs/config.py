@@ -73,6 +73,11 @@ class Settings(BaseSettings):
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     cache_size_limit_mb: int = Field(2048, ge=16)
+    store_busy_timeout_s: float = Field(30.0, gt=0, description="Longest wait for another "
+                                        "process's write lock on the store, per attempt.")
+    store_retry_s: float = Field(120.0, ge=0, description="How long an answer is retried, with "
+                                 "back-off, while the store stays locked; then it is kept in "
+                                 "a recovery file (CLI) or the browser tab (app).")
 
     max_upload_mb: int = Field(200, ge=1, description="Largest single file or archive accepted.")
     max_source_file_kb: int = Field(1024, ge=1, description="Larger files in a codebase are skipped.")

@@ -78,6 +78,14 @@ class SessionNotFoundError(StoreError):
     """A session id that the store does not hold."""
 
 
+class StoreLockedError(StoreError):
+    """Another process held the store's write lock past the busy timeout: worth trying again."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the database's page limit) is full: nothing more can be written there."""
+
+
 class SelectionError(SparkdocsError):
     """A --pages/--parts choice that does not name parts of this document."""
 

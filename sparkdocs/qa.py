@@ -36,6 +36,7 @@ from .prompts import PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
 from .store import PartRecord, Session, Turn, TurnStatus
 from .store.busy import SessionBusyError, whole_answer_lock
+from .store.recovery import append_kept
 from .streams import StreamGroup
 from .tokens import Budget
 from .workspace import Workspace
@@ -355,7 +356,7 @@ class QuestionAnswering:
                     citations=verify_answer(answer.answer, self.prepared(document)),
                     read=answer.read, parts=_part_records(answer.parts))
         with signals_held():
-            return TurnOutcome(self.workspace.store.append_turn(session.id, turn), final)
+            return TurnOutcome(self._append(session, turn), final)
 
     def _record_unfinished(self, session: Session, question: str, plan: WholePlan,
                            done: Sequence[PartAnswer], asked: float, ending: _Ending) -> Session:
@@ -371,7 +372,13 @@ class QuestionAnswering:
                     cached_tokens=_total([r.cached_tokens for r in results]),
                     parts=_part_records(done), read=read)
         with signals_held():
-            return self.workspace.store.append_turn(session.id, turn)
+            return self._append(session, turn)
+
+    def _append(self, session: Session, turn: Turn) -> Session:
+        """Every turn is stored through here: retried while the store is locked, handed back
+        in TurnNotStoredError for the face to keep when it is not stored (store/recovery.py)."""
+        return append_kept(self.workspace.store, session, turn,
+                           retry_s=self.workspace.settings.store_retry_s)
 
     def record(self, session: Session, pending: PendingAnswer, *,
                failure: SparkdocsError | None = None, stopped: str | None = None) -> Session:
@@ -382,7 +389,7 @@ class QuestionAnswering:
         turn = turn_from(pending.question, pending.stream.result, follow_up=pending.follow_up,
                          partial=pending.stream.text, failure=failure, stopped=stopped)
         citations = verify_answer(turn.answer, pending.prepared)
-        return self.workspace.store.append_turn(session.id, replace(turn, citations=citations))
+        return self._append(session, replace(turn, citations=citations))
 
     def record_failure(self, session: Session, question: str, *, follow_up: bool,
                        failure: SparkdocsError | None = None, stopped: str | None = None
@@ -394,7 +401,7 @@ class QuestionAnswering:
         turn = Turn(question, "", status=status,
                     error=str(failure) if failure is not None else stopped or STOPPED_BY_USER,
                     follow_up=follow_up, asked_at=time.time(), citations=())
-        return self.workspace.store.append_turn(session.id, turn)
+        return self._append(session, turn)
 
     def citations_of(self, turn: Turn, prepared: PreparedDocument | None) -> tuple[Citation, ...]:
         """The turn's stored verdicts; a turn recorded before verdicts were stored, or whose

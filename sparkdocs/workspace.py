@@ -7,11 +7,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from .config import AuthMode, Settings
 from .documents import Document, SectionKind
-from .errors import BudgetError, IngestError
+from .errors import BudgetError, IngestError, StoreError
 from .ingest import (
     IngestOptions,
     Progress,
@@ -28,6 +29,7 @@ from .rank_cache import CachedRanks, cached_ranks
 from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Session, Store
+from .store.recovery import RecoveryReport, private_temp_folder, recovered_folder, store_recovered
 from .tokens import Budget, count_document, llama3, preload_llama3
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,26 @@ class Workspace:
     def store(self) -> Store:
         return self._store or Store(self.settings.cache_dir,
                                     size_limit_bytes=self.settings.cache_size_limit_mb * 2**20,
+                                    busy_timeout_s=self.settings.store_busy_timeout_s,
                                     per_owner_shares=self.settings.auth is not AuthMode.NONE)
+
+    def recovery_folders(self) -> list[Path]:
+        """Where answers the store did not take are kept: `<cache dir>/recovered`, then (that
+        disk may be the full one) a folder of this user's own in the system's temporary one."""
+        spare = private_temp_folder()
+        return [recovered_folder(self.settings.cache_dir), *([spare] if spare else [])]
+
+    def store_recovered(self) -> RecoveryReport:
+        """Store the answers kept in recovery files (see store/recovery.py); a store that is
+        still unavailable leaves them for next time."""
+        folders = [f for f in self.recovery_folders() if f.is_dir()]
+        if not any(any(f.glob("*.json")) for f in folders):
+            return RecoveryReport()
+        try:
+            return store_recovered(self.store, folders)
+        except StoreError as exc:  # the store would not even open: the next command tries
+            files = [p for f in folders for p in sorted(f.glob("*.json"))]
+            return RecoveryReport(left=tuple((p, str(exc)) for p in files))
 
     @cached_property
     def ranks(self) -> CachedRanks:

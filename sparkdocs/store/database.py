@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LOCAL_USER
-from ..errors import StoreError
+from ..errors import StoreError, StoreFullError, StoreLockedError
 from .bodies import DocumentBodies
 
 log = logging.getLogger(__name__)
@@ -297,9 +297,13 @@ class Database:
                 f"Move it aside (`mv {here} {aside}`) and sparkdocs starts an empty store; "
                 f"sessions in the old one may be saved with `sqlite3 {aside} .recover`.")
         if "locked" in str(exc) or "busy" in str(exc):
-            return StoreError(
+            return StoreLockedError(
                 f"The store {self.path} stayed locked by another sparkdocs process for longer "
                 f"than the busy timeout; try again, or stop the process that holds it ({exc}).")
+        if "full" in str(exc):  # SQLITE_FULL: the disk, or a page limit on the database
+            return StoreFullError(
+                f"Cannot {action} the store {self.path}: the database or disk is full ({exc}); "
+                "free space on that disk, or set SPARKDOCS_CACHE_DIR to another folder.")
         return StoreError(f"Cannot {action} the store {self.path} ({exc}); check the disk and "
                           "its permissions, or set SPARKDOCS_CACHE_DIR to another folder.")
 

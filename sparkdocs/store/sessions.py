@@ -63,6 +63,22 @@ class SessionRows(Database):
             db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id))
             return self._load_session(db, session_id, owner=row[0])
 
+    def append_turn_once(self, session_id: str, turn: Turn) -> bool:
+        """Append a turn kept elsewhere while the store was unavailable, unless the session
+        already holds the same turn (stored before its recovery file could be removed).
+        Returns whether it was appended."""
+        body = turn_to_json(turn)
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone():
+                raise self._missing(session_id)
+            if db.execute("SELECT 1 FROM turns WHERE session_id = ? AND body = ?",
+                          (session_id, body)).fetchone():
+                return False
+            db.execute("INSERT INTO turns (session_id, status, body) VALUES (?, ?, ?)",
+                       (session_id, turn.status.value, body))
+            db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id))
+            return True
+
     def set_kept_sections(self, session_id: str, kept_sections: Sequence[int] | None, *,
                           owner: str = LOCAL_USER) -> Session:
         """Change which parts of the document the session keeps, and nothing else."""

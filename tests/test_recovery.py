@@ -188,3 +188,54 @@ def test_the_cli_keeps_an_unstored_answer_in_a_file_and_stores_it_next_run(tmp_p
     [(session, answer)] = stored_answers(cache / DATABASE_NAME)
     assert answer == "The unstored answer is forty-two."
     assert json.loads(listing.stdout)[0]["id"] == session
+
+
+# the app: answer shown, kept in the tab, stored on the next rerun ------------------------------
+def test_the_app_keeps_an_unstored_answer_in_the_tab_and_stores_it_when_the_lock_goes(
+        tmp_path: Path, monkeypatch):
+    import streamlit as st
+    from fakeserver import FakeServer
+    from streamlit.testing.v1 import AppTest
+
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    cache = tmp_path / "cache"
+    ready = tmp_path / "ready"
+    with FakeServer() as server:
+        server.behaviour.answer = "The tab keeps forty-two."
+        for name, value in {"BASE_URL": server.base_url, "CACHE_DIR": str(cache),
+                            "CONTEXT_LENGTH": "6000", "ANSWER_TOKENS": "48", "MAX_RETRIES": "0",
+                            "WARM_UP": "false", "STORE_BUSY_TIMEOUT_S": "0.2",
+                            "STORE_RETRY_S": "0.5"}.items():
+            monkeypatch.setenv(f"SPARKDOCS_{name}", value)
+        monkeypatch.setattr(st, "get_option", lambda key, real=st.get_option: (
+            "127.0.0.1" if key == "server.address" else real(key)))
+        st.cache_resource.clear()
+        try:
+            at = AppTest.from_file(app, default_timeout=60).run()
+            at = at.sidebar.file_uploader[0].set_value(
+                ("a.txt", b"Alpha text about forty-two.", "text/plain")).run()
+            assert not at.exception
+            holder = hold_lock(cache / DATABASE_NAME, 8.0, ready)
+            try:
+                wait_for(ready)
+                at.chat_input[0].set_value("What is kept?").run()
+                assert not at.exception
+                warned = " ".join(w.value for w in at.warning)
+                assert "kept in this browser tab" in warned, warned
+                shown = [m.markdown[0].value for m in at.chat_message if m.markdown]
+                assert any("forty-two" in text for text in shown), shown
+                assert stored_answers(cache / DATABASE_NAME) == []
+            finally:
+                holder.wait(timeout=60)
+            at.run()  # the next rerun, the lock gone: stored, and said
+            assert not at.exception
+            assert any("Stored 1 answer" in s.value for s in at.success)
+            assert [a for _, a in stored_answers(cache / DATABASE_NAME)] == [
+                "The tab keeps forty-two."]
+            at.run()  # stored once, shown once
+            assert [a for _, a in stored_answers(cache / DATABASE_NAME)] == [
+                "The tab keeps forty-two."]
+            assert sum("forty-two" in m.markdown[0].value for m in at.chat_message
+                       if m.name == "assistant" and m.markdown) == 1
+        finally:
+            st.cache_resource.clear()

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import streamlit as st
 
@@ -25,9 +26,11 @@ from ..parts import (
     WholePlan,
     estimate_text,
 )
+from ..qa import TurnOutcome
 from ..safe_text import safe_markdown
 from ..selection import SelectBy, select_by, select_typed, selection_text
 from ..store import Session
+from ..store.recovery import TurnNotStoredError, store_pending
 from ..streams import StreamGroup
 from ..views import (
     budget_segments,
@@ -255,7 +258,44 @@ def demo_model_notice(svc: Services) -> None:
         st.info(safe_markdown(note), icon=":material/science:")
 
 
+KEPT_TURNS = "unstored_turns"  # st.session_state: answers shown but not yet stored
+
+
+def kept_answers(svc: Services, session: Session) -> Session:
+    """Answers the store did not take are kept in this tab's memory and stored as soon as the
+    store takes writes again (this rerun, or the next); until then they are shown after the
+    stored turns, with a warning that says so."""
+    pending = list(st.session_state.get(KEPT_TURNS, []))
+    if not pending:
+        return session
+    stored, left = store_pending(svc.workspace.store, pending)
+    st.session_state[KEPT_TURNS] = left
+    if stored:
+        st.success(f"Stored {len(stored)} answer(s) kept in this tab while the store was "
+                   "unavailable.", icon=":material/save:")
+        if any(u.session_id == session.id for u in stored):
+            session = svc.workspace.store.get_session(session.id, owner=session.owner)
+    if left:
+        st.warning(safe_markdown(
+            f"{len(left)} answer(s) shown here are not stored yet ({left[0].reason}). They are "
+            "kept in this browser tab and stored when the store takes writes again (on the next "
+            "question or reload of this tab): keep the tab open until then."),
+            icon=":material/hourglass_top:")
+    mine = tuple(u.turn for u in left if u.session_id == session.id)
+    return replace(session, turns=(*session.turns, *mine)) if mine else session
+
+
+def _keep_unstored(exc: TurnNotStoredError) -> TurnOutcome:
+    st.session_state[KEPT_TURNS] = [*st.session_state.get(KEPT_TURNS, []), exc.unstored]
+    st.warning(safe_markdown(
+        f"{exc} The answer is kept in this browser tab and stored when the store takes writes "
+        "again (on the next question or reload of this tab): keep the tab open until then."),
+        icon=":material/hourglass_top:")
+    return TurnOutcome(exc.session, None)
+
+
 def chat(svc: Services, document: Document, session: Session) -> Session:
+    session = kept_answers(svc, session)
     prepared = svc.qa.prepared(document, session.kept_sections)
     for number, turn in enumerate(session.turns):
         show_turn(svc, turn, prepared=prepared, key=f"{session.id}-{number}")
@@ -286,6 +326,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
             else:
                 outcome = svc.qa.run_turn(document, session, question, follow_up=follow_up,
                                           on_text=live.text, on_wait=live.wait)
+        except TurnNotStoredError as exc:  # shown, and kept until the store takes it
+            outcome = _keep_unstored(exc)
         finally:
             saved.set()
         live.finish()

@@ -198,9 +198,10 @@ def test_a_first_visit_by_deep_link_still_goes_through_app_py(app):
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(f"{url}/server")
         expect(page.get_by_text("Model service")).to_be_visible(timeout=60_000)
-        nav = page.locator('[data-testid="stSidebarNav"]')
+        nav = page.locator('header')  # the app's navigation is in the top bar
         expect(nav.get_by_text("Server", exact=True)).to_be_visible()
         assert "app" not in nav.inner_text().split(), nav.inner_text()
+        assert page.locator('[data-testid="stSidebarNav"]').count() == 0
         browser.close()
 
 

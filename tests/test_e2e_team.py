@@ -229,3 +229,40 @@ def test_a_first_visit_by_deep_link_meets_the_login_first(team_app, path):
         for title in ("Library", "Model service", "Ask your document"):
             expect(page.get_by_role("heading", name=title)).to_have_count(0)
         browser.close()
+
+
+# Records, on every change of the page from its first paint, whether the page menu or the login
+# form is in the DOM, so the test sees what the browser showed before the login form.
+_WATCH_FIRST_PAINT = r"""
+window.__shown = [];
+new MutationObserver(() => {
+  const nav = document.querySelector('[data-testid="stSidebarNav"], [data-testid="stNavigation"], '
+    + '[data-testid="stSidebarNavItems"], [data-testid="stTopNavLinkContainer"]');
+  const login = document.querySelector('input[aria-label="Username"]');
+  const state = (nav ? 'menu:' + nav.innerText.replace(/\s+/g, ' ') : '') + (login ? 'login' : '');
+  if (window.__shown[window.__shown.length - 1] !== state) window.__shown.push(state);
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+@pytest.mark.parametrize("path", ["", "library"])
+def test_the_first_paint_is_the_login_form_with_no_page_menu(team_app, path, artifacts_dir):
+    """Issue #22: before the login, no page menu, not even for a moment, and the login form
+    is the first thing in the main area."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url = team_app()  # a fresh app process
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(_WATCH_FIRST_PAINT)
+        page.goto(f"{url}/{path}")
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(artifacts_dir / f"team-05-first-paint-{path or 'root'}.png"))
+        shown = page.evaluate("window.__shown")
+        assert not [state for state in shown if "menu" in state], shown
+        assert page.locator('[data-testid="stSidebar"]').count() == 0 or not page.locator(
+            '[data-testid="stSidebar"] a').count(), "a page link before the login"
+        browser.close()

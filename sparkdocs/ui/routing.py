@@ -22,7 +22,7 @@ def run_app() -> None:
         st.Page("pages/ask.py", title="Ask", icon=":material/chat:", default=True),
         st.Page("pages/library.py", title="Library", icon=":material/library_books:"),
         st.Page("pages/server.py", title="Server", icon=":material/dns:"),
-    ]))  # only the login page until the user is known (team mode)
+    ]), position="top")  # only the login page until the user is known (team mode)
     _routed.active = True
     try:
         navigation.run()

@@ -27,6 +27,7 @@ class DocumentKind(StrEnum):
     TEXT = "text"
     CODEBASE = "codebase"
     FILES = "files"
+    SET = "documents"  # several documents of one session, each its own block
 
 
 class SectionKind(StrEnum):
@@ -54,6 +55,23 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Member:
+    """One document of a set, and where its sections sit among the set's sections. Its name is
+    the one the prompt gives it and citations use (unique within the set, fixed once added, so
+    the block of a document never changes when another is added after it)."""
+
+    name: str
+    content_hash: str
+    kind: DocumentKind
+    first: int
+    count: int
+
+    @property
+    def indices(self) -> range:
+        return range(self.first, self.first + self.count)
+
+
+@dataclass(frozen=True)
 class Document:
     name: str
     kind: DocumentKind
@@ -63,11 +81,28 @@ class Document:
     source_bytes: int = 0
     counted: bool = field(default=False, compare=False)
     skipped: tuple[str, ...] = ()  # files of a codebase left out, each `path: reason`
+    members: tuple[Member, ...] = ()  # a set's documents in the order added; () for one
 
     @property
     def section_tokens(self) -> int:
         """Tokens of all sections (the document block adds a few for its frame)."""
         return sum(section.tokens for section in self.sections)
+
+    @property
+    def blocks(self) -> tuple[Member, ...]:
+        """The documents as the prompt has them, one block each: a set's members, or this
+        document alone."""
+        if self.members:
+            return self.members
+        return (Member(self.name, self.content_hash, self.kind, 0, len(self.sections)),)
+
+    def member_of(self, index: int) -> Member | None:
+        """The set member a section belongs to (None for a single document)."""
+        for member in self.members:
+            if member.first <= index < member.first + member.count:
+                return member
+        return None
+
 
 _SPECIAL_TOKEN_TEXT = re.compile(r"<\|([A-Za-z0-9_]{1,64})\|>")
 _WORD_JOINER = "\u2060"
@@ -174,6 +209,72 @@ DOCUMENT_OPEN = "<document>\n"
 DOCUMENT_CLOSE = "</document>\n\n"
 
 
+def name_line(name: str) -> str:
+    """A document's name as the first line of its block: what citations name it by when a
+    session holds several. Every document carries it, so a document's block is the same alone
+    and with others after it (adding one keeps the cached prefix)."""
+    flat = " ".join(clean_text(name).split()) or "document"
+    return f"<name>{_attr(flat)}</name>\n"
+
+
+def combine_documents(documents: Sequence[Document], *, names: Sequence[str]) -> Document:
+    """Several counted documents as one set, in the order given, each its own block under its
+    name (see `unique_names`). Section indices run on across members, so a selection, a part
+    or a citation of the set is a plain index into its sections."""
+    if len(documents) != len(names) or not documents:
+        raise ValueError("one name per document, at least one document")
+    members: list[Member] = []
+    sections: list[Section] = []
+    for document, name in zip(documents, names, strict=True):
+        if document.members:
+            raise ValueError(f"{document.name} is a set already")
+        members.append(Member(name, document.content_hash, document.kind, len(sections),
+                              len(document.sections)))
+        sections.extend(document.sections)
+    key = content_hash(((m.name, m.content_hash.encode()) for m in members), salt="set")
+    warnings = tuple(f"{name}: {w}" for d, name in zip(documents, names, strict=True)
+                     for w in d.warnings)
+    skipped = tuple(f"{name}: {s}" for d, name in zip(documents, names, strict=True)
+                    for s in d.skipped)
+    return Document(set_name(names), DocumentKind.SET, key, tuple(sections), warnings,
+                    sum(d.source_bytes for d in documents),
+                    counted=all(d.counted for d in documents), skipped=skipped,
+                    members=tuple(members))
+
+
+def set_name(names: Sequence[str]) -> str:
+    """How a set is listed: "a.pdf + b.pdf", "a.pdf + 3 more"."""
+    if len(names) <= 2:
+        return " + ".join(names)
+    return f"{names[0]} + {len(names) - 1} more"
+
+
+def unique_names(names: Sequence[str], *, folders: Sequence[str] | None = None,
+                 taken: Sequence[str] = ()) -> list[str]:
+    """Names that tell the documents apart: a name that is already taken (or given twice) gets
+    its folder in front when the folders differ ("2024/contract.pdf"), else a number
+    ("contract (2).pdf"). Names in `taken` (documents already in the set) never change."""
+    used = {n.casefold() for n in taken}
+    counts: dict[str, int] = {}
+    for name in [*taken, *names]:
+        counts[name.casefold()] = counts.get(name.casefold(), 0) + 1
+    result: list[str] = []
+    for position, name in enumerate(names):
+        candidate = name
+        folder = folders[position].strip("/") if folders else ""
+        if counts[name.casefold()] > 1 and folder:
+            candidate = f"{folder.rsplit('/', 1)[-1]}/{name}"
+        stem, dot, suffix = candidate.rpartition(".")
+        number = 2
+        while candidate.casefold() in used:
+            candidate = (f"{stem} ({number}).{suffix}" if dot and stem
+                         else f"{name} ({number})")
+            number += 1
+        used.add(candidate.casefold())
+        result.append(candidate)
+    return result
+
+
 MAX_NOTE_ITEMS = 24
 
 
@@ -215,48 +316,79 @@ def _files(n: int) -> str:
     return f"{n:,} file" if n == 1 else f"{n:,} files"
 
 
-def render_tree(paths: Iterable[str], *, omitted: Iterable[str] = ()) -> str:  # noqa: C901 (over the limit; split when next changed)
-    """A `tree`-style listing, directories first-seen in path order. Omitted files are drawn as
-    counts: a directory with nothing kept is one line, and each directory's omitted files one
-    line, so the tree of a selection grows with what is kept, not with the repository."""
+MAX_LEFT_OUT_FOLDER_LINES = 8  # more fully left-out folders than this in one folder: one line
+
+
+def _count(node: dict[str, dict]) -> int:
+    return sum(_count(child) if child else 1 for child in node.values())
+
+
+def _nest(paths: Iterable[str]) -> dict[str, dict]:
     root: dict[str, dict] = {}
     for path in paths:
         node = root
         for part in path.split("/"):
             node = node.setdefault(part, {})
-    gone: dict[str, dict] = {}
-    for path in omitted:
-        node = gone
-        for part in path.split("/"):
-            node = node.setdefault(part, {})
+    return root
+
+
+def _folder_summary(kept: dict[str, dict], gone: dict[str, dict]) -> str:
+    left_out = _count(gone)
+    total = _count(kept) + left_out
+    return f"{_files(total)}, {left_out:,} left out" if left_out else _files(total)
+
+
+_Row = tuple[bool, str, str, dict, dict]  # (is file, label, line, kept below, left out below)
+
+
+def _tree_rows(kept: dict[str, dict], left_out: dict[str, dict], *, collapse: bool
+               ) -> list[_Row]:
+    """One folder's lines: kept entries by name (folders first), folders with nothing kept as
+    counts (many of them as one line), left-out files as one count."""
+    rows: list[_Row] = []
+    gone_folders: list[_Row] = []
+    hidden_files = 0
+    for label in sorted(kept.keys() | left_out.keys()):
+        kept_child, gone_child = kept.get(label), left_out.get(label) or {}
+        if kept_child is None and gone_child:
+            gone_folders.append((False, label, f"{label}/ ({_files(_count(gone_child))} left out)",
+                                 {}, {}))
+        elif kept_child is None:
+            hidden_files += 1
+        elif (kept_child or gone_child) and collapse:
+            rows.append((False, label, f"{label}/ ({_folder_summary(kept_child, gone_child)})",
+                         {}, {}))
+        else:
+            is_dir = bool(kept_child) or bool(gone_child)
+            rows.append((not is_dir, label, label + "/" * is_dir, kept_child, gone_child))
+    if len(gone_folders) > MAX_LEFT_OUT_FOLDER_LINES:
+        files = sum(_count(left_out[row[1]]) for row in gone_folders)
+        gone_folders = [(False, "", f"… {len(gone_folders):,} more folders ({_files(files)}) "
+                         "left out", {}, {})]
+    rows = sorted(rows + gone_folders, key=lambda row: (row[0], row[1]))
+    if hidden_files:
+        rows.append((True, "", f"… {hidden_files:,} more {'file' if hidden_files == 1 else 'files'} left out", {}, {}))
+    return rows
+
+
+def render_tree(paths: Iterable[str], *, omitted: Iterable[str] = (),
+                depth: int | None = None) -> str:
+    """A `tree`-style listing, directories first-seen in path order. Omitted files are drawn as
+    counts: a directory with nothing kept is one line (many such directories in one directory
+    are one line together), and each directory's omitted files one line, so the tree of a
+    selection grows with what is kept, not with the repository. Folders `depth` levels down
+    are drawn as counts too (a tree that must be smaller than its files)."""
     lines = ["."]
 
-    def count(node: dict[str, dict]) -> int:
-        return sum(count(child) if child else 1 for child in node.values())
-
-    def walk(kept: dict[str, dict], left_out: dict[str, dict], prefix: str) -> None:
-        rows: list[tuple[bool, str, str, dict, dict]] = []  # (is file, label, line, kept, gone)
-        hidden_files = 0
-        for label in sorted(kept.keys() | left_out.keys()):
-            kept_child, gone_child = kept.get(label), left_out.get(label) or {}
-            if kept_child is not None:
-                is_dir = bool(kept_child) or bool(gone_child)
-                rows.append((not is_dir, label, label + "/" * is_dir, kept_child, gone_child))
-            elif gone_child:
-                rows.append((False, label, f"{label}/ ({_files(count(gone_child))} left out)",
-                             {}, {}))
-            else:
-                hidden_files += 1
-        rows.sort(key=lambda row: (row[0], row[1]))
-        if hidden_files:
-            rows.append((True, "", f"… {hidden_files:,} more {'file' if hidden_files == 1 else 'files'} left out", {}, {}))
+    def walk(kept: dict[str, dict], left_out: dict[str, dict], prefix: str, level: int) -> None:
+        rows = _tree_rows(kept, left_out, collapse=depth is not None and level >= depth)
         for index, (_, _, line, kept_child, gone_child) in enumerate(rows):
             last = index == len(rows) - 1
             lines.append(f"{prefix}{'└── ' if last else '├── '}{line}")
             if kept_child:
-                walk(kept_child, gone_child, prefix + ("    " if last else "│   "))
+                walk(kept_child, gone_child, prefix + ("    " if last else "│   "), level + 1)
 
-    walk(root, gone, "")
+    walk(_nest(paths), _nest(omitted), "", 0)
     return "\n".join(lines)
 
 

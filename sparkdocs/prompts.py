@@ -15,9 +15,11 @@ from .documents import (
     DOCUMENT_CLOSE,
     DOCUMENT_OPEN,
     Document,
+    Member,
     Section,
     SectionKind,
     clean_text,
+    name_line,
     neutralise_special_tokens,
     omission_note,
     part_note,
@@ -30,15 +32,17 @@ from .tokens import Budget, ChatEncoder, ChatMessage, Llama3Tokenizer, document_
 # One system text for every task: questions, follow-ups and summaries all share the cached
 # document prefix. Task-specific wording goes after the document.
 SYSTEM_PROMPT = (
-    "You are sparkdocs, a careful analyst. The user gives you one whole document (a contract, "
-    "a paper or a codebase) between <document> tags, then a task. Answer only from the "
-    "document. Cite where you found things: the page number for <page> sections (p. 12), the "
-    "title for <section> sections (section \"Payment\"), the path and lines for <file> "
-    "sections (src/app.py:40-52; every tenth line or so of a file starts with its line number "
-    "and a tab, which is not part of the file). When you quote, copy the words exactly, in "
-    "double quotes or a > blockquote, with the citation right after the quote; sparkdocs "
-    "checks every quote against the document. If the document does not say, say so. "
-    "If an <omitted> note lists parts that were left out, do not guess what they contain."
+    "You are sparkdocs, a careful analyst. The user gives you one or more whole documents "
+    "(contracts, papers or codebases), each between <document> tags and named by its <name>, "
+    "then a task. Answer only from the documents. Cite where you found things: the page number "
+    "for <page> sections (p. 12), the title for <section> sections (section \"Payment\"), the "
+    "path and lines for <file> sections (src/app.py:40-52; every tenth line or so of a file "
+    "starts with its line number and a tab, which is not part of the file). When there are "
+    "several documents, name the document in every citation (contract-2025.pdf, p. 14). When "
+    "you quote, copy the words exactly, in double quotes or a > blockquote, with the citation "
+    "right after the quote; sparkdocs checks every quote against the documents. If the "
+    "documents do not say, say so. If an <omitted> note lists parts that were left out, do not "
+    "guess what they contain."
 )
 QUESTION_LEAD = "Question:"
 TASK_LEAD = "Task:"
@@ -133,10 +137,30 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
         raise SparkdocsError(f"{document.name}: section index out of range in the selection.")
     kept_set = set(kept)
     omitted = tuple(i for i in all_indices if i not in kept_set)
-    tree = _selection_tree(sections, kept_set, omitted)
+    blocks: list[str] = []
+    tokens = 0
+    for member in document.blocks:
+        if note is not None and not any(i in kept_set for i in member.indices):
+            continue  # a part holds only the documents it reads
+        text, count = _member_block(document, member, kept_set, tok,
+                                    note=note if not blocks else None)
+        blocks.append(text)
+        tokens += count
+    return PreparedDocument(document, kept, omitted, "".join(blocks), tokens)
+
+
+def _member_block(document: Document, member: Member, kept: set[int], tok: Llama3Tokenizer, *,
+                  note: str | None) -> tuple[str, int]:
+    """One document's block as sent, and its tokens: the frame, its name, the part note or
+    what was left out of it, then its kept sections."""
+    sections = document.sections[member.first:member.first + member.count]
+    kept_here = {i - member.first for i in kept if i in member.indices}
+    omitted = tuple(i for i in range(len(sections)) if i not in kept_here)
+    tree = _selection_tree(sections, kept_here, omitted)
+    head = name_line(member.name)
+    tokens = tok.count(DOCUMENT_OPEN) + tok.count(DOCUMENT_CLOSE) + tok.count(head)
     body: list[str] = []
-    tokens = tok.count(DOCUMENT_OPEN) + tok.count(DOCUMENT_CLOSE)
-    for i in kept:
+    for i in sorted(kept_here):
         if tree is not None and sections[i].kind is SectionKind.TREE:
             rendered = render_section(sections[i], text=tree)
             tokens += tok.count(rendered)
@@ -145,13 +169,12 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
             tokens += sections[i].tokens
         body.append(rendered)
     if note is not None:
-        note = part_note(note)
+        note_text = part_note(note)
     else:
-        note = omission_note(sections, omitted) if omitted else ""
-    note = neutralise_special_tokens(note)
-    tokens += tok.count(note) if note else 0
-    block = DOCUMENT_OPEN + note + "".join(body) + DOCUMENT_CLOSE
-    return PreparedDocument(document, kept, omitted, block, tokens)
+        note_text = omission_note(sections, omitted) if omitted else ""
+    note_text = neutralise_special_tokens(note_text)
+    tokens += tok.count(note_text) if note_text else 0
+    return DOCUMENT_OPEN + head + note_text + "".join(body) + DOCUMENT_CLOSE, tokens
 
 
 def _selection_tree(sections: Sequence[Section], kept: set[int], omitted: Sequence[int]

@@ -43,6 +43,7 @@ from sparkdocs.documents import (
     anchor_lines,
     clean_text,
     line_anchors,
+    name_line,
     render_section,
 )
 from sparkdocs.prompts import PromptBuilder, prepare_document
@@ -122,7 +123,8 @@ def test_anchored_files_keep_section_tokens_independent(lines, position):
     sections.insert(position % 3, Section(SectionKind.FILE, "b.py", text))
     document = count_document(Document("p", DocumentKind.FILES, "h", tuple(sections)))
     prepared = prepare_document(document)
-    assert prepared.block == DOCUMENT_OPEN + "".join(render_section(s) for s in sections) + DOCUMENT_CLOSE
+    assert prepared.block == (DOCUMENT_OPEN + name_line("p") + "".join(render_section(s) for s in sections)
+                              + DOCUMENT_CLOSE)
     assert prepared.block_tokens == llama3().count(prepared.block)
 
 

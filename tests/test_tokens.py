@@ -22,6 +22,7 @@ from sparkdocs.documents import (
     Section,
     SectionKind,
     clean_text,
+    name_line,
     render_section,
 )
 from sparkdocs.prompts import PromptBuilder, prepare_document
@@ -115,7 +116,8 @@ def test_document_tokens_are_sum_of_section_tokens(parts):
     document = count_document(Document("p", DocumentKind.TEXT, "h", sections))
     prepared = prepare_document(document)
     tok = llama3()
-    assert prepared.block == DOCUMENT_OPEN + "".join(render_section(s) for s in sections) + DOCUMENT_CLOSE
+    assert prepared.block == (DOCUMENT_OPEN + name_line("p") + "".join(render_section(s) for s in sections)
+                              + DOCUMENT_CLOSE)
     assert prepared.block_tokens == tok.count(prepared.block)
     assert PromptBuilder().question(prepared, "why?").prompt_tokens == len(
         PromptBuilder().encoder.chat_ids(PromptBuilder().question(prepared, "why?").messages))

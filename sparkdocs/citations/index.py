@@ -81,10 +81,13 @@ class CitationIndex:
         previous: int | None = None
         hyphen_at_end = False
         normalise = _NORMALISE
+        member_starts = {member.first for member in self.document.members}
         for index, section in enumerate(sections):
             if section.kind is SectionKind.TREE:
                 continue
-            if previous is not None and (previous != index - 1
+            if index in member_starts:
+                hyphen_at_end = False  # a word never runs from one document into the next
+            if previous is not None and (previous != index - 1 or index in member_starts
                                          or (previous in self.kept) != (index in self.kept)):
                 words.append(_SENTINEL)  # no quote runs across a gap in what was sent
                 owner.append(-1)
@@ -169,6 +172,11 @@ class CitationIndex:
         return seen
 
     def locator(self, hit: _Hit) -> Locator:
+        place = self._place(hit)
+        member = self.document.member_of(place.sections[0]) if place.sections else None
+        return place.in_document(member.name) if member else place
+
+    def _place(self, hit: _Hit) -> Locator:
         indices = self.hit_sections(hit)
         sections = self.document.sections
         first, last = sections[indices[0]], sections[indices[-1]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -42,12 +42,20 @@ class Locator:
     last: str | None = None  # the last page of a range of pages
     lines: tuple[int, int] | None = None
     sections: tuple[int, ...] = ()  # indices into document.sections it refers to
+    document: str | None = None  # the document of a set it is in (its label names it too)
+
+    def in_document(self, name: str) -> Locator:
+        """The same place, named as one of several documents: "b.pdf, p. 3"."""
+        if self.document == name:
+            return self
+        return replace(self, document=name, label=f"{name}, {self.label}")
 
     def as_dict(self, *, full: bool = False) -> dict[str, Any]:
         """The public record; `full` adds the section indices, for a verdict stored with its
         turn and shown again (the page or file it opens)."""
         record: dict[str, Any] = {"kind": self.kind.value, "title": self.title, "label": self.label,
-                  "last": self.last, "lines": list(self.lines) if self.lines else None}
+                  "last": self.last, "lines": list(self.lines) if self.lines else None,
+                  "document": self.document}
         if full:
             record["sections"] = list(self.sections)
         return record
@@ -55,9 +63,11 @@ class Locator:
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Locator:
         lines = record.get("lines")
+        document = record.get("document")
         return cls(SectionKind(record["kind"]), record["title"], record["label"],
                    last=record.get("last"), lines=(lines[0], lines[1]) if lines else None,
-                   sections=tuple(int(i) for i in record.get("sections") or ()))
+                   sections=tuple(int(i) for i in record.get("sections") or ()),
+                   document=str(document) if document is not None else None)
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,12 @@ class Citation:
     # (start in the found locator's first section, end in its last), for highlighting
     source_offsets: tuple[int, int] | None = None
 
+    @property
+    def document(self) -> str | None:
+        """The document of a set the quote was found in (else the one it cited)."""
+        place = self.found or self.cited
+        return place.document if place else None
+
     def as_dict(self, *, full: bool = False) -> dict[str, Any]:
         """The public record (`--json`, JSONL); `full` keeps all a page needs to show the
         verdict again without checking the answer anew: where the quote sits in the answer,
@@ -84,7 +100,8 @@ class Citation:
                   "quote": self.quote,
                   "cited": self.cited.as_dict(full=full) if self.cited else None,
                   "found": self.found.as_dict(full=full) if self.found else None,
-                  "status": self.status.value, "source_text": self.source_text or None,
+                  "status": self.status.value, "document": self.document,
+                  "source_text": self.source_text or None,
                   "occurrences": [o.as_dict(full=full) for o in self.occurrences],
                   "note": self.note or None}
         if full:

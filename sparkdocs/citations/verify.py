@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from ..documents import SectionKind
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..documents import Member, SectionKind
 from ..prompts import PreparedDocument
 from .index import CitationIndex, _Hit, index_for, normalise_words
 from .match import _guarded, _near_match
-from .quotes import _ELLIPSIS, find_quotes
+from .quotes import _ELLIPSIS, QuoteMention, Reference, find_quotes
 from .resolve import resolve
-from .values import LINE_TOLERANCE, MIN_QUOTE_WORDS, Citation, Locator, Status
+from .values import LINE_TOLERANCE, MIN_QUOTE_WORDS, Citation, Locator, RefKind, Status
 
 
 def _matches_cited(index: CitationIndex, hit: _Hit, cited: Locator) -> tuple[bool, bool]:
@@ -116,16 +119,69 @@ def verify_quote(index: CitationIndex, quote: str, cited: Locator | None, *,
 
 
 def verify_answer(answer: str, prepared: PreparedDocument) -> tuple[Citation, ...]:
-    """Every quote of an answer, checked against the document that was sent."""
+    """Every quote of an answer, checked against the document that was sent. In a set of
+    documents, a quote's citation is looked for in the document it names, and a quote found in
+    another one is `moved`, with the document it is really in."""
     if not answer:
         return ()
     index = index_for(prepared)
+    members = index.document.members
     citations = []
     for mention in find_quotes(answer):
+        member = _named_member(answer, mention, members) if members else None
         cited = None
         for reference in ((mention.reference, *mention.alternatives) if mention.reference else ()):
+            if member is not None and _names_member(reference, member):
+                continue  # "(b.pdf, p. 3)": the document, not a file inside it
             place = resolve(reference, index.document, pages=index.pages)
+            if member is not None:
+                place = replace(place, sections=tuple(i for i in place.sections
+                                                      if i in member.indices))
             if cited is None or (place.sections and not cited.sections):
                 cited = place  # the first that names a place in the document, else the first
+        if member is not None:
+            cited = (cited or Locator(index.document.sections[member.first].kind, member.name,
+                                      "the whole document", sections=tuple(member.indices))
+                     ).in_document(member.name)
         citations.append(verify_quote(index, mention.quote, cited, span=mention.span))
     return tuple(citations)
+
+
+def _names_member(reference: Reference, member: Member) -> bool:
+    return reference.kind is RefKind.FILE and reference.value.casefold() in (
+        member.name.casefold(), member.name.rsplit("/", 1)[-1].casefold())
+
+
+def _named_member(answer: str, mention: QuoteMention, members: Sequence[Member]
+                  ) -> Member | None:
+    """The document a quote's citation names ("(contract-2025.pdf, p. 14)"): the name written
+    nearest before its reference, between the quote and the end of the citation; the longest
+    name wins where one ends another ("2024/contract.pdf" over "contract.pdf")."""
+    references = (mention.reference, *mention.alternatives) if mention.reference else ()
+    quote_start, quote_end = mention.span
+    if references:
+        first = min(r.span[0] for r in references)
+        last = max(r.span[1] for r in references)
+        start = quote_end if first >= quote_end else max(0, first - _NAME_REACH)
+    else:
+        start = last = quote_end
+    close = answer.find(")", last, last + _NAME_REACH)
+    stop = answer.find("\n", last)
+    end = close + 1 if close >= 0 and (stop < 0 or close < stop) else last
+    if not references:
+        end = min(len(answer), quote_end + _NAME_REACH)
+        newline = answer.find("\n", quote_end)
+        end = newline if 0 <= newline < end else end
+    window = answer[start:end].casefold()
+    best: tuple[int, int, Member] | None = None
+    for member in members:
+        at = window.rfind(member.name.casefold())
+        if at < 0:
+            continue
+        rank = (at + len(member.name), len(member.name))
+        if best is None or rank > best[:2]:
+            best = (*rank, member)
+    return best[2] if best else None
+
+
+_NAME_REACH = 120  # characters around a reference where the document's name may be written

@@ -272,6 +272,22 @@ def _pairs_in_step(old: Sequence[_Clause], new: Sequence[_Clause]
     return out
 
 
+def _removed_first(pairs: list[tuple[int | None, int | None]]) -> list[tuple[int | None, int | None]]:
+    """Between two paired clauses, the removed ones before the added ones, so a removed block
+    (and an added block) is one change, not clauses taking turns."""
+    out: list[tuple[int | None, int | None]] = []
+    added: list[tuple[int | None, int | None]] = []
+    for pair in pairs:
+        if pair[0] is None:
+            added.append(pair)
+            continue
+        if pair[1] is not None:
+            out += added
+            added = []
+        out.append(pair)
+    return out + added
+
+
 @dataclass
 class _Entry:
     kind: ChangeKind
@@ -285,7 +301,7 @@ def _entries(old: Sequence[_Clause], new: Sequence[_Clause]) -> list[_Entry]:
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
-        for a, b in _pairs(old[i1:i2], new[j1:j2]):
+        for a, b in _removed_first(_pairs(old[i1:i2], new[j1:j2])):
             i = None if a is None else i1 + a
             j = None if b is None else j1 + b
             kind = (ChangeKind.CHANGED if i is not None and j is not None

@@ -276,6 +276,39 @@ def test_the_listing_is_bounded_and_neutralised():
     assert "<|eot_id|>" not in listing and "eot_id" in listing
 
 
+def test_a_rewritten_block_is_one_removed_and_one_added_change():
+    rng = random.Random(3)
+    clauses = [random_clause(rng, 100 + i) for i in range(12)]
+    new = clauses[:4] + [random_clause(rng, 900), random_clause(rng, 901)] + clauses[7:]
+    old_doc = pdf_document(paged(clauses, [2] * 6)[0], "a")
+    new_doc = pdf_document(paged(new, [2] * 6)[0], "b")
+    removed, added = compare(old_doc, new_doc).changes
+    assert (removed.kind, removed.old, removed.old_place and removed.old_place.title) == (
+        ChangeKind.REMOVED, " ".join(clauses[4:7]), "3")
+    assert (added.kind, added.new, added.new_place and added.new_place.title) == (
+        ChangeKind.ADDED, " ".join(new[4:6]), "3")
+
+
+def test_a_clause_across_a_page_break_is_placed_where_it_starts():
+    old = pdf_document(["1. Payment is due net 45 days.", "2. The Supplier shall deliver the",
+                        "Goods to Leeds within 30 days. 3. Notices are in writing."], "a")
+    new = pdf_document(["1. Payment is due net 45 days. 2. The Supplier shall deliver",
+                        "the Goods to Leeds within 60 days.", "3. Notices are in writing."], "b")
+    [change] = compare(old, new).changes
+    assert change.old_place and change.new_place
+    assert (change.old_place.label, change.new_place.label, change.detail) == ("p. 2", "p. 1", '"30" → "60"')
+
+
+def test_sections_are_named_by_their_titles():
+    def document(text: str) -> Document:
+        return Document("t.md", DocumentKind.TEXT, text, (
+            Section(SectionKind.HEADING, "Scope", "The Services are described in Annex A."),
+            Section(SectionKind.HEADING, "Payment", f"Invoices are due within {text} days of receipt.")))
+
+    [change] = compare(document("45"), document("30")).changes
+    assert change.old_place and change.old_place.label == 'section "Payment"'
+
+
 def test_files_are_compared_line_by_line_with_their_line_numbers():
     old = Document("r", DocumentKind.CODEBASE, "h1", (
         Section(SectionKind.TREE, "files", ".\n└── a.py"),

@@ -744,16 +744,17 @@ def local_model(port: Annotated[int, typer.Option(
 @app.command()
 def diff(old: Annotated[str, typer.Argument(metavar="OLD", help="The earlier version: a file, folder or archive.")],
          new: Annotated[str, typer.Argument(metavar="NEW", help="The later version.")],
-         as_json: JsonOpt = False) -> None:
+         password: PasswordOpt = None, as_json: JsonOpt = False) -> None:
     """What changed from OLD to NEW: changed, removed, added and moved clauses with their
-    pages (or sections, files and lines) on both sides. No model is asked."""
+    pages (or sections, files and lines) on both sides. No model is asked. --password opens
+    whichever of the two PDFs is encrypted."""
     from .changes import ComparisonError, compare, render_changes
 
     if Path(old).resolve() == Path(new).resolve():
         raise ComparisonError(f"{old} and {new} are the same file: give two versions to compare, "
                               "e.g. `sparkdocs diff contract-2024.pdf contract-2025.pdf`.")
     workspace = Workspace(settings_from())
-    before, after = (workspace.load(LoadRequest((path,))) for path in (old, new))
+    before, after = (workspace.load(LoadRequest((path,), password=password)) for path in (old, new))
     comparison = compare(before, after)
     if as_json:
         emit_json(comparison.as_dict())

@@ -370,3 +370,21 @@ def test_cli_diff_errors_are_one_clear_line(tmp_path: Path, monkeypatch: pytest.
     assert "nowhere.txt" in said and "Traceback" not in said
     assert main(["diff", str(old_path), str(old_path)]) == 2
     assert "the same file" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_cli_diff_opens_an_encrypted_version_with_its_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]):
+    from builders import make_pdf
+
+    from sparkdocs.cli import main
+
+    monkeypatch.setenv("SPARKDOCS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "old.pdf").write_bytes(make_pdf(["1. Payment is due net 45 days of invoice."], password="pw"))
+    (tmp_path / "new.pdf").write_bytes(make_pdf(["1. Payment is due net 30 days of invoice."]))
+    args = ["diff", str(tmp_path / "old.pdf"), str(tmp_path / "new.pdf"), "--json"]
+    assert main(args) == 2
+    assert "old.pdf" in capsys.readouterr().err
+    assert main([*args, "--password", "pw"]) == 0
+    [change] = json.loads(capsys.readouterr().out)["changes"]
+    assert (change["kind"], change["detail"]) == ("changed", '"45" → "30"')

@@ -21,7 +21,7 @@ from difflib import SequenceMatcher
 from enum import StrEnum
 from typing import Any
 
-from .documents import Document, Section, SectionKind, neutralise_special_tokens
+from .documents import Document, DocumentKind, Section, SectionKind, neutralise_special_tokens
 from .errors import SparkdocsError
 
 
@@ -103,7 +103,9 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class _Clause:
+class Clause:
+    """One sentence of prose or one line of a file, and where it starts."""
+
     text: str  # whitespace collapsed, otherwise as written
     key: str  # what is compared
     place: Place
@@ -162,7 +164,7 @@ def _stream_of(section: Section, plain_text: bool) -> str:
 
 
 def _streams(document: Document) -> Iterator[list[Section]]:
-    plain_text = document.kind.value == "text"
+    plain_text = document.kind is DocumentKind.TEXT
     run: list[Section] = []
     for section in document.sections:
         if section.kind is SectionKind.TREE:
@@ -188,15 +190,15 @@ def _place(section: Section, text: str, offset: int) -> Place:
     return Place(section.kind.value, section.title)
 
 
-def _clause(text: str, place: Place, *, prose: bool = True) -> _Clause | None:
+def _clause(text: str, place: Place, *, prose: bool = True) -> Clause | None:
     """A clause of prose, or a line of a file (compared as written but for whitespace)."""
     collapsed = " ".join(text.split())
     if not collapsed:
         return None
-    return _Clause(collapsed, _key(collapsed) if prose else " ".join(_TOKEN.findall(collapsed)), place)
+    return Clause(collapsed, _key(collapsed) if prose else " ".join(_TOKEN.findall(collapsed)), place)
 
 
-def _stream_clauses(run: list[Section]) -> Iterator[_Clause]:
+def _stream_clauses(run: list[Section]) -> Iterator[Clause]:
     if run[0].kind is SectionKind.FILE:  # code and data: a line is the unit
         offset = 0
         for line in run[0].text.split("\n"):
@@ -220,7 +222,7 @@ def _stream_clauses(run: list[Section]) -> Iterator[_Clause]:
             yield clause
 
 
-def clauses(document: Document) -> list[_Clause]:
+def clauses(document: Document) -> list[Clause]:
     """The document as clauses in reading order, each with the place it starts."""
     return [clause for run in _streams(document) for clause in _stream_clauses(run)]
 
@@ -231,7 +233,7 @@ def _similarity(a: str, b: str) -> float:
     return SequenceMatcher(None, _TOKEN.findall(a), _TOKEN.findall(b), autojunk=False).ratio()
 
 
-def _pairs(old: Sequence[_Clause], new: Sequence[_Clause]) -> list[tuple[int | None, int | None]]:
+def _pairs(old: Sequence[Clause], new: Sequence[Clause]) -> list[tuple[int | None, int | None]]:
     """The best in-order pairing of a replaced block's clauses by similarity (a small dynamic
     programme); unpaired ones come back with None on the other side."""
     n, m = len(old), len(new)
@@ -258,7 +260,7 @@ def _pairs(old: Sequence[_Clause], new: Sequence[_Clause]) -> list[tuple[int | N
     return out + [(k, None) for k in range(i, n)] + [(None, k) for k in range(j, m)]
 
 
-def _pairs_in_step(old: Sequence[_Clause], new: Sequence[_Clause]
+def _pairs_in_step(old: Sequence[Clause], new: Sequence[Clause]
                    ) -> list[tuple[int | None, int | None]]:
     """A large replaced block: clauses at the same offset are paired when similar."""
     out: list[tuple[int | None, int | None]] = []
@@ -295,7 +297,7 @@ class _Entry:
     j: int | None  # on the new side
 
 
-def _entries(old: Sequence[_Clause], new: Sequence[_Clause]) -> list[_Entry]:
+def _entries(old: Sequence[Clause], new: Sequence[Clause]) -> list[_Entry]:
     matcher = SequenceMatcher(None, [c.key for c in old], [c.key for c in new], autojunk=False)
     entries: list[_Entry] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -310,7 +312,7 @@ def _entries(old: Sequence[_Clause], new: Sequence[_Clause]) -> list[_Entry]:
     return entries
 
 
-def _find_moves(entries: list[_Entry], old: Sequence[_Clause], new: Sequence[_Clause]) -> list[_Entry]:
+def _find_moves(entries: list[_Entry], old: Sequence[Clause], new: Sequence[Clause]) -> list[_Entry]:
     """A removed clause whose exact key is added elsewhere is one moved clause (first removed
     with first added, in reading order)."""
     added: dict[str, list[_Entry]] = {}
@@ -369,7 +371,7 @@ def _detail(old: str, new: str) -> str:
     return "; ".join(edits[:DETAIL_EDITS]) + (f"; and {more} more" if more > 0 else "")
 
 
-def _change(group: list[_Entry], old: Sequence[_Clause], new: Sequence[_Clause]) -> Change:
+def _change(group: list[_Entry], old: Sequence[Clause], new: Sequence[Clause]) -> Change:
     olds = [old[e.i] for e in group if e.i is not None]
     news = [new[e.j] for e in group if e.j is not None]
     old_text = " ".join(c.text for c in olds) or None

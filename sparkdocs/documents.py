@@ -303,8 +303,10 @@ def omission_note(sections: Sequence[Section], omitted: Sequence[int]) -> str:
         items = items[:MAX_NOTE_ITEMS] + [f"and {rest:,} more ranges"]
     if files:
         total = sum(1 for s in sections if s.kind is SectionKind.FILE)
-        items.append(f"{len(files):,} of {total:,} files (marked in the tree)" if any(
-            s.kind is SectionKind.TREE for s in sections) else f"{len(files):,} of {total:,} files")
+        tree_kept = any(s.kind is SectionKind.TREE and i not in omitted
+                        for i, s in enumerate(sections))
+        items.append(f"{len(files):,} of {total:,} files (marked in the tree)" if tree_kept
+                     else f"{len(files):,} of {total:,} files")
     return f"<omitted>\nLeft out to fit the context: {_attr('; '.join(items))}\n</omitted>\n"
 
 
@@ -363,8 +365,8 @@ def _tree_rows(kept: dict[str, dict], left_out: dict[str, dict], *, collapse: bo
             rows.append((not is_dir, label, label + "/" * is_dir, kept_child, gone_child))
     if len(gone_folders) > MAX_LEFT_OUT_FOLDER_LINES:
         files = sum(_count(left_out[row[1]]) for row in gone_folders)
-        gone_folders = [(False, "", f"… {len(gone_folders):,} more folders ({_files(files)}) "
-                         "left out", {}, {})]
+        gone_folders = [(False, "\U0010ffff", f"… {len(gone_folders):,} more folders "
+                         f"({_files(files)}) left out", {}, {})]  # after the named folders
     rows = sorted(rows + gone_folders, key=lambda row: (row[0], row[1]))
     if hidden_files:
         rows.append((True, "", f"… {hidden_files:,} more {'file' if hidden_files == 1 else 'files'} left out", {}, {}))

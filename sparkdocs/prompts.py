@@ -7,6 +7,7 @@ building a question afterwards only encodes the question.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -86,6 +87,8 @@ ANSWER_MERGE_INSTRUCTIONS = (
     "part says.\n\n"
 )
 QUESTION_RESERVE_TOKENS = 256
+# A file tree drawn for a selection may take as many characters as the kept files, or this.
+TREE_FLOOR_CHARS = 1_200
 
 
 class Task(StrEnum):
@@ -184,10 +187,22 @@ def _selection_tree(sections: Sequence[Section], kept: set[int], omitted: Sequen
         return None
     if not any(sections[i].kind is SectionKind.TREE for i in kept):
         return None
-    return render_tree((s.title for i, s in enumerate(sections)
-                        if i in kept and s.kind is SectionKind.FILE),
-                       omitted=(sections[i].title for i in omitted
-                                if sections[i].kind is SectionKind.FILE))
+    paths = [s.title for i, s in enumerate(sections) if i in kept and s.kind is SectionKind.FILE]
+    gone = [sections[i].title for i in omitted if sections[i].kind is SectionKind.FILE]
+    allowance = max(TREE_FLOOR_CHARS, sum(len(sections[i].text) + len(sections[i].title)
+                                          for i in kept if sections[i].kind is SectionKind.FILE))
+    tree = render_tree(paths, omitted=gone)
+    if len(tree) <= allowance:
+        return tree
+    # deeper folders as counts, as deep as the allowance lets the tree go (found by bisection)
+    low, high = 0, max((p.count("/") for p in paths), default=0)
+    while high > low:
+        middle = (low + high + 1) // 2
+        if len(render_tree(paths, omitted=gone, depth=middle)) <= allowance:
+            low = middle
+        else:
+            high = middle - 1
+    return render_tree(paths, omitted=gone, depth=low)
 
 
 def clean_question(question: str) -> str:
@@ -336,11 +351,47 @@ def fit_sections(document: Document, available: int, *,
                  tokenizer: Llama3Tokenizer | None = None) -> tuple[int, ...]:
     """The sections to keep so that the block as sent (kept sections, the omission note, the
     tree drawn for the selection) uses at most `available` tokens besides its frame. Leaves
-    out the fewest parts in `drop_order`, found by bisection over exact counts. Raises when
-    even one part cannot fit."""
+    out the fewest parts in `drop_order`, found by bisection over exact counts. When not even
+    one part fits beside the file tree (collapsed as far as it goes), the tree is left out
+    too; when one part does not fit even then, the refusal names what takes the room."""
     tok = tokenizer or llama3()
+    keep = _fit_in_order(document, available, tok, drop_order(document))
+    if keep is not None:
+        return keep
+    trees = [i for i, s in enumerate(document.sections) if s.kind is SectionKind.TREE]
+    if trees:
+        keep = _fit_in_order(document, available, tok, trees + drop_order(document))
+        if keep is not None:
+            return keep
+    raise BudgetError(_nothing_fits(document, available, tok))
+
+
+def _nothing_fits(document: Document, available: int, tok: Llama3Tokenizer) -> str:
+    """Why not even one part fits, with the numbers: the part, the note, the tree."""
     frame = document_frame_tokens(tok)
-    order = drop_order(document)
+    content = [i for i, s in enumerate(document.sections) if s.kind is not SectionKind.TREE]
+    trees = tuple(i for i, s in enumerate(document.sections) if s.kind is SectionKind.TREE)
+    smallest = min(content, key=lambda i: (document.sections[i].tokens, i))
+    section = document.sections[smallest]
+    alone = prepare_document(document, keep=(smallest,), tokenizer=tok).block_tokens - frame
+    note = alone - section.tokens
+    if not trees:
+        tree_text = "there is no file tree"
+    else:
+        with_tree = prepare_document(document, keep=trees + (smallest,), tokenizer=tok)
+        tree_text = (f"the file tree drawn for it {with_tree.block_tokens - frame - alone:,} "
+                     "(left out too, and it still does not fit)")
+    return (f"{document.name}: no part fits in the {available:,} tokens available for the "
+            f"document: the smallest part ({section.locator}) takes {section.tokens:,}, the "
+            f"omission note and name {note:,}, {tree_text}; raise the context length or "
+            "lower the answer reserve.")
+
+
+def _fit_in_order(document: Document, available: int, tok: Llama3Tokenizer,
+                  order: Sequence[int]) -> tuple[int, ...] | None:
+    """The fewest sections of `order` to leave out so the block fits; None when keeping only
+    the last one of `order` does not fit either."""
+    frame = document_frame_tokens(tok)
     everything = range(len(document.sections))
 
     def keep_after(dropped: int) -> tuple[int, ...]:
@@ -355,11 +406,7 @@ def fit_sections(document: Document, available: int, *,
         return tuple(everything)
     low, high = 0, len(order) - 1  # keep at least one part: fits(low) is False
     if high < 1 or not fits(high):
-        smallest = min((document.sections[i].tokens for i in order), default=0)
-        raise BudgetError(
-            f"{document.name}: no part fits: the smallest needs {smallest:,} tokens but only "
-            f"{available:,} are available for the document; raise the context length or lower "
-            "the answer reserve.")
+        return None
     while high - low > 1:
         middle = (low + high) // 2
         if fits(middle):
@@ -394,44 +441,67 @@ def split_into_parts(document: Document, available: int, *, note: PartNote,
     """Consecutive sections grouped into parts whose blocks as sent (part note, the tree drawn
     for the part, frame) each use at most `available` tokens. Each part is the longest run that
     fits, found by bisection over exact counts; the note is measured with a 4-digit part count,
-    an upper bound for the real one."""
+    an upper bound for the real one. A part that does not fit beside the file tree even with
+    one section is sent without the tree."""
     tok = tokenizer or llama3()
     sections = document.sections
-    tree = tuple(i for i, s in enumerate(sections) if s.kind is SectionKind.TREE)
+    trees = tuple(i for i, s in enumerate(sections) if s.kind is SectionKind.TREE)
     content = [i for i, s in enumerate(sections) if s.kind is not SectionKind.TREE]
 
-    def block_tokens(start: int, end: int, number: int = 9999, total: int = 9999) -> int:
+    def block_tokens(start: int, end: int, tree: tuple[int, ...], number: int = 9999,
+                     total: int = 9999) -> int:
         keep = tree + tuple(content[start:end])
         text = note(number, total, part_label(document, keep))
         return prepare_document(document, keep=keep, tokenizer=tok, note=text).block_tokens
 
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[int, int, tuple[int, ...]]] = []
     start = 0
     while start < len(content):
-        if block_tokens(start, start + 1) > available:
-            section = sections[content[start]]
-            raise BudgetError(
-                f"{document.name}: {section.locator} alone needs {section.tokens:,} tokens, over "
-                f"the {available:,} available per request; raise the context length or lower "
-                "--max-tokens.")
-        low, step = start + 1, 1  # content[start:low] fits; gallop, then bisect
-        while low + step <= len(content) and block_tokens(start, low + step) <= available:
-            low, step = low + step, step * 2
-        high = min(low + step, len(content) + 1)  # content[start:high] does not fit (or past end)
-        while high - low > 1:
-            middle = (low + high) // 2
-            if block_tokens(start, middle) <= available:
-                low = middle
-            else:
-                high = middle
-        spans.append((start, low))
-        start = low
+        tree = trees
+        if block_tokens(start, start + 1, tree) > available:
+            tree = ()
+            if block_tokens(start, start + 1, tree) > available:
+                raise BudgetError(_part_too_large(document, content[start], available,
+                                                  block_tokens(start, start + 1, tree), trees))
+        fits = functools.partial(_span_fits, block_tokens, start, tree, available)
+        spans.append((start, _longest_run(fits, start, len(content)), tree))
+        start = spans[-1][1]
     parts = []
-    for number, (first, end) in enumerate(spans, 1):
+    for number, (first, end, tree) in enumerate(spans, 1):
         keep = tree + tuple(content[first:end])
         parts.append(Part(part_label(document, keep), keep,
-                          block_tokens(first, end, number, len(spans))))
+                          block_tokens(first, end, tree, number, len(spans))))
     return parts
+
+
+def _span_fits(block_tokens: Callable[[int, int, tuple[int, ...]], int], start: int,
+               tree: tuple[int, ...], available: int, end: int) -> bool:
+    return block_tokens(start, end, tree) <= available
+
+
+def _longest_run(fits: Callable[[int], bool], start: int, size: int) -> int:
+    """The largest end such that the run from `start` to it fits (start + 1 does)."""
+    low, step = start + 1, 1  # gallop, then bisect
+    while low + step <= size and fits(low + step):
+        low, step = low + step, step * 2
+    high = min(low + step, size + 1)  # the run to `high` does not fit (or is past the end)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _part_too_large(document: Document, index: int, available: int, alone: int,
+                    trees: tuple[int, ...]) -> str:
+    section = document.sections[index]
+    tree = ("the file tree is left out and it still does not fit" if trees
+            else "there is no file tree")
+    return (f"{document.name}: {section.locator} alone needs {section.tokens:,} tokens, and with "
+            f"its part note and name {alone:,}, over the {available:,} available per request "
+            f"({tree}); raise the context length or lower --max-tokens.")
 
 
 def reusable_prefix_tokens(previous_ids: Sequence[int], next_ids: Sequence[int], *,

@@ -127,7 +127,7 @@ def test_rank_and_fit_sections_drop_largest_first_and_state_it():
     assert rank_sections(document) == [1, 3, 2, 0]
     assert fit_sections(document, 2500) == (0, 2, 3)
     assert fit_sections(document, 10_000) == (0, 1, 2, 3)
-    with pytest.raises(BudgetError, match="only 50"):
+    with pytest.raises(BudgetError, match="in the 50 tokens available"):
         fit_sections(document, 50)
 
 

@@ -20,6 +20,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "install_secret",
     "isolation",
     "log_in",
+    "login_client",
     "login_from_token",
     "login_token",
     "proxy_user",
@@ -119,50 +121,137 @@ class Users:
         return None
 
 
-class LoginThrottle:
-    """Slows password guessing: after `free` failed logins in a row for one name, that name
-    is refused for `lock_s` seconds (right password or not), and the pause doubles with each
-    further run of failures. Per process, in memory: enough for one Spark's app."""
+@dataclass
+class _Failures:
+    count: int
+    until: float  # refused before this (the clock's seconds)
+    seen: float  # the last failure
 
-    def __init__(self, *, free: int = 5, lock_s: float = 30.0,
+
+class _FailureTable:
+    """Failed logins per key, least recently failed first, at most `size` keys: a key is
+    forgotten `forget_s` after its last failure (once its pause is over), and the least
+    recently failed go first when the table is full, so no flood of names or addresses can
+    grow it without bound."""
+
+    def __init__(self, *, size: int, forget_s: float) -> None:
+        self._rows: OrderedDict[tuple[str, ...], _Failures] = OrderedDict()
+        self._size, self._forget_s = size, forget_s
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def until(self, key: tuple[str, ...], now: float) -> float:
+        row = self._rows.get(key)
+        if row is not None and self._stale(row, now):
+            del self._rows[key]
+            return 0.0
+        return row.until if row is not None else 0.0
+
+    def fail(self, key: tuple[str, ...], now: float, *, free: int, lock_s: float) -> _Failures:
+        """Count a failure; every `free`-th in a row pauses the key, twice as long each time."""
+        row = self._rows.pop(key, None)
+        if row is None or self._stale(row, now):
+            row = _Failures(0, 0.0, now)
+        row.count, row.seen = row.count + 1, now
+        if row.count % free == 0:
+            row.until = now + lock_s * 2 ** min(row.count // free - 1, 20)
+        self._rows[key] = row
+        while self._rows:  # the oldest first: stale ones, then any beyond the size
+            oldest = next(iter(self._rows.values()))
+            if len(self._rows) <= self._size and not self._stale(oldest, now):
+                break
+            self._rows.popitem(last=False)
+        return row
+
+    def forget(self, key: tuple[str, ...]) -> None:
+        self._rows.pop(key, None)
+
+    def _stale(self, row: _Failures, now: float) -> bool:
+        return now >= row.until and now - row.seen > self._forget_s
+
+
+class LoginThrottle:
+    """Slows password guessing without handing anyone a way to lock a user out. Failures are
+    counted per (client, name) and per client, never per name alone: after `free` failures in
+    a row for one name from one client, that client is refused that name for `lock_s`
+    seconds (right password or not), and after `client_free` failures from one client across
+    any names, that client is refused everything; each pause doubles with each further run.
+    Another client's failures never pause the real user's own browser. Both tables are bounded
+    (`size` keys each, forgotten `forget_s` after their last failure). Per process, in memory:
+    enough for one Spark's app."""
+
+    def __init__(self, *, free: int = 5, client_free: int = 20, lock_s: float = 30.0,
+                 size: int = 10_000, forget_s: float = 24 * 3600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._free, self._lock_s, self._clock = free, lock_s, clock
-        self._failures: dict[str, int] = {}
-        self._until: dict[str, float] = {}
+        self._free, self._client_free, self._lock_s, self._clock = free, client_free, lock_s, clock
+        self._by_name = _FailureTable(size=size, forget_s=forget_s)
+        self._by_client = _FailureTable(size=size, forget_s=forget_s)
         self._guard = threading.Lock()
 
-    def wait_s(self, name: str) -> float:
-        """Seconds before `name` may try again (0 when it may now)."""
+    @property
+    def entries(self) -> int:
+        """Keys held in both tables (each at most `size`)."""
         with self._guard:
-            return max(0.0, self._until.get(name, 0.0) - self._clock())
+            return len(self._by_name) + len(self._by_client)
 
-    def failed(self, name: str) -> None:
+    def wait_s(self, client: str, name: str) -> float:
+        """Seconds before `client` may try `name` again (0 when it may now)."""
         with self._guard:
-            failures = self._failures.get(name, 0) + 1
-            self._failures[name] = failures
-            if failures >= self._free and failures % self._free == 0:
-                runs = failures // self._free
-                self._until[name] = self._clock() + self._lock_s * 2 ** (runs - 1)
-                log.warning("login for %s paused after %d failed tries", name, failures)
+            now = self._clock()
+            until = max(self._by_name.until(_pair(client, name), now),
+                        self._by_client.until((client,), now))
+            return max(0.0, until - now)
 
-    def succeeded(self, name: str) -> None:
+    def failed(self, client: str, name: str) -> None:
         with self._guard:
-            self._failures.pop(name, None)
-            self._until.pop(name, None)
+            now = self._clock()
+            pair = self._by_name.fail(_pair(client, name), now, free=self._free,
+                                      lock_s=self._lock_s)
+            alone = self._by_client.fail((client,), now, free=self._client_free,
+                                         lock_s=self._lock_s)
+        if pair.until > now or alone.until > now:
+            log.warning("logins from %s paused after %d failed tries (%d for %s)", client,
+                        alone.count, pair.count, name)
+
+    def succeeded(self, client: str, name: str) -> None:
+        """The right password: this client's run of failures for this name ends (its failures
+        across names stay counted, or one real account would reset a guesser's count)."""
+        with self._guard:
+            self._by_name.forget(_pair(client, name))
 
 
-def log_in(users: Users, throttle: LoginThrottle, name: str, password: str) -> str:
+def _pair(client: str, name: str) -> tuple[str, str]:
+    return (client, name.casefold())
+
+
+def log_in(users: Users, throttle: LoginThrottle, name: str, password: str, *,
+           client: str) -> str:
     """The user's name, or LoginError saying why not (one message for a wrong name or
-    password; another while the name is paused after too many failures)."""
-    wait = throttle.wait_s(name)
+    password; another while this client is paused after too many failures). `client` is
+    where the attempt comes from (`login_client`)."""
+    wait = throttle.wait_s(client, name)
     if wait > 0:
-        raise LoginError(f"Too many failed logins for {name!r}; try again in {wait:.0f} s.")
+        raise LoginError(f"Too many failed logins from this address; try again in {wait:.0f} s.")
     user = users.authenticate(name, password)
     if user is None:
-        throttle.failed(name)
+        throttle.failed(client, name)
         raise LoginError("Wrong username or password.")
-    throttle.succeeded(name)
+    throttle.succeeded(client, name)
     return user
+
+
+def login_client(headers: Mapping[str, str], *, peer: str | None, settings: Settings) -> str:
+    """Where a login attempt comes from, for the throttle: the TCP peer, or, when the peer is
+    a trusted proxy, the address that proxy put last in X-Forwarded-For (the one it saw; the
+    ones before it are the client's own claims). Streamlit reports a loopback peer as None."""
+    address = peer or "127.0.0.1"
+    if _trusted(address, settings):
+        forwarded = next((v for k, v in headers.items() if k.lower() == "x-forwarded-for"), "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1][:64]
+    return address
 
 
 @dataclass(frozen=True)

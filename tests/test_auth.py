@@ -203,16 +203,16 @@ def test_repeated_failed_logins_pause_the_name(store: Store):
     users.add("alice", "alice-pass-1")
     now = [1000.0]
     throttle = LoginThrottle(free=3, lock_s=30.0, clock=lambda: now[0])
-    assert log_in(users, throttle, "alice", "alice-pass-1") == "alice"
+    assert log_in(users, throttle, "alice", "alice-pass-1", client="10.0.0.7") == "alice"
     for _ in range(3):
         with pytest.raises(LoginError, match="Wrong username or password"):
-            log_in(users, throttle, "alice", "guess")
-    with pytest.raises(LoginError, match="Too many failed logins.*30 s"):
-        log_in(users, throttle, "alice", "alice-pass-1")  # even the right one, while paused
+            log_in(users, throttle, "alice", "guess", client="10.0.0.7")
+    with pytest.raises(LoginError, match="Too many failed logins from this address.*30 s"):
+        log_in(users, throttle, "alice", "alice-pass-1", client="10.0.0.7")  # even the right one, while paused
     now[0] += 31
-    assert log_in(users, throttle, "alice", "alice-pass-1") == "alice"
+    assert log_in(users, throttle, "alice", "alice-pass-1", client="10.0.0.7") == "alice"
     with pytest.raises(LoginError, match="Wrong"):
-        log_in(users, throttle, "carol", "guess")  # an unknown name: the same message
+        log_in(users, throttle, "carol", "guess", client="10.0.0.7")  # an unknown name: the same message
 
 
 def test_the_single_user_name_is_reserved_for_team_members(tmp_path):

@@ -22,6 +22,7 @@ from ..auth import (
     install_secret,
     isolation,
     log_in,
+    login_client,
     login_from_token,
     login_token,
     proxy_user,
@@ -168,7 +169,9 @@ def _login_form(svc: Services) -> None:
     if not submitted:
         return
     try:
-        user = log_in(Users(svc.workspace.store), _throttle(), name.strip(), password)
+        client = login_client(st.context.headers, peer=st.context.ip_address, settings=settings)
+        user = log_in(Users(svc.workspace.store), _throttle(), name.strip(), password,
+                      client=client)
     except LoginError as exc:
         st.error(str(exc))
         return
@@ -183,7 +186,8 @@ def _login_form(svc: Services) -> None:
 
 @st.cache_resource
 def _throttle() -> LoginThrottle:
-    """One per process, shared by every browser session: guesses from many tabs add up."""
+    """One per process, shared by every browser session: guesses from many tabs of one client
+    add up, and no other client's guesses pause a user's own browser."""
     return LoginThrottle()
 
 

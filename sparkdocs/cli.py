@@ -21,13 +21,13 @@ from .cli_help import PlainTyper
 from .config import OutputFormat, Settings, build_settings
 from .errors import BudgetError, ConfigError, SparkdocsError
 from .literal import redact_url, redact_urls, strip_controls
-from .workspace import LoadRequest, Workspace
+from .workspace import LoadRequest, Workspace, documents_report
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
 
     from .documents import Document
-    from .qa import QuestionAnswering
+    from .qa import AddedDocument, QuestionAnswering
     from .store import Session
 
 
@@ -135,6 +135,7 @@ IncludeOpt = Annotated[list[str] | None, typer.Option("--include", metavar="PATT
 ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", metavar="PATTERN", help="gitignore-style pattern of files to leave out; may be repeated.")]
 PasswordOpt = Annotated[str | None, typer.Option("--password", metavar="PASSWORD", help="Password of an encrypted PDF.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+DocumentsOpt = Annotated[bool, typer.Option("--documents", help="Each path its own document, in the order given (without it, the paths make one document of sections).")]
 BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", metavar="URL", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Served model id (SPARKDOCS_MODEL).")]
 ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", metavar="KEY", help="API key (SPARKDOCS_API_KEY).")]
@@ -174,13 +175,15 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
           pages: PagesOpt = None, parts: PartsOpt = None,
           password: PasswordOpt = None, as_json: JsonOpt = False,
           context_length: ContextOpt = None,
-          max_tokens: Annotated[int | None, typer.Option(help="Answer reserve.")] = None) -> None:
+          max_tokens: Annotated[int | None, typer.Option(help="Answer reserve.")] = None,
+          documents: DocumentsOpt = False) -> None:
     """Exact Llama 3 token counts per part, and the budget against the context.
 
     Parts are numbered for --parts; over budget, a --pages/--parts selection that fits is
     printed, ready to paste."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
-    document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
+    document = _load(workspace, LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password),
+                     separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)
     report = workspace.count(document, keep=keep)
     if as_json:
@@ -233,13 +236,15 @@ def prompt(paths: PathsArg,
            question: Annotated[str, typer.Option("--question", "-q", help="The question to ask.")],
            include: IncludeOpt = None, exclude: ExcludeOpt = None, pages: PagesOpt = None,
            parts: PartsOpt = None, password: PasswordOpt = None, as_json: JsonOpt = False,
-           context_length: ContextOpt = None, max_tokens: MaxTokensOpt = None) -> None:
+           context_length: ContextOpt = None, max_tokens: MaxTokensOpt = None,
+           documents: DocumentsOpt = False) -> None:
     """The exact chat messages that would be sent, and their token count.
 
     A prompt that would not fit the context (with the answer reserve) is printed, then an error
     (exit 2)."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
-    document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
+    document = _load(workspace, LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password),
+                     separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)
     built = workspace.prompts.question(workspace.prepare(document, keep=keep), question)
     settings = workspace.settings
@@ -262,6 +267,16 @@ def prompt(paths: PathsArg,
                           f"of {settings.context_length:,}; shorten the question or lower --max-tokens.")
 
 
+def _load(workspace: Workspace, request: LoadRequest, *, separate: bool) -> Document:
+    """The paths as one document, or (`--documents`) each its own, said on stderr."""
+    if not separate:
+        return workspace.load(request)
+    loaded = workspace.load_each(request)
+    for note in loaded.notes:
+        _say(err, "note:", "yellow", note)
+    return loaded.document
+
+
 def _service_settings(base_url: str | None, model: str | None, api_key: str | None,
                       **more: Any) -> Settings:
     return settings_from(base_url=base_url, model=model, api_key=api_key, **more)
@@ -274,20 +289,32 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
         pages: PagesOpt = None, parts: PartsOpt = None,
         password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,
         model: ModelOpt = None, api_key: ApiKeyOpt = None,
-        whole: Annotated[bool, typer.Option("--whole", help="Answer from every page of a document larger than the context: it is read in parts, asked at once as the server has room, and their answers merged (each part sees the question, not earlier answers).")] = False) -> None:
-    """Stream an answer about a document; the session id printed lets you follow up."""
+        whole: Annotated[bool, typer.Option("--whole", help="Answer from every page of a document larger than the context: it is read in parts, asked at once as the server has room, and their answers merged (each part sees the question, not earlier answers).")] = False,
+        documents: DocumentsOpt = False,
+        add: Annotated[list[str] | None, typer.Option("--add", metavar="PATH", help="Add a document to the session, after those it has (repeatable); the earlier documents stay cached.")] = None) -> None:
+    """Stream an answer about a document; the session id printed lets you follow up.
+
+    With --follow-up-of, the paths may be left out: the session's documents are reopened from
+    the store."""
     from .client import ModelClient
     from .qa import QuestionAnswering
 
-    paths, question = _paths_then_question(args)
+    paths, question = _paths_then_question(args, optional=bool(follow_up_of))
     _check_ask_options(follow_up_of=follow_up_of, pages=pages, parts=parts, whole=whole)
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     _store_recovered(workspace)
-    document = workspace.load(LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password))
-    keep = workspace.select(document, pages=pages, parts=parts)
     qa = QuestionAnswering(workspace, ModelClient(settings))
-    session = qa.session_for(document, follow_up_of=follow_up_of, keep=keep, whole=whole)
+    request = LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password)
+    target = _ask_target(qa, request if paths else None, follow_up_of=follow_up_of,
+                         separate=documents, pages=pages, parts=parts, whole=whole)
+    for path in add or ():
+        added = workspace.load(LoadRequest((path,), tuple(include or ()), tuple(exclude or ()), password))
+        target = qa.add_document(target.session, target.document, added,
+                                 folder=str(Path(path).parent), whole=whole)
+        for note in target.notes:
+            _say(err, "note:", "yellow", note)
+    session, document = target.session, target.document
     if whole:
         _ask_whole(qa, document, session, question, as_json=as_json)
         return
@@ -305,6 +332,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     if as_json:
         emit_json({**(result.as_dict() if result is not None else {"answer": turn.answer}),
                    "status": turn.status.value, "error": turn.error, "session": session.id,
+                   "documents": documents_report(document, session.kept_sections),
                    "citations": [c.as_dict() for c in citations]})
     else:
         from .citation_views import sources_text
@@ -319,7 +347,37 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
         raise typer.Exit(3)
 
 
-def _paths_then_question(args: list[str]) -> tuple[list[str], str]:
+def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up_of: str | None,
+                separate: bool, pages: str | None, parts: str | None, whole: bool
+                ) -> AddedDocument:
+    """The session to ask in and the document (or documents) it asks about."""
+    from .qa import AddedDocument
+    from .workspace import DocumentSet
+
+    workspace = qa.workspace
+    given = None
+    if request is not None:
+        given = (workspace.load_each(request) if separate
+                 else DocumentSet(workspace.load(request)))
+    if follow_up_of:
+        if given is not None and not separate:
+            session = workspace.store.get_session(follow_up_of)
+            if session.documents:  # a session of several: each path is one of them
+                given = workspace.load_each(request) if request is not None else None
+        target = qa.follow_up(follow_up_of, given=given)
+    else:
+        assert given is not None
+        keep = workspace.select(given.document, pages=pages, parts=parts)
+        session = qa.session_for(given.document, keep=keep, whole=whole)
+        target = AddedDocument(session, given.document, given.notes)
+    for note in target.notes:
+        _say(err, "note:", "yellow", note)
+    return target
+
+
+def _paths_then_question(args: list[str], *, optional: bool = False) -> tuple[list[str], str]:
+    if optional and len(args) == 1:  # a follow-up: the session's documents from the store
+        return [], args[0]
     if len(args) < 2:
         raise typer.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
@@ -388,7 +446,9 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
                               "prompt_tokens": p.prompt_tokens,
                               "cached_tokens": p.cached_tokens} for p in turn.parts],
                    "prompt_tokens": turn.prompt_tokens, "cached_tokens": turn.cached_tokens,
-                   "session": outcome.session.id, "citations": [c.as_dict() for c in citations]})
+                   "session": outcome.session.id,
+                   "documents": documents_report(document, session.kept_sections),
+                   "citations": [c.as_dict() for c in citations]})
     elif turn.answer:
         out.print(turn.answer, markup=False)
         if citations:
@@ -480,7 +540,7 @@ def doctor(as_json: JsonOpt = False, base_url: BaseUrlOpt = None, model: ModelOp
 def summarize(
         paths: PathsArg,
         out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the summaries.")],
-        concurrency: Annotated[int, typer.Option(metavar="N", help="Requests kept in flight.")] = 8,
+        concurrency: Annotated[int, typer.Option(metavar="N", help="Requests kept in flight per engine (behind vLLM's router: times the engines that serve).")] = 8,
         instructions: Annotated[Path | None, typer.Option(metavar="FILE", help="File with the summary instructions.")] = None,
         style: Annotated[str | None, typer.Option(metavar="STYLE", help="Built-in instructions: brief, contract, paper, code.")] = None,
         output_format: Annotated[OutputFormat, typer.Option(
@@ -634,11 +694,20 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
             env.update({"SPARKDOCS_BASE_URL": supervisor.base_url, "SPARKDOCS_CONTEXT_LENGTH": "8192",
                         # a page can show the tail of this log when the demo model stops answering
                         "SPARKDOCS_LOCAL_MODEL_LOG": str(supervisor.log_path)})
+        typer.echo(f"sparkdocs app: open {_app_address(address, port)} in a browser "
+                   "(Ctrl-C stops it).")
         subprocess.run([sys.executable, "-m", "streamlit", "run", str(app_path),
                         "--server.port", str(port), "--server.address", address], env=env, cwd=app_path.parent, check=False)
     finally:
         if supervisor is not None:
             supervisor.stop()
+
+
+def _app_address(address: str, port: int) -> str:
+    """The address a browser on this machine opens: one listening everywhere is reached at
+    localhost (and at this machine's name from others)."""
+    host = "localhost" if address in ("", "0.0.0.0", "::") else address
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _echo_local_model(base_url: str, log_path: Path, n_ctx: int) -> None:
@@ -670,8 +739,6 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
 
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
-        typer.echo(f"sparkdocs app: open {_app_address(address, port)} in a browser "
-                   "(Ctrl-C stops it).")
     except ValueError:
         raise typer.BadParameter("--concurrency is a comma-separated list of integers, e.g. 1,2,4") from None
     if not levels or min(levels) < 1 or max(levels) > 64:
@@ -679,13 +746,6 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
     settings = _service_settings(base_url, model, api_key)
     workspace = Workspace(settings)
     if max_tokens < 1 or tokens < 1:
-def _app_address(address: str, port: int) -> str:
-    """The address a browser on this machine opens: one listening everywhere is reached at
-    localhost (and at this machine's name from others)."""
-    host = "localhost" if address in ("", "0.0.0.0", "::") else address
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
-
-
         raise ConfigError(f"--max-tokens {max_tokens} --tokens {tokens}: both must be whole "
                           "numbers of at least 1.")
     with err.status(Text("starting…")) as status:

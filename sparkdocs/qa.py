@@ -17,8 +17,8 @@ from typing import TypedDict
 
 from .citations import Citation, Locator, Status, verify_answer
 from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult
-from .documents import Document, DocumentKind, SectionKind
-from .errors import BudgetError, PasswordRequiredError, SparkdocsError
+from .documents import Document, DocumentKind, SectionKind, combine_documents
+from .errors import BudgetError, PasswordRequiredError, SparkdocsError, StoreError
 from .parts import (
     PartAnswer,
     PartPlan,
@@ -34,12 +34,12 @@ from .parts import (
 )
 from .prompts import PreparedDocument, Prompt
 from .served_tokens import ServedCount, ServedTokenizer, effective_context
-from .store import PartRecord, Session, Turn, TurnStatus
+from .store import PartRecord, Session, SessionDocument, Turn, TurnStatus
 from .store.busy import SessionBusyError, whole_answer_lock
 from .store.recovery import append_kept
 from .streams import StreamGroup
 from .tokens import Budget
-from .workspace import Workspace
+from .workspace import DocumentSet, Workspace, new_session
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,16 @@ class PendingAnswer:
     question: str
     follow_up: bool
     prepared: PreparedDocument  # what was sent: the answer's quotes are checked against it
+
+
+@dataclass(frozen=True)
+class AddedDocument:
+    """A session after a document was added (or found to be in it already), the set it now
+    asks about, and what was said on the way."""
+
+    session: Session
+    document: Document
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,10 +132,91 @@ class QuestionAnswering:
                     "document's paths or start a new session.")
             return session
         if not whole:  # read in parts, the whole document need not fit one request
-            context = self.client.capabilities().context_length
-            self.workspace.check_selection(document, keep, context=context,
-                                           ratio=self.served_count(document, keep).ratio)
-        return store.new_session(document, owner=owner, kept_sections=keep)
+            self.check_budget(document, keep)
+        return new_session(store, document, owner=owner, keep=keep)
+
+    def check_budget(self, document: Document, keep: Sequence[int] | None) -> None:
+        """A BudgetError naming the excess and a selection that fits, unless `keep` fits the
+        served context (see `Workspace.check_selection`)."""
+        context = self.client.capabilities().context_length
+        self.workspace.check_selection(document, keep, context=context,
+                                       ratio=self.served_count(document, keep).ratio)
+
+    def add_document(self, session: Session, current: Document, added: Document, *,
+                     folder: str | None = None, whole: bool = False) -> AddedDocument:
+        """`added` after the session's documents: the earlier documents' blocks stay as they
+        were (their cached prefix serves the next question), the new one costs only its own
+        tokens. The whole set must fit unless it is read `whole`. The same document again is
+        said, not added."""
+        if session.documents and len(current.blocks) != len(session.documents):
+            missing = [d.name for d in session.documents
+                       if d.key not in {m.content_hash for m in current.blocks}]
+            raise SparkdocsError(
+                f"This session's {', '.join(missing)} is no longer in the store: add it back "
+                "first (upload it again), or start a new session with these documents.")
+        combined = self.workspace.with_added(current, added, folder=folder)
+        if combined.document is current:
+            return AddedDocument(session, current, combined.notes)
+        keep = session.kept_sections
+        if keep is not None:
+            keep = (*keep, *range(len(current.sections), len(combined.document.sections)))
+        if not whole:
+            self.check_budget(combined.document, keep)
+        new = combined.document.members[-1]
+        stored = self.workspace.store.add_session_document(
+            session.id, SessionDocument(new.content_hash, new.name, new.count),
+            key=combined.document.content_hash, name=combined.document.name,
+            kept_sections=keep, first_sections=len(current.sections), owner=session.owner)
+        return AddedDocument(stored, combined.document, combined.notes)
+
+    def follow_up(self, session_id: str, *, given: DocumentSet | None = None,
+                  owner: str | None = None, passwords: Mapping[str, str] | None = None
+                  ) -> AddedDocument:
+        """A session to go on with and the documents it asks about: the paths given again
+        (they must be its documents, under the names the session gave them), or without paths
+        its documents from the store — a document no longer there is named and the others
+        open."""
+        owner = owner or self.workspace.settings.user
+        session = self.workspace.store.get_session(session_id, owner=owner)
+        if given is None:
+            opened = self.open_documents(session, passwords=passwords)
+            if opened.keep is not None or opened.missing:
+                session = replace(session, kept_sections=opened.keep)
+            return AddedDocument(session, opened.document, opened.notes)
+        document = given.document
+        if session.documents:
+            document = self._as_in_session(session, given.document)
+        self.session_for(document, follow_up_of=session_id, owner=owner)
+        return AddedDocument(session, document, given.notes)
+
+    def _as_in_session(self, session: Session, given: Document) -> Document:
+        """The documents given, in the session's order and under its names."""
+        by_key = {m.content_hash: m for m in given.blocks}
+        wanted = [d.key for d in session.documents]
+        extra = [m.name for m in given.blocks if m.content_hash not in wanted]
+        absent = [d.name for d in session.documents if d.key not in by_key]
+        if extra or absent:
+            problem = (f"{', '.join(extra)} is not in it (add it with --add)" if extra
+                       else f"{', '.join(absent)} is missing from the paths")
+            raise SparkdocsError(
+                f"Session {session.id} holds {session.document_name}; {problem}. Give its "
+                "documents' paths, or none to reopen them from the store.")
+        parts = [self.workspace.member_document(given, by_key[key]) for key in wanted]
+        return combine_documents(parts, names=[d.name for d in session.documents])
+
+    def open_documents(self, session: Session, *, passwords: Mapping[str, str] | None = None
+                       ) -> DocumentSet:
+        """A session's documents from the store (several, or its one): what the Library and
+        `ask --follow-up-of` without paths reopen."""
+        if session.documents:
+            return self.workspace.reopen(session, owner=session.owner, passwords=passwords)
+        document = self.workspace.store.get_document(
+            session.document_key, owner=session.owner,
+            password=(passwords or {}).get(session.document_key))
+        if document is None:
+            raise StoreError(f"{session.document_name} is no longer in the store; upload it "
+                             "again (or give its paths) to go on with this session.")
+        return DocumentSet(document)
 
     def _files_of(self, session: Session, *, owner: str) -> str:
         """` (a.txt, b.txt, in this order)` for a session about several files: the order given

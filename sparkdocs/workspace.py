@@ -4,14 +4,14 @@ wired once. Loading a document goes through the store, so the same bytes are par
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from .config import AuthMode, Settings
-from .documents import Document, SectionKind
+from .documents import Document, Member, SectionKind, combine_documents, unique_names
 from .errors import BudgetError, IngestError, StoreError
 from .ingest import (
     IngestOptions,
@@ -28,11 +28,22 @@ from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sec
 from .rank_cache import CachedRanks, cached_ranks
 from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
-from .store import Session, Store
+from .store import Session, SessionDocument, Store
 from .store.recovery import RecoveryReport, private_temp_folder, recovered_folder, store_recovered
 from .tokens import Budget, count_document, llama3, preload_llama3
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DocumentSet:
+    """Several documents as one session holds them (see `documents.combine_documents`), and
+    what was said on the way: a file given twice, a document no longer in the store."""
+
+    document: Document
+    notes: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # names of the session's documents the store no longer has
+    keep: tuple[int, ...] | None = None  # a reopened session's kept sections, in this set
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,82 @@ class Workspace:
             uploads = [Upload(str(p), u.data) for p, u in zip(paths, uploads, strict=True)]
         return self.load_uploads(uploads, options)
 
+    def load_each(self, request: LoadRequest) -> DocumentSet:
+        """Each path its own document (a folder or an archive a codebase), in the order given,
+        as one set; the same file given twice is one document, and names that clash are told
+        apart by their folder."""
+        paths = expand_paths(request.paths)
+        documents: list[Document] = []
+        folders: list[str] = []
+        notes: list[str] = []
+        for path in paths:
+            document = self.load(replace(request, paths=(str(path),)))
+            twin = next((d for d in documents if d.content_hash == document.content_hash), None)
+            if twin is not None:
+                notes.append(f"{path} is the same document as {twin.name}: it is read once.")
+                continue
+            documents.append(document)
+            folders.append(str(path.parent))
+        names = unique_names([d.name for d in documents], folders=folders)
+        return DocumentSet(combine_documents(documents, names=names), tuple(notes))
+
+    def reopen(self, session: Session, *, owner: str | None = None,
+               passwords: Mapping[str, str] | None = None) -> DocumentSet:
+        """The documents of a session of several, from the store, in their order and under
+        their names; a document the store no longer has is named in `missing`, and the set
+        opens with the others. An encrypted PDF needs its password again (`passwords` by
+        document key; PasswordRequiredError names the document)."""
+        owner = owner or self.settings.user
+        documents: list[Document] = []
+        names: list[str] = []
+        missing: list[str] = []
+        kept = set(session.kept_sections) if session.kept_sections is not None else None
+        keep: list[int] = []
+        first = 0
+        for member in session.documents:
+            document = self.store.get_document(member.key, owner=owner,
+                                               password=(passwords or {}).get(member.key))
+            if document is None:
+                missing.append(member.name)
+            else:
+                start = sum(len(d.sections) for d in documents)
+                keep += [start + i for i in range(len(document.sections))
+                         if kept is None or first + i in kept]
+                documents.append(document)
+                names.append(member.name)
+            first += member.sections
+        if not documents:
+            raise StoreError(
+                f"None of the documents of session {session.id} is in the store any more "
+                f"({', '.join(missing)}); upload them again to start a new session.")
+        notes = tuple(f"{name} is no longer in the store (upload it again to add it back); the "
+                      "session opens with the others." for name in missing)
+        whole = combine_documents(documents, names=names)
+        return DocumentSet(whole, notes, tuple(missing),
+                           None if kept is None and not missing else tuple(keep))
+
+    def with_added(self, current: Document, added: Document, *, folder: str | None = None
+                   ) -> DocumentSet:
+        """`current` (one document or a set) with `added` after it; names already given never
+        change, so the prompt up to the new document stays as it was."""
+        members = current.blocks
+        if any(m.content_hash == added.content_hash for m in members):
+            twin = next(m.name for m in members if m.content_hash == added.content_hash)
+            return DocumentSet(current, (f"{added.name} is already in this session (as "
+                                         f"{twin}): it is read once.",))
+        parts = [self.member_document(current, member) for member in members]
+        taken = [m.name for m in members]
+        (name,) = unique_names([added.name], folders=[folder or ""], taken=taken)
+        return DocumentSet(combine_documents([*parts, added], names=[*taken, name]))
+
+    @staticmethod
+    def member_document(whole: Document, member: Member) -> Document:
+        """One document of a set as it was before it joined (the set itself when it is one)."""
+        if not whole.members:
+            return whole
+        return Document(member.name, member.kind, member.content_hash,
+                        whole.sections[member.first:member.first + member.count], counted=True)
+
     def budget(self, document: Document, *, keep: Sequence[int] | None = None,
                context: int | None = None, answer_tokens: int | None = None) -> Budget:
         return self.prompts.budget(document, context=context or self.settings.context_length,
@@ -153,11 +240,11 @@ class Workspace:
         uploading or reopening a document does not leave a trail of empty sessions behind."""
         store, owner = self.store, owner or self.settings.user
         for session in store.list_sessions(owner=owner, document_key=document.content_hash):
-            if not session.turns:
+            if not session.turns and session.document_key == document.content_hash:
                 if session.kept_sections == (tuple(keep) if keep is not None else None):
                     return session
                 return store.set_kept_sections(session.id, keep, owner=owner)
-        return store.new_session(document, owner=owner, kept_sections=keep)
+        return new_session(store, document, owner=owner, keep=keep)
 
     def select(self, document: Document, *, pages: str | None = None, parts: str | None = None
                ) -> tuple[int, ...] | None:
@@ -216,6 +303,33 @@ class Workspace:
         return report
 
 
+def new_session(store: Store, document: Document, *, owner: str,
+                keep: Sequence[int] | None) -> Session:
+    """A new session over one document, or over each document of a set."""
+    if not document.members:
+        return store.new_session(document, owner=owner, kept_sections=keep)
+    return store.new_set_session([SessionDocument(m.content_hash, m.name, m.count)
+                                  for m in document.members],
+                                 key=document.content_hash, name=document.name, owner=owner,
+                                 kept_sections=keep)
+
+
+def documents_report(document: Document, keep: Sequence[int] | None = None
+                     ) -> list[dict[str, Any]]:
+    """Each document of a set (or the one document): its name, kind, tokens and the parts of
+    it that are kept (numbered from 1 within the document)."""
+    kept = set(range(len(document.sections)) if keep is None else keep)
+    report = []
+    for member in document.blocks:
+        sections = document.sections[member.first:member.first + member.count]
+        kept_here = [n for n, i in enumerate(member.indices, 1) if i in kept]
+        report.append({"name": member.name, "kind": member.kind.value,
+                       "content_hash": member.content_hash,
+                       "tokens": sum(s.tokens for s in sections), "sections": len(sections),
+                       "kept": kept_here, "first_part": member.first + 1})
+    return report
+
+
 def count_report(document: Document, budget: Budget, *, keep: Sequence[int] | None = None,
                  fit_hint: str | None = None) -> dict[str, Any]:
     """The `count` view of a document: tokens per section and directory, the budget (of the
@@ -236,6 +350,7 @@ def count_report(document: Document, budget: Budget, *, keep: Sequence[int] | No
         "warnings": list(document.warnings),
         "skipped": list(document.skipped),
         "budget": budget.as_dict(),
+        "documents": documents_report(document, keep),
     }
     if any(s.kind is SectionKind.FILE for s in document.sections):
         report["directories"] = directory_tokens(document.sections)

@@ -29,6 +29,7 @@ from .records import (
     DocumentInfo,
     PartRecord,
     Session,
+    SessionDocument,
     Turn,
     TurnStatus,
     document_from_json,
@@ -46,5 +47,5 @@ class Store(DocumentRows, SessionRows, UserRows):
 
 
 __all__ = ["BUSY_TIMEOUT_S", "DATABASE_NAME", "LEGACY_FOLDERS", "SCHEMA_VERSION", "DocumentInfo",
-           "PartRecord", "Session", "Store", "Turn", "TurnStatus", "document_from_json",
+           "PartRecord", "Session", "SessionDocument", "Store", "Turn", "TurnStatus", "document_from_json",
            "document_to_json", "turn_from_json", "turn_to_json"]

@@ -126,6 +126,22 @@ def _bodies_to_diskcache(db: sqlite3.Connection, bodies: DocumentBodies) -> None
         log.info("moved %d stored document(s) into %s", len(owned), bodies.directory)
 
 
+def _session_documents(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
+    """A session may hold several documents, in the order they were added (issue #19); a
+    session of one document has no rows here."""
+    _script(db, """
+CREATE TABLE IF NOT EXISTS session_documents (
+    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,        -- 0, 1, …: the order of the blocks in the prompt
+    document_key TEXT NOT NULL,       -- no foreign key: documents are evicted, sessions are not
+    name TEXT NOT NULL,               -- as the prompt and citations name it, fixed once added
+    sections INTEGER NOT NULL,        -- its number of sections, to map the kept ones without it
+    PRIMARY KEY (session_id, position)
+);
+CREATE INDEX IF NOT EXISTS session_documents_by_document ON session_documents (document_key)
+""")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One change to the schema, applied once per store and recorded by name. Append new ones
@@ -139,6 +155,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_documents_sessions_turns", _documents_sessions_turns),
     Migration("0002_owners_users_locked_pdfs", _owners_and_users),
     Migration("0003_document_bodies_in_diskcache", _bodies_to_diskcache),
+    Migration("0004_session_documents", _session_documents),
 )
 # A store from before names were kept: what its PRAGMA user_version says it already has.
 _APPLIED_BY_VERSION = {2: 1, 3: 2}

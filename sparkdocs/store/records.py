@@ -80,6 +80,16 @@ class PartRecord:
 
 
 @dataclass(frozen=True)
+class SessionDocument:
+    """One document of a session that holds several: its store key and the name the prompt
+    gives it."""
+
+    key: str
+    name: str
+    sections: int
+
+
+@dataclass(frozen=True)
 class Session:
     id: str
     document_key: str
@@ -90,6 +100,7 @@ class Session:
     created_at: float = 0.0
     updated_at: float = 0.0
     owner: str = LOCAL_USER
+    documents: tuple[SessionDocument, ...] = ()  # in the order added; () for one document
 
     def with_turn(self, turn: Turn) -> Session:
         """A copy with one more turn, for display only: the store appends with `append_turn`."""

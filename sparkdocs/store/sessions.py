@@ -16,7 +16,7 @@ from ..config import LOCAL_USER
 from ..documents import Document
 from ..errors import SessionNotFoundError, StoreError
 from .database import Database
-from .records import _BAD_ROW, Session, Turn, turn_from_json, turn_to_json
+from .records import _BAD_ROW, Session, SessionDocument, Turn, turn_from_json, turn_to_json
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,53 @@ class SessionRows(Database):
                     kept_sections: Sequence[int] | None = None) -> Session:
         return self._insert_session(document.content_hash, document.name, owner=owner,
                                     kept_sections=kept_sections)
+
+    def new_set_session(self, documents: Sequence[SessionDocument], *, key: str, name: str,
+                        owner: str = LOCAL_USER,
+                        kept_sections: Sequence[int] | None = None) -> Session:
+        """A new session over several documents, in this order (`key` and `name` are the
+        set's, see `documents.combine_documents`)."""
+        now = time.time()
+        kept = tuple(kept_sections) if kept_sections is not None else None
+        session = Session(uuid.uuid4().hex[:12], key, name, name, kept, (), now, now, owner,
+                          tuple(documents))
+        with self._write() as db:
+            db.execute("INSERT INTO sessions (id, document_key, document_name, title, "
+                       "kept_sections, created_at, updated_at, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (session.id, key, name, name, _kept_json(kept), now, now, owner))
+            db.executemany("INSERT INTO session_documents (session_id, position, document_key, "
+                           "name, sections) VALUES (?, ?, ?, ?, ?)",
+                           [(session.id, position, d.key, d.name, d.sections)
+                            for position, d in enumerate(documents)])
+        return session
+
+    def add_session_document(self, session_id: str, document: SessionDocument, *, key: str,
+                             name: str, kept_sections: Sequence[int] | None, first_sections: int,
+                             owner: str = LOCAL_USER) -> Session:
+        """Append a document to a session, after those it has (one transaction): the set's new
+        `key`, `name` and kept sections go with it. A session of one document becomes a set of
+        two, its document first under the name it had (with `first_sections` sections)."""
+        kept = tuple(kept_sections) if kept_sections is not None else None
+        with self._write() as db:
+            row = db.execute("SELECT document_key, document_name FROM sessions "
+                             "WHERE id = ? AND owner = ?", (session_id, owner)).fetchone()
+            if row is None:
+                raise self._missing(session_id)
+            (count,) = db.execute("SELECT COUNT(*) FROM session_documents WHERE session_id = ?",
+                                  (session_id,)).fetchone()
+            if count == 0:
+                db.execute("INSERT INTO session_documents (session_id, position, document_key, "
+                           "name, sections) VALUES (?, 0, ?, ?, ?)",
+                           (session_id, row[0], row[1], first_sections))
+                count = 1
+            db.execute("INSERT INTO session_documents (session_id, position, document_key, name, "
+                       "sections) VALUES (?, ?, ?, ?, ?)",
+                       (session_id, count, document.key, document.name, document.sections))
+            db.execute("UPDATE sessions SET document_key = ?, document_name = ?, "
+                       "kept_sections = ?, updated_at = ? WHERE id = ?",
+                       (key, name, _kept_json(kept), time.time(), session_id))
+            return self._load_session(db, session_id, owner=owner)
 
     def new_session_for_key(self, key: str, *, owner: str = LOCAL_USER) -> Session:
         """A new session on one of the owner's stored documents without reading it: for an
@@ -111,18 +158,22 @@ class SessionRows(Database):
     def list_sessions(self, *, owner: str = LOCAL_USER, document_key: str | None = None
                       ) -> list[Session]:
         where, params = "WHERE owner = ?", [owner]
-        if document_key:
-            where, params = where + " AND document_key = ?", [owner, document_key]
+        if document_key:  # sessions about it, alone or with other documents
+            where += (" AND (document_key = ? OR id IN (SELECT session_id FROM session_documents"
+                      " WHERE document_key = ?))")
+            params = [owner, document_key, document_key]
         with self._lock:
             try:
                 rows = self._db.execute(
                     "SELECT id, document_key, document_name, title, kept_sections, created_at, "
                     f"updated_at, owner FROM sessions {where} ORDER BY updated_at DESC",
                     params).fetchall()
-                turns = self._turns_by_session(self._db, [row[0] for row in rows])
+                ids = [row[0] for row in rows]
+                turns = self._turns_by_session(self._db, ids)
+                members = self._documents_by_session(self._db, ids)
             except sqlite3.Error as exc:
                 raise self._error("read", exc) from exc
-        return [_session(row, turns.get(row[0], ())) for row in rows]
+        return [_session(row, turns.get(row[0], ()), members.get(row[0], ())) for row in rows]
 
     def delete_session(self, session_id: str, *, owner: str = LOCAL_USER) -> None:
         with self._write() as db:
@@ -134,7 +185,21 @@ class SessionRows(Database):
                          (session_id, owner)).fetchone()
         if row is None:
             raise self._missing(session_id)
-        return _session(row, self._turns_by_session(db, [session_id]).get(session_id, ()))
+        return _session(row, self._turns_by_session(db, [session_id]).get(session_id, ()),
+                        self._documents_by_session(db, [session_id]).get(session_id, ()))
+
+    @staticmethod
+    def _documents_by_session(db: sqlite3.Connection, ids: Sequence[str]
+                              ) -> dict[str, tuple[SessionDocument, ...]]:
+        found: dict[str, list[SessionDocument]] = {}
+        for start in range(0, len(ids), 500):  # under SQLite's bound on parameters
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for session_id, key, name, sections in db.execute(
+                    "SELECT session_id, document_key, name, sections FROM session_documents "
+                    f"WHERE session_id IN ({marks}) ORDER BY session_id, position", tuple(chunk)):
+                found.setdefault(session_id, []).append(SessionDocument(key, name, sections))
+        return {key: tuple(value) for key, value in found.items()}
 
     @staticmethod
     def _turns_by_session(db: sqlite3.Connection, ids: Sequence[str]
@@ -163,7 +228,8 @@ def _kept_json(kept: tuple[int, ...] | None) -> str | None:
     return None if kept is None else json.dumps(list(kept))
 
 
-def _session(row: tuple[Any, ...], turns: tuple[Turn, ...]) -> Session:
+def _session(row: tuple[Any, ...], turns: tuple[Turn, ...],
+             documents: tuple[SessionDocument, ...] = ()) -> Session:
     session_id, document_key, document_name, title, kept, created_at, updated_at, owner = row
     kept_sections = None
     if kept is not None:
@@ -172,4 +238,4 @@ def _session(row: tuple[Any, ...], turns: tuple[Turn, ...]) -> Session:
         except _BAD_ROW as exc:  # unreadable choice: fall back to the whole document
             log.warning("session %s: unreadable kept sections (%s); keeping all", session_id, exc)
     return Session(session_id, document_key, document_name, title, kept_sections, turns,
-                   created_at, updated_at, owner)
+                   created_at, updated_at, owner, documents)

@@ -30,4 +30,5 @@ with ui.friendly_errors():
     session = ui.budget_view(svc, document, session)
     ui.warm_status(svc, document, session)
     session = ui.chat(svc, document, session)
-    ui.export_button(svc, session, prepared=svc.qa.prepared(document, session.kept_sections))
+    with st.sidebar:  # never under an open source, which opens downwards over the page
+        ui.export_button(svc, session, prepared=svc.qa.prepared(document, session.kept_sections))

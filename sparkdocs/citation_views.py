@@ -81,12 +81,23 @@ def sources_text(citations: Sequence[Citation]) -> str:
                      + [f"  {citation_line(c)}" for c in citations])
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+# What can start Markdown anywhere in a line: escapes, code, emphasis, links (and so images),
+# HTML, GFM tables and strikethrough; `_` only where it can be emphasis (not inside a word);
+# `&` only where it starts an entity. A `.` or `#` in mid-line is only text: escaping it left
+# `www\.example\.org` and `p\. 4` in every file and viewer that shows the source.
+_MARKDOWN_SPECIAL = re.compile(
+    r"[\\`*\[\]<|~]|(?<![^\W_])_|_(?![^\W_])|&(?=#?[0-9A-Za-z]+;)")
+# A line's start that would make a block: a heading, quote, list item or thematic break.
+_BLOCK_START = re.compile(r"^([ \t]*)(?:([#>+\-=])|(\d{1,9})([.)]))", re.M)
 
 
 def escape_markdown(text: str) -> str:
-    """Text shown literally by any CommonMark renderer: no links, images, HTML or emphasis."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    """`text` shown as written by any CommonMark renderer (no links, images, HTML or
+    emphasis), with a backslash only before what Markdown would read: `p. 4` and
+    `www.example.org` stay as they are."""
+    text = _MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    return _BLOCK_START.sub(lambda m: m.group(1) + (f"\\{m.group(2)}" if m.group(2)
+                                                    else f"{m.group(3)}\\{m.group(4)}"), text)
 
 
 def sources_markdown(citations: Sequence[Citation], *, heading: str = "Sources") -> str:

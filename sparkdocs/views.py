@@ -4,11 +4,17 @@ stats line under an answer, and the Markdown export of a session."""
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from markdown_it import MarkdownIt
+
+from .citation_views import answers_sources_markdown
+from .citations import Citation
 from .client import Capabilities
 from .documents import Document, DocumentKind, SectionKind
 from .parts import ASSUMED_PREFILL_TOKENS_PER_S, parts_cached_at_once
@@ -251,19 +257,52 @@ def library_entries(infos: Sequence[DocumentInfo], sessions: Sequence[Session]
     return entries, counted_only
 
 
+_COMMONMARK = MarkdownIt("commonmark")
+_LINES = re.compile(r"\r\n|\r|\n")  # as CommonMark ends lines
+
+
+@lru_cache(maxsize=256)  # the export is composed again on every rerun of the Ask page
+def closed_fences(text: str) -> str:
+    """`text` with the code fence it leaves open closed at its end: an answer stopped inside
+    a code block would otherwise take the stop notice, the stats and the sources after it into
+    the code. The fence is found as CommonMark reads it (``` or ~~~ of any length, indented
+    up to three spaces); one inside a list item or block quote ends with it by itself."""
+    probe = secrets.token_hex(8)  # a last paragraph no text can have written
+    for token in _COMMONMARK.parse(f"{text}\n\n{probe}"):
+        if (token.type == "fence" and token.map
+                and token.content.rstrip("\n").endswith(probe)):
+            # indented as the opening line: then every reading (safe_markdown's too, which
+            # also considers the fence a list item's) takes it for the closing one
+            opening = _LINES.split(text)[token.map[0]]
+            return f"{text}\n{opening[:len(opening) - len(opening.lstrip(' '))]}{token.markup}"
+    return text
+
+
+def _export_block(text: str) -> str:
+    """One block of an export (a heading, an answer, a notice), made safe on its own and with
+    any fence it leaves open closed, so no block can take the next ones into its code."""
+    return closed_fences(safe_markdown(text, keep_tags={"sub"}))
+
+
 def session_markdown(session: Session) -> str:
-    """The whole session as Markdown: document, questions, answers and their stats."""
-    lines = [f"# {session.title}", "", f"Document: {session.document_name} "
-             f"(`{session.document_key[:12]}`)", ""]
+    """The whole session as Markdown: document, questions, answers and their stats. Each block
+    is made safe where it stands (an export opened in a viewer fetches nothing) and closed."""
+    blocks = [f"# {session.title}\n\nDocument: {session.document_name} "
+              f"(`{session.document_key[:12]}`)"]
     if session.kept_sections is not None:
-        lines += [f"Sections kept: {len(session.kept_sections)} (others left out to fit).", ""]
+        blocks.append(f"Sections kept: {len(session.kept_sections)} (others left out to fit).")
     for number, turn in enumerate(session.turns, 1):
-        lines += [f"## Q{number}. {turn.question}", "", turn.answer or "_(no answer)_", ""]
+        blocks += [f"## Q{number}. {turn.question}", turn.answer or "_(no answer)_"]
         status = turn_status(turn)
-        if status:
-            lines += [f"> {status}", ""]
-        lines += [f"<sub>{stats_line(turn)}</sub>", ""]
-    return safe_markdown("\n".join(lines), keep_tags={"sub"})  # an export opened in a viewer fetches nothing
+        blocks.append((f"> {status}\n\n" if status else "") + f"<sub>{stats_line(turn)}</sub>")
+    return "\n\n".join(_export_block(block) for block in blocks) + "\n"
+
+
+def session_export(session: Session, verdicts: Sequence[Sequence[Citation]]) -> str:
+    """The exported file: the session, then each answer's quotes with their verdicts
+    (`verdicts`, one list per turn), made safe to open in any Markdown viewer."""
+    sources = answers_sources_markdown(verdicts)
+    return session_markdown(session) + (f"\n{_export_block(sources)}\n" if sources else "")
 
 
 def parts_fit(parts: Sequence[Part], kv_capacity: int | None, speed: float | None) -> str:

@@ -493,7 +493,7 @@ def test_app_shows_sources_under_an_answer_and_marks_a_missing_quote(monkeypatch
         captions = " ".join(c.value for c in at.caption)
         assert "Sources: 1 ✓ · 1 ✗" in captions
         labels = [p.proto.popover.label for p in at.get("popover")]
-        assert labels == [":green[✓ p\\. 2]", ":red[✗ p\\. 3]"]
+        assert labels == [":green[✓ p. 2]", ":red[✗ p. 3]"]  # as written: no needless escapes
     finally:
         st.cache_resource.clear()
 
@@ -559,7 +559,7 @@ def test_summaries_carry_their_sources_and_counts(tmp_path, output_format):
     if output_format == "md":
         (summary,) = [p for p in (tmp_path / "out").glob("*.md") if p.name != "index.md"]
         text = summary.read_text()
-        assert "### Sources" in text and "**verified** (p\\. 2)" in text and "**not found**" in text
+        assert "### Sources" in text and "**verified** (p. 2)" in text and "**not found**" in text
     else:
         record = json.loads((tmp_path / "out" / "summaries.jsonl").read_text().splitlines()[0])
         assert record["citation_counts"]["verified"] == 1 and record["citation_counts"]["not_found"] == 1
@@ -574,7 +574,7 @@ def test_export_keeps_each_answers_sources_with_verdicts(contract):
     answers = ["No quotes here.", f'"{quote}" (p. 1)', '"The Agent shall paint the moon green" (p. 2)']
     text = answers_sources_markdown([verify_answer(a, prepared) for a in answers])
     assert "Q1 sources" not in text and "### Q2 sources" in text and "### Q3 sources" in text
-    assert "**verified** (p\\. 1)" in text and "**not found** (p\\. 2)" in text
+    assert "**verified** (p. 1)" in text and "**not found** (p. 2)" in text
     assert answers_sources_markdown([verify_answer("Nothing quoted.", prepared)]) == ""
 
 

@@ -12,7 +12,6 @@ from dataclasses import replace
 
 import streamlit as st
 
-from ..citation_views import answers_sources_markdown
 from ..client import Waiting
 from ..documents import Document
 from ..errors import SparkdocsError
@@ -39,7 +38,7 @@ from ..views import (
     fit_button_label,
     kept_summary,
     section_rows,
-    session_markdown,
+    session_export,
     skipped_markdown,
     stats_line,
     turn_status,
@@ -423,11 +422,7 @@ class _LiveAnswer:
 
 
 def export_button(svc: Services, session: Session, *, prepared=None) -> None:
-    if session.turns:
-        text = session_markdown(session)
-        # each answer's quotes with the verdicts stored with it
-        sources = answers_sources_markdown([svc.qa.citations_of(t, prepared)
-                                            for t in session.turns])
-        text = f"{text}\n{sources}" if sources else text
-        st.download_button("Export session (Markdown)", safe_markdown(text, keep_tags={"sub"}),
+    if session.turns:  # each answer's quotes with the verdicts stored with it
+        text = session_export(session, [svc.qa.citations_of(t, prepared) for t in session.turns])
+        st.download_button("Export session (Markdown)", text,
                            file_name=f"sparkdocs-{session.id}.md", mime="text/markdown")

@@ -27,6 +27,7 @@ with ui.friendly_errors():
         st.stop()
     document, session = active
     st.subheader(safe_markdown(document_heading(document, llama3_served=svc.qa.served.is_llama3())))
+    ui.documents_panel(svc, document, session)
     session = ui.budget_view(svc, document, session)
     ui.warm_status(svc, document, session)
     session = ui.chat(svc, document, session)

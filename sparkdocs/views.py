@@ -201,7 +201,11 @@ def session_label(session: Session, *, width: int = 70) -> str:
     when it was last used, and how many questions it holds — not its id."""
     title = session_title(session, width=width)
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(session.updated_at or session.created_at))
-    return f"{title} · {when} · {status_counts(session)}"
+    with_others = ""
+    if len(session.documents) > 1:
+        with_others = f" · {len(session.documents)} documents: " + ", ".join(
+            d.name for d in session.documents)
+    return f"{title} · {when} · {status_counts(session)}{with_others}"
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,9 @@ def library_entries(infos: Sequence[DocumentInfo], sessions: Sequence[Session]
     (`sparkdocs count`, `prompt`, a batch), which the Library mentions apart."""
     by_key: dict[str, list[Session]] = {}
     for session in sessions:  # an upload with no question yet is no session to go back to
-        if session.turns:
-            by_key.setdefault(session.document_key, []).append(session)
+        if session.turns:  # a session of several documents is listed under each of them
+            for key in dict.fromkeys([session.document_key, *(d.key for d in session.documents)]):
+                by_key.setdefault(key, []).append(session)
     grouped: dict[tuple[str, str], list[LibraryVariant]] = {}
     counted_only: list[DocumentInfo] = []
     for info in infos:  # newest first, as the store lists them
@@ -331,3 +336,28 @@ def kv_fit(caps: Capabilities, document_tokens: int) -> str | None:
     copies = metrics.kv_capacity_tokens // document_tokens
     return (f"KV cache holds {metrics.kv_capacity_tokens:,} tokens: {copies} documents of "
             f"{document_tokens:,} tokens stay cached at once.")
+
+
+def documents_line(document: Document, keep: Sequence[int] | None = None) -> str | None:
+    """Each document of a session of several with its tokens (and what is kept of it), in
+    the prompt's order; None for one document."""
+    if len(document.members) < 2:
+        return None
+    kept = set(range(len(document.sections)) if keep is None else keep)
+    items = []
+    for number, member in enumerate(document.members, 1):
+        tokens = sum(document.sections[i].tokens for i in member.indices if i in kept)
+        left = sum(1 for i in member.indices if i not in kept)
+        items.append(f"{number}. {member.name}: {tokens:,} tokens"
+                     + (f" ({left:,} of {member.count:,} parts left out)" if left else ""))
+    return " · ".join(items)
+
+
+def added_text(before: Document, after: Document) -> str:
+    """What adding a document costs: only its own tokens; the documents before it stay in
+    the model's prefix cache."""
+    new = after.members[-1]
+    tokens = sum(after.sections[i].tokens for i in new.indices)
+    return (f"Added {new.name}: the next question reads its {tokens:,} tokens; the "
+            f"{before.section_tokens:,} tokens of the documents before it stay cached. "
+            "Citations now name the document.")

@@ -14,10 +14,11 @@ from .ask import (
                   warm_status,
 )
 from .common import active_session, friendly_errors
+from .documents import documents_panel
 from .library import library
 from .server import server_status
 from .services import Services, services
 
-__all__ = ["Services", "active_session", "budget_view", "chat", "demo_model_notice",
+__all__ = ["Services", "active_session", "budget_view", "chat", "demo_model_notice", "documents_panel",
            "export_button", "friendly_errors", "library", "reopen_panel", "server_status",
            "services", "show_turn", "upload_notice", "upload_panel", "warm_status"]

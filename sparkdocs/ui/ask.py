@@ -194,6 +194,8 @@ _SEGMENT_COLOURS = {"document": "#1f77b4", "prompt overhead": "#9467bd",
 def _budget_bar(segments, context: int):  # list[BudgetSegment]
     """One stacked bar, in context order: document, overhead, reserve, free (or over)."""
     import altair as alt
+    import pandas  # noqa: F401  # altair reads sys.modules["pandas"] without the import lock:
+    # while another session's thread is still importing it, it finds the module half made
 
     data = [{"part": s.label, "tokens": s.tokens, "order": i} for i, s in enumerate(segments)]
     return (alt.Chart(alt.Data(values=data)).mark_bar(height=28)

@@ -64,6 +64,8 @@ def active_session(svc: Services) -> tuple[Document, Session] | None:
         return None
     if st.query_params.get("session") != session.id:
         st.query_params["session"] = session.id  # st.switch_page drops it; a reload needs it
+    if session.documents:  # several documents, each from the store
+        return team.session_documents(svc.qa, session)
     document = team.session_document(store, session)  # asks an encrypted PDF's password
     if document is None:
         return None

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from ..safe_text import safe_markdown
 from ..store import Session, Store
 
 if TYPE_CHECKING:
+    from ..qa import QuestionAnswering
     from .services import Services
 
 log = logging.getLogger(__name__)
@@ -236,6 +238,27 @@ def start_session(svc: Services, key: str) -> Session:
     return svc.workspace.open_session(document, keep=svc.qa.fit(document), owner=user)
 
 
+def session_documents(qa: QuestionAnswering, session: Session
+                      ) -> tuple[Document, Session] | None:
+    """The documents of a stored session of several, each from the store: one no longer there
+    is named and the others open; an encrypted PDF asks for its password again."""
+    passwords = {d.key: p for d in session.documents
+                 if (p := remembered_password(d.key)) is not None}
+    try:
+        opened = qa.open_documents(session, passwords=passwords)
+    except PasswordRequiredError as exc:
+        store = qa.workspace.store
+        locked = next((d.key for d in session.documents
+                       if d.key not in passwords and store.document_is_locked(d.key)), None)
+        _unlock_form(qa.workspace.store, session, str(exc), key=locked)
+        return None
+    for note in opened.notes:
+        st.warning(safe_markdown(note))
+    if opened.keep is not None or opened.missing:
+        session = replace(session, kept_sections=opened.keep)
+    return opened.document, session
+
+
 def session_document(store: Store, session: Session) -> Document | None:
     """The document of a stored session, or None with the reason shown: evicted, or an
     encrypted PDF whose password this tab has not proved (then a form asks for it)."""
@@ -251,18 +274,20 @@ def session_document(store: Store, session: Session) -> Document | None:
     return document
 
 
-def _unlock_form(store: Store, session: Session, message: str) -> None:
+def _unlock_form(store: Store, session: Session, message: str, *, key: str | None = None
+                 ) -> None:
+    key = key or session.document_key
     st.info(safe_markdown(message), icon=":material/lock:")
-    with st.form(f"unlock-{session.id}"):
+    with st.form(f"unlock-{session.id}-{key[:12]}"):
         password = st.text_input("Password of this PDF", type="password")
         if not st.form_submit_button("Open"):
             return
     try:
-        store.get_document(session.document_key, owner=session.owner, password=password)
+        store.get_document(key, owner=session.owner, password=password)
     except PasswordRequiredError:
         st.error("That password does not open this PDF.")
         return
-    remember_password(session.document_key, password)
+    remember_password(key, password)
     st.rerun()
 
 

@@ -176,16 +176,20 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
           password: PasswordOpt = None, as_json: JsonOpt = False,
           context_length: ContextOpt = None,
           max_tokens: Annotated[int | None, typer.Option(help="Answer reserve.")] = None,
-          documents: DocumentsOpt = False) -> None:
+          documents: DocumentsOpt = False, base_url: BaseUrlOpt = None) -> None:
     """Exact Llama 3 token counts per part, and the budget against the context.
 
     Parts are numbered for --parts; over budget, a --pages/--parts selection that fits is
-    printed, ready to paste."""
-    workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
+    printed, ready to paste. With a model service configured, the budget is the app's: the
+    served context, in the served model's tokens."""
+    from .served_count import count_as_served
+
+    workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens,
+                                        base_url=base_url))
     document = _load(workspace, LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password),
                      separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)
-    report = workspace.count(document, keep=keep)
+    report = count_as_served(workspace, document, keep=keep, context=context_length)
     if as_json:
         emit_json(report)
         return
@@ -217,6 +221,7 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
     if not budget["fits"]:
         line.append("  ").append(f"OVER BUDGET by {-budget['free']:,}", "bold red")
     out.print(line)
+    _say(err, "note:", "dim", report["counted_with"])
     if report["fit"]:
         out.print(Text.assemble(("a selection that fits: ", "bold"), report["fit"],
                                 "  (paste it into count, prompt or ask)"))

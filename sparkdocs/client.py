@@ -32,12 +32,16 @@ from .errors import (
     ServiceError,
     ServiceTimeoutError,
     ServiceUnavailableError,
+    WarmUpCancelled,
 )
 from .literal import ControlStripper, redact_url, redact_urls
+from .streams import StreamGroup
 from .tokens import ChatMessage
 
 log = logging.getLogger(__name__)
 FAILURE_TTL_S = 2.0
+BUSY_TTL_S = 10.0  # a busy server's last figures are asked about again after this
+_DISCOVERY = threading.local()  # `timed_out`: a GET of this thread's discovery timed out
 START_HINT = "start it with `docker compose up -d vllm` (or `sparkdocs local-model`), or set SPARKDOCS_BASE_URL"
 BASE_URL_HINT = ("check SPARKDOCS_BASE_URL: it must point at an OpenAI-compatible server and "
                  "usually ends in /v1 (a proxy's login or error page answers like this)")
@@ -83,6 +87,7 @@ class ServiceProblem(StrEnum):
     KEY_REFUSED = "key-refused"
     NOT_OPENAI = "not-openai"  # /v1/models answered, but not with an OpenAI model list
     FAILING = "failing"  # /v1/models answered 5xx: there, but loading or broken
+    BUSY = "busy"  # it took the connection but did not answer in time: busy, not absent
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,33 @@ class Capabilities:
     server_kind: ServerKind = ServerKind.UNKNOWN
     notes: tuple[str, ...] = ()  # what the server said that sparkdocs could not use, and the fix
     checked_at: float = field(default=0.0, compare=False)
+    # A discovery under load timed out: these are the figures the server gave at `read_at`
+    # (monotonic), kept rather than re-budgeting with defaults.
+    busy: bool = False
+    read_at: float = field(default=0.0, compare=False)
+
+    @property
+    def busy_note(self) -> str | None:
+        """What to tell a user while the figures are the last known ones."""
+        if not self.busy:
+            return None
+        age = max(0.0, time.monotonic() - (self.read_at or self.checked_at))
+        ago = f"{age:.0f} s" if age < 90 else f"{age / 60:.0f} min"
+        return (f"The model service is busy (it did not answer discovery in time): its model, "
+                f"context and tokenizer are as it said them {ago} ago; questions wait their "
+                "turn.")
+
+
+def kept_when_busy(previous: Capabilities | None, found: Capabilities) -> Capabilities:
+    """A discovery that timed out under load keeps the last figures the server gave (marked
+    busy, with their age) instead of budgeting with defaults; an absent server is absent."""
+    if not found.busy and found.problem is not ServiceProblem.BUSY:
+        return found
+    if (previous is None or not previous.reachable or previous.error is not None
+            or previous.problem is not None):
+        return found
+    return replace(previous, busy=True, checked_at=found.checked_at,
+                   read_at=previous.read_at or previous.checked_at)
 
 
 def parse_metrics(text: str) -> ServerMetrics:
@@ -748,9 +780,11 @@ class ModelClient:
             # a page that reruns on every click does not wait on a dead address each time.
             ttl = (self.settings.capability_ttl_s if caps is not None and caps.reachable
                    and caps.error is None else min(FAILURE_TTL_S, self.settings.capability_ttl_s))
+            if caps is not None and caps.busy:
+                ttl = min(ttl, BUSY_TTL_S)
             fresh = caps is not None and time.monotonic() - caps.checked_at < ttl
             if refresh or not fresh:
-                self._caps = self._discover()
+                self._caps = kept_when_busy(caps, self._discover())
             assert self._caps is not None
             return self._caps
 
@@ -778,6 +812,7 @@ class ModelClient:
             return self._fetch(f"{self.root_url}{path}", timeout_s=timeout_s)
         except openai.APIConnectionError as exc:
             log.debug("GET %s: %s", path, _cause(exc))
+            _DISCOVERY.timed_out = getattr(_DISCOVERY, "timed_out", False) or _busy(exc)
             return None
 
     def _discover(self) -> Capabilities:  # noqa: C901 (over the limit; split when next changed)
@@ -790,10 +825,17 @@ class ModelClient:
                                 problem=problem, context_length=context,
                                 checked_at=time.monotonic())
 
+        _DISCOVERY.timed_out = False
         try:
             response = self._fetch(f"{base.rstrip('/')}/models")
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
+            if _busy(exc):
+                return failed(ServiceProblem.BUSY, (
+                    f"The model service at {shown} took the connection but did not answer "
+                    f"/v1/models within {self.settings.connect_timeout_s * 2:g} s: it is busy "
+                    "(a warm-up or a long prompt); questions wait their turn. If this lasts, "
+                    "check `sparkdocs doctor`."))
             return failed(ServiceProblem.UNREACHABLE, f"Nothing is answering at {shown} "
                           f"({cause.__class__.__name__}): {START_HINT}.")
         if response.status in (401, 403):
@@ -844,7 +886,8 @@ class ModelClient:
             shown, True, models=models, model=model, model_note=note,
             context_length=served_context or context,
             context_from_server=served_context is not None, metrics=metrics,
-            server_kind=kind, notes=tuple(notes), checked_at=time.monotonic())
+            server_kind=kind, notes=tuple(notes), checked_at=time.monotonic(),
+            busy=_DISCOVERY.timed_out, read_at=time.monotonic())
 
     def _llama_cpp_context(self) -> int | None:
         response = self._get("/props")
@@ -938,6 +981,8 @@ class ModelClient:
         """The model to ask, or the error that says why there is none (each problem its own)."""
         caps = self.capabilities()
         problem = caps.problem
+        if problem is ServiceProblem.BUSY:  # nothing known yet: the configured model waits
+            return caps.model or self.settings.model
         if problem is ServiceProblem.UNREACHABLE or not caps.reachable:
             raise ServiceUnavailableError(caps.error or f"Nothing is answering at {caps.base_url}.")
         if problem is ServiceProblem.KEY_REFUSED:
@@ -972,21 +1017,32 @@ class ModelClient:
             cache_salt=cache_salt)
 
     def warm_up(self, messages: Sequence[ChatMessage], *, model: str | None = None,
-                cache_salt: str | None = None) -> WarmUpResult:
-        """Send the next question's exact prefix with max_tokens=1 so its KV blocks are cached."""
-        model = model or self.resolve_model()
+                cache_salt: str | None = None,
+                streams: StreamGroup | None = None) -> WarmUpResult:
+        """Send the next question's exact prefix with max_tokens=1 so its KV blocks are cached.
+        It is streamed, so the server sends its headers at once and `streams.cancel()` shuts
+        its connection down mid-prefill: the server sees the client leave and drops it."""
         started = time.perf_counter()
-        try:
-            response = self.openai.chat.completions.create(
-                model=model, messages=[m.as_dict() for m in messages],  # type: ignore[misc]
-                max_tokens=1, temperature=0.0, stream=False, **salted(cache_salt))
-        except openai.OpenAIError as exc:
-            raise _service_error(exc, settings=self.settings, model=model) from exc
-        usage = getattr(response, "usage", None)
-        details = getattr(usage, "prompt_tokens_details", None) if usage else None
-        return WarmUpResult(time.perf_counter() - started,
-                            usage.prompt_tokens if usage else None,
-                            getattr(details, "cached_tokens", None) if details else None)
+        with self.stream(messages, max_tokens=1, temperature=0.0, model=model,
+                         cache_salt=cache_salt) as answer, \
+                (streams if streams is not None else StreamGroup()).member(answer):
+            for _ in answer:
+                pass
+        result = answer.result
+        if (result is None or result.end is StreamEnd.STOPPED
+                or (streams is not None and streams.cancelled)):
+            raise WarmUpCancelled("The warm-up was cancelled; the first question reads the "
+                                  "document in full.")
+        if result.end is not StreamEnd.FINISHED:
+            raise ServiceError(f"The warm-up did not finish: {result.error}")
+        return WarmUpResult(time.perf_counter() - started, result.prompt_tokens,
+                            result.cached_tokens)
+
+
+def _busy(exc: openai.APIConnectionError) -> bool:
+    """It took the connection and then said nothing in time (not refused, not unreachable)."""
+    return (isinstance(exc, openai.APITimeoutError)
+            and not isinstance(exc.__cause__, httpx2.ConnectTimeout))
 
 
 def _positive_int(value: object) -> int | None:

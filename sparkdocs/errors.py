@@ -52,6 +52,10 @@ class AuthenticationError(ServiceError):
     """The service refused the API key."""
 
 
+class WarmUpCancelled(SparkdocsError):
+    """The user cancelled a cache warm-up (its request was closed on the server)."""
+
+
 class ModelNotFoundError(ServiceError):
     """The configured model is not served."""
 

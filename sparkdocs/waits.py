@@ -56,7 +56,11 @@ class WaitWatch:
     not free, and a page heartbeats twice a second). A server without metrics is asked once."""
 
     def __init__(self, metrics: Callable[[], ServerMetrics | None], *, every_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 warming: Callable[[], bool] | None = None) -> None:
+        """`warming`: whether this document's cache warm-up still runs; a question waits
+        behind it (one server slot, or the same prefix being read), and is shown so."""
+        self._warming = warming
         self._fetch = metrics
         self._every_s = every_s
         self._clock = clock
@@ -66,6 +70,10 @@ class WaitWatch:
         self.polls = 0
 
     def view(self, waiting: Waiting) -> WaitView:
+        if not waiting.received_chunks and self._warming is not None and self._warming():
+            return WaitView(WaitPhase.QUEUED, (
+                f"Queued behind the warm-up: {waiting.elapsed_s:.0f} s. The server is reading "
+                "this document into its cache first; this question starts when that ends."))
         if not waiting.received_chunks and self._has_metrics:
             now = self._clock()
             if self._asked_at is None or now - self._asked_at >= self._every_s:
@@ -79,14 +87,28 @@ class WaitWatch:
 
 WARM_ICONS = {WarmStatus.WARMING: ":material/hourglass_top:",
               WarmStatus.WARM: ":material/local_fire_department:",
-              WarmStatus.FAILED: ":material/error:"}
+              WarmStatus.FAILED: ":material/error:",
+              WarmStatus.CANCELLED: ":material/cancel:"}
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `1 min 15 s`."""
+    whole = max(0, int(seconds))
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60} s"
 
 
 def warm_caption(state: WarmState) -> str:
     """The warm-up line: when it was warmed, never that it is still warm (other documents read
     since may have evicted it, and nothing here can see that)."""
     if state.status is WarmStatus.WARMING:
-        return "Warming the model's prefix cache with this document…"
+        elapsed = duration(time.time() - state.started) if state.started else "?"
+        parts = (f", {state.parts_done} of {state.parts_total} parts done"
+                 if state.parts_total > 1 else "")
+        return f"Warming the model's prefix cache with this document: {elapsed}{parts}…"
+    if state.status is WarmStatus.CANCELLED:
+        after = f" after {duration(state.finished - state.started)}" if state.finished else ""
+        return (f"Warm-up cancelled{after}; the server dropped it. The first question reads "
+                "the document in full.")
     if state.status is WarmStatus.WARM:
         took = f" (took {state.seconds:.1f} s)" if state.seconds is not None else ""
         # the server's clock, named: the page is often read in another time zone

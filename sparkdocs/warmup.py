@@ -1,5 +1,7 @@
 """Background cache warm-ups, one per (document, selection), shared by every browser session
-of the process. The page polls `state()`; nothing here blocks a page."""
+of the process. The page polls `state()`; nothing here blocks a page. A warm-up says how far it
+is (parts done, since when) and can be cancelled: its request's connection is shut down, so the
+server drops the prefill instead of finishing it for nobody."""
 
 from __future__ import annotations
 
@@ -8,23 +10,26 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from .documents import Document
-from .errors import SparkdocsError
+from .errors import SparkdocsError, WarmUpCancelled
 from .qa import QuestionAnswering
+from .streams import StreamGroup
 
 log = logging.getLogger(__name__)
 
 
 WHOLE = (-1,)  # the selection key of "every part" (no real selection is negative)
+_Key = tuple[str, tuple[int, ...] | None, str | None]
 
 
 class WarmStatus(StrEnum):
     WARMING = "warming"
     WARM = "warm"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -34,18 +39,20 @@ class WarmState:
     error: str | None = None
     started: float = 0.0  # wall clock
     finished: float = 0.0  # wall clock it ended (0 while warming): "warmed at …"
+    parts_done: int = 0  # prefixes warmed so far, of `parts_total` (0: not known yet)
+    parts_total: int = 0
 
 
 class WarmUps:
     def __init__(self, qa: QuestionAnswering, *, workers: int = 2) -> None:
         self._qa = qa
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warm-up")
-        self._states: dict[tuple[str, tuple[int, ...] | None, str | None], WarmState] = {}
+        self._states: dict[_Key, WarmState] = {}
+        self._streams: dict[_Key, StreamGroup] = {}  # of the warm-ups running now
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(document: Document, keep: Sequence[int] | None, owner: str | None = None
-             ) -> tuple[str, tuple[int, ...] | None, str | None]:
+    def _key(document: Document, keep: Sequence[int] | None, owner: str | None = None) -> _Key:
         # per owner: under per-user cache isolation one user's warm-up does not serve another
         return document.content_hash, tuple(keep) if keep is not None else None, owner
 
@@ -60,25 +67,58 @@ class WarmUps:
                 return state
             state = WarmState(WarmStatus.WARMING, started=time.time())
             self._states[key] = state
-        self._pool.submit(self._run, key, document, keep, owner, state.started, whole)
+            self._streams[key] = streams = StreamGroup()
+        self._pool.submit(self._run, key, document, keep, owner, whole, streams)
         return state
 
-    def _run(self, key: tuple[str, tuple[int, ...] | None, str | None], document: Document,
-             keep: Sequence[int] | None, owner: str | None, started: float,
-             whole: bool) -> None:
+    def cancel(self, document: Document, keep: Sequence[int] | None = None, *,
+               owner: str | None = None, whole: bool = False) -> bool:
+        """Cancel a running warm-up: its request is closed now. False when none runs."""
+        key = self._key(document, WHOLE if whole else keep, owner)
+        with self._lock:
+            streams = self._streams.get(key)
+            state = self._states.get(key)
+            if streams is None or state is None or state.status is not WarmStatus.WARMING:
+                return False
+            self._states[key] = replace(state, status=WarmStatus.CANCELLED, finished=time.time())
+        streams.cancel()
+        return True
+
+    def _progress(self, key: _Key, streams: StreamGroup, done: int, total: int) -> None:
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None and self._streams.get(key) is streams \
+                    and state.status is WarmStatus.WARMING:
+                self._states[key] = replace(state, parts_done=done, parts_total=total)
+
+    def _run(self, key: _Key, document: Document, keep: Sequence[int] | None,
+             owner: str | None, whole: bool, streams: StreamGroup) -> None:
+        def progress(done: int, total: int) -> None:
+            self._progress(key, streams, done, total)
+
         try:
-            result = (self._qa.warm_parts(document, owner=owner) if whole
-                      else self._qa.warm_up(document, keep, owner=owner))
-            state = WarmState(WarmStatus.WARM, seconds=result.seconds, started=started,
-                              finished=time.time())
+            result = (self._qa.warm_parts(document, owner=owner, streams=streams,
+                                          on_part=progress) if whole
+                      else self._qa.warm_up(document, keep, owner=owner, streams=streams,
+                                            on_part=progress))
+            ended: WarmState | None = WarmState(WarmStatus.WARM, seconds=result.seconds,
+                                                finished=time.time())
+        except WarmUpCancelled:
+            ended = None  # `cancel` already said so
         except SparkdocsError as exc:
-            state = WarmState(WarmStatus.FAILED, error=str(exc), started=started)
+            ended = WarmState(WarmStatus.FAILED, error=str(exc))
         except Exception as exc:  # never let a warm-up thread die silently
             log.exception("warm-up failed")
-            state = WarmState(WarmStatus.FAILED, error=f"unexpected error: {exc!r}",
-                              started=started)
+            ended = WarmState(WarmStatus.FAILED, error=f"unexpected error: {exc!r}")
         with self._lock:
-            self._states[key] = state
+            if self._streams.get(key) is not streams:
+                return  # cancelled and started anew: that one's state is its own
+            del self._streams[key]
+            state = self._states[key]
+            if ended is not None and not streams.cancelled:
+                self._states[key] = replace(ended, started=state.started,
+                                            parts_done=state.parts_done,
+                                            parts_total=state.parts_total)
 
     def state(self, document: Document, keep: Sequence[int] | None = None, *,
               owner: str | None = None, whole: bool = False) -> WarmState | None:

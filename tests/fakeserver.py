@@ -83,6 +83,15 @@ class Behaviour:
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # A busy server: discovery (GET /v1/models, /metrics, /props, /health) answers only after
+    # `discovery_delay_s`; with `serial`, one completion at a time and discovery waits for it
+    # (llama-cpp-python's one lock); a stream's `prefill_s` comes after its headers, and a
+    # client that leaves during it ends it there (as vLLM aborts it), counted in `left_early`.
+    discovery_delay_s: float = 0.0
+    serial: bool = False
+    serial_lock: threading.Lock = field(default_factory=threading.Lock)
+    prefill_s: float = 0.0
+    left_early: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -118,6 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         b = self.behaviour
         b.seen.append(f"GET {self.path}")
+        if self.path in ("/v1/models", "/metrics", "/props", "/health"):
+            self._busy_discovery()
         if self.path == "/v1/models":
             if not self._authorised():
                 return
@@ -142,8 +153,48 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": {"message": "not found"}})
 
+    def _busy_discovery(self) -> None:
+        b = self.behaviour
+        time.sleep(b.discovery_delay_s)
+        if b.serial:
+            with b.serial_lock:  # waits for the completion being served
+                pass
+
+    def _client_left(self) -> bool:
+        """The client closed its end (a cancel): its socket reads as ended."""
+        import select
+        import socket
+
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _prefill(self) -> bool:
+        """`prefill_s` of reading the prompt; False when the client left during it."""
+        b = self.behaviour
+        end = time.monotonic() + b.prefill_s
+        while time.monotonic() < end:
+            if self._client_left():
+                with b.lock:
+                    b.left_early += 1
+                b.client_left.set()
+                return False
+            time.sleep(0.02)
+        return True
+
     def do_POST(self) -> None:  # noqa: N802
         b = self.behaviour
+        if b.serial and self.path == "/v1/chat/completions":
+            with b.serial_lock:  # the one slot: the next request waits here
+                self._post(b)
+            return
+        self._post(b)
+
+    def _post(self, b: Behaviour) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         b.seen.append(f"POST {self.path}")
@@ -205,6 +256,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
+        self.wfile.flush()
+        if b.prefill_s and not self._prefill():
+            return
         answer = b.reply(body["messages"]) if b.reply is not None else b.answer
         words = list(b.chunks) if b.chunks is not None else answer.split(" ")
         max_tokens = body.get("max_tokens") or len(words)

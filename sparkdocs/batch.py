@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .client import AnswerResult, ModelClient
+from .client import AnswerResult, ModelClient, routing_key
+from .cluster import engines_up
 from .config import OutputFormat
 from .documents import Document
 from .errors import SparkdocsError
@@ -444,14 +445,16 @@ class BatchSummarizer:
         self._cache_salt = self._user_cache_salt()  # once, before any request thread starts
         self._writer.plan([item.source for item in items])
         outcomes: dict[int, Outcome] = {}
+        # `concurrency` per engine: behind vLLM's router, every engine that serves gets as many
+        in_flight = max(1, self.options.concurrency) * engines_up(self.client.capabilities().engines)
         try:
-            with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency),
+            with ThreadPoolExecutor(max_workers=in_flight,
                                     thread_name_prefix="summarize") as pool:
                 futures: dict[Future[Outcome], int] = {}
                 pending = list(enumerate(items))
                 try:
                     while pending or futures:
-                        while pending and len(futures) < self.options.concurrency and not self._streams.cancelled:
+                        while pending and len(futures) < in_flight and not self._streams.cancelled:
                             index, item = pending.pop(0)
                             futures[pool.submit(self._one, item, model, context)] = index
                         if not futures:
@@ -552,7 +555,8 @@ class BatchSummarizer:
                           prompt_for=lambda prepared: builder.summary(prepared, instructions),
                           context=context, answer_tokens=self.options.max_tokens)
         parts, pieces = list(plan.parts), plan.document  # pieces: large pages split
-        requests = self._requests(model)
+        requests = self._requests(model, routing_key(document.content_hash,
+                                                     self.workspace.settings.user))
         if len(parts) == 1:
             result = requests.run(builder.summary(prepared_part(pieces, builder, parts, 1),
                                                   instructions).messages)
@@ -563,7 +567,8 @@ class BatchSummarizer:
         partials: list[tuple[str, str]] = []
         for number, part in enumerate(parts, 1):
             prepared = prepared_part(pieces, builder, parts, number)
-            result = requests.run(builder.summary(prepared, instructions).messages)
+            result = requests.run(builder.summary(prepared, instructions).messages,
+                                  routing=requests.part_key(number))
             results.append(result)
             partials.append((part.label, result.answer))
         text, merges = merge(partials, prompt_for=lambda pairs: builder.merge(pairs, instructions),
@@ -581,7 +586,7 @@ class BatchSummarizer:
              f"max_tokens {self.options.max_tokens}" if cut_merges else None)])) or None
         return text, self._stats(merges[-1], results, cut=cut), parts
 
-    def _requests(self, model: str) -> PartRequests:
+    def _requests(self, model: str, routing: str | None = None) -> PartRequests:
         def started() -> None:
             with self._lock:
                 self.progress.in_flight += 1
@@ -595,7 +600,8 @@ class BatchSummarizer:
 
         return PartRequests(self.client, model=model, max_tokens=self.options.max_tokens,
                             cache_salt=self._cache_salt, attempts=self.options.attempts,
-                            streams=self._streams, on_start=started, on_end=ended)
+                            streams=self._streams, on_start=started, on_end=ended,
+                            routing=routing)
 
     def _cut(self, final: AnswerResult) -> str | None:
         """Why a summary is incomplete, in words, when its last request stopped at the limit."""

@@ -18,7 +18,7 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
@@ -37,6 +37,9 @@ from .errors import (
 from .literal import ControlStripper, redact_url, redact_urls
 from .streams import StreamGroup
 from .tokens import ChatMessage
+
+if TYPE_CHECKING:
+    from .cluster import Engine
 
 log = logging.getLogger(__name__)
 FAILURE_TTL_S = 2.0
@@ -156,6 +159,8 @@ class Capabilities:
     metrics: ServerMetrics | None = None
     server_kind: ServerKind = ServerKind.UNKNOWN
     notes: tuple[str, ...] = ()  # what the server said that sparkdocs could not use, and the fix
+    # Behind vLLM's router: every engine it lists (cluster.py); `metrics` is then their sum.
+    engines: tuple[Engine, ...] = ()
     checked_at: float = field(default=0.0, compare=False)
     # A discovery under load timed out: these are the figures the server gave at `read_at`
     # (monotonic), kept rather than re-budgeting with defaults.
@@ -279,6 +284,24 @@ def salted(cache_salt: str | None) -> dict[str, Any]:
 
 
 ANSWER_HEADER = "x-sparkdocs-answer"
+# The header vLLM's router (`vllm-router --policy consistent_hash`) hashes first to pick an engine;
+# it reads X-Session-ID, then X-User-ID, X-Tenant-ID, X-Request-ID. One value per document and
+# user keeps that user's questions on the engine that holds the document's prefix.
+ROUTING_HEADER = "X-Session-ID"
+
+
+def routing_key(document: str, user: str | None, *, part: int | None = None) -> str:
+    """A stable routing key for one document (its content hash) and one user, and optionally
+    one part of it: a hash, so the router's logs show neither the name nor the document."""
+    import hashlib
+
+    text = f"{user or ''}\0{document}\0{'' if part is None else part}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def routed(key: str | None) -> dict[str, str]:
+    """The request headers that carry a routing key (none without one)."""
+    return {ROUTING_HEADER: key} if key else {}
 
 
 class AnswerConnections(httpx2.BaseTransport):
@@ -361,9 +384,11 @@ class AnswerStream:
 
     def __init__(self, client: ModelClient, messages: Sequence[ChatMessage], *, model: str,
                  max_tokens: int, temperature: float, deadline_s: float,
-                 deadline_fix: str, cache_salt: str | None = None) -> None:
+                 deadline_fix: str, cache_salt: str | None = None,
+                 routing_key: str | None = None) -> None:
         self._client = client
         self._cache_salt = cache_salt
+        self._routing_key = routing_key
         self._messages = [m.as_dict() for m in messages]
         self._model = model
         self._max_tokens = max_tokens
@@ -491,7 +516,7 @@ class AnswerStream:
                 model=self._model, messages=self._messages, stream=True,
                 max_tokens=self._max_tokens, temperature=self._temperature,
                 stream_options={"include_usage": True}, **salted(self._cache_salt),
-                extra_headers={ANSWER_HEADER: self._key},
+                extra_headers={ANSWER_HEADER: self._key, **routed(self._routing_key)},
                 timeout=openai.Timeout(wait_s, connect=settings.connect_timeout_s))
         except openai.APITimeoutError as exc:
             if wait_s < settings.request_timeout_s:
@@ -529,15 +554,27 @@ class AnswerStream:
         self._timer = timer
         timer.start()
         try:
-            try:
-                self._response = self._open()
-            except (KeyboardInterrupt, SystemExit):  # Ctrl-C/SIGTERM while it waits for headers
-                self._cancel.set()
-                state.end, state.error = StreamEnd.STOPPED, STOPPED_BY_USER
-                raise
-            if self._cancel.is_set() or self._expired.is_set():  # stopped while it was sent
-                self._abort_connection()
-            yield from self._read(state)
+            for attempt in (1, 2):
+                try:
+                    self._response = self._open()
+                except (KeyboardInterrupt, SystemExit):  # Ctrl-C/SIGTERM while it waits for headers
+                    self._cancel.set()
+                    state.end, state.error = StreamEnd.STOPPED, STOPPED_BY_USER
+                    raise
+                if self._cancel.is_set() or self._expired.is_set():  # stopped while it was sent
+                    self._abort_connection()
+                yield from self._read(state)
+                if attempt == 1 and state.retryable:
+                    # It broke before its first token (an engine died behind the router, a
+                    # connection dropped): nothing was shown, so it is asked once more, anew.
+                    log.info("the answer stream broke before its first token; asked once more: %s",
+                             state.error)
+                    self._client.connections.release(self._key)
+                    self._key = secrets.token_hex(8)
+                    self._cancel.clear()
+                    state = _StreamState(retried=True)
+                    continue
+                break
         finally:
             timer.cancel()
             self._client.connections.release(self._key)
@@ -624,6 +661,8 @@ class AnswerStream:
             elif state.end is None and state.finish is None:
                 state.end = StreamEnd.BROKEN
                 state.error = "the answer stream broke off before its end; the partial answer is kept"
+            state.retryable = (state.end is StreamEnd.BROKEN and not self.parts
+                               and not state.retried)
             if state.end not in (None, StreamEnd.FINISHED):
                 self._cancel.set()
                 self._abort_connection()
@@ -676,6 +715,8 @@ class _StreamState:
     chars: int = 0
     end: StreamEnd | None = None
     error: str | None = None
+    retried: bool = False  # this is the second attempt: it broke before its first token once
+    retryable: bool = False  # broke before any text, not stopped: may be asked once more
 
     def fail(self, end: StreamEnd, error: str, exc: BaseException) -> None:
         self.end, self.error = end, error
@@ -808,10 +849,15 @@ class ModelClient:
 
     def _get(self, path: str, *, timeout_s: float | None = None) -> _Reply | None:
         """A GET beside /v1, or None when nothing answers."""
+        return self.get_url(f"{self.root_url}{path}", timeout_s=timeout_s)
+
+    def get_url(self, url: str, *, timeout_s: float | None = None) -> _Reply | None:
+        """A GET of any URL with the API key (an engine the router lists), or None when
+        nothing answers."""
         try:
-            return self._fetch(f"{self.root_url}{path}", timeout_s=timeout_s)
+            return self._fetch(url, timeout_s=timeout_s)
         except openai.APIConnectionError as exc:
-            log.debug("GET %s: %s", path, _cause(exc))
+            log.debug("GET %s: %s", redact_url(url), _cause(exc))
             _DISCOVERY.timed_out = getattr(_DISCOVERY, "timed_out", False) or _busy(exc)
             return None
 
@@ -882,11 +928,17 @@ class ModelClient:
                 kind = ServerKind.LLAMA_CPP
         if kind is ServerKind.UNKNOWN and owned == "me":  # how llama-cpp-python lists its model
             kind = ServerKind.LLAMA_CPP_PYTHON
+        from .cluster import combined_metrics, discover_engines
+
+        # the router forwards /metrics to one engine: the cluster's figures are every engine's
+        engines = discover_engines(self) if kind is ServerKind.VLLM else ()
+        if engines:
+            metrics = combined_metrics(engines)
         return Capabilities(
             shown, True, models=models, model=model, model_note=note,
             context_length=served_context or context,
             context_from_server=served_context is not None, metrics=metrics,
-            server_kind=kind, notes=tuple(notes), checked_at=time.monotonic(),
+            server_kind=kind, notes=tuple(notes), engines=engines, checked_at=time.monotonic(),
             busy=_DISCOVERY.timed_out, read_at=time.monotonic())
 
     def _llama_cpp_context(self) -> int | None:
@@ -1001,10 +1053,11 @@ class ModelClient:
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None,
                temperature: float | None = None, model: str | None = None,
                deadline_s: float | None = None, deadline_fix: str | None = None,
-               cache_salt: str | None = None) -> AnswerStream:
+               cache_salt: str | None = None, routing_key: str | None = None) -> AnswerStream:
         """An answer to stream. It ends by `deadline_s` (default SPARKDOCS_ANSWER_DEADLINE_S);
         `deadline_fix` is what the message then tells the user to do; `cache_salt` keeps the
-        prefix cache private to one user (team mode)."""
+        prefix cache private to one user (team mode); `routing_key` (`routing_key()`) keeps a
+        document's requests on one engine behind a router."""
         settings = self.settings
         return AnswerStream(
             self, messages, model=model or self.resolve_model(),
@@ -1014,17 +1067,17 @@ class ModelClient:
             deadline_fix=deadline_fix or (
                 f"raise SPARKDOCS_ANSWER_DEADLINE_S (now {settings.answer_deadline_s:g} s) if "
                 "the server is only slow, or lower the answer length"),
-            cache_salt=cache_salt)
+            cache_salt=cache_salt, routing_key=routing_key)
 
     def warm_up(self, messages: Sequence[ChatMessage], *, model: str | None = None,
-                cache_salt: str | None = None,
+                cache_salt: str | None = None, routing_key: str | None = None,
                 streams: StreamGroup | None = None) -> WarmUpResult:
         """Send the next question's exact prefix with max_tokens=1 so its KV blocks are cached.
         It is streamed, so the server sends its headers at once and `streams.cancel()` shuts
         its connection down mid-prefill: the server sees the client leave and drops it."""
         started = time.perf_counter()
         with self.stream(messages, max_tokens=1, temperature=0.0, model=model,
-                         cache_salt=cache_salt) as answer, \
+                         cache_salt=cache_salt, routing_key=routing_key) as answer, \
                 (streams if streams is not None else StreamGroup()).member(answer):
             for _ in answer:
                 pass

@@ -6,8 +6,11 @@ fails it), and what is shown of the server's address never includes its credenti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .checks import Check, CheckStatus
 from .client import START_HINT, ModelClient, ServiceProblem, StreamEnd, chunk_bound
+from .cluster import Engine
 from .errors import SparkdocsError
 from .literal import redact_url
 from .salt_probe import cache_salt_check
@@ -29,6 +32,7 @@ def run_checks(client: ModelClient) -> list[Check]:
         return [Check("reachable", CheckStatus.FAIL, caps.error or f"nothing answers at {shown}",
                       START_HINT)]
     checks.append(Check("reachable", CheckStatus.OK, f"{shown} answers ({caps.server_kind.value} server)"))
+    checks.extend(engine_checks(caps.engines))
     if caps.problem is ServiceProblem.KEY_REFUSED:
         checks.append(Check("api key", CheckStatus.FAIL, caps.error or "the key was refused",
                             "set SPARKDOCS_API_KEY to the server's key (VLLM_API_KEY in compose)"))
@@ -63,6 +67,23 @@ def run_checks(client: ModelClient) -> list[Check]:
                         {True: "/health answers 200", False: "/health does not answer 200",
                          None: "this server has no /health"}[health],
                         "" if health else "vLLM serves /health; compose uses it to gate the app"))
+    return checks
+
+
+def engine_checks(engines: Sequence[Engine]) -> list[Check]:
+    """One check per engine behind a router (none for a single server): a down engine fails,
+    since its share of the requests waits for the router's retries."""
+    if not engines:
+        return []
+    up = sum(1 for e in engines if e.up)
+    checks = [Check("engines", CheckStatus.OK if up == len(engines) else CheckStatus.FAIL,
+                    f"{up} of {len(engines)} engines behind the router serve",
+                    "" if up == len(engines) else "start the engines that are down (on their Spark: "
+                    "`docker compose -f deploy/cluster/compose.engine.yaml up -d`), or check the link")]
+    for engine in engines:
+        checks.append(Check(f"engine {engine.url}", CheckStatus.OK if engine.up else CheckStatus.FAIL,
+                            engine.summary(), "" if engine.up else "read that engine's logs "
+                            "(`docker compose logs vllm` on its Spark)", engine=engine.as_dict()))
     return checks
 
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .client import AnswerResult, ModelClient, StreamEnd
+from .client import AnswerResult, ModelClient, StreamEnd, routing_key
+from .cluster import engines_up
 from .documents import Document, Section, SectionKind
 from .errors import (
     AuthenticationError,
@@ -173,21 +174,30 @@ class PartRequests:
     def __init__(self, client: ModelClient, *, model: str, max_tokens: int,
                  cache_salt: str | None, attempts: int = 2, streams: StreamGroup | None = None,
                  on_start: Callable[[], None] | None = None,
-                 on_end: Callable[[AnswerResult | None], None] | None = None) -> None:
+                 on_end: Callable[[AnswerResult | None], None] | None = None,
+                 routing: str | None = None) -> None:
+        """`routing`: the document-and-user routing key (client.routing_key); each part is
+        routed by its own key derived from it, so parts spread over the engines."""
         self.client = client
+        self.routing = routing
         self.streams = streams if streams is not None else StreamGroup()
         self._model, self._max_tokens, self._salt = model, max_tokens, cache_salt
         self._attempts = attempts
         self._on_start = on_start or (lambda: None)
         self._on_end = on_end or (lambda result: None)
 
-    def run(self, messages: Sequence[ChatMessage]) -> AnswerResult:
+    def part_key(self, number: int) -> str | None:
+        """Part `number`'s routing key (None without a document key)."""
+        return routing_key(self.routing, None, part=number) if self.routing else None
+
+    def run(self, messages: Sequence[ChatMessage], *, routing: str | None = None) -> AnswerResult:
+        """One request, retried; `routing` overrides the document's routing key."""
         last_error: Exception | None = None
         for attempt in range(1, self._attempts + 1):
             if self.streams.cancelled:
                 raise SparkdocsError("cancelled")
             stream = self.client.stream(messages, max_tokens=self._max_tokens, model=self._model,
-                                        cache_salt=self._salt)
+                                        cache_salt=self._salt, routing_key=routing or self.routing)
             self._on_start()
             result: AnswerResult | None = None
             try:
@@ -339,13 +349,15 @@ def parts_cached_at_once(parts: Sequence[Part], kv_capacity: int | None) -> int 
 def in_flight_for(client: ModelClient, prompts: Sequence[Prompt], *, answer_tokens: int,
                   limit: int) -> int:
     """Parts asked at once: as many as the server's KV cache holds whole (vLLM's /metrics),
-    at most `limit`; one on a server that reports no capacity (llama.cpp serves one)."""
-    metrics = client.capabilities().metrics
+    at most `limit` per engine; one on a server that reports no capacity (llama.cpp serves
+    one). Behind vLLM's router both are the engines' sums."""
+    caps = client.capabilities()
+    metrics = caps.metrics
     capacity = metrics.kv_capacity_tokens if metrics is not None else None
     if not capacity or not prompts:
         return 1
     largest = max(p.prompt_tokens for p in prompts) + answer_tokens
-    return max(1, min(limit, len(prompts), capacity // largest))
+    return max(1, min(limit * engines_up(caps.engines), len(prompts), capacity // largest))
 
 
 def whole_parts(document: Document, builder: PromptBuilder, *, context: int,
@@ -395,7 +407,9 @@ def ask_parts(document: Document, plan: WholePlan, *, requests: PartRequests,
     def ask(number: int) -> PartAnswer:
         part = plan.parts[number - 1]
         try:
-            answer = PartAnswer(number, part.label, requests.run(plan.prompts[number - 1].messages))
+            answer = PartAnswer(number, part.label, requests.run(
+                plan.prompts[number - 1].messages,
+                routing=requests.part_key(number) if len(plan.parts) > 1 else None))
         except SparkdocsError as exc:
             if requests.streams.cancelled or isinstance(exc, NOT_RETRIED):
                 raise

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TypedDict
 
 from .citations import Citation, Locator, Status, verify_answer
-from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult
+from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult, routing_key
 from .documents import Document, DocumentKind, SectionKind, combine_documents
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError, StoreError
 from .parts import (
@@ -265,7 +265,8 @@ class QuestionAnswering:
         self.check_fits(prompt, max_tokens=answer_tokens,
                         ratio=self.served_count(document, session.kept_sections).ratio)
         stream = self.client.stream(prompt.messages, max_tokens=answer_tokens,
-                                    cache_salt=self.cache_salt(session.owner))
+                                    cache_salt=self.cache_salt(session.owner),
+                                    routing_key=routing_key(document.content_hash, session.owner))
         return PendingAnswer(prompt, stream, question, follow_up,
                              self.prepared(document, session.kept_sections))
 
@@ -409,7 +410,8 @@ class QuestionAnswering:
         requests = PartRequests(self.client, model=self.client.resolve_model(),
                                 max_tokens=settings.answer_tokens,
                                 cache_salt=self.cache_salt(session.owner),
-                                streams=streams if streams is not None else StreamGroup())
+                                streams=streams if streams is not None else StreamGroup(),
+                                routing=routing_key(document.content_hash, session.owner))
         done: list[PartAnswer] = []
 
         def part_done(answer: PartAnswer) -> None:

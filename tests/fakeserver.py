@@ -62,6 +62,7 @@ class Behaviour:
     latency_s: float = 0.0  # before the first token
     token_delay_s: float = 0.0
     cut_after_chunks: int | None = None
+    cut_first_streams: int = 0  # the next N streams break before their first token (an engine died)
     status: int = 200
     status_times: int = 0  # how many requests get `status` before normal service resumes
     error_body: dict[str, Any] | None = None
@@ -273,6 +274,15 @@ class _Handler(BaseHTTPRequestHandler):
             return {"id": "x", "object": "chat.completion.chunk", "model": b.model, "choices": [
                 {"index": 0, "delta": {"content": text}, "finish_reason": None}]}
 
+        with b.lock:
+            cut_now = b.cut_first_streams > 0
+            if cut_now:
+                b.cut_first_streams -= 1
+        if cut_now:
+            self.wfile.write(b"data: {\"broken")
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
         fault = b.stream_fault
         try:
             if fault is not None and self._fault(fault, words, send, word_chunk):

@@ -7,6 +7,7 @@ import logging
 import streamlit as st
 
 from ..client import Capabilities
+from ..cluster import engine_row
 from ..local_model import log_excerpt
 from ..safe_text import safe_markdown
 from ..views import code_span
@@ -58,6 +59,11 @@ def server_status(svc: Services) -> None:
               help="from the server" if caps.context_from_server else "from configuration")
     if caps.model_note:
         st.warning(safe_markdown(caps.model_note))
+    if caps.engines:  # behind vLLM's router: every engine it lists, each asked itself
+        up = sum(1 for e in caps.engines if e.up)
+        st.markdown(safe_markdown(f"**Engines behind the router:** {up} of {len(caps.engines)} "
+                                  "serve; the figures below are their sum."))
+        st.dataframe([engine_row(e) for e in caps.engines], hide_index=True)
     metrics = caps.metrics
     if metrics is None:
         st.info("This server publishes no vLLM metrics: no prefix-cache hit rate or queue to show.")

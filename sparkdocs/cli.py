@@ -185,7 +185,7 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
     from .served_count import count_as_served
 
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens,
-                                        base_url=base_url))
+                                        base_url=base_url), lists_documents=False)
     document = _load(workspace, LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password),
                      separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)

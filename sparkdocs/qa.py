@@ -508,25 +508,42 @@ class QuestionAnswering:
         return verify_answer(turn.answer, prepared)
 
     def warm_up(self, document: Document, keep: Sequence[int] | None = None, *,
-                owner: str | None = None) -> WarmUpResult:
+                owner: str | None = None, streams: StreamGroup | None = None,
+                on_part: Callable[[int, int], None] | None = None) -> WarmUpResult:
         """Warm the owner's prefix: under per-user isolation another user's warm-up would not
-        serve them."""
+        serve them. `streams.cancel()` ends it on the server; `on_part(done, total)` says
+        how far it is."""
         prepared = self.prepared(document, keep)
-        return self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages,
-                                   cache_salt=self.cache_salt(owner or self.workspace.settings.user))
+        if on_part:
+            on_part(0, 1)
+        result = self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages,
+                                     cache_salt=self.cache_salt(owner or self.workspace.settings.user),
+                                     streams=streams)
+        if on_part:
+            on_part(1, 1)
+        return result
 
-    def warm_parts(self, document: Document, *, owner: str | None = None) -> WarmUpResult:
+    def warm_parts(self, document: Document, *, owner: str | None = None,
+                   streams: StreamGroup | None = None,
+                   on_part: Callable[[int, int], None] | None = None) -> WarmUpResult:
         """Warm the prefixes of a document beyond the context, part by part from the first,
-        as many as the KV cache holds at once (the rest would only push the first ones out)."""
+        as many as the KV cache holds at once (the rest would only push the first ones out);
+        `on_part(done, total)` after each, `streams.cancel()` ends the one in flight."""
         owner = owner or self.workspace.settings.user
         cut = self.whole_parts(document)
         metrics = self.client.capabilities().metrics
         held = parts_cached_at_once(cut.parts, metrics.kv_capacity_tokens if metrics else None)
         count = len(cut.parts) if held is None else held
         builder, salt = self.workspace.prompts, self.cache_salt(owner)
-        results = [self.client.warm_up(builder.warm_up(prepared_part(
-            cut.document, builder, cut.parts, number)).messages, cache_salt=salt)
-            for number in range(1, count + 1)]
+        results: list[WarmUpResult] = []
+        for number in range(1, count + 1):
+            if on_part:
+                on_part(number - 1, count)
+            results.append(self.client.warm_up(builder.warm_up(prepared_part(
+                cut.document, builder, cut.parts, number)).messages, cache_salt=salt,
+                streams=streams))
+        if on_part:
+            on_part(count, count)
         return WarmUpResult(sum(r.seconds for r in results),
                             _total([r.prompt_tokens for r in results]),
                             _total([r.cached_tokens for r in results]))

@@ -262,6 +262,32 @@ def library_entries(infos: Sequence[DocumentInfo], sessions: Sequence[Session]
     return entries, counted_only
 
 
+def library_search(entries: Sequence[LibraryEntry], counted_only: Sequence[DocumentInfo],
+                   query: str) -> tuple[list[LibraryEntry], list[DocumentInfo]]:
+    """The Library narrowed to `query` (any case, words in any order): a document whose name
+    holds it keeps all its sessions; otherwise only its sessions whose title or first
+    question holds it are kept."""
+    words = query.casefold().split()
+    if not words:
+        return list(entries), list(counted_only)
+
+    def matches(text: str) -> bool:
+        folded = text.casefold()
+        return all(word in folded for word in words)
+
+    found = []
+    for entry in entries:
+        if matches(entry.name):
+            found.append(entry)
+            continue
+        variants = [LibraryVariant(v.info, kept) for v in entry.variants
+                    if (kept := tuple(s for s in v.sessions if matches(session_title(s, width=10**6))
+                                      or any(matches(t.question) for t in s.turns[:1])))]
+        if variants:
+            found.append(LibraryEntry(entry.name, entry.kind, tuple(variants)))
+    return found, [info for info in counted_only if matches(info.name)]
+
+
 _COMMONMARK = MarkdownIt("commonmark")
 _LINES = re.compile(r"\r\n|\r|\n")  # as CommonMark ends lines
 

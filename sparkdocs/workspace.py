@@ -56,16 +56,22 @@ class LoadRequest:
 
 
 class Workspace:
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None,
+                 lists_documents: bool = True) -> None:
+        """`lists_documents` False (`sparkdocs count`): what is read is cached, not listed in
+        the Library (see `DocumentRows.lists_new_documents`)."""
         self.settings = settings
         self._store = store
+        self._lists_documents = lists_documents
 
     @cached_property
     def store(self) -> Store:
-        return self._store or Store(self.settings.cache_dir,
-                                    size_limit_bytes=self.settings.cache_size_limit_mb * 2**20,
-                                    busy_timeout_s=self.settings.store_busy_timeout_s,
-                                    per_owner_shares=self.settings.auth is not AuthMode.NONE)
+        store = self._store or Store(self.settings.cache_dir,
+                                     size_limit_bytes=self.settings.cache_size_limit_mb * 2**20,
+                                     busy_timeout_s=self.settings.store_busy_timeout_s,
+                                     per_owner_shares=self.settings.auth is not AuthMode.NONE)
+        store.lists_new_documents = self._lists_documents
+        return store
 
     def recovery_folders(self) -> list[Path]:
         """Where answers the store did not take are kept: `<cache dir>/recovered`, then (that

@@ -142,6 +142,13 @@ CREATE INDEX IF NOT EXISTS session_documents_by_document ON session_documents (d
 """)
 
 
+def _listed_documents(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
+    """An owner's document is listed (the Library, the reopen list) once they opened it to
+    read in the app or the CLI; one only counted (`sparkdocs count`) stays a parse cache,
+    and a listed one can be taken off the list without losing its sessions."""
+    db.execute("ALTER TABLE document_owners ADD COLUMN listed INTEGER NOT NULL DEFAULT 1")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One change to the schema, applied once per store and recorded by name. Append new ones
@@ -156,6 +163,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0002_owners_users_locked_pdfs", _owners_and_users),
     Migration("0003_document_bodies_in_diskcache", _bodies_to_diskcache),
     Migration("0004_session_documents", _session_documents),
+    Migration("0005_listed_documents", _listed_documents),
 )
 # A store from before names were kept: what its PRAGMA user_version says it already has.
 _APPLIED_BY_VERSION = {2: 1, 3: 2}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..config import LOCAL_USER
@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 class DocumentRows(Database):
     """Each document's row (name, counts, whether it is locked) and its owners' rows live in
     SQLite; its parsed body in `self.bodies` (diskcache, evicted by its own limit). A row whose
-    body was evicted is dropped when next read."""
+    body was evicted is dropped when next read.
+
+    `lists_new_documents` False (`sparkdocs count`) stores what is read as a parse cache only:
+    not listed until the owner opens it to ask."""
+
+    lists_new_documents: bool = True
 
     def get_document(self, key: str, *, owner: str = LOCAL_USER, password: str | None = None
                      ) -> Document | None:
@@ -87,10 +92,27 @@ class DocumentRows(Database):
                 (key, document.name, document.kind.value, document.section_tokens,
                  len(document.sections), len(body.encode("utf-8")), now, now, int(locked)))
             db.execute(
-                "INSERT INTO document_owners (key, owner, name, verifier, stored_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, owner) DO UPDATE "
-                "SET verifier = COALESCE(excluded.verifier, document_owners.verifier)",
-                (key, owner, document.name, verifier, now))
+                "INSERT INTO document_owners (key, owner, name, verifier, stored_at, listed) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key, owner) DO UPDATE "
+                "SET verifier = COALESCE(excluded.verifier, document_owners.verifier), "
+                "listed = MAX(document_owners.listed, excluded.listed)",
+                (key, owner, document.name, verifier, now, int(self.lists_new_documents)))
+
+    def _list(self, key: str, *, owner: str) -> None:
+        """An owner's document read again to ask: listed from now on."""
+        if self._read("SELECT 1 FROM document_owners WHERE key = ? AND owner = ? AND listed = 0",
+                      (key, owner)):
+            with self._write() as db:
+                db.execute("UPDATE document_owners SET listed = 1, stored_at = ? "
+                           "WHERE key = ? AND owner = ?", (time.time(), key, owner))
+
+    def unlist_documents(self, keys: Iterable[str], *, owner: str = LOCAL_USER) -> int:
+        """Take the owner's documents off their lists (the Library's "never asked about"):
+        their parsed bodies stay cached and their sessions stay. Returns how many."""
+        with self._write() as db:
+            return sum(db.execute("UPDATE document_owners SET listed = 0 "
+                                  "WHERE key = ? AND owner = ? AND listed = 1",
+                                  (key, owner)).rowcount for key in keys)
 
     def get_or_ingest(self, key: str, ingest: Callable[[], Document], *,
                       owner: str = LOCAL_USER, password: str | None = None,
@@ -107,12 +129,16 @@ class DocumentRows(Database):
             except PasswordRequiredError:
                 cached = None
             if cached is not None:
+                if self.lists_new_documents:
+                    self._list(key, owner=owner)
                 return cached
             document = ingest()  # raises EncryptedDocumentError when wrong
             self.put_document(document, owner=owner, password=password, locked=True)
             return document
         cached = self.get_document(key, owner=owner)
         if cached is not None:
+            if self.lists_new_documents:
+                self._list(key, owner=owner)
             return cached
         # Another owner's copy is not reused: its name (and so a hint of what they read) is
         # theirs, and parsing again costs this owner only their first upload.
@@ -121,10 +147,11 @@ class DocumentRows(Database):
         return document
 
     def list_documents(self, *, owner: str = LOCAL_USER) -> list[DocumentInfo]:
-        """The owner's documents whose bodies are still cached."""
+        """The owner's listed documents whose bodies are still cached."""
         rows = self._read("SELECT d.key, o.name, d.kind, d.tokens, d.sections, o.stored_at "
                           "FROM document_owners o JOIN documents d ON d.key = o.key "
-                          "WHERE o.owner = ? ORDER BY o.stored_at DESC", (owner,))
+                          "WHERE o.owner = ? AND o.listed = 1 ORDER BY o.stored_at DESC",
+                          (owner,))
         return [DocumentInfo(*row) for row in rows if self.bodies.has(row[0], owner=owner)]
 
     def rename_document(self, key: str, name: str, *, owner: str = LOCAL_USER) -> None:

@@ -7,7 +7,7 @@ import logging
 import streamlit as st
 
 from ..safe_text import safe_markdown
-from ..views import LibraryVariant, library_entries, session_label
+from ..views import LibraryVariant, library_entries, library_search, session_label
 from . import team
 from .common import friendly_errors, open_session_in_tab
 from .services import Services
@@ -22,7 +22,13 @@ def library(svc: Services) -> None:
     user = team.current_user()
     entries, counted_only = library_entries(store.list_documents(owner=user),
                                             store.list_sessions(owner=user))
-    if not entries:
+    query = st.text_input("Search", placeholder="Search documents and sessions by name or "
+                          "first question", label_visibility="collapsed", key="library-search")
+    if query.strip():
+        entries, counted_only = library_search(entries, counted_only, query)
+        if not entries and not counted_only:
+            st.info(safe_markdown(f"Nothing in the Library matches “{query.strip()}”."))
+    elif not entries:
         st.info("No documents with sessions yet: upload one on the Ask page and ask a question.")
     for entry in entries:
         several = len(entry.variants) > 1
@@ -38,6 +44,11 @@ def library(svc: Services) -> None:
         with st.expander(f"{len(counted_only)} document(s) read or counted but never asked about"):
             for info in counted_only:
                 st.write(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens"))
+            if _confirmed_delete(st, "clear-counted", f"Take these {len(counted_only)} "
+                                 "document(s) off this list? Their sessions, if any, stay.",
+                                 label="Clear this list"):
+                store.unlist_documents([info.key for info in counted_only], owner=user)
+                st.rerun()
 
 
 def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -> None:

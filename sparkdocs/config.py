@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     include_lock_files: bool = False
     max_match_seconds: float = Field(30.0, gt=0, description="Time for all ignore-rule matching of one codebase.")
     max_pdf_memory_mb: int = Field(1024, ge=128, description="Address space of the PDF-reading child.")
+    max_concurrent_ingests: int = Field(2, ge=1, description="Uploads read at once in one "
+                                        "process (the app); the others wait their turn.")
     max_pdf_cpu_seconds: float = Field(300.0, gt=0, description="CPU time of the PDF-reading child.")
     local_model_log: Path | None = Field(None, description="Log of the demo model that "
                                          "`sparkdocs app --local-model` started (Server page).")

@@ -23,6 +23,7 @@ from .ingest import (
     ingest_uploads,
 )
 from .ingest.code import directory_tokens
+from .ingest_slots import Waiting, ingest_slot
 from .passwords import pdf_is_encrypted
 from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections
 from .rank_cache import CachedRanks, cached_ranks
@@ -115,15 +116,22 @@ class Workspace:
             max_pdf_cpu_seconds=settings.max_pdf_cpu_seconds)
 
     def load_uploads(self, uploads: Sequence[Upload], options: IngestOptions, *,
-                     progress: Progress | None = None, owner: str | None = None) -> Document:
+                     progress: Progress | None = None, owner: str | None = None,
+                     waiting: Waiting | None = None) -> Document:
         """Uploaded bytes → the owner's counted document (default: the settings' user), from
         the store when they uploaded these bytes before — for an encrypted PDF only with its
-        password again (issue #12)."""
+        password again (issue #12). Reading takes one of the process's
+        `max_concurrent_ingests` slots; `waiting` hears how long it has waited for one."""
         preload_llama3(load_ranks=self.ranks)
         key = document_key(uploads, options)
+
+        def read() -> Document:
+            with ingest_slot(self.settings.max_concurrent_ingests, waiting=waiting):
+                return count_document(ingest_uploads(uploads, options=options,
+                                                     progress=progress))
+
         return self.store.get_or_ingest(
-            key, lambda: count_document(ingest_uploads(uploads, options=options,
-                                                       progress=progress)),
+            key, read,
             owner=owner or self.settings.user, password=options.password,
             locked=any(pdf_is_encrypted(upload.data) for upload in uploads))
 

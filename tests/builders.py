@@ -325,3 +325,23 @@ def make_soft_hyphen_pdf() -> bytes:
         f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
     ])
+
+
+def make_docx_of_paragraphs(count: int, *, seed: int = 7) -> bytes:
+    """A DOCX whose body is `count` one-word paragraphs of random letters (a million: ~2.3 MB
+    on disk, ~40 MB of XML, a compression ratio that passes the zip-bomb check), written
+    straight into word/document.xml: python-docx would take minutes to add them."""
+    import random
+
+    import docx
+
+    rng = random.Random(seed)
+    template = io.BytesIO()
+    docx.Document().save(template)
+    ns = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    body = "".join(f"<w:p><w:r><w:t>{''.join(rng.choices(letters, k=rng.randint(3, 6)))}"
+                   "</w:t></w:r></w:p>" for _ in range(count))
+    xml = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document {ns}><w:body>'
+           f"{body}<w:sectPr/></w:body></w:document>").encode()
+    return replace_docx_part(template.getvalue(), "word/document.xml", xml)

@@ -9,7 +9,14 @@ python-docx loaded every part), their declared sizes must stay under `max_docx_x
 (64 MiB; lxml needs several times that while parsing) and their compression ratios under
 `max_compression_ratio`, and reads stop at the declared size. Every XML part is parsed once
 with entities and network access off before python-docx sees it, so a malformed part is
-named in a per-file error (or, for footnotes, left out with a warning)."""
+named in a per-file error (or, for footnotes, left out with a warning).
+
+The body (word/document.xml) is never held as a tree: it is streamed twice with lxml's
+iterparse, each top-level paragraph or table turned into text and dropped as soon as it ends.
+The first pass only checks it and keeps its section properties, which python-docx then reads
+(with styles, numbering, headers and footers) from a copy of the package whose body holds
+nothing else; the second writes the text. A million one-word paragraphs cost their text, not
+~750 MB of element tree."""
 
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ import io
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..documents import Section, SectionKind, clean_text
@@ -56,10 +65,11 @@ def _safe_parser() -> Any:
 
 
 def _xml_only(data: bytes, *, name: str, options: IngestOptions  # noqa: C901 (over the limit; split when next changed)
-              ) -> tuple[bytes, dict[str, bytes], list[str]]:
+              ) -> tuple[bytes, dict[str, bytes], list[str], str]:
     """The package with every non-XML part emptied (never inflated) and the XML parts checked
     from their declared sizes and ratios, then read (at most the declared size, as zipfile
-    enforces) and parsed once. Returns (package, optional parts that parsed, warnings)."""
+    enforces) and parsed once; the body is left for `_read_body` to stream and replaced by a
+    stub. Returns (package, optional parts that parsed, warnings, the body's part name)."""
     from lxml import etree
 
     check_zip_entries(data, name=name, limit=_MAX_PARTS)
@@ -89,6 +99,7 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions  # noqa: C901 (o
     buffer = io.BytesIO()
     optional: dict[str, bytes] = {}
     warnings: list[str] = []
+    main_name = _main_part_name(source, xml_names)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as target:
         for info in infos:
             if info.is_dir():
@@ -96,13 +107,10 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions  # noqa: C901 (o
             if info.filename not in xml_names:
                 target.writestr(info.filename, b"")
                 continue
-            try:
-                part = source.read(info)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
-                    RuntimeError, ValueError) as exc:  # damaged, encrypted or odd members
-                raise UnsupportedFormatError(
-                    f"{name}: part {info.filename} cannot be unpacked ({exc}); re-save the "
-                    "document in Word or LibreOffice.") from exc
+            if info.filename == main_name:  # streamed later, never whole: python-docx
+                target.writestr(info.filename, _EMPTY_BODY)  # reads the rest beside a stub
+                continue
+            part = _read_part(source, info, name=name)
             try:
                 etree.fromstring(part, parser=_safe_parser())
             except etree.XMLSyntaxError as exc:
@@ -117,22 +125,116 @@ def _xml_only(data: bytes, *, name: str, options: IngestOptions  # noqa: C901 (o
                 if info.filename in _OPTIONAL_PARTS:  # python-docx keeps these as opaque blobs
                     optional[info.filename] = part
             target.writestr(info.filename, part)
-    return buffer.getvalue(), optional, warnings
+    if main_name not in xml_names:
+        raise UnsupportedFormatError(
+            f"{name}: not a valid .docx (Word 2007+) file (no {main_name}); open it in Word "
+            "or LibreOffice and save it as .docx again.")
+    return buffer.getvalue(), optional, warnings, main_name
+
+
+def _read_part(source: zipfile.ZipFile, info: zipfile.ZipInfo, *, name: str) -> bytes:
+    try:
+        return source.read(info)
+    except _UNPACK_ERRORS as exc:  # damaged, encrypted or odd members
+        raise UnsupportedFormatError(
+            f"{name}: part {info.filename} cannot be unpacked ({exc}); re-save the "
+            "document in Word or LibreOffice.") from exc
+
+
+_UNPACK_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                  RuntimeError, ValueError)
+_OFFICE_DOCUMENT = "/officeDocument"
+
+
+def _main_part_name(source: zipfile.ZipFile, xml_names: set[str]) -> str:
+    """The body's part, as the package's own relationships name it (word/document.xml in
+    every file Word writes)."""
+    from lxml import etree
+
+    if "_rels/.rels" in xml_names:
+        try:
+            root = etree.fromstring(source.read("_rels/.rels"), parser=_safe_parser())
+        except (etree.XMLSyntaxError, *_UNPACK_ERRORS):
+            return "word/document.xml"
+        for rel in root.iter("{*}Relationship"):
+            if (rel.get("Type") or "").endswith(_OFFICE_DOCUMENT) and rel.get("Target"):
+                return str(rel.get("Target")).lstrip("/")
+    return "word/document.xml"
+
+
+_EMPTY_BODY = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+               b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/'
+               b'main"><w:body/></w:document>')
+
+
+@dataclass
+class _Body:
+    """What one pass over the body keeps: its sections of text, whether it has tracked
+    changes, and its section properties (each break's, then the last: they hold the header
+    and footer references), as XML."""
+
+    sections: list[Section]
+    tracked: bool = False
+    breaks: list[bytes] = field(default_factory=list)
+    last: bytes | None = None
+
+
+_P, _TBL, _BODY = f"{W}p", f"{W}tbl", f"{W}body"
+_SECTPR, _INS, _DEL = f"{W}sectPr", f"{W}ins", f"{W}del"
+_BODY_TAGS = (_P, _TBL, _SECTPR, _INS, _DEL)
+
+
+def _body_elements(source: zipfile.ZipFile, info: zipfile.ZipInfo, *, name: str
+                   ) -> Iterator[Any]:
+    """The body part's paragraphs, tables, section properties and tracked changes as each
+    ends, streamed from the zip. A top-level paragraph or table is emptied and dropped with
+    everything before it once it has been handled, so memory holds one at a time."""
+    from lxml import etree
+
+    try:
+        with source.open(info) as stream:
+            for _, element in etree.iterparse(
+                    stream, events=("end",), tag=_BODY_TAGS, resolve_entities=False,
+                    no_network=True, load_dtd=False, huge_tree=False):
+                yield element
+                parent = element.getparent()
+                if element.tag in (_P, _TBL) and parent is not None and \
+                        parent.tag == _BODY:
+                    element.clear()
+                    while element.getprevious() is not None:
+                        del parent[0]
+    except etree.XMLSyntaxError as exc:
+        raise IngestError(
+            f"{name}: part {info.filename} is not well-formed XML ({exc}); open the "
+            "document in Word or LibreOffice and save it again.") from exc
+    except _UNPACK_ERRORS as exc:
+        raise UnsupportedFormatError(
+            f"{name}: part {info.filename} cannot be unpacked ({exc}); re-save the "
+            "document in Word or LibreOffice.") from exc
+
+
+def _restore_section_properties(document: Any, body: _Body) -> None:
+    """Put the body's section properties into python-docx's stub body, so that its sections
+    (headers, footers) are the document's."""
+    from docx.oxml import OxmlElement, parse_xml
+
+    stub = document.element.body
+    for xml in body.breaks:
+        paragraph, properties = OxmlElement("w:p"), OxmlElement("w:pPr")
+        properties.append(parse_xml(xml))
+        paragraph.append(properties)
+        stub.append(paragraph)
+    if body.last is not None:
+        stub.append(parse_xml(body.last))
+
+
+_TEXT_TAGS = (f"{W}t", f"{W}tab", f"{W}br", f"{W}cr", f"{W}noBreakHyphen")
+_SPECIAL_TEXT = {f"{W}tab": "\t", f"{W}noBreakHyphen": "-", f"{W}br": "\n", f"{W}cr": "\n"}
 
 
 def _run_text(element: Any) -> str:
-    parts = []
-    for node in element.iter(f"{W}t", f"{W}tab", f"{W}br", f"{W}cr", f"{W}noBreakHyphen"):
-        tag = node.tag
-        if tag == f"{W}t":
-            parts.append(node.text or "")
-        elif tag == f"{W}tab":
-            parts.append("\t")
-        elif tag == f"{W}noBreakHyphen":
-            parts.append("-")
-        else:
-            parts.append("\n")
-    return "".join(parts)
+    return "".join(node.text or "" if node.tag == _TEXT_TAGS[0] else _SPECIAL_TEXT[node.tag]
+                   for node in element.iter(*_TEXT_TAGS))
 
 
 class _Numbering:
@@ -163,12 +265,15 @@ class _Numbering:
         return "-" if fmt in _BULLET_FORMATS else "1."
 
 
+_PPR, _PSTYLE, _VAL, _NUMPR = f"{W}pPr", f"{W}pStyle", f"{W}val", f"{W}numPr"
+
+
 def _style_name(paragraph: Any, styles: dict[str, str]) -> str:
-    ppr = paragraph.find(f"{W}pPr")
-    style = ppr.find(f"{W}pStyle") if ppr is not None else None
+    ppr = paragraph.find(_PPR)
+    style = ppr.find(_PSTYLE) if ppr is not None else None
     if style is None:
         return ""
-    style_id = style.get(f"{W}val") or ""
+    style_id = style.get(_VAL) or ""
     return styles.get(style_id, style_id)
 
 
@@ -222,12 +327,12 @@ def _footnotes(optional: dict[str, bytes]) -> list[str]:
     return notes
 
 
-def docx_sections(data: bytes, *, name: str, options: IngestOptions = _DEFAULTS  # noqa: C901 (over the limit; split when next changed)
+def docx_sections(data: bytes, *, name: str, options: IngestOptions = _DEFAULTS
                   ) -> tuple[list[Section], list[str]]:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
-    package, optional, warnings = _xml_only(data, name=name, options=options)
+    package, optional, warnings, main_name = _xml_only(data, name=name, options=options)
     try:
         document = docx.Document(io.BytesIO(package))
     except (zipfile.BadZipFile, KeyError, ValueError, PackageNotFoundError) as exc:
@@ -237,59 +342,100 @@ def docx_sections(data: bytes, *, name: str, options: IngestOptions = _DEFAULTS 
         ) from exc
 
     styles = {s.style_id: s.name for s in document.styles if s.style_id}
-    numbering = _Numbering(document)
-    body = document.element.body
-    if body is None:
-        raise IngestError(f"{name}: word/document.xml has no body; re-save it in Word.")
-    if body.find(f".//{W}ins") is not None or body.find(f".//{W}del") is not None:
+    source = zipfile.ZipFile(io.BytesIO(data))
+    body = _read_body(source, source.getinfo(main_name), name=name, styles=styles,
+                      numbering=_Numbering(document))
+    _restore_section_properties(document, body)
+    if body.tracked:
         warnings.append(f"{name}: has tracked changes; shown as if all were accepted.")
     if any(str(p.partname) == "/word/comments.xml" for p in document.part.package.iter_parts()):
         warnings.append(f"{name}: has comments; they are not included.")
+    return _with_extras(document, body.sections, optional, name=name), warnings
 
-    sections: list[Section] = []
+
+class _Lines:
+    """A section's lines, joined in batches as they come in, so that a million short
+    paragraphs are a few hundred strings rather than a million."""
+
+    def __init__(self) -> None:
+        self._joined: list[str] = []
+        self._lines: list[str] = []
+
+    def add(self, *lines: str) -> None:
+        self._lines.extend(lines)
+        if len(self._lines) > 4096:
+            self._joined.append("\n".join(self._lines))
+            self._lines = []
+
+    def text(self) -> str:
+        return "\n".join([*self._joined, *self._lines])
+
+
+def _read_body(source: zipfile.ZipFile, info: zipfile.ZipInfo, *, name: str,
+               styles: dict[str, str], numbering: _Numbering) -> _Body:
+    """The body in order, one top-level paragraph or table at a time (`_body_elements`)."""
+    from lxml import etree
+
+    body = _Body([])
     title = "(start)"
-    lines: list[str] = []
+    lines = _Lines()
 
     def flush() -> None:
-        text = clean_text("\n".join(lines))
+        text = clean_text(lines.text())
         if text.strip():
-            sections.append(Section(SectionKind.HEADING, title, text))
+            body.sections.append(Section(SectionKind.HEADING, title, text))
 
-    for child in body.iterchildren():
-        if child.tag == f"{W}tbl":
-            lines += ["", _table_markdown(child), ""]
-            continue
-        if child.tag != f"{W}p":
-            continue
-        text = _run_text(child).strip()
-        if not text:
-            continue
-        heading = _HEADING_STYLE.match(_style_name(child, styles).strip())
-        if heading:
-            flush()
-            title, lines = text, []
-            depth = int(heading.group(1) or 1)
-            lines += [f"{'#' * depth} {text}", ""]
-            continue
-        style = _style_name(child, styles)
-        list_style = _LIST_STYLE.match(style)
-        num_pr = child.find(f"{W}pPr/{W}numPr")
-        if list_style and num_pr is None:
-            indent = int(list_style.group(2) or 1) - 1
-            marker = "-" if list_style.group(1).lower() == "bullet" else "1."
-            lines.append(f"{'  ' * indent}{marker} {text}")
-            continue
-        if num_pr is not None:
-            num_id = num_pr.find(f"{W}numId")
-            ilvl = num_pr.find(f"{W}ilvl")
-            level = ilvl.get(f"{W}val") if ilvl is not None else "0"
-            marker = numbering.marker(num_id.get(f"{W}val") if num_id is not None else "", level)
-            depth = _small_int(level, default=0, low=0, high=8)  # Word has 9 list levels
-            lines.append(f"{'  ' * depth}{marker} {text}")
-            continue
-        lines += [text, ""]
+    for child in _body_elements(source, info, name=name):
+        parent = child.getparent()
+        if child.tag in (_INS, _DEL):
+            body.tracked = True
+        elif child.tag == _SECTPR:
+            if parent.tag == _BODY:
+                body.last = etree.tostring(child)
+            elif parent.tag == _PPR and parent.getparent().getparent().tag == _BODY:
+                body.breaks.append(etree.tostring(child))
+        elif parent is None or parent.tag != _BODY:
+            continue  # a paragraph in a table: read with its table
+        elif child.tag == _TBL:
+            lines.add("", _table_markdown(child), "")
+        elif text := _run_text(child).strip():
+            style = _style_name(child, styles)
+            heading = _HEADING_STYLE.match(style.strip()) if style else None
+            if heading:
+                flush()
+                title, lines = text, _Lines()
+                lines.add(f"{'#' * int(heading.group(1) or 1)} {text}", "")
+            else:
+                lines.add(*_paragraph_lines(child, text, style=style, numbering=numbering))
     flush()
+    return body
 
+
+def _paragraph_lines(paragraph: Any, text: str, *, style: str,
+                     numbering: _Numbering) -> tuple[str, ...]:
+    """A body paragraph as Markdown: a list item keeps its marker and depth."""
+    ppr = paragraph.find(_PPR)
+    num_pr = ppr.find(_NUMPR) if ppr is not None else None
+    if num_pr is None and not style:
+        return (text, "")
+    list_style = _LIST_STYLE.match(style)
+    if list_style and num_pr is None:
+        indent = int(list_style.group(2) or 1) - 1
+        marker = "-" if list_style.group(1).lower() == "bullet" else "1."
+        return (f"{'  ' * indent}{marker} {text}",)
+    if num_pr is not None:
+        num_id = num_pr.find(f"{W}numId")
+        ilvl = num_pr.find(f"{W}ilvl")
+        level = ilvl.get(f"{W}val") if ilvl is not None else "0"
+        marker = numbering.marker(num_id.get(f"{W}val") if num_id is not None else "", level)
+        depth = _small_int(level, default=0, low=0, high=8)  # Word has 9 list levels
+        return (f"{'  ' * depth}{marker} {text}",)
+    return (text, "")
+
+
+def _with_extras(document: Any, sections: list[Section], optional: dict[str, bytes], *,
+                 name: str) -> list[Section]:
+    """Headers, footers and footnotes, after the body."""
     extra: list[str] = []
     seen: set[tuple[str, str]] = set()
     for section in document.sections:
@@ -310,4 +456,4 @@ def docx_sections(data: bytes, *, name: str, options: IngestOptions = _DEFAULTS 
         sections.append(Section(SectionKind.HEADING, "Footnotes", clean_text("\n".join(notes))))
     if not sections:
         raise IngestError(f"{name}: the document has no text.")
-    return sections, warnings
+    return sections

@@ -103,8 +103,13 @@ def _load(svc: Services, files, *, password: str | None, include: list[str],
     def show(done: int, total: int, what: str) -> None:
         bar.progress(done / max(total, 1), text=safe_markdown(f"Extracting {what}…"))
 
+    def waiting(seconds: float) -> None:
+        status.update(label=f"Waiting for another upload to finish ({seconds:.0f} s): at most "
+                      f"{svc.settings.max_concurrent_ingests} are read at once, so that no "
+                      "upload takes the others' memory or time.", state="running")
+
     document = svc.workspace.load_uploads(uploads, options, progress=show,
-                                          owner=team.current_user())
+                                          owner=team.current_user(), waiting=waiting)
     team.remember_password(document.content_hash, password)
     bar.empty()
     session = svc.workspace.open_session(document, keep=svc.qa.fit(document),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sparkdocs.errors import StoreFullError
-from sparkdocs.store import DATABASE_NAME, Store, Turn
+from sparkdocs.store import DATABASE_NAME, Store, Turn, turn_to_json
 from sparkdocs.store.recovery import (
     TurnNotStoredError,
     append_kept,
@@ -239,3 +239,26 @@ def test_the_app_keeps_an_unstored_answer_in_the_tab_and_stores_it_when_the_lock
                        if m.name == "assistant" and m.markdown) == 1
         finally:
             st.cache_resource.clear()
+
+
+def test_a_recovery_folder_others_can_write_is_neither_written_nor_read(tmp_path: Path,
+                                                                      monkeypatch):
+    import tempfile
+
+    from sparkdocs.store.recovery import UnstoredTurn, private_temp_folder
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    assert private_temp_folder() == tmp_path / f"sparkdocs-recovered-{os.getuid()}"
+    planted = tmp_path / f"sparkdocs-recovered-{os.getuid()}"
+    planted.mkdir()
+    planted.chmod(0o777)  # as another user's folder would let anyone write it
+    assert private_temp_folder() is None
+    store = Store(tmp_path / "store", size_limit_bytes=2**24)
+    session = new_session(store)
+    unstored = UnstoredTurn(session.id, "local", "a.txt", Turn("Q?", "Planted."), "test")
+    (planted / "x.json").write_text(json.dumps({"session": session.id,
+                                                "turn": json.loads(turn_to_json(unstored.turn))}))
+    with pytest.raises(OSError, match="not this user's own"):
+        write_recovery_file(unstored, [planted])
+    assert store_recovered(store, [planted]).stored == ()
+    assert stored_answers(store.path) == []

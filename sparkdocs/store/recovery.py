@@ -90,20 +90,24 @@ def recovered_folder(cache_dir: Path) -> Path:
 
 
 def private_temp_folder() -> Path | None:
-    """`<temp>/sparkdocs-recovered-<uid>`, only when it is this user's and no one else may
-    write it (a folder planted there by another user is neither written nor read: its files
-    would go into this user's sessions); otherwise None."""
+    """`<temp>/sparkdocs-recovered-<uid>`: None when it exists but is not this user's own
+    (a folder planted there by another user is neither written nor read: its files would go
+    into this user's sessions, and what is written there would be theirs to read)."""
     folder = Path(tempfile.gettempdir()) / f"sparkdocs-recovered-{os.getuid()}"
-    with contextlib.suppress(FileExistsError, OSError):
-        folder.mkdir(mode=0o700)
+    return folder if _private(folder, missing_ok=True) else None
+
+
+def _private(folder: Path, *, missing_ok: bool = False) -> bool:
     try:
         info = folder.lstat()
+    except FileNotFoundError:
+        return missing_ok
     except OSError:
-        return None
+        return False
     if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
-        return folder
+        return True
     log.warning("%s is not this user's own folder: not used for recovered answers", folder)
-    return None
+    return False
 
 
 def recovery_record(unstored: UnstoredTurn) -> dict[str, object]:
@@ -121,7 +125,10 @@ def write_recovery_file(unstored: UnstoredTurn, folders: Sequence[Path]) -> Path
     problems = []
     for folder in folders:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _private(folder):
+                problems.append(f"{folder}: not this user's own folder")
+                continue
             return _write_atomically(folder / name, text)
         except OSError as exc:
             problems.append(f"{folder}: {exc.strerror or exc}")
@@ -158,7 +165,8 @@ def store_recovered(store: SessionRows, folders: Sequence[Path]) -> RecoveryRepo
     still unavailable stops the import, the rest left for next time."""
     stored: list[tuple[Path, str]] = []
     left: list[tuple[Path, str]] = []
-    files = sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.json"))
+    files = sorted(p for folder in folders if folder.is_dir() and _private(folder)
+                   for p in folder.glob("*.json"))
     for number, path in enumerate(files):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))

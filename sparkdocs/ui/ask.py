@@ -237,11 +237,29 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
     """A timer fragment that fires during an answer runs right after it, and the chat input
     (submit_mode="disable") re-enables only when the last run to finish was a full one: so the
     timer must not outlive the warm-up. When it ends, a full rerun shows the result without
-    this fragment, which stops the timer."""
+    this fragment, which stops the timer. Cancel closes the warm-up's request on the server."""
     state = svc.warmups.state(document, keep, owner=owner, whole=whole)
     if state is None or state.status is not WarmStatus.WARMING:
         st.rerun()
-    st.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
+    text, cancel = st.columns([5, 1], vertical_alignment="center")
+    text.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
+    if cancel.button("Cancel", key="cancel-warm-up", icon=":material/cancel:",
+                     help="Stops the warm-up on the server; the first question then reads the "
+                          "document in full."):
+        svc.warmups.cancel(document, keep, owner=owner, whole=whole)
+        st.rerun()
+
+
+def _warming_now(svc: Services, document: Document, session: Session):  # -> Callable[[], bool]
+    """Whether this tab's warm-up still runs (a question then waits behind it)."""
+    owner, keep = team.current_user(), session.kept_sections
+    whole = bool(st.session_state.get(f"whole-{session.id}"))
+
+    def warming() -> bool:
+        state = svc.warmups.state(document, keep, owner=owner, whole=whole)
+        return state is not None and state.status is WarmStatus.WARMING
+
+    return warming
 
 
 def show_turn(svc: Services, turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
@@ -259,9 +277,12 @@ def show_turn(svc: Services, turn, *, prepared=None, key: str = "") -> None:  # 
 
 def demo_model_notice(svc: Services) -> None:
     """On the Ask page: whether answers come from the tiny demo model."""
-    note = demo_model_note(svc.client.capabilities().model)
+    caps = svc.client.capabilities()
+    note = demo_model_note(caps.model)
     if note:
         st.info(safe_markdown(note), icon=":material/science:")
+    if caps.busy_note:  # the figures below are the last the server gave, not defaults
+        st.caption(f":material/hourglass_top: {safe_markdown(caps.busy_note)}")
 
 
 KEPT_TURNS = "unstored_turns"  # st.session_state: answers shown but not yet stored
@@ -324,7 +345,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         stop_slot = st.empty()
         stop_slot.button("Stop", key=f"stop-{len(session.turns)}", shortcut="Esc",
                          help="Stops the answer (Esc); what arrived is kept.")
-        live = _LiveAnswer(st.empty(), st.empty(), WaitWatch(svc.client.metrics))
+        live = _LiveAnswer(st.empty(), st.empty(), WaitWatch(
+            svc.client.metrics, warming=_warming_now(svc, document, session)))
         try:  # a Stop click reruns the page: the runner records the partial answer as stopped
             if st.session_state.get(f"whole-{session.id}"):
                 outcome = _ask_whole(svc, document, session, question, st.empty())

@@ -262,7 +262,8 @@ def _warming_now(svc: Services, document: Document, session: Session):  # -> Cal
     return warming
 
 
-def show_turn(svc: Services, turn, *, prepared=None, key: str = "") -> None:  # a stored Turn
+def show_turn(svc: Services, turn, *, prepared=None, key: str = "",
+              session_id: str | None = None) -> None:  # a stored Turn
     with st.chat_message("user"):
         st.markdown(safe_markdown(turn.question))
     with st.chat_message("assistant"):
@@ -273,6 +274,23 @@ def show_turn(svc: Services, turn, *, prepared=None, key: str = "") -> None:  # 
         if status:
             st.warning(safe_markdown(status))
         st.caption(safe_markdown(stats_line(turn)))
+        if session_id is not None:
+            _turn_actions(turn, key=key, session_id=session_id)
+
+
+def _turn_actions(turn, *, key: str, session_id: str) -> None:
+    """Copy (the answer as written, in a code block whose copy button puts it on the
+    clipboard) and Regenerate (the same question asked again, as a new turn, by the chat's
+    one turn runner)."""
+    copy, again, _ = st.columns([1, 1, 6])
+    if turn.answer:
+        with copy.popover("Copy", icon=":material/content_copy:", key=f"copy-{key}"):
+            st.caption("The answer as written; the icon at its top right copies it.")
+            st.code(turn.answer, language="markdown", wrap_lines=True, height=300)
+    again.button("Regenerate", key=f"again-{key}", icon=":material/refresh:",
+                 help="Ask this question again; the new answer comes below.",
+                 on_click=st.session_state.__setitem__,
+                 args=(f"regenerate-{session_id}", turn.question))
 
 
 def demo_model_notice(svc: Services) -> None:
@@ -325,7 +343,8 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     session = kept_answers(svc, session)
     prepared = svc.qa.prepared(document, session.kept_sections)
     for number, turn in enumerate(session.turns):
-        show_turn(svc, turn, prepared=prepared, key=f"{session.id}-{number}")
+        show_turn(svc, turn, prepared=prepared, key=f"{session.id}-{number}",
+                  session_id=session.id)
     key = f"follow-{session.id}"
     with st.bottom:  # by the input, not mid-conversation; kept in the address across reloads
         follow_up = st.toggle(
@@ -335,6 +354,7 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         # A question sent while an answer streams would rerun the page and cut that answer to
         # what had arrived: the input stays disabled until the answer ends (Stop or Esc sooner).
         question = st.chat_input("Ask about the document", submit_mode="disable")
+    question = question or st.session_state.pop(f"regenerate-{session.id}", None)
     if not question:
         return session
     with st.chat_message("user"):

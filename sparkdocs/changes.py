@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from difflib import SequenceMatcher
 from enum import StrEnum
 from typing import Any
 
-from .documents import Document, DocumentKind, Section, SectionKind, neutralise_special_tokens
+from .documents import (
+    Document,
+    DocumentKind,
+    Section,
+    SectionKind,
+    member_document,
+    neutralise_special_tokens,
+)
 from .errors import SparkdocsError
 
 
@@ -437,3 +444,28 @@ def render_changes(comparison: Comparison, *, old_name: str, new_name: str,
     if len(changes) > max_changes:
         lines.append(f"… and {len(changes) - max_changes:,} more changes not listed.")
     return neutralise_special_tokens("\n".join(lines) + "\n")
+
+
+def looks_like_versions(comparison: Comparison) -> bool:
+    """Two documents are versions of one when most of their clauses are the same: then what
+    changed between them is worth sending with them."""
+    most = max(comparison.old_clauses, comparison.new_clauses)
+    return most > 0 and len(comparison.changes) <= VERSION_CHANGE_SHARE * most
+
+
+VERSION_CHANGE_SHARE = 0.5
+
+
+def with_changes(document: Document) -> Document:
+    """A set of two versions of one document with what changed from the first to the second
+    as its appendix (sent after both documents); any other document as it is."""
+    if len(document.members) != 2:
+        return replace(document, appendix="") if document.appendix else document
+    old, new = (member_document(document, member) for member in document.members)
+    comparison = compare(old, new)
+    if not looks_like_versions(comparison):
+        return document
+    text = ("What changed from the first document to the second, found by sparkdocs' own "
+            "clause-by-clause comparison (exact, not the model's reading):\n"
+            + render_changes(comparison, old_name=old.name, new_name=new.name))
+    return replace(document, appendix=text)

@@ -338,6 +338,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
         emit_json({**(result.as_dict() if result is not None else {"answer": turn.answer}),
                    "status": turn.status.value, "error": turn.error, "session": session.id,
                    "documents": documents_report(document, session.kept_sections),
+                   "changes": document.appendix or None,
                    "citations": [c.as_dict() for c in citations]})
     else:
         from .citation_views import sources_text
@@ -377,6 +378,9 @@ def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up
         target = AddedDocument(session, given.document, given.notes)
     for note in target.notes:
         _say(err, "note:", "yellow", note)
+    if target.document.appendix:
+        _say(err, "note:", "yellow", "these two documents are versions of one: what changed "
+             "between them (as `sparkdocs diff` prints it) is sent after them")
     return target
 
 
@@ -453,6 +457,7 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
                    "prompt_tokens": turn.prompt_tokens, "cached_tokens": turn.cached_tokens,
                    "session": outcome.session.id,
                    "documents": documents_report(document, session.kept_sections),
+                   "changes": document.appendix or None,
                    "citations": [c.as_dict() for c in citations]})
     elif turn.answer:
         out.print(turn.answer, markup=False)

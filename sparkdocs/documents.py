@@ -82,6 +82,9 @@ class Document:
     counted: bool = field(default=False, compare=False)
     skipped: tuple[str, ...] = ()  # files of a codebase left out, each `path: reason`
     members: tuple[Member, ...] = ()  # a set's documents in the order added; () for one
+    # Sent after the documents' blocks: for two versions of one document, what changed
+    # between them (`changes.with_changes`), which the model explains and the diff proves.
+    appendix: str = ""
 
     @property
     def section_tokens(self) -> int:
@@ -240,6 +243,21 @@ def combine_documents(documents: Sequence[Document], *, names: Sequence[str]) ->
                     sum(d.source_bytes for d in documents),
                     counted=all(d.counted for d in documents), skipped=skipped,
                     members=tuple(members))
+
+
+def member_document(whole: Document, member: Member) -> Document:
+    """One document of a set as it was before it joined (the document itself when it is not a
+    set)."""
+    if not whole.members:
+        return whole
+    return Document(member.name, member.kind, member.content_hash,
+                    whole.sections[member.first:member.first + member.count], counted=True)
+
+
+def appendix_block(text: str) -> str:
+    """The appendix as sent after the documents' blocks."""
+    body = neutralise_special_tokens(clean_text(text))  # text as a page's: not escaped
+    return f"<changes>\n{body}\n</changes>\n\n" if text else ""
 
 
 def set_name(names: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ from .documents import (
     Member,
     Section,
     SectionKind,
+    appendix_block,
     clean_text,
     name_line,
     neutralise_special_tokens,
@@ -149,6 +150,9 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
                                     note=note if not blocks else None)
         blocks.append(text)
         tokens += count
+    if document.appendix and note is None:
+        blocks.append(appendix_block(document.appendix))
+        tokens += tok.count(blocks[-1])
     return PreparedDocument(document, kept, omitted, "".join(blocks), tokens)
 
 

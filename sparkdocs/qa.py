@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypedDict
 
+from .changes import with_changes
 from .citations import Citation, Locator, Status, verify_answer
 from .client import AnswerResult, AnswerStream, ModelClient, Waiting, WarmUpResult, routing_key
-from .documents import Document, DocumentKind, SectionKind, combine_documents
+from .documents import Document, DocumentKind, SectionKind, combine_documents, member_document
 from .errors import BudgetError, PasswordRequiredError, SparkdocsError, StoreError
 from .parts import (
     PartAnswer,
@@ -201,8 +202,8 @@ class QuestionAnswering:
             raise SparkdocsError(
                 f"Session {session.id} holds {session.document_name}; {problem}. Give its "
                 "documents' paths, or none to reopen them from the store.")
-        parts = [self.workspace.member_document(given, by_key[key]) for key in wanted]
-        return combine_documents(parts, names=[d.name for d in session.documents])
+        parts = [member_document(given, by_key[key]) for key in wanted]
+        return with_changes(combine_documents(parts, names=[d.name for d in session.documents]))
 
     def open_documents(self, session: Session, *, passwords: Mapping[str, str] | None = None
                        ) -> DocumentSet:

@@ -10,8 +10,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .changes import with_changes
 from .config import AuthMode, Settings
-from .documents import Document, Member, SectionKind, combine_documents, unique_names
+from .documents import Document, SectionKind, combine_documents, member_document, unique_names
 from .errors import BudgetError, IngestError, StoreError
 from .ingest import (
     IngestOptions,
@@ -171,7 +172,7 @@ class Workspace:
             documents.append(document)
             folders.append(str(path.parent))
         names = unique_names([d.name for d in documents], folders=folders)
-        return DocumentSet(combine_documents(documents, names=names), tuple(notes))
+        return DocumentSet(with_changes(combine_documents(documents, names=names)), tuple(notes))
 
     def reopen(self, session: Session, *, owner: str | None = None,
                passwords: Mapping[str, str] | None = None) -> DocumentSet:
@@ -204,7 +205,7 @@ class Workspace:
                 f"({', '.join(missing)}); upload them again to start a new session.")
         notes = tuple(f"{name} is no longer in the store (upload it again to add it back); the "
                       "session opens with the others." for name in missing)
-        whole = combine_documents(documents, names=names)
+        whole = with_changes(combine_documents(documents, names=names))
         return DocumentSet(whole, notes, tuple(missing),
                            None if kept is None and not missing else tuple(keep))
 
@@ -217,18 +218,10 @@ class Workspace:
             twin = next(m.name for m in members if m.content_hash == added.content_hash)
             return DocumentSet(current, (f"{added.name} is already in this session (as "
                                          f"{twin}): it is read once.",))
-        parts = [self.member_document(current, member) for member in members]
+        parts = [member_document(current, member) for member in members]
         taken = [m.name for m in members]
         (name,) = unique_names([added.name], folders=[folder or ""], taken=taken)
-        return DocumentSet(combine_documents([*parts, added], names=[*taken, name]))
-
-    @staticmethod
-    def member_document(whole: Document, member: Member) -> Document:
-        """One document of a set as it was before it joined (the set itself when it is one)."""
-        if not whole.members:
-            return whole
-        return Document(member.name, member.kind, member.content_hash,
-                        whole.sections[member.first:member.first + member.count], counted=True)
+        return DocumentSet(with_changes(combine_documents([*parts, added], names=[*taken, name])))
 
     def budget(self, document: Document, *, keep: Sequence[int] | None = None,
                context: int | None = None, answer_tokens: int | None = None) -> Budget:

@@ -118,3 +118,25 @@ def test_a_session_whose_document_left_the_store_opens_with_the_others(tmp_path:
         assert "contract.txt is no longer in the store" in result.stderr
         prompt = _user_text(server.behaviour.requests[-1])
         assert prompt.count("<document>") == 1 and "<name>annex.txt</name>" in prompt
+
+
+def test_two_versions_are_sent_with_what_changed(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    clauses = [f"Clause {n}. The parties agree to term number {n} of this supply agreement."
+               for n in range(1, 13)]
+    old, new = tmp_path / "v1.txt", tmp_path / "v2.txt"
+    old.write_text("\n\n".join(clauses))
+    changed = list(clauses)
+    changed[6] = "Clause 7. The parties agree to pay within 45 days of each invoice."
+    new.write_text("\n\n".join(changed))
+    with FakeServer() as server:
+        result = run("ask", str(old), str(new), "What changed?", "--documents", "--json",
+                     cache=tmp_path / "cache", SPARKDOCS_BASE_URL=server.base_url)
+        user = _user_text(server.behaviour.requests[-1])
+    report = json.loads(result.stdout)
+    assert "versions of one" in result.stderr
+    assert report["changes"] and "from v1.txt to v2.txt" in report["changes"]
+    blocks = user.split("</document>\n\n")
+    assert len(blocks) == 3 and blocks[2].startswith("<changes>\n")
+    assert "45 days" in blocks[2] and "term number 7" in blocks[2]

@@ -210,3 +210,47 @@ def test_a_quote_never_runs_from_one_document_into_the_next(contracts):
     head = "This agreement of 2025 is made"
     (citation,) = verify_answer(f'"{tail} {head}" (p. 3)', prepare_document(contracts))
     assert citation.status is Status.NOT_FOUND
+
+
+# -- what changed, sent after two versions of one document --------------------------------------
+
+def _version(year: int, *, days: int) -> Document:
+    rng = random.Random(5)
+    pages = [" ".join(f"Clause {page}.{n}. " + " ".join(rng.choice(WORDS) for _ in range(12)) + "."
+                      for n in range(1, 4)) for page in range(1, 9)]
+    pages[4] += f" The supplier shall deliver within {days} days of each order."
+    return count_document(Document(
+        f"contract-{year}.pdf", DocumentKind.PDF, f"version-{year}",
+        tuple(Section(SectionKind.PAGE, str(n), text) for n, text in enumerate(pages, 1))))
+
+
+def test_two_versions_carry_what_changed_after_both_blocks_and_a_third_document_drops_it(
+        hf, template):
+    from sparkdocs.changes import with_changes
+
+    old, new = _version(2024, days=31), _version(2025, days=32)
+    pair = with_changes(combine_documents([old, new], names=["contract-2024.pdf",
+                                                              "contract-2025.pdf"]))
+    prepared = prepare_document(pair)
+    blocks = prepared.block.split("</document>\n\n")
+    assert "<changes>" not in blocks[0] + blocks[1] and blocks[2].startswith("<changes>\n")
+    assert "contract-2024.pdf to contract-2025.pdf" in blocks[2]
+    assert '"31" → "32"' in blocks[2]  # the changed number, both sides
+    prompt = PromptBuilder().question(prepared, "What changed?")
+    assert prompt.prompt_tokens == len(hf.encode(template.render(
+        messages=prompt.as_dicts(), bos_token="<|begin_of_text|>", add_generation_prompt=True),
+        add_special_tokens=False).ids)
+    third = with_changes(combine_documents([old, new, _pages(9, 2, "annex.pdf")],
+                                           names=["contract-2024.pdf", "contract-2025.pdf",
+                                                  "annex.pdf"]))
+    assert not third.appendix
+    both = blocks[0] + "</document>\n\n" + blocks[1] + "</document>\n\n"
+    assert prepare_document(third).block.startswith(both)
+
+
+def test_unrelated_documents_carry_no_comparison():
+    from sparkdocs.changes import with_changes
+
+    pair = with_changes(combine_documents([_pages(1, 3, "a.pdf"), _pages(2, 3, "b.pdf")],
+                                          names=["a.pdf", "b.pdf"]))
+    assert pair.appendix == ""

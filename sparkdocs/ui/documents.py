@@ -23,6 +23,10 @@ def documents_panel(svc: Services, document: Document, session: Session) -> None
     line = documents_line(document, session.kept_sections)
     if line:
         st.caption(safe_markdown(f"Documents, in the prompt's order: {line}"))
+    if document.appendix:
+        with st.expander("What changed between the two versions — sparkdocs' own comparison, "
+                         "sent with every question after both documents"):
+            st.text(document.appendix)
     for note in st.session_state.pop(_ADDED, ()):
         st.success(safe_markdown(note), icon=":material/library_add:")
     limit_mb = svc.settings.max_upload_mb

@@ -12,7 +12,14 @@ from typing import Any
 
 from .changes import with_changes
 from .config import AuthMode, Settings
-from .documents import Document, SectionKind, combine_documents, member_document, unique_names
+from .documents import (
+    Document,
+    DocumentKind,
+    SectionKind,
+    combine_documents,
+    member_document,
+    unique_names,
+)
 from .errors import BudgetError, IngestError, StoreError
 from .ingest import (
     IngestOptions,
@@ -131,10 +138,13 @@ class Workspace:
                 return count_document(ingest_uploads(uploads, options=options,
                                                      progress=progress))
 
-        return self.store.get_or_ingest(
-            key, read,
-            owner=owner or self.settings.user, password=options.password,
+        owner = owner or self.settings.user
+        document = self.store.get_or_ingest(
+            key, read, owner=owner, password=options.password,
             locked=any(pdf_is_encrypted(upload.data) for upload in uploads))
+        if self._lists_documents and document.kind is DocumentKind.PDF and len(uploads) == 1:
+            self.store.bodies.put_source(key, uploads[0].data, owner=owner)  # to draw its pages
+        return document
 
     def load(self, request: LoadRequest) -> Document:
         preload_llama3(load_ranks=self.ranks)

@@ -83,6 +83,9 @@ class JSONDisk(diskcache.Disk):
         super().remove(file_path)
 
 
+SOURCE_SUFFIX = ".source"  # a body's key with this: its original file (PDFs), bytes as given
+
+
 class DocumentBodies:
     """The JSON bodies of parsed documents, by content hash, in the owner's share."""
 
@@ -186,6 +189,26 @@ class DocumentBodies:
                     "and its permissions, or set SPARKDOCS_CACHE_DIR to another folder."
                 ) from exc
 
+    def put_source(self, key: str, data: bytes, *, owner: str) -> None:
+        """Keep a document's original file (a PDF, to draw its cited pages) beside its body;
+        one over the cache's limit, or a cache that will not take it, is simply not kept."""
+        if len(data) > self.size_limit_bytes // 4:
+            return
+        try:
+            if key + SOURCE_SUFFIX not in self._cache(owner):
+                self._cache(owner).set(key + SOURCE_SUFFIX, bytes(data))
+        except (diskcache.Timeout, OSError, sqlite3.Error) as exc:
+            log.info("original of %s not kept (%s): its pages are not drawn", key[:12], exc)
+
+    def get_source(self, key: str, *, owner: str) -> bytes | None:
+        """The original file kept with `put_source`, or None."""
+        try:
+            data = self._cache(owner).get(key + SOURCE_SUFFIX)
+        except (diskcache.Timeout, ValueError, TypeError, OSError, sqlite3.Error) as exc:
+            log.info("original of %s unreadable (%s)", key[:12], exc)
+            return None
+        return data if isinstance(data, bytes) else None
+
     def has(self, key: str, *, owner: str) -> bool:
         try:
             return key in self._cache(owner)
@@ -196,6 +219,7 @@ class DocumentBodies:
     def delete(self, key: str, *, owner: str) -> None:
         try:
             self._cache(owner).delete(key)
+            self._cache(owner).delete(key + SOURCE_SUFFIX)
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:  # it is only a cache
             log.warning("could not delete cached document %s: %s", key[:12], exc)
 

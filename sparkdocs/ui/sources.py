@@ -14,8 +14,11 @@ import streamlit as st
 
 from ..citation_views import STATUS_LABELS, STATUS_MARKS, counts_line, escape_markdown, mark_answer
 from ..citations import Citation, Status, source_excerpt
+from ..cited_page import cited_page_png
 from ..prompts import PreparedDocument
 from ..safe_text import safe_markdown
+from . import team
+from .services import services
 
 log = logging.getLogger(__name__)
 
@@ -76,5 +79,17 @@ def _source_view(prepared: PreparedDocument, citation: Citation) -> None:
                + (" (the document's exact words are highlighted)" if excerpt.match else ""))
     body = (html.escape(excerpt.before) + (f"<mark>{html.escape(excerpt.match)}</mark>"
                                            if excerpt.match else "") + html.escape(excerpt.after))
-    st.html('<div style="white-space: pre-wrap; font-family: monospace; font-size: 0.85em; '
-            f'max-height: 24em; overflow-y: auto">{body}</div>')
+    page = _page_image(prepared, excerpt.locator, excerpt.match or citation.quote)
+    text = st.container()
+    if page is not None:  # the page as printed, beside the text extracted from it
+        picture, text = st.columns(2)
+        picture.image(page, caption=f"{excerpt.locator.label} as printed", width="stretch")
+    text.html('<div style="white-space: pre-wrap; font-family: monospace; font-size: 0.85em; '
+              f'max-height: 24em; overflow-y: auto">{body}</div>')
+
+
+def _page_image(prepared: PreparedDocument, locator, quote: str) -> bytes | None:
+    """The cited PDF page drawn with the quote highlighted (None for other documents)."""
+    key = prepared.document.content_hash
+    return cited_page_png(services().workspace.store, prepared.document, locator, quote,
+                          owner=team.current_user(), password=team.remembered_password(key))

@@ -267,7 +267,7 @@ class QuestionAnswering:
                         ratio=self.served_count(document, session.kept_sections).ratio)
         stream = self.client.stream(prompt.messages, max_tokens=answer_tokens,
                                     cache_salt=self.cache_salt(session.owner),
-                                    routing_key=routing_key(document.content_hash, session.owner))
+                                    routing_key=routing_key(document.blocks[0].content_hash, session.owner))
         return PendingAnswer(prompt, stream, question, follow_up,
                              self.prepared(document, session.kept_sections))
 
@@ -412,7 +412,7 @@ class QuestionAnswering:
                                 max_tokens=settings.answer_tokens,
                                 cache_salt=self.cache_salt(session.owner),
                                 streams=streams if streams is not None else StreamGroup(),
-                                routing=routing_key(document.content_hash, session.owner))
+                                routing=routing_key(document.blocks[0].content_hash, session.owner))
         done: list[PartAnswer] = []
 
         def part_done(answer: PartAnswer) -> None:

@@ -254,3 +254,44 @@ def test_unrelated_documents_carry_no_comparison():
     pair = with_changes(combine_documents([_pages(1, 3, "a.pdf"), _pages(2, 3, "b.pdf")],
                                           names=["a.pdf", "b.pdf"]))
     assert pair.appendix == ""
+
+
+# -- behind vLLM's router, a session stays on the engine that holds its first document -----------
+
+@pytest.mark.integration
+def test_adding_a_document_keeps_the_sessions_routing_key(tmp_path):
+    """The consistent-hash key names the session's first document, so the question after an
+    added document goes to the engine whose cache holds the first one (judge: the header on
+    the requests the router would receive)."""
+    import json as jsonlib
+
+    import httpx2
+
+    from sparkdocs.client import ROUTING_HEADER, ModelClient
+    from sparkdocs.config import Settings
+    from sparkdocs.qa import QuestionAnswering
+    from sparkdocs.workspace import Workspace
+
+    seen: list[httpx2.Request] = []
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        if request.url.path == "/v1/models":
+            return httpx2.Response(200, json={"data": [{"id": "m", "owned_by": "vllm",
+                                                        "max_model_len": 65536}]})
+        if request.url.path == "/v1/chat/completions" and jsonlib.loads(request.content).get("stream"):
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=(
+                b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}'
+                b"\n\ndata: [DONE]\n\n"))
+        return httpx2.Response(404)
+
+    settings = Settings(base_url="http://router.test/v1", model="m", cache_dir=tmp_path)  # type: ignore[call-arg]
+    qa = QuestionAnswering(Workspace(settings),
+                           ModelClient(settings, transport=httpx2.MockTransport(handle)))
+    first, second = _pages(1, 2, "a.pdf"), _pages(2, 2, "b.pdf")
+    session = qa.session_for(first)
+    qa.run_turn(first, session, "One?")
+    added = qa.add_document(session, first, second)
+    qa.run_turn(added.document, added.session, "Two?")
+    keys = [r.headers.get(ROUTING_HEADER) for r in seen if r.url.path == "/v1/chat/completions"]
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]

@@ -88,6 +88,9 @@ def section_rows(document: Document, kept: Sequence[int] | None = None) -> list[
     keep = set(range(len(document.sections)) if kept is None else kept)
     rows = [{"#": i + 1, "part": s.locator, "tokens": s.tokens, "keep": i in keep}
             for i, s in enumerate(document.sections)]
+    for member in document.members if len(document.members) > 1 else ():
+        for i in member.indices:  # parts chosen per document: each names its own
+            rows[i]["document"] = member.name
     if any(s.kind is SectionKind.FILE for s in document.sections):
         return sorted(rows, key=lambda r: (-r["tokens"], r["#"]))
     return rows
@@ -387,3 +390,24 @@ def added_text(before: Document, after: Document) -> str:
     return (f"Added {new.name}: the next question reads its {tokens:,} tokens; the "
             f"{before.section_tokens:,} tokens of the documents before it stay cached. "
             "Citations now name the document.")
+
+
+def rearrange_text(document: Document, order: Sequence[str]) -> str:
+    """What removing or reordering the documents of a session costs, said before it is done:
+    every document from the first one that moves or goes is read again."""
+    names = [m.name for m in document.members]
+    same = 0
+    while same < min(len(names), len(order)) and names[same] == order[same]:
+        same += 1
+    if same == len(names) == len(order):
+        return "Nothing changes."
+    reread = [m for m in document.members[same:] if m.name in order]
+    tokens = sum(document.sections[i].tokens for m in reread for i in m.indices)
+    gone = [name for name in names if name not in order]
+    what = (f"Leaves out {', '.join(gone)}. " if gone else "")
+    if not reread:
+        return what + ("The documents kept stay as they are in the cache; a new session starts "
+                       "(this one and its history stay in the Library).")
+    return (what + f"The model reads again {', '.join(m.name for m in reread)} "
+            f"({tokens:,} tokens) before the next answer: every document from the first one that "
+            "moves or goes. A new session starts; this one and its history stay in the Library.")

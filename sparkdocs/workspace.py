@@ -20,7 +20,7 @@ from .documents import (
     member_document,
     unique_names,
 )
-from .errors import BudgetError, IngestError, StoreError
+from .errors import BudgetError, IngestError, SparkdocsError, StoreError
 from .ingest import (
     IngestOptions,
     Progress,
@@ -232,6 +232,16 @@ class Workspace:
         taken = [m.name for m in members]
         (name,) = unique_names([added.name], folders=[folder or ""], taken=taken)
         return DocumentSet(with_changes(combine_documents([*parts, added], names=[*taken, name])))
+
+    @staticmethod
+    def rearranged(document: Document, order: Sequence[str]) -> DocumentSet:
+        """The set with its documents in `order` (names; those left out are removed), under
+        the names they had."""
+        by_name = {m.name: m for m in document.blocks}
+        if not order or any(name not in by_name for name in order):
+            raise SparkdocsError("Choose at least one of the session's documents, by name.")
+        parts = [member_document(document, by_name[name]) for name in order]
+        return DocumentSet(with_changes(combine_documents(parts, names=list(order))))
 
     def budget(self, document: Document, *, keep: Sequence[int] | None = None,
                context: int | None = None, answer_tokens: int | None = None) -> Budget:

@@ -295,3 +295,21 @@ def test_adding_a_document_keeps_the_sessions_routing_key(tmp_path):
     qa.run_turn(added.document, added.session, "Two?")
     keys = [r.headers.get(ROUTING_HEADER) for r in seen if r.url.path == "/v1/chat/completions"]
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
+
+
+def test_removing_or_reordering_says_what_is_read_again_and_keeps_the_rest():
+    from sparkdocs.views import rearrange_text
+    from sparkdocs.workspace import Workspace
+
+    docs = [_pages(n, 2, f"{name}.pdf") for n, name in enumerate("abc")]
+    whole = combine_documents(docs, names=[d.name for d in docs])
+    tokens = {d.name: d.section_tokens for d in docs}
+    said = rearrange_text(whole, ["a.pdf", "c.pdf"])
+    assert "Leaves out b.pdf" in said and f"c.pdf ({tokens['c.pdf']:,} tokens)" in said
+    said = rearrange_text(whole, ["b.pdf", "a.pdf", "c.pdf"])
+    assert f"({tokens['a.pdf'] + tokens['b.pdf'] + tokens['c.pdf']:,} tokens)" in said
+    assert "read again" not in rearrange_text(whole, ["a.pdf", "b.pdf"])
+    arranged = Workspace.rearranged(whole, ["a.pdf", "c.pdf"]).document
+    kept = prepare_document(arranged).block
+    assert kept.startswith(prepare_document(docs[0]).block)
+    assert "<name>b.pdf</name>" not in kept and "<name>c.pdf</name>" in kept

@@ -169,7 +169,7 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
             except SparkdocsError as exc:
                 st.error(safe_markdown(str(exc)))
         rows = section_rows(document, session.kept_sections)
-        edited = st.data_editor(rows, disabled=["#", "part", "tokens"], hide_index=True,
+        edited = st.data_editor(rows, disabled=["#", "document", "part", "tokens"], hide_index=True,
                                 key=f"keep-{session.id}-{version}", width="stretch")
         ticked = tuple(sorted(r["#"] - 1 for r in edited if r["keep"]))
         if ticked != tuple(sorted(r["#"] - 1 for r in rows if r["keep"])):

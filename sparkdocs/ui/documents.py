@@ -9,9 +9,9 @@ from ..documents import Document
 from ..ingest import Upload
 from ..safe_text import safe_markdown
 from ..store import Session
-from ..views import added_text, documents_line
+from ..views import added_text, documents_line, rearrange_text
 from . import team
-from .common import friendly_errors
+from .common import friendly_errors, open_session_in_tab
 from .services import Services
 
 _ADDED = "added_document"
@@ -27,6 +27,8 @@ def documents_panel(svc: Services, document: Document, session: Session) -> None
         with st.expander("What changed between the two versions — sparkdocs' own comparison, "
                          "sent with every question after both documents"):
             st.text(document.appendix)
+    if len(document.members) > 1:
+        _rearrange(svc, document)
     for note in st.session_state.pop(_ADDED, ()):
         st.success(safe_markdown(note), icon=":material/library_add:")
     limit_mb = svc.settings.max_upload_mb
@@ -48,3 +50,23 @@ def documents_panel(svc: Services, document: Document, session: Session) -> None
         st.session_state[f"added-{session.id}"] = upload.file_id
         st.session_state[_ADDED] = list(result.notes) or [added_text(document, result.document)]
         st.rerun()
+
+
+def _rearrange(svc: Services, document: Document) -> None:
+    """Remove or reorder the documents: said before it is done, then a new session."""
+    names = [m.name for m in document.members]
+    with st.expander("Remove or reorder documents"):
+        order = st.multiselect("Documents, in the order to send them (remove one to leave it "
+                               "out; remove and add again to move it to the end)", names,
+                               default=names, key=f"order-{document.content_hash}")
+        if order == names:
+            return
+        st.warning(safe_markdown(rearrange_text(document, order)))
+        if st.button("Start a new session with these documents", disabled=not order):
+            with friendly_errors():
+                arranged = svc.workspace.rearranged(document, order)
+                session = svc.workspace.open_session(arranged.document,
+                                                     keep=svc.qa.fit(arranged.document),
+                                                     owner=team.current_user())
+                open_session_in_tab(session)
+                st.rerun()

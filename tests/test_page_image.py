@@ -64,3 +64,14 @@ def test_a_huge_page_is_drawn_at_the_bounded_size():
     big.cell(text="Poster")
     image = Image.open(io.BytesIO(page_png(bytes(big.output()), 1, quote="Poster")))
     assert max(image.size) == MAX_SIDE_PX
+
+
+def test_drawing_runs_in_a_limited_child_and_a_bad_pdf_is_a_plain_error():
+    """The child's address-space limit holds (a limit too small to load PDFium fails there,
+    not in this process), and a damaged PDF is one error naming the page."""
+    pdf = make_pdf(PAGES)
+    with pytest.raises(PageImageError, match="Page 1 cannot be drawn"):
+        page_png(pdf, 1, memory_bytes=48 * 2**20)
+    with pytest.raises(PageImageError, match="Page 1 cannot be drawn"):
+        page_png(b"%PDF-1.4\nnot really a PDF", 1)
+    assert page_png(pdf, 1).startswith(b"\x89PNG")  # and the next page is drawn as usual

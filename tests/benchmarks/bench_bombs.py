@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 from builders import (  # noqa: E402
     add_footnotes,
     make_docx,
+    make_docx_of_paragraphs,
     make_docx_with_big_media,
     make_pdf_stream_bomb,
     make_tar_bz2_bomb,
@@ -83,6 +84,10 @@ def docx_media(d: Path) -> tuple[list[str], Path]:
 def docx_bad_footnotes(d: Path) -> tuple[list[str], Path]:
     data = replace_docx_part(add_footnotes(make_docx()), "word/footnotes.xml", b"<w:footnotes><x")
     return [], _file(d, "footnotes.docx", data)
+
+
+def docx_million(d: Path) -> tuple[list[str], Path]:
+    return [], _file(d, "million.docx", make_docx_of_paragraphs(1_000_000))
 
 
 def pdf_stream(d: Path) -> tuple[list[str], Path]:
@@ -142,6 +147,7 @@ CASES = [
     Case("8,000 folders, a .gitignore in each", "8,000 .gitignore files", "ancestor look-ups; 30 s matching budget", nested_gitignores, "74 s"),
     Case("DOCX with a 2 GiB media part", "2,048 MiB", "XML parts ≤ 64 MiB; media never inflated", docx_media, "4.3 GB RSS"),
     Case("DOCX with malformed word/footnotes.xml", "–", "every XML part parsed once, safely", docx_bad_footnotes, "traceback"),
+    Case("DOCX of a million one-word paragraphs", "37 MB of XML", "XML ≤ 64 MiB; body streamed, one paragraph at a time", docx_million, "~750 MB (issue #20)"),
     Case("PDF whose content stream inflates to 2 GiB", "2,048 MiB", "PDF reader child: 1,024 MiB address space, 300 s CPU", pdf_stream, "3.3 GB RSS"),
     Case("tar.bz2 declaring 100 GiB", "102,400 MiB", "512 MiB unpacked, ratio 200:1, by stream position", tar_bz2, "minutes (decompressed it all)"),
     Case("tar.bz2 whose pax header declares 1 GiB", "1,024 MiB", "the same budget, charged before tarfile reads", tar_pax, "1.1 GB RSS, 17 s (measured here)"),
@@ -187,10 +193,93 @@ def run_count(args: list[str], path: Path, cache: Path) -> tuple[int | None, flo
     return code, usage.ru_maxrss / 1024, elapsed, joined[min(starts):] if starts else joined
 
 
+AT_ONCE = """
+import json, resource, sys, threading, time
+from pathlib import Path
+from sparkdocs.config import Settings
+from sparkdocs.ingest import Upload
+from sparkdocs.workspace import Workspace
+
+cache, slots, paths = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+workspace = Workspace(Settings(cache_dir=cache, max_concurrent_ingests=slots))
+workspace.store.list_sessions()
+tokenizer = workspace.prompts.tokenizer
+tokenizer.count("warm")
+uploads = [Upload(f"upload-{n}.docx", Path(p).read_bytes()) for n, p in enumerate(paths)]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+times = []
+
+def read(upload):
+    start = time.perf_counter()
+    workspace.load_uploads([upload], workspace.ingest_options())
+    times.append(time.perf_counter() - start)
+
+threads = [threading.Thread(target=read, args=(u,)) for u in uploads]
+start = time.perf_counter()
+for thread in threads:
+    thread.start()
+worst = 0.0
+note = "A page of another user: its sessions listed and a question counted. " * 15
+while any(t.is_alive() for t in threads):  # another user's page, every half second
+    tick = time.perf_counter()
+    workspace.store.list_sessions()
+    tokenizer.count(note)
+    worst = max(worst, time.perf_counter() - tick)
+    time.sleep(0.5)
+for thread in threads:
+    thread.join()
+print(json.dumps({"before": before, "wall": time.perf_counter() - start,
+                  "each": sorted(times), "worst_page": worst}))
+"""
+
+
+def uploads_at_once(count: int, slots: int) -> str:
+    """`count` different million-paragraph DOCX uploads read at once in one process, as the
+    app reads them, with `slots` read at a time; another user's page is timed meanwhile."""
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        paths = [_file(directory, f"u{n}.docx", make_docx_of_paragraphs(1_000_000, seed=n))
+                 for n in range(count)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with tempfile.TemporaryFile() as out:
+            process = subprocess.Popen([sys.executable, "-c", AT_ONCE, str(directory / "cache"),
+                                        str(slots), *map(str, paths)], stdout=out, env=env)
+            _, status, usage = os.wait4(process.pid, 0)
+            out.seek(0)
+            text = out.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        return f"| {count} at once, {slots} read at a time | failed: {text[-200:]} |"
+    report = json.loads(text)
+    each = report["each"]
+    peak = usage.ru_maxrss / 1024
+    return (f"| {count} DOCX uploads of a million paragraphs at once, {slots} read at a time "
+            f"| {peak:,.0f} MB (idle {report['before']:,} MB; target < 1,024 MB) "
+            f"| {report['wall']:.0f} s | {each[0]:.0f}–{each[-1]:.0f} s "
+            f"| {report['worst_page']:.2f} s (target ≤ 5 s) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, help="Also write the table to this file.")
+    parser.add_argument("--only-uploads", action="store_true",
+                        help="Only the uploads-at-once rows (a few minutes).")
     args = parser.parse_args()
+    uploads = [
+        "",
+        "Uploads at once in one process (the app), issue #20: before, four took the app from "
+        "262 MB to 2.7 GB and other users' pages waited up to 9 s.",
+        "",
+        "| uploads | peak RSS | all read in | each upload (waiting included) | another user's page, worst |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for count, slots in ((1, 2), (4, 2), (4, 4)):
+        uploads.append(uploads_at_once(count, slots))
+        print(uploads[-1], file=sys.stderr, flush=True)
+    if args.only_uploads:
+        print("\n".join(uploads))
+        return
     rows = [
         f"Hostile inputs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; `sparkdocs count` each in "
@@ -215,7 +304,7 @@ def main() -> None:
                     f"{'timeout' if code is None else code} | {peak:,.0f} MB | {seconds:.1f} s | "
                     f"{shown.replace('|', '/')} |")
         print(rows[-1], file=sys.stderr, flush=True)
-    table = "\n".join(rows)
+    table = "\n".join(rows + uploads)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sparkdocs.errors import StoreFullError
 from sparkdocs.store import DATABASE_NAME, Store, Turn, turn_to_json
@@ -262,3 +264,59 @@ def test_a_recovery_folder_others_can_write_is_neither_written_nor_read(tmp_path
         write_recovery_file(unstored, [planted])
     assert store_recovered(store, [planted]).stored == ()
     assert stored_answers(store.path) == []
+
+
+# the class: whatever the store does between answers, each one seen is stored once -------------
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states=st.lists(st.sampled_from(["ok", "locked", "full"]), min_size=1, max_size=7),
+       in_the_tab=st.booleans())
+def test_every_answer_seen_is_stored_exactly_once_whatever_the_store_does(
+        tmp_path_factory, states, in_the_tab):
+    """Each step is one run (the CLI's next `ask`, the app's next rerun) under a store that is
+    fine, write-locked by another connection, or full (SQLite's own SQLITE_FULL): kept answers
+    are stored first if the store takes them, then a new answer is appended or kept. Once the
+    store is back, every answer is in its session exactly once."""
+    from sparkdocs.store.recovery import store_pending
+
+    base = tmp_path_factory.mktemp("run")
+    store = Store(base / "store", size_limit_bytes=2**24, busy_timeout_s=0.05)
+    session = new_session(store)
+    folder = base / "recovered"
+    pending: list = []
+    seen: list[str] = []
+
+    def recover() -> None:
+        nonlocal pending
+        if in_the_tab:
+            _, pending = store_pending(store, pending)
+        else:
+            store_recovered(store, [folder])
+
+    for number, state in enumerate(states):
+        other = None
+        if state == "locked":
+            other = sqlite3.connect(store.path, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+        elif state == "full":
+            pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+            store._db.execute(f"PRAGMA max_page_count = {pages}")
+        try:
+            recover()
+            answer = f"answer {number} " + "x" * 6000  # needs pages of its own
+            seen.append(answer)
+            try:
+                append_kept(store, session, Turn(f"Q{number}?", answer), retry_s=0)
+            except TurnNotStoredError as exc:
+                if in_the_tab:
+                    pending.append(exc.unstored)
+                else:
+                    write_recovery_file(exc.unstored, [folder])
+        finally:
+            if other is not None:
+                other.execute("ROLLBACK")
+                other.close()
+            store._db.execute("PRAGMA max_page_count = 1073741823")
+    recover()  # the store is back
+    assert sorted(a for _, a in stored_answers(store.path)) == sorted(seen)
+    assert not pending and not list(folder.glob("*.json"))
+    store.close()

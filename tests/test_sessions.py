@@ -423,7 +423,8 @@ def test_a_store_of_the_previous_version_is_read_and_its_migrations_named(tmp_pa
     bodies = [row[0] for row in db.execute("SELECT body FROM documents")]
     db.close()
     assert names == ["0001_documents_sessions_turns", "0002_owners_users_locked_pdfs",
-                     "0003_document_bodies_in_diskcache"]
+                     "0003_document_bodies_in_diskcache", "0004_session_documents",
+                     "0005_listed_documents"]
     assert bodies == [""]
 
 

@@ -329,7 +329,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
             sys.stdout.write(text)
             sys.stdout.flush()
 
-    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace):
+    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace, as_json=as_json):
         outcome = qa.run_turn(document, session, question, follow_up=bool(follow_up_of),
                               max_tokens=max_tokens, on_text=show, stop_reasons=ASK_STOPS)
     session, turn, result = outcome.session, outcome.turn, outcome.result
@@ -440,7 +440,7 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
         state = "read" if answer.error is None else f"NOT READ: {answer.error}"
         err.print(f"  part {answer.number}/{total[0]} ({answer.label}): {state}", markup=False)
 
-    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace):
+    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace, as_json=as_json):
         outcome = qa.run_whole(document, session, question, on_plan=plan_ready,
                                on_part=part_done, stop_reasons=ASK_STOPS)
     turn = outcome.turn
@@ -494,9 +494,10 @@ ANSWER_KEPT_ELSEWHERE = 75  # EX_TEMPFAIL: the answer is safe in a recovery file
 
 
 @contextlib.contextmanager
-def _kept_when_unstored(workspace: Workspace) -> Iterator[None]:
+def _kept_when_unstored(workspace: Workspace, *, as_json: bool = False) -> Iterator[None]:
     """An answer the store did not take (locked past the retries, disk full) goes into a
-    recovery file first; only then does the command fail, saying where the answer is."""
+    recovery file first; only then does the command fail, saying where the answer is (with
+    --json, the answer is printed too, with `"stored": false` and the file)."""
     from .store.recovery import TurnNotStoredError, write_recovery_file
 
     try:
@@ -508,6 +509,11 @@ def _kept_when_unstored(workspace: Workspace) -> Iterator[None]:
             _say(err, "error:", "bold red", f"{exc} The answer could not be kept in a recovery "
                  f"file either ({problem}); it is only in the output above.", soft_wrap=True)
             raise typer.Exit(2) from None
+        if as_json:
+            turn = exc.unstored.turn
+            emit_json({"answer": turn.answer, "status": turn.status.value, "error": turn.error,
+                       "session": exc.unstored.session_id, "stored": False,
+                       "recovery_file": str(path)})
         _say(err, "not stored yet:", "bold yellow",
              f"{exc} The answer is kept in {path} and is added to session "
              f"{exc.unstored.session_id} the next time sparkdocs can write the store (the next "

@@ -152,7 +152,9 @@ def test_a_full_disk_is_caught_on_a_real_small_filesystem(tmp_path: Path):
 
 
 # the CLI: answer shown, then kept in a file, then stored on the next run ----------------------
-def test_the_cli_keeps_an_unstored_answer_in_a_file_and_stores_it_next_run(tmp_path: Path):
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_the_cli_keeps_an_unstored_answer_in_a_file_and_stores_it_next_run(tmp_path: Path,
+                                                                          as_json: bool):
     from fakeserver import FakeServer
 
     doc = tmp_path / "a.txt"
@@ -166,7 +168,8 @@ def test_the_cli_keeps_an_unstored_answer_in_a_file_and_stores_it_next_run(tmp_p
         server.behaviour.latency_s = 3.0  # the lock is taken while the answer is awaited
         server.behaviour.answer = "The unstored answer is forty-two."
         env["SPARKDOCS_BASE_URL"] = server.base_url
-        asking = subprocess.Popen([sys.executable, "-m", "sparkdocs", "ask", str(doc), "What?"],
+        asking = subprocess.Popen([sys.executable, "-m", "sparkdocs", "ask", str(doc), "What?",
+                                   *(["--json"] if as_json else [])],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         wait_for(cache / DATABASE_NAME)
@@ -181,6 +184,9 @@ def test_the_cli_keeps_an_unstored_answer_in_a_file_and_stores_it_next_run(tmp_p
     kept = sorted((cache / "recovered").glob("*.json"))
     assert len(kept) == 1 and str(kept[0]) in " ".join(err.split()).replace("\n", "")
     assert json.loads(kept[0].read_text())["turn"]["answer"] == "The unstored answer is forty-two."
+    if as_json:
+        printed = json.loads(out)
+        assert printed["stored"] is False and printed["recovery_file"] == str(kept[0])
     assert stored_answers(cache / DATABASE_NAME) == []
 
     listing = subprocess.run([sys.executable, "-m", "sparkdocs", "sessions", "--json"], env=env,

@@ -26,7 +26,7 @@ def test_a_stop_inside_code_is_exported_closed_and_sources_read_as_written(tmp_p
     with FakeServer() as server:
         server.behaviour.chunks = (
             ['It says "see www.freedesktop.org and the manual" (p. 2). Run:\n\n', "```sh\n"]
-            + [f"echo line{i}\n" for i in range(400)])
+            + [f"echo line{i}\n" for i in range(1200)])
         server.behaviour.token_delay_s = 0.05
         url, process, log = _start_app(server.base_url, tmp_path)
         try:

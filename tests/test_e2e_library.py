@@ -77,10 +77,10 @@ def test_count_adds_nothing_search_narrows_and_the_unasked_list_clears(app, tmp_
         expect(apart).to_have_count(1, timeout=30_000)
         apart.click()
         page.get_by_role("button", name="Clear this list").click()
-        expect(page.get_by_text("This cannot be undone.")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("opening one again lists it again")).to_be_visible(timeout=30_000)
         assert _listed(tmp_path)["gamma.md"] == 1  # asked, nothing cleared yet
         page.screenshot(path=str(artifacts_dir / "library-clear-asks.png"), full_page=True)
-        page.get_by_role("button", name="Yes, delete").click()
+        page.get_by_role("button", name="Yes, clear").click()
         expect(apart).to_have_count(0, timeout=30_000)
         page.reload()
         expect(entries.filter(has_text="alpha-manual.md")).to_have_count(1, timeout=60_000)

@@ -45,8 +45,9 @@ def library(svc: Services) -> None:
             for info in counted_only:
                 st.write(safe_markdown(f"{info.name} — {info.kind}, {info.tokens:,} tokens"))
             if _confirmed_delete(st, "clear-counted", f"Take these {len(counted_only)} "
-                                 "document(s) off this list? Their sessions, if any, stay.",
-                                 label="Clear this list"):
+                                 "document(s) off this list? Their sessions, if any, stay; "
+                                 "opening one again lists it again.",
+                                 label="Clear this list", confirm="Yes, clear", warning=""):
                 store.unlist_documents([info.key for info in counted_only], owner=user)
                 st.rerun()
 
@@ -86,20 +87,22 @@ def _library_variant(svc: Services, variant: LibraryVariant, *, several: bool) -
         st.divider()
 
 
-def _confirmed_delete(where, key: str, question: str, *, label: str = "Delete") -> bool:
-    """A delete button that asks first: the first click shows the question with 'Yes, delete'
-    and 'Cancel'; only 'Yes, delete' returns True. Nothing is deleted on one stray click."""
+def _confirmed_delete(where, key: str, question: str, *, label: str = "Delete",
+                      confirm: str = "Yes, delete",
+                      warning: str = "This cannot be undone.") -> bool:
+    """A delete button that asks first: the first click shows the question with `confirm`
+    and 'Cancel'; only `confirm` returns True. Nothing is deleted on one stray click."""
     asking = f"confirm-{key}"
     if where.button(label, key=key, type="secondary"):
         st.session_state[asking] = True
     if not st.session_state.get(asking):
         return False
-    st.warning(safe_markdown(f"{question} This cannot be undone."))
+    st.warning(safe_markdown(f"{question} {warning}".strip()))
     yes, no = st.columns(2)
     if no.button("Cancel", key=f"no-{key}"):
         st.session_state.pop(asking, None)
         st.rerun()
-    if yes.button("Yes, delete", key=f"yes-{key}", type="primary"):
+    if yes.button(confirm, key=f"yes-{key}", type="primary"):
         st.session_state.pop(asking, None)
         return True
     return False

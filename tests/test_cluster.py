@@ -191,3 +191,42 @@ def test_an_answer_broken_mid_stream_is_kept_as_broken_off_and_not_asked_again(t
         assert result.end is StreamEnd.BROKEN and result.interrupted
         assert result.answer == "The answer" and "partial answer is kept" in result.error
         assert len(server.behaviour.requests) == 1
+
+
+@pytest.mark.integration
+def test_the_server_page_lists_every_engine_and_the_one_down(monkeypatch, tmp_path):
+    """The Server page in Streamlit's AppTest, its service a fake vLLM whose /list_workers
+    answer is replaced by two engines, one down."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import sparkdocs.cluster
+
+    engines = (Engine("http://10.0.0.1:8000", True, model=MODEL, context_length=8192,
+                      metrics=ServerMetrics(kv_cache_usage=0.25, block_size=128,
+                                            num_gpu_blocks=100, running=2, waiting=1)),
+               Engine("http://10.0.0.2:8000", False, error="does not answer"))
+    monkeypatch.setattr(sparkdocs.cluster, "discover_engines", lambda client: engines)
+    with FakeServer() as server:
+        for name, value in {"SPARKDOCS_BASE_URL": server.base_url,
+                            "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache"),
+                            "SPARKDOCS_MAX_RETRIES": "0"}.items():
+            monkeypatch.setenv(name, value)
+        st.cache_resource.clear()
+        monkeypatch.setattr(st, "get_option", lambda key, real=st.get_option: (
+            "127.0.0.1" if key == "server.address" else real(key)))
+        try:
+            at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"),
+                                   default_timeout=60).run()
+            at.switch_page("pages/server.py").run()
+            assert not at.exception
+            table = at.dataframe[0].value
+            assert list(table["engine"]) == ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+            assert list(table["state"]) == ["serving", "down"]
+            assert list(table["KV tokens"]) == ["12,800", "—"]
+            assert list(table["running"]) == ["2", "—"] and table["why down"][1] == "does not answer"
+            assert any("1 of 2" in m.value for m in at.markdown)
+            # the figures shown are the engines' sum (here the one that serves)
+            assert {m.label: m.value for m in at.metric}["KV cache used"] == "25%"
+        finally:
+            st.cache_resource.clear()

@@ -386,6 +386,9 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         if status:
             st.warning(safe_markdown(status))
         show_sources(prepared, turn.citations or (), key=f"{session.id}-{len(session.turns) - 1}")
+        if turn is not None and turn.answer:  # copy and regenerate the answer just given too
+            _turn_actions(turn, key=f"{session.id}-{len(session.turns) - 1}",
+                          session_id=session.id)
     return session
 
 

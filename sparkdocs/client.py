@@ -1073,23 +1073,42 @@ class ModelClient:
                 cache_salt: str | None = None, routing_key: str | None = None,
                 streams: StreamGroup | None = None) -> WarmUpResult:
         """Send the next question's exact prefix with max_tokens=1 so its KV blocks are cached.
-        It is streamed, so the server sends its headers at once and `streams.cancel()` shuts
-        its connection down mid-prefill: the server sees the client leave and drops it."""
+        With `streams` it is streamed, so the server sends its headers at once and
+        `streams.cancel()` shuts its connection down mid-prefill: the server sees the client
+        leave and drops it. Without, it is one plain request (the doctor's probes, bench)."""
+        if streams is None:
+            return self._plain_warm_up(messages, model=model, cache_salt=cache_salt, routing_key=routing_key)
         started = time.perf_counter()
         with self.stream(messages, max_tokens=1, temperature=0.0, model=model,
                          cache_salt=cache_salt, routing_key=routing_key) as answer, \
-                (streams if streams is not None else StreamGroup()).member(answer):
+                streams.member(answer):
             for _ in answer:
                 pass
         result = answer.result
-        if (result is None or result.end is StreamEnd.STOPPED
-                or (streams is not None and streams.cancelled)):
+        if result is None or result.end is StreamEnd.STOPPED or streams.cancelled:
             raise WarmUpCancelled("The warm-up was cancelled; the first question reads the "
                                   "document in full.")
         if result.end is not StreamEnd.FINISHED:
             raise ServiceError(f"The warm-up did not finish: {result.error}")
         return WarmUpResult(time.perf_counter() - started, result.prompt_tokens,
                             result.cached_tokens)
+
+    def _plain_warm_up(self, messages: Sequence[ChatMessage], *, model: str | None,
+                       cache_salt: str | None, routing_key: str | None) -> WarmUpResult:
+        model = model or self.resolve_model()
+        started = time.perf_counter()
+        try:
+            response = self.openai.chat.completions.create(
+                model=model, messages=[m.as_dict() for m in messages],  # type: ignore[misc]
+                max_tokens=1, temperature=0.0, stream=False, **salted(cache_salt),
+                extra_headers=routed(routing_key))
+        except openai.OpenAIError as exc:
+            raise _service_error(exc, settings=self.settings, model=model) from exc
+        usage = getattr(response, "usage", None)
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        return WarmUpResult(time.perf_counter() - started,
+                            usage.prompt_tokens if usage else None,
+                            getattr(details, "cached_tokens", None) if details else None)
 
 
 def _busy(exc: openai.APIConnectionError) -> bool:

@@ -189,21 +189,23 @@ class DocumentBodies:
                     "and its permissions, or set SPARKDOCS_CACHE_DIR to another folder."
                 ) from exc
 
-    def put_source(self, key: str, data: bytes, *, owner: str) -> None:
-        """Keep a document's original file (a PDF, to draw its cited pages) beside its body;
-        one over the cache's limit, or a cache that will not take it, is simply not kept."""
+    def put_source(self, key: str, data: bytes, *, owner: str,
+                   suffix: str = SOURCE_SUFFIX) -> None:
+        """Keep a document's original file (a PDF, to draw its cited pages) beside its body,
+        or with another `suffix` something made from it (a drawn page); one over the cache's
+        limit, or a cache that will not take it, is simply not kept (it is only a cache)."""
         if len(data) > self.size_limit_bytes // 4:
             return
         try:
-            if key + SOURCE_SUFFIX not in self._cache(owner):
-                self._cache(owner).set(key + SOURCE_SUFFIX, bytes(data))
+            if key + suffix not in self._cache(owner):
+                self._cache(owner).set(key + suffix, bytes(data))
         except (diskcache.Timeout, OSError, sqlite3.Error) as exc:
-            log.info("original of %s not kept (%s): its pages are not drawn", key[:12], exc)
+            log.info("%s of %s not kept (%s)", suffix, key[:12], exc)
 
-    def get_source(self, key: str, *, owner: str) -> bytes | None:
-        """The original file kept with `put_source`, or None."""
+    def get_source(self, key: str, *, owner: str, suffix: str = SOURCE_SUFFIX) -> bytes | None:
+        """The bytes kept with `put_source` (the same `suffix`), or None."""
         try:
-            data = self._cache(owner).get(key + SOURCE_SUFFIX)
+            data = self._cache(owner).get(key + suffix)
         except (diskcache.Timeout, ValueError, TypeError, OSError, sqlite3.Error) as exc:
             log.info("original of %s unreadable (%s)", key[:12], exc)
             return None

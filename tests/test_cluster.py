@@ -230,3 +230,56 @@ def test_the_server_page_lists_every_engine_and_the_one_down(monkeypatch, tmp_pa
             assert {m.label: m.value for m in at.metric}["KV cache used"] == "25%"
         finally:
             st.cache_resource.clear()
+
+
+@pytest.mark.integration
+def test_the_real_router_routes_by_the_routing_key_sparkdocs_sends(tmp_path):
+    """The real vllm-router (consistent_hash) over two counting workers: the requests sparkdocs
+    sends with a routing key stick to one worker per key and spread over both; without a key
+    the router has nothing to hash and keeps to one. The fake workers only count."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from vllm_tier import free_port
+
+    binary = Path.home() / ".cache" / "sparkdocs" / "router-venv" / "bin" / "vllm-router"
+    if not binary.exists():
+        pytest.fail("vllm-router is not installed: run .ci/install-vllm-router (.ci/run does)")
+    with FakeServer() as first, FakeServer() as second:
+        workers = [first.base_url.removesuffix("/v1"), second.base_url.removesuffix("/v1")]
+        port = free_port()
+        with (tmp_path / "router.log").open("wb") as log:
+            router = subprocess.Popen(
+                [str(binary), "--host", "127.0.0.1", "--port", str(port), "--worker-urls",
+                 *workers, "--policy", "consistent_hash", "--prometheus-port", str(free_port())],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx2.get(f"http://127.0.0.1:{port}/list_workers", timeout=1).json()["urls"]:
+                        break
+                except (httpx2.HTTPError, ValueError, KeyError):
+                    pass
+                time.sleep(0.3)
+            client = ModelClient(Settings(base_url=f"http://127.0.0.1:{port}/v1",  # type: ignore[call-arg]
+                                          cache_dir=tmp_path, max_retries=0))
+
+            def worker_of(key: str | None) -> int:
+                counts = [len(first.behaviour.requests), len(second.behaviour.requests)]
+                assert client.stream(MESSAGES, routing_key=key).run().error is None
+                grown = [len(first.behaviour.requests) - counts[0],
+                         len(second.behaviour.requests) - counts[1]]
+                assert sorted(grown) == [0, 1]
+                return grown.index(1)
+
+            keys = [routing_key(f"document-{n}", "alice") for n in range(16)]
+            chosen = [worker_of(key) for key in keys]
+            assert [worker_of(key) for key in keys] == chosen  # each key sticks
+            assert set(chosen) == {0, 1}  # and the keys spread over both workers
+            assert len({worker_of(None) for _ in range(6)}) == 1
+        finally:
+            os.killpg(router.pid, signal.SIGTERM)
+            router.wait(timeout=30)

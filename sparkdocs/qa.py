@@ -515,10 +515,12 @@ class QuestionAnswering:
         serve them. `streams.cancel()` ends it on the server; `on_part(done, total)` says
         how far it is."""
         prepared = self.prepared(document, keep)
+        owner = owner or self.workspace.settings.user
         if on_part:
             on_part(0, 1)
         result = self.client.warm_up(self.workspace.prompts.warm_up(prepared).messages,
-                                     cache_salt=self.cache_salt(owner or self.workspace.settings.user),
+                                     cache_salt=self.cache_salt(owner),
+                                     routing_key=routing_key(document.blocks[0].content_hash, owner),
                                      streams=streams)
         if on_part:
             on_part(1, 1)
@@ -536,12 +538,14 @@ class QuestionAnswering:
         held = parts_cached_at_once(cut.parts, metrics.kv_capacity_tokens if metrics else None)
         count = len(cut.parts) if held is None else held
         builder, salt = self.workspace.prompts, self.cache_salt(owner)
+        routing = routing_key(document.blocks[0].content_hash, owner)
         results: list[WarmUpResult] = []
         for number in range(1, count + 1):
             if on_part:
                 on_part(number - 1, count)
             results.append(self.client.warm_up(builder.warm_up(prepared_part(
                 cut.document, builder, cut.parts, number)).messages, cache_salt=salt,
+                routing_key=routing if len(cut.parts) == 1 else routing_key(routing, None, part=number),
                 streams=streams))
         if on_part:
             on_part(count, count)

@@ -235,6 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._html()
                 return
             if not body.get("stream"):
+                if b.prefill_s and not self._prefill():
+                    return
                 self._json(200, {"id": "x", "object": "chat.completion", "model": b.model, "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": b.answer[:1]}, "finish_reason": "length"}],
                     "usage": self._usage(1)})

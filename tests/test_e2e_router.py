@@ -24,10 +24,11 @@ from builders import synthetic_document_text
 from vllm_tier import API_KEY, MODEL_NAME, VllmServer, free_port, start_vllm, vllm_python
 
 from sparkdocs.batch import BatchOptions, BatchSummarizer, OutcomeStatus, collect_items
-from sparkdocs.client import ModelClient, parse_metrics
+from sparkdocs.client import ModelClient, parse_metrics, routing_key
 from sparkdocs.config import Settings
 from sparkdocs.ingest import Upload
 from sparkdocs.qa import QuestionAnswering
+from sparkdocs.tokens import ChatMessage
 from sparkdocs.workspace import Workspace
 
 pytestmark = pytest.mark.vllm
@@ -68,10 +69,11 @@ def _counters(engine: VllmServer) -> dict[str, float]:
     return {"finished": finished, "hits": parse_metrics(text).prefix_cache_hits or 0.0}
 
 
-def _start_router(workdir: Path, urls: list[str]) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port, log = free_port(), workdir / "router.log"
+def _start_router(workdir: Path, urls: list[str], *, policy: str = "cache_aware"
+                  ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port, log = free_port(), workdir / f"router-{policy}.log"
     command = [str(ROUTER), "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *urls,
-               "--policy", "cache_aware", "--api-key", API_KEY,
+               "--policy", policy, "--api-key", API_KEY,
                "--retry-max-retries", "5", "--retry-initial-backoff-ms", "100",
                "--cb-failure-threshold", "2", "--cb-timeout-duration-secs", "600",
                "--health-check-interval-secs", "2", "--health-failure-threshold", "1",
@@ -184,6 +186,41 @@ def test_the_second_question_on_a_document_is_served_from_its_engines_cache(clus
     # the engines' own counters: every cached token reported was a hit on one of them
     engine_hits = sum(a["hits"] - b["hits"] for a, b in zip(after, before, strict=True))
     assert engine_hits >= sum(s.cached_tokens for s in seconds)
+
+
+def test_the_routing_key_keeps_a_documents_questions_on_one_engine(cluster, tmp_path):
+    """The same engines behind a second router with the `consistent_hash` policy, which ignores
+    the prompt and routes by the X-Session-ID header alone: each document's three questions
+    land on one engine, and 24 keys of one-token requests reach both engines (a router that
+    ignored the header would send them all to one). Judged by the engines' request counters."""
+    router, port, _ = _start_router(tmp_path, [e.root_url for e in cluster.engines],
+                                    policy="consistent_hash")
+    try:
+        settings = cluster.settings(tmp_path, base_url=f"http://127.0.0.1:{port}/v1")
+        workspace = Workspace(settings)
+        client = ModelClient(settings)
+        qa = QuestionAnswering(workspace, client)
+        landed = []
+        for path in _documents(tmp_path / "docs", 3, seed=600):
+            document = workspace.load_uploads([Upload(path.name, path.read_bytes())],
+                                              workspace.ingest_options())
+            session = workspace.store.new_session(document)
+            before = cluster.counters()
+            for question in ("Who are the parties?", "What is the term?", "Any penalties?"):
+                assert qa.ask(document, session, question).stream.run().error is None
+            after = cluster.counters()
+            landed.append(tuple(a["finished"] - b["finished"] for a, b in zip(after, before, strict=True)))
+        before = cluster.counters()
+        for n in range(24):
+            client.stream([ChatMessage("user", f"Say {n}.")], max_tokens=1,
+                          routing_key=routing_key(f"document-{n}", "alice")).run()
+        spread = [a["finished"] - b["finished"] for a, b in zip(cluster.counters(), before, strict=True)]
+    finally:
+        os.killpg(router.pid, signal.SIGTERM)
+        router.wait(timeout=30)
+    print(f"\nconsistent_hash: each document's questions per engine {landed}; 24 keys: {spread}")
+    assert all(sorted(d) == [0.0, 3.0] for d in landed), landed
+    assert sum(spread) == 24 and min(spread) >= 1, spread
 
 
 def _summarize(cluster: Cluster, tmp_path: Path, docs: list[Path], *, concurrency: int,

@@ -59,6 +59,9 @@ def test_a_question_during_a_slow_warm_up_is_answered_and_the_budget_stays(tmp_p
             _ask(page, "When is delivery?")
             expect(page.get_by_text(re.compile(r"^Queued behind the warm-up: \d+ s"))
                    ).to_be_visible(timeout=30_000)
+            # the figures are the server's last, and the page says how old they are
+            expect(page.get_by_text(re.compile(r"model service is busy .* \d+ s ago"))
+                   ).to_be_visible(timeout=10_000)
             page.screenshot(path=str(artifacts_dir / "20-queued-behind-warm-up.png"),
                             full_page=True)
             expect(page.get_by_text(STATS)).to_have_count(1, timeout=90_000)

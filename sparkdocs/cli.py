@@ -21,7 +21,7 @@ from .cli_help import PlainTyper
 from .config import OutputFormat, Settings, build_settings
 from .errors import BudgetError, ConfigError, SparkdocsError
 from .literal import redact_url, redact_urls, strip_controls
-from .workspace import LoadRequest, Workspace, documents_report
+from .workspace import LoadRequest, Workspace, documents_report, given_name
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderResult
@@ -312,14 +312,17 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     qa = QuestionAnswering(workspace, ModelClient(settings))
     request = LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password)
     target = _ask_target(qa, request if paths else None, follow_up_of=follow_up_of,
-                         separate=documents, pages=pages, parts=parts, whole=whole)
+                         separate=documents, pages=pages, parts=parts, whole=whole,
+                         request_password=password)
     for path in add or ():
         added = workspace.load(LoadRequest((path,), tuple(include or ()), tuple(exclude or ()), password))
         target = qa.add_document(target.session, target.document, added,
-                                 folder=str(Path(path).parent), whole=whole)
+                                 name=given_name(Path(path)),
+                                 folder=Path(path).resolve().parent.name, whole=whole)
         for note in target.notes:
             _say(err, "note:", "yellow", note)
     session, document = target.session, target.document
+    kept = session.kept_sections  # of these documents (a reopened set may have lost one)
     if whole:
         _ask_whole(qa, document, session, question, as_json=as_json)
         return
@@ -337,7 +340,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     if as_json:
         emit_json({**(result.as_dict() if result is not None else {"answer": turn.answer}),
                    "status": turn.status.value, "error": turn.error, "session": session.id,
-                   "documents": documents_report(document, session.kept_sections),
+                   "documents": documents_report(document, kept),
                    "changes": document.appendix or None,
                    "citations": [c.as_dict() for c in citations]})
     else:
@@ -354,8 +357,8 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
 
 
 def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up_of: str | None,
-                separate: bool, pages: str | None, parts: str | None, whole: bool
-                ) -> AddedDocument:
+                separate: bool, pages: str | None, parts: str | None, whole: bool,
+                request_password: str | None = None) -> AddedDocument:
     """The session to ask in and the document (or documents) it asks about."""
     from .qa import AddedDocument
     from .workspace import DocumentSet
@@ -370,7 +373,7 @@ def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up
             session = workspace.store.get_session(follow_up_of)
             if session.documents:  # a session of several: each path is one of them
                 given = workspace.load_each(request) if request is not None else None
-        target = qa.follow_up(follow_up_of, given=given)
+        target = qa.follow_up(follow_up_of, given=given, password=request_password)
     else:
         assert given is not None
         keep = workspace.select(given.document, pages=pages, parts=parts)
@@ -378,7 +381,7 @@ def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up
         target = AddedDocument(session, given.document, given.notes)
     for note in target.notes:
         _say(err, "note:", "yellow", note)
-    if target.document.appendix:
+    if target.document.appendix and not whole:  # parts read pages, not the comparison
         _say(err, "note:", "yellow", "these two documents are versions of one: what changed "
              "between them (as `sparkdocs diff` prints it) is sent after them")
     return target

@@ -216,8 +216,7 @@ def name_line(name: str) -> str:
     """A document's name as the first line of its block: what citations name it by when a
     session holds several. Every document carries it, so a document's block is the same alone
     and with others after it (adding one keeps the cached prefix)."""
-    flat = " ".join(clean_text(name).split()) or "document"
-    return f"<name>{_attr(flat)}</name>\n"
+    return f"<name>{_attr(display_name(name))}</name>\n"
 
 
 def combine_documents(documents: Sequence[Document], *, names: Sequence[str]) -> Document:
@@ -226,6 +225,7 @@ def combine_documents(documents: Sequence[Document], *, names: Sequence[str]) ->
     or a citation of the set is a plain index into its sections."""
     if len(documents) != len(names) or not documents:
         raise ValueError("one name per document, at least one document")
+    names = [display_name(name) for name in names]  # as the prompt shows them
     members: list[Member] = []
     sections: list[Section] = []
     for document, name in zip(documents, names, strict=True):
@@ -267,28 +267,54 @@ def set_name(names: Sequence[str]) -> str:
     return f"{names[0]} + {len(names) - 1} more"
 
 
+def display_name(name: str) -> str:
+    """A document's name as the prompt shows it: one line, NFC, control characters out, runs
+    of spaces as one. Names are told apart and matched in this form."""
+    return " ".join(clean_text(name).split()) or "document"
+
+
+def _key(name: str) -> str:
+    return display_name(name).casefold()
+
+
+def _base(name: str) -> str:
+    return _key(name).rsplit("/", 1)[-1]
+
+
 def unique_names(names: Sequence[str], *, folders: Sequence[str] | None = None,
                  taken: Sequence[str] = ()) -> list[str]:
-    """Names that tell the documents apart: a name that is already taken (or given twice) gets
-    its folder in front when the folders differ ("2024/contract.pdf"), else a number
-    ("contract (2).pdf"). Names in `taken` (documents already in the set) never change."""
-    used = {n.casefold() for n in taken}
+    """Names that tell the documents apart as the prompt shows them (`display_name`): a name
+    whose file name is taken (or given twice) gets its folder in front when that tells it from
+    the others ("2024/contract.pdf"), else a number ("contract (2).pdf"). `folders` are each
+    name's folder (its last part is used); names in `taken` (documents already in the set)
+    never change."""
+    shown = [display_name(n) for n in names]
+    used = {_key(n) for n in taken}
+    clashing: dict[str, set[str]] = {}  # file name → the folders it is given from
+    for position, name in enumerate([*taken, *shown]):
+        folder = ""
+        if folders and position >= len(taken):
+            folder = display_name(folders[position - len(taken)]).strip("/").rsplit("/", 1)[-1]
+        clashing.setdefault(_base(name), set()).add(folder.casefold())
     counts: dict[str, int] = {}
-    for name in [*taken, *names]:
-        counts[name.casefold()] = counts.get(name.casefold(), 0) + 1
+    for name in [*taken, *shown]:
+        counts[_base(name)] = counts.get(_base(name), 0) + 1
     result: list[str] = []
-    for position, name in enumerate(names):
+    for position, name in enumerate(shown):
         candidate = name
-        folder = folders[position].strip("/") if folders else ""
-        if counts[name.casefold()] > 1 and folder:
-            candidate = f"{folder.rsplit('/', 1)[-1]}/{name}"
+        folder = ""
+        if folders:
+            folder = display_name(folders[position]).strip("/").rsplit("/", 1)[-1]
+        if (counts[_base(name)] > 1 and folder not in ("", ".", "..")
+                and len(clashing[_base(name)]) > 1):
+            candidate = f"{folder}/{name}"
         stem, dot, suffix = candidate.rpartition(".")
         number = 2
-        while candidate.casefold() in used:
+        while _key(candidate) in used:
             candidate = (f"{stem} ({number}).{suffix}" if dot and stem
                          else f"{name} ({number})")
             number += 1
-        used.add(candidate.casefold())
+        used.add(_key(candidate))
         result.append(candidate)
     return result
 

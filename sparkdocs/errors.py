@@ -82,6 +82,10 @@ class SessionNotFoundError(StoreError):
     """A session id that the store does not hold."""
 
 
+class SessionChangedError(StoreError):
+    """A session changed by someone else between reading it and changing it."""
+
+
 class StoreLockedError(StoreError):
     """Another process held the store's write lock past the busy timeout: worth trying again."""
 

@@ -434,10 +434,17 @@ PartNote = Callable[[int, int, str], str]  # (number, total, label) → the part
 
 def part_label(document: Document, indices: Sequence[int]) -> str:
     content = [i for i in indices if document.sections[i].kind is not SectionKind.TREE]
-    first, last = document.sections[content[0]], document.sections[content[-1]]
-    if first.locator == last.locator:  # one section, or pieces of one split page
-        return first.locator
-    return f"{first.locator} to {last.locator}"
+    first, last = (_named_locator(document, content[0]), _named_locator(document, content[-1]))
+    if first == last:  # one section, or pieces of one split page
+        return first
+    return f"{first} to {last}"
+
+
+def _named_locator(document: Document, index: int) -> str:
+    """A section's locator, with its document's name in a set of several ("b.pdf page 3")."""
+    member = document.member_of(index) if len(document.members) > 1 else None
+    locator = document.sections[index].locator
+    return f"{member.name} {locator}" if member else locator
 
 
 def split_into_parts(document: Document, available: int, *, note: PartNote,

@@ -144,7 +144,8 @@ class QuestionAnswering:
                                        ratio=self.served_count(document, keep).ratio)
 
     def add_document(self, session: Session, current: Document, added: Document, *,
-                     folder: str | None = None, whole: bool = False) -> AddedDocument:
+                     name: str | None = None, folder: str | None = None, whole: bool = False
+                     ) -> AddedDocument:
         """`added` after the session's documents: the earlier documents' blocks stay as they
         were (their cached prefix serves the next question), the new one costs only its own
         tokens. The whole set must fit unless it is read `whole`. The same document again is
@@ -155,7 +156,7 @@ class QuestionAnswering:
             raise SparkdocsError(
                 f"This session's {', '.join(missing)} is no longer in the store: add it back "
                 "first (upload it again), or start a new session with these documents.")
-        combined = self.workspace.with_added(current, added, folder=folder)
+        combined = self.workspace.with_added(current, added, name=name, folder=folder)
         if combined.document is current:
             return AddedDocument(session, current, combined.notes)
         keep = session.kept_sections
@@ -163,23 +164,25 @@ class QuestionAnswering:
             keep = (*keep, *range(len(current.sections), len(combined.document.sections)))
         if not whole:
             self.check_budget(combined.document, keep)
-        new = combined.document.members[-1]
+        first, new = combined.document.members[0], combined.document.members[-1]
         stored = self.workspace.store.add_session_document(
             session.id, SessionDocument(new.content_hash, new.name, new.count),
             key=combined.document.content_hash, name=combined.document.name,
-            kept_sections=keep, first_sections=len(current.sections), owner=session.owner)
+            kept_sections=keep, first=SessionDocument(first.content_hash, first.name, first.count),
+            expected_key=session.document_key, owner=session.owner)
         return AddedDocument(stored, combined.document, combined.notes)
 
     def follow_up(self, session_id: str, *, given: DocumentSet | None = None,
-                  owner: str | None = None, passwords: Mapping[str, str] | None = None
-                  ) -> AddedDocument:
+                  owner: str | None = None, password: str | None = None) -> AddedDocument:
         """A session to go on with and the documents it asks about: the paths given again
         (they must be its documents, under the names the session gave them), or without paths
         its documents from the store — a document no longer there is named and the others
         open."""
         owner = owner or self.workspace.settings.user
         session = self.workspace.store.get_session(session_id, owner=owner)
-        if given is None:
+        if given is None:  # `password` opens whichever of its documents is encrypted
+            keys = [d.key for d in session.documents] or [session.document_key]
+            passwords = {key: password for key in keys} if password is not None else None
             opened = self.open_documents(session, passwords=passwords)
             if opened.keep is not None or opened.missing:
                 session = replace(session, kept_sections=opened.keep)

@@ -20,7 +20,7 @@ from .documents import (
     member_document,
     unique_names,
 )
-from .errors import BudgetError, IngestError, SparkdocsError, StoreError
+from .errors import BudgetError, IngestError, SelectionError, SparkdocsError, StoreError
 from .ingest import (
     IngestOptions,
     Progress,
@@ -171,17 +171,20 @@ class Workspace:
         apart by their folder."""
         paths = expand_paths(request.paths)
         documents: list[Document] = []
+        given: list[str] = []  # named as given this time, not as the bytes were first stored
         folders: list[str] = []
         notes: list[str] = []
         for path in paths:
             document = self.load(replace(request, paths=(str(path),)))
-            twin = next((d for d in documents if d.content_hash == document.content_hash), None)
+            twin = next((n for d, n in zip(documents, given, strict=True)
+                         if d.content_hash == document.content_hash), None)
             if twin is not None:
-                notes.append(f"{path} is the same document as {twin.name}: it is read once.")
+                notes.append(f"{path} is the same document as {twin}: it is read once.")
                 continue
             documents.append(document)
-            folders.append(str(path.parent))
-        names = unique_names([d.name for d in documents], folders=folders)
+            given.append(given_name(path))
+            folders.append(path.resolve().parent.name)
+        names = unique_names(given, folders=folders)
         return DocumentSet(with_changes(combine_documents(documents, names=names)), tuple(notes))
 
     def reopen(self, session: Session, *, owner: str | None = None,
@@ -219,18 +222,20 @@ class Workspace:
         return DocumentSet(whole, notes, tuple(missing),
                            None if kept is None and not missing else tuple(keep))
 
-    def with_added(self, current: Document, added: Document, *, folder: str | None = None
-                   ) -> DocumentSet:
-        """`current` (one document or a set) with `added` after it; names already given never
-        change, so the prompt up to the new document stays as it was."""
+    def with_added(self, current: Document, added: Document, *, name: str | None = None,
+                   folder: str | None = None) -> DocumentSet:
+        """`current` (one document or a set) with `added` after it, named `name` (as the user
+        gave it; default its stored name); names already given never change, so the prompt up
+        to the new document stays as it was."""
         members = current.blocks
+        given = name or added.name
         if any(m.content_hash == added.content_hash for m in members):
             twin = next(m.name for m in members if m.content_hash == added.content_hash)
-            return DocumentSet(current, (f"{added.name} is already in this session (as "
-                                         f"{twin}): it is read once.",))
+            return DocumentSet(current, (f"{given} is already in this session (as {twin}): it "
+                                         "is read once.",))
         parts = [member_document(current, member) for member in members]
         taken = [m.name for m in members]
-        (name,) = unique_names([added.name], folders=[folder or ""], taken=taken)
+        (name,) = unique_names([given], folders=[folder or ""], taken=taken)
         return DocumentSet(with_changes(combine_documents([*parts, added], names=[*taken, name])))
 
     @staticmethod
@@ -276,6 +281,11 @@ class Workspace:
     def select(self, document: Document, *, pages: str | None = None, parts: str | None = None
                ) -> tuple[int, ...] | None:
         """The sections a `--pages`/`--parts` choice keeps (None: the whole document)."""
+        if pages and sum(m.kind is DocumentKind.PDF for m in document.members) > 1:
+            raise SelectionError(
+                f"--pages {pages}: several of these documents have pages with that number; "
+                "choose parts instead (--parts, numbered across the documents as `sparkdocs "
+                "count --documents` lists them).")
         keep = select(document, pages=pages, parts=parts)
         if keep is not None and len(keep) == len(document.sections):
             return None
@@ -328,6 +338,11 @@ class Workspace:
         report["no_fit"] = no_fit
         report["prefix_tokens"] = self.prompts.warm_up(self.prepare(document, keep=keep)).prompt_tokens
         return report
+
+
+def given_name(path: Path) -> str:
+    """A document's name as the user gave it: the file's or the folder's own name."""
+    return path.name or path.resolve().name
 
 
 def new_session(store: Store, document: Document, *, owner: str,

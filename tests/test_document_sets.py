@@ -186,23 +186,34 @@ def test_a_quote_naming_the_wrong_document_is_moved(contracts):
     assert "contract-2025.pdf, p. 3" in citation.note
 
 
+file_names = st.from_regex(r"[A-Za-z][A-Za-z0-9 ._-]{0,20}\.(pdf|txt|md|zip)", fullmatch=True)
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 10_000), st.integers(2, 4), st.data())
-def test_quotes_are_found_in_the_document_the_generator_put_them_in(seed, count, data):
-    """A quote of any page of any document, cited with a document name (the right one or
-    another): verified when named right, moved to the right document when named wrong."""
-    docs = [_pages(seed + n, 3, f"doc-{n}.pdf") for n in range(count)]
-    whole = combine_documents(docs, names=[d.name for d in docs])
-    source = data.draw(st.integers(0, count - 1))
-    named = data.draw(st.integers(0, count - 1))
-    page = data.draw(st.integers(1, 3))
-    words = docs[source].sections[page - 1].text.split()
-    quote = " ".join(words[-9:]).rstrip(".")  # ends with "doc-N.pdf page P": unique
-    answer = f'It says "{quote}" (doc-{named}.pdf, p. {page}).'
-    (citation,) = verify_answer(answer, prepare_document(whole))
-    assert citation.document == f"doc-{source}.pdf"
-    assert citation.status is (Status.VERIFIED if named == source else Status.MOVED)
-    assert citation.found.sections == (docs[0].sections.__len__() * source + page - 1,)
+@given(st.integers(0, 10_000), st.lists(file_names, min_size=2, max_size=4), st.data())
+def test_quotes_are_found_in_the_document_the_generator_put_them_in(seed, raw_names, data):
+    """Several quotes, each of any page of any document, cited as the system text asks with a
+    document name (the right one or another; names with spaces and dots, as files have): each
+    quote keeps its own citation, verified when named right, moved to the right document when
+    named wrong."""
+    names = unique_names(raw_names)
+    count = len(names)
+    docs = [_pages(seed + n, 3, f"doc-{n}") for n in range(count)]
+    whole = combine_documents(docs, names=names)
+    prepared = prepare_document(whole)
+    expected = []
+    lines = []
+    for _ in range(data.draw(st.integers(1, 3))):
+        source = data.draw(st.integers(0, count - 1))
+        named = data.draw(st.integers(0, count - 1))
+        page = data.draw(st.integers(1, 3))
+        words = docs[source].sections[page - 1].text.split()
+        quote = " ".join(words[-9:]).rstrip(".")  # ends with "doc-N page P": unique
+        lines.append(f'It says "{quote}" ({names[named]}, p. {page}).')
+        expected.append((names[source], Status.VERIFIED if named == source else Status.MOVED,
+                         (3 * source + page - 1,)))
+    citations = verify_answer("\n".join(lines), prepared)
+    assert [(c.document, c.status, c.found.sections) for c in citations] == expected
 
 
 def test_a_quote_never_runs_from_one_document_into_the_next(contracts):

@@ -4,6 +4,7 @@ cite them."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..documents import bounded_number
@@ -135,11 +136,14 @@ def _strip_quote(text: str) -> str:
     return text
 
 
-def find_quotes(answer: str) -> list[QuoteMention]:  # noqa: C901 (over the limit; split when next changed)
+def find_quotes(answer: str, *, names: Sequence[str] = ()) -> list[QuoteMention]:  # noqa: C901 (over the limit; split when next changed)
     """The quotes of an answer (double-quoted text and blockquotes of MIN_QUOTE_WORDS words or
     more, and code blocks that cite a file), each with the reference written nearest to it, in
-    answer order."""
+    answer order. `names` are the documents of a set: written with a reference ("(Annual
+    Report.pdf, p. 3)") they are read as part of the citation, never as a file or as text
+    between a quote and its reference."""
     scan = _masked(_masked(answer, _FENCE), _INLINE_CODE)
+    cited = _blanked(answer, names)  # where references are looked for
     found: list[tuple[int, int, str, Refs]] = []
     # blockquotes: runs of `>` lines; a last line that is only a reference is the attribution
     runs: list[list[re.Match[str]]] = []
@@ -155,10 +159,11 @@ def find_quotes(answer: str) -> list[QuoteMention]:  # noqa: C901 (over the limi
         blocked.append((start, end))
         contents = [answer[m.start(1):m.end(1)] for m in run]
         references: Refs = ()
-        last = contents[-1]
+        last = cited[run[-1].start(1):run[-1].end(1)]
         rest = set(_WORD_COUNT.findall(_REFERENCE.sub(" ", last.replace("`", " ")).lower()))
         if len(contents) > 1 and rest <= _ATTRIBUTION_WORDS:
-            references = _group(find_references(last), last, 0)
+            references = _group(find_references(last, offset=run[-1].start(1)), last,
+                                run[-1].start(1))
             if references:
                 contents = contents[:-1]
         text, trailing = _split_trailing_reference("\n".join(contents))
@@ -190,7 +195,7 @@ def find_quotes(answer: str) -> list[QuoteMention]:  # noqa: C901 (over the limi
     attached: list[Refs] = []
     for number, (_, end, _, references) in enumerate(everything):
         limit = everything[number + 1][0] if number + 1 < len(everything) else len(answer)
-        attached.append(references or _attached_reference(answer, end, limit))
+        attached.append(references or _attached_reference(cited, end, limit))
     mentions = []
     for number, (start, end, text, _) in enumerate(everything):
         references = attached[number]
@@ -199,8 +204,8 @@ def find_quotes(answer: str) -> list[QuoteMention]:  # noqa: C901 (over the limi
             if number and attached[number - 1]:
                 floor = max(floor, attached[number - 1][-1].span[1])
             limit = everything[number + 1][0] if number + 1 < len(everything) else len(answer)
-            references = (_reference_before(answer, start, floor, block=start in block_starts)
-                          or _reference_after(answer, end, limit))
+            references = (_reference_before(cited, start, floor, block=start in block_starts)
+                          or _reference_after(cited, end, limit))
         if start in fence_starts and not any(r.kind in (RefKind.FILE, RefKind.LINES)
                                              for r in references):
             continue  # code is a quote only when it cites a file
@@ -213,6 +218,16 @@ _CONNECTOR = re.compile(
     r"(?P<punct>[\s,.;:()\[\]—–-]*)(?P<word>(?:see|cf\.?|on|at|in|from|per|according to|"
     r"as (?:stated|said|written|set out) (?:on|in)|quoted from|source:?)\s+(?:the\s+)?)?"
     r"[\s(\[`]*", re.IGNORECASE)
+
+
+def _blanked(answer: str, names: Sequence[str]) -> str:
+    """`answer` with every written document name blanked to spaces (offsets kept), longest
+    first, so "2024/contract.pdf" goes whole before "contract.pdf" could match inside it."""
+    if not names:
+        return answer
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True)
+                                  if n), re.IGNORECASE)
+    return pattern.sub(lambda m: " " * len(m.group()), answer)
 
 
 def _attached_reference(answer: str, end: int, limit: int) -> Refs:

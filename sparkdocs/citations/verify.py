@@ -127,7 +127,7 @@ def verify_answer(answer: str, prepared: PreparedDocument) -> tuple[Citation, ..
     index = index_for(prepared)
     members = index.document.members
     citations = []
-    for mention in find_quotes(answer):
+    for mention in find_quotes(answer, names=[m.name for m in members]):
         member = _named_member(answer, mention, members) if members else None
         cited = None
         for reference in ((mention.reference, *mention.alternatives) if mention.reference else ()):
@@ -154,31 +154,32 @@ def _names_member(reference: Reference, member: Member) -> bool:
 
 def _named_member(answer: str, mention: QuoteMention, members: Sequence[Member]
                   ) -> Member | None:
-    """The document a quote's citation names ("(contract-2025.pdf, p. 14)"): the name written
-    nearest before its reference, between the quote and the end of the citation; the longest
+    """The document a quote's citation names ("(contract-2025.pdf, p. 14)"): with a reference,
+    the name written nearest before it, between the quote and the end of the citation; without
+    one, the first name written right after the quote ("(contract-2025.pdf)"). The longest
     name wins where one ends another ("2024/contract.pdf" over "contract.pdf")."""
     references = (mention.reference, *mention.alternatives) if mention.reference else ()
-    quote_start, quote_end = mention.span
+    quote_end = mention.span[1]
     if references:
         first = min(r.span[0] for r in references)
         last = max(r.span[1] for r in references)
         start = quote_end if first >= quote_end else max(0, first - _NAME_REACH)
+        close = answer.find(")", last, last + _NAME_REACH)
+        stop = answer.find("\n", last)
+        end = close + 1 if close >= 0 and (stop < 0 or close < stop) else last
     else:
-        start = last = quote_end
-    close = answer.find(")", last, last + _NAME_REACH)
-    stop = answer.find("\n", last)
-    end = close + 1 if close >= 0 and (stop < 0 or close < stop) else last
-    if not references:
-        end = min(len(answer), quote_end + _NAME_REACH)
+        start, end = quote_end, min(len(answer), quote_end + _NAME_REACH)
         newline = answer.find("\n", quote_end)
         end = newline if 0 <= newline < end else end
     window = answer[start:end].casefold()
     best: tuple[int, int, Member] | None = None
     for member in members:
-        at = window.rfind(member.name.casefold())
+        name = member.name.casefold()
+        at = window.rfind(name) if references else window.find(name)
         if at < 0:
             continue
-        rank = (at + len(member.name), len(member.name))
+        # nearest the reference (the latest end), or nearest the quote (the earliest start)
+        rank = (at + len(name), len(name)) if references else (-at, len(name))
         if best is None or rank > best[:2]:
             best = (*rank, member)
     return best[2] if best else None

@@ -165,12 +165,14 @@ class DocumentRows(Database):
                            (name.strip(), key, owner))
 
     def delete_document(self, key: str, *, owner: str = LOCAL_USER) -> None:
-        """The owner's document and every session of theirs about it (their turns go with
-        them). The body goes too once no one owns it (in a shared cache) or at once (in the
+        """The owner's document and every session of theirs about it, alone or with others
+        (their turns go with them). The body goes too once no one owns it (in a shared cache) or at once (in the
         owner's own share)."""
         with self._write() as db:
             db.execute("DELETE FROM document_owners WHERE key = ? AND owner = ?", (key, owner))
-            db.execute("DELETE FROM sessions WHERE document_key = ? AND owner = ?", (key, owner))
+            db.execute("DELETE FROM sessions WHERE owner = ? AND (document_key = ? OR id IN "
+                       "(SELECT session_id FROM session_documents WHERE document_key = ?))",
+                       (owner, key, key))
             orphan = not db.execute("SELECT 1 FROM document_owners WHERE key = ?",
                                     (key,)).fetchone()
             if orphan:

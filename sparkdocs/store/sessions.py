@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import LOCAL_USER
 from ..documents import Document
-from ..errors import SessionNotFoundError, StoreError
+from ..errors import SessionChangedError, SessionNotFoundError, StoreError
 from .database import Database
 from .records import _BAD_ROW, Session, SessionDocument, Turn, turn_from_json, turn_to_json
 
@@ -48,30 +48,38 @@ class SessionRows(Database):
         return session
 
     def add_session_document(self, session_id: str, document: SessionDocument, *, key: str,
-                             name: str, kept_sections: Sequence[int] | None, first_sections: int,
+                             name: str, kept_sections: Sequence[int] | None,
+                             first: SessionDocument, expected_key: str,
                              owner: str = LOCAL_USER) -> Session:
         """Append a document to a session, after those it has (one transaction): the set's new
         `key`, `name` and kept sections go with it. A session of one document becomes a set of
-        two, its document first under the name it had (with `first_sections` sections)."""
+        two, `first` (its document as the prompt named it) first. The session must still be
+        about `expected_key` (what the caller saw): two adds from one view of a session would
+        otherwise each write a set the other does not know."""
         kept = tuple(kept_sections) if kept_sections is not None else None
         with self._write() as db:
-            row = db.execute("SELECT document_key, document_name FROM sessions "
+            row = db.execute("SELECT document_key, document_name, title FROM sessions "
                              "WHERE id = ? AND owner = ?", (session_id, owner)).fetchone()
             if row is None:
                 raise self._missing(session_id)
+            if row[0] != expected_key:
+                raise SessionChangedError(
+                    f"Session {session_id} changed while the document was being added (another "
+                    "tab or command added one); open it again and add the document again.")
             (count,) = db.execute("SELECT COUNT(*) FROM session_documents WHERE session_id = ?",
                                   (session_id,)).fetchone()
             if count == 0:
                 db.execute("INSERT INTO session_documents (session_id, position, document_key, "
                            "name, sections) VALUES (?, 0, ?, ?, ?)",
-                           (session_id, row[0], row[1], first_sections))
+                           (session_id, first.key, first.name, first.sections))
                 count = 1
             db.execute("INSERT INTO session_documents (session_id, position, document_key, name, "
                        "sections) VALUES (?, ?, ?, ?, ?)",
                        (session_id, count, document.key, document.name, document.sections))
-            db.execute("UPDATE sessions SET document_key = ?, document_name = ?, "
+            title = name if row[2] == row[1] else row[2]  # a title given by hand stays
+            db.execute("UPDATE sessions SET document_key = ?, document_name = ?, title = ?, "
                        "kept_sections = ?, updated_at = ? WHERE id = ?",
-                       (key, name, _kept_json(kept), time.time(), session_id))
+                       (key, name, title, _kept_json(kept), time.time(), session_id))
             return self._load_session(db, session_id, owner=owner)
 
     def new_session_for_key(self, key: str, *, owner: str = LOCAL_USER) -> Session:

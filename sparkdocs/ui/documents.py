@@ -46,7 +46,7 @@ def documents_panel(svc: Services, document: Document, session: Session) -> None
         options = svc.workspace.ingest_options()
         added = svc.workspace.load_uploads([Upload(upload.name, upload.getvalue())], options,
                                            owner=team.current_user())
-        result = svc.qa.add_document(session, document, added)
+        result = svc.qa.add_document(session, document, added, name=upload.name)
         st.session_state[f"added-{session.id}"] = upload.file_id
         st.session_state[_ADDED] = list(result.notes) or [added_text(document, result.document)]
         st.rerun()

@@ -370,7 +370,7 @@ def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up
                  else DocumentSet(workspace.load(request)))
     if follow_up_of:
         if given is not None and not separate:
-            session = workspace.store.get_session(follow_up_of)
+            session = workspace.store.get_session(follow_up_of, owner=workspace.settings.user)
             if session.documents:  # a session of several: each path is one of them
                 given = workspace.load_each(request) if request is not None else None
         target = qa.follow_up(follow_up_of, given=given, password=request_password)

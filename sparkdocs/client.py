@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import queue
 import re
 import secrets
@@ -35,6 +34,7 @@ from .errors import (
     WarmUpCancelled,
 )
 from .literal import ControlStripper, redact_url, redact_urls
+from .metrics import ServerMetrics, parse_metrics
 from .streams import StreamGroup
 from .tokens import ChatMessage
 
@@ -120,30 +120,6 @@ class AnswerResult:
 
 
 @dataclass(frozen=True)
-class ServerMetrics:
-    prefix_cache_queries: float | None = None
-    prefix_cache_hits: float | None = None
-    kv_cache_usage: float | None = None
-    block_size: int | None = None
-    num_gpu_blocks: int | None = None
-    prefix_caching_enabled: bool | None = None
-    running: float | None = None
-    waiting: float | None = None
-
-    @property
-    def kv_capacity_tokens(self) -> int | None:
-        if self.block_size and self.num_gpu_blocks:
-            return self.block_size * self.num_gpu_blocks
-        return None
-
-    @property
-    def prefix_hit_rate(self) -> float | None:
-        if self.prefix_cache_queries:
-            return (self.prefix_cache_hits or 0.0) / self.prefix_cache_queries
-        return None
-
-
-@dataclass(frozen=True)
 class Capabilities:
     """What discovery found. `base_url` is the one to show (credentials hidden)."""
 
@@ -189,43 +165,6 @@ def kept_when_busy(previous: Capabilities | None, found: Capabilities) -> Capabi
         return found
     return replace(previous, busy=True, checked_at=found.checked_at,
                    read_at=previous.read_at or previous.checked_at)
-
-
-def parse_metrics(text: str) -> ServerMetrics:
-    """vLLM's Prometheus text → the figures sparkdocs shows (old and new metric names)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    values: dict[str, float] = {}
-    info: dict[str, str] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name = sample.name
-            if name == "vllm:cache_config_info":
-                info = dict(sample.labels)
-            elif name in {"vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
-                          "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
-                          "vllm:num_requests_running", "vllm:num_requests_waiting"}:
-                values[name] = values.get(name, 0.0) + sample.value
-
-    def as_int(key: str) -> int | None:
-        try:
-            return int(float(info[key]))
-        except (KeyError, ValueError, OverflowError):  # absent, not a number, infinite
-            return None
-
-    # NaN and ±Inf are legal Prometheus text but no figure: such a name reads as unknown
-    values = {name: value for name, value in values.items() if math.isfinite(value)}
-    enabled = info.get("enable_prefix_caching")
-    return ServerMetrics(
-        prefix_cache_queries=values.get("vllm:prefix_cache_queries_total"),
-        prefix_cache_hits=values.get("vllm:prefix_cache_hits_total"),
-        kv_cache_usage=values.get("vllm:kv_cache_usage_perc", values.get("vllm:gpu_cache_usage_perc")),
-        block_size=as_int("block_size"),
-        num_gpu_blocks=as_int("num_gpu_blocks"),
-        prefix_caching_enabled=None if enabled is None else enabled.lower() == "true",
-        running=values.get("vllm:num_requests_running"),
-        waiting=values.get("vllm:num_requests_waiting"),
-    )
 
 
 _OVERFLOW_NUMBERS = re.compile(r"maximum context length is (\d+) tokens.*?(\d+) (?:input )?tokens", re.S)

@@ -8,13 +8,33 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .client import ServerMetrics, parse_metrics
+from .config import Settings
 from .literal import redact_url
+from .metrics import ServerMetrics, parse_metrics
 
-if TYPE_CHECKING:
-    from .client import ModelClient
+
+class Reply(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+class EngineReader(Protocol):
+    """What the cluster view needs of the model client (`client.ModelClient`): its settings,
+    its server's root URL and a GET of any URL with the API key."""
+
+    settings: Settings
+
+    @property
+    def root_url(self) -> str: ...
+
+    def get_url(self, url: str, *, timeout_s: float | None = None) -> Reply | None: ...
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +131,7 @@ def listed_workers(body: object) -> tuple[str, ...] | None:
     return tuple(u.rstrip("/") for u in urls if u.startswith(("http://", "https://")))
 
 
-def engine_status(client: ModelClient, url: str) -> Engine:
+def engine_status(client: EngineReader, url: str) -> Engine:
     """One engine asked directly: its model list (with the API key) and its /metrics."""
     shown = redact_url(url)
     models = client.get_url(f"{url}/v1/models")
@@ -137,7 +157,7 @@ def engine_status(client: ModelClient, url: str) -> Engine:
                   metrics=metrics)
 
 
-def discover_engines(client: ModelClient) -> tuple[Engine, ...]:
+def discover_engines(client: EngineReader) -> tuple[Engine, ...]:
     """Every engine behind the router at the client's base URL; () when it is not a router
     (a vLLM or llama.cpp server answers /list_workers with 404)."""
     reply = client.get_url(f"{client.root_url}/list_workers")

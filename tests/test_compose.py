@@ -260,7 +260,7 @@ def test_the_app_writes_only_to_its_data_volume_and_tmp(tmp_path):
                                             args=CHROMIUM_ARGS)
                 page = browser.new_page(accept_downloads=True)
                 page.goto(url)
-                page.locator("input[type=file]").set_input_files(files=[
+                page.locator("input[type=file]").first.set_input_files(files=[
                     {"name": "note.md", "mimeType": "text/markdown",
                      "buffer": b"# Note\nThe supplier delivers within thirty days.\n"}])
                 expect(page.get_by_text("note.md · text ·")).to_be_visible(timeout=60_000)

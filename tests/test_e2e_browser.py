@@ -93,7 +93,7 @@ def _upload(p, url: str, path: Path, heading: str):
     browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
-    page.locator("input[type=file]").set_input_files(str(path))
+    page.locator("input[type=file]").first.set_input_files(str(path))
     expect(page.get_by_text(heading)).to_be_visible(timeout=60_000)
     return browser, page
 

@@ -44,7 +44,7 @@ def test_count_adds_nothing_search_narrows_and_the_unasked_list_clears(app, tmp_
         for name, question in (("beta-notes.md", "What is beta?"), ("gamma.md", None)):
             other = browser.new_page(viewport={"width": 1400, "height": 1000})
             other.goto(url)
-            other.locator("input[type=file]").set_input_files(str(tmp_path / name))
+            other.locator("input[type=file]").first.set_input_files(str(tmp_path / name))
             expect(other.get_by_text(f"{name} · text ·")).to_be_visible(timeout=60_000)
             if question:
                 _ask(other, question)

@@ -70,10 +70,10 @@ def test_library_one_entry_per_document_no_counted_or_empty_and_delete_asks_firs
         expect(page.get_by_text(STATS)).to_have_count(1, timeout=60_000)
         other = browser.new_page(viewport={"width": 1400, "height": 1000})  # another tab
         other.goto(url)
-        other.locator("input[type=file]").set_input_files(str(note))
+        other.locator("input[type=file]").first.set_input_files(str(note))
         expect(other.get_by_text("never-asked.md · text ·")).to_be_visible(timeout=60_000)
         other.reload()  # and again: still no trail of empty sessions
-        other.locator("input[type=file]").set_input_files(str(note))
+        other.locator("input[type=file]").first.set_input_files(str(note))
         expect(other.get_by_text("never-asked.md · text ·")).to_be_visible(timeout=60_000)
         assert _sessions_with_questions(tmp_path) == 2
         with _db(tmp_path) as db:
@@ -121,7 +121,7 @@ def test_an_encrypted_pdf_says_in_the_main_area_to_type_the_password_then_opens(
                                     args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
-        page.locator("input[type=file]").set_input_files(str(pdf))
+        page.locator("input[type=file]").first.set_input_files(str(pdf))
         main = page.locator('[data-testid="stMain"]')
         expect(main.get_by_text("locked.pdf is encrypted")).to_be_visible(timeout=60_000)
         assert "--password" not in page.locator("body").inner_text()

@@ -78,7 +78,7 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         expect(alice.get_by_text("Ask your document")).to_have_count(0)
         _log_in(alice, "alice", "alice-pass-1")
         expect(alice.get_by_text("Ask your document")).to_be_visible(timeout=30_000)
-        alice.locator("input[type=file]").set_input_files(str(note))
+        alice.locator("input[type=file]").first.set_input_files(str(note))
         expect(alice.get_by_text("alice-secret-note.md · text ·")).to_be_visible(timeout=60_000)
         match = re.search(r"session=([0-9a-f]+)", alice.url)
         assert match, alice.url
@@ -92,7 +92,7 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         expect(alice.get_by_role("button", name="Remove alice-secret-note.md")).to_have_count(
             0, timeout=30_000)
         alice.wait_for_timeout(1000)  # the rerun that drops the note
-        alice.locator("input[type=file]").set_input_files(str(locked))
+        alice.locator("input[type=file]").first.set_input_files(str(locked))
         expect(alice.get_by_text("locked.pdf · pdf ·")).to_be_visible(timeout=60_000)
         alice.screenshot(path=str(artifacts_dir / "team-01-alice.png"), full_page=True)
 
@@ -104,7 +104,7 @@ def test_two_users_see_only_their_own_documents_and_sessions(team_app, tmp_path,
         expect(bob.get_by_text("alice-secret-note")).to_have_count(0)
         expect(bob.get_by_text("acquisition")).to_have_count(0)
         # the same encrypted PDF, uploaded by bob without its password, is refused
-        bob.locator("input[type=file]").set_input_files(str(locked))
+        bob.locator("input[type=file]").first.set_input_files(str(locked))
         expect(bob.get_by_text("locked.pdf is encrypted: type its password")).to_be_visible(
             timeout=60_000)
         expect(bob.get_by_text("locked.pdf · pdf ·")).to_have_count(0)

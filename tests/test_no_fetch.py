@@ -155,7 +155,7 @@ def test_hostile_answer_name_and_question_fetch_nothing(hostile_app, listener, t
         foreign = _watch(context, hostile_app)
         page = context.new_page()
         page.goto(hostile_app)
-        page.locator("input[type=file]").set_input_files(
+        page.locator("input[type=file]").first.set_input_files(
             files=[{"name": name, "mimeType": "text/markdown", "buffer": body.encode()}])
         expect(page.get_by_text(" · text · ")).to_be_visible(timeout=60_000)
 

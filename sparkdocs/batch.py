@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ from .cluster import engines_up
 from .config import OutputFormat
 from .documents import Document
 from .errors import SparkdocsError
+from .files import atomic_write
 from .literal import strip_controls
 from .parts import PartRequests, merge, plan_parts, prepared_part
 from .prompts import DEFAULT_SUMMARY_INSTRUCTIONS, Part, PromptBuilder, prepare_document
@@ -191,24 +191,6 @@ def job_key(content_hash: str, *, instructions: str, model: str, max_tokens: int
     """What makes a summary the same summary: document bytes, instructions, model, options."""
     raw = json.dumps([FORMAT_VERSION, content_hash, instructions, model, max_tokens])
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # os.open with 0o666 lets the umask decide the mode, as for any file the user writes
-    # (mkstemp would leave every summary readable by its owner only).
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _header_value(text: str) -> str:

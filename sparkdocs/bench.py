@@ -293,7 +293,7 @@ def _sample(label: str, result: AnswerResult) -> Sample:
 
 def write_report(report: BenchReport, out_dir: Path) -> list[Path]:
     """Markdown, JSON and (with matplotlib) PNG charts; returns the files written."""
-    from .batch import atomic_write
+    from .files import atomic_write
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "report.md", out_dir / "report.json"]

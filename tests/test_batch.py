@@ -21,12 +21,12 @@ from sparkdocs.batch import (
     BatchOptions,
     BatchSummarizer,
     OutcomeStatus,
-    atomic_write,
     collect_items,
     plan_outputs,
 )
 from sparkdocs.client import ModelClient
 from sparkdocs.config import OutputFormat, Settings
+from sparkdocs.files import atomic_write
 from sparkdocs.ingest import ingest_bytes
 from sparkdocs.prompts import split_into_parts
 from sparkdocs.tokens import count_document

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import SessionNotFoundError, StoreError, StoreLockedError
+from ..files import atomic_write
 from .records import _BAD_ROW, Session, Turn, turn_from_json, turn_to_json
 from .sessions import SessionRows
 
@@ -129,25 +130,12 @@ def write_recovery_file(unstored: UnstoredTurn, folders: Sequence[Path]) -> Path
             if not _private(folder):
                 problems.append(f"{folder}: not this user's own folder")
                 continue
-            return _write_atomically(folder / name, text)
+            return atomic_write(folder / name, text, private=True)
         except OSError as exc:
             problems.append(f"{folder}: {exc.strerror or exc}")
     raise OSError("; ".join(problems))
 
 
-def _write_atomically(path: Path, text: str) -> Path:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    return path
 
 
 @dataclass(frozen=True)

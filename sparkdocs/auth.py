@@ -1,4 +1,4 @@
-"""Team mode (issue #12): who is asking, and what they may see.
+"""Team mode: who is asking, and what they may see.
 
 Three ways to know the user (`SPARKDOCS_AUTH`): `none` (one person, the user `local`; the app
 then refuses to listen beyond loopback unless `SPARKDOCS_OPEN_APP=true` says an open app is

@@ -217,7 +217,7 @@ class Waiting:
 
 
 def salted(cache_salt: str | None) -> dict[str, Any]:
-    """The request fields that keep a user's cached prefix their own (issue #12): vLLM (>= 0.9)
+    """The request fields that keep a user's cached prefix their own: vLLM (>= 0.9)
     mixes `cache_salt` into the hash of the first KV block, so another salt never hits it."""
     return {"extra_body": {"cache_salt": cache_salt}} if cache_salt else {}
 

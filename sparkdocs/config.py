@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     local_model_log: Path | None = Field(None, description="Log of the demo model that "
                                          "`sparkdocs app --local-model` started (Server page).")
 
-    # team mode (issue #12); the logic is in auth.py
+    # team mode; the logic is in auth.py
     auth: AuthMode = AuthMode.NONE
     open_app: bool = Field(False, description="Serve an app without logins beyond loopback.")
     user: str = Field(LOCAL_USER, description="The user the CLI acts as (`--user`).")

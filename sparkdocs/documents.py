@@ -125,8 +125,8 @@ NUMBER_CEILING = 10**18  # beyond any page, part or line number
 
 def bounded_number(digits: str) -> int:
     """Digits a regex's `\\d+` matched in typed or model text → their value, at most
-    NUMBER_CEILING: int() raises past 4,300 digits (`--pages 1-<5,000 digits>` was a
-    traceback), and any number that long is out of range wherever it is used."""
+    NUMBER_CEILING: int() raises past 4,300 digits (Python's integer-string limit), and any
+    number that long is out of range wherever it is used."""
     significant = digits.lstrip("0")
     if len(significant) > len(str(NUMBER_CEILING)):
         return NUMBER_CEILING

@@ -1,4 +1,4 @@
-"""The doctor's check that the model server honours `cache_salt` (issue #12): the same prompt
+"""The doctor's check that the model server honours `cache_salt`: the same prompt
 sent twice with one salt must hit the prefix cache, and once with another salt must not. A
 server that ignores the salt lets one user's cached document serve — and be timed by — another.
 """

@@ -128,7 +128,7 @@ class Workspace:
                      waiting: Waiting | None = None) -> Document:
         """Uploaded bytes → the owner's counted document (default: the settings' user), from
         the store when they uploaded these bytes before — for an encrypted PDF only with its
-        password again (issue #12). Reading takes one of the process's
+        password again. Reading takes one of the process's
         `max_concurrent_ingests` slots; `waiting` hears how long it has waited for one."""
         preload_llama3(load_ranks=self.ranks)
         key = document_key(uploads, options)

@@ -13,7 +13,7 @@ The schema carries an explicit version (`PRAGMA user_version`). The diskcache fo
 previous version (`documents-v1/`, `sessions-v1/`) hold pickles and are never read: documents
 are parsed again on their next upload, and a log line says the old sessions were left behind.
 
-Every document and session has an owner (issue #12, team mode): a parsed body is stored once per
+Every document and session has an owner (team mode): a parsed body is stored once per
 content hash, but who may see it is a row of `document_owners`, so the same bytes uploaded by two
 users are two owners' documents, each with its own name. A session of another owner is "not
 found" with the message of a missing one. An encrypted PDF's body is served only with a password

@@ -127,7 +127,7 @@ def _bodies_to_diskcache(db: sqlite3.Connection, bodies: DocumentBodies) -> None
 
 
 def _session_documents(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
-    """A session may hold several documents, in the order they were added (issue #19); a
+    """A session may hold several documents, in the order they were added; a
     session of one document has no rows here."""
     _script(db, """
 CREATE TABLE IF NOT EXISTS session_documents (

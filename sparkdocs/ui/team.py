@@ -1,4 +1,4 @@
-"""Streamlit side of team mode (issue #12): the login page, who the current user is, and the
+"""Streamlit side of team mode: the login page, who the current user is, and the
 password prompt of a stored encrypted PDF. The decisions are auth.py's and the store's; this
 module only shows forms and keeps per-tab state (a login, passwords proven in this tab)."""
 

@@ -3,7 +3,7 @@ pypdf, with its logger silenced, is the fallback for files PDFium refuses.
 
 Extraction runs in a child process with an address-space limit (`max_pdf_memory_bytes`,
 1 GiB by default) and a CPU-time limit (`max_pdf_cpu_seconds`): a 2 MB PDF whose content
-stream can inflate to gigabytes (3.3 GB measured in-process), and neither library lets a
+stream inflates to gigabytes takes 3.3 GB of memory in-process, and neither library lets a
 caller bound what one page may inflate to. The child costs ~50 ms to start; in exchange a bomb
 ends as a clear per-file error, whatever PDFium does when an allocation fails (it aborts), and
 sessions do not queue behind one PDFium lock. The page texts together are capped at

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from .client import AnswerResult, ModelClient, StreamEnd, routing_key
 from .cluster import engines_up
@@ -28,6 +30,7 @@ from .errors import (
     ServiceError,
     SparkdocsError,
 )
+from .metrics import ServerMetrics
 from .prompts import (
     QUESTION_RESERVE_TOKENS,
     Part,
@@ -167,6 +170,85 @@ def prepared_part(document: Document, builder: PromptBuilder, parts: Sequence[Pa
                             note=part_note(number, len(parts), part.label))
 
 
+class PartState(StrEnum):
+    """Where one part of an answer from every page is."""
+
+    NOT_SENT = "not sent yet"  # waiting for a place among the parts asked at once
+    QUEUED = "queued"  # sent; the engine has it waiting
+    PREFILLING = "prefilling"  # sent; the engine reads its prompt
+    SENT = "sent"  # sent, no token yet, and the engine's gauges unknown
+    ANSWERING = "answering"
+    DONE = "done"
+    NOT_READ = "not read"
+
+
+class PartProgress:
+    """Each part's state while an answer from every page runs. What the client sees (sent,
+    first token, ended) is refined with the engine's own gauges: of the parts sent that have no
+    token yet, as many as the engine says are waiting are queued (those sent last), the others
+    prefilling. Written by the part threads, read by the page."""
+
+    def __init__(self, parts: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._count = parts
+        self._sent: list[int] = []  # in the order sent
+        self._answering: set[int] = set()
+        self._ended: dict[int, bool] = {}
+
+    def planned(self, parts: int) -> None:
+        """The number of parts, once the plan is made."""
+        with self._lock:
+            self._count = parts
+
+    def sent(self, number: int) -> None:
+        with self._lock:
+            if number in self._sent:
+                self._sent.remove(number)  # a retry: sent again, last
+            self._sent.append(number)
+            self._answering.discard(number)
+            self._ended.pop(number, None)
+
+    def first_token(self, number: int) -> None:
+        with self._lock:
+            self._answering.add(number)
+
+    def ended(self, number: int, *, read: bool) -> None:
+        with self._lock:
+            self._ended[number] = read
+
+    def states(self, metrics: ServerMetrics | None = None) -> tuple[PartState, ...]:
+        """Part 1's state first. `metrics`: the engine's gauges now (None: not known)."""
+        with self._lock:
+            sent, answering, ended = list(self._sent), set(self._answering), dict(self._ended)
+        waiting = [n for n in sent if n not in ended and n not in answering]
+        queued = set()
+        if metrics is not None and metrics.waiting is not None:
+            queued = set(waiting[len(waiting) - min(len(waiting), int(metrics.waiting)):])
+        states = []
+        for number in range(1, self._count + 1):
+            if number in ended:
+                states.append(PartState.DONE if ended[number] else PartState.NOT_READ)
+            elif number in answering:
+                states.append(PartState.ANSWERING)
+            elif number not in sent:
+                states.append(PartState.NOT_SENT)
+            elif metrics is None or metrics.waiting is None:
+                states.append(PartState.SENT)
+            else:
+                states.append(PartState.QUEUED if number in queued else PartState.PREFILLING)
+        return tuple(states)
+
+
+def progress_text(states: Sequence[PartState]) -> str:
+    """"2 answering · 1 prefilling · 3 queued · 4 done", in the order a part goes through."""
+    counts = {state: 0 for state in PartState}
+    for state in states:
+        counts[state] += 1
+    order = (PartState.DONE, PartState.ANSWERING, PartState.PREFILLING, PartState.QUEUED,
+             PartState.SENT, PartState.NOT_SENT, PartState.NOT_READ)
+    return " · ".join(f"{counts[state]} {state.value}" for state in order if counts[state])
+
+
 class PartRequests:
     """Requests for parts and merges: each retried (a stream that broke, a 5xx the client gave
     up on) and all in one StreamGroup, so a Stop or Ctrl-C cancels every one in flight."""
@@ -175,10 +257,12 @@ class PartRequests:
                  cache_salt: str | None, attempts: int = 2, streams: StreamGroup | None = None,
                  on_start: Callable[[], None] | None = None,
                  on_end: Callable[[AnswerResult | None], None] | None = None,
-                 routing: str | None = None) -> None:
+                 routing: str | None = None, progress: PartProgress | None = None) -> None:
         """`routing`: the document-and-user routing key (client.routing_key); each part is
-        routed by its own key derived from it, so parts spread over the engines."""
+        routed by its own key derived from it, so parts spread over the engines. `progress`
+        hears each part sent, answering and ended."""
         self.client = client
+        self.progress = progress
         self.routing = routing
         self.streams = streams if streams is not None else StreamGroup()
         self._model, self._max_tokens, self._salt = model, max_tokens, cache_salt
@@ -190,8 +274,11 @@ class PartRequests:
         """Part `number`'s routing key (None without a document key)."""
         return routing_key(self.routing, None, part=number) if self.routing else None
 
-    def run(self, messages: Sequence[ChatMessage], *, routing: str | None = None) -> AnswerResult:
-        """One request, retried; `routing` overrides the document's routing key."""
+    def run(self, messages: Sequence[ChatMessage], *, routing: str | None = None,
+            part: int | None = None) -> AnswerResult:
+        """One request, retried; `routing` overrides the document's routing key; `part` is the
+        part's number, for `progress`."""
+        progress = self.progress if part is not None else None
         last_error: Exception | None = None
         for attempt in range(1, self._attempts + 1):
             if self.streams.cancelled:
@@ -199,10 +286,18 @@ class PartRequests:
             stream = self.client.stream(messages, max_tokens=self._max_tokens, model=self._model,
                                         cache_salt=self._salt, routing_key=routing or self.routing)
             self._on_start()
+            if progress is not None and part is not None:
+                progress.sent(part)
             result: AnswerResult | None = None
             try:
-                with self.streams.member(stream):
-                    result = stream.run()
+                with self.streams.member(stream), stream:
+                    answering = False
+                    for _ in stream:
+                        if not answering and progress is not None and part is not None:
+                            progress.first_token(part)
+                            answering = True
+                result = stream.result
+                assert result is not None  # a stream read to its end has its record
             except NOT_RETRIED:
                 raise
             except ServiceError as exc:
@@ -409,12 +504,15 @@ def ask_parts(document: Document, plan: WholePlan, *, requests: PartRequests,
         try:
             answer = PartAnswer(number, part.label, requests.run(
                 plan.prompts[number - 1].messages,
-                routing=requests.part_key(number) if len(plan.parts) > 1 else None))
+                routing=requests.part_key(number) if len(plan.parts) > 1 else None,
+                part=number))
         except SparkdocsError as exc:
             if requests.streams.cancelled or isinstance(exc, NOT_RETRIED):
                 raise
             log.info("%s: part %d not read: %s", document.name, number, exc)
             answer = PartAnswer(number, part.label, None, str(exc))
+        if requests.progress is not None:
+            requests.progress.ended(number, read=answer.error is None)
         if on_part is not None:
             on_part(answer)
         return answer

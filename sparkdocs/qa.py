@@ -23,6 +23,7 @@ from .errors import BudgetError, PasswordRequiredError, SparkdocsError, StoreErr
 from .parts import (
     PartAnswer,
     PartPlan,
+    PartProgress,
     PartRequests,
     WholePlan,
     ask_parts,
@@ -371,15 +372,17 @@ class QuestionAnswering:
                   on_plan: Callable[[WholePlan], None] | None = None,
                   on_part: Callable[[PartAnswer], None] | None = None,
                   stop_reasons: Mapping[type[BaseException], str] | None = None,
-                  streams: StreamGroup | None = None) -> TurnOutcome:
+                  streams: StreamGroup | None = None,
+                  progress: PartProgress | None = None) -> TurnOutcome:
         """`_run_whole` while holding the session's whole-answer lock: a second such question
-        on the session at once is refused (`wait_turn` False: the CLI) or waits (the app)."""
+        on the session at once is refused (`wait_turn` False: the CLI) or waits (the app).
+        `progress` follows each part (queued, prefilling, answering, done)."""
         try:
             with whole_answer_lock(self.workspace.settings.cache_dir, session.id,
                                    wait=wait_turn):
                 return self._run_whole(document, session, question, on_plan=on_plan,
                                        on_part=on_part, stop_reasons=stop_reasons,
-                                       streams=streams)
+                                       streams=streams, progress=progress)
         except SessionBusyError as exc:
             self.record_failure(session, question, follow_up=False, failure=exc)
             raise
@@ -388,7 +391,8 @@ class QuestionAnswering:
                    on_plan: Callable[[WholePlan], None] | None = None,
                    on_part: Callable[[PartAnswer], None] | None = None,
                    stop_reasons: Mapping[type[BaseException], str] | None = None,
-                   streams: StreamGroup | None = None) -> TurnOutcome:
+                   streams: StreamGroup | None = None,
+                   progress: PartProgress | None = None) -> TurnOutcome:
         """A question answered from every part of the document (see parts.py), recorded as one
         turn that says what was read, keeps each part's answer, and has its quotes verified
         against the whole document. `on_plan` sees the cost before anything is sent.
@@ -408,6 +412,8 @@ class QuestionAnswering:
             if isinstance(exc, KeyboardInterrupt):
                 return TurnOutcome(recorded, None)
             raise
+        if progress is not None:
+            progress.planned(len(plan.parts))
         if on_plan is not None:
             on_plan(plan)
         settings = self.workspace.settings
@@ -415,7 +421,8 @@ class QuestionAnswering:
                                 max_tokens=settings.answer_tokens,
                                 cache_salt=self.cache_salt(session.owner),
                                 streams=streams if streams is not None else StreamGroup(),
-                                routing=routing_key(document.blocks[0].content_hash, session.owner))
+                                routing=routing_key(document.blocks[0].content_hash, session.owner),
+                                progress=progress)
         done: list[PartAnswer] = []
 
         def part_done(answer: PartAnswer) -> None:

@@ -406,3 +406,97 @@ def test_parts_cached_at_once_counts_from_the_first_part_until_the_kv_cache_is_f
     assert parts_fit(parts, 95_000, 800.0) == (
         "2 of this document's 5 parts stay cached at once (KV cache 95,000 tokens): each "
         "question re-reads about 120,000 tokens, ~150 s at 800 tokens/s.")
+
+
+# -- each part's state while it runs: what the client saw, refined by the engine's gauges ------
+
+events = st.lists(st.tuples(st.sampled_from(["sent", "token", "read", "failed"]),
+                            st.integers(1, 6)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events, st.none() | st.integers(0, 8))
+def test_part_states_follow_what_each_part_went_through(script, waiting):
+    """Judged against the script of events itself: a part never sent is not sent yet; an
+    ended one done or not read; one with a token answering; of those sent and silent, the
+    engine's waiting count (the latest sent) are queued, the rest prefilling."""
+    from sparkdocs.metrics import ServerMetrics
+    from sparkdocs.parts import PartProgress, PartState
+
+    progress = PartProgress(6)
+    sent: list[int] = []
+    token: set[int] = set()
+    ended: dict[int, bool] = {}
+    for kind, number in script:
+        if kind == "sent":
+            progress.sent(number)
+            sent = [n for n in sent if n != number] + [number]
+            token.discard(number)
+            ended.pop(number, None)
+        elif number in sent and number not in ended:
+            if kind == "token":
+                progress.first_token(number)
+                token.add(number)
+            else:
+                progress.ended(number, read=kind == "read")
+                ended[number] = kind == "read"
+    metrics = ServerMetrics(waiting=waiting) if waiting is not None else None
+    states = progress.states(metrics)
+    silent = [n for n in sent if n not in token and n not in ended]
+    queued = set(silent[len(silent) - min(len(silent), waiting or 0):])
+    for number, state in enumerate(states, 1):
+        if number in ended:
+            assert state is (PartState.DONE if ended[number] else PartState.NOT_READ)
+        elif number in token:
+            assert state is PartState.ANSWERING
+        elif number not in sent:
+            assert state is PartState.NOT_SENT
+        elif waiting is None:
+            assert state is PartState.SENT
+        else:
+            assert state is (PartState.QUEUED if number in queued else PartState.PREFILLING)
+
+
+@pytest.mark.integration
+def test_the_progress_of_a_whole_answer_shows_each_part_as_the_server_has_it(tmp_path):
+    """Through the real runner against a server whose first tokens are slow: while the parts
+    wait, the engine's gauges say one is waiting (the fake vLLM's /metrics), so one part is
+    queued and the others prefilling; at the end every part is done (judge: the requests the
+    server received, one per part)."""
+    import threading
+    import time
+
+    from sparkdocs.client import ModelClient
+    from sparkdocs.config import Settings
+    from sparkdocs.ingest import Upload
+    from sparkdocs.parts import PartProgress, PartState
+    from sparkdocs.qa import QuestionAnswering
+    from sparkdocs.workspace import Workspace
+
+    pdf = make_pdf(contract_pages(PAGES, per_page=9))
+    with FakeServer() as server:
+        server.behaviour.max_model_len = CONTEXT
+        server.behaviour.answer = "Nothing relevant in this part."
+        server.behaviour.latency_s = 1.5
+        settings = Settings(base_url=server.base_url, cache_dir=tmp_path / "cache",  # type: ignore[call-arg]
+                            answer_tokens=ANSWER_TOKENS)
+        qa = QuestionAnswering(Workspace(settings), ModelClient(settings))
+        document = qa.workspace.load_uploads([Upload("contract.pdf", pdf)],
+                                             qa.workspace.ingest_options())
+        session = qa.session_for(document, whole=True)
+        progress = PartProgress()
+        seen: list[tuple[PartState, ...]] = []
+        worker = threading.Thread(target=lambda: qa.run_whole(document, session, "Terms?",
+                                                              progress=progress))
+        worker.start()
+        while worker.is_alive():
+            seen.append(progress.states(qa.client.metrics()))
+            time.sleep(0.1)
+        final = progress.states(qa.client.metrics())
+        parts = sum("<document" in r["messages"][-1]["content"]
+                    for r in server.behaviour.requests)
+    assert parts >= 2 and len(final) == parts
+    assert all(state is PartState.DONE for state in final)
+    waiting = [s for s in seen if s and all(x in (PartState.QUEUED, PartState.PREFILLING)
+                                            for x in s)]
+    assert waiting and all(s.count(PartState.QUEUED) == 1 for s in waiting)

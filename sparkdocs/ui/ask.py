@@ -22,8 +22,10 @@ from ..parts import (
     ASSUMED_PREFILL_TOKENS_PER_S,
     SHORTEST_QUESTION,
     PartAnswer,
+    PartProgress,
     WholePlan,
     estimate_text,
+    progress_text,
 )
 from ..qa import TurnOutcome
 from ..safe_text import safe_markdown
@@ -410,12 +412,13 @@ def _ask_whole(svc: Services, document: Document, session: Session, question: st
     done: list[PartAnswer] = []
     plans: list[WholePlan] = []
     box: dict[str, object] = {}
+    progress = PartProgress()
 
     def work() -> None:
         try:
             box["outcome"] = svc.qa.run_whole(document, session, question, wait_turn=True,
                                               on_plan=plans.append, on_part=done.append,
-                                              streams=streams)
+                                              streams=streams, progress=progress)
         except BaseException as exc:  # handed to the page, raised there
             box["error"] = exc
 
@@ -424,12 +427,12 @@ def _ask_whole(svc: Services, document: Document, session: Session, question: st
     worker.start()
     try:
         while worker.is_alive():
-            failed = sum(1 for answer in done if answer.error)
-            total = f" of {len(plans[0].parts)}" if plans else ""
+            states = progress.states(svc.qa.client.metrics()) if plans else ()
             slot.caption(safe_markdown(
-                f"Reading every page: {len(done)}{total} parts read"
-                + (f" ({failed} not read)" if failed else "")
-                + f", {time.monotonic() - started:.0f} s; then their answers are combined."))
+                f"Reading every page, {time.monotonic() - started:.0f} s: "
+                + (f"parts {progress_text(states)} (from the server's own queue)" if states
+                   else "planning the parts")
+                + "; then their answers are combined."))
             worker.join(0.5)
     except BaseException:
         streams.cancel()

@@ -314,6 +314,8 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     target = _ask_target(qa, request if paths else None, follow_up_of=follow_up_of,
                          separate=documents, pages=pages, parts=parts, whole=whole,
                          request_password=password)
+    if any(not path.strip() for path in add or ()):
+        raise typer.BadParameter("--add needs a path (a file, folder or archive)")
     for path in add or ():
         added = workspace.load(LoadRequest((path,), tuple(include or ()), tuple(exclude or ()), password))
         target = qa.add_document(target.session, target.document, added,

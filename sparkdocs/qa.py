@@ -164,7 +164,15 @@ class QuestionAnswering:
         if keep is not None:
             keep = (*keep, *range(len(current.sections), len(combined.document.sections)))
         if not whole:
-            self.check_budget(combined.document, keep)
+            try:
+                self.check_budget(combined.document, keep)
+            except BudgetError as exc:  # its fix (--pages/--parts) is for a new session
+                over = str(exc).split(";", 1)[0]
+                raise BudgetError(
+                    f"{over}: with {combined.document.members[-1].name} added, these documents "
+                    "do not fit the context. Ask with --whole to read every page in parts, or "
+                    "start a new session with the documents and the parts to keep (--documents "
+                    "--parts …; `sparkdocs count --documents` numbers them).") from exc
         first, new = combined.document.members[0], combined.document.members[-1]
         stored = self.workspace.store.add_session_document(
             session.id, SessionDocument(new.content_hash, new.name, new.count),

@@ -140,3 +140,25 @@ def test_two_versions_are_sent_with_what_changed(tmp_path: Path):
     blocks = user.split("</document>\n\n")
     assert len(blocks) == 3 and blocks[2].startswith("<changes>\n")
     assert "45 days" in blocks[2] and "term number 7" in blocks[2]
+
+
+def test_adding_a_document_that_does_not_fit_says_what_a_follow_up_can_do(tmp_path: Path):
+    from fakeserver import FakeServer
+
+    small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+    small.write_text("A short note about the deposit.")
+    large.write_text("\n\n".join(f"Clause {n}. The supplier shall deliver item {n} on time."
+                                 for n in range(400)))
+    cache = tmp_path / "cache"
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        env = {"SPARKDOCS_BASE_URL": server.base_url, "SPARKDOCS_ANSWER_TOKENS": "200"}
+        first = json.loads(run("ask", str(small), "Deposit?", "--json", cache=cache,
+                               **env).stdout)
+        added = run("ask", "And this?", "--follow-up-of", first["session"], "--add", str(large),
+                    cache=cache, check=False, **env)
+        empty = run("ask", "And this?", "--follow-up-of", first["session"], "--add", "",
+                    cache=cache, check=False, **env)
+    assert added.returncode == 2 and "--whole" in added.stderr
+    assert "with large.txt added" in added.stderr and "--pages" not in added.stderr
+    assert empty.returncode == 2 and "--add needs a path" in empty.stderr

@@ -513,14 +513,3 @@ def _part_too_large(document: Document, index: int, available: int, alone: int,
     return (f"{document.name}: {section.locator} alone needs {section.tokens:,} tokens, and with "
             f"its part note and name {alone:,}, over the {available:,} available per request "
             f"({tree}); raise the context length or lower --max-tokens.")
-
-
-def reusable_prefix_tokens(previous_ids: Sequence[int], next_ids: Sequence[int], *,
-                           block_size: int = 16) -> int:
-    """Tokens of `next_ids` that vLLM's prefix cache can serve after `previous_ids`: the common
-    prefix in full blocks, never the last prompt token (it must be computed)."""
-    limit = min(len(previous_ids), len(next_ids) - 1)
-    common = 0
-    while common < limit and previous_ids[common] == next_ids[common]:
-        common += 1
-    return (common // block_size) * block_size

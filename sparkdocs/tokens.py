@@ -174,22 +174,6 @@ def preload_llama3(*, load_ranks: RanksLoader | None = None) -> None:
                          daemon=True).start()
 
 
-def render_chat(messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:
-    """The Llama 3.3 Instruct template (no tools) as text, for display and oracle checks."""
-    parts = [BEGIN_OF_TEXT]
-    system = ""
-    rest = list(messages)
-    if rest and rest[0].role == "system":
-        system = rest[0].content.strip()
-        rest = rest[1:]
-    parts.append(f"{START_HEADER}system{END_HEADER}\n\n{SYSTEM_PREAMBLE}{system}{EOT}")
-    for message in rest:
-        parts.append(f"{START_HEADER}{message.role}{END_HEADER}\n\n{message.content.strip()}{EOT}")
-    if add_generation_prompt:
-        parts.append(f"{START_HEADER}assistant{END_HEADER}\n\n")
-    return "".join(parts)
-
-
 class ChatEncoder:
     """Token ids of a chat under the Llama 3.3 template, built segment by segment so that large
     segments (the document) can be passed in pre-encoded."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import pytest
 from builders import synthetic_document_text
@@ -16,7 +17,6 @@ from sparkdocs.prompts import (
     fit_sections,
     prepare_document,
     rank_sections,
-    reusable_prefix_tokens,
 )
 from sparkdocs.tokens import count_document
 
@@ -30,6 +30,19 @@ def builder() -> PromptBuilder:
 def big_document() -> Document:
     text = synthetic_document_text(60_000)
     return count_document(ingest_bytes("big.md", text.encode()))
+
+
+def reusable_prefix_tokens(previous_ids: Sequence[int], next_ids: Sequence[int], *,
+                           block_size: int = 16) -> int:
+    """The judge of prefix reuse, vLLM's block rule: the tokens of `next_ids` its prefix cache
+    can serve after `previous_ids` are the common prefix in full blocks, never the last prompt
+    token (it must be computed)."""
+    limit = min(len(previous_ids), len(next_ids) - 1)
+    common = 0
+    while common < limit and previous_ids[common] == next_ids[common]:
+        common += 1
+    return (common // block_size) * block_size
+
 
 
 def test_reusable_prefix_tokens_block_rule():

@@ -4,6 +4,7 @@ Hugging Face `tokenizers` (what vLLM uses)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -26,9 +27,36 @@ from sparkdocs.documents import (
     render_section,
 )
 from sparkdocs.prompts import PromptBuilder, prepare_document
-from sparkdocs.tokens import Budget, count_document, llama3, render_chat
+from sparkdocs.tokens import (
+    BEGIN_OF_TEXT,
+    END_HEADER,
+    EOT,
+    START_HEADER,
+    SYSTEM_PREAMBLE,
+    Budget,
+    ChatMessage,
+    count_document,
+    llama3,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
+
+
+def render_chat(messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:
+    """The Llama 3.3 Instruct template (no tools) as text, written out by hand: a second
+    reading of the golden prompts beside the reference jinja template."""
+    parts = [BEGIN_OF_TEXT]
+    system = ""
+    rest = list(messages)
+    if rest and rest[0].role == "system":
+        system = rest[0].content.strip()
+        rest = rest[1:]
+    parts.append(f"{START_HEADER}system{END_HEADER}\n\n{SYSTEM_PREAMBLE}{system}{EOT}")
+    for message in rest:
+        parts.append(f"{START_HEADER}{message.role}{END_HEADER}\n\n{message.content.strip()}{EOT}")
+    if add_generation_prompt:
+        parts.append(f"{START_HEADER}assistant{END_HEADER}\n\n")
+    return "".join(parts)
 
 
 @pytest.fixture(scope="module")

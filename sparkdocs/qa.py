@@ -152,11 +152,21 @@ class QuestionAnswering:
         tokens. The whole set must fit unless it is read `whole`. The same document again is
         said, not added."""
         if session.documents and len(current.blocks) != len(session.documents):
-            missing = [d.name for d in session.documents
-                       if d.key not in {m.content_hash for m in current.blocks}]
+            present = {m.content_hash for m in current.blocks}
+            missing = [d for d in session.documents if d.key not in present]
+            if added.content_hash in {d.key for d in missing}:  # read again: back in the store
+                stored = self.workspace.store.get_session(session.id, owner=session.owner)
+                opened = self.open_documents(stored)
+                back = next(d.name for d in missing if d.key == added.content_hash)
+                if opened.keep is not None or opened.missing:
+                    stored = replace(stored, kept_sections=opened.keep)
+                return AddedDocument(stored, opened.document,
+                                     (f"{back} is back: the session has it in its place again.",
+                                      *opened.notes))
             raise SparkdocsError(
-                f"This session's {', '.join(missing)} is no longer in the store: add it back "
-                "first (upload it again), or start a new session with these documents.")
+                f"This session's {', '.join(d.name for d in missing)} is no longer in the "
+                "store: add it back first (--add its file, or upload it again), or start a new "
+                "session with these documents.")
         combined = self.workspace.with_added(current, added, name=name, folder=folder)
         if combined.document is current:
             return AddedDocument(session, current, combined.notes)

@@ -118,6 +118,11 @@ def test_a_session_whose_document_left_the_store_opens_with_the_others(tmp_path:
         assert "contract.txt is no longer in the store" in result.stderr
         prompt = _user_text(server.behaviour.requests[-1])
         assert prompt.count("<document>") == 1 and "<name>annex.txt</name>" in prompt
+        back = run("ask", "Both again?", "--follow-up-of", first["session"], "--add", str(old),
+                   "--json", cache=cache, **env)
+        assert "contract.txt is back" in back.stderr
+        prompt = _user_text(server.behaviour.requests[-1])
+        assert prompt.index("<name>contract.txt</name>") < prompt.index("<name>annex.txt</name>")
 
 
 def test_two_versions_are_sent_with_what_changed(tmp_path: Path):

@@ -50,7 +50,9 @@ def test_answer_from_every_page_shows_cost_then_progress_then_what_was_read(tmp_
             assert parts >= 2 and not server.behaviour.requests  # the cost comes first
             toggle.click()
             _ask(page, "Who pays the invoices?")
-            expect(page.get_by_text(re.compile(rf"^Reading every page: \d+ of {parts} parts read"))
+            states = r"(done|answering|prefilling|queued|sent|not sent yet|not read)"
+            expect(page.get_by_text(re.compile(
+                rf"^Reading every page, \d+ s: {parts} parts — \d+ {states}"))
                    ).to_be_visible(timeout=30_000)
             page.screenshot(path=str(artifacts_dir / "10-whole-progress.png"), full_page=True)
             expect(page.get_by_text(re.compile(rf"read: all {PAGES} pages, in {parts} parts"))

@@ -430,8 +430,8 @@ def _ask_whole(svc: Services, document: Document, session: Session, question: st
             states = progress.states(svc.qa.client.metrics()) if plans else ()
             slot.caption(safe_markdown(
                 f"Reading every page, {time.monotonic() - started:.0f} s: "
-                + (f"parts {progress_text(states)} (from the server's own queue)" if states
-                   else "planning the parts")
+                + (f"{len(states)} parts — {progress_text(states)} (from the server's own "
+                   "queue)" if states else "planning the parts")
                 + "; then their answers are combined."))
             worker.join(0.5)
     except BaseException:

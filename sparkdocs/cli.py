@@ -840,7 +840,13 @@ def diff(old: Annotated[str, typer.Argument(metavar="OLD", help="The earlier ver
     if as_json:
         emit_json(comparison.as_dict())
         return
-    out.print(render_changes(comparison, old_name=before.name, new_name=after.name), end="")
+    from .documents import unique_names
+
+    paths = (Path(old), Path(new))  # named as given, told apart by folder when alike
+    old_name, new_name = unique_names([given_name(p) for p in paths],
+                                      folders=[p.resolve().parent.name for p in paths])
+    out.print(render_changes(comparison, old_name=old_name, new_name=new_name), end="",
+              markup=False)
 
 
 @app.command()

@@ -388,3 +388,24 @@ def test_cli_diff_opens_an_encrypted_version_with_its_password(tmp_path: Path, m
     assert main([*args, "--password", "pw"]) == 0
     [change] = json.loads(capsys.readouterr().out)["changes"]
     assert (change["kind"], change["detail"]) == ("changed", '"45" → "30"')
+
+
+def test_cli_diff_tells_same_named_versions_apart_and_prints_their_text_literally(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from typer.testing import CliRunner
+
+    from sparkdocs.cli import app
+
+    monkeypatch.setenv("SPARKDOCS_CACHE_DIR", str(tmp_path / "cache"))
+    clauses = [f"Clause {n}. The parties agree to term number {n} of this agreement."
+               for n in range(1, 11)]
+    (tmp_path / "2024").mkdir()
+    (tmp_path / "2025").mkdir()
+    (tmp_path / "2024" / "contract.txt").write_text("\n\n".join(clauses))
+    clauses[4] = "Clause 5. The parties agree to [bold]term number 50[/bold] of this agreement."
+    (tmp_path / "2025" / "contract.txt").write_text("\n\n".join(clauses))
+    shown = CliRunner().invoke(app, ["diff", str(tmp_path / "2024" / "contract.txt"),
+                                     str(tmp_path / "2025" / "contract.txt")])
+    assert shown.exit_code == 0, shown.output
+    assert "from 2024/contract.txt to 2025/contract.txt" in shown.output
+    assert "[bold]term number 50[/bold]" in shown.output

@@ -311,8 +311,8 @@ def unique_names(names: Sequence[str], *, folders: Sequence[str] | None = None,
         stem, dot, suffix = candidate.rpartition(".")
         number = 2
         while _key(candidate) in used:
-            candidate = (f"{stem} ({number}).{suffix}" if dot and stem
-                         else f"{name} ({number})")
+            candidate = display_name(f"{stem.rstrip()} ({number}).{suffix}" if dot and stem.strip()
+                                     else f"{name} ({number})")
             number += 1
         used.add(_key(candidate))
         result.append(candidate)

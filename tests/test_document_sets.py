@@ -25,6 +25,7 @@ from sparkdocs.documents import (
     SectionKind,
     clean_text,
     combine_documents,
+    display_name,
     unique_names,
 )
 from sparkdocs.prompts import PromptBuilder, prepare_document
@@ -139,6 +140,7 @@ def test_unique_names_never_repeat_and_never_rename_what_is_taken(given_names, t
     taken = unique_names(taken)
     result = unique_names(given_names, taken=taken)
     assert len(result) == len(given_names)
+    assert all(display_name(name) == name for name in result)  # as the prompt shows them
     assert len({n.casefold() for n in [*taken, *result]}) == len(taken) + len(result)
 
 

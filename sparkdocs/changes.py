@@ -15,6 +15,8 @@ change of every clause below it).
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from difflib import SequenceMatcher
@@ -461,11 +463,21 @@ def with_changes(document: Document) -> Document:
     as its appendix (sent after both documents); any other document as it is."""
     if len(document.members) != 2:
         return replace(document, appendix="") if document.appendix else document
-    old, new = (member_document(document, member) for member in document.members)
-    comparison = compare(old, new)
-    if not looks_like_versions(comparison):
-        return document
-    text = ("What changed from the first document to the second, found by sparkdocs' own "
-            "clause-by-clause comparison (exact, not the model's reading):\n"
-            + render_changes(comparison, old_name=old.name, new_name=new.name))
-    return replace(document, appendix=text)
+    text = _APPENDICES.get(document.content_hash)
+    if text is None:  # a set's key names its members: compared once per set, not per rerun
+        old, new = (member_document(document, member) for member in document.members)
+        comparison = compare(old, new)
+        text = ""
+        if looks_like_versions(comparison):
+            text = ("What changed from the first document to the second, found by sparkdocs' "
+                    "own clause-by-clause comparison (exact, not the model's reading):\n"
+                    + render_changes(comparison, old_name=old.name, new_name=new.name))
+        with _APPENDICES_LOCK:
+            _APPENDICES[document.content_hash] = text
+            while len(_APPENDICES) > 32:
+                _APPENDICES.popitem(last=False)
+    return replace(document, appendix=text) if text else document
+
+
+_APPENDICES: OrderedDict[str, str] = OrderedDict()  # set key → its appendix ("" for none)
+_APPENDICES_LOCK = threading.Lock()

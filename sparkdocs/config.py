@@ -1,5 +1,12 @@
 """The one Settings object. Built once at the edge (CLI, app) and passed in; nothing below reads
-the environment."""
+the environment.
+
+Settings is a frozen pydantic model that reads its `SPARKDOCS_*` variables the way
+pydantic-settings' `BaseSettings` does for flat fields (prefix, names matched in any case, the
+variable's text validated by pydantic, keyword arguments first, other variables ignored), without
+pydantic-settings itself: importing it costs every command ~0.15 s (it imports asyncio, ssl and
+its cloud secret providers), more than half of gitingest's whole `count`. `tests/test_config.py`
+holds the two equal, with pydantic-settings as the judge over generated environments."""
 
 from __future__ import annotations
 
@@ -11,8 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import annotated_types
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 from .literal import redact_url
@@ -51,10 +57,16 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "sparkdocs"
 
 
-class Settings(BaseSettings):
-    """Every knob, from `SPARKDOCS_*` variables or keyword arguments."""
+ENV_PREFIX = "SPARKDOCS_"
 
-    model_config = SettingsConfigDict(env_prefix="SPARKDOCS_", frozen=True, extra="ignore")
+
+class Settings(BaseModel):
+    """Every knob, from keyword arguments or else `SPARKDOCS_*` variables."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**settings_environment(os.environ), **values})
 
     base_url: str = "http://localhost:8000/v1"
     model: str = DEFAULT_MODEL
@@ -114,6 +126,19 @@ class Settings(BaseSettings):
         return self.max_unpacked_mb * 1024 * 1024
 
 
+def settings_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The `SPARKDOCS_*` variables that name a setting, by field name (any case, as
+    pydantic-settings matches them), their text left for pydantic to validate."""
+    fields = Settings.model_fields
+    found: dict[str, str] = {}
+    for key, value in environ.items():
+        if key[:len(ENV_PREFIX)].upper() == ENV_PREFIX:
+            name = key[len(ENV_PREFIX):].lower()
+            if name in fields:
+                found[name] = value
+    return found
+
+
 def build_settings(*, overrides: Mapping[str, Any] | None = None,
                    option_names: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment plus explicit values (None: not given). A value sparkdocs
@@ -152,7 +177,7 @@ def check_base_url(url: str, *, source: str | None = None) -> None:
 
 def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, str]) -> str:
     field_name = str(error["loc"][0]) if error.get("loc") else ""
-    env_name = f"SPARKDOCS_{field_name.upper()}"
+    env_name = f"{ENV_PREFIX}{field_name.upper()}"
     if field_name in given:
         source = option_names.get(field_name, f"--{field_name.replace('_', '-')}")
         shown = f"{source} {given[field_name]}"
@@ -196,7 +221,7 @@ def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     settings: the current environment plus every setting as a SPARKDOCS_* variable."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"SPARKDOCS_{name.upper()}"] = str(value)
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     # Streamlit's server (uvicorn) would otherwise take X-Forwarded-For from any loopback peer
     # as the client's address: behind a proxy on 127.0.0.1 (Caddy adds the header) the app would
     # see the browser's address, not the proxy's, and proxy mode would refuse every request.

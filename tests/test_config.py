@@ -1,0 +1,91 @@
+"""Settings read their `SPARKDOCS_*` variables exactly as pydantic-settings' BaseSettings reads
+them: the judge is a BaseSettings model built here from Settings' own fields, over generated
+environments (names in any case, valid and invalid text, unrelated variables)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sparkdocs.config import ENV_PREFIX, Settings, build_settings, child_environment
+from sparkdocs.errors import ConfigError
+
+
+class _Judge(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+
+Judge = create_model(  # type: ignore[call-overload]
+    "Judge", __base__=_Judge,
+    **{name: (info.annotation, info) for name, info in Settings.model_fields.items()})
+
+FIELDS = sorted(Settings.model_fields)
+TEXTS = st.one_of(
+    st.sampled_from(["", "0", "1", "-3", "512", "65536", "1e3", "2.5", "true", "False", "yes",
+                     "off", "none", "null", "password", "proxy", "user", "shared", "auto", "md",
+                     "jsonl", "/tmp/x", " 7 ", "http://h:1/v1", "1_000", "nan", "inf"]),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
+            max_size=12))
+
+
+def _name(field: str, case: str) -> str:
+    name = ENV_PREFIX + field.upper()
+    return {"upper": name, "lower": name.lower(), "mixed": name[:1].lower() + name[1:]}[case]
+
+
+ENVIRONMENTS = st.lists(
+    st.tuples(st.sampled_from([*FIELDS, "not_a_setting", "BASE"]),
+              st.sampled_from(["upper", "lower", "mixed"]), TEXTS),
+    max_size=6)
+
+
+def _outcome(model: Any, kwargs: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "ok", model(**kwargs).model_dump()
+    except ValidationError as exc:
+        return "invalid", sorted((e["loc"], e["type"]) for e in exc.errors())
+
+
+def _clean_environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(entries=ENVIRONMENTS,
+       kwargs=st.dictionaries(st.sampled_from(["context_length", "model", "cache_dir", "warm_up"]),
+                              st.sampled_from(["1024", "m", "/tmp/c", "true", 700]), max_size=2))
+def test_environment_read_as_pydantic_settings_reads_it(entries, kwargs) -> None:
+    environ = _clean_environ()
+    for field, case, text in entries:
+        environ[_name(field, case)] = text
+    with mock.patch.dict(os.environ, environ, clear=True):
+        ours, judged = _outcome(Settings, kwargs), _outcome(Judge, kwargs)
+    assert ours == judged
+
+
+def test_an_invalid_variable_is_one_line_that_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARKDOCS_CONTEXT_LENGTH", "lots")
+    with pytest.raises(ConfigError, match=r"SPARKDOCS_CONTEXT_LENGTH='lots' is not valid.*"
+                                          r"set SPARKDOCS_CONTEXT_LENGTH to a whole number of at least 512"):
+        build_settings()
+    assert build_settings(overrides={"context_length": 8192}).context_length == 8192
+
+
+def test_a_child_rebuilds_the_same_settings(tmp_path: Path) -> None:
+    """The app's server process gets every setting as a variable and must build equal ones."""
+    with mock.patch.dict(os.environ, _clean_environ(), clear=True):
+        given_settings = Settings(cache_dir=tmp_path, context_length=8192, auth="password",
+                                  local_model_log=tmp_path / "log", warm_up=False)
+        child = {k: v for k, v in child_environment(given_settings).items()
+                 if k.startswith(ENV_PREFIX)}
+    with mock.patch.dict(os.environ, {**_clean_environ(), **child}, clear=True):
+        assert Settings() == given_settings
+        assert Judge().model_dump() == given_settings.model_dump()

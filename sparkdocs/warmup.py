@@ -25,6 +25,20 @@ WHOLE = (-1,)  # the selection key of "every part" (no real selection is negativ
 _Key = tuple[str, tuple[int, ...] | None, str | None]
 
 
+def warms_every_part(*, whole_chosen: bool, fits: bool, kept: Sequence[int] | None,
+                     fitted: Sequence[int] | None) -> bool:
+    """Whether a document's warm-up fills its parts (as many as the KV cache holds) rather than
+    the session's selection. The parts, when the user asks from every page, or when the whole
+    document is over the context and no pages were chosen: the session keeps what the app chose
+    on opening (auto-fit, `fitted`) or every page (which no single prompt holds). A selection
+    the user chose is what the next question sends, so that is warmed."""
+    if whole_chosen:
+        return True
+    if fits:
+        return False
+    return kept is None or (fitted is not None and tuple(kept) == tuple(fitted))
+
+
 class WarmStatus(StrEnum):
     WARMING = "warming"
     WARM = "warm"
@@ -49,6 +63,7 @@ class WarmUps:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warm-up")
         self._states: dict[_Key, WarmState] = {}
         self._streams: dict[_Key, StreamGroup] = {}  # of the warm-ups running now
+        self._fits: dict[tuple[str, int], tuple[int, ...] | None] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -70,6 +85,32 @@ class WarmUps:
             self._streams[key] = streams = StreamGroup()
         self._pool.submit(self._run, key, document, keep, owner, whole, streams)
         return state
+
+    def warms_parts(self, document: Document, keep: Sequence[int] | None, *,
+                    whole_chosen: bool) -> bool:
+        """`warms_every_part` for this document against the served context."""
+        if whole_chosen:
+            return True
+        fits = self._qa.budget(document).fits
+        return warms_every_part(whole_chosen=False, fits=fits, kept=keep,
+                                fitted=None if fits else self._fitted(document))
+
+    def _fitted(self, document: Document) -> tuple[int, ...] | None:
+        """The app's auto-fit of `document` (kept per document and served context: a page
+        asks on every rerun, and fitting a long document counts it a few times)."""
+        key = (document.content_hash, self._qa.client.capabilities().context_length)
+        with self._lock:
+            if key in self._fits:
+                return self._fits[key]
+        try:
+            fitted = self._qa.fit(document)
+        except SparkdocsError:  # not even one page fits: no auto-fit to compare with
+            fitted = None
+        with self._lock:
+            if len(self._fits) > 16:
+                self._fits.pop(next(iter(self._fits)))
+            self._fits[key] = fitted
+        return fitted
 
     def cancel(self, document: Document, keep: Sequence[int] | None = None, *,
                owner: str | None = None, whole: bool = False) -> bool:

@@ -217,13 +217,14 @@ def _budget_bar(segments, context: int):  # list[BudgetSegment]
 
 def warm_status(svc: Services, document: Document, session: Session) -> None:
     """The warm-up line; polls (a timer fragment) only while the warm-up runs. Answering from
-    every page warms the parts (as many as the KV cache holds), else the selection."""
+    every page, or a document over the context whose pages the user has not chosen, warms the
+    parts (as many as the KV cache holds); else the selection."""
     if not svc.settings.warm_up:
         st.caption("Cache warm-up is off (SPARKDOCS_WARM_UP): the first question reads the "
                    "whole document.")
         return
     owner = team.current_user()  # each user warms their own prefix (cache isolation)
-    whole = bool(st.session_state.get(f"whole-{session.id}"))
+    whole = _warms_parts(svc, document, session)
     keep = session.kept_sections
     state = (svc.warmups.state(document, keep, owner=owner, whole=whole)
              or svc.warmups.start(document, keep, owner=owner, whole=whole))
@@ -231,6 +232,11 @@ def warm_status(svc: Services, document: Document, session: Session) -> None:
         _warming(svc, document, keep, owner, whole)
     else:
         st.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
+
+
+def _warms_parts(svc: Services, document: Document, session: Session) -> bool:
+    return svc.warmups.warms_parts(document, session.kept_sections,
+                                   whole_chosen=bool(st.session_state.get(f"whole-{session.id}")))
 
 
 @st.fragment(run_every=2.0)
@@ -255,7 +261,7 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
 def _warming_now(svc: Services, document: Document, session: Session):  # -> Callable[[], bool]
     """Whether this tab's warm-up still runs (a question then waits behind it)."""
     owner, keep = team.current_user(), session.kept_sections
-    whole = bool(st.session_state.get(f"whole-{session.id}"))
+    whole = _warms_parts(svc, document, session)
 
     def warming() -> bool:
         state = svc.warmups.state(document, keep, owner=owner, whole=whole)

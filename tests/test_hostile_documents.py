@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from builders import make_pdf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparkdocs.citations import Status, verify_answer
 from sparkdocs.config import Settings
@@ -306,3 +308,37 @@ def test_each_quote_keeps_its_own_citation_when_documents_are_named():
     (mention,) = find_quotes(answer, names=["code.zip"])
     texts = {r.text for r in (mention.reference, *mention.alternatives) if r is not None}
     assert "src/app.py:2" not in texts, texts
+
+
+# F14: a citation that names several documents ---------------------------------------------------
+SENTENCES = ["the deposit is five hundred pounds held by the agent",
+             "pets are allowed with written consent from the landlord",
+             "the tenant pays for the repair of any broken window glass",
+             "rent is reviewed once a year on the anniversary of the lease"]
+SET_NAMES = ["lease.txt", "annex.txt", "Schedule 2.md", "2024/lease.txt"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_citation_naming_several_documents_is_checked_in_each(data):
+    """The judge is the generator: it knows which document holds the quoted sentence and which
+    documents the citation names."""
+    count = data.draw(st.integers(2, 4))
+    documents = [_text(SET_NAMES[i], f"Clause {i}: {SENTENCES[i]}.") for i in range(count)]
+    prepared = prepare_document(combine_documents(documents, names=SET_NAMES[:count]))
+    holder = data.draw(st.integers(0, count - 1))
+    named = data.draw(st.lists(st.integers(0, count - 1), min_size=2, max_size=count, unique=True))
+    with_lines = data.draw(st.booleans())
+    separator = data.draw(st.sampled_from(["; ", ", ", " and ", " & ", " / "]))
+    places = [SET_NAMES[i] + (", lines 1-1" if with_lines else "") for i in named]
+    opening, closing = data.draw(st.sampled_from([("(", ")"), ("[", "]"), ("— ", "")]))
+    answer = f'Found: "{SENTENCES[holder]}" {opening}{separator.join(places)}{closing}.'
+    (citation,) = verify_answer(answer, prepared)
+    assert citation.found is not None and citation.found.document == SET_NAMES[holder]
+    if holder in named:
+        assert citation.status is Status.VERIFIED, (answer, citation.note)
+        assert citation.cited is not None and citation.cited.document == SET_NAMES[holder]
+    else:
+        assert citation.status is Status.MOVED, (answer, citation.note)
+        assert citation.cited is not None and citation.cited.document in {SET_NAMES[i] for i in named}
+        assert SET_NAMES[holder] in citation.note

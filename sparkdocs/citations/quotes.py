@@ -111,13 +111,16 @@ def find_references(text: str, *, offset: int = 0) -> list[Reference]:
 
 
 def _group(references: list[Reference], text_of: str, offset: int) -> tuple[Reference, ...]:
-    """The references written together with the first one: "(contract.pdf, p. 3)"."""
+    """The references written together with the first one: "(contract.pdf, p. 3)",
+    "(a.pdf, p. 3; b.pdf, p. 7)"."""
     if not references:
         return ()
     group = [references[0]]
     for reference in references[1:]:
         between = text_of[group[-1].span[1] - offset:reference.span[0] - offset]
-        if len(between) > 12 or not re.fullmatch(r"[\s,;:/]*(?:and|at|on|in)?[\s,;:/]*", between):
+        # a document's name between two references is blanked to spaces ("p. 3; b.pdf, p. 7")
+        if (len(re.sub(r"[ \t]+", " ", between)) > 12 or re.search(r"\n[ \t]*\n", between)
+                or not re.fullmatch(r"[\s,;:/]*(?:and|&|at|on|in)?[\s,;:/]*", between)):
             break
         group.append(reference)
     return tuple(group)

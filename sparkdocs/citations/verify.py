@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -128,23 +129,48 @@ def verify_answer(answer: str, prepared: PreparedDocument) -> tuple[Citation, ..
     members = index.document.members
     citations = []
     for mention in find_quotes(answer, names=[m.name for m in members]):
-        member = _named_member(answer, mention, members) if members else None
-        cited = None
-        for reference in ((mention.reference, *mention.alternatives) if mention.reference else ()):
-            if member is not None and _names_member(reference, member):
-                continue  # "(b.pdf, p. 3)": the document, not a file inside it
-            place = resolve(reference, index.document, pages=index.pages)
-            if member is not None:
-                place = replace(place, sections=tuple(i for i in place.sections
-                                                      if i in member.indices))
-            if cited is None or (place.sections and not cited.sections):
-                cited = place  # the first that names a place in the document, else the first
-        if member is not None:
-            cited = (cited or Locator(index.document.sections[member.first].kind, member.name,
-                                      "the whole document", sections=tuple(member.indices))
-                     ).in_document(member.name)
-        citations.append(verify_quote(index, mention.quote, cited, span=mention.span))
+        references = (mention.reference, *mention.alternatives) if mention.reference else ()
+        named = _named_places(answer, mention, members) if members else []
+        if not named:
+            citations.append(verify_quote(index, mention.quote, _cited(index, references, None),
+                                          span=mention.span))
+            continue
+        verdicts = [verify_quote(index, mention.quote, _cited(index, refs, member),
+                                 span=mention.span) for member, refs in named]
+        citations.append(min(verdicts, key=_closeness))  # the first best, in the order named
     return tuple(citations)
+
+
+def _cited(index: CitationIndex, references: Sequence[Reference], member: Member | None
+           ) -> Locator | None:
+    """The place references name, within `member` when the citation names a document of the
+    set (its whole text when no reference names a place in it)."""
+    cited = None
+    for reference in references:
+        if member is not None and _names_member(reference, member):
+            continue  # "(b.pdf, p. 3)": the document, not a file inside it
+        place = resolve(reference, index.document, pages=index.pages)
+        if member is not None:
+            place = replace(place, sections=tuple(i for i in place.sections
+                                                  if i in member.indices))
+        if cited is None or (place.sections and not cited.sections):
+            cited = place  # the first that names a place in the document, else the first
+    if member is None:
+        return cited
+    return (cited or Locator(index.document.sections[member.first].kind, member.name,
+                             "the whole document", sections=tuple(member.indices))
+            ).in_document(member.name)
+
+
+def _closeness(verdict: Citation) -> int:
+    """How well a verdict fits the place it was checked against: a citation naming several
+    documents is judged by the one that holds the quote."""
+    if verdict.status is Status.VERIFIED:
+        return 0
+    cited, found = verdict.cited, verdict.found
+    if cited is not None and found is not None and cited.document == found.document:
+        return 1  # in the named document, on another page
+    return 2 if verdict.status is Status.REPAIRED else 3
 
 
 def _names_member(reference: Reference, member: Member) -> bool:
@@ -152,37 +178,60 @@ def _names_member(reference: Reference, member: Member) -> bool:
         member.name.casefold(), member.name.rsplit("/", 1)[-1].casefold())
 
 
-def _named_member(answer: str, mention: QuoteMention, members: Sequence[Member]
-                  ) -> Member | None:
-    """The document a quote's citation names ("(contract-2025.pdf, p. 14)"): with a reference,
-    the name written nearest before it, between the quote and the end of the citation; without
-    one, the first name written right after the quote ("(contract-2025.pdf)"). The longest
-    name wins where one ends another ("2024/contract.pdf" over "contract.pdf")."""
+def _named_places(answer: str, mention: QuoteMention, members: Sequence[Member]
+                  ) -> list[tuple[Member, tuple[Reference, ...]]]:
+    """The documents a quote's citation names, in the order written, each with the references
+    that belong to it: those written after its name and before the next one ("(a.pdf, p. 3;
+    b.pdf, p. 7)"); references written before any name belong to the first ("(p. 3 of a.pdf)").
+    The citation runs from the quote (or just before its first reference) to the end of its
+    parenthesis or line; without references, the names written right after the quote. The
+    longest name wins where one contains another ("2024/contract.pdf" over "contract.pdf")."""
     references = (mention.reference, *mention.alternatives) if mention.reference else ()
     quote_end = mention.span[1]
     if references:
         first = min(r.span[0] for r in references)
         last = max(r.span[1] for r in references)
         start = quote_end if first >= quote_end else max(0, first - _NAME_REACH)
-        close = answer.find(")", last, last + _NAME_REACH)
-        stop = answer.find("\n", last)
-        end = close + 1 if close >= 0 and (stop < 0 or close < stop) else last
+        closer = re.compile(r"[)\]\n]").search(answer, last, last + _NAME_REACH)
+        end = closer.end() if closer and closer.group() != "\n" else last
     else:
         start, end = quote_end, min(len(answer), quote_end + _NAME_REACH)
         newline = answer.find("\n", quote_end)
         end = newline if 0 <= newline < end else end
-    window = answer[start:end].casefold()
-    best: tuple[int, int, Member] | None = None
+    written = _written_names(answer[start:end].casefold(), members, offset=start)
+    if not written:
+        return []
+    owned: dict[int, list[Reference]] = {}
+    for reference in references:
+        before = [i for i, (at, _, _) in enumerate(written) if at <= reference.span[0]]
+        owned.setdefault(before[-1] if before else 0, []).append(reference)
+    places: list[tuple[Member, tuple[Reference, ...]]] = []
+    for i, (_, _, member) in enumerate(written):
+        refs = tuple(owned.get(i, ()))
+        if all(m is not member for m, _ in places):
+            places.append((member, refs))
+        elif refs:  # named twice: its references are added to its first mention
+            places = [(m, r + refs if m is member else r) for m, r in places]
+    return places
+
+
+def _written_names(window: str, members: Sequence[Member], *, offset: int
+                   ) -> list[tuple[int, int, Member]]:
+    """(start, end, member) of every document name written in `window` (casefolded), in order;
+    a name inside a longer one written there is not a name of its own."""
+    found: list[tuple[int, int, Member]] = []
     for member in members:
         name = member.name.casefold()
-        at = window.rfind(name) if references else window.find(name)
-        if at < 0:
-            continue
-        # nearest the reference (the latest end), or nearest the quote (the earliest start)
-        rank = (at + len(name), len(name)) if references else (-at, len(name))
-        if best is None or rank > best[:2]:
-            best = (*rank, member)
-    return best[2] if best else None
+        at = window.find(name)
+        while at >= 0 and name:
+            found.append((offset + at, offset + at + len(name), member))
+            at = window.find(name, at + len(name))
+    found.sort(key=lambda f: (f[0], -f[1]))
+    kept: list[tuple[int, int, Member]] = []
+    for item in found:
+        if not any(k[0] <= item[0] and item[1] <= k[1] for k in kept):
+            kept.append(item)
+    return kept
 
 
 _NAME_REACH = 120  # characters around a reference where the document's name may be written

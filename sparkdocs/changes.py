@@ -78,20 +78,48 @@ class Place:
         return {"kind": self.kind, "title": self.title, "line": self.line, "label": self.label}
 
 
+def span_label(first: Place, last: Place | None) -> str:
+    """Where a change of several clauses runs: "pp. 3-4", "lines 7-12", "a.py:4-9"."""
+    if last is None or last == first:
+        return first.label
+    if first.kind == last.kind == SectionKind.PAGE.value:
+        return f"pp. {first.title}-{last.title}"
+    if first.kind == last.kind == "line":
+        return f"lines {first.line}-{last.line}"
+    if first.kind == last.kind == SectionKind.FILE.value and first.title == last.title:
+        return f"{first.title}:{first.line}-{last.line}"
+    return f"{first.label} to {last.label}"
+
+
 @dataclass(frozen=True)
 class Change:
     kind: ChangeKind
     old: str | None  # the clause text as it was (None for an added clause)
     new: str | None  # as it is (None for a removed clause)
-    old_place: Place | None
+    old_place: Place | None  # where its first clause is
     new_place: Place | None
     detail: str = ""  # for a changed clause: which words or numbers changed
+    old_end: Place | None = None  # where its last clause is, when elsewhere (a block over pages)
+    new_end: Place | None = None
+
+    @property
+    def old_label(self) -> str | None:
+        return span_label(self.old_place, self.old_end) if self.old_place else None
+
+    @property
+    def new_label(self) -> str | None:
+        return span_label(self.new_place, self.new_end) if self.new_place else None
 
     def as_dict(self) -> dict[str, Any]:
+        def place(first: Place | None, last: Place | None) -> dict[str, Any] | None:
+            if first is None:
+                return None
+            shown = {**first.as_dict(), "label": span_label(first, last)}
+            return {**shown, "last": last.as_dict()} if last not in (None, first) else shown
+
         return {"kind": self.kind.value, "old": self.old, "new": self.new,
-                "old_place": self.old_place.as_dict() if self.old_place else None,
-                "new_place": self.new_place.as_dict() if self.new_place else None,
-                "detail": self.detail}
+                "old_place": place(self.old_place, self.old_end),
+                "new_place": place(self.new_place, self.new_end), "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -389,7 +417,11 @@ def _change(group: list[_Entry], old: Sequence[Clause], new: Sequence[Clause]) -
     if group[0].kind is ChangeKind.CHANGED and olds and news:  # told apart by key: no renumbering
         detail = _detail(" ".join(c.key for c in olds), " ".join(c.key for c in news))
     return Change(group[0].kind, old_text, new_text, olds[0].place if olds else None,
-                  news[0].place if news else None, detail)
+                  news[0].place if news else None, detail, _end(olds), _end(news))
+
+
+def _end(group: Sequence[Clause]) -> Place | None:
+    return group[-1].place if group and group[-1].place != group[0].place else None
 
 
 def compare(old: Document, new: Document) -> Comparison:
@@ -421,7 +453,7 @@ def _first_difference(a: str, b: str) -> int:
 
 
 def _line(change: Change, limit: int) -> str:
-    where = " → ".join(p.label for p in (change.old_place, change.new_place) if p is not None)
+    where = " → ".join(label for label in (change.old_label, change.new_label) if label)
     if change.kind is ChangeKind.CHANGED and change.old and change.new:
         at = _first_difference(change.old, change.new)
         quoted = f'"{_clip(change.old, limit, around=at)}" → "{_clip(change.new, limit, around=at)}"'

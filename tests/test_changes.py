@@ -338,7 +338,7 @@ def _text_versions(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.integration
 def test_cli_diff_prints_and_emits_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from sparkdocs.cli import app
 
@@ -392,7 +392,7 @@ def test_cli_diff_opens_an_encrypted_version_with_its_password(tmp_path: Path, m
 
 def test_cli_diff_tells_same_named_versions_apart_and_prints_their_text_literally(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from sparkdocs.cli import app
 
@@ -409,3 +409,27 @@ def test_cli_diff_tells_same_named_versions_apart_and_prints_their_text_literall
     assert shown.exit_code == 0, shown.output
     assert "from 2024/contract.txt to 2025/contract.txt" in shown.output
     assert "[bold]term number 50[/bold]" in shown.output
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(2, 6), kind=st.sampled_from(["added", "removed"]))
+def test_a_block_of_clauses_is_one_change_that_names_every_page_it_spans(seed, k, kind):
+    """Consecutive clauses added (or removed) together are one change; the judge is the layout
+    the generator chose: the change runs from the first clause's page to the last one's."""
+    rng = random.Random(seed)
+    clauses = [random_clause(rng, 100 + i) for i in range(rng.randint(8, 20))]
+    block = [random_clause(rng, 900 + i) for i in range(k)]
+    at = rng.randint(1, len(clauses) - 1)
+    shorter, longer = clauses, clauses[:at] + block + clauses[at:]
+    old, new = (shorter, longer) if kind == "added" else (longer, shorter)
+    old_pages, old_where = paged(numbered(old), random_sizes(rng, len(old)))
+    new_pages, new_where = paged(numbered(new), random_sizes(rng, len(new)))
+    [change] = compare(pdf_document(old_pages, "old.pdf"), pdf_document(new_pages, "new.pdf")).changes
+    where = new_where if kind == "added" else old_where
+    first, last = str(where[at]), str(where[at + k - 1])
+    place, end = ((change.new_place, change.new_end) if kind == "added"
+                  else (change.old_place, change.old_end))
+    assert change.kind.value == kind and place is not None
+    assert (place.title, (end or place).title) == (first, last)
+    shown = change.as_dict()[f"{'new' if kind == 'added' else 'old'}_place"]["label"]
+    assert shown == (f"p. {first}" if first == last else f"pp. {first}-{last}")

@@ -13,11 +13,11 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import typer
+import click
 
-from .cli_help import PlainTyper
+from .cli_help import PlainGroup, argument
 from .config import OutputFormat, Settings, build_settings
 from .errors import BudgetError, ConfigError, SparkdocsError
 from .literal import redact_url, redact_urls, strip_controls
@@ -33,13 +33,6 @@ if TYPE_CHECKING:
 
 # Only what a command uses is imported, inside it (Rich, the model client, the batch runner,
 # the demo model...): a whole `sparkdocs count --json` is start-up bound.
-
-# Plain click help for every command (`--include PATTERN`, `count [OPTIONS] PATH...`), not
-# typer's Rich panels of Python types (`<list[str]>`, `<bool>`, `{paths}`): see cli_help.
-app = PlainTyper(add_completion=False, no_args_is_help=True,
-                 context_settings={"max_content_width": 100},  # command summaries whole
-                 help="Ask questions of whole documents with a local LLM (no retrieval).")
-
 
 class _Literal:
     """A renderable with every control character taken out of its text (styles are kept:
@@ -130,19 +123,22 @@ def _say(console: Console, label: str, style: str, message: object, **print_opti
 OPTION_NAMES = {"answer_tokens": "--max-tokens", "context_length": "--context-length",
                 "base_url": "--base-url", "model": "--model", "api_key": "--api-key"}
 
-PathsArg = Annotated[list[str], typer.Argument(metavar="PATH", help="Files, globs, a folder or an archive: one document.")]
-IncludeOpt = Annotated[list[str] | None, typer.Option("--include", metavar="PATTERN", help="gitignore-style pattern of files to keep (codebases); may be repeated.")]
-ExcludeOpt = Annotated[list[str] | None, typer.Option("--exclude", metavar="PATTERN", help="gitignore-style pattern of files to leave out; may be repeated.")]
-PasswordOpt = Annotated[str | None, typer.Option("--password", metavar="PASSWORD", help="Password of an encrypted PDF.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-DocumentsOpt = Annotated[bool, typer.Option("--documents", help="Each path its own document, in the order given (without it, the paths make one document of sections).")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", metavar="URL", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", metavar="MODEL", help="Served model id (SPARKDOCS_MODEL).")]
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", metavar="KEY", help="API key (SPARKDOCS_API_KEY).")]
-PagesOpt = Annotated[str | None, typer.Option("--pages", metavar="PAGES", help="PDF pages to keep, e.g. 1-40,90-120.")]
-PartsOpt = Annotated[str | None, typer.Option("--parts", metavar="PARTS", help="Parts to keep, numbered as count lists them, e.g. 1-3,7.")]
-ContextOpt = Annotated[int | None, typer.Option("--context-length", metavar="TOKENS", help="Context length to budget against.")]
-MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", metavar="TOKENS", help="Answer length limit (the answer reserve).")]
+# Options several commands share, each a decorator (click makes a new parameter per use).
+paths_arg = argument("paths", nargs=-1, required=True, metavar="PATH",
+                     help="Files, globs, a folder or an archive: one document.")
+include_opt = click.option("--include", multiple=True, metavar="PATTERN", help="gitignore-style pattern of files to keep (codebases); may be repeated.")
+exclude_opt = click.option("--exclude", multiple=True, metavar="PATTERN", help="gitignore-style pattern of files to leave out; may be repeated.")
+password_opt = click.option("--password", metavar="PASSWORD", help="Password of an encrypted PDF.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+documents_opt = click.option("--documents", is_flag=True, help="Each path its own document, in the order given (without it, the paths make one document of sections).")
+base_url_opt = click.option("--base-url", metavar="URL", help="OpenAI-compatible endpoint (SPARKDOCS_BASE_URL).")
+model_opt = click.option("--model", metavar="MODEL", help="Served model id (SPARKDOCS_MODEL).")
+api_key_opt = click.option("--api-key", metavar="KEY", help="API key (SPARKDOCS_API_KEY).")
+pages_opt = click.option("--pages", metavar="PAGES", help="PDF pages to keep, e.g. 1-40,90-120.")
+parts_opt = click.option("--parts", metavar="PARTS", help="Parts to keep, numbered as count lists them, e.g. 1-3,7.")
+context_opt = click.option("--context-length", type=int, metavar="TOKENS", help="Context length to budget against.")
+max_tokens_opt = click.option("--max-tokens", type=int, metavar="TOKENS", help="Answer length limit (the answer reserve).")
+A_PATH = click.Path(path_type=Path, readable=False)  # a Path, checked where it is used
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -155,10 +151,14 @@ def settings_from(**overrides: Any) -> Settings:
 _GLOBAL_OPTIONS: dict[str, str] = {}  # options given before the command (team mode: --user)
 
 
-@app.callback()
-def _global_options(user: Annotated[str | None, typer.Option(
-        "--user", metavar="NAME", help="Act as this user: see and continue only their documents and sessions "
-        "(SPARKDOCS_USER; default 'local', the single-user library).")] = None) -> None:
+# Plain click help for every command (`--include PATTERN`, `count [OPTIONS] PATH...`, the
+# arguments with their help): see cli_help.
+@click.group(cls=PlainGroup, help="Ask questions of whole documents with a local LLM (no retrieval).",
+             context_settings={"max_content_width": 100,  # command summaries whole
+                               "show_default": True})
+@click.option("--user", metavar="NAME", help="Act as this user: see and continue only their documents and sessions "
+              "(SPARKDOCS_USER; default 'local', the single-user library).")
+def app(user: str | None) -> None:
     from .auth import check_user_name
 
     _GLOBAL_OPTIONS.pop("user", None)  # one process may run several commands (tests)
@@ -171,12 +171,21 @@ def emit_json(value: Any) -> None:
 
 
 @app.command()
-def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = None,
-          pages: PagesOpt = None, parts: PartsOpt = None,
-          password: PasswordOpt = None, as_json: JsonOpt = False,
-          context_length: ContextOpt = None,
-          max_tokens: Annotated[int | None, typer.Option(help="Answer reserve.")] = None,
-          documents: DocumentsOpt = False, base_url: BaseUrlOpt = None) -> None:
+@paths_arg
+@include_opt
+@exclude_opt
+@pages_opt
+@parts_opt
+@password_opt
+@json_opt
+@context_opt
+@click.option("--max-tokens", type=int, help="Answer reserve.")
+@documents_opt
+@base_url_opt
+def count(paths: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+          pages: str | None, parts: str | None, password: str | None, as_json: bool,
+          context_length: int | None, max_tokens: int | None, documents: bool,
+          base_url: str | None) -> None:
     """Exact Llama 3 token counts per part, and the budget against the context.
 
     Parts are numbered for --parts; over budget, a --pages/--parts selection that fits is
@@ -186,7 +195,7 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
 
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens,
                                         base_url=base_url), lists_documents=False)
-    document = _load(workspace, LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password),
+    document = _load(workspace, LoadRequest(paths, include, exclude, password),
                      separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)
     report = count_as_served(workspace, document, keep=keep, context=context_length)
@@ -237,18 +246,27 @@ def count(paths: PathsArg, include: IncludeOpt = None, exclude: ExcludeOpt = Non
 
 
 @app.command()
-def prompt(paths: PathsArg,
-           question: Annotated[str, typer.Option("--question", "-q", help="The question to ask.")],
-           include: IncludeOpt = None, exclude: ExcludeOpt = None, pages: PagesOpt = None,
-           parts: PartsOpt = None, password: PasswordOpt = None, as_json: JsonOpt = False,
-           context_length: ContextOpt = None, max_tokens: MaxTokensOpt = None,
-           documents: DocumentsOpt = False) -> None:
+@paths_arg
+@click.option("--question", "-q", required=True, help="The question to ask.")
+@include_opt
+@exclude_opt
+@pages_opt
+@parts_opt
+@password_opt
+@json_opt
+@context_opt
+@max_tokens_opt
+@documents_opt
+def prompt(paths: tuple[str, ...], question: str, include: tuple[str, ...],
+           exclude: tuple[str, ...], pages: str | None, parts: str | None, password: str | None,
+           as_json: bool, context_length: int | None, max_tokens: int | None,
+           documents: bool) -> None:
     """The exact chat messages that would be sent, and their token count.
 
     A prompt that would not fit the context (with the answer reserve) is printed, then an error
     (exit 2)."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
-    document = _load(workspace, LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password),
+    document = _load(workspace, LoadRequest(paths, include, exclude, password),
                      separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)
     built = workspace.prompts.question(workspace.prepare(document, keep=keep), question)
@@ -288,15 +306,26 @@ def _service_settings(base_url: str | None, model: str | None, api_key: str | No
 
 
 @app.command(context_settings={"allow_interspersed_args": True})
-def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", help="Files, globs, a folder or an archive, then the question (last).")],
-        follow_up_of: Annotated[str | None, typer.Option("--follow-up-of", metavar="SESSION", help="Session id to continue (keeps history).")] = None,
-        max_tokens: MaxTokensOpt = None, include: IncludeOpt = None, exclude: ExcludeOpt = None,
-        pages: PagesOpt = None, parts: PartsOpt = None,
-        password: PasswordOpt = None, as_json: JsonOpt = False, base_url: BaseUrlOpt = None,
-        model: ModelOpt = None, api_key: ApiKeyOpt = None,
-        whole: Annotated[bool, typer.Option("--whole", help="Answer from every page of a document larger than the context: it is read in parts, asked at once as the server has room, and their answers merged (each part sees the question, not earlier answers).")] = False,
-        documents: DocumentsOpt = False,
-        add: Annotated[list[str] | None, typer.Option("--add", metavar="PATH", help="Add a document to the session, after those it has (repeatable); the earlier documents stay cached.")] = None) -> None:
+@argument("args", nargs=-1, required=True, metavar="PATH... QUESTION", help="Files, globs, a folder or an archive, then the question (last).")
+@click.option("--follow-up-of", metavar="SESSION", help="Session id to continue (keeps history).")
+@max_tokens_opt
+@include_opt
+@exclude_opt
+@pages_opt
+@parts_opt
+@password_opt
+@json_opt
+@base_url_opt
+@model_opt
+@api_key_opt
+@click.option("--whole", is_flag=True, help="Answer from every page of a document larger than the context: it is read in parts, asked at once as the server has room, and their answers merged (each part sees the question, not earlier answers).")
+@documents_opt
+@click.option("--add", multiple=True, metavar="PATH", help="Add a document to the session, after those it has (repeatable); the earlier documents stay cached.")
+def ask(args: tuple[str, ...], follow_up_of: str | None, max_tokens: int | None,
+        include: tuple[str, ...], exclude: tuple[str, ...], pages: str | None,
+        parts: str | None, password: str | None, as_json: bool, base_url: str | None,
+        model: str | None, api_key: str | None, whole: bool, documents: bool,
+        add: tuple[str, ...]) -> None:
     """Stream an answer about a document; the session id printed lets you follow up.
 
     With --follow-up-of, the paths may be left out: the session's documents are reopened from
@@ -304,20 +333,20 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
     from .client import ModelClient
     from .qa import QuestionAnswering
 
-    paths, question = _paths_then_question(args, optional=bool(follow_up_of))
+    paths, question = _paths_then_question(list(args), optional=bool(follow_up_of))
     _check_ask_options(follow_up_of=follow_up_of, pages=pages, parts=parts, whole=whole)
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
     _store_recovered(workspace)
     qa = QuestionAnswering(workspace, ModelClient(settings))
-    request = LoadRequest(tuple(paths), tuple(include or ()), tuple(exclude or ()), password)
+    request = LoadRequest(tuple(paths), include, exclude, password)
     target = _ask_target(qa, request if paths else None, follow_up_of=follow_up_of,
                          separate=documents, pages=pages, parts=parts, whole=whole,
                          request_password=password)
-    if any(not path.strip() for path in add or ()):
-        raise typer.BadParameter("--add needs a path (a file, folder or archive)")
-    for path in add or ():
-        added = workspace.load(LoadRequest((path,), tuple(include or ()), tuple(exclude or ()), password))
+    if any(not path.strip() for path in add):
+        raise click.BadParameter("--add needs a path (a file, folder or archive)")
+    for path in add:
+        added = workspace.load(LoadRequest((path,), include, exclude, password))
         target = qa.add_document(target.session, target.document, added,
                                  name=given_name(Path(path)),
                                  folder=Path(path).resolve().parent.name, whole=whole)
@@ -355,7 +384,7 @@ def ask(args: Annotated[list[str], typer.Argument(metavar="PATH... QUESTION", he
         err.print(f"session {session.id} · {stats_line(turn)}", style="dim", markup=False)
     if turn.interrupted:
         _say(err, f"{turn.status.value}:", "yellow", turn.error)
-        raise typer.Exit(3)
+        raise click.exceptions.Exit(3)
 
 
 def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up_of: str | None,
@@ -393,12 +422,12 @@ def _paths_then_question(args: list[str], *, optional: bool = False) -> tuple[li
     if optional and len(args) == 1:  # a follow-up: the session's documents from the store
         return [], args[0]
     if len(args) < 2:
-        raise typer.BadParameter("give at least one PATH and then the QUESTION")
+        raise click.BadParameter("give at least one PATH and then the QUESTION")
     *paths, question = args
     if _names_a_path(question) and not any(_names_a_path(p) for p in paths):  # a file or a folder
         import shlex  # the words before the file were one unquoted question: keep them all
 
-        raise typer.BadParameter(f"{question!r} is a path, and the question goes last: "
+        raise click.BadParameter(f"{question!r} is a path, and the question goes last: "
                                  f"sparkdocs ask {shlex.quote(question)} "
                                  f"{shlex.quote(' '.join(paths))}")
     return paths, question
@@ -407,13 +436,13 @@ def _paths_then_question(args: list[str], *, optional: bool = False) -> tuple[li
 def _check_ask_options(*, follow_up_of: str | None, pages: str | None, parts: str | None,
                        whole: bool) -> None:
     if follow_up_of is not None and not follow_up_of.strip():
-        raise typer.BadParameter("--follow-up-of needs a session id (`sparkdocs sessions` "
+        raise click.BadParameter("--follow-up-of needs a session id (`sparkdocs sessions` "
                                  "lists them)")
     if follow_up_of and (pages or parts):
-        raise typer.BadParameter("--pages/--parts choose the parts of a new session; a follow-up "
+        raise click.BadParameter("--pages/--parts choose the parts of a new session; a follow-up "
                                  "keeps the parts its session chose")
     if whole and (pages or parts):
-        raise typer.BadParameter("--whole reads every page; leave out --pages/--parts")
+        raise click.BadParameter("--whole reads every page; leave out --pages/--parts")
 
 
 def _names_a_path(text: str) -> bool:
@@ -475,7 +504,7 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
     err.print(f"session {outcome.session.id} · {stats_line(turn)}", style="dim", markup=False)
     if turn.interrupted:
         _say(err, f"{turn.status.value}:", "yellow", turn.error)
-        raise typer.Exit(2 if turn.status.value == "failed" else 3)
+        raise click.exceptions.Exit(2 if turn.status.value == "failed" else 3)
 
 
 ASK_INTERRUPTED = "stopped by the user (Ctrl-C)"
@@ -513,7 +542,7 @@ def _kept_when_unstored(workspace: Workspace, *, as_json: bool = False) -> Itera
         except OSError as problem:
             _say(err, "error:", "bold red", f"{exc} The answer could not be kept in a recovery "
                  f"file either ({problem}); it is only in the output above.", soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise click.exceptions.Exit(2) from None
         if as_json:
             turn = exc.unstored.turn
             emit_json({"answer": turn.answer, "status": turn.status.value, "error": turn.error,
@@ -523,7 +552,7 @@ def _kept_when_unstored(workspace: Workspace, *, as_json: bool = False) -> Itera
              f"{exc} The answer is kept in {path} and is added to session "
              f"{exc.unstored.session_id} the next time sparkdocs can write the store (the next "
              "`sparkdocs ask` or `sparkdocs sessions`).", soft_wrap=True)
-        raise typer.Exit(ANSWER_KEPT_ELSEWHERE) from None
+        raise click.exceptions.Exit(ANSWER_KEPT_ELSEWHERE) from None
 
 
 def _store_recovered(workspace: Workspace) -> None:
@@ -537,8 +566,11 @@ def _store_recovered(workspace: Workspace) -> None:
 
 
 @app.command()
-def doctor(as_json: JsonOpt = False, base_url: BaseUrlOpt = None, model: ModelOpt = None,
-           api_key: ApiKeyOpt = None) -> None:
+@json_opt
+@base_url_opt
+@model_opt
+@api_key_opt
+def doctor(as_json: bool, base_url: str | None, model: str | None, api_key: str | None) -> None:
     """Check the model service and say how to fix what is wrong."""
     from .client import ModelClient
     from .doctor import CheckStatus, run_checks
@@ -554,35 +586,40 @@ def doctor(as_json: JsonOpt = False, base_url: BaseUrlOpt = None, model: ModelOp
             if check.fix and check.status is not CheckStatus.OK:
                 out.print(f"    fix: {check.fix}")
     if any(c.status is CheckStatus.FAIL for c in checks):
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
 
 
 @app.command()
-def summarize(
-        paths: PathsArg,
-        out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Folder for the summaries.")],
-        concurrency: Annotated[int, typer.Option(metavar="N", help="Requests kept in flight per engine (behind vLLM's router: times the engines that serve).")] = 8,
-        instructions: Annotated[Path | None, typer.Option(metavar="FILE", help="File with the summary instructions.")] = None,
-        style: Annotated[str | None, typer.Option(metavar="STYLE", help="Built-in instructions: brief, contract, paper, code.")] = None,
-        output_format: Annotated[OutputFormat, typer.Option(
-            "--format", metavar="[md|jsonl]", case_sensitive=False,
-            help="md (one file each) or jsonl.")] = OutputFormat.MD,
-        max_tokens: MaxTokensOpt = None,
-        force: Annotated[bool, typer.Option(help="Redo summaries that are already finished.")] = False,
-        codebase: Annotated[bool, typer.Option(help="Treat each folder as one codebase.")] = False,
-        include: IncludeOpt = None, exclude: ExcludeOpt = None,
-        base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+@paths_arg
+@click.option("--out", required=True, type=A_PATH, metavar="DIR", help="Folder for the summaries.")
+@click.option("--concurrency", type=int, default=8, metavar="N", help="Requests kept in flight per engine (behind vLLM's router: times the engines that serve).")
+@click.option("--instructions", type=A_PATH, metavar="FILE", help="File with the summary instructions.")
+@click.option("--style", metavar="STYLE", help="Built-in instructions: brief, contract, paper, code.")
+@click.option("--format", "output_format", type=click.Choice([f.value for f in OutputFormat], case_sensitive=False),
+              default=OutputFormat.MD.value, metavar="[md|jsonl]", help="md (one file each) or jsonl.")
+@max_tokens_opt
+@click.option("--force/--no-force", default=False, help="Redo summaries that are already finished.")
+@click.option("--codebase/--no-codebase", default=False, help="Treat each folder as one codebase.")
+@include_opt
+@exclude_opt
+@base_url_opt
+@model_opt
+@api_key_opt
+def summarize(paths: tuple[str, ...], out: Path, concurrency: int, instructions: Path | None,
+              style: str | None, output_format: str, max_tokens: int | None, force: bool,
+              codebase: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+              base_url: str | None, model: str | None, api_key: str | None) -> None:
     """Summarise many documents, one output each; resumes where it stopped."""
     from .batch import BatchOptions, BatchSummarizer, OutcomeStatus, collect_items
     from .client import ModelClient
     from .prompts import SUMMARY_STYLES
 
     if instructions and style:
-        raise typer.BadParameter("give --instructions or --style, not both")
+        raise click.BadParameter("give --instructions or --style, not both")
     if style and style not in SUMMARY_STYLES:
-        raise typer.BadParameter(f"--style is one of {', '.join(SUMMARY_STYLES)}")
+        raise click.BadParameter(f"--style is one of {', '.join(SUMMARY_STYLES)}")
     if concurrency < 1:
-        raise typer.BadParameter("--concurrency must be at least 1")
+        raise click.BadParameter("--concurrency must be at least 1")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the summaries (it is made "
                           "if missing).")
@@ -598,9 +635,9 @@ def summarize(
                           "instructions in it, or use --style.")
     settings = _service_settings(base_url, model, api_key, answer_tokens=max_tokens)
     workspace = Workspace(settings)
-    items = collect_items(workspace, paths, codebase=codebase, include=include or (),
-                          exclude=exclude or ())
-    options = BatchOptions(out_dir=out, instructions=text.strip(), output_format=output_format,
+    items = collect_items(workspace, paths, codebase=codebase, include=include,
+                          exclude=exclude)
+    options = BatchOptions(out_dir=out, instructions=text.strip(), output_format=OutputFormat(output_format),
                            concurrency=concurrency, max_tokens=settings.answer_tokens, force=force)
     client = ModelClient(settings)
     client.resolve_model()  # a service that cannot answer is one error line, before any bar
@@ -610,7 +647,7 @@ def summarize(
     if summarizer.index_path is not None:
         err.print(f"index of this run: {summarizer.index_path}")
     if any(o.status not in (OutcomeStatus.DONE, OutcomeStatus.SKIPPED) for o in outcomes):
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
 
 
 def _print_outcomes(outcomes: list[Any], *, answer_tokens: int) -> None:
@@ -677,12 +714,15 @@ def _run_batch(summarizer: Any, items: list[Any]) -> list[Any]:
 
 
 @app.command("app")
-def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
-            address: Annotated[str, typer.Option(help="Address to listen on; beyond loopback "
-                                                 "needs logins or SPARKDOCS_OPEN_APP=true.")] = "127.0.0.1",
-            local_model: Annotated[bool, typer.Option(
-                "--local-model", help="If no model service answers, start the tiny demo model.")] = False,
-            base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+@click.option("--port", type=int, default=8501, help="Port of the web app.")
+@click.option("--address", default="127.0.0.1", help="Address to listen on; beyond loopback "
+              "needs logins or SPARKDOCS_OPEN_APP=true.")
+@click.option("--local-model", is_flag=True, help="If no model service answers, start the tiny demo model.")
+@base_url_opt
+@model_opt
+@api_key_opt
+def run_app(port: int, address: str, local_model: bool, base_url: str | None, model: str | None,
+            api_key: str | None) -> None:
     """Open the browser app (streamlit run app.py), optionally with the tiny local model."""
     import subprocess
 
@@ -715,7 +755,7 @@ def run_app(port: Annotated[int, typer.Option(help="Port of the web app.")] = 85
             env.update({"SPARKDOCS_BASE_URL": supervisor.base_url, "SPARKDOCS_CONTEXT_LENGTH": "8192",
                         # a page can show the tail of this log when the demo model stops answering
                         "SPARKDOCS_LOCAL_MODEL_LOG": str(supervisor.log_path)})
-        typer.echo(f"sparkdocs app: open {_app_address(address, port)} in a browser "
+        click.echo(f"sparkdocs app: open {_app_address(address, port)} in a browser "
                    "(Ctrl-C stops it).")
         subprocess.run([sys.executable, "-m", "streamlit", "run", str(app_path),
                         "--server.port", str(port), "--server.address", address], env=env, cwd=app_path.parent, check=False)
@@ -732,8 +772,8 @@ def _app_address(address: str, port: int) -> str:
 
 
 def _echo_local_model(base_url: str, log_path: Path, n_ctx: int) -> None:
-    # typer.echo, not rich: a path must not be wrapped or read as markup
-    typer.echo(f"Demo model (SmolLM2-135M, tiny) at {base_url} — log: {log_path}; point the CLI "
+    # click.echo, not rich: a path must not be wrapped or read as markup
+    click.echo(f"Demo model (SmolLM2-135M, tiny) at {base_url} — log: {log_path}; point the CLI "
                f"at it with SPARKDOCS_BASE_URL={base_url} SPARKDOCS_CONTEXT_LENGTH={n_ctx}", err=True)
 
 
@@ -741,17 +781,22 @@ def _echo_local_model_status(status: Any) -> None:
     """The supervisor's watcher reports crashes, restarts and failures here, as they happen
     (the first start is shown by the caller, and its failure raises)."""
     if status.restarts:
-        typer.echo(f"[demo model {status.state.value}] {status.message}", err=True)
+        click.echo(f"[demo model {status.state.value}] {status.message}", err=True)
 
 
 @app.command()
-def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (default: synthetic).")] = None,
-          tokens: Annotated[int, typer.Option(help="Document size in Llama 3 tokens.")] = 4000,
-          concurrency: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,2,4,8",
-          max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length per request.")] = 64,
-          as_json: JsonOpt = False,
-          out_dir: Annotated[Path | None, typer.Option("--out", help="Write report.md, report.json and PNG charts here.")] = None,
-          base_url: BaseUrlOpt = None, model: ModelOpt = None, api_key: ApiKeyOpt = None) -> None:
+@argument("path", required=False, type=A_PATH, help="A document to use (default: synthetic).")
+@click.option("--tokens", type=int, default=4000, help="Document size in Llama 3 tokens.")
+@click.option("--concurrency", default="1,2,4,8", help="Concurrency levels, comma-separated.")
+@click.option("--max-tokens", type=int, default=64, help="Answer length per request.")
+@json_opt
+@click.option("--out", "out_dir", type=A_PATH, help="Write report.md, report.json and PNG charts here.")
+@base_url_opt
+@model_opt
+@api_key_opt
+def bench(path: Path | None, tokens: int, concurrency: str, max_tokens: int, as_json: bool,
+          out_dir: Path | None, base_url: str | None, model: str | None,
+          api_key: str | None) -> None:
     """Measure TTFT cold / follow-up / warmed, prefill and decode speed, and concurrency."""
     from rich.text import Text
 
@@ -761,9 +806,9 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
     except ValueError:
-        raise typer.BadParameter("--concurrency is a comma-separated list of integers, e.g. 1,2,4") from None
+        raise click.BadParameter("--concurrency is a comma-separated list of integers, e.g. 1,2,4") from None
     if not levels or min(levels) < 1 or max(levels) > 64:
-        raise typer.BadParameter("--concurrency levels must be between 1 and 64")
+        raise click.BadParameter("--concurrency levels must be between 1 and 64")
     settings = _service_settings(base_url, model, api_key)
     workspace = Workspace(settings)
     if max_tokens < 1 or tokens < 1:
@@ -791,21 +836,21 @@ def bench(path: Annotated[Path | None, typer.Argument(help="A document to use (d
 
 
 @app.command("local-model")
-def local_model(port: Annotated[int, typer.Option(
-                    metavar="PORT", help="Port to listen on (not 8000: that is vLLM's).")] = 8088,  # = local_model.LOCAL_MODEL_PORT
-                host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
-                n_ctx: Annotated[int, typer.Option("--n-ctx", metavar="TOKENS", help="Context length.")] = 8192,
-                log_file: Annotated[Path | None, typer.Option(
-                    "--log-file", metavar="FILE", help="The demo model's log: the server's output and each "
-                    "start, crash and stop (default: SPARKDOCS_CACHE_DIR/local-model.log).")] = None) -> None:
+@click.option("--port", type=int, default=8088,  # = local_model.LOCAL_MODEL_PORT
+              metavar="PORT", help="Port to listen on (not 8000: that is vLLM's).")
+@click.option("--host", default="127.0.0.1", metavar="ADDRESS", help="Address to bind.")
+@click.option("--n-ctx", type=int, default=8192, metavar="TOKENS", help="Context length.")
+@click.option("--log-file", type=A_PATH, metavar="FILE", help="The demo model's log: the server's output and each "
+              "start, crash and stop (default: SPARKDOCS_CACHE_DIR/local-model.log).")
+def local_model(port: int, host: str, n_ctx: int, log_file: Path | None) -> None:
     """Start a TINY DEMO MODEL (SmolLM2-135M via llama.cpp) for machines without a GPU service."""
     import time
 
     from .local_model import LOCAL_MODEL_ALIAS, LocalModelSupervisor, ServerState, local_model_log
 
     log_path = log_file or local_model_log(settings_from().cache_dir)
-    # typer.echo, not rich: the log's path whole, before anything can go wrong
-    typer.echo(f"Starting {LOCAL_MODEL_ALIAS} on {host}:{port} — log: {log_path} — a "
+    # click.echo, not rich: the log's path whole, before anything can go wrong
+    click.echo(f"Starting {LOCAL_MODEL_ALIAS} on {host}:{port} — log: {log_path} — a "
                "135M-parameter demo model: answers will be poor. On a DGX Spark use `docker "
                "compose up -d` instead.", err=True)
     supervisor = LocalModelSupervisor(host=host, port=port, n_ctx=n_ctx, log_path=log_path,
@@ -813,19 +858,21 @@ def local_model(port: Annotated[int, typer.Option(
     try:  # from before the start: Ctrl-C/SIGTERM at any point stops the server
         supervisor.start()
         _echo_local_model(supervisor.base_url, supervisor.log_path, n_ctx)
-        typer.echo("Ctrl-C stops it.", err=True)
+        click.echo("Ctrl-C stops it.", err=True)
         while supervisor.status().state not in (ServerState.FAILED, ServerState.STOPPED):
             time.sleep(1)
     finally:
         supervisor.stop()
     if supervisor.status().state is ServerState.FAILED:
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
 
 
 @app.command()
-def diff(old: Annotated[str, typer.Argument(metavar="OLD", help="The earlier version: a file, folder or archive.")],
-         new: Annotated[str, typer.Argument(metavar="NEW", help="The later version.")],
-         password: PasswordOpt = None, as_json: JsonOpt = False) -> None:
+@argument("old", metavar="OLD", help="The earlier version: a file, folder or archive.")
+@argument("new", metavar="NEW", help="The later version.")
+@password_opt
+@json_opt
+def diff(old: str, new: str, password: str | None, as_json: bool) -> None:
     """What changed from OLD to NEW: changed, removed, added and moved clauses with their
     pages (or sections, files and lines) on both sides. No model is asked. --password opens
     whichever of the two PDFs is encrypted."""
@@ -850,7 +897,8 @@ def diff(old: Annotated[str, typer.Argument(metavar="OLD", help="The earlier ver
 
 
 @app.command()
-def sessions(as_json: JsonOpt = False) -> None:
+@json_opt
+def sessions(as_json: bool) -> None:
     """Stored question sessions, newest first: the ids `ask --follow-up-of` takes."""
     import datetime
 
@@ -888,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
     # finished work is kept.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app.main(args=argv, standalone_mode=False)
         if isinstance(code, int):
             return code
     except SparkdocsError as exc:
@@ -897,20 +945,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted: stopped by the user")
         return 130
-    except typer.Exit as exc:
+    except click.exceptions.Exit as exc:
         return exc.exit_code
-    except typer.TyperException as exc:  # usage errors (typer carries its own click)
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()  # "Usage: …", "Try '… --help' for help.", "Error: …"
-        else:
-            _say(err, "error:", "bold red", exc.format_message())
+    except click.ClickException as exc:  # usage errors
+        exc.show()  # "Usage: …", "Try '… --help' for help.", "Error: …"
         return exc.exit_code
-    except typer.Abort:
+    except click.Abort:
         return 130
     return 0
 
 
 from .cli_user import user_app  # noqa: E402  # the `sparkdocs user` commands (team mode)
 
-app.add_typer(user_app, name="user")
+app.add_command(user_app)

@@ -1,79 +1,74 @@
-"""`--help` as click prints it: plain text, `--include PATTERN`, `Usage: … count [OPTIONS]
-PATH...`. typer's own help (its Rich panels, or its plain mode in typer >= 0.20) shows Python
-types instead (`<list[str]>`, `<bool>`) and a required argument as `{paths}`, which reads like
-a template that was never filled in. Every command and group of the CLI is made by `PlainTyper`,
-which gives each parameter a metavar the way click does (an explicit one, else its name in
-capitals) and writes the usage line and the arguments the way click does."""
+"""`--help` as click prints it, with a metavar for every value and the arguments listed:
+`--include PATTERN`, `--out OUT_DIR`, `Usage: … count [OPTIONS] PATH...`, then an Arguments
+section with each argument's help. Every command and group of the CLI is a `PlainCommand` or a
+`PlainGroup`, and every argument is made with `argument` (a `HelpArgument`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import typer
-from typer.core import TyperCommand, TyperGroup
+import click
 
 
-def _plain_metavars(params: list[Any]) -> None:
-    """A metavar for every argument and every option that takes a value: shown as written,
-    where typer would show a Python type."""
+def _plain_metavars(params: list[click.Parameter]) -> None:
+    """An option that takes a value and names no metavar shows its name in capitals
+    (`--max-tokens MAX_TOKENS`), not its type (`INTEGER`)."""
     for param in params:
-        flag = getattr(param, "is_flag", False) or getattr(param, "count", False)
-        takes_value = param.param_type_name == "argument" or (
-            param.param_type_name == "option" and not flag)
-        if param.metavar is None and takes_value:
-            param.metavar = param.name.upper()
+        if isinstance(param, click.Option) and param.metavar is None and not (
+                param.is_flag or param.count):
+            param.metavar = (param.name or "").upper()
 
 
-def _argument_usage(param: Any) -> str:
-    """`PATHS...`, `[PATH]`: click's usage form of an argument."""
-    shown = param.metavar or param.name.upper()
-    if not param.required:
-        shown = f"[{shown}]"
-    return f"{shown}..." if param.nargs != 1 else shown
+class HelpArgument(click.Argument):
+    """An argument shown by its metavar (or name) as written: `PATH...`, `[PATH]`,
+    `PATH... QUESTION...`, with `[required]` after its help."""
+
+    def _shown(self) -> str:
+        return self.metavar or (self.name or "").upper()
+
+    def make_metavar(self, ctx: click.Context) -> str:
+        shown = self._shown() if self.required else f"[{self._shown()}]"
+        return f"{shown}..." if self.nargs != 1 else shown
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        return f"'{self._shown()}'"  # "Missing argument 'PATH'."
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str]:
+        help_text = self.help or ""
+        if self.required:
+            help_text = f"{help_text}  [required]" if help_text else "[required]"
+        return self.make_metavar(ctx), help_text
 
 
-class PlainHelpCommand(TyperCommand):
+def argument(*param_decls: str, **attrs: Any) -> Callable[[Any], Any]:
+    """`click.argument` with its help shown under Arguments."""
+    return click.argument(*param_decls, cls=HelpArgument, **attrs)
+
+
+class PlainCommand(click.Command):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_metavars(self.params)
 
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        return pieces + [_argument_usage(p) for p in self.get_params(ctx)
-                         if p.param_type_name == "argument"]
-
-    def format_options(self, ctx: Any, formatter: Any) -> None:
-        arguments, options = [], []
-        for param in self.get_params(ctx):
-            if getattr(param, "hidden", False):
-                continue
-            if param.param_type_name == "argument":
-                help_text = getattr(param, "help", None) or ""
-                if param.required:
-                    help_text = f"{help_text}  [required]" if help_text else "[required]"
-                arguments.append((_argument_usage(param), help_text))
-            elif (record := param.get_help_record(ctx)) is not None:
-                options.append(record)
-        for title, rows in (("Arguments", arguments), ("Options", options)):
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows)
+    def format_arguments(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [param.get_help_record(ctx) for param in self.get_params(ctx)
+                if isinstance(param, click.Argument)]
+        if rows:
+            with formatter.section("Arguments"):
+                formatter.write_dl([row for row in rows if row is not None])
 
 
-class PlainHelpGroup(TyperGroup):
+class PlainGroup(click.Group):
+    """A group whose commands and sub-groups are plain too, listed in the order they were
+    added (the order of the workflow: count, prompt, ask, …), not alphabetically."""
+
+    command_class = PlainCommand
+    group_class = type  # a sub-group is made with this same class
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_metavars(self.params)
 
-
-class PlainTyper(typer.Typer):
-    """A `typer.Typer` whose help is plain click help (no Rich, no Markdown), for the group and
-    every command registered on it."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("cls", PlainHelpGroup)
-        kwargs["rich_markup_mode"] = None
-        super().__init__(**kwargs)
-
-    def command(self, *args: Any, cls: type[TyperCommand] | None = None, **kwargs: Any) -> Any:
-        return super().command(*args, cls=cls or PlainHelpCommand, **kwargs)
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)

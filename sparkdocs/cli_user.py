@@ -5,18 +5,20 @@ would sit in the shell history and in every process listing."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
-import typer
+import click
 
 from .auth import Users
-from .cli_help import PlainTyper
+from .cli_help import PlainGroup, argument
 from .config import AuthMode, Settings
 from .errors import TeamError
 from .store import Store
 
-user_app = PlainTyper(no_args_is_help=True, add_completion=False,  # plain click help: cli_help
-                      help="Users of the app's password mode (SPARKDOCS_AUTH=password).")
+
+@click.group("user", cls=PlainGroup,  # plain click help: cli_help
+             help="Users of the app's password mode (SPARKDOCS_AUTH=password).")
+def user_app() -> None:
+    pass
 
 
 def _settings() -> Settings:
@@ -31,35 +33,36 @@ def _users() -> Users:
 
 
 @user_app.command("add")
-def add(name: Annotated[str, typer.Argument(help="The user name (letters, digits, . _ @ + -).")],
-        password_stdin: Annotated[bool, typer.Option(
-            "--password-stdin", help="Read the password from the first line of stdin.")] = False
-        ) -> None:
+@argument("name", help="The user name (letters, digits, . _ @ + -).")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of stdin.")
+def add(name: str, password_stdin: bool) -> None:
     """Add a user; asks for the password twice."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         try:
-            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-        except typer.Abort as exc:  # the input ended (a script, < /dev/null) or Ctrl-C
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        except click.Abort as exc:  # the input ended (a script, < /dev/null) or Ctrl-C
             raise TeamError(f"No password was given for {name!r}: type it twice at the prompt, "
                             "or pipe it in with `sparkdocs user add NAME --password-stdin`."
                             ) from exc
     _users().add(name, password)
-    typer.echo(f"added user {name}", err=True)
+    click.echo(f"added user {name}", err=True)
     if _settings().auth is not AuthMode.PASSWORD:
-        typer.echo("note: the app asks for logins only with SPARKDOCS_AUTH=password", err=True)
+        click.echo("note: the app asks for logins only with SPARKDOCS_AUTH=password", err=True)
 
 
 @user_app.command("remove")
-def remove(name: Annotated[str, typer.Argument(help="The user to remove.")]) -> None:
+@argument("name", help="The user to remove.")
+def remove(name: str) -> None:
     """Remove a user. Their documents and sessions stay in the store, unseen by others."""
     _users().remove(name)
-    typer.echo(f"removed user {name}", err=True)
+    click.echo(f"removed user {name}", err=True)
 
 
 @user_app.command("list")
 def list_users() -> None:
     """The user names, one a line."""
     for name in _users().names():
-        typer.echo(name)
+        click.echo(name)

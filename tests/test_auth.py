@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from sparkdocs.auth import (
     LOCAL_USER,
@@ -144,12 +144,9 @@ def test_user_commands_take_the_password_from_stdin_never_the_command_line(tmp_p
 
 
 def _user_add_options() -> list[str]:
-    import typer.main
-
     from sparkdocs.cli import app
 
-    group = typer.main.get_command(app)
-    add = group.commands["user"].commands["add"]  # type: ignore[attr-defined]
+    add = app.commands["user"].commands["add"]  # type: ignore[attr-defined]
     return [opt for param in add.params for opt in param.opts]
 
 

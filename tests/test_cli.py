@@ -66,10 +66,9 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path):
 
 
 def test_an_unknown_option_is_a_usage_message_and_exit_2_not_a_traceback(tmp_path: Path):
-    # typer >= 0.20 raises its own copy of click's usage errors, which `except click....` missed
     result = run("count", "--bogus", "x.txt", cache=tmp_path / "cache", check=False)
     assert result.returncode == 2
-    assert "No such option: --bogus" in result.stderr and "Traceback" not in result.stderr
+    assert "No such option" in result.stderr and "--bogus" in result.stderr and "Traceback" not in result.stderr
 
 
 # text from outside is printed as itself -------------------------------------------------------
@@ -158,11 +157,9 @@ def test_an_unreachable_server_with_credentials_in_its_url_is_reported_without_t
 def test_every_command_a_message_names_exists():
     import re
 
-    from typer.main import get_command
-
     from sparkdocs.cli import app
 
-    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    commands = set(app.commands)
     package = Path(__file__).resolve().parent.parent / "sparkdocs"
     named = {(path.name, name) for path in package.rglob("*.py")
              for name in re.findall(r"`sparkdocs ([a-z][a-z-]*)", path.read_text())}

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import typer
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +17,7 @@ def _command_paths() -> list[tuple[str, ...]]:
     """Every command and sub-command of the app, as a user would type it."""
     from sparkdocs.cli import app
 
-    root = typer.main.get_command(app)
+    root = app
     paths: list[tuple[str, ...]] = [()]
 
     def walk(group, prefix: tuple[str, ...]) -> None:
@@ -35,7 +34,7 @@ def _command_paths() -> list[tuple[str, ...]]:
 def _command(path: tuple[str, ...]):
     from sparkdocs.cli import app
 
-    command = typer.main.get_command(app)
+    command = app
     for name in path:
         command = command.get_command(None, name)
     return command

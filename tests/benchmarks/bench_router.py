@@ -117,8 +117,13 @@ def _direct(engine: VllmServer) -> Cluster:
 def _start_engines(work: Path) -> list[VllmServer]:
     cores = engine_cores(2)
     with ThreadPoolExecutor(2) as pool:
-        return list(pool.map(lambda i: start_vllm(work / f"engine{i + 1}", max_model_len=8192,
-                                                  kv_cache_gib=2, cpus=cores[i]), (0, 1)))
+        starts = [pool.submit(start_vllm, work / f"engine{i + 1}", max_model_len=8192,
+                              kv_cache_gib=2, cpus=cores[i]) for i in (0, 1)]
+    if any(start.exception() for start in starts):
+        for start in starts:
+            if start.exception() is None:
+                start.result().stop()
+    return [start.result() for start in starts]
 
 
 def main() -> None:

@@ -4,7 +4,18 @@ by `summarize`'s map-reduce and a question answered from every page (`ask --whol
 A part's prompt keeps the prefix contract (the constant system text, then that part's document
 block, then the task), so a second question over the same document reuses every part's cached
 prefix. Part answers are combined in a merge request; when they would not fit one request they
-are merged in groups first (a tree), so no part's answer is ever dropped to make room."""
+are merged in groups first (a tree), so no part's answer is ever dropped to make room.
+
+How many parts go at once: as many as the KV cache holds whole (`in_flight_for`, from
+`vllm:cache_config_info`), and no more than the engine schedules. vLLM does not publish its
+`max_num_seqs` in /metrics (checked in vLLM 0.32.0: the only info gauge is
+`vllm:cache_config_info`, whose labels are the cache config's fields; `max_num_seqs` is the
+scheduler config's, and no gauge carries it). What it does publish is its queue: a request that
+finds no free sequence slot or KV blocks waits (`vllm:num_requests_waiting`). So a part is sent
+while none of ours is in flight, or while the engine has nothing waiting (`PartGate`): the
+parts fill the engine's slots and stop at the first that has to wait, whatever `max_num_seqs`
+is (give or take the step by which the gauges trail the queue), and another user's waiting
+request holds further parts back too."""
 
 from __future__ import annotations
 
@@ -19,7 +30,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from .client import AnswerResult, ModelClient, StreamEnd, routing_key
-from .cluster import engines_up
+from .cluster import combined_metrics, discover_engines, engines_up
 from .documents import Document, Section, SectionKind
 from .errors import (
     AuthenticationError,
@@ -249,6 +260,57 @@ def progress_text(states: Sequence[PartState]) -> str:
     return " · ".join(f"{counts[state]} {state.value}" for state in order if counts[state])
 
 
+def room_for_another(metrics: ServerMetrics | None) -> bool:
+    """Whether the engine takes another request now: nothing of its own queue waits (a
+    request waits when the engine's sequence slots, max_num_seqs, or its KV blocks are full).
+    A server whose queue is not known (no vLLM metrics) is not held back."""
+    return metrics is None or metrics.waiting is None or metrics.waiting <= 0
+
+
+def serving_metrics(client: ModelClient) -> ServerMetrics | None:
+    """The engine's gauges now; behind vLLM's router every engine's, summed (the router
+    forwards /metrics to one engine)."""
+    if client.capabilities().engines:
+        return combined_metrics(discover_engines(client))
+    return client.metrics()
+
+
+class PartGate:
+    """Lets requests through one at a time, each only while none of ours is in flight or the
+    engine has nothing waiting (`room_for_another`); the gauges are read again every `poll_s`
+    until then. A request is in flight from `admit` to `ended`. The engine's gauges trail its
+    queue by a step, so a part or two more than the free slots may be sent: they wait in the
+    engine's queue like any request."""
+
+    def __init__(self, metrics: Callable[[], ServerMetrics | None], *,
+                 poll_s: float = 0.25) -> None:
+        self._metrics = metrics
+        self._poll_s = poll_s
+        self._admitting = threading.Lock()
+        self._count = threading.Lock()
+        self._ours = 0
+
+    @property
+    def in_flight(self) -> int:
+        with self._count:
+            return self._ours
+
+    def admit(self, streams: StreamGroup) -> None:
+        """Wait for room, then count one more in flight. Cancelling `streams` while it waits
+        raises."""
+        with self._admitting:
+            while self.in_flight and not room_for_another(self._metrics()):
+                if streams.cancelled:
+                    raise SparkdocsError("cancelled")
+                time.sleep(self._poll_s)
+            with self._count:
+                self._ours += 1
+
+    def ended(self) -> None:
+        with self._count:
+            self._ours -= 1
+
+
 class PartRequests:
     """Requests for parts and merges: each retried (a stream that broke, a 5xx the client gave
     up on) and all in one StreamGroup, so a Stop or Ctrl-C cancels every one in flight."""
@@ -257,16 +319,19 @@ class PartRequests:
                  cache_salt: str | None, attempts: int = 2, streams: StreamGroup | None = None,
                  on_start: Callable[[], None] | None = None,
                  on_end: Callable[[AnswerResult | None], None] | None = None,
-                 routing: str | None = None, progress: PartProgress | None = None) -> None:
+                 routing: str | None = None, progress: PartProgress | None = None,
+                 gate: PartGate | None = None) -> None:
         """`routing`: the document-and-user routing key (client.routing_key); each part is
         routed by its own key derived from it, so parts spread over the engines. `progress`
-        hears each part sent, answering and ended."""
+        hears each part sent, answering and ended. `gate` holds requests back while the
+        engine has requests waiting (default: read from the server's own gauges)."""
         self.client = client
         self.progress = progress
         self.routing = routing
         self.streams = streams if streams is not None else StreamGroup()
         self._model, self._max_tokens, self._salt = model, max_tokens, cache_salt
         self._attempts = attempts
+        self.gate = gate or PartGate(functools.partial(serving_metrics, client))
         self._on_start = on_start or (lambda: None)
         self._on_end = on_end or (lambda result: None)
 
@@ -283,8 +348,14 @@ class PartRequests:
         for attempt in range(1, self._attempts + 1):
             if self.streams.cancelled:
                 raise SparkdocsError("cancelled")
-            stream = self.client.stream(messages, max_tokens=self._max_tokens, model=self._model,
-                                        cache_salt=self._salt, routing_key=routing or self.routing)
+            self.gate.admit(self.streams)
+            try:
+                stream = self.client.stream(messages, max_tokens=self._max_tokens,
+                                            model=self._model, cache_salt=self._salt,
+                                            routing_key=routing or self.routing)
+            except BaseException:
+                self.gate.ended()
+                raise
             self._on_start()
             if progress is not None and part is not None:
                 progress.sent(part)
@@ -306,6 +377,7 @@ class PartRequests:
                 time.sleep(min(2.0 ** attempt, 10.0) * 0.25)
                 continue
             finally:
+                self.gate.ended()
                 self._on_end(result)
             if not result.interrupted:
                 return result
@@ -443,9 +515,10 @@ def parts_cached_at_once(parts: Sequence[Part], kv_capacity: int | None) -> int 
 
 def in_flight_for(client: ModelClient, prompts: Sequence[Prompt], *, answer_tokens: int,
                   limit: int) -> int:
-    """Parts asked at once: as many as the server's KV cache holds whole (vLLM's /metrics),
-    at most `limit` per engine; one on a server that reports no capacity (llama.cpp serves
-    one). Behind vLLM's router both are the engines' sums."""
+    """Parts asked at once, at most: as many as the server's KV cache holds whole (vLLM's
+    /metrics), and `limit` per engine (vLLM does not publish its max_num_seqs: `PartGate` then
+    holds parts back while the engine has requests waiting); one on a server that reports no
+    capacity (llama.cpp serves one). Behind vLLM's router both are the engines' sums."""
     caps = client.capabilities()
     metrics = caps.metrics
     capacity = metrics.kv_capacity_tokens if metrics is not None else None

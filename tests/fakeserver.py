@@ -93,6 +93,23 @@ class Behaviour:
     serial_lock: threading.Lock = field(default_factory=threading.Lock)
     prefill_s: float = 0.0
     left_early: int = 0
+    # /metrics: `metrics_text` as given (a recorded text), else VLLM_METRICS; with
+    # `max_num_seqs`, its running and waiting gauges are this server's own chat requests in
+    # flight, as vLLM's scheduler would have them (at most max_num_seqs running, the rest waiting)
+    metrics_text: str | None = None
+    max_num_seqs: int | None = None
+
+
+def _metrics_text(b: Behaviour) -> str:
+    text = b.metrics_text if b.metrics_text is not None else VLLM_METRICS
+    if b.max_num_seqs is None:
+        return text
+    with b.lock:
+        running, waiting = min(b.in_flight, b.max_num_seqs), max(0, b.in_flight - b.max_num_seqs)
+    return (text.replace('vllm:num_requests_running{engine="0",model_name="m"} 2.0',
+                         f'vllm:num_requests_running{{engine="0",model_name="m"}} {running}.0')
+            .replace('vllm:num_requests_waiting{engine="0",model_name="m"} 1.0',
+                     f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {waiting}.0'))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -141,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, {"object": "list", "data": [
                     {"id": b.model, "object": "model", "owned_by": "vllm", "max_model_len": b.max_model_len}]})
         elif self.path == "/metrics":
-            data = VLLM_METRICS.encode()
+            data = _metrics_text(b).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(data)))

@@ -459,10 +459,11 @@ def test_part_states_follow_what_each_part_went_through(script, waiting):
 
 @pytest.mark.integration
 def test_the_progress_of_a_whole_answer_shows_each_part_as_the_server_has_it(tmp_path):
-    """Through the real runner against a server whose first tokens are slow: while the parts
-    wait, the engine's gauges say one is waiting (the fake vLLM's /metrics), so one part is
-    queued and the others prefilling; at the end every part is done (judge: the requests the
-    server received, one per part)."""
+    """Through the real runner against a server whose first tokens are slow and whose
+    scheduler runs one part fewer than there are (the fake vLLM's /metrics, from its own
+    requests in flight): while the parts wait, as many are queued as the engine's gauge says
+    are waiting, the others prefilling, and once all are sent one is queued; at the end every
+    part is done (judge: the requests the server received, one per part)."""
     import threading
     import time
 
@@ -484,19 +485,23 @@ def test_the_progress_of_a_whole_answer_shows_each_part_as_the_server_has_it(tmp
         document = qa.workspace.load_uploads([Upload("contract.pdf", pdf)],
                                              qa.workspace.ingest_options())
         session = qa.session_for(document, whole=True)
+        server.behaviour.max_num_seqs = len(qa.plan_whole(document, "Terms?").parts) - 1
         progress = PartProgress()
-        seen: list[tuple[PartState, ...]] = []
+        seen: list[tuple[tuple[PartState, ...], float]] = []
         worker = threading.Thread(target=lambda: qa.run_whole(document, session, "Terms?",
                                                               progress=progress))
         worker.start()
         while worker.is_alive():
-            seen.append(progress.states(qa.client.metrics()))
+            metrics = qa.client.metrics()
+            assert metrics is not None and metrics.waiting is not None
+            seen.append((progress.states(metrics), metrics.waiting))
             time.sleep(0.1)
         final = progress.states(qa.client.metrics())
         parts = sum("<document" in r["messages"][-1]["content"]
                     for r in server.behaviour.requests)
     assert parts >= 2 and len(final) == parts
     assert all(state is PartState.DONE for state in final)
-    waiting = [s for s in seen if s and all(x in (PartState.QUEUED, PartState.PREFILLING)
-                                            for x in s)]
-    assert waiting and all(s.count(PartState.QUEUED) == 1 for s in waiting)
+    waiting = [(s, w) for s, w in seen if s and all(x in (PartState.QUEUED, PartState.PREFILLING)
+                                                    for x in s)]
+    assert all(s.count(PartState.QUEUED) == w for s, w in waiting)
+    assert any(w == 1 for _, w in waiting)  # every part sent, the last one waiting

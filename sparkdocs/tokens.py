@@ -115,23 +115,41 @@ def llama3_source_ranks() -> dict[bytes, int]:
     return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
 
 
+class Encoding(Protocol):
+    """What Llama3Tokenizer asks of tiktoken's `Encoding`: met by one built here, or by one
+    built in another process (sparkdocs.token_child)."""
+
+    def encode(self, text: str, *, allowed_special: set[str],
+               disallowed_special: tuple[str, ...]) -> list[int]: ...
+
+    def encode_batch(self, text: list[str], *, num_threads: int, allowed_special: set[str],
+                     disallowed_special: tuple[str, ...]) -> list[list[int]]: ...
+
+    def decode(self, tokens: list[int]) -> str: ...
+
+
+def llama3_encoding(ranks: Mapping[bytes, int] | None = None) -> Encoding:
+    """tiktoken's Encoding of Meta's Llama 3 BPE (building it takes ~0.1 s, holding the GIL)."""
+    import tiktoken
+
+    ranks = llama3_source_ranks() if ranks is None else ranks
+    if len(ranks) != NUM_BASE_TOKENS:
+        raise SparkdocsError(f"The Llama 3 ranks given have {len(ranks):,} entries, not "
+                             f"{NUM_BASE_TOKENS:,}; pass Meta's ranks (the default).")
+    return tiktoken.Encoding(
+        name="llama3", pat_str=LLAMA3_PATTERN,
+        mergeable_ranks=ranks if isinstance(ranks, dict) else dict(ranks),
+        special_tokens=SPECIAL_TOKENS)
+
+
 class Llama3Tokenizer:
     """Meta's Llama 3 BPE under tiktoken: identical ids to Hugging Face `tokenizers`, ~16x faster.
     Document text is always encoded with no special tokens allowed, so it can never raise and
     never becomes a control token."""
 
-    def __init__(self, ranks: Mapping[bytes, int] | None = None) -> None:
-        import tiktoken
-
-        ranks = llama3_source_ranks() if ranks is None else ranks
-        if len(ranks) != NUM_BASE_TOKENS:
-            raise SparkdocsError(f"The Llama 3 ranks given have {len(ranks):,} entries, not "
-                                 f"{NUM_BASE_TOKENS:,}; pass Meta's ranks (the default).")
-        self._encoding = tiktoken.Encoding(
-            name="llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks if isinstance(ranks, dict) else dict(ranks),
-            special_tokens=SPECIAL_TOKENS,
-        )
-        self._lock = threading.Lock()
+    def __init__(self, ranks: Mapping[bytes, int] | None = None, *,
+                 encoding: Encoding | None = None) -> None:
+        self._encoding = encoding if encoding is not None else llama3_encoding(ranks)
 
     def encode(self, text: str) -> list[int]:
         return self._encoding.encode(text, allowed_special=set(), disallowed_special=())
@@ -164,6 +182,20 @@ def llama3(*, load_ranks: RanksLoader | None = None) -> Llama3Tokenizer:
             if _TOKENIZER is None:
                 _TOKENIZER = Llama3Tokenizer(load_ranks() if load_ranks else None)
     return _TOKENIZER
+
+
+def llama3_built() -> bool:
+    """Whether this process's tokenizer exists (or is being built beside it)."""
+    return _TOKENIZER is not None
+
+
+def use_llama3(tokenizer: Llama3Tokenizer) -> None:
+    """Make `tokenizer` the process-wide one, unless one is built already (an edge that builds
+    it elsewhere: see sparkdocs.token_child)."""
+    global _TOKENIZER
+    with _TOKENIZER_LOCK:
+        if _TOKENIZER is None:
+            _TOKENIZER = tokenizer
 
 
 def preload_llama3(*, load_ranks: RanksLoader | None = None) -> None:

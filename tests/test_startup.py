@@ -34,6 +34,7 @@ def imported_by(*args: str, cache: Path) -> set[str]:
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True,
                             env=env, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["tokens"] > 0  # it counted (the tokenizer may be in a child)
     return set(json.loads(result.stderr.strip().splitlines()[-1]))
 
 
@@ -51,7 +52,7 @@ def test_count_json_imports_nothing_it_does_not_use(tmp_path: Path, kind: str):
         (target / "src" / "a.py").write_text("a = 1\n")
         (target / "README.md").write_text("# repo\n")
     modules = imported_by("count", str(target), "--json", cache=tmp_path / "cache")
-    assert "tiktoken" in modules and "sparkdocs" in modules  # it did count
+    assert "sparkdocs" in modules
     unused = NOT_FOR_COUNT | ({"pathspec"} if kind != "codebase" else set())  # ignore rules
     assert not modules & unused, sorted(modules & unused)
 

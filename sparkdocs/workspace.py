@@ -10,7 +10,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .changes import with_changes
 from .config import AuthMode, Settings
 from .documents import (
     Document,
@@ -42,6 +41,12 @@ from .store.recovery import RecoveryReport, private_temp_folder, recovered_folde
 from .tokens import Budget, count_document, llama3, llama3_built, preload_llama3, use_llama3
 
 log = logging.getLogger(__name__)
+
+
+def _with_changes(document: Document) -> Document:
+    from .changes import with_changes  # only for a set of documents: not `count` of one
+
+    return with_changes(document)
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,7 @@ class Workspace:
             given.append(given_name(path))
             folders.append(path.resolve().parent.name)
         names = unique_names(given, folders=folders)
-        return DocumentSet(with_changes(combine_documents(documents, names=names)), tuple(notes))
+        return DocumentSet(_with_changes(combine_documents(documents, names=names)), tuple(notes))
 
     def reopen(self, session: Session, *, owner: str | None = None,
                passwords: Mapping[str, str] | None = None) -> DocumentSet:
@@ -226,7 +231,7 @@ class Workspace:
                 f"({', '.join(missing)}); upload them again to start a new session.")
         notes = tuple(f"{name} is no longer in the store (upload it again to add it back); the "
                       "session opens with the others." for name in missing)
-        whole = with_changes(combine_documents(documents, names=names))
+        whole = _with_changes(combine_documents(documents, names=names))
         return DocumentSet(whole, notes, tuple(missing),
                            None if kept is None and not missing else tuple(keep))
 
@@ -244,7 +249,7 @@ class Workspace:
         parts = [member_document(current, member) for member in members]
         taken = [m.name for m in members]
         (name,) = unique_names([given], folders=[folder or ""], taken=taken)
-        return DocumentSet(with_changes(combine_documents([*parts, added], names=[*taken, name])))
+        return DocumentSet(_with_changes(combine_documents([*parts, added], names=[*taken, name])))
 
     @staticmethod
     def rearranged(document: Document, order: Sequence[str]) -> DocumentSet:
@@ -254,7 +259,7 @@ class Workspace:
         if not order or any(name not in by_name for name in order):
             raise SparkdocsError("Choose at least one of the session's documents, by name.")
         parts = [member_document(document, by_name[name]) for name in order]
-        return DocumentSet(with_changes(combine_documents(parts, names=list(order))))
+        return DocumentSet(_with_changes(combine_documents(parts, names=list(order))))
 
     def budget(self, document: Document, *, keep: Sequence[int] | None = None,
                context: int | None = None, answer_tokens: int | None = None) -> Budget:

@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from ..citations import Citation, citations_from_records
 from ..config import LOCAL_USER
 from ..documents import Document, DocumentKind, Section, SectionKind
 from ..literal import whole_characters
+
+if TYPE_CHECKING:
+    from ..citations import Citation
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,8 @@ def turn_from_json(text: str) -> Turn:
     data = json.loads(text)
     known = {k: v for k, v in data.items() if k in _TURN_FIELDS}  # a newer version may add some
     known["status"] = TurnStatus(known.get("status", TurnStatus.FINISHED.value))
+    from ..citations import citations_from_records  # only where turns are read: not `count`
+
     known["citations"] = _extra(lambda: citations_from_records(known["citations"])
                                 if known.get("citations") is not None else None, None)
     no_parts: tuple[PartRecord, ...] = ()

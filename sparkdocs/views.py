@@ -117,6 +117,23 @@ def kept_summary(document: Document, kept: Sequence[int]) -> str:
             "so, so the model will not guess them.")
 
 
+def whole_summary(document: Document, kept: Sequence[int] | None) -> str:
+    """The info under the budget while a question is answered from every page: that no page
+    is left out, and what "off" would ask instead (the session's selection)."""
+    from .selection import SelectBy, select_by, selection_text
+
+    unit = "pages" if select_by(document) is SelectBy.PAGES else "parts"
+    content = [i for i, s in enumerate(document.sections) if s.kind is not SectionKind.TREE]
+    said = (f"Every one of the {len(content)} {unit} is read, in parts whose answers are "
+            "combined (\"Answer from every page\").")
+    if kept is None:
+        return said
+    left_out = [i for i in content if i not in set(kept)]
+    return (f"{said} Switched off, only {unit} {selection_text(document, kept)} of "
+            f"{len(content)} are asked ({len(left_out)} left out: "
+            f"{selection_text(document, left_out)}).")
+
+
 def stats_line(turn: Turn) -> str:
     if turn.status is TurnStatus.FAILED:
         return "request failed: no answer" + (" · follow-up" if turn.follow_up else "")

@@ -25,15 +25,18 @@ WHOLE = (-1,)  # the selection key of "every part" (no real selection is negativ
 _Key = tuple[str, tuple[int, ...] | None, str | None]
 
 
-def warms_every_part(*, whole_chosen: bool, fits: bool, kept: Sequence[int] | None,
+def warms_every_part(*, whole_chosen: bool | None, fits: bool, kept: Sequence[int] | None,
                      fitted: Sequence[int] | None) -> bool:
-    """Whether a document's warm-up fills its parts (as many as the KV cache holds) rather than
-    the session's selection. The parts, when the user asks from every page, or when the whole
-    document is over the context and no pages were chosen: the session keeps what the app chose
-    on opening (auto-fit, `fitted`) or every page (which no single prompt holds). A selection
-    the user chose is what the next question sends, so that is warmed."""
-    if whole_chosen:
-        return True
+    """Whether a question is answered from every page, and so whether the warm-up fills the
+    document's parts (as many as the KV cache holds) rather than the session's selection: one
+    decision, so that what is warmed is what the next question sends. `whole_chosen` is the
+    user's "Answer from every page" for this selection (None: not set). Unset, a document over
+    the context whose pages the user did not choose is read whole, so that no answer silently
+    depends on the pages the app kept: the session then keeps what the app chose on opening
+    (auto-fit, `fitted`) or every page (which no single prompt holds). Pages the user chose are
+    what is asked."""
+    if whole_chosen is not None:
+        return whole_chosen
     if fits:
         return False
     return kept is None or (fitted is not None and tuple(kept) == tuple(fitted))
@@ -87,12 +90,13 @@ class WarmUps:
         return state
 
     def warms_parts(self, document: Document, keep: Sequence[int] | None, *,
-                    whole_chosen: bool) -> bool:
-        """`warms_every_part` for this document against the served context."""
-        if whole_chosen:
-            return True
+                    whole_chosen: bool | None) -> bool:
+        """`warms_every_part` for this document against the served context: whether the next
+        question is answered from every page (and its parts are warmed)."""
+        if whole_chosen is not None:
+            return whole_chosen
         fits = self._qa.budget(document).fits
-        return warms_every_part(whole_chosen=False, fits=fits, kept=keep,
+        return warms_every_part(whole_chosen=None, fits=fits, kept=keep,
                                 fitted=None if fits else self._fitted(document))
 
     def _fitted(self, document: Document) -> tuple[int, ...] | None:

@@ -48,7 +48,7 @@ def test_answer_from_every_page_shows_cost_then_progress_then_what_was_read(tmp_
             toggle = _whole_toggle(page)
             parts = int(re.search(r"\((\d+) parts", toggle.inner_text()).group(1))
             assert parts >= 2 and not server.behaviour.requests  # the cost comes first
-            toggle.click()
+            # over the context, no pages chosen: on by default, the question reads every page
             _ask(page, "Who pays the invoices?")
             states = r"(done|answering|prefilling|queued|sent|not sent yet|not read)"
             expect(page.get_by_text(re.compile(
@@ -79,7 +79,7 @@ def test_stop_cancels_every_part_in_flight(tmp_path):
                          SPARKDOCS_CONTEXT_LENGTH="4000", SPARKDOCS_ANSWER_TOKENS="200") as url, \
                 sync_playwright() as p:
             browser, page = _upload(p, url, pdf, "long-contract.pdf · pdf ·")
-            _whole_toggle(page).click()
+            _whole_toggle(page)  # on by default (no pages chosen)
             _ask(page, "Who pays the invoices?")
             deadline = time.monotonic() + 60
             while server.behaviour.in_flight == 0 and time.monotonic() < deadline:

@@ -1,5 +1,5 @@
 """A document over the context warms its parts as soon as it opens, before any page is chosen
-or "Answer from every page" is switched on; a selection the user then chooses is warmed as
+("Answer from every page" is then on by default); a selection the user then chooses is warmed as
 before. Judged by the warm-up requests (max_tokens 1) the fake server received: which pages each
 carried."""
 
@@ -23,19 +23,20 @@ selections = st.none() | st.lists(st.integers(0, PAGES - 1), min_size=1, unique=
     lambda xs: tuple(sorted(xs)))
 
 
-@given(whole=st.booleans(), fits=st.booleans(), kept=selections, fitted=selections)
+@given(whole=st.none() | st.booleans(), fits=st.booleans(), kept=selections, fitted=selections)
 def test_parts_are_warmed_unless_a_choice_of_pages_is_what_is_asked(whole, fits, kept, fitted):
     chosen_pages = kept is not None and kept != fitted  # the user's own choice, not auto-fit's
-    expected = whole or (not fits and not chosen_pages)
+    expected = whole if whole is not None else (not fits and not chosen_pages)
     assert warms_every_part(whole_chosen=whole, fits=fits, kept=kept, fitted=fitted) is expected
 
 
 def test_the_cases_by_name():
-    assert warms_every_part(whole_chosen=False, fits=False, kept=(0, 1), fitted=(0, 1))
-    assert warms_every_part(whole_chosen=False, fits=False, kept=None, fitted=(0, 1))
-    assert not warms_every_part(whole_chosen=False, fits=False, kept=(1, 2), fitted=(0, 1))
-    assert not warms_every_part(whole_chosen=False, fits=True, kept=None, fitted=None)
+    assert warms_every_part(whole_chosen=None, fits=False, kept=(0, 1), fitted=(0, 1))
+    assert warms_every_part(whole_chosen=None, fits=False, kept=None, fitted=(0, 1))
+    assert not warms_every_part(whole_chosen=None, fits=False, kept=(1, 2), fitted=(0, 1))
+    assert not warms_every_part(whole_chosen=None, fits=True, kept=None, fitted=None)
     assert warms_every_part(whole_chosen=True, fits=False, kept=(1, 2), fitted=(0, 1))
+    assert not warms_every_part(whole_chosen=False, fits=False, kept=(0, 1), fitted=(0, 1))
 
 
 def _warm_ups(server: FakeServer) -> list[str]:
@@ -70,7 +71,7 @@ def test_an_over_budget_document_warms_every_part_on_open_then_the_chosen_pages(
                     make_contract_pdf(PAGES))
         assert not at.exception
         whole = [t for t in at.toggle if t.label.startswith("Answer from every page")]
-        assert whole and not whole[0].value  # offered, not switched on
+        assert whole and whole[0].value  # no pages chosen: answered from every page
         opened = _settled(server, 0)
         parts = [p for p in opened if re.search(r"Part \d+ of \d+ of the document", p)]
         assert len(parts) >= 2, opened  # the document's parts, not the auto-fit selection

@@ -44,6 +44,7 @@ from ..views import (
     skipped_markdown,
     stats_line,
     turn_status,
+    whole_summary,
 )
 from ..waits import WARM_ICONS, WaitWatch, warm_caption
 from ..warmup import WarmStatus
@@ -152,13 +153,12 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     if document.skipped:  # 81 files in one paragraph cannot be read: a count, then the list
         with st.expander(f"Skipped: {len(document.skipped)} file(s), each with its reason"):
             st.markdown(safe_markdown(skipped_markdown(document.skipped)))
-    if not full.fits:
-        whole_toggle(svc, document, session)
+    whole = not full.fits and whole_toggle(svc, document, session)
     n_parts = len(document.sections)
     with st.expander(f"Breakdown by part ({n_parts} part{'' if n_parts == 1 else 's'})",
                      expanded=not full.fits):
         # The keys follow the saved choice, so the widgets restart from it after each change.
-        version = hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
+        version = _version(session)
         unit = "Pages" if select_by(document) is SelectBy.PAGES else "Parts"
         typed = st.text_input(
             f"{unit} to keep (e.g. 1-40,90-120)", selection_text(document, session.kept_sections),
@@ -189,9 +189,20 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
             session = svc.workspace.store.set_kept_sections(session.id, new_keep,
                                                             owner=session.owner)
             st.rerun()
-    if session.kept_sections is not None:
+    if whole:
+        st.info(safe_markdown(whole_summary(document, session.kept_sections)))
+    elif session.kept_sections is not None:
         st.info(safe_markdown(kept_summary(document, session.kept_sections)))
     return session
+
+
+def _version(session: Session) -> str:
+    return hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
+
+
+def _whole_key(session: Session) -> str:
+    """Per selection: the toggle starts from the app's decision again when the pages change."""
+    return f"whole-{session.id}-{_version(session)}"
 
 
 _SEGMENT_COLOURS = {"document": "#1f77b4", "prompt overhead": "#9467bd",
@@ -224,7 +235,7 @@ def warm_status(svc: Services, document: Document, session: Session) -> None:
                    "whole document.")
         return
     owner = team.current_user()  # each user warms their own prefix (cache isolation)
-    whole = _warms_parts(svc, document, session)
+    whole = answers_whole(svc, document, session)
     keep = session.kept_sections
     state = (svc.warmups.state(document, keep, owner=owner, whole=whole)
              or svc.warmups.start(document, keep, owner=owner, whole=whole))
@@ -234,9 +245,11 @@ def warm_status(svc: Services, document: Document, session: Session) -> None:
         st.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
 
 
-def _warms_parts(svc: Services, document: Document, session: Session) -> bool:
+def answers_whole(svc: Services, document: Document, session: Session) -> bool:
+    """Whether the next question is answered from every page (and so its parts are warmed):
+    the library decides, from the user's toggle for this selection if they set it."""
     return svc.warmups.warms_parts(document, session.kept_sections,
-                                   whole_chosen=bool(st.session_state.get(f"whole-{session.id}")))
+                                   whole_chosen=st.session_state.get(_whole_key(session)))
 
 
 @st.fragment(run_every=2.0)
@@ -261,7 +274,7 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
 def _warming_now(svc: Services, document: Document, session: Session):  # -> Callable[[], bool]
     """Whether this tab's warm-up still runs (a question then waits behind it)."""
     owner, keep = team.current_user(), session.kept_sections
-    whole = _warms_parts(svc, document, session)
+    whole = answers_whole(svc, document, session)
 
     def warming() -> bool:
         state = svc.warmups.state(document, keep, owner=owner, whole=whole)
@@ -376,7 +389,7 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
         live = _LiveAnswer(st.empty(), st.empty(), WaitWatch(
             svc.client.metrics, warming=_warming_now(svc, document, session)))
         try:  # a Stop click reruns the page: the runner records the partial answer as stopped
-            if st.session_state.get(f"whole-{session.id}"):
+            if answers_whole(svc, document, session):
                 outcome = _ask_whole(svc, document, session, question, st.empty())
                 live.text(outcome.turn.answer)
             else:
@@ -400,14 +413,19 @@ def chat(svc: Services, document: Document, session: Session) -> Session:
     return session
 
 
-def whole_toggle(svc: Services, document: Document, session: Session) -> None:
-    """Over budget: answer from every page instead of a choice of pages, its cost said first."""
+def whole_toggle(svc: Services, document: Document, session: Session) -> bool:
+    """Over budget: answer from every page instead of a choice of pages, its cost said first.
+    On unless the user chose pages (`answers_whole`); `value` counts on the first render only,
+    then the toggle keeps the user's setting until the selection (its key) changes."""
     with friendly_errors():
         plan = svc.qa.plan_whole(document, SHORTEST_QUESTION)  # the cost before any question
         speed = svc.qa.prefill_speed(session.owner)
         seconds = plan.estimate_s(speed or ASSUMED_PREFILL_TOKENS_PER_S)
-        st.toggle(f"Answer from every page ({len(plan.parts)} parts, about {seconds:,.0f} s on "
-                  "this server)", key=f"whole-{session.id}", help=estimate_text(plan, speed))
+        return st.toggle(f"Answer from every page ({len(plan.parts)} parts, about "
+                         f"{seconds:,.0f} s on this server)",
+                         value=answers_whole(svc, document, session), key=_whole_key(session),
+                         help=estimate_text(plan, speed))
+    return False
 
 
 def _ask_whole(svc: Services, document: Document, session: Session, question: str, slot):

@@ -1,0 +1,87 @@
+"""A document over the context with no pages chosen by the user is answered from every page by
+default ("Answer from every page" shows on); switched off, the auto-fit selection is asked; pages
+the user chooses switch it off and are what is asked. Judged by the prompts the fake server
+received: which pages each carried, and whether a merge followed."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from builders import make_contract_pdf
+from fakeserver import FakeServer
+from streamlit.testing.v1 import AppTest
+from test_app import APP, app_env, upload  # noqa: F401  # app_env: the fixture
+
+PAGES = 40
+
+
+def _pages(prompt: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<page number="(\d+)"', prompt)]
+
+
+def _asked(server: FakeServer, since: int) -> list[str]:
+    """The questions' prompts (not the warm-ups, max_tokens 1) received after `since`."""
+    return [r["messages"][-1]["content"] for r in list(server.behaviour.requests)[since:]
+            if r.get("max_tokens") != 1]
+
+
+def _quiet(server: FakeServer, *, quiet_s: float = 2.0, timeout_s: float = 60.0) -> int:
+    """The number of requests received once none came for `quiet_s` (the warm-ups ended)."""
+    deadline = time.monotonic() + timeout_s
+    seen, since = len(server.behaviour.requests), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.2)
+        now = len(server.behaviour.requests)
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return seen
+
+
+def _whole_toggle(at: AppTest):
+    [toggle] = [t for t in at.toggle if t.label.startswith("Answer from every page")]
+    return toggle
+
+
+def _ask(at: AppTest, server: FakeServer, question: str) -> list[str]:
+    before = _quiet(server)
+    at.chat_input[0].set_value(question).run()
+    assert not at.exception, at.exception
+    return _asked(server, before)
+
+
+@pytest.mark.integration
+def test_every_page_by_default_auto_fit_when_off_chosen_pages_switch_it_off(app_env):  # noqa: F811
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        app_env(base_url=server.base_url, context=2048)
+        at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf",
+                    make_contract_pdf(PAGES))
+        assert not at.exception
+        assert _whole_toggle(at).value  # over the context, no pages chosen: every page
+
+        sent = _ask(at, server, "Who pays?")
+        parts = [p for p in sent if _pages(p)]
+        merges = [p for p in sent if not _pages(p)]
+        assert len(parts) >= 2, sent
+        assert sorted(n for p in parts for n in _pages(p)) == list(range(1, PAGES + 1))
+        assert merges and sent[-1] in merges  # the part answers combined, last
+
+        _whole_toggle(at).set_value(False).run()
+        assert not at.exception and not _whole_toggle(at).value
+        warmed_before = _quiet(server)
+        sent = _ask(at, server, "Who pays?")
+        [prompt] = sent  # one question, one prompt: the auto-fit pages
+        fitted = _pages(prompt)
+        assert fitted == list(range(1, len(fitted) + 1)) and len(fitted) < PAGES
+        assert not re.search(r"Part \d+ of", prompt)
+        warmed = [r["messages"][-1]["content"] for r in server.behaviour.requests[:warmed_before]
+                  if r.get("max_tokens") == 1]
+        assert _pages(warmed[-1]) == fitted  # what was warmed last is what was asked
+
+        box = next(t for t in at.text_input if t.label.startswith("Pages to keep"))
+        box.set_value("2-5").run()
+        assert not at.exception and not _whole_toggle(at).value  # the user's choice is asked
+        sent = _ask(at, server, "Who pays?")
+    assert [_pages(p) for p in sent] == [[2, 3, 4, 5]]

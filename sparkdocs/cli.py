@@ -397,18 +397,17 @@ def _ask_target(qa: QuestionAnswering, request: LoadRequest | None, *, follow_up
     from .workspace import DocumentSet
 
     workspace = qa.workspace
-    given = None
-    if request is not None:
-        given = (workspace.load_each(request) if separate
-                 else DocumentSet(workspace.load(request)))
-    if follow_up_of:
-        if given is not None and not separate:
+    if follow_up_of:  # the paths are read as the session was made, whatever --documents says
+        if request is not None:
             session = workspace.store.get_session(follow_up_of, owner=workspace.settings.user)
-            if session.documents:  # a session of several: each path is one of them
-                given = workspace.load_each(request) if request is not None else None
+            separate = bool(session.documents)  # a session of several: each path is one of them
+        given = (None if request is None else workspace.load_each(request) if separate
+                 else DocumentSet(workspace.load(request)))
         target = qa.follow_up(follow_up_of, given=given, password=request_password)
     else:
-        assert given is not None
+        assert request is not None
+        given = (workspace.load_each(request) if separate
+                 else DocumentSet(workspace.load(request)))
         keep = workspace.select(given.document, pages=pages, parts=parts)
         session = qa.session_for(given.document, keep=keep, whole=whole)
         target = AddedDocument(session, given.document, given.notes)

@@ -131,7 +131,8 @@ class QuestionAnswering:
                 raise SparkdocsError(
                     f"Session {follow_up_of} is about {session.document_name!r}"
                     f"{self._files_of(session, owner=owner)}, not these paths; give that "
-                    "document's paths or start a new session.")
+                    "document's paths, add another document with --add PATH, or start a new "
+                    "session.")
             return session
         if not whole:  # read in parts, the whole document need not fit one request
             self.check_budget(document, keep)

@@ -342,3 +342,35 @@ def test_a_citation_naming_several_documents_is_checked_in_each(data):
         assert citation.status is Status.MOVED, (answer, citation.note)
         assert citation.cited is not None and citation.cited.document in {SET_NAMES[i] for i in named}
         assert SET_NAMES[holder] in citation.note
+
+
+# F18: a follow-up's paths are read as its session was made, whatever --documents says ------------
+@pytest.mark.integration
+@pytest.mark.parametrize("made_as_set", [False, True])
+def test_a_follow_up_reads_its_paths_as_its_session_was_made(tmp_path: Path, made_as_set: bool):
+    """Judged by the prompts the server received: the follow-up sends the same document blocks
+    as the first question, with or without --documents."""
+    from fakeserver import FakeServer
+    from test_cli import run
+
+    first_path, second_path = tmp_path / "a.txt", tmp_path / "b.txt"
+    first_path.write_text(LOREM)
+    second_path.write_text("Either party may end this agreement with ninety days written notice.")
+    paths = [str(first_path), str(second_path)] if made_as_set else [str(first_path)]
+    cache = tmp_path / "cache"
+    with FakeServer() as server:
+        env = {"SPARKDOCS_BASE_URL": server.base_url}
+        first = json.loads(run("ask", *paths, "First?", *(["--documents"] if made_as_set else []),
+                               "--json", cache=cache, **env).stdout)
+        sent = server.behaviour.requests[-1]["messages"][1]["content"]
+        blocks = sent[:sent.rindex("</document>") + len("</document>")]
+        for flags in ([], ["--documents"]):
+            again = run("ask", *paths, "Again?", "--follow-up-of", first["session"], *flags,
+                        "--json", cache=cache, check=False, **env)
+            assert again.returncode == 0, (flags, again.stderr)
+            assert server.behaviour.requests[-1]["messages"][1]["content"].startswith(blocks)
+            assert json.loads(again.stdout)["session"] == first["session"]
+        if not made_as_set:
+            extra = run("ask", str(first_path), str(second_path), "More?", "--follow-up-of",
+                        first["session"], "--documents", cache=cache, check=False, **env)
+            assert extra.returncode == 2 and "--add" in extra.stderr, extra.stderr

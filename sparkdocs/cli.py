@@ -195,7 +195,6 @@ def count(paths: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, 
 
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens,
                                         base_url=base_url), lists_documents=False)
-    workspace.build_tokenizer_beside()
     document = _load(workspace, LoadRequest(paths, include, exclude, password),
                      separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)
@@ -267,7 +266,6 @@ def prompt(paths: tuple[str, ...], question: str, include: tuple[str, ...],
     A prompt that would not fit the context (with the answer reserve) is printed, then an error
     (exit 2)."""
     workspace = Workspace(settings_from(context_length=context_length, answer_tokens=max_tokens))
-    workspace.build_tokenizer_beside()
     document = _load(workspace, LoadRequest(paths, include, exclude, password),
                      separate=documents)
     keep = workspace.select(document, pages=pages, parts=parts)
@@ -883,7 +881,6 @@ def diff(old: str, new: str, password: str | None, as_json: bool) -> None:
         raise ComparisonError(f"{old} and {new} are the same file: give two versions to compare, "
                               "e.g. `sparkdocs diff contract-2024.pdf contract-2025.pdf`.")
     workspace = Workspace(settings_from())
-    workspace.build_tokenizer_beside()
     before, after = (workspace.load(LoadRequest((path,), password=password)) for path in (old, new))
     comparison = compare(before, after)
     if as_json:

@@ -184,11 +184,6 @@ def llama3(*, load_ranks: RanksLoader | None = None) -> Llama3Tokenizer:
     return _TOKENIZER
 
 
-def llama3_built() -> bool:
-    """Whether this process's tokenizer exists (or is being built beside it)."""
-    return _TOKENIZER is not None
-
-
 def use_llama3(tokenizer: Llama3Tokenizer) -> None:
     """Make `tokenizer` the process-wide one, unless one is built already (an edge that builds
     it elsewhere: see sparkdocs.token_child)."""

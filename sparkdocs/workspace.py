@@ -38,7 +38,7 @@ from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
 from .store import Session, SessionDocument, Store
 from .store.recovery import RecoveryReport, private_temp_folder, recovered_folder, store_recovered
-from .tokens import Budget, count_document, llama3, llama3_built, preload_llama3, use_llama3
+from .tokens import Budget, count_document, llama3, preload_llama3
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +109,6 @@ class Workspace:
     def ranks(self) -> CachedRanks:
         """The tokenizer's ranks, from the cache folder when a process built them before."""
         return cached_ranks(self.settings.cache_dir)
-
-    def build_tokenizer_beside(self) -> None:
-        """For a one-shot command: build the tokenizer in a child process while this one reads
-        (sparkdocs.token_child), unless this process has one already."""
-        if not llama3_built():
-            from .token_child import tokenizer_beside
-
-            use_llama3(tokenizer_beside(self.ranks))
 
     @cached_property
     def prompts(self) -> PromptBuilder:

@@ -1,0 +1,38 @@
+"""The command's entry point. A command that counts (`count`, `prompt`, `diff`) starts building
+the tokenizer in a child process first, before this process imports the command line, its
+settings and the store: the ~0.15 s build (Meta's ranks, then tiktoken's Rust, which holds the
+GIL) then runs beside all of that on another core (see sparkdocs.token_child)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+COUNTING_COMMANDS = frozenset({"count", "prompt", "diff"})
+_GLOBAL_OPTIONS_WITH_VALUES = frozenset({"--user"})
+
+
+def command_name(argv: Sequence[str]) -> str | None:
+    """The command `argv` runs: its first word that is neither an option nor a global option's
+    value (click decides for real; a wrong guess only costs the early start)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_OPTIONS_WITH_VALUES:
+            skip = True
+        elif arg == "-" or not arg.startswith("-"):
+            return arg
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if command_name(args) in COUNTING_COMMANDS and not {"--help", "-h"} & set(args):
+        from .token_child import tokenizer_beside
+        from .tokens import llama3_source_ranks, use_llama3
+
+        use_llama3(tokenizer_beside(llama3_source_ranks))
+    from .cli import main as run_command
+
+    return run_command(args)

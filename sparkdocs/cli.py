@@ -456,7 +456,7 @@ def _names_a_path(text: str) -> bool:
 def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, question: str, *,
                as_json: bool) -> None:
     from .citation_views import sources_text
-    from .parts import PartAnswer, WholePlan, estimate_text
+    from .parts import PartAnswer, PartProgress, ProgressWatch, WholePlan, estimate_text
     from .views import stats_line
 
     total: list[int] = []
@@ -473,9 +473,15 @@ def _ask_whole(qa: QuestionAnswering, document: Document, session: Session, ques
         state = "read" if answer.error is None else f"NOT READ: {answer.error}"
         err.print(f"  part {answer.number}/{total[0]} ({answer.label}): {state}", markup=False)
 
-    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace, as_json=as_json):
+    progress = PartProgress()
+
+    def states(text: str) -> None:  # on stderr: stdout is the answer (or --json) alone
+        err.print(f"  parts: {text}", markup=False)
+
+    with _kept_when_failed(session.id), _kept_when_unstored(qa.workspace, as_json=as_json), \
+            ProgressWatch(progress, states, metrics=qa.client.metrics):
         outcome = qa.run_whole(document, session, question, on_plan=plan_ready,
-                               on_part=part_done, stop_reasons=ASK_STOPS)
+                               on_part=part_done, stop_reasons=ASK_STOPS, progress=progress)
     turn = outcome.turn
     citations = turn.citations or ()
     if as_json:

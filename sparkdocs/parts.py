@@ -260,6 +260,48 @@ def progress_text(states: Sequence[PartState]) -> str:
     return " · ".join(f"{counts[state]} {state.value}" for state in order if counts[state])
 
 
+class ProgressWatch:
+    """Follows a `PartProgress` on a thread of its own and calls `on_change` with the summary
+    ("1 done · 2 prefilling") each time it changes: the parts' threads only record events, and
+    the engine's gauges (`metrics`, read every `every_s`) tell queued from prefilling. A
+    context manager; on leaving, the last states are said if they changed since."""
+
+    def __init__(self, progress: PartProgress, on_change: Callable[[str], None], *,
+                 metrics: Callable[[], ServerMetrics | None] | None = None,
+                 every_s: float = 0.25) -> None:
+        self._progress, self._on_change, self._metrics = progress, on_change, metrics
+        self._every_s = every_s
+        self._said = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="part-progress", daemon=True)
+
+    def __enter__(self) -> ProgressWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._say(self._progress.states())  # every part has ended: no gauge is needed
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            metrics = None
+            if self._metrics is not None and self._progress.states():  # planned
+                try:
+                    metrics = self._metrics()
+                except Exception:  # a gauge that cannot be read leaves the parts "sent"
+                    log.debug("metrics unreadable while following the parts", exc_info=True)
+            self._say(self._progress.states(metrics))
+            self._stop.wait(self._every_s)
+
+    def _say(self, states: Sequence[PartState]) -> None:
+        text = progress_text(states)
+        if text and text != self._said:
+            self._said = text
+            self._on_change(text)
+
+
 def room_for_another(metrics: ServerMetrics | None) -> bool:
     """Whether the engine takes another request now: nothing of its own queue waits (a
     request waits when the engine's sequence slots, max_num_seqs, or its KV blocks are full).

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from .documents import Document
 from .errors import SparkdocsError, WarmUpCancelled
+from .parts import SHORTEST_QUESTION
 from .qa import QuestionAnswering
 from .streams import StreamGroup
 
@@ -26,7 +27,7 @@ _Key = tuple[str, tuple[int, ...] | None, str | None]
 
 
 def warms_every_part(*, whole_chosen: bool | None, fits: bool, kept: Sequence[int] | None,
-                     fitted: Sequence[int] | None) -> bool:
+                     fitted: Sequence[int] | None, whole_possible: bool = True) -> bool:
     """Whether a question is answered from every page, and so whether the warm-up fills the
     document's parts (as many as the KV cache holds) rather than the session's selection: one
     decision, so that what is warmed is what the next question sends. `whole_chosen` is the
@@ -34,10 +35,11 @@ def warms_every_part(*, whole_chosen: bool | None, fits: bool, kept: Sequence[in
     the context whose pages the user did not choose is read whole, so that no answer silently
     depends on the pages the app kept: the session then keeps what the app chose on opening
     (auto-fit, `fitted`) or every page (which no single prompt holds). Pages the user chose are
-    what is asked."""
+    what is asked. A document whose parts cannot be planned (`whole_possible` False: too many
+    of them) is asked as the session keeps it, and says why there."""
     if whole_chosen is not None:
         return whole_chosen
-    if fits:
+    if fits or not whole_possible:
         return False
     return kept is None or (fitted is not None and tuple(kept) == tuple(fitted))
 
@@ -96,8 +98,19 @@ class WarmUps:
         if whole_chosen is not None:
             return whole_chosen
         fits = self._qa.budget(document).fits
+        if fits:
+            return False
         return warms_every_part(whole_chosen=None, fits=fits, kept=keep,
-                                fitted=None if fits else self._fitted(document))
+                                fitted=self._fitted(document),
+                                whole_possible=self._whole_possible(document))
+
+    def _whole_possible(self, document: Document) -> bool:
+        """Whether every page can be planned into parts (the plan is kept by `plan_whole`)."""
+        try:
+            self._qa.plan_whole(document, SHORTEST_QUESTION)
+        except SparkdocsError:
+            return False
+        return True
 
     def _fitted(self, document: Document) -> tuple[int, ...] | None:
         """The app's auto-fit of `document` (kept per document and served context: a page

@@ -23,11 +23,14 @@ selections = st.none() | st.lists(st.integers(0, PAGES - 1), min_size=1, unique=
     lambda xs: tuple(sorted(xs)))
 
 
-@given(whole=st.none() | st.booleans(), fits=st.booleans(), kept=selections, fitted=selections)
-def test_parts_are_warmed_unless_a_choice_of_pages_is_what_is_asked(whole, fits, kept, fitted):
+@given(whole=st.none() | st.booleans(), fits=st.booleans(), kept=selections, fitted=selections,
+       possible=st.booleans())
+def test_parts_are_warmed_unless_a_choice_of_pages_is_what_is_asked(whole, fits, kept, fitted,
+                                                                    possible):
     chosen_pages = kept is not None and kept != fitted  # the user's own choice, not auto-fit's
-    expected = whole if whole is not None else (not fits and not chosen_pages)
-    assert warms_every_part(whole_chosen=whole, fits=fits, kept=kept, fitted=fitted) is expected
+    expected = whole if whole is not None else (not fits and not chosen_pages and possible)
+    assert warms_every_part(whole_chosen=whole, fits=fits, kept=kept, fitted=fitted,
+                            whole_possible=possible) is expected
 
 
 def test_the_cases_by_name():

@@ -85,3 +85,21 @@ def test_every_page_by_default_auto_fit_when_off_chosen_pages_switch_it_off(app_
         assert not at.exception and not _whole_toggle(at).value  # the user's choice is asked
         sent = _ask(at, server, "Who pays?")
     assert [_pages(p) for p in sent] == [[2, 3, 4, 5]]
+
+
+@pytest.mark.integration
+def test_a_document_too_large_to_read_whole_is_asked_as_the_app_kept_it(app_env, monkeypatch):  # noqa: F811
+    """Past the limit of parts, every page cannot be read: the refusal is said where the toggle
+    would be, and the question is asked of the auto-fit pages (not refused again)."""
+    monkeypatch.setattr("sparkdocs.parts.MAX_PARTS", 2)
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        app_env(base_url=server.base_url, context=2048)
+        at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf",
+                    make_contract_pdf(PAGES))
+        assert not at.exception
+        assert not [t for t in at.toggle if t.label.startswith("Answer from every page")]
+        assert any("over the limit of 2" in e.value for e in at.error)
+        sent = _ask(at, server, "Who pays?")
+    [prompt] = sent
+    assert _pages(prompt) == list(range(1, len(_pages(prompt)) + 1)) and _pages(prompt)

@@ -11,9 +11,9 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -138,6 +138,21 @@ pages_opt = click.option("--pages", metavar="PAGES", help="PDF pages to keep, e.
 parts_opt = click.option("--parts", metavar="PARTS", help="Parts to keep, numbered as count lists them, e.g. 1-3,7.")
 context_opt = click.option("--context-length", type=int, metavar="TOKENS", help="Context length to budget against.")
 max_tokens_opt = click.option("--max-tokens", type=int, metavar="TOKENS", help="Answer length limit (the answer reserve).")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Options that go together, in the order they are listed in --help."""
+    def apply(command: F) -> F:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+    return apply
+
+
+selection_opts = _options(include_opt, exclude_opt, pages_opt, parts_opt, password_opt)
+service_opts = _options(base_url_opt, model_opt, api_key_opt)
 A_PATH = click.Path(path_type=Path, readable=False)  # a Path, checked where it is used
 
 
@@ -172,11 +187,7 @@ def emit_json(value: Any) -> None:
 
 @app.command()
 @paths_arg
-@include_opt
-@exclude_opt
-@pages_opt
-@parts_opt
-@password_opt
+@selection_opts
 @json_opt
 @context_opt
 @click.option("--max-tokens", type=int, help="Answer reserve.")
@@ -248,11 +259,7 @@ def count(paths: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, 
 @app.command()
 @paths_arg
 @click.option("--question", "-q", required=True, help="The question to ask.")
-@include_opt
-@exclude_opt
-@pages_opt
-@parts_opt
-@password_opt
+@selection_opts
 @json_opt
 @context_opt
 @max_tokens_opt
@@ -309,15 +316,9 @@ def _service_settings(base_url: str | None, model: str | None, api_key: str | No
 @argument("args", nargs=-1, required=True, metavar="PATH... QUESTION", help="Files, globs, a folder or an archive, then the question (last).")
 @click.option("--follow-up-of", metavar="SESSION", help="Session id to continue (keeps history).")
 @max_tokens_opt
-@include_opt
-@exclude_opt
-@pages_opt
-@parts_opt
-@password_opt
+@selection_opts
 @json_opt
-@base_url_opt
-@model_opt
-@api_key_opt
+@service_opts
 @click.option("--whole", is_flag=True, help="Answer from every page of a document larger than the context: it is read in parts, asked at once as the server has room, and their answers merged (each part sees the question, not earlier answers).")
 @documents_opt
 @click.option("--add", multiple=True, metavar="PATH", help="Add a document to the session, after those it has (repeatable); the earlier documents stay cached.")
@@ -572,9 +573,7 @@ def _store_recovered(workspace: Workspace) -> None:
 
 @app.command()
 @json_opt
-@base_url_opt
-@model_opt
-@api_key_opt
+@service_opts
 def doctor(as_json: bool, base_url: str | None, model: str | None, api_key: str | None) -> None:
     """Check the model service and say how to fix what is wrong."""
     from .client import ModelClient
@@ -607,9 +606,7 @@ def doctor(as_json: bool, base_url: str | None, model: str | None, api_key: str 
 @click.option("--codebase/--no-codebase", default=False, help="Treat each folder as one codebase.")
 @include_opt
 @exclude_opt
-@base_url_opt
-@model_opt
-@api_key_opt
+@service_opts
 def summarize(paths: tuple[str, ...], out: Path, concurrency: int, instructions: Path | None,
               style: str | None, output_format: str, max_tokens: int | None, force: bool,
               codebase: bool, include: tuple[str, ...], exclude: tuple[str, ...],
@@ -723,9 +720,7 @@ def _run_batch(summarizer: Any, items: list[Any]) -> list[Any]:
 @click.option("--address", default="127.0.0.1", help="Address to listen on; beyond loopback "
               "needs logins or SPARKDOCS_OPEN_APP=true.")
 @click.option("--local-model", is_flag=True, help="If no model service answers, start the tiny demo model.")
-@base_url_opt
-@model_opt
-@api_key_opt
+@service_opts
 def run_app(port: int, address: str, local_model: bool, base_url: str | None, model: str | None,
             api_key: str | None) -> None:
     """Open the browser app (streamlit run app.py), optionally with the tiny local model."""
@@ -796,9 +791,7 @@ def _echo_local_model_status(status: Any) -> None:
 @click.option("--max-tokens", type=int, default=64, help="Answer length per request.")
 @json_opt
 @click.option("--out", "out_dir", type=A_PATH, help="Write report.md, report.json and PNG charts here.")
-@base_url_opt
-@model_opt
-@api_key_opt
+@service_opts
 def bench(path: Path | None, tokens: int, concurrency: str, max_tokens: int, as_json: bool,
           out_dir: Path | None, base_url: str | None, model: str | None,
           api_key: str | None) -> None:

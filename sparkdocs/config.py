@@ -128,14 +128,20 @@ class Settings(BaseModel):
 
 def settings_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The `SPARKDOCS_*` variables that name a setting, by field name (any case, as
-    pydantic-settings matches them), their text left for pydantic to validate."""
+    pydantic-settings matches them), their text left for pydantic to validate. An empty
+    variable is not set (`SPARKDOCS_CACHE_DIR=` must not mean the current folder)."""
+    return {field: value for field, (_, value) in settings_variables(environ).items()}
+
+
+def settings_variables(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Field name -> (the variable's name as written, its text), for the variables that set one."""
     fields = Settings.model_fields
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}
     for key, value in environ.items():
-        if key[:len(ENV_PREFIX)].upper() == ENV_PREFIX:
+        if key[:len(ENV_PREFIX)].upper() == ENV_PREFIX and value != "":
             name = key[len(ENV_PREFIX):].lower()
             if name in fields:
-                found[name] = value
+                found[name] = (key, value)
     return found
 
 
@@ -150,7 +156,8 @@ def build_settings(*, overrides: Mapping[str, Any] | None = None,
     try:
         settings = Settings(**given)
     except ValidationError as exc:
-        problems = [_explain(error, given, names) for error in exc.errors()]
+        variables = {field: key for field, (key, _) in settings_variables(os.environ).items()}
+        problems = [_explain(error, given, names, variables) for error in exc.errors()]
         raise ConfigError("; ".join(problems) + ".") from None
     check_base_url(settings.base_url, source=names.get("base_url") if "base_url" in given else None)
     return settings
@@ -175,9 +182,10 @@ def check_base_url(url: str, *, source: str | None = None) -> None:
                           "endpoint, like http://localhost:8000/v1.")
 
 
-def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, str]) -> str:
+def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, str],
+             variables: Mapping[str, str]) -> str:
     field_name = str(error["loc"][0]) if error.get("loc") else ""
-    env_name = f"{ENV_PREFIX}{field_name.upper()}"
+    env_name = variables.get(field_name, f"{ENV_PREFIX}{field_name.upper()}")  # as written
     if field_name in given:
         source = option_names.get(field_name, f"--{field_name.replace('_', '-')}")
         shown = f"{source} {given[field_name]}"

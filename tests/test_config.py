@@ -20,7 +20,8 @@ from sparkdocs.errors import ConfigError
 
 
 class _Judge(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore",
+                                      env_ignore_empty=True)
 
 
 Judge = create_model(  # type: ignore[call-overload]

@@ -293,3 +293,33 @@ def test_forked_workers_get_their_own_token_ids(tmp_path: Path):
             os.killpg(process.pid, signal.SIGKILL)  # the workers and the tokenizer child too
         process.wait()
     assert sorted(out.split("\n")[:-1]) == [f"worker {w} wrong 0" for w in range(3)], (out, err)
+
+
+# F10: numbers pydantic accepts that the code cannot use crash later, with a traceback -------------
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason="F10: Settings has lower bounds only: inf, 1e300 or a "
+                   "20-digit integer passes validation and then overflows where it is used "
+                   "(subprocess's int(), read(limit + 1), socket.settimeout, setrlimit in the PDF "
+                   "child): a Python traceback (exit 1), or for the PDF memory limit an error "
+                   "telling the user to re-export a PDF that is fine; never the one line naming "
+                   "the variable")
+@pytest.mark.parametrize(("variable", "value", "pdf"), [
+    ("SPARKDOCS_MAX_PDF_CPU_SECONDS", "inf", True),
+    ("SPARKDOCS_MAX_PDF_MEMORY_MB", "99999999999999999999", True),
+    ("SPARKDOCS_MAX_UPLOAD_MB", "99999999999999999999999", False),
+    ("SPARKDOCS_CONNECT_TIMEOUT_S", "inf", False),
+])
+def test_a_setting_too_large_to_use_is_one_error_naming_it(tmp_path: Path, variable: str,
+                                                          value: str, pdf: bool):
+    from builders import make_contract_pdf
+
+    path = tmp_path / ("c.pdf" if pdf else "a.txt")
+    if pdf:
+        path.write_bytes(make_contract_pdf(2))
+    else:
+        path.write_text("The buyer shall pay within thirty days.\n")
+    result = _sparkdocs("count", str(path), "--json", "--base-url", "http://127.0.0.1:9/v1",
+                        cwd=tmp_path, env={variable: value,
+                                           "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")})
+    assert "Traceback" not in result.stderr, result.stderr[-400:]
+    assert result.returncode == 2 and variable in result.stderr, result.stderr[-400:]

@@ -233,10 +233,13 @@ def _blanked(answer: str, names: Sequence[str]) -> str:
     return pattern.sub(lambda m: " " * len(m.group()), answer)
 
 
+_ATTACHED_REACH = 2000  # a citation may list many documents' places: "(a.pdf, p. 3; b.pdf, p. 7; …)"
+
+
 def _attached_reference(answer: str, end: int, limit: int) -> Refs:
     """The references written right after the quote: `"…" (p. 12)`, `"…", see p. 12`, or an
     attribution line under a blockquote (`— p. 12`)."""
-    window = answer[end:min(limit, end + 200)]
+    window = answer[end:min(limit, end + _ATTACHED_REACH)]
     gap = _CONNECTOR.match(window)
     assert gap is not None
     between = window[:gap.end()]

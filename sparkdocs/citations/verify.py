@@ -183,28 +183,32 @@ def _named_places(answer: str, mention: QuoteMention, members: Sequence[Member]
     """The documents a quote's citation names, in the order written, each with the references
     that belong to it: those written after its name and before the next one ("(a.pdf, p. 3;
     b.pdf, p. 7)"); references written before any name belong to the first ("(p. 3 of a.pdf)").
-    The citation runs from the quote (or just before its first reference) to the end of its
-    parenthesis or line; without references, the names written right after the quote. The
-    longest name wins where one contains another ("2024/contract.pdf" over "contract.pdf")."""
+    A citation after the quote runs to the end of its parenthesis or line (without references,
+    the names in the brackets that open right after the quote). In a lead-in before the quote
+    ("Unlike b.pdf, a.pdf says on p. 3:") only the name nearest its reference is the citation;
+    the others are prose. The longest name wins where one contains another."""
     references = (mention.reference, *mention.alternatives) if mention.reference else ()
     quote_end = mention.span[1]
+    lead_in = bool(references) and min(r.span[0] for r in references) < quote_end
     if references:
         first = min(r.span[0] for r in references)
         last = max(r.span[1] for r in references)
         start = quote_end if first >= quote_end else max(0, first - _NAME_REACH)
-        closer = re.compile(r"[)\]\n]").search(answer, last, last + _NAME_REACH)
+        closer = _CLOSER.search(answer, last, last + _NAME_REACH)
         end = closer.end() if closer and closer.group() != "\n" else last
     else:
-        start, end = quote_end, min(len(answer), quote_end + _NAME_REACH)
-        newline = answer.find("\n", quote_end)
-        end = newline if 0 <= newline < end else end
-    written = _written_names(answer[start:end].casefold(), members, offset=start)
+        start, end = quote_end, _citation_end(answer, quote_end)
+    written = _written_names(answer[start:end], members, offset=start)
+    if lead_in and written:
+        first = min(r.span[0] for r in references)
+        before = [w for w in written if w[0] < first]
+        written = [before[-1] if before else written[0]]
     if not written:
         return []
     owned: dict[int, list[Reference]] = {}
     for reference in references:
-        before = [i for i, (at, _, _) in enumerate(written) if at <= reference.span[0]]
-        owned.setdefault(before[-1] if before else 0, []).append(reference)
+        ahead = [i for i, (at, _, _) in enumerate(written) if at <= reference.span[0]]
+        owned.setdefault(ahead[-1] if ahead else 0, []).append(reference)
     places: list[tuple[Member, tuple[Reference, ...]]] = []
     for i, (_, _, member) in enumerate(written):
         refs = tuple(owned.get(i, ()))
@@ -215,17 +219,33 @@ def _named_places(answer: str, mention: QuoteMention, members: Sequence[Member]
     return places
 
 
+_CLOSER = re.compile(r"[)\]\n]")
+_OPENS_CITATION = re.compile(r"[ \t]*[,;:—–-]?[ \t]*[(\[]")
+
+
+def _citation_end(answer: str, quote_end: int) -> int:
+    """Where a citation without references ends: its closing bracket when one opens right
+    after the quote (however many names it lists), else _NAME_REACH on the same line."""
+    opens = _OPENS_CITATION.match(answer, quote_end)
+    if opens:
+        closer = _CLOSER.search(answer, opens.end(), opens.end() + _CITATION_REACH)
+        if closer and closer.group() != "\n":
+            return closer.end()
+    end = min(len(answer), quote_end + _NAME_REACH)
+    newline = answer.find("\n", quote_end)
+    return newline if 0 <= newline < end else end
+
+
 def _written_names(window: str, members: Sequence[Member], *, offset: int
                    ) -> list[tuple[int, int, Member]]:
-    """(start, end, member) of every document name written in `window` (casefolded), in order;
-    a name inside a longer one written there is not a name of its own."""
+    """(start, end, member) of every document name written in `window`, in any case, in order;
+    a name inside a longer one written there is not a name of its own. (Matched on the text
+    as written: case folding may change a text's length, and so every offset after it.)"""
     found: list[tuple[int, int, Member]] = []
     for member in members:
-        name = member.name.casefold()
-        at = window.find(name)
-        while at >= 0 and name:
-            found.append((offset + at, offset + at + len(name), member))
-            at = window.find(name, at + len(name))
+        if member.name:
+            found += [(offset + m.start(), offset + m.end(), member)
+                      for m in re.finditer(re.escape(member.name), window, re.IGNORECASE)]
     found.sort(key=lambda f: (f[0], -f[1]))
     kept: list[tuple[int, int, Member]] = []
     for item in found:
@@ -234,4 +254,5 @@ def _written_names(window: str, members: Sequence[Member], *, offset: int
     return kept
 
 
+_CITATION_REACH = 2000  # characters of a bracketed citation that lists many documents
 _NAME_REACH = 120  # characters around a reference where the document's name may be written

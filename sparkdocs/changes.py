@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -146,6 +147,7 @@ class Clause:
     text: str  # whitespace collapsed, otherwise as written
     key: str  # what is compared
     place: Place
+    end: Place | None = None  # where it ends, when that is elsewhere (a line or page further)
 
 
 # -- cutting a document into clauses ---------------------------------------------------------
@@ -227,12 +229,14 @@ def _place(section: Section, text: str, offset: int) -> Place:
     return Place(section.kind.value, section.title)
 
 
-def _clause(text: str, place: Place, *, prose: bool = True) -> Clause | None:
+def _clause(text: str, place: Place, *, prose: bool = True, end: Place | None = None
+            ) -> Clause | None:
     """A clause of prose, or a line of a file (compared as written but for whitespace)."""
     collapsed = " ".join(text.split())
     if not collapsed:
         return None
-    return Clause(collapsed, _key(collapsed) if prose else " ".join(_TOKEN.findall(collapsed)), place)
+    return Clause(collapsed, _key(collapsed) if prose else " ".join(_TOKEN.findall(collapsed)),
+                  place, end if end != place else None)
 
 
 def _stream_clauses(run: list[Section]) -> Iterator[Clause]:
@@ -249,12 +253,15 @@ def _stream_clauses(run: list[Section]) -> Iterator[Clause]:
         starts.append(offset)
         offset += len(section.text) + 1
     text = "\n".join(section.text for section in run)
-    index = 0
+
+    def place_at(offset: int) -> Place:
+        index = bisect_right(starts, offset) - 1
+        return _place(run[index], run[index].text, offset - starts[index])
+
     for a, b in _spans(text):
         a += len(text[a:b]) - len(text[a:b].lstrip())
-        while index + 1 < len(starts) and starts[index + 1] <= a:
-            index += 1
-        clause = _clause(text[a:b], _place(run[index], run[index].text, a - starts[index]))
+        last = a + max(0, len(text[a:b].rstrip()) - 1)
+        clause = _clause(text[a:b], place_at(a), end=place_at(last))
         if clause:
             yield clause
 
@@ -421,7 +428,11 @@ def _change(group: list[_Entry], old: Sequence[Clause], new: Sequence[Clause]) -
 
 
 def _end(group: Sequence[Clause]) -> Place | None:
-    return group[-1].place if group and group[-1].place != group[0].place else None
+    """Where a change's last clause ends, when that is not where its first one starts."""
+    if not group:
+        return None
+    last = group[-1].end or group[-1].place
+    return last if last != group[0].place else None
 
 
 def compare(old: Document, new: Document) -> Comparison:

@@ -23,25 +23,31 @@ log = logging.getLogger(__name__)
 
 
 WHOLE = (-1,)  # the selection key of "every part" (no real selection is negative)
-_Key = tuple[str, tuple[int, ...] | None, str | None]
+WarmKey = tuple[str, tuple[int, ...] | None, str | None]  # (document, selection, owner)
+_Key = WarmKey
 
 
-def warms_every_part(*, whole_chosen: bool | None, fits: bool, kept: Sequence[int] | None,
-                     fitted: Sequence[int] | None, whole_possible: bool = True) -> bool:
+def warms_every_part(*, whole_chosen: bool | None, fits: bool, pages_chosen: bool,
+                     whole_possible: bool = True) -> bool:
     """Whether a question is answered from every page, and so whether the warm-up fills the
     document's parts (as many as the KV cache holds) rather than the session's selection: one
     decision, so that what is warmed is what the next question sends. `whole_chosen` is the
     user's "Answer from every page" for this selection (None: not set). Unset, a document over
-    the context whose pages the user did not choose is read whole, so that no answer silently
-    depends on the pages the app kept: the session then keeps what the app chose on opening
-    (auto-fit, `fitted`) or every page (which no single prompt holds). Pages the user chose are
-    what is asked. A document whose parts cannot be planned (`whole_possible` False: too many
-    of them) is asked as the session keeps it, and says why there."""
+    the context is read whole unless the user chose its pages (`pages_chosen`: typed, ticked or
+    "Fit automatically", short of every page), so that no answer silently depends on pages the
+    app kept. It is a fact the page records, not read from the pages: pages the user typed are
+    theirs even when they equal the app's auto-fit. A document whose parts cannot be planned
+    (`whole_possible` False: too many of them) is asked as the session keeps it, and says why."""
     if whole_chosen is not None:
         return whole_chosen
-    if fits or not whole_possible:
-        return False
-    return kept is None or (fitted is not None and tuple(kept) == tuple(fitted))
+    return not fits and whole_possible and not pages_chosen
+
+
+def chosen_elsewhere(*, kept: Sequence[int] | None, fitted: Sequence[int] | None) -> bool:
+    """Whether a session whose choice this page did not see (made by the command line, or
+    opened by another tab or a reload) keeps pages the user chose: any selection short of
+    every page other than the one the app makes on opening (auto-fit, `fitted`)."""
+    return kept is not None and (fitted is None or tuple(kept) != tuple(fitted))
 
 
 class WarmStatus(StrEnum):
@@ -92,16 +98,18 @@ class WarmUps:
         return state
 
     def warms_parts(self, document: Document, keep: Sequence[int] | None, *,
-                    whole_chosen: bool | None) -> bool:
+                    whole_chosen: bool | None, pages_chosen: bool | None) -> bool:
         """`warms_every_part` for this document against the served context: whether the next
-        question is answered from every page (and its parts are warmed)."""
+        question is answered from every page (and its parts are warmed). `pages_chosen` None:
+        the page did not see how the session's pages were chosen (`chosen_elsewhere`)."""
         if whole_chosen is not None:
             return whole_chosen
         fits = self._qa.budget(document).fits
         if fits:
             return False
-        return warms_every_part(whole_chosen=None, fits=fits, kept=keep,
-                                fitted=self._fitted(document),
+        if pages_chosen is None:
+            pages_chosen = chosen_elsewhere(kept=keep, fitted=self._fitted(document))
+        return warms_every_part(whole_chosen=None, fits=fits, pages_chosen=pages_chosen,
                                 whole_possible=self._whole_possible(document))
 
     def _whole_possible(self, document: Document) -> bool:
@@ -129,10 +137,28 @@ class WarmUps:
             self._fits[key] = fitted
         return fitted
 
+    def serve(self, document: Document, keep: Sequence[int] | None = None, *,
+              owner: str | None = None, whole: bool = False,
+              replacing: WarmKey | None = None) -> tuple[WarmKey, WarmState]:
+        """The warm-up of the next question (`start`, unless it runs or ended), and its key.
+        `replacing` is the one this caller served before: when its decision has flipped (every
+        part or the selection) or its pages changed, that warm-up no longer serves the next
+        question and is cancelled, its request closed, so it does not compete with this one for
+        the engine and a worker; this one starts again even if it had been cancelled."""
+        key = self._key(document, WHOLE if whole else keep, owner)
+        if replacing is not None and replacing != key:
+            self._cancel(replacing)
+            return key, self.start(document, keep, owner=owner, whole=whole)
+        with self._lock:
+            state = self._states.get(key)
+        return key, state or self.start(document, keep, owner=owner, whole=whole)
+
     def cancel(self, document: Document, keep: Sequence[int] | None = None, *,
                owner: str | None = None, whole: bool = False) -> bool:
         """Cancel a running warm-up: its request is closed now. False when none runs."""
-        key = self._key(document, WHOLE if whole else keep, owner)
+        return self._cancel(self._key(document, WHOLE if whole else keep, owner))
+
+    def _cancel(self, key: WarmKey) -> bool:
         with self._lock:
             streams = self._streams.get(key)
             state = self._states.get(key)
@@ -152,6 +178,8 @@ class WarmUps:
     def _run(self, key: _Key, document: Document, keep: Sequence[int] | None,
              owner: str | None, whole: bool, streams: StreamGroup) -> None:
         def progress(done: int, total: int) -> None:
+            if streams.cancelled:  # called before each part: no part is sent after a cancel
+                raise WarmUpCancelled("The warm-up was cancelled.")
             self._progress(key, streams, done, total)
 
         try:

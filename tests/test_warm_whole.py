@@ -6,6 +6,7 @@ carried."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
@@ -16,30 +17,95 @@ from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 from test_app import APP, app_env, upload  # noqa: F401  # app_env: the fixture
 
-from sparkdocs.warmup import warms_every_part
+from sparkdocs.client import WarmUpResult
+from sparkdocs.documents import Document, DocumentKind
+from sparkdocs.warmup import WarmStatus, WarmUps, chosen_elsewhere, warms_every_part
 
 PAGES = 40
 selections = st.none() | st.lists(st.integers(0, PAGES - 1), min_size=1, unique=True).map(
     lambda xs: tuple(sorted(xs)))
 
 
-@given(whole=st.none() | st.booleans(), fits=st.booleans(), kept=selections, fitted=selections,
+@given(whole=st.none() | st.booleans(), fits=st.booleans(), chosen=st.booleans(),
        possible=st.booleans())
-def test_parts_are_warmed_unless_a_choice_of_pages_is_what_is_asked(whole, fits, kept, fitted,
+def test_parts_are_warmed_unless_a_choice_of_pages_is_what_is_asked(whole, fits, chosen,
                                                                     possible):
-    chosen_pages = kept is not None and kept != fitted  # the user's own choice, not auto-fit's
-    expected = whole if whole is not None else (not fits and not chosen_pages and possible)
-    assert warms_every_part(whole_chosen=whole, fits=fits, kept=kept, fitted=fitted,
+    expected = whole if whole is not None else (not fits and not chosen and possible)
+    assert warms_every_part(whole_chosen=whole, fits=fits, pages_chosen=chosen,
                             whole_possible=possible) is expected
 
 
 def test_the_cases_by_name():
-    assert warms_every_part(whole_chosen=None, fits=False, kept=(0, 1), fitted=(0, 1))
-    assert warms_every_part(whole_chosen=None, fits=False, kept=None, fitted=(0, 1))
-    assert not warms_every_part(whole_chosen=None, fits=False, kept=(1, 2), fitted=(0, 1))
-    assert not warms_every_part(whole_chosen=None, fits=True, kept=None, fitted=None)
-    assert warms_every_part(whole_chosen=True, fits=False, kept=(1, 2), fitted=(0, 1))
-    assert not warms_every_part(whole_chosen=False, fits=False, kept=(0, 1), fitted=(0, 1))
+    assert warms_every_part(whole_chosen=None, fits=False, pages_chosen=False)
+    assert not warms_every_part(whole_chosen=None, fits=False, pages_chosen=True)
+    assert not warms_every_part(whole_chosen=None, fits=True, pages_chosen=False)
+    assert warms_every_part(whole_chosen=True, fits=False, pages_chosen=True)
+    assert not warms_every_part(whole_chosen=False, fits=False, pages_chosen=False)
+    assert not warms_every_part(whole_chosen=None, fits=False, pages_chosen=False,
+                                whole_possible=False)
+
+
+@given(kept=selections, fitted=selections)
+def test_a_session_not_seen_choosing_keeps_the_users_pages_unless_they_are_the_apps(kept, fitted):
+    """Made by the command line or opened by a reload: every page and the auto-fit are the
+    app's; any other selection was chosen by someone."""
+    mine = kept is None or kept == fitted
+    assert chosen_elsewhere(kept=kept, fitted=fitted) is not mine
+
+
+class _Parts:
+    """A stand-in for QuestionAnswering.warm_parts / warm_up: sends parts one after another
+    as the real loop does (`on_part` before each), each held until the test releases it."""
+
+    def __init__(self, parts: int) -> None:
+        self.parts, self.sent = parts, []
+        self.release = threading.Event()
+        self.groups: list = []
+
+    def warm_parts(self, document, *, owner=None, streams=None, on_part=None):
+        self.groups.append(streams)
+        for number in range(1, self.parts + 1):
+            on_part(number - 1, self.parts)
+            self.sent.append(("part", number))
+            assert self.release.wait(10)
+        on_part(self.parts, self.parts)
+        return WarmUpResult(0.0, None, None)
+
+    def warm_up(self, document, keep, *, owner=None, streams=None, on_part=None):
+        self.groups.append(streams)
+        on_part(0, 1)
+        self.sent.append(("selection", keep))
+        on_part(1, 1)
+        return WarmUpResult(0.0, None, None)
+
+
+def _until(condition) -> None:
+    deadline = time.monotonic() + 10
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_a_flipped_decision_cancels_the_parts_and_no_part_is_sent_after():
+    doc = Document("c.pdf", DocumentKind.PDF, "hash-c", ())
+    qa = _Parts(parts=5)
+    warmups = WarmUps(qa)  # type: ignore[arg-type]
+    key, state = warmups.serve(doc, (0, 1), whole=True)
+    assert state.status is WarmStatus.WARMING
+    _until(lambda: qa.sent == [("part", 1)])
+    again, _ = warmups.serve(doc, (0, 1), whole=True, replacing=key)
+    assert again == key and len(qa.groups) == 1  # the same decision: the same warm-up
+    selection, _ = warmups.serve(doc, (0, 1), whole=False, replacing=key)  # switched off
+    assert qa.groups[0].cancelled  # the parts' requests closed
+    assert warmups.state(doc, (0, 1), whole=True).status is WarmStatus.CANCELLED
+    _until(lambda: ("selection", (0, 1)) in qa.sent)
+    qa.release.set()  # the part in flight ends: the loop must not send the next one
+    _until(lambda: not warmups._streams.get(key))
+    assert [s for s in qa.sent if s[0] == "part"] == [("part", 1)]
+    _until(lambda: warmups.state(doc, (0, 1)).status is WarmStatus.WARM)
+    _, back = warmups.serve(doc, (0, 1), whole=True, replacing=selection)  # switched on again
+    assert back.status is WarmStatus.WARMING  # started afresh though it had been cancelled
+    _until(lambda: ("part", 2) in qa.sent)
 
 
 def _warm_ups(server: FakeServer) -> list[str]:

@@ -117,6 +117,7 @@ def _load(svc: Services, files, *, password: str | None, include: list[str],
     bar.empty()
     session = svc.workspace.open_session(document, keep=svc.qa.fit(document),
                                          owner=team.current_user())
+    st.session_state[_chosen_key(session)] = False  # the app's auto-fit, not the user's pages
     open_session_in_tab(session)
     return document
 
@@ -137,7 +138,9 @@ def reopen_panel(svc: Services) -> None:
     choice = st.selectbox("…or reopen a stored document", ["—"] + list(labels))
     if choice != "—" and st.button("Open", key="reopen"):
         with friendly_errors():
-            open_session_in_tab(team.start_session(svc, labels[choice]))
+            session = team.start_session(svc, labels[choice])
+            st.session_state[_chosen_key(session)] = False  # fitted by the app
+            open_session_in_tab(session)
             st.rerun()
 
 
@@ -158,37 +161,9 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     with st.expander(f"Breakdown by part ({n_parts} part{'' if n_parts == 1 else 's'})",
                      expanded=not full.fits):
         # The keys follow the saved choice, so the widgets restart from it after each change.
-        version = _version(session)
-        unit = "Pages" if select_by(document) is SelectBy.PAGES else "Parts"
-        typed = st.text_input(
-            f"{unit} to keep (e.g. 1-40,90-120)", selection_text(document, session.kept_sections),
-            key=f"typed-{session.id}-{version}",
-            help="Page numbers as printed on the pages; parts numbered as in the # column.")
-        keep = tuple(range(len(document.sections))) if session.kept_sections is None else session.kept_sections
-        if typed.strip() and typed.strip() != selection_text(document, session.kept_sections):
-            try:
-                keep = select_typed(document, typed)
-            except SparkdocsError as exc:
-                st.error(safe_markdown(str(exc)))
-        rows = section_rows(document, session.kept_sections)
-        edited = st.data_editor(rows, disabled=["#", "document", "part", "tokens"], hide_index=True,
-                                key=f"keep-{session.id}-{version}", width="stretch")
-        ticked = tuple(sorted(r["#"] - 1 for r in edited if r["keep"]))
-        if ticked != tuple(sorted(r["#"] - 1 for r in rows if r["keep"])):
-            keep = ticked
-        directories = directory_tokens(document.sections)
-        if len(directories) > 1:
-            st.caption("Tokens per directory (use Include/Exclude in the sidebar to choose):")
-            st.dataframe([{"directory": d, "tokens": t} for d, t in directories.items()],
-                         hide_index=True, width="stretch", height=min(400, 36 + 35 * len(directories)))
-        if st.button(fit_button_label(document)):
-            with friendly_errors():
-                keep = svc.qa.fit(document) or tuple(range(len(document.sections)))
-        new_keep = None if len(keep) == len(document.sections) else keep
-        if new_keep != session.kept_sections:
-            session = svc.workspace.store.set_kept_sections(session.id, new_keep,
-                                                            owner=session.owner)
-            st.rerun()
+        keep = _pages_chosen_now(svc, document, session)
+        if keep is not None:
+            session = _keep_chosen(svc, document, session, keep)
     if whole:
         st.info(safe_markdown(whole_summary(document, session.kept_sections)))
     elif session.kept_sections is not None:
@@ -196,13 +171,69 @@ def budget_view(svc: Services, document: Document, session: Session) -> Session:
     return session
 
 
+def _pages_chosen_now(svc: Services, document: Document,
+                      session: Session) -> tuple[int, ...] | None:
+    """The pages the user typed, ticked or had fitted on this run (None: no choice made)."""
+    version = _version(session)
+    unit = "Pages" if select_by(document) is SelectBy.PAGES else "Parts"
+    shown = selection_text(document, session.kept_sections)
+    typed = st.text_input(
+        f"{unit} to keep (e.g. 1-40,90-120)", shown, key=f"typed-{session.id}-{version}",
+        help="Page numbers as printed on the pages; parts numbered as in the # column.").strip()
+    keep: tuple[int, ...] | None = None
+    if typed and typed != shown:
+        try:
+            keep = select_typed(document, typed)
+        except SparkdocsError as exc:
+            st.error(safe_markdown(str(exc)))
+    rows = section_rows(document, session.kept_sections)
+    edited = st.data_editor(rows, disabled=["#", "document", "part", "tokens"], hide_index=True,
+                            key=f"keep-{session.id}-{version}", width="stretch")
+    ticked = tuple(sorted(r["#"] - 1 for r in edited if r["keep"]))
+    if ticked != tuple(sorted(r["#"] - 1 for r in rows if r["keep"])):
+        keep = ticked
+    directories = directory_tokens(document.sections)
+    if len(directories) > 1:
+        st.caption("Tokens per directory (use Include/Exclude in the sidebar to choose):")
+        st.dataframe([{"directory": d, "tokens": t} for d, t in directories.items()],
+                     hide_index=True, width="stretch", height=min(400, 36 + 35 * len(directories)))
+    if st.button(fit_button_label(document)):
+        with friendly_errors():
+            keep = svc.qa.fit(document) or tuple(range(len(document.sections)))
+    return keep
+
+
+def _keep_chosen(svc: Services, document: Document, session: Session,
+                 keep: tuple[int, ...]) -> Session:
+    """Save the user's pages, and that the user chose them (every page is no choice of pages):
+    the decision to answer from every page reads that fact, not the pages. Either change
+    reruns the page, so the toggle above restarts from the new decision."""
+    new_keep = None if len(keep) == len(document.sections) else keep
+    key, chosen = _chosen_key(session), new_keep is not None
+    recorded = st.session_state.get(key) is chosen
+    st.session_state[key] = chosen
+    if new_keep != session.kept_sections:
+        session = svc.workspace.store.set_kept_sections(session.id, new_keep, owner=session.owner)
+        st.rerun()
+    if not recorded:
+        st.rerun()
+    return session
+
+
+def _chosen_key(session: Session) -> str:
+    """This tab's record of whether the user chose the session's pages (absent: not seen)."""
+    return f"pages-chosen-{session.id}"
+
+
 def _version(session: Session) -> str:
     return hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
 
 
 def _whole_key(session: Session) -> str:
-    """Per selection: the toggle starts from the app's decision again when the pages change."""
-    return f"whole-{session.id}-{_version(session)}"
+    """Per selection and who chose it: the toggle starts from the app's decision again when the
+    pages change, or when the user chooses the pages the app had kept."""
+    chosen = st.session_state.get(_chosen_key(session))
+    return f"whole-{session.id}-{_version(session)}-{'user' if chosen else 'app'}"
 
 
 _SEGMENT_COLOURS = {"document": "#1f77b4", "prompt overhead": "#9467bd",
@@ -237,8 +268,9 @@ def warm_status(svc: Services, document: Document, session: Session) -> None:
     owner = team.current_user()  # each user warms their own prefix (cache isolation)
     whole = answers_whole(svc, document, session)
     keep = session.kept_sections
-    state = (svc.warmups.state(document, keep, owner=owner, whole=whole)
-             or svc.warmups.start(document, keep, owner=owner, whole=whole))
+    served = f"warm-up-{session.id}"  # the warm-up this tab's last decision asked for
+    st.session_state[served], state = svc.warmups.serve(
+        document, keep, owner=owner, whole=whole, replacing=st.session_state.get(served))
     if state.status is WarmStatus.WARMING:
         _warming(svc, document, keep, owner, whole)
     else:
@@ -247,9 +279,11 @@ def warm_status(svc: Services, document: Document, session: Session) -> None:
 
 def answers_whole(svc: Services, document: Document, session: Session) -> bool:
     """Whether the next question is answered from every page (and so its parts are warmed):
-    the library decides, from the user's toggle for this selection if they set it."""
+    the library decides, from the user's toggle for this selection if they set it, and from
+    whether the user chose the session's pages (recorded when they did)."""
     return svc.warmups.warms_parts(document, session.kept_sections,
-                                   whole_chosen=st.session_state.get(_whole_key(session)))
+                                   whole_chosen=st.session_state.get(_whole_key(session)),
+                                   pages_chosen=st.session_state.get(_chosen_key(session)))
 
 
 @st.fragment(run_every=2.0)

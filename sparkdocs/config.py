@@ -24,7 +24,11 @@ from .errors import ConfigError
 from .literal import redact_url
 
 DEFAULT_MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"
-LOCAL_USER = "local"  # the one user of single-user mode, and the CLI's default
+LOCAL_USER = "local"
+# Upper bounds: far past any real use, below what the code's integers and timers can take.
+MAX_TOKENS = 100_000_000
+A_WEEK_S = 7 * 24 * 3600.0
+A_PETABYTE_MB = 2**30  # the one user of single-user mode, and the CLI's default
 
 
 class AuthMode(StrEnum):
@@ -63,7 +67,9 @@ ENV_PREFIX = "SPARKDOCS_"
 class Settings(BaseModel):
     """Every knob, from keyword arguments or else `SPARKDOCS_*` variables."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # inf, nan and numbers past the upper bounds would pass and then overflow where they are
+    # used (a timeout, a memory limit for the PDF child): one ConfigError names them instead
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**{**settings_environment(os.environ), **values})
@@ -71,36 +77,36 @@ class Settings(BaseModel):
     base_url: str = "http://localhost:8000/v1"
     model: str = DEFAULT_MODEL
     api_key: str = "EMPTY"
-    context_length: int = Field(65_536, ge=512, description="Used when the server does not say.")
-    answer_tokens: int = Field(1024, ge=1, description="Answer reserve: max_tokens per answer.")
+    context_length: int = Field(65_536, ge=512, le=MAX_TOKENS, description="Used when the server does not say.")
+    answer_tokens: int = Field(1024, ge=1, le=MAX_TOKENS, description="Answer reserve: max_tokens per answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0)
-    request_timeout_s: float = Field(600.0, gt=0, description="Longest wait for any byte of an answer.")
+    request_timeout_s: float = Field(600.0, gt=0, le=A_WEEK_S, description="Longest wait for any byte of an answer.")
     answer_deadline_s: float = Field(
-        1800.0, gt=0, description="Longest a whole answer may take, prefill included (a server "
+        1800.0, gt=0, le=A_WEEK_S, description="Longest a whole answer may take, prefill included (a server "
         "that streams forever is stopped here).")
-    connect_timeout_s: float = Field(5.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    capability_ttl_s: float = Field(30.0, ge=0)
+    connect_timeout_s: float = Field(5.0, gt=0, le=A_WEEK_S)
+    max_retries: int = Field(3, ge=0, le=100)
+    capability_ttl_s: float = Field(30.0, ge=0, le=A_WEEK_S)
     warm_up: bool = Field(True, description="Prefill the document into the prefix cache on open.")
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)
-    cache_size_limit_mb: int = Field(2048, ge=16)
-    store_busy_timeout_s: float = Field(30.0, gt=0, description="Longest wait for another "
+    cache_size_limit_mb: int = Field(2048, ge=16, le=A_PETABYTE_MB)
+    store_busy_timeout_s: float = Field(30.0, gt=0, le=A_WEEK_S, description="Longest wait for another "
                                         "process's write lock on the store, per attempt.")
-    store_retry_s: float = Field(120.0, ge=0, description="How long an answer is retried, with "
+    store_retry_s: float = Field(120.0, ge=0, le=A_WEEK_S, description="How long an answer is retried, with "
                                  "back-off, while the store stays locked; then it is kept in "
                                  "a recovery file (CLI) or the browser tab (app).")
 
-    max_upload_mb: int = Field(200, ge=1, description="Largest single file or archive accepted.")
-    max_source_file_kb: int = Field(1024, ge=1, description="Larger files in a codebase are skipped.")
-    max_unpacked_mb: int = Field(512, ge=1, description="Archive expansion limit (zip bombs).")
-    max_compression_ratio: float = Field(200.0, ge=1.0)
+    max_upload_mb: int = Field(200, ge=1, le=A_PETABYTE_MB, description="Largest single file or archive accepted.")
+    max_source_file_kb: int = Field(1024, ge=1, le=A_PETABYTE_MB, description="Larger files in a codebase are skipped.")
+    max_unpacked_mb: int = Field(512, ge=1, le=A_PETABYTE_MB, description="Archive expansion limit (zip bombs).")
+    max_compression_ratio: float = Field(200.0, ge=1.0, le=1e9)
     include_lock_files: bool = False
-    max_match_seconds: float = Field(30.0, gt=0, description="Time for all ignore-rule matching of one codebase.")
-    max_pdf_memory_mb: int = Field(1024, ge=128, description="Address space of the PDF-reading child.")
-    max_concurrent_ingests: int = Field(2, ge=1, description="Uploads read at once in one "
+    max_match_seconds: float = Field(30.0, gt=0, le=A_WEEK_S, description="Time for all ignore-rule matching of one codebase.")
+    max_pdf_memory_mb: int = Field(1024, ge=128, le=A_PETABYTE_MB, description="Address space of the PDF-reading child.")
+    max_concurrent_ingests: int = Field(2, ge=1, le=1024, description="Uploads read at once in one "
                                         "process (the app); the others wait their turn.")
-    max_pdf_cpu_seconds: float = Field(300.0, gt=0, description="CPU time of the PDF-reading child.")
+    max_pdf_cpu_seconds: float = Field(300.0, gt=0, le=A_WEEK_S, description="CPU time of the PDF-reading child.")
     local_model_log: Path | None = Field(None, description="Log of the demo model that "
                                          "`sparkdocs app --local-model` started (Server page).")
 
@@ -108,7 +114,7 @@ class Settings(BaseModel):
     auth: AuthMode = AuthMode.NONE
     open_app: bool = Field(False, description="Serve an app without logins beyond loopback.")
     user: str = Field(LOCAL_USER, description="The user the CLI acts as (`--user`).")
-    login_ttl_min: float = Field(480.0, gt=0, description="A login expires after this long.")
+    login_ttl_min: float = Field(480.0, gt=0, le=A_WEEK_S / 60, description="A login expires after this long.")
     proxy_user_header: str = "X-Forwarded-User"
     trusted_proxies: str = Field("127.0.0.1,::1", description="Comma-separated IPs or CIDRs.")
     cache_isolation: CacheIsolation = CacheIsolation.AUTO

@@ -68,6 +68,15 @@ class ChildEncoding:
         theirs.close()
         self._socket, self._pid = ours, pid
         atexit.register(self.close)
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """In a process forked from this one: the socket and the child are the parent's (a
+        reply read here would be another process's), so this process builds its own."""
+        if self._socket is not None:
+            self._socket.close()
+        self._socket, self._pid = None, None
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def close(self) -> None:
         """End the child (it exits when its socket closes) and reap it."""

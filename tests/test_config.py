@@ -20,8 +20,8 @@ from sparkdocs.errors import ConfigError
 
 
 class _Judge(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore",
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(**Settings.model_config,  # type: ignore[typeddict-item]
+                                      env_prefix=ENV_PREFIX, env_ignore_empty=True)
 
 
 Judge = create_model(  # type: ignore[call-overload]
@@ -31,7 +31,7 @@ Judge = create_model(  # type: ignore[call-overload]
 FIELDS = sorted(Settings.model_fields)
 TEXTS = st.one_of(
     st.sampled_from(["", "0", "1", "-3", "512", "65536", "1e3", "2.5", "true", "False", "yes",
-                     "off", "none", "null", "password", "proxy", "user", "shared", "auto", "md",
+                     "off", "none", "null", "inf", "-inf", "99999999999999999999", "1e300", "password", "proxy", "user", "shared", "auto", "md",
                      "jsonl", "/tmp/x", " 7 ", "http://h:1/v1", "1_000", "nan", "inf"]),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
             max_size=12))

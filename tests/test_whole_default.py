@@ -103,3 +103,33 @@ def test_a_document_too_large_to_read_whole_is_asked_as_the_app_kept_it(app_env,
         sent = _ask(at, server, "Who pays?")
     [prompt] = sent
     assert _pages(prompt) == list(range(1, len(_pages(prompt)) + 1)) and _pages(prompt)
+
+
+@pytest.mark.integration
+def test_fit_automatically_pressed_on_the_apps_own_pages_makes_them_the_users(app_env):  # noqa: F811
+    """Pressing "Fit automatically" is a choice of pages, though it keeps the pages the app
+    opened with: the toggle goes off, the parts' warm-up is cancelled (no part is sent after)
+    and the question asks those pages."""
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        server.behaviour.prefill_s = 1.0  # each warm-up's prefill, as the engine would take
+        app_env(base_url=server.base_url, context=2048)
+        at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf",
+                    make_contract_pdf(PAGES))
+        assert not at.exception and _whole_toggle(at).value
+        kept = next(t for t in at.text_input if t.label.startswith("Pages to keep")).value
+        next(b for b in at.button if b.label.startswith("Fit automatically")).click().run()
+        assert not at.exception and not _whole_toggle(at).value
+        parts_then = len(_parts_warmed(server))
+        sent = _ask(at, server, "Who pays?")
+        assert len(_parts_warmed(server)) == parts_then  # none after the press
+        assert next(t for t in at.text_input if t.label.startswith("Pages to keep")).value == kept
+    [prompt] = sent
+    first, last = (int(n) for n in re.fullmatch(r"(\d+)-(\d+)", kept).groups())
+    assert _pages(prompt) == list(range(first, last + 1))
+
+
+def _parts_warmed(server: FakeServer) -> list[str]:
+    return [r["messages"][-1]["content"] for r in list(server.behaviour.requests)
+            if r.get("max_tokens") == 1
+            and re.search(r"Part \d+ of \d+ of the document", r["messages"][-1]["content"])]

@@ -141,14 +141,22 @@ def settings_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 def settings_variables(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """Field name -> (the variable's name as written, its text), for the variables that set one."""
-    fields = Settings.model_fields
     found: dict[str, tuple[str, str]] = {}
     for key, value in environ.items():
-        if key[:len(ENV_PREFIX)].upper() == ENV_PREFIX and value != "":
-            name = key[len(ENV_PREFIX):].lower()
-            if name in fields:
-                found[name] = (key, value)
+        name = _setting_named(key)
+        if name is not None and value != "":
+            found[name] = (key, value)
     return found
+
+
+def _setting_named(key: str) -> str | None:
+    """The field a variable sets, matched as pydantic-settings matches it: the whole name
+    lower-cased, then the lower-cased prefix (so 'ſparkdocs_…' with a long s is no setting)."""
+    lowered = key.lower()
+    prefix = ENV_PREFIX.lower()
+    if lowered.startswith(prefix) and lowered[len(prefix):] in Settings.model_fields:
+        return lowered[len(prefix):]
+    return None
 
 
 def build_settings(*, overrides: Mapping[str, Any] | None = None,
@@ -233,9 +241,11 @@ NO_FORWARDED_PEERS = ""  # uvicorn's FORWARDED_ALLOW_IPS that matches no peer
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     """The environment for a child process (the Streamlit server) that rebuilds these same
     settings: the current environment plus every setting as a SPARKDOCS_* variable."""
-    env = dict(os.environ)
+    env = {key: value for key, value in os.environ.items()
+           if _setting_named(key) is None}  # the user's spelling of a setting would compete
     for name, value in settings.model_dump().items():
-        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        if value is not None:  # unset stays unset: str(None) would be the path "None"
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     # Streamlit's server (uvicorn) would otherwise take X-Forwarded-For from any loopback peer
     # as the client's address: behind a proxy on 127.0.0.1 (Caddy adds the header) the app would
     # see the browser's address, not the proxy's, and proxy mode would refuse every request.

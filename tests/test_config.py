@@ -39,12 +39,15 @@ TEXTS = st.one_of(
 
 def _name(field: str, case: str) -> str:
     name = ENV_PREFIX + field.upper()
-    return {"upper": name, "lower": name.lower(), "mixed": name[:1].lower() + name[1:]}[case]
+    return {"upper": name, "lower": name.lower(), "mixed": name[:1].lower() + name[1:],
+            # letters whose case maps outside ASCII: a long s, a Kelvin sign, a dotted I
+            "long s": "\u017f" + name[1:].lower(), "kelvin": name.replace("K", "\u212a"),
+            "dotted": name.replace("I", "\u0130")}[case]
 
 
 ENVIRONMENTS = st.lists(
     st.tuples(st.sampled_from([*FIELDS, "not_a_setting", "BASE"]),
-              st.sampled_from(["upper", "lower", "mixed"]), TEXTS),
+              st.sampled_from(["upper", "lower", "mixed", "long s", "kelvin", "dotted"]), TEXTS),
     max_size=6)
 
 

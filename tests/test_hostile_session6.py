@@ -311,3 +311,33 @@ def test_the_app_child_rebuilds_the_same_settings(monkeypatch):
         if key.startswith("SPARKDOCS_"):
             monkeypatch.setenv(key, value)
     assert Settings() == settings
+
+
+# F12: a lead-in that gives each of two documents its own page ------------------------------------
+def _two_pdfs():
+    filler = "filler sentence about nothing in particular"
+    return prepare_document(combine_documents(
+        [_pdf("a.pdf", [filler, filler, f"Clause: {DEPOSIT}."]),
+         _pdf("b.pdf", [filler] * 6 + [f"Clause: {PETS}."])], names=["a.pdf", "b.pdf"]))
+
+
+@pytest.mark.xfail(strict=True, reason="F12a: since the F1 fix (472985f) a lead-in keeps only the "
+                   "name nearest its first reference, so 'In a.pdf, p. 3 and b.pdf, p. 7: \"…\"' "
+                   "checks a.pdf alone and a quote on b.pdf, p. 7 is MOVED (it was VERIFIED): a "
+                   "name that owns a reference of its own is a citation, not prose")
+def test_a_lead_in_naming_two_documents_with_their_pages_is_checked_in_each():
+    """The generator put the quote on b.pdf's page 7, as the lead-in says."""
+    (citation,) = verify_answer(f'In a.pdf, p. 3 and b.pdf, p. 7: "{PETS}"', _two_pdfs())
+    assert citation.status is Status.VERIFIED, citation.note
+    assert citation.cited is not None and citation.cited.label == "b.pdf, p. 7"
+
+
+@pytest.mark.xfail(strict=True, reason="F12b: a reference belongs to the name written before it, "
+                   "so in 'p. 3 of a.pdf and p. 7 of b.pdf' the 'p. 7' goes to a.pdf: the quote on "
+                   "b.pdf, p. 7 is MOVED and cited as 'a.pdf, p. 7', a page a.pdf (3 pages) does "
+                   "not have (before and after this session's fixes)")
+def test_p_n_of_name_gives_each_page_to_the_document_after_it():
+    (citation,) = verify_answer(f'As p. 3 of a.pdf and p. 7 of b.pdf put it: "{PETS}"',
+                                _two_pdfs())
+    assert citation.cited is not None and citation.cited.label != "a.pdf, p. 7"
+    assert citation.status is Status.VERIFIED, citation.note

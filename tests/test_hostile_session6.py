@@ -281,9 +281,6 @@ def test_a_setting_too_large_to_use_is_one_error_naming_it(tmp_path: Path, varia
 
 
 # F11: the hand-written reader differs from pydantic-settings, and the app's child misreads None --
-@pytest.mark.xfail(strict=True, reason="F11a: settings_environment upper-cases the prefix, so "
-                   "'ſparkdocs_…' (long s, upper() is 'S') is read as a setting; pydantic-settings "
-                   "lower-cases and ignores it (test_config's judge generates ASCII names only)")
 def test_a_variable_read_as_pydantic_settings_reads_it_with_non_ascii_case(monkeypatch):
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -297,10 +294,6 @@ def test_a_variable_read_as_pydantic_settings_reads_it_with_non_ascii_case(monke
     assert Settings().context_length == Judge().context_length
 
 
-@pytest.mark.xfail(strict=True, reason="F11b: child_environment writes str(None) for an unset "
-                   "optional setting, so the app's process (`sparkdocs app`) reads "
-                   "SPARKDOCS_LOCAL_MODEL_LOG='None' as the path ./None (the Server page then "
-                   "shows a file of that name, if any, as the demo model's log)")
 def test_the_app_child_rebuilds_the_same_settings(monkeypatch):
     from sparkdocs.config import Settings, child_environment
 

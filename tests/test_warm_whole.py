@@ -5,16 +5,11 @@ carried."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
-import pytest
-from builders import make_contract_pdf
-from fakeserver import FakeServer
 from hypothesis import given
 from hypothesis import strategies as st
-from streamlit.testing.v1 import AppTest
 from test_app import APP, app_env, upload  # noqa: F401  # app_env: the fixture
 
 from sparkdocs.client import WarmUpResult
@@ -106,50 +101,3 @@ def test_a_flipped_decision_cancels_the_parts_and_no_part_is_sent_after():
     _, back = warmups.serve(doc, (0, 1), whole=True, replacing=selection)  # switched on again
     assert back.status is WarmStatus.WARMING  # started afresh though it had been cancelled
     _until(lambda: ("part", 2) in qa.sent)
-
-
-def _warm_ups(server: FakeServer) -> list[str]:
-    return [r["messages"][-1]["content"] for r in list(server.behaviour.requests)
-            if r.get("max_tokens") == 1]
-
-
-def _settled(server: FakeServer, count: int, *, timeout_s: float = 60.0) -> list[str]:
-    """The warm-ups received once more than `count` arrived and no new one came for 2 s."""
-    deadline = time.monotonic() + timeout_s
-    seen, quiet_since = _warm_ups(server), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = _warm_ups(server)
-        if len(now) != len(seen):
-            seen, quiet_since = now, time.monotonic()
-        elif len(seen) > count and time.monotonic() - quiet_since > 2.0:
-            break
-    return seen
-
-
-def _pages(prompt: str) -> list[int]:
-    return [int(n) for n in re.findall(r'<page number="(\d+)"', prompt)]
-
-
-@pytest.mark.integration
-def test_an_over_budget_document_warms_every_part_on_open_then_the_chosen_pages(app_env):  # noqa: F811
-    with FakeServer() as server:
-        server.behaviour.max_model_len = 2048
-        app_env(base_url=server.base_url, context=2048)
-        at = upload(AppTest.from_file(APP, default_timeout=60).run(), "c.pdf",
-                    make_contract_pdf(PAGES))
-        assert not at.exception
-        whole = [t for t in at.toggle if t.label.startswith("Answer from every page")]
-        assert whole and whole[0].value  # no pages chosen: answered from every page
-        opened = _settled(server, 0)
-        parts = [p for p in opened if re.search(r"Part \d+ of \d+ of the document", p)]
-        assert len(parts) >= 2, opened  # the document's parts, not the auto-fit selection
-        assert sorted(n for p in parts for n in _pages(p)) == list(range(1, PAGES + 1))
-        assert len(parts) == len(opened)  # nothing but the parts was warmed
-
-        box = next(t for t in at.text_input if t.label.startswith("Pages to keep"))
-        box.set_value("2-5").run()
-        assert not at.exception
-        chosen = _settled(server, len(opened))[len(opened):]
-    assert [_pages(p) for p in chosen] == [[2, 3, 4, 5]]
-    assert not re.search(r"Part \d+ of", chosen[0])

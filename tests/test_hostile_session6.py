@@ -334,3 +334,43 @@ def test_p_n_of_name_gives_each_page_to_the_document_after_it():
                                 _two_pdfs())
     assert citation.cited is not None and citation.cited.label != "a.pdf, p. 7"
     assert citation.status is Status.VERIFIED, citation.note
+
+
+# F13: one tab's flipped decision cancels the warm-up another tab still needs ----------------------
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason="F13: WarmUps.serve(replacing=…) cancels the warm-up by its "
+                   "key (document, selection or WHOLE, owner), which every tab of that owner "
+                   "shares: switching 'Answer from every page' off in one tab closes the parts' "
+                   "warm-up another tab, still on every page, is waiting for; that tab says "
+                   "'Warm-up cancelled … the server dropped it' and its parts are not warmed")
+def test_one_tab_switching_off_leaves_another_tabs_parts_warming(app_env):  # noqa: F811
+    import re
+    import time
+
+    from builders import make_contract_pdf
+    from fakeserver import FakeServer
+    from streamlit.testing.v1 import AppTest
+    from test_app import APP, upload
+    from test_whole_default import _whole_toggle
+
+    def part_warm_ups(server: FakeServer) -> int:
+        return sum(1 for r in list(server.behaviour.requests) if r.get("max_tokens") == 1
+                   and re.search(r"Part \d+ of \d+ of the document", r["messages"][-1]["content"]))
+
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        server.behaviour.prefill_s = 3.0
+        app_env(base_url=server.base_url, context=2048)
+        pdf = make_contract_pdf(40)
+        one = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf", pdf)
+        two = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf", pdf)
+        assert not one.exception and not two.exception
+        assert _whole_toggle(one).value and _whole_toggle(two).value
+        deadline = time.monotonic() + 30
+        while part_warm_ups(server) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _whole_toggle(one).set_value(False).run()  # tab one asks its auto-fit pages now
+        time.sleep(server.behaviour.prefill_s + 1)
+        assert server.behaviour.left_early == 0  # no part warm-up was dropped mid-prefill
+        two.run()
+        assert not [c.value for c in two.caption if "cancelled" in c.value.lower()]

@@ -55,6 +55,14 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
+def _machine_busy() -> float:
+    """CPU seconds every core spent on any work (user, nice, system, irq, softirq), from
+    /proc/stat: what the benchmark's own processes did not use of it, others did."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / TICKS
+
+
 def _engine_sums(engine: VllmServer) -> dict[str, float]:
     """The engine's own counters: requests finished and its per-request time sums."""
     text = httpx.get(f"{engine.root_url}/metrics", timeout=10).text
@@ -77,13 +85,14 @@ class Snapshot:
     router_cpu: float
     engine_cpu: tuple[float, ...]
     engines: tuple[dict[str, float], ...]
+    machine_busy: float
 
 
 def _snapshot(engines: list[VllmServer], router_pid: int) -> Snapshot:
     times = os.times()
     return Snapshot(time.monotonic(), times.user + times.system, _cpu_seconds([router_pid]),
                     tuple(_cpu_seconds(session_pids(e.process.pid)) for e in engines),
-                    tuple(_engine_sums(e) for e in engines))
+                    tuple(_engine_sums(e) for e in engines), _machine_busy())
 
 
 def _report(name: str, before: Snapshot, after: Snapshot) -> list[float]:
@@ -91,9 +100,11 @@ def _report(name: str, before: Snapshot, after: Snapshot) -> list[float]:
     Returns the requests each engine finished."""
     served = [a["requests"] - b["requests"] for a, b in zip(after.engines, before.engines, strict=True)]
     cpu = [a - b for a, b in zip(after.engine_cpu, before.engine_cpu, strict=True)]
-    print(f"  {name}: wall {after.at - before.at:.1f} s; CPU s: client "
-          f"{after.client_cpu - before.client_cpu:.1f}, router {after.router_cpu - before.router_cpu:.1f}, "
-          + ", ".join(f"engine {i + 1} {c:.1f}" for i, c in enumerate(cpu)))
+    client, router = after.client_cpu - before.client_cpu, after.router_cpu - before.router_cpu
+    others = after.machine_busy - before.machine_busy - client - router - sum(cpu)
+    print(f"  {name}: wall {after.at - before.at:.1f} s; CPU s: client {client:.1f}, router "
+          f"{router:.1f}, " + ", ".join(f"engine {i + 1} {c:.1f}" for i, c in enumerate(cpu))
+          + f", other processes on the machine {others:.1f}")
     for i, (a, b) in enumerate(zip(after.engines, before.engines, strict=True)):
         n = served[i]
         if n:

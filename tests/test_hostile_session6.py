@@ -389,3 +389,42 @@ def test_a_name_written_with_ss_for_sharp_s_still_names_its_document():
     (citation,) = verify_answer(f'Found: "{PETS}" (STRASSE.PDF, p. 2).', prepared)
     assert citation.found is not None and citation.found.document == "b.pdf"
     assert citation.status is not Status.VERIFIED, (citation.cited, citation.note)
+
+
+# F15: pages the user chose, equal to the auto-fit, are read whole again after a reload ----------
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, reason="F15: that the user chose the session's pages is kept in the "
+                   "tab's st.session_state only (pages-chosen-<id>); after a reload (or reopening "
+                   "the session) chosen_elsewhere infers it from kept == auto-fit, so the pages "
+                   "the user typed are read whole again, in parts over every page (F7 across a "
+                   "reload)")
+def test_pages_typed_equal_to_the_auto_fit_are_still_the_users_after_a_reload(app_env):  # noqa: F811
+    import re
+
+    from builders import make_contract_pdf
+    from fakeserver import FakeServer
+    from streamlit.testing.v1 import AppTest
+    from test_app import APP, upload
+    from test_whole_default import _ask, _pages, _whole_toggle
+
+    def box(at: AppTest):
+        return next(t for t in at.text_input if t.label.startswith("Pages to keep"))
+
+    with FakeServer() as server:
+        server.behaviour.max_model_len = 2048
+        app_env(base_url=server.base_url, context=2048)
+        at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf",
+                    make_contract_pdf(40))
+        assert not at.exception and _whole_toggle(at).value
+        fitted_text = box(at).value
+        first, last = (int(n) for n in re.fullmatch(r"(\d+)-(\d+)", fitted_text).groups())
+        box(at).set_value("2-5").run()
+        box(at).set_value(fitted_text).run()  # the user's own pages
+        assert not at.exception and not _whole_toggle(at).value
+        session_id = at.query_params["session"]
+        reloaded = AppTest.from_file(APP, default_timeout=120)
+        reloaded.query_params["session"] = session_id
+        reloaded.run()
+        assert not reloaded.exception
+        sent = _ask(reloaded, server, "Who pays?")
+    assert [_pages(p) for p in sent] == [list(range(first, last + 1))], [_pages(p) for p in sent]

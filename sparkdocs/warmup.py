@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 WHOLE = (-1,)  # the selection key of "every part" (no real selection is negative)
 WarmKey = tuple[str, tuple[int, ...] | None, str | None]  # (document, selection, owner)
 _Key = WarmKey
+# A tab that has not asked for its warm-up for this long is gone (closed or reloaded): it no
+# longer keeps one running. A live tab asks on every rerun, and every 2 s while it warms.
+TAB_TTL_S = 30.0
 
 
 def warms_every_part(*, whole_chosen: bool | None, fits: bool, pages_chosen: bool,
@@ -69,8 +72,11 @@ class WarmState:
 
 
 class WarmUps:
-    def __init__(self, qa: QuestionAnswering, *, workers: int = 2) -> None:
+    def __init__(self, qa: QuestionAnswering, *, workers: int = 2,
+                 tab_ttl_s: float = TAB_TTL_S) -> None:
         self._qa = qa
+        self._tab_ttl_s = tab_ttl_s
+        self._wanted: dict[_Key, dict[str, float]] = {}  # tab -> when it last asked (monotonic)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warm-up")
         self._states: dict[_Key, WarmState] = {}
         self._streams: dict[_Key, StreamGroup] = {}  # of the warm-ups running now
@@ -138,20 +144,45 @@ class WarmUps:
         return fitted
 
     def serve(self, document: Document, keep: Sequence[int] | None = None, *,
-              owner: str | None = None, whole: bool = False,
+              owner: str | None = None, whole: bool = False, tab: str | None = None,
               replacing: WarmKey | None = None) -> tuple[WarmKey, WarmState]:
         """The warm-up of the next question (`start`, unless it runs or ended), and its key.
-        `replacing` is the one this caller served before: when its decision has flipped (every
-        part or the selection) or its pages changed, that warm-up no longer serves the next
-        question and is cancelled, its request closed, so it does not compete with this one for
-        the engine and a worker; this one starts again even if it had been cancelled."""
+        `replacing` is the one this caller (`tab`: one browser session) served before: when its
+        decision has flipped (every part or the selection) or its pages changed, that warm-up
+        no longer serves this tab's next question. It is cancelled, its request closed so it
+        does not compete with this one for the engine and a worker, only when no other tab
+        still wants it (tabs of one user share a warm-up); this one starts again even if it
+        had been cancelled."""
         key = self._key(document, WHOLE if whole else keep, owner)
+        self._want(key, tab)
         if replacing is not None and replacing != key:
-            self._cancel(replacing)
+            if self._release(replacing, tab):
+                self._cancel(replacing)
             return key, self.start(document, keep, owner=owner, whole=whole)
         with self._lock:
             state = self._states.get(key)
         return key, state or self.start(document, keep, owner=owner, whole=whole)
+
+    def _want(self, key: WarmKey, tab: str | None) -> None:
+        if tab is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._wanted) > 256:  # forget the warm-ups only gone tabs wanted
+                self._wanted = {k: tabs for k, tabs in self._wanted.items()
+                                if any(now - seen < self._tab_ttl_s for seen in tabs.values())}
+            self._wanted.setdefault(key, {})[tab] = now
+
+    def _release(self, key: WarmKey, tab: str | None) -> bool:
+        """`tab` no longer wants the warm-up `key`: whether no live tab wants it now."""
+        now = time.monotonic()
+        with self._lock:
+            wanted = self._wanted.pop(key, {})
+            wanted.pop(tab or "", None)
+            alive = {t: seen for t, seen in wanted.items() if now - seen < self._tab_ttl_s}
+            if alive:
+                self._wanted[key] = alive
+            return not alive
 
     def cancel(self, document: Document, keep: Sequence[int] | None = None, *,
                owner: str | None = None, whole: bool = False) -> bool:
@@ -207,6 +238,10 @@ class WarmUps:
                                             parts_total=state.parts_total)
 
     def state(self, document: Document, keep: Sequence[int] | None = None, *,
-              owner: str | None = None, whole: bool = False) -> WarmState | None:
+              owner: str | None = None, whole: bool = False,
+              tab: str | None = None) -> WarmState | None:
+        """The warm-up's state; `tab` still wants it (a tab polling a warm-up is alive)."""
+        key = self._key(document, WHOLE if whole else keep, owner)
+        self._want(key, tab)
         with self._lock:
-            return self._states.get(self._key(document, WHOLE if whole else keep, owner))
+            return self._states.get(key)

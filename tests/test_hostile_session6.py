@@ -338,11 +338,6 @@ def test_p_n_of_name_gives_each_page_to_the_document_after_it():
 
 # F13: one tab's flipped decision cancels the warm-up another tab still needs ----------------------
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="F13: WarmUps.serve(replacing=…) cancels the warm-up by its "
-                   "key (document, selection or WHOLE, owner), which every tab of that owner "
-                   "shares: switching 'Answer from every page' off in one tab closes the parts' "
-                   "warm-up another tab, still on every page, is waiting for; that tab says "
-                   "'Warm-up cancelled … the server dropped it' and its parts are not warmed")
 def test_one_tab_switching_off_leaves_another_tabs_parts_warming(app_env):  # noqa: F811
     import re
     import time

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_app import APP, app_env, upload  # noqa: F401  # app_env: the fixture
 
@@ -101,3 +101,60 @@ def test_a_flipped_decision_cancels_the_parts_and_no_part_is_sent_after():
     _, back = warmups.serve(doc, (0, 1), whole=True, replacing=selection)  # switched on again
     assert back.status is WarmStatus.WARMING  # started afresh though it had been cancelled
     _until(lambda: ("part", 2) in qa.sent)
+
+
+class _HeldParts:
+    """warm_parts that holds its first part until its requests are closed (a cancel), as a
+    long prefill would; warm_up ends at once."""
+
+    def __init__(self) -> None:
+        self.groups: list = []
+
+    def warm_parts(self, document, *, owner=None, streams=None, on_part=None):
+        self.groups.append(streams)
+        on_part(0, 3)
+        while not streams.cancelled:
+            time.sleep(0.005)
+        on_part(1, 3)  # raises WarmUpCancelled, as the real loop's next part would
+        return WarmUpResult(0.0, None, None)
+
+    def warm_up(self, document, keep, *, owner=None, streams=None, on_part=None):
+        return WarmUpResult(0.0, None, None)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=12))
+def test_a_warm_up_is_cancelled_only_when_no_tab_still_wants_it(flips):
+    """Tabs of one user on the same document, each on every page, then switching 'Answer from
+    every page' off and on: the parts' warm-up runs while any tab is on, and is cancelled (its
+    requests closed) as soon as none is."""
+    doc = Document("c.pdf", DocumentKind.PDF, "hash-c", ())
+    qa = _HeldParts()
+    warmups = WarmUps(qa, workers=4)  # type: ignore[arg-type]
+    served = {tab: warmups.serve(doc, (0,), whole=True, tab=tab)[0] for tab in "abc"}
+    on = set("abc")
+    for tab, whole in flips:
+        served[tab], _ = warmups.serve(doc, (0,), whole=whole, tab=tab, replacing=served[tab])
+        on = on | {tab} if whole else on - {tab}
+        state = warmups.state(doc, (0,), whole=True)
+        assert state.status is (WarmStatus.WARMING if on else WarmStatus.CANCELLED), (flips, on)
+        assert qa.groups[-1].cancelled is not bool(on)
+    for tab in "abc":
+        warmups.serve(doc, (0,), whole=False, tab=tab, replacing=served[tab])
+    _until(lambda: all(g.cancelled for g in qa.groups) and not warmups._streams)
+
+
+def test_a_tab_gone_quiet_no_longer_keeps_a_warm_up():
+    """A closed or reloaded tab never says it switched off: once it has not asked for the
+    warm-up for the tab lifetime, the last live tab switching off cancels it."""
+    doc = Document("c.pdf", DocumentKind.PDF, "hash-c", ())
+    qa = _HeldParts()
+    warmups = WarmUps(qa, tab_ttl_s=0.2)  # type: ignore[arg-type]
+    whole, _ = warmups.serve(doc, (0,), whole=True, tab="closed")
+    warmups.serve(doc, (0,), whole=True, tab="open")
+    time.sleep(0.1)
+    warmups.state(doc, (0,), whole=True, tab="open")  # the live tab polls its warm-up
+    time.sleep(0.15)
+    warmups.serve(doc, (0,), whole=False, tab="open", replacing=whole)
+    assert warmups.state(doc, (0,), whole=True).status is WarmStatus.CANCELLED
+    _until(lambda: qa.groups[0].cancelled and not warmups._streams)

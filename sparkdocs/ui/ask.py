@@ -7,6 +7,7 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -270,11 +271,18 @@ def warm_status(svc: Services, document: Document, session: Session) -> None:
     keep = session.kept_sections
     served = f"warm-up-{session.id}"  # the warm-up this tab's last decision asked for
     st.session_state[served], state = svc.warmups.serve(
-        document, keep, owner=owner, whole=whole, replacing=st.session_state.get(served))
+        document, keep, owner=owner, whole=whole, tab=_tab(),
+        replacing=st.session_state.get(served))
     if state.status is WarmStatus.WARMING:
         _warming(svc, document, keep, owner, whole)
     else:
         st.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
+
+
+def _tab() -> str:
+    """This browser tab (its own session_state): a warm-up other tabs still want survives
+    this tab's change of mind."""
+    return st.session_state.setdefault("warm-up-tab", uuid.uuid4().hex)
 
 
 def answers_whole(svc: Services, document: Document, session: Session) -> bool:
@@ -293,7 +301,7 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
     (submit_mode="disable") re-enables only when the last run to finish was a full one: so the
     timer must not outlive the warm-up. When it ends, a full rerun shows the result without
     this fragment, which stops the timer. Cancel closes the warm-up's request on the server."""
-    state = svc.warmups.state(document, keep, owner=owner, whole=whole)
+    state = svc.warmups.state(document, keep, owner=owner, whole=whole, tab=_tab())
     if state is None or state.status is not WarmStatus.WARMING:
         st.rerun()
     text, cancel = st.columns([5, 1], vertical_alignment="center")

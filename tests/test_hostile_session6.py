@@ -314,10 +314,6 @@ def _two_pdfs():
          _pdf("b.pdf", [filler] * 6 + [f"Clause: {PETS}."])], names=["a.pdf", "b.pdf"]))
 
 
-@pytest.mark.xfail(strict=True, reason="F12a: since the F1 fix (472985f) a lead-in keeps only the "
-                   "name nearest its first reference, so 'In a.pdf, p. 3 and b.pdf, p. 7: \"…\"' "
-                   "checks a.pdf alone and a quote on b.pdf, p. 7 is MOVED (it was VERIFIED): a "
-                   "name that owns a reference of its own is a citation, not prose")
 def test_a_lead_in_naming_two_documents_with_their_pages_is_checked_in_each():
     """The generator put the quote on b.pdf's page 7, as the lead-in says."""
     (citation,) = verify_answer(f'In a.pdf, p. 3 and b.pdf, p. 7: "{PETS}"', _two_pdfs())
@@ -325,10 +321,6 @@ def test_a_lead_in_naming_two_documents_with_their_pages_is_checked_in_each():
     assert citation.cited is not None and citation.cited.label == "b.pdf, p. 7"
 
 
-@pytest.mark.xfail(strict=True, reason="F12b: a reference belongs to the name written before it, "
-                   "so in 'p. 3 of a.pdf and p. 7 of b.pdf' the 'p. 7' goes to a.pdf: the quote on "
-                   "b.pdf, p. 7 is MOVED and cited as 'a.pdf, p. 7', a page a.pdf (3 pages) does "
-                   "not have (before and after this session's fixes)")
 def test_p_n_of_name_gives_each_page_to_the_document_after_it():
     (citation,) = verify_answer(f'As p. 3 of a.pdf and p. 7 of b.pdf put it: "{PETS}"',
                                 _two_pdfs())
@@ -372,10 +364,6 @@ def test_one_tab_switching_off_leaves_another_tabs_parts_warming(app_env):  # no
 
 
 # F14: a name written in another case form of ß is no longer recognised ---------------------------
-@pytest.mark.xfail(strict=True, reason="F14: since 472985f names are matched with re.IGNORECASE on "
-                   "the text as written, which does not equate 'ß' with 'SS'/'ss' (casefold did): "
-                   "'(STRASSE.PDF, p. 2)' names no document, its 'p. 2' is read in every document "
-                   "of the set, and a quote on b.pdf's page 2 is VERIFIED (it was MOVED)")
 def test_a_name_written_with_ss_for_sharp_s_still_names_its_document():
     filler = "filler sentence about nothing in particular"
     prepared = prepare_document(combine_documents(

@@ -188,7 +188,7 @@ def _named_places(answer: str, mention: QuoteMention, members: Sequence[Member]
     ("Unlike b.pdf, a.pdf says on p. 3:") only the name nearest its reference is the citation;
     the others are prose. The longest name wins where one contains another."""
     references = (mention.reference, *mention.alternatives) if mention.reference else ()
-    quote_end = mention.span[1]
+    quote_start, quote_end = mention.span
     lead_in = bool(references) and min(r.span[0] for r in references) < quote_end
     if references:
         first = min(r.span[0] for r in references)
@@ -196,19 +196,21 @@ def _named_places(answer: str, mention: QuoteMention, members: Sequence[Member]
         start = quote_end if first >= quote_end else max(0, first - _NAME_REACH)
         closer = _CLOSER.search(answer, last, last + _NAME_REACH)
         end = closer.end() if closer and closer.group() != "\n" else last
+        if lead_in:  # "p. 7 of b.pdf puts it:": the names up to the quote
+            end = max(end, quote_start)
     else:
         start, end = quote_end, _citation_end(answer, quote_end)
     written = _written_names(answer[start:end], members, offset=start)
-    if lead_in and written:
-        first = min(r.span[0] for r in references)
-        before = [w for w in written if w[0] < first]
-        written = [before[-1] if before else written[0]]
     if not written:
         return []
     owned: dict[int, list[Reference]] = {}
     for reference in references:
-        ahead = [i for i, (at, _, _) in enumerate(written) if at <= reference.span[0]]
-        owned.setdefault(ahead[-1] if ahead else 0, []).append(reference)
+        owned.setdefault(_owner(answer, reference, written), []).append(reference)
+    if lead_in:  # in prose, a name is the citation only with a place of its own
+        kept = [i for i in range(len(written)) if i in owned] or [
+            _nearest(written, min(r.span[0] for r in references))]
+        written = [written[i] for i in kept]
+        owned = {kept.index(i): refs for i, refs in owned.items() if i in kept}
     places: list[tuple[Member, tuple[Reference, ...]]] = []
     for i, (_, _, member) in enumerate(written):
         refs = tuple(owned.get(i, ()))
@@ -221,6 +223,27 @@ def _named_places(answer: str, mention: QuoteMention, members: Sequence[Member]
 
 _CLOSER = re.compile(r"[)\]\n]")
 _OPENS_CITATION = re.compile(r"[ \t]*[,;:—–-]?[ \t]*[(\[]")
+
+
+_OF_NAME = re.compile(r"[ \t]*,?[ \t]*(?:of|in|from)[ \t]+(?:the[ \t]+)?", re.IGNORECASE)
+
+
+def _owner(answer: str, reference: Reference, written: Sequence[tuple[int, int, Member]]) -> int:
+    """Which written name a reference belongs to: the one it is "of" ("p. 7 of b.pdf"), else
+    the nearest written before it ("b.pdf, p. 7"), else the first."""
+    joined = _OF_NAME.match(answer, reference.span[1])
+    if joined:
+        after = [i for i, (at, _, _) in enumerate(written) if at == joined.end()]
+        if after:
+            return after[0]
+    ahead = [i for i, (at, _, _) in enumerate(written) if at <= reference.span[0]]
+    return ahead[-1] if ahead else 0
+
+
+def _nearest(written: Sequence[tuple[int, int, Member]], at: int) -> int:
+    """The name written last before `at`, else the first after it."""
+    before = [i for i, (start, _, _) in enumerate(written) if start < at]
+    return before[-1] if before else 0
 
 
 def _citation_end(answer: str, quote_end: int) -> int:
@@ -238,20 +261,35 @@ def _citation_end(answer: str, quote_end: int) -> int:
 
 def _written_names(window: str, members: Sequence[Member], *, offset: int
                    ) -> list[tuple[int, int, Member]]:
-    """(start, end, member) of every document name written in `window`, in any case, in order;
-    a name inside a longer one written there is not a name of its own. (Matched on the text
-    as written: case folding may change a text's length, and so every offset after it.)"""
+    """(start, end, member) of every document name written in `window`, in any case (case
+    folded: "STRASSE.PDF" is "Straße.pdf"), in order; a name inside a longer one written there
+    is not a name of its own. Offsets are the window's as written (folding may change a text's
+    length: each folded character maps back to the one it came from)."""
+    folded, origin = _folded(window)
     found: list[tuple[int, int, Member]] = []
     for member in members:
-        if member.name:
-            found += [(offset + m.start(), offset + m.end(), member)
-                      for m in re.finditer(re.escape(member.name), window, re.IGNORECASE)]
+        name = member.name.casefold()
+        at = folded.find(name) if name else -1
+        while at >= 0:
+            found.append((offset + origin[at], offset + origin[at + len(name) - 1] + 1, member))
+            at = folded.find(name, at + len(name))
     found.sort(key=lambda f: (f[0], -f[1]))
     kept: list[tuple[int, int, Member]] = []
     for item in found:
         if not any(k[0] <= item[0] and item[1] <= k[1] for k in kept):
             kept.append(item)
     return kept
+
+
+def _folded(text: str) -> tuple[str, list[int]]:
+    """`text` case folded, and for each folded character the index of the one it came from."""
+    pieces: list[str] = []
+    origin: list[int] = []
+    for index, character in enumerate(text):
+        fold = character.casefold()
+        pieces.append(fold)
+        origin += [index] * len(fold)
+    return "".join(pieces), origin
 
 
 _CITATION_REACH = 2000  # characters of a bracketed citation that lists many documents

@@ -24,11 +24,11 @@ from .errors import ConfigError
 from .literal import redact_url
 
 DEFAULT_MODEL = "nvidia/Llama-3.3-70B-Instruct-FP8"
-LOCAL_USER = "local"
+LOCAL_USER = "local"  # the one user of single-user mode, and the CLI's default
 # Upper bounds: far past any real use, below what the code's integers and timers can take.
 MAX_TOKENS = 100_000_000
 A_WEEK_S = 7 * 24 * 3600.0
-A_PETABYTE_MB = 2**30  # the one user of single-user mode, and the CLI's default
+A_PETABYTE_MB = 2**30
 
 
 class AuthMode(StrEnum):

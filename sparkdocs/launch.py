@@ -28,11 +28,14 @@ def command_name(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if command_name(args) in COUNTING_COMMANDS and not {"--help", "-h"} & set(args):
-        from .token_child import tokenizer_beside
-        from .tokens import llama3_source_ranks, use_llama3
+    try:
+        if command_name(args) in COUNTING_COMMANDS and not {"--help", "-h"} & set(args):
+            from .token_child import tokenizer_beside
+            from .tokens import llama3_source_ranks, use_llama3
 
-        use_llama3(tokenizer_beside(llama3_source_ranks))
-    from .cli import main as run_command
-
+            use_llama3(tokenizer_beside(llama3_source_ranks))
+        from .cli import main as run_command
+    except KeyboardInterrupt:  # Ctrl-C while the command line loads: no traceback either
+        sys.stderr.write("interrupted: stopped by the user\n")
+        return 130
     return run_command(args)

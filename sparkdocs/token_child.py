@@ -18,6 +18,7 @@ import contextlib
 import logging
 import marshal
 import os
+import signal
 import socket
 import struct
 import sys
@@ -135,6 +136,7 @@ def _serve(connection: socket.socket, load_ranks: RanksLoader) -> None:
     running the parent's exit handlers or flushing its buffers."""
     status = 1
     try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: this ends with it
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)  # a reader of the command's output waits for no copy of it here

@@ -376,11 +376,6 @@ def test_a_name_written_with_ss_for_sharp_s_still_names_its_document():
 
 # F15: pages the user chose, equal to the auto-fit, are read whole again after a reload ----------
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="F15: that the user chose the session's pages is kept in the "
-                   "tab's st.session_state only (pages-chosen-<id>); after a reload (or reopening "
-                   "the session) chosen_elsewhere infers it from kept == auto-fit, so the pages "
-                   "the user typed are read whole again, in parts over every page (F7 across a "
-                   "reload)")
 def test_pages_typed_equal_to_the_auto_fit_are_still_the_users_after_a_reload(app_env):  # noqa: F811
     import re
 

@@ -416,6 +416,7 @@ def test_a_store_of_the_previous_version_is_read_and_its_migrations_named(tmp_pa
     store = Store(tmp_path, size_limit_bytes=2**20)
     [turn] = store.get_session("s1").turns
     assert (turn.question, turn.answer) == ("Q?", "A.")
+    assert store.get_session("s1").pages_chosen is None  # not recorded then
     assert store.get_document(document.content_hash) == document  # moved into the cache
     store.close()
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
@@ -424,8 +425,28 @@ def test_a_store_of_the_previous_version_is_read_and_its_migrations_named(tmp_pa
     db.close()
     assert names == ["0001_documents_sessions_turns", "0002_owners_users_locked_pdfs",
                      "0003_document_bodies_in_diskcache", "0004_session_documents",
-                     "0005_listed_documents"]
+                     "0005_listed_documents", "0006_sessions_pages_chosen"]
     assert bodies == [""]
+
+
+@pytest.mark.parametrize("chosen", [True, False, None])
+def test_whether_the_user_chose_the_pages_survives_reopening_the_store(tmp_path: Path, chosen):
+    """Kept with the session (a reload reads it from there), as the database row says; a later
+    change of pages by a caller that does not say who chose them leaves it unknown."""
+    store = Store(tmp_path, size_limit_bytes=2**20)
+    document = _document("Payment is due within 45 days.\n\nNotice is 30 days.")
+    session = store.new_session(document)
+    assert session.pages_chosen is None and store.get_session(session.id).pages_chosen is None
+    store.set_kept_sections(session.id, (0,), pages_chosen=chosen)
+    store.close()
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    (raw,) = db.execute("SELECT pages_chosen FROM sessions WHERE id = ?", (session.id,)).fetchone()
+    db.close()
+    assert raw == (None if chosen is None else int(chosen))
+    store = Store(tmp_path, size_limit_bytes=2**20)
+    assert store.get_session(session.id).pages_chosen is chosen
+    assert [s.pages_chosen for s in store.list_sessions()] == [chosen]
+    assert store.set_kept_sections(session.id, None).pages_chosen is None
 
 
 def test_a_pickle_planted_in_the_document_cache_is_never_read(tmp_path: Path):

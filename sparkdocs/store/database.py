@@ -149,6 +149,14 @@ def _listed_documents(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
     db.execute("ALTER TABLE document_owners ADD COLUMN listed INTEGER NOT NULL DEFAULT 1")
 
 
+def _pages_chosen(db: sqlite3.Connection, bodies: DocumentBodies) -> None:
+    """Whether the user chose the session's kept sections (1) or the app fitted them (0): an
+    answer from every page is the default only for pages the user did not choose, and that
+    must hold after a reload. NULL (sessions from before, and choices nobody recorded): not
+    known, inferred from the pages (`warmup.chosen_elsewhere`)."""
+    db.execute("ALTER TABLE sessions ADD COLUMN pages_chosen INTEGER")
+
+
 @dataclass(frozen=True)
 class Migration:
     """One change to the schema, applied once per store and recorded by name. Append new ones
@@ -164,6 +172,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0003_document_bodies_in_diskcache", _bodies_to_diskcache),
     Migration("0004_session_documents", _session_documents),
     Migration("0005_listed_documents", _listed_documents),
+    Migration("0006_sessions_pages_chosen", _pages_chosen),
 )
 # A store from before names were kept: what its PRAGMA user_version says it already has.
 _APPLIED_BY_VERSION = {2: 1, 3: 2}

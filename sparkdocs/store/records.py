@@ -103,6 +103,7 @@ class Session:
     updated_at: float = 0.0
     owner: str = LOCAL_USER
     documents: tuple[SessionDocument, ...] = ()  # in the order added; () for one document
+    pages_chosen: bool | None = None  # the user chose `kept_sections` (None: not recorded)
 
     def with_turn(self, turn: Turn) -> Session:
         """A copy with one more turn, for display only: the store appends with `append_turn`."""

@@ -135,13 +135,17 @@ class SessionRows(Database):
             return True
 
     def set_kept_sections(self, session_id: str, kept_sections: Sequence[int] | None, *,
-                          owner: str = LOCAL_USER) -> Session:
-        """Change which parts of the document the session keeps, and nothing else."""
+                          owner: str = LOCAL_USER, pages_chosen: bool | None = None) -> Session:
+        """Change which parts of the document the session keeps, and whether the user chose
+        them (`pages_chosen`; None: not recorded, as by a caller that does not know), and
+        nothing else."""
         kept = tuple(kept_sections) if kept_sections is not None else None
+        chosen = None if pages_chosen is None else int(pages_chosen)
         with self._write() as db:
             changed = db.execute(
-                "UPDATE sessions SET kept_sections = ?, updated_at = ? WHERE id = ? AND owner = ?",
-                (_kept_json(kept), time.time(), session_id, owner)).rowcount
+                "UPDATE sessions SET kept_sections = ?, pages_chosen = ?, updated_at = ? "
+                "WHERE id = ? AND owner = ?",
+                (_kept_json(kept), chosen, time.time(), session_id, owner)).rowcount
             if not changed:
                 raise self._missing(session_id)
             return self._load_session(db, session_id, owner=owner)
@@ -174,7 +178,8 @@ class SessionRows(Database):
             try:
                 rows = self._db.execute(
                     "SELECT id, document_key, document_name, title, kept_sections, created_at, "
-                    f"updated_at, owner FROM sessions {where} ORDER BY updated_at DESC",
+                    f"updated_at, owner, pages_chosen FROM sessions {where} "
+                    "ORDER BY updated_at DESC",
                     params).fetchall()
                 ids = [row[0] for row in rows]
                 turns = self._turns_by_session(self._db, ids)
@@ -189,7 +194,8 @@ class SessionRows(Database):
 
     def _load_session(self, db: sqlite3.Connection, session_id: str, *, owner: str) -> Session:
         row = db.execute("SELECT id, document_key, document_name, title, kept_sections, "
-                         "created_at, updated_at, owner FROM sessions WHERE id = ? AND owner = ?",
+                         "created_at, updated_at, owner, pages_chosen FROM sessions "
+                         "WHERE id = ? AND owner = ?",
                          (session_id, owner)).fetchone()
         if row is None:
             raise self._missing(session_id)
@@ -238,7 +244,8 @@ def _kept_json(kept: tuple[int, ...] | None) -> str | None:
 
 def _session(row: tuple[Any, ...], turns: tuple[Turn, ...],
              documents: tuple[SessionDocument, ...] = ()) -> Session:
-    session_id, document_key, document_name, title, kept, created_at, updated_at, owner = row
+    (session_id, document_key, document_name, title, kept, created_at, updated_at, owner,
+     chosen) = row
     kept_sections = None
     if kept is not None:
         try:
@@ -246,4 +253,5 @@ def _session(row: tuple[Any, ...], turns: tuple[Turn, ...],
         except _BAD_ROW as exc:  # unreadable choice: fall back to the whole document
             log.warning("session %s: unreadable kept sections (%s); keeping all", session_id, exc)
     return Session(session_id, document_key, document_name, title, kept_sections, turns,
-                   created_at, updated_at, owner, documents)
+                   created_at, updated_at, owner, documents,
+                   None if chosen is None else bool(chosen))

@@ -206,15 +206,17 @@ def _pages_chosen_now(svc: Services, document: Document,
 
 def _keep_chosen(svc: Services, document: Document, session: Session,
                  keep: tuple[int, ...]) -> Session:
-    """Save the user's pages, and that the user chose them (every page is no choice of pages):
-    the decision to answer from every page reads that fact, not the pages. Either change
-    reruns the page, so the toggle above restarts from the new decision."""
+    """Save the user's pages, and that the user chose them (every page is no choice of pages),
+    with the session, so a reload or another tab knows it too: the decision to answer from
+    every page reads that fact, not the pages. Either change reruns the page, so the toggle
+    above restarts from the new decision."""
     new_keep = None if len(keep) == len(document.sections) else keep
     key, chosen = _chosen_key(session), new_keep is not None
     recorded = st.session_state.get(key) is chosen
     st.session_state[key] = chosen
-    if new_keep != session.kept_sections:
-        session = svc.workspace.store.set_kept_sections(session.id, new_keep, owner=session.owner)
+    if new_keep != session.kept_sections or session.pages_chosen is not chosen:
+        session = svc.workspace.store.set_kept_sections(session.id, new_keep, owner=session.owner,
+                                                        pages_chosen=chosen)
         st.rerun()
     if not recorded:
         st.rerun()
@@ -226,6 +228,14 @@ def _chosen_key(session: Session) -> str:
     return f"pages-chosen-{session.id}"
 
 
+def _pages_chosen(session: Session) -> bool | None:
+    """Whether the user chose the session's pages: as stored with the session (so a reload or
+    another tab's later choice counts), else as this tab saw it; None: nobody recorded it."""
+    if session.pages_chosen is not None:
+        return session.pages_chosen
+    return st.session_state.get(_chosen_key(session))
+
+
 def _version(session: Session) -> str:
     return hashlib.sha1(repr(session.kept_sections).encode()).hexdigest()[:8]
 
@@ -233,7 +243,7 @@ def _version(session: Session) -> str:
 def _whole_key(session: Session) -> str:
     """Per selection and who chose it: the toggle starts from the app's decision again when the
     pages change, or when the user chooses the pages the app had kept."""
-    chosen = st.session_state.get(_chosen_key(session))
+    chosen = _pages_chosen(session)
     return f"whole-{session.id}-{_version(session)}-{'user' if chosen else 'app'}"
 
 
@@ -291,7 +301,7 @@ def answers_whole(svc: Services, document: Document, session: Session) -> bool:
     whether the user chose the session's pages (recorded when they did)."""
     return svc.warmups.warms_parts(document, session.kept_sections,
                                    whole_chosen=st.session_state.get(_whole_key(session)),
-                                   pages_chosen=st.session_state.get(_chosen_key(session)))
+                                   pages_chosen=_pages_chosen(session))
 
 
 @st.fragment(run_every=2.0)

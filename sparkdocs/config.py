@@ -1,24 +1,26 @@
 """The one Settings object. Built once at the edge (CLI, app) and passed in; nothing below reads
 the environment.
 
-Settings is a frozen pydantic model that reads its `SPARKDOCS_*` variables the way
-pydantic-settings' `BaseSettings` does for flat fields (prefix, names matched in any case, the
-variable's text validated by pydantic, keyword arguments first, other variables ignored), without
-pydantic-settings itself: importing it costs every command ~0.15 s (it imports asyncio, ssl and
-its cloud secret providers), more than half of gitingest's whole `count`. `tests/test_config.py`
-holds the two equal, with pydantic-settings as the judge over generated environments."""
+Settings is a frozen dataclass whose values pydantic-core validates (the engine under pydantic,
+so the same coercions, bounds and error records), read from `SPARKDOCS_*` variables the way
+pydantic-settings' `BaseSettings` reads flat fields: the prefix and name matched in any case, an
+empty variable unset, keyword arguments first, other variables ignored. Neither pydantic-settings
+nor pydantic's model layer is imported: together they cost every command ~0.25 s (asyncio, ssl,
+cloud secret providers, entry-point scans for plugins, the schema generator), more than
+gitingest's whole `count` on a small tree. `tests/test_config.py` holds Settings equal to a
+pydantic-settings model of the same fields, its judge, over generated environments."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError, SchemaValidator, ValidationError
 
 from .errors import ConfigError
 from .literal import redact_url
@@ -64,60 +66,78 @@ def _default_cache_dir() -> Path:
 ENV_PREFIX = "SPARKDOCS_"
 
 
-class Settings(BaseModel):
-    """Every knob, from keyword arguments or else `SPARKDOCS_*` variables."""
+def setting(default: Any = None, *, factory: Callable[[], Any] | None = None,
+            ge: float | None = None, gt: float | None = None, le: float | None = None,
+            about: str = "") -> Any:
+    """A Settings field: its default, bounds and what it is for (shown in a ConfigError)."""
+    limits = {"ge": ge, "gt": gt, "le": le, "about": about}
+    if factory is not None:
+        return field(default_factory=factory, metadata=limits)
+    return field(default=default, metadata=limits)
 
-    # inf, nan and numbers past the upper bounds would pass and then overflow where they are
-    # used (a timeout, a memory limit for the PDF child): one ConfigError names them instead
-    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
-    def __init__(self, **values: Any) -> None:
-        super().__init__(**{**settings_environment(os.environ), **values})
+@dataclass(frozen=True, init=False)
+class Settings:
+    """Every knob, from keyword arguments or else `SPARKDOCS_*` variables. Numbers have upper
+    bounds and no inf or nan: past them they would pass and then overflow where they are used
+    (a timeout, the PDF child's memory limit); one ConfigError names them instead."""
 
-    base_url: str = "http://localhost:8000/v1"
-    model: str = DEFAULT_MODEL
-    api_key: str = "EMPTY"
-    context_length: int = Field(65_536, ge=512, le=MAX_TOKENS, description="Used when the server does not say.")
-    answer_tokens: int = Field(1024, ge=1, le=MAX_TOKENS, description="Answer reserve: max_tokens per answer.")
-    temperature: float = Field(0.2, ge=0.0, le=2.0)
-    request_timeout_s: float = Field(600.0, gt=0, le=A_WEEK_S, description="Longest wait for any byte of an answer.")
-    answer_deadline_s: float = Field(
-        1800.0, gt=0, le=A_WEEK_S, description="Longest a whole answer may take, prefill included (a server "
+    base_url: str = setting("http://localhost:8000/v1")
+    model: str = setting(DEFAULT_MODEL)
+    api_key: str = setting("EMPTY")
+    context_length: int = setting(65_536, ge=512, le=MAX_TOKENS, about="Used when the server does not say.")
+    answer_tokens: int = setting(1024, ge=1, le=MAX_TOKENS, about="Answer reserve: max_tokens per answer.")
+    temperature: float = setting(0.2, ge=0.0, le=2.0)
+    request_timeout_s: float = setting(600.0, gt=0, le=A_WEEK_S, about="Longest wait for any byte of an answer.")
+    answer_deadline_s: float = setting(
+        1800.0, gt=0, le=A_WEEK_S, about="Longest a whole answer may take, prefill included (a server "
         "that streams forever is stopped here).")
-    connect_timeout_s: float = Field(5.0, gt=0, le=A_WEEK_S)
-    max_retries: int = Field(3, ge=0, le=100)
-    capability_ttl_s: float = Field(30.0, ge=0, le=A_WEEK_S)
-    warm_up: bool = Field(True, description="Prefill the document into the prefix cache on open.")
+    connect_timeout_s: float = setting(5.0, gt=0, le=A_WEEK_S)
+    max_retries: int = setting(3, ge=0, le=100)
+    capability_ttl_s: float = setting(30.0, ge=0, le=A_WEEK_S)
+    warm_up: bool = setting(True, about="Prefill the document into the prefix cache on open.")
 
-    cache_dir: Path = Field(default_factory=_default_cache_dir)
-    cache_size_limit_mb: int = Field(2048, ge=16, le=A_PETABYTE_MB)
-    store_busy_timeout_s: float = Field(30.0, gt=0, le=A_WEEK_S, description="Longest wait for another "
+    cache_dir: Path = setting(factory=_default_cache_dir)
+    cache_size_limit_mb: int = setting(2048, ge=16, le=A_PETABYTE_MB)
+    store_busy_timeout_s: float = setting(30.0, gt=0, le=A_WEEK_S, about="Longest wait for another "
                                         "process's write lock on the store, per attempt.")
-    store_retry_s: float = Field(120.0, ge=0, le=A_WEEK_S, description="How long an answer is retried, with "
+    store_retry_s: float = setting(120.0, ge=0, le=A_WEEK_S, about="How long an answer is retried, with "
                                  "back-off, while the store stays locked; then it is kept in "
                                  "a recovery file (CLI) or the browser tab (app).")
 
-    max_upload_mb: int = Field(200, ge=1, le=A_PETABYTE_MB, description="Largest single file or archive accepted.")
-    max_source_file_kb: int = Field(1024, ge=1, le=A_PETABYTE_MB, description="Larger files in a codebase are skipped.")
-    max_unpacked_mb: int = Field(512, ge=1, le=A_PETABYTE_MB, description="Archive expansion limit (zip bombs).")
-    max_compression_ratio: float = Field(200.0, ge=1.0, le=1e9)
-    include_lock_files: bool = False
-    max_match_seconds: float = Field(30.0, gt=0, le=A_WEEK_S, description="Time for all ignore-rule matching of one codebase.")
-    max_pdf_memory_mb: int = Field(1024, ge=128, le=A_PETABYTE_MB, description="Address space of the PDF-reading child.")
-    max_concurrent_ingests: int = Field(2, ge=1, le=1024, description="Uploads read at once in one "
+    max_upload_mb: int = setting(200, ge=1, le=A_PETABYTE_MB, about="Largest single file or archive accepted.")
+    max_source_file_kb: int = setting(1024, ge=1, le=A_PETABYTE_MB, about="Larger files in a codebase are skipped.")
+    max_unpacked_mb: int = setting(512, ge=1, le=A_PETABYTE_MB, about="Archive expansion limit (zip bombs).")
+    max_compression_ratio: float = setting(200.0, ge=1.0, le=1e9)
+    include_lock_files: bool = setting(False)
+    max_match_seconds: float = setting(30.0, gt=0, le=A_WEEK_S, about="Time for all ignore-rule matching of one codebase.")
+    max_pdf_memory_mb: int = setting(1024, ge=128, le=A_PETABYTE_MB, about="Address space of the PDF-reading child.")
+    max_concurrent_ingests: int = setting(2, ge=1, le=1024, about="Uploads read at once in one "
                                         "process (the app); the others wait their turn.")
-    max_pdf_cpu_seconds: float = Field(300.0, gt=0, le=A_WEEK_S, description="CPU time of the PDF-reading child.")
-    local_model_log: Path | None = Field(None, description="Log of the demo model that "
+    max_pdf_cpu_seconds: float = setting(300.0, gt=0, le=A_WEEK_S, about="CPU time of the PDF-reading child.")
+    local_model_log: Path | None = setting(None, about="Log of the demo model that "
                                          "`sparkdocs app --local-model` started (Server page).")
 
     # team mode; the logic is in auth.py
-    auth: AuthMode = AuthMode.NONE
-    open_app: bool = Field(False, description="Serve an app without logins beyond loopback.")
-    user: str = Field(LOCAL_USER, description="The user the CLI acts as (`--user`).")
-    login_ttl_min: float = Field(480.0, gt=0, le=A_WEEK_S / 60, description="A login expires after this long.")
-    proxy_user_header: str = "X-Forwarded-User"
-    trusted_proxies: str = Field("127.0.0.1,::1", description="Comma-separated IPs or CIDRs.")
-    cache_isolation: CacheIsolation = CacheIsolation.AUTO
+    auth: AuthMode = setting(AuthMode.NONE)
+    open_app: bool = setting(False, about="Serve an app without logins beyond loopback.")
+    user: str = setting(LOCAL_USER, about="The user the CLI acts as (`--user`).")
+    login_ttl_min: float = setting(480.0, gt=0, le=A_WEEK_S / 60, about="A login expires after this long.")
+    proxy_user_header: str = setting("X-Forwarded-User")
+    trusted_proxies: str = setting("127.0.0.1,::1", about="Comma-separated IPs or CIDRs.")
+    cache_isolation: CacheIsolation = setting(CacheIsolation.AUTO)
+    # which fields were given (a keyword or a variable), not defaulted: e.g. a base URL
+    fields_set: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __init__(self, **values: Any) -> None:
+        given = {name: value for name, value in {**settings_environment(os.environ),
+                                                 **values}.items() if name in _FIELDS}
+        for name, value in _validator().validate_python(given).items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "fields_set", frozenset(given))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @property
     def max_upload_bytes(self) -> int:
@@ -130,6 +150,55 @@ class Settings(BaseModel):
     @property
     def max_unpacked_bytes(self) -> int:
         return self.max_unpacked_mb * 1024 * 1024
+
+
+_FIELDS = {f.name: f for f in fields(Settings) if f.init}
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "Path": "a path",
+          "Path | None": "a path", "str": "text"}
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise PydanticCustomError("path_type", "Input is not a valid path")
+
+
+def _schema(kind: str, limits: Mapping[str, Any]) -> dict[str, Any]:
+    """pydantic-core's schema of one field's value, as pydantic builds it for that type."""
+    bounds = {k: limits[k] for k in ("ge", "gt", "le") if limits.get(k) is not None}
+    enums = {"AuthMode": AuthMode, "CacheIsolation": CacheIsolation}
+    if kind == "int":
+        return {"type": "int", **bounds}
+    if kind == "float":
+        return {"type": "float", "allow_inf_nan": False, **bounds}
+    if kind in ("bool", "str"):
+        return {"type": kind}
+    if kind == "Path":
+        return {"type": "function-plain", "function": {"type": "no-info", "function": _path}}
+    if kind == "Path | None":
+        return {"type": "nullable", "schema": _schema("Path", limits)}
+    if kind in enums:
+        return {"type": "enum", "cls": enums[kind], "members": list(enums[kind]), "sub_type": "str"}
+    raise TypeError(f"no schema for a setting of type {kind}")
+
+
+_VALIDATOR: SchemaValidator | None = None
+
+
+def _validator() -> SchemaValidator:
+    """One validator of every field, with its default (built once, on first use)."""
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        def with_default(f: Any) -> dict[str, Any]:
+            inner = _schema(str(f.type), f.metadata)
+            default = ({"default_factory": f.default_factory}
+                       if f.default_factory is not MISSING else {"default": f.default})
+            return {"type": "typed-dict-field", "required": False,
+                    "schema": {"type": "default", "schema": inner, **default}}
+
+        _VALIDATOR = SchemaValidator({"type": "typed-dict", "extra_behavior": "ignore",
+                                      "fields": {n: with_default(f) for n, f in _FIELDS.items()}})
+    return _VALIDATOR
 
 
 def settings_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -154,7 +223,7 @@ def _setting_named(key: str) -> str | None:
     lower-cased, then the lower-cased prefix (so 'ſparkdocs_…' with a long s is no setting)."""
     lowered = key.lower()
     prefix = ENV_PREFIX.lower()
-    if lowered.startswith(prefix) and lowered[len(prefix):] in Settings.model_fields:
+    if lowered.startswith(prefix) and lowered[len(prefix):] in _FIELDS:
         return lowered[len(prefix):]
     return None
 
@@ -214,24 +283,16 @@ def _explain(error: Any, given: Mapping[str, Any], option_names: Mapping[str, st
 
 def field_fix(field_name: str, source: str) -> str:
     """What a setting must be, from its type and limits: the fix half of a ConfigError."""
-    info = Settings.model_fields.get(field_name)
-    if info is None:
+    spec = _FIELDS.get(field_name)
+    if spec is None:
         return f"remove {source}"
-    kinds = {int: "a whole number", float: "a number", bool: "true or false", Path: "a path",
-             str: "text"}
-    kind = kinds.get(info.annotation, "a valid value")  # type: ignore[arg-type]
-    limits = []
-    for item in info.metadata:
-        if isinstance(item, annotated_types.Ge):
-            limits.append(f"at least {item.ge}")
-        elif isinstance(item, annotated_types.Gt):
-            limits.append(f"above {item.gt}")
-        elif isinstance(item, annotated_types.Le):
-            limits.append(f"at most {item.le}")
-        elif isinstance(item, annotated_types.Lt):
-            limits.append(f"below {item.lt}")
-    text = (info.description or "").rstrip(".")
-    about = f" ({text[:1].lower()}{text[1:]})" if text else ""
+    kind = _KINDS.get(str(spec.type), "a valid value")
+    words = {"ge": "at least", "gt": "above", "le": "at most"}
+    limits = [f"{words[k]} {spec.metadata[k]}" for k in words if spec.metadata.get(k) is not None]
+    text = str(spec.metadata.get("about") or "").rstrip(".")
+    if not text[:2].isupper():  # "Answer reserve" reads on in lower case; "CPU time" does not
+        text = text[:1].lower() + text[1:]
+    about = f" ({text})" if text else ""
     return f"set {source} to {kind}" + (f" of {' and '.join(limits)}" if limits else "") + about
 
 
@@ -243,7 +304,7 @@ def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     settings: the current environment plus every setting as a SPARKDOCS_* variable."""
     env = {key: value for key, value in os.environ.items()
            if _setting_named(key) is None}  # the user's spelling of a setting would compete
-    for name, value in settings.model_dump().items():
+    for name, value in settings.as_dict().items():
         if value is not None:  # unset stays unset: str(None) would be the path "None"
             env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
     # Streamlit's server (uvicorn) would otherwise take X-Forwarded-For from any loopback peer

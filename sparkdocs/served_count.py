@@ -24,7 +24,7 @@ def count_as_served(workspace: Workspace, document: Document, *,
     saying whose tokenizer and which context it used. `context` (the --context-length
     option) wins over the served one."""
     settings = workspace.settings
-    if "base_url" not in settings.model_fields_set:
+    if "base_url" not in settings.fields_set:
         report = workspace.count(document, keep=keep, context=context)
         report["counted_with"] = (
             "Counted with Llama 3's tokenizer against a context of "

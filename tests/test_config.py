@@ -4,6 +4,7 @@ environments (names in any case, valid and invalid text, unrelated variables).""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -12,23 +13,38 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError, create_model
+from pydantic import Field, ValidationError, create_model
+from pydantic_core import ValidationError as CoreValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sparkdocs import config
 from sparkdocs.config import ENV_PREFIX, Settings, build_settings, child_environment
 from sparkdocs.errors import ConfigError
 
 
-class _Judge(BaseSettings):
-    model_config = SettingsConfigDict(**Settings.model_config,  # type: ignore[typeddict-item]
-                                      env_prefix=ENV_PREFIX, env_ignore_empty=True)
+def _judge_model() -> type[BaseSettings]:
+    """A pydantic-settings model of Settings' own fields: their types, defaults and bounds."""
+    from dataclasses import MISSING, fields
+    from typing import get_type_hints
+
+    types = get_type_hints(Settings, globalns=vars(config))
+    specs = {}
+    for spec in fields(Settings):
+        if not spec.init:
+            continue
+        bounds = {k: spec.metadata[k] for k in ("ge", "gt", "le") if spec.metadata.get(k) is not None}
+        default = (Field(default_factory=spec.default_factory, **bounds)
+                   if spec.default_factory is not MISSING else Field(spec.default, **bounds))
+        specs[spec.name] = (types[spec.name], default)
+    class Base(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
+                                          frozen=True, extra="ignore", allow_inf_nan=False)
+
+    return create_model("Judge", __base__=Base, **specs)  # type: ignore[call-overload]
 
 
-Judge = create_model(  # type: ignore[call-overload]
-    "Judge", __base__=_Judge,
-    **{name: (info.annotation, info) for name, info in Settings.model_fields.items()})
-
-FIELDS = sorted(Settings.model_fields)
+Judge = _judge_model()
+FIELDS = sorted(f.name for f in dataclasses.fields(Settings) if f.init)
 TEXTS = st.one_of(
     st.sampled_from(["", "0", "1", "-3", "512", "65536", "1e3", "2.5", "true", "False", "yes",
                      "off", "none", "null", "inf", "-inf", "99999999999999999999", "1e300", "password", "proxy", "user", "shared", "auto", "md",
@@ -53,8 +69,9 @@ ENVIRONMENTS = st.lists(
 
 def _outcome(model: Any, kwargs: dict[str, Any]) -> tuple[str, Any]:
     try:
-        return "ok", model(**kwargs).model_dump()
-    except ValidationError as exc:
+        made = model(**kwargs)
+        return "ok", made.as_dict() if isinstance(made, Settings) else made.model_dump()
+    except (ValidationError, CoreValidationError) as exc:
         return "invalid", sorted((e["loc"], e["type"]) for e in exc.errors())
 
 
@@ -92,4 +109,4 @@ def test_a_child_rebuilds_the_same_settings(tmp_path: Path) -> None:
                  if k.startswith(ENV_PREFIX)}
     with mock.patch.dict(os.environ, {**_clean_environ(), **child}, clear=True):
         assert Settings() == given_settings
-        assert Judge().model_dump() == given_settings.model_dump()
+        assert Judge().model_dump() == given_settings.as_dict()

@@ -4,6 +4,7 @@ password is stored, but its text is served again only to a request that proves t
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -46,9 +47,9 @@ def test_a_stored_encrypted_pdf_opens_only_with_its_password(workspace: Workspac
 
 
 def test_another_user_must_prove_the_password_too(settings: Settings, locked_pdf: Path):
-    alice = Workspace(settings.model_copy(update={"user": "alice"}))
+    alice = Workspace(dataclasses.replace(settings, user="alice"))
     document = alice.load(LoadRequest((str(locked_pdf),), password="s3cret-pw"))
-    bob = Workspace(settings.model_copy(update={"user": "bob"}))
+    bob = Workspace(dataclasses.replace(settings, user="bob"))
     with pytest.raises(EncryptedDocumentError):
         bob.load(LoadRequest((str(locked_pdf),)))
     assert bob.store.get_document(document.content_hash, owner="bob") is None

@@ -19,6 +19,7 @@ from sparkdocs.passwords import pdf_is_encrypted
 # reads its variables itself: config.py says why), Typer (the command line is plain click).
 NOT_FOR_COUNT = {"streamlit", "openai", "httpx", "pypdfium2", "pypdf", "docx", "argon2",
                  "prometheus_client", "rich", "typer", "jinja2", "pydantic_settings",
+                 "pydantic",  # Settings are validated by pydantic-core alone (config.py says why)
                  # sparkdocs' own parts for answers and sets of documents
                  "sparkdocs.citations", "sparkdocs.changes", "sparkdocs.client", "sparkdocs.qa"}
 

@@ -4,6 +4,7 @@ by two users are two owners' documents."""
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -75,10 +76,10 @@ def test_the_cli_user_continues_only_their_own_sessions(tmp_path: Path):
     settings = Settings(cache_dir=tmp_path / "cache", base_url="http://127.0.0.1:9/v1")
     note = tmp_path / "note.md"
     note.write_bytes(NOTE.data)
-    alice = Workspace(settings.model_copy(update={"user": "alice"}))
+    alice = Workspace(dataclasses.replace(settings, user="alice"))
     document = alice.load(LoadRequest((str(note),)))
     session = alice.store.new_session(document, owner="alice")
-    bob = Workspace(settings.model_copy(update={"user": "bob"}))
+    bob = Workspace(dataclasses.replace(settings, user="bob"))
     bob_document = bob.load(LoadRequest((str(note),)))
     qa = QuestionAnswering(bob, ModelClient(bob.settings))
     with pytest.raises(SessionNotFoundError):

@@ -35,7 +35,8 @@ _HEADER = struct.Struct("!Q")
 def tokenizer_beside(load_ranks: RanksLoader) -> Llama3Tokenizer:
     """A tokenizer whose encoding is being built in a child process now (or, where a fork is
     not safe, is built here when first used)."""
-    return Llama3Tokenizer(encoding=ChildEncoding(load_ranks))
+    encoding = ChildEncoding(load_ranks)
+    return Llama3Tokenizer(encoding=encoding, counter=encoding.count_batch)
 
 
 def _can_fork() -> bool:
@@ -119,6 +120,10 @@ class ChildEncoding:
     def decode(self, tokens: list[int]) -> str:
         return str(self._call("decode", list(tokens)))
 
+    def count_batch(self, texts: list[str]) -> list[int]:
+        """The texts' token counts, counted where the encoding is (ids stay there)."""
+        return list(self._call("count_batch", list(texts)))
+
 
 def _apply(encoding: Encoding, operation: str, argument: Any) -> Any:
     if operation == "encode":
@@ -128,6 +133,9 @@ def _apply(encoding: Encoding, operation: str, argument: Any) -> Any:
                                      disallowed_special=())
     if operation == "decode":
         return encoding.decode(argument)
+    if operation == "count_batch":
+        return [len(ids) for ids in encoding.encode_batch(
+            argument, num_threads=2, allowed_special=set(), disallowed_special=())]
     raise ValueError(f"unknown tokenizer operation {operation!r}")
 
 

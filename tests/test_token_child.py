@@ -33,7 +33,8 @@ if sys.argv[3] == "kill":
         os.kill(int(pid), signal.SIGKILL)
     time.sleep(0.2)
 ids = [tok.encode(texts[0]), *tok.encode_many(texts[1:])]
-print(json.dumps({"children": children, "ids": ids, "decoded": tok.decode(ids[0])}))
+counts = [tok.count(texts[0]), *tok.count_many(texts[1:])]
+print(json.dumps({"children": children, "ids": ids, "counts": counts, "decoded": tok.decode(ids[0])}))
 """
 
 
@@ -59,6 +60,7 @@ def test_ids_from_the_child_are_hugging_faces(tmp_path: Path, hf, mode: str):
     """With the child serving, and with it killed before the first request (built here then)."""
     run = _run(tmp_path, mode)
     assert len(run["children"]) == 1, run["children"]  # it forked
+    assert run["counts"] == [len(ids) for ids in run["ids"]]  # counted where the ids are
     for text, ids in zip(run["texts"], run["ids"], strict=True):
         if "<|" in text:  # Hugging Face reads control tokens in text; sparkdocs never does
             assert 128009 not in ids and ids == llama3().encode(text)

@@ -2,9 +2,10 @@
 
 Building tiktoken's Llama 3 encoding takes ~0.1 s of Rust that holds the GIL the whole time, so a
 thread cannot overlap it with reading files; on a short `sparkdocs count` it is a third of the
-command. A child forked when the command starts builds it on another core while this process
-reads and ingests, then encodes for it over a socket (marshal frames: the two ends are the same
-program). If the child cannot start or dies, the encoding is built here instead: the answer is
+command. A child forked when the command starts (sparkdocs.launch, before the command line,
+settings and store are imported) builds it on another core while this process imports, reads
+and ingests, then counts and encodes for it over a socket (marshal frames: the two ends are the
+same program). If the child cannot start or dies, the encoding is built here instead: the answer is
 the same, only slower.
 
 Only a process with one thread forks (a fork copies no other thread, and may copy a lock one of

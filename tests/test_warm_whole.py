@@ -132,13 +132,16 @@ def test_a_warm_up_is_cancelled_only_when_no_tab_still_wants_it(flips):
     qa = _HeldParts()
     warmups = WarmUps(qa, workers=4)  # type: ignore[arg-type]
     served = {tab: warmups.serve(doc, (0,), whole=True, tab=tab)[0] for tab in "abc"}
+    parts = served["a"]
     on = set("abc")
     for tab, whole in flips:
         served[tab], _ = warmups.serve(doc, (0,), whole=whole, tab=tab, replacing=served[tab])
         on = on | {tab} if whole else on - {tab}
         state = warmups.state(doc, (0,), whole=True)
         assert state.status is (WarmStatus.WARMING if on else WarmStatus.CANCELLED), (flips, on)
-        assert qa.groups[-1].cancelled is not bool(on)
+        streams = warmups._streams.get(parts)  # the requests of the parts' warm-up now
+        assert (streams is not None and not streams.cancelled) if on else \
+            (streams is None or streams.cancelled)
     for tab in "abc":
         warmups.serve(doc, (0,), whole=False, tab=tab, replacing=served[tab])
     _until(lambda: all(g.cancelled for g in qa.groups) and not warmups._streams)
@@ -157,4 +160,4 @@ def test_a_tab_gone_quiet_no_longer_keeps_a_warm_up():
     time.sleep(0.15)
     warmups.serve(doc, (0,), whole=False, tab="open", replacing=whole)
     assert warmups.state(doc, (0,), whole=True).status is WarmStatus.CANCELLED
-    _until(lambda: qa.groups[0].cancelled and not warmups._streams)
+    _until(lambda: bool(qa.groups) and qa.groups[0].cancelled and not warmups._streams)

@@ -150,17 +150,11 @@ def test_a_bad_variable_is_named_as_the_user_wrote_it(tmp_path: Path):
 def test_pages_typed_by_the_user_are_asked_even_when_they_equal_the_auto_fit(app_env):  # noqa: F811
     import re
 
-    from builders import make_contract_pdf
     from fakeserver import FakeServer
-    from streamlit.testing.v1 import AppTest
-    from test_app import APP, upload
-    from test_whole_default import _ask, _pages, _whole_toggle
+    from test_whole_default import _ask, _open_over_budget, _pages, _whole_toggle
 
     with FakeServer() as server:
-        server.behaviour.max_model_len = 2048
-        app_env(base_url=server.base_url, context=2048)
-        at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf",
-                    make_contract_pdf(40))
+        at = _open_over_budget(app_env, server)
         assert not at.exception and _whole_toggle(at).value
 
         def box():
@@ -179,25 +173,13 @@ def test_pages_typed_by_the_user_are_asked_even_when_they_equal_the_auto_fit(app
 # F8: switching 'Answer from every page' off leaves the parts' warm-up running -------------------
 @pytest.mark.integration
 def test_switching_every_page_off_stops_warming_the_parts(app_env):  # noqa: F811
-    import re
     import time
 
-    from builders import make_contract_pdf
     from fakeserver import FakeServer
-    from streamlit.testing.v1 import AppTest
-    from test_app import APP, upload
-    from test_whole_default import _whole_toggle
-
-    def part_warm_ups(server: FakeServer) -> int:
-        return sum(1 for r in list(server.behaviour.requests) if r.get("max_tokens") == 1
-                   and re.search(r"Part \d+ of \d+ of the document", r["messages"][-1]["content"]))
+    from test_whole_default import _open_over_budget, _whole_toggle, part_warm_ups
 
     with FakeServer() as server:
-        server.behaviour.max_model_len = 2048
-        server.behaviour.prefill_s = 3.0  # each warm-up's prefill, as the engine would take
-        app_env(base_url=server.base_url, context=2048)
-        at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf",
-                    make_contract_pdf(40))
+        at = _open_over_budget(app_env, server, prefill_s=3.0)
         assert not at.exception and _whole_toggle(at).value
         deadline = time.monotonic() + 30
         while part_warm_ups(server) == 0 and time.monotonic() < deadline:
@@ -331,18 +313,13 @@ def test_p_n_of_name_gives_each_page_to_the_document_after_it():
 # F13: one tab's flipped decision cancels the warm-up another tab still needs ----------------------
 @pytest.mark.integration
 def test_one_tab_switching_off_leaves_another_tabs_parts_warming(app_env):  # noqa: F811
-    import re
     import time
 
     from builders import make_contract_pdf
     from fakeserver import FakeServer
     from streamlit.testing.v1 import AppTest
     from test_app import APP, upload
-    from test_whole_default import _whole_toggle
-
-    def part_warm_ups(server: FakeServer) -> int:
-        return sum(1 for r in list(server.behaviour.requests) if r.get("max_tokens") == 1
-                   and re.search(r"Part \d+ of \d+ of the document", r["messages"][-1]["content"]))
+    from test_whole_default import _whole_toggle, part_warm_ups
 
     with FakeServer() as server:
         server.behaviour.max_model_len = 2048
@@ -379,20 +356,16 @@ def test_a_name_written_with_ss_for_sharp_s_still_names_its_document():
 def test_pages_typed_equal_to_the_auto_fit_are_still_the_users_after_a_reload(app_env):  # noqa: F811
     import re
 
-    from builders import make_contract_pdf
     from fakeserver import FakeServer
     from streamlit.testing.v1 import AppTest
-    from test_app import APP, upload
-    from test_whole_default import _ask, _pages, _whole_toggle
+    from test_app import APP
+    from test_whole_default import _ask, _open_over_budget, _pages, _whole_toggle
 
     def box(at: AppTest):
         return next(t for t in at.text_input if t.label.startswith("Pages to keep"))
 
     with FakeServer() as server:
-        server.behaviour.max_model_len = 2048
-        app_env(base_url=server.base_url, context=2048)
-        at = upload(AppTest.from_file(APP, default_timeout=120).run(), "c.pdf",
-                    make_contract_pdf(40))
+        at = _open_over_budget(app_env, server)
         assert not at.exception and _whole_toggle(at).value
         fitted_text = box(at).value
         first, last = (int(n) for n in re.fullmatch(r"(\d+)-(\d+)", fitted_text).groups())

@@ -53,6 +53,12 @@ def _open_over_budget(app_env, server: FakeServer, *, prefill_s: float | None = 
     return at
 
 
+def part_warm_ups(server: FakeServer) -> int:
+    """How many warm-ups of a part (not of a selection) the server received."""
+    return sum(1 for r in list(server.behaviour.requests) if r.get("max_tokens") == 1
+               and re.search(r"Part \d+ of \d+ of the document", r["messages"][-1]["content"]))
+
+
 def _whole_toggle(at: AppTest):
     [toggle] = [t for t in at.toggle if t.label.startswith("Answer from every page")]
     return toggle

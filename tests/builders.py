@@ -345,3 +345,21 @@ def make_docx_of_paragraphs(count: int, *, seed: int = 7) -> bytes:
     xml = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document {ns}><w:body>'
            f"{body}<w:sectPr/></w:body></w:document>").encode()
     return replace_docx_part(template.getvalue(), "word/document.xml", xml)
+
+
+def counted_text(name: str, text: str):  # -> sparkdocs.documents.Document
+    """A counted one-part text document named `name` (as a plain-text file reads)."""
+    from sparkdocs.documents import Document, DocumentKind, Section, SectionKind, clean_text
+    from sparkdocs.tokens import count_document
+
+    return count_document(Document(name, DocumentKind.TEXT, f"hash-{name}",
+                                   (Section(SectionKind.HEADING, "lines 1-1", clean_text(text)),)))
+
+
+def counted_pdf(name: str, pages: list[str]):  # -> sparkdocs.documents.Document
+    """A counted PDF document named `name`, one page per text, numbered from 1."""
+    from sparkdocs.documents import Document, DocumentKind, Section, SectionKind, clean_text
+    from sparkdocs.tokens import count_document
+
+    return count_document(Document(name, DocumentKind.PDF, f"hash-{name}", tuple(
+        Section(SectionKind.PAGE, str(i), clean_text(t)) for i, t in enumerate(pages, 1))))

@@ -13,31 +13,21 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from builders import make_pdf
+from builders import counted_pdf, counted_text, make_pdf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparkdocs.citations import Status, verify_answer
 from sparkdocs.config import Settings
 from sparkdocs.documents import (
-    Document,
-    DocumentKind,
-    Section,
-    SectionKind,
-    clean_text,
     combine_documents,
     name_line,
     unique_names,
 )
 from sparkdocs.prompts import prepare_document
-from sparkdocs.tokens import count_document
 
 LOREM = "The supplier shall deliver the goods within thirty days of each written order."
 
-
-def _text(name: str, text: str) -> Document:
-    return count_document(Document(name, DocumentKind.TEXT, f"hash-{name}",
-                                   (Section(SectionKind.HEADING, "lines 1-1", clean_text(text)),)))
 
 
 # F1: names that render the same in the prompt are not told apart ------------------------------
@@ -56,8 +46,8 @@ def test_unique_names_give_distinct_name_lines(pair):
 
 # F2: a citation naming the document exactly as the prompt shows it -----------------------------
 def test_a_citation_with_the_name_as_shown_in_the_prompt_is_verified():
-    first = _text("a b.txt", "Beta clause: the deposit is five hundred pounds held by the agent.")
-    second = _text("new\nline.txt", "Gamma clause: pets are allowed with written consent "
+    first = counted_text("a b.txt", "Beta clause: the deposit is five hundred pounds held by the agent.")
+    second = counted_text("new\nline.txt", "Gamma clause: pets are allowed with written consent "
                                      "from the landlord.")
     whole = combine_documents([first, second], names=["a b.txt", "new\nline.txt"])
     prepared = prepare_document(whole)
@@ -205,17 +195,13 @@ def test_follow_up_without_paths_takes_the_password(tmp_path: Path):
 
 
 # F2b: document names with spaces shift every citation onto the next quote --------------------
-def _pdf(name: str, pages: list[str]) -> Document:
-    return count_document(Document(name, DocumentKind.PDF, f"h-{name}", tuple(
-        Section(SectionKind.PAGE, str(i), clean_text(t)) for i, t in enumerate(pages, 1))))
-
 
 def test_citations_naming_documents_with_spaces_are_verified():
     a, b = "Annual Report.pdf", "Other Doc.pdf"
     whole = combine_documents([
-        _pdf(a, ["The company made a profit of ten million pounds this year.",
+        counted_pdf(a, ["The company made a profit of ten million pounds this year.",
                  "The board met four times during the year under review."]),
-        _pdf(b, ["The auditors found no material weakness in the controls.",
+        counted_pdf(b, ["The auditors found no material weakness in the controls.",
                  "The auditors were paid two hundred thousand pounds in fees."])], names=[a, b])
     answer = (f'Profit: "The company made a profit of ten million pounds this year" ({a}, p. 1).\n'
               f'Audit: "The auditors found no material weakness in the controls" ({b}, p. 1).\n'
@@ -324,7 +310,7 @@ def test_a_citation_naming_several_documents_is_checked_in_each(data):
     """The judge is the generator: it knows which document holds the quoted sentence and which
     documents the citation names."""
     count = data.draw(st.integers(2, 4))
-    documents = [_text(SET_NAMES[i], f"Clause {i}: {SENTENCES[i]}.") for i in range(count)]
+    documents = [counted_text(SET_NAMES[i], f"Clause {i}: {SENTENCES[i]}.") for i in range(count)]
     prepared = prepare_document(combine_documents(documents, names=SET_NAMES[:count]))
     holder = data.draw(st.integers(0, count - 1))
     named = data.draw(st.lists(st.integers(0, count - 1), min_size=2, max_size=count, unique=True))

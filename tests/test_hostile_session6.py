@@ -14,32 +14,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import counted_pdf, counted_text
 from test_app import app_env  # noqa: F401  # the app's fixture (F7)
 
 from sparkdocs.citations import Status, verify_answer
 from sparkdocs.documents import (
-    Document,
-    DocumentKind,
-    Section,
-    SectionKind,
-    clean_text,
     combine_documents,
 )
 from sparkdocs.prompts import prepare_document
-from sparkdocs.tokens import count_document
 
 PETS = "pets are allowed with written consent from the landlord"
 DEPOSIT = "the deposit is five hundred pounds held by the agent"
 
 
-def _text(name: str, text: str) -> Document:
-    return count_document(Document(name, DocumentKind.TEXT, f"hash-{name}",
-                                   (Section(SectionKind.HEADING, "lines 1-1", clean_text(text)),)))
-
-
-def _pdf(name: str, pages: list[str]) -> Document:
-    return count_document(Document(name, DocumentKind.PDF, f"hash-{name}", tuple(
-        Section(SectionKind.PAGE, str(i + 1), clean_text(t)) for i, t in enumerate(pages))))
 
 
 def _sparkdocs(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -55,7 +42,7 @@ def _sparkdocs(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Complet
 def test_a_quote_given_to_one_document_is_not_verified_by_a_name_written_as_a_contrast(answer):
     """The quote is in b.txt only (the generator put it there); the answer says a.txt says it."""
     prepared = prepare_document(combine_documents(
-        [_text("a.txt", f"Clause: {DEPOSIT}."), _text("b.txt", f"Clause: {PETS}.")],
+        [counted_text("a.txt", f"Clause: {DEPOSIT}."), counted_text("b.txt", f"Clause: {PETS}.")],
         names=["a.txt", "b.txt"]))
     (citation,) = verify_answer(answer, prepared)
     assert citation.found is not None and citation.found.document == "b.txt"
@@ -68,8 +55,8 @@ def test_a_reference_belongs_to_the_name_written_before_it_whatever_its_letters(
     """The quote is on b.pdf's page 1; the citation gives b.pdf, p. 2: never verified there."""
     first = "Maßgeblichkeit_Straßenmaß_Größe_Gemäß_Fußmaß_Außenmaß.pdf"  # 9 × ß
     prepared = prepare_document(combine_documents(
-        [_pdf(first, ["The rent is due monthly.", "Repairs are the landlord's."]),
-         _pdf("b.pdf", [f"Clause one: {PETS}.", "Clause two: the deposit is held."])],
+        [counted_pdf(first, ["The rent is due monthly.", "Repairs are the landlord's."]),
+         counted_pdf("b.pdf", [f"Clause one: {PETS}.", "Clause two: the deposit is held."])],
         names=[first, "b.pdf"]))
     (citation,) = verify_answer(f'Found: "{PETS}" ({first}, p. 1; b.pdf, p. 2).', prepared)
     assert citation.status is not Status.VERIFIED, (citation.cited, citation.note)
@@ -80,8 +67,8 @@ def test_control_the_same_citation_with_a_plain_name_is_judged_by_its_page():
     """F2's control, unmarked: spelled without ß, the same citation is MOVED to p. 1."""
     first = "Massgeblichkeit_Strassenmass_Groesse_Gemaess_Fussmass_Aussenmass.pdf"
     prepared = prepare_document(combine_documents(
-        [_pdf(first, ["The rent is due monthly.", "Repairs are the landlord's."]),
-         _pdf("b.pdf", [f"Clause one: {PETS}.", "Clause two: the deposit is held."])],
+        [counted_pdf(first, ["The rent is due monthly.", "Repairs are the landlord's."]),
+         counted_pdf("b.pdf", [f"Clause one: {PETS}.", "Clause two: the deposit is held."])],
         names=[first, "b.pdf"]))
     (citation,) = verify_answer(f'Found: "{PETS}" ({first}, p. 1; b.pdf, p. 2).', prepared)
     assert citation.status is Status.MOVED and citation.cited is not None
@@ -94,7 +81,7 @@ def test_every_document_a_long_citation_names_is_checked(with_lines: bool):
     names = [f"schedule-{i:02d}.txt" for i in range(14)]
     texts = [f"Clause {i}: nothing is agreed in schedule {i}." for i in range(13)] + [
         f"Clause: {PETS}."]
-    documents = [_text(n, t) for n, t in zip(names, texts, strict=True)]
+    documents = [counted_text(n, t) for n, t in zip(names, texts, strict=True)]
     prepared = prepare_document(combine_documents(documents, names=names))
     listed = "; ".join(n + (", lines 1-1" if with_lines else "") for n in names)
     (citation,) = verify_answer(f'Found: "{PETS}" ({listed}).', prepared)
@@ -292,8 +279,8 @@ def test_the_app_child_rebuilds_the_same_settings(monkeypatch):
 def _two_pdfs():
     filler = "filler sentence about nothing in particular"
     return prepare_document(combine_documents(
-        [_pdf("a.pdf", [filler, filler, f"Clause: {DEPOSIT}."]),
-         _pdf("b.pdf", [filler] * 6 + [f"Clause: {PETS}."])], names=["a.pdf", "b.pdf"]))
+        [counted_pdf("a.pdf", [filler, filler, f"Clause: {DEPOSIT}."]),
+         counted_pdf("b.pdf", [filler] * 6 + [f"Clause: {PETS}."])], names=["a.pdf", "b.pdf"]))
 
 
 def test_a_lead_in_naming_two_documents_with_their_pages_is_checked_in_each():
@@ -344,7 +331,7 @@ def test_one_tab_switching_off_leaves_another_tabs_parts_warming(app_env):  # no
 def test_a_name_written_with_ss_for_sharp_s_still_names_its_document():
     filler = "filler sentence about nothing in particular"
     prepared = prepare_document(combine_documents(
-        [_pdf("Straße.pdf", [filler, filler]), _pdf("b.pdf", [filler, f"Clause: {PETS}."])],
+        [counted_pdf("Straße.pdf", [filler, filler]), counted_pdf("b.pdf", [filler, f"Clause: {PETS}."])],
         names=["Straße.pdf", "b.pdf"]))
     (citation,) = verify_answer(f'Found: "{PETS}" (STRASSE.PDF, p. 2).', prepared)
     assert citation.found is not None and citation.found.document == "b.pdf"

@@ -18,7 +18,14 @@ from pydantic_core import ValidationError as CoreValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sparkdocs import config
-from sparkdocs.config import ENV_PREFIX, Settings, build_settings, child_environment
+from sparkdocs.config import (
+    ENV_PREFIX,
+    AuthMode,
+    CacheIsolation,
+    Settings,
+    build_settings,
+    child_environment,
+)
 from sparkdocs.errors import ConfigError
 
 
@@ -53,6 +60,13 @@ TEXTS = st.one_of(
             max_size=12))
 
 
+# what callers pass as keywords: text, numbers of each kind, flags, paths, enum members, None
+KWARG_VALUES = st.one_of(
+    TEXTS, st.integers(-2, 2**40), st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.none(), st.just(Path("/tmp/c")), st.sampled_from(list(AuthMode)),
+    st.sampled_from(list(CacheIsolation)), st.just(b"bytes"), st.just([1]))
+
+
 def _name(field: str, case: str) -> str:
     name = ENV_PREFIX + field.upper()
     return {"upper": name, "lower": name.lower(), "mixed": name[:1].lower() + name[1:],
@@ -79,10 +93,9 @@ def _clean_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIX)}
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(entries=ENVIRONMENTS,
-       kwargs=st.dictionaries(st.sampled_from(["context_length", "model", "cache_dir", "warm_up"]),
-                              st.sampled_from(["1024", "m", "/tmp/c", "true", 700]), max_size=2))
+       kwargs=st.dictionaries(st.sampled_from([*FIELDS, "not_a_setting"]), KWARG_VALUES, max_size=3))
 def test_environment_read_as_pydantic_settings_reads_it(entries, kwargs) -> None:
     environ = _clean_environ()
     for field, case, text in entries:

@@ -4,8 +4,6 @@ rebuilt, and concurrent writers leaving a whole file."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
@@ -134,19 +132,34 @@ def test_processes_writing_the_cache_at_once_leave_a_whole_file(tmp_path: Path, 
     assert seen > 0
 
 
+COUNT_IN_PROCESS = """
+import json, sys
+from pathlib import Path
+from sparkdocs.config import Settings
+from sparkdocs.tokens import Llama3Tokenizer, llama3
+from sparkdocs.workspace import Workspace
+text = Path(sys.argv[1]).read_text()
+if sys.argv[2] == "meta":
+    print(Llama3Tokenizer().count(text))  # Meta's file, parsed afresh
+else:  # as the app and `ask` build it: from the cache folder's ranks
+    print(llama3(load_ranks=Workspace(Settings(cache_dir=Path(sys.argv[2]))).ranks).count(text))
+"""
+
+
 def test_a_whole_count_from_the_cached_ranks_equals_one_from_metas_file(tmp_path: Path,
                                                                       good_file: bytes):
-    def count(path: Path, cache: Path) -> int:
-        env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(cache)}
-        done = subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(path), "--json"],
-                              capture_output=True, text=True, env=env, timeout=120, check=True)
-        return json.loads(done.stdout)["tokens"]
+    """As the app and `ask` build the tokenizer (one-shot commands build theirs beside them from
+    Meta's file, sparkdocs.launch): a fresh process, its ranks from the cache folder."""
+    def count(path: Path, source: str) -> int:
+        done = subprocess.run([sys.executable, "-c", COUNT_IN_PROCESS, str(path), source],
+                              capture_output=True, text=True, timeout=120, check=True)
+        return int(done.stdout)
 
     warm = tmp_path / "warm"
     first = tmp_path / "first.txt"
     first.write_text("Payment is due in thirty days.")
-    count(first, warm)  # writes the ranks file
+    count(first, str(warm))  # writes the ranks file
     assert rank_cache_path(warm).read_bytes() == good_file
     text = tmp_path / "contract.txt"
     text.write_text(" ".join(clean_text(t) for name in CORPUS for _, _, t in CORPUS[name]))
-    assert count(text, warm) == count(text, tmp_path / "cold")  # cached ranks vs Meta's file
+    assert count(text, str(warm)) == count(text, "meta")  # cached ranks vs Meta's file

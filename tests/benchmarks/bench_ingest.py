@@ -118,14 +118,14 @@ def _ratios(ours: list[Measured], theirs: list[Measured]) -> str:
 
 def startup_rows(work: Path, *, pairs: int) -> list[tuple[str, str, str, str]]:
     """Whole processes, as a person runs them: `sparkdocs count` of a tree it has never seen
-    (a store and the tokenizer's rank cache exist: the steady state) against `gitingest` of the
+    (its store exists: the steady state) against `gitingest` of the
     same tree, in interleaved pairs; then a never-seen 300-page PDF counted whole."""
     from builders import LOREM, make_pdf, synthetic_document_text
 
     store = work / "store-startup"
     env = {"SPARKDOCS_CACHE_DIR": str(store)}
     run_measured([PY, "-m", "sparkdocs", "count", str(HERE / "measure.py"), "--json"], env=env,
-                 repeat=1)  # the store and the rank cache, once per machine
+                 repeat=1)  # the store, once per machine
     rows: list[tuple[str, str, str, str]] = []
     gitingest = _gitingest() or "gitingest"
     tiny = work / "tiny-project"

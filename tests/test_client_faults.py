@@ -218,12 +218,25 @@ def test_a_stream_of_keep_alives_ends_at_the_answer_deadline(server):
 
 
 @pytest.mark.parametrize("deadline_s", [float("inf"), 1e300])
-def test_a_deadline_too_long_for_a_timer_is_no_deadline_not_a_crash(server, deadline_s):
+def test_a_deadline_too_long_for_a_timer_is_refused_where_it_is_set(deadline_s):
+    """Settings refuse it (one line naming the variable) before any timer sees it."""
+    from sparkdocs.config import build_settings
+    from sparkdocs.errors import ConfigError
+
+    with (pytest.MonkeyPatch.context() as env,
+          pytest.raises(ConfigError, match="SPARKDOCS_ANSWER_DEADLINE_S")):
+        env.setenv("SPARKDOCS_ANSWER_DEADLINE_S", repr(deadline_s))
+        build_settings()
+
+
+def test_the_longest_deadline_settings_allow_runs_a_timer_without_a_crash(server):
+    from sparkdocs.config import A_WEEK_S
+
     errors = []
     previous = threading.excepthook
     threading.excepthook = errors.append
     try:
-        result = client_for(server, answer_deadline_s=deadline_s).stream(MESSAGES).run()
+        result = client_for(server, answer_deadline_s=A_WEEK_S).stream(MESSAGES).run()
     finally:
         threading.excepthook = previous
     assert result.answer == "The answer is forty-two." and not result.interrupted

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -681,7 +682,9 @@ def test_an_archive_whose_last_copy_of_a_path_is_left_out_shows_no_earlier_copy(
 
 
 # Windows-1252 text of any length (issue #20): a browser with a Western locale reads it right,
-# so must we. Words are real German/French/Portuguese/Spanish words; the judge is the encoding
+# so must we. Words are real German/French/Portuguese/Spanish/Italian/Dutch/Icelandic words;
+# where both readings are real letters (Swedish `PÅ…` is the bytes of Latvian `PŅ`) UTF-8
+# wins, as a browser decides, so Å is not among them. The judge is the encoding
 # the bytes were made with.
 _WESTERN_WORDS = (
     "über", "Größe", "schön", "Grüße", "München", "Füße", "Mädchen", "Äpfel", "Öl", "weiß",
@@ -690,6 +693,7 @@ _WESTERN_WORDS = (
     "mãe", "São", "Paulo", "informações", "você", "coração", "põe", "avô", "é", "à", "señor",
     "niño", "mañana", "año", "está", "qué", "canción", "pingüino", "el", "la", "und", "die",
     "le", "de", "que", "com", "por", "100", "3,50", "l’été", "d’ôter", "Jean–Paul", "col·lecció",
+    "perché", "città", "più", "così", "però", "è", "één", "café", "geïnd", "þú", "ég", "já",
 )
 _WRAPS = (("", ""), ("“", "”"), ("„", "“"), ("‚", "‘"), ("«", "»"), ("‹", "›"), ("¿", "?"),
           ("¡", "!"), ("", "…"), ("", ","), ("", "."), ("€ ", ""), ("", " €"), ("— ", ""))
@@ -711,6 +715,38 @@ def _western_sentences(draw: st.DrawFn) -> str:
 def test_windows_1252_text_of_any_length_is_read_as_written(text: str):
     document = ingest_bytes("note.txt", text.encode("cp1252"))
     assert document.sections[0].text == text
+
+
+# The other side of the same judgement: UTF-8 text of any length in languages whose letters
+# lie beyond Latin-1 (their bytes are often cp1252 letters followed by symbols, `ș` is `È™`)
+# stays UTF-8. The judge is again the encoding the bytes were made with.
+_UTF8_WORDS = (
+    "ș", "ț", "și", "țară", "împăratul", "ą", "ę", "żółć", "łódź", "się", "ř", "čeština",
+    "žluťoučký", "kůň", "ā", "ņem", "ģimene", "ķēķis", "ğ", "ışık", "İstanbul", "şehir",
+    "ơ", "ư", "Việt", "người", "đường", "ɛ", "ɔ", "ɔba", "mɛ", "ọjọ́", "ẹ̀kọ́", "əl", "Azərbaycan",
+    "e\u0301te\u0301", "π", "αβγ", "ο", "η", "λόγος", "и", "в", "мир", "Москва", "ש", "שלום",
+    "و", "سلام", "中", "文字", "ʻokina", "Hawaiʻi", "/ʌ/", "ˈsʌmθɪŋ", "100", "de", "la",
+)
+_PHONETIC = frozenset({"/ʌ/", "ˈsʌmθɪŋ"})  # IPA is written in small letters only
+
+
+@st.composite
+def _utf8_sentences(draw: st.DrawFn) -> str:
+    words = draw(st.lists(st.sampled_from(_UTF8_WORDS), min_size=1, max_size=12))
+    out = []
+    for word in words:
+        if word not in _PHONETIC:
+            word = draw(st.sampled_from((word, word.upper(), word.capitalize())))
+        before, after = draw(st.sampled_from(_WRAPS))
+        out.append(before + word + after)
+    return " ".join(out)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(_utf8_sentences())
+def test_utf8_text_of_any_length_in_other_scripts_is_read_as_written(text: str):
+    read = ingest_bytes("note.txt", text.encode("utf-8")).sections[0].text
+    assert read == unicodedata.normalize("NFC", text)  # documents are kept composed
 
 
 @pytest.mark.parametrize("text", ["über", "Ça va très bien", "€ 100", "ação", "“Olá”"])

@@ -79,26 +79,81 @@ def _legacy_warning(name: str, encoding: str) -> str:
 
 def _cp1252_not_utf8(data: bytes) -> bool:
     """Valid UTF-8 that is cp1252 all the same: short Western text can be valid UTF-8 by
-    chance (`AVÔ…` is the bytes of `AVԅ`), and then only the UTF-8 reading is absurd: a C1
-    control, or a word mixing Latin letters with another script's."""
+    chance (an accented capital ending a word, then `…` or a closing quote: `É…` is the bytes
+    of `Ʌ`, `AVÔ…` of `AVԅ`), and then only the UTF-8 reading is absurd (`_absurd_in_utf8`).
+    Both readings must agree: text that cp1252 reads as no Western text is stays UTF-8."""
     sample = _sample(data)
     if not _decodes(sample, "cp1252") or not _reads_as_western(sample.decode("cp1252")):
         return False
-    utf8 = sample.decode("utf-8", errors="replace")
-    for match in _NON_ASCII_RUN.finditer(utf8):
-        start, end = max(match.start() - 1, 0), min(match.end() + 1, len(utf8))
-        if _absurd_in_utf8(utf8[start:end]):
-            return True
+    return _absurd_in_utf8(sample.decode("utf-8", errors="replace"))
+
+
+# Letters of Latin Extended-B and the IPA block that living orthographies write: African
+# alphabets, Azeri ə, Khoisan clicks, the ʻokina, Vietnamese ơ ư, Pinyin ǎ…ǜ, Croatian ǆ,
+# Sami ǧ ǩ, Romanian ș ț. The rest is phonetics, dialectology or history.
+_LIVING_LATIN = frozenset(
+    "ƏəƐɛƆɔƊɗƁɓƳƴƘƙƝɲŊŋƔɣƲʋƩʃƷʒƉɖƎǝƑƒƗɨɄʉⱭɑƜɯǀǁǂǃʻʼʔƠơƯư"
+    + "".join(chr(code) for code in range(0x1C4, 0x1DD))
+    + "ǦǧǨǩǪǫȘșȚț"
+)
+_IPA = range(0x250, 0x2B0)
+# Scripts that no one-letter word of a Western text's bytes could be, and that never stand
+# alone: a letter of theirs with no letter of its own script beside it is a chance reading.
+_RARE_SCRIPTS = frozenset({"SYRIAC", "THAANA", "NKO", "SAMARITAN", "MANDAIC"})
+
+
+def _capitals_then_small(text: str, index: int) -> bool:
+    """`QUɔ`: a small letter ending a word of capitals, as `QUÉ”` reads in UTF-8."""
+    return (text[index].islower() and index >= 2 and text[index - 1].isupper()
+            and text[index - 2].isupper()
+            and not (index + 1 < len(text) and text[index + 1].isalpha()))
+
+
+def _script(char: str) -> str:
+    return unicodedata.name(char, "?").split(" ")[0]
+
+
+def _absurd_in_utf8(text: str) -> bool:
+    """A character of the UTF-8 reading that real text does not hold where it stands: a C1
+    control or unassigned code point; a letter, digit or mark of another script touching a
+    Latin letter; a mark with no letter it belongs to; a letter of Latin Extended-B no living
+    language writes, or a phonetic letter after a capital; a small letter ending a word of
+    capitals; a letter of a rare script standing alone."""
+    for match in _NON_ASCII_RUN.finditer(text):
+        for index in range(match.start(), match.end()):
+            if _absurd_at(text, index):
+                return True
     return False
 
 
-def _absurd_in_utf8(piece: str) -> bool:
-    if any("\x80" <= char <= "\x9f" for char in piece):
+def _absurd_at(text: str, index: int) -> bool:
+    char = text[index]
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cn", "Co"):  # C1 controls, unassigned, private use
         return True
-    scripts = [unicodedata.name(char, "?").split(" ")[0] if char.isalpha() else None
-               for char in piece]
-    return any(a is not None and b is not None and a != b and "LATIN" in (a, b)
-               for a, b in zip(scripts, scripts[1:], strict=False))
+    before = text[index - 1] if index > 0 else " "
+    after = text[index + 1] if index + 1 < len(text) else " "
+    if category.startswith("M"):
+        base = index - 1
+        while base >= 0 and unicodedata.category(text[base]).startswith("M"):
+            base -= 1
+        if base < 0 or not text[base].isalpha():
+            return True
+        cluster = text[base:index + 1]
+        return (_script(text[base]) != _script(char)
+                and len(unicodedata.normalize("NFC", cluster)) == len(cluster))
+    if not char.isalnum():
+        return False
+    script = _script(char)
+    if script != "LATIN" and any(
+            near.isalpha() and _script(near) == "LATIN" for near in (before, after)):
+        return True
+    if script == "LATIN":
+        if 0x180 <= ord(char) < _IPA.stop and char not in _LIVING_LATIN:
+            return ord(char) not in _IPA or before.isupper()  # `/ʌ/` is phonetics, `QUɅ` none
+        return _capitals_then_small(text, index)
+    return script in _RARE_SCRIPTS and not any(
+        near.isalpha() and _script(near) == script for near in (before, after))
 
 
 def _sample(data: bytes, limit: int = SAMPLE_BYTES) -> bytes:
@@ -137,15 +192,16 @@ def _legacy_encoding(data: bytes) -> str | None:
 
 # What Western text written in cp1252 never holds, and other code pages read as cp1252 do:
 # four non-ASCII characters in a row or three non-ASCII letters (Cyrillic, Greek, Arabic,
-# CJK bytes: `Ïðèâåò`, `êàê`), or a symbol inside a word (Polish cp1250: `Za¿ó³æ`). Real
-# words have at most two (`ção`, `Größe`); apostrophes, dashes and `·` do join letters.
+# CJK bytes: `Ïðèâåò`, `êàê`; quotes around a word do not count), or a symbol inside a
+# word (Polish cp1250: `Za¿ó³æ`). Real words have at most two (`ção`, `Größe`); apostrophes, dashes and `·` do join letters.
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f\xa0]+")
 _JOINERS = frozenset("’‘´·–—\xad")
+_QUOTES = "“”„‚‘’«»‹›…¿¡"
 
 
 def _reads_as_western(text: str) -> bool:
     for match in _NON_ASCII_RUN.finditer(text):
-        run = match.group()
+        run = match.group().strip(_QUOTES)  # `“þú”`: a short word wholly accented, in quotes
         if len(run) >= 4 or (len(run) == 3 and run.isalpha()):
             return False
         start, end = match.start(), match.end()

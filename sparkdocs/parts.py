@@ -48,6 +48,7 @@ from .prompts import (
     PreparedDocument,
     Prompt,
     PromptBuilder,
+    block_tokens,
     prepare_document,
     split_into_parts,
 )
@@ -115,8 +116,8 @@ def split_large_sections(document: Document, builder: PromptBuilder, *, availabl
 
     def fits(section: Section) -> bool:
         single = count_document(replace(document, sections=(section,)), tok)
-        return prepare_document(single, tokenizer=tok,
-                                note=part_note(9999, 9999, section.locator)).block_tokens <= available
+        return block_tokens(single, tokenizer=tok,
+                            note=part_note(9999, 9999, section.locator)) <= available
 
     sections: list[Section] = []
     notes: list[str] = []

@@ -131,7 +131,21 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
     `note` replaces the omission list (map-reduce parts say which part they are instead).
     When files are left out, the file tree is drawn for the selection (omitted folders as
     counts), so the tree never costs more than what is kept."""
-    tok = tokenizer or llama3()
+    kept, omitted, text, tokens = _block(document, keep=keep, tok=tokenizer or llama3(),
+                                         note=note, render=True)
+    return PreparedDocument(document, kept, omitted, text, tokens)
+
+
+def block_tokens(document: Document, *, keep: Iterable[int] | None = None,
+                 tokenizer: Llama3Tokenizer | None = None, note: str | None = None) -> int:
+    """`prepare_document(...).block_tokens` without rendering the kept sections (their counts
+    are known): fitting and splitting try many selections of a large document."""
+    return _block(document, keep=keep, tok=tokenizer or llama3(), note=note, render=False)[3]
+
+
+def _block(document: Document, *, keep: Iterable[int] | None, tok: Llama3Tokenizer,
+           note: str | None, render: bool) -> tuple[tuple[int, ...], tuple[int, ...], str, int]:
+    """(kept, omitted, the block as sent or "" when not `render`, its tokens)."""
     if not document.counted:
         raise SparkdocsError(f"{document.name}: count its tokens (tokens.count_document) first.")
     sections = document.sections
@@ -143,23 +157,26 @@ def prepare_document(document: Document, *, keep: Iterable[int] | None = None,
     omitted = tuple(i for i in all_indices if i not in kept_set)
     blocks: list[str] = []
     tokens = 0
+    first = True
     for member in document.blocks:
         if note is not None and not any(i in kept_set for i in member.indices):
             continue  # a part holds only the documents it reads
         text, count = _member_block(document, member, kept_set, tok,
-                                    note=note if not blocks else None)
+                                    note=note if first else None, render=render)
+        first = False
         blocks.append(text)
         tokens += count
     if document.appendix and note is None:
-        blocks.append(appendix_block(document.appendix))
-        tokens += tok.count(blocks[-1])
-    return PreparedDocument(document, kept, omitted, "".join(blocks), tokens)
+        appendix = appendix_block(document.appendix)
+        blocks.append(appendix if render else "")
+        tokens += tok.count(appendix)
+    return kept, omitted, "".join(blocks), tokens
 
 
 def _member_block(document: Document, member: Member, kept: set[int], tok: Llama3Tokenizer, *,
-                  note: str | None) -> tuple[str, int]:
-    """One document's block as sent, and its tokens: the frame, its name, the part note or
-    what was left out of it, then its kept sections."""
+                  note: str | None, render: bool) -> tuple[str, int]:
+    """One document's block as sent (or "" when not `render`), and its tokens: the frame, its
+    name, the part note or what was left out of it, then its kept sections."""
     sections = document.sections[member.first:member.first + member.count]
     kept_here = {i - member.first for i in kept if i in member.indices}
     omitted = tuple(i for i in range(len(sections)) if i not in kept_here)
@@ -172,7 +189,7 @@ def _member_block(document: Document, member: Member, kept: set[int], tok: Llama
             rendered = render_section(sections[i], text=tree)
             tokens += tok.count(rendered)
         else:
-            rendered = render_section(sections[i])
+            rendered = render_section(sections[i]) if render else ""
             tokens += sections[i].tokens
         body.append(rendered)
     if note is not None:
@@ -181,6 +198,8 @@ def _member_block(document: Document, member: Member, kept: set[int], tok: Llama
         note_text = omission_note(sections, omitted) if omitted else ""
     note_text = neutralise_special_tokens(note_text)
     tokens += tok.count(note_text) if note_text else 0
+    if not render:
+        return "", tokens
     return DOCUMENT_OPEN + head + note_text + "".join(body) + DOCUMENT_CLOSE, tokens
 
 
@@ -307,8 +326,13 @@ class PromptBuilder:
         """The exact prefix every question will start with (send with max_tokens=1)."""
         messages = (ChatMessage("system", SYSTEM_PROMPT),
                     ChatMessage("user", prepared.block + QUESTION_LEAD))
-        return Prompt(Task.WARM_UP, messages,
-                      self._first_turn_tokens(prepared, QUESTION_LEAD) + self._generation_tokens)
+        return Prompt(Task.WARM_UP, messages, self.prefix_tokens(prepared.block_tokens))
+
+    def prefix_tokens(self, block_tokens: int) -> int:
+        """The tokens of the warm-up prompt (the prefix every question starts with) around a
+        block of `block_tokens`: known without rendering the block."""
+        return (self._system_tokens + self._user_open_tokens + block_tokens
+                + self._tok.count(QUESTION_LEAD) + self._generation_tokens)
 
     def overhead_tokens(self, *, question_reserve: int = QUESTION_RESERVE_TOKENS) -> int:
         """Everything in a question prompt except the document's sections: template, system text,
@@ -321,10 +345,10 @@ class PromptBuilder:
                keep: Iterable[int] | None = None) -> Budget:
         """The budget of the block that is sent: kept sections, the omission note and the tree
         as drawn for this selection (the frame is part of the overhead)."""
-        prepared = prepare_document(document, keep=keep, tokenizer=self._tok)
+        used = block_tokens(document, keep=keep, tokenizer=self._tok)
         return Budget(context=context, answer_reserve=answer_reserve,
                       prompt_overhead=self.overhead_tokens(),
-                      used=prepared.block_tokens - document_frame_tokens(self._tok))
+                      used=used - document_frame_tokens(self._tok))
 
     def fit(self, document: Document, *, context: int, answer_reserve: int) -> tuple[int, ...]:
         """A selection whose whole prompt fits (see `fit_sections`)."""
@@ -377,13 +401,13 @@ def _nothing_fits(document: Document, available: int, tok: Llama3Tokenizer) -> s
     trees = tuple(i for i, s in enumerate(document.sections) if s.kind is SectionKind.TREE)
     smallest = min(content, key=lambda i: (document.sections[i].tokens, i))
     section = document.sections[smallest]
-    alone = prepare_document(document, keep=(smallest,), tokenizer=tok).block_tokens - frame
+    alone = block_tokens(document, keep=(smallest,), tokenizer=tok) - frame
     note = alone - section.tokens
     if not trees:
         tree_text = "there is no file tree"
     else:
-        with_tree = prepare_document(document, keep=trees + (smallest,), tokenizer=tok)
-        tree_text = (f"the file tree drawn for it {with_tree.block_tokens - frame - alone:,} "
+        with_tree = block_tokens(document, keep=trees + (smallest,), tokenizer=tok)
+        tree_text = (f"the file tree drawn for it {with_tree - frame - alone:,} "
                      "(left out too, and it still does not fit)")
     return (f"{document.name}: no part fits in the {available:,} tokens available for the "
             f"document: the smallest part ({section.locator}) takes {section.tokens:,}, the "
@@ -403,8 +427,7 @@ def _fit_in_order(document: Document, available: int, tok: Llama3Tokenizer,
         return tuple(i for i in everything if i not in gone)
 
     def fits(dropped: int) -> bool:
-        return prepare_document(document, keep=keep_after(dropped), tokenizer=tok
-                                ).block_tokens - frame <= available
+        return block_tokens(document, keep=keep_after(dropped), tokenizer=tok) - frame <= available
 
     if fits(0):
         return tuple(everything)
@@ -459,35 +482,35 @@ def split_into_parts(document: Document, available: int, *, note: PartNote,
     trees = tuple(i for i, s in enumerate(sections) if s.kind is SectionKind.TREE)
     content = [i for i, s in enumerate(sections) if s.kind is not SectionKind.TREE]
 
-    def block_tokens(start: int, end: int, tree: tuple[int, ...], number: int = 9999,
-                     total: int = 9999) -> int:
+    def span_tokens(start: int, end: int, tree: tuple[int, ...], number: int = 9999,
+                    total: int = 9999) -> int:
         keep = tree + tuple(content[start:end])
         text = note(number, total, part_label(document, keep))
-        return prepare_document(document, keep=keep, tokenizer=tok, note=text).block_tokens
+        return block_tokens(document, keep=keep, tokenizer=tok, note=text)
 
     spans: list[tuple[int, int, tuple[int, ...]]] = []
     start = 0
     while start < len(content):
         tree = trees
-        if block_tokens(start, start + 1, tree) > available:
+        if span_tokens(start, start + 1, tree) > available:
             tree = ()
-            if block_tokens(start, start + 1, tree) > available:
+            if span_tokens(start, start + 1, tree) > available:
                 raise BudgetError(_part_too_large(document, content[start], available,
-                                                  block_tokens(start, start + 1, tree), trees))
-        fits = functools.partial(_span_fits, block_tokens, start, tree, available)
+                                                  span_tokens(start, start + 1, tree), trees))
+        fits = functools.partial(_span_fits, span_tokens, start, tree, available)
         spans.append((start, _longest_run(fits, start, len(content)), tree))
         start = spans[-1][1]
     parts = []
     for number, (first, end, tree) in enumerate(spans, 1):
         keep = tree + tuple(content[first:end])
         parts.append(Part(part_label(document, keep), keep,
-                          block_tokens(first, end, tree, number, len(spans))))
+                          span_tokens(first, end, tree, number, len(spans))))
     return parts
 
 
-def _span_fits(block_tokens: Callable[[int, int, tuple[int, ...]], int], start: int,
+def _span_fits(span_tokens: Callable[[int, int, tuple[int, ...]], int], start: int,
                tree: tuple[int, ...], available: int, end: int) -> bool:
-    return block_tokens(start, end, tree) <= available
+    return span_tokens(start, end, tree) <= available
 
 
 def _longest_run(fits: Callable[[int], bool], start: int, size: int) -> int:

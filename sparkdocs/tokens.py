@@ -154,11 +154,24 @@ class Llama3Tokenizer:
         back counts, not every id)."""
         self._encoding = encoding if encoding is not None else llama3_encoding(ranks)
         self._counter = counter
+        self._short_counts: dict[str, int] = {}
 
     def encode(self, text: str) -> list[int]:
         return self._encoding.encode(text, allowed_special=set(), disallowed_special=())
 
     def count(self, text: str) -> int:
+        """Short texts (frames, names, notes: counted again for every selection tried) are
+        remembered; an encoding in another process costs a round trip per count."""
+        if len(text) > SHORT_TEXT_CHARS:
+            return self._count(text)
+        known = self._short_counts.get(text)
+        if known is None:
+            if len(self._short_counts) >= SHORT_COUNTS_KEPT:
+                self._short_counts.clear()
+            known = self._short_counts[text] = self._count(text)
+        return known
+
+    def _count(self, text: str) -> int:
         return self._counter([text])[0] if self._counter else len(self.encode(text))
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
@@ -177,6 +190,9 @@ class Llama3Tokenizer:
     def special(self, name: str) -> int:
         return SPECIAL_TOKENS[name]
 
+
+SHORT_TEXT_CHARS = 512
+SHORT_COUNTS_KEPT = 4096
 
 _TOKENIZER: Llama3Tokenizer | None = None
 _TOKENIZER_LOCK = threading.Lock()

@@ -32,7 +32,7 @@ from .ingest import (
 from .ingest.code import directory_tokens
 from .ingest_slots import Waiting, ingest_slot
 from .passwords import pdf_is_encrypted
-from .prompts import PreparedDocument, PromptBuilder, prepare_document, rank_sections
+from .prompts import PreparedDocument, PromptBuilder, block_tokens, prepare_document, rank_sections
 from .rank_cache import CachedRanks, cached_ranks
 from .selection import select, selection_hint
 from .sources import expand_paths, read_file, walk_codebase
@@ -341,7 +341,8 @@ class Workspace:
                 no_fit = str(exc)
         report = count_report(document, budget, keep=keep, fit_hint=hint)
         report["no_fit"] = no_fit
-        report["prefix_tokens"] = self.prompts.warm_up(self.prepare(document, keep=keep)).prompt_tokens
+        report["prefix_tokens"] = self.prompts.prefix_tokens(
+            block_tokens(document, keep=keep, tokenizer=self.prompts.tokenizer))
         return report
 
 

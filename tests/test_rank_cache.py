@@ -148,8 +148,8 @@ else:  # as the app and `ask` build it: from the cache folder's ranks
 
 def test_a_whole_count_from_the_cached_ranks_equals_one_from_metas_file(tmp_path: Path,
                                                                       good_file: bytes):
-    """As the app and `ask` build the tokenizer (one-shot commands build theirs beside them from
-    Meta's file, sparkdocs.launch): a fresh process, its ranks from the cache folder."""
+    """As the app and `ask` build the tokenizer: a fresh process, its ranks from the cache
+    folder (one-shot commands: the next test)."""
     def count(path: Path, source: str) -> int:
         done = subprocess.run([sys.executable, "-c", COUNT_IN_PROCESS, str(path), source],
                               capture_output=True, text=True, timeout=120, check=True)
@@ -163,3 +163,29 @@ def test_a_whole_count_from_the_cached_ranks_equals_one_from_metas_file(tmp_path
     text = tmp_path / "contract.txt"
     text.write_text(" ".join(clean_text(t) for name in CORPUS for _, _, t in CORPUS[name]))
     assert count(text, str(warm)) == count(text, "meta")  # cached ranks vs Meta's file
+
+
+def test_a_one_shot_count_builds_its_tokenizer_beside_it_from_the_cache_folder(
+        tmp_path: Path, good_file: bytes):
+    """`sparkdocs count` as a whole command (sparkdocs.launch, the tokenizer in a child): the
+    first parses Meta's file and writes the cache folder's ranks, the next counts from them to
+    the same counts; a setting the command refuses still gets its one-line error."""
+    import json
+    import os
+
+    text = tmp_path / "contract.txt"
+    text.write_text(" ".join(clean_text(t) for name in CORPUS for _, _, t in CORPUS[name]))
+    env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")}
+
+    def count(**more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(text), "--json"],
+                              capture_output=True, text=True, timeout=120, env={**env, **more})
+
+    first = count()
+    assert first.returncode == 0, first.stderr
+    assert rank_cache_path(tmp_path / "cache").read_bytes() == good_file
+    again = json.loads(count().stdout)  # from the cache; the first parsed Meta's file
+    assert again["sections"] == json.loads(first.stdout)["sections"]
+    refused = count(SPARKDOCS_CONTEXT_LENGTH="many")
+    assert refused.returncode == 2 and "SPARKDOCS_CONTEXT_LENGTH" in refused.stderr
+    assert "Traceback" not in refused.stderr

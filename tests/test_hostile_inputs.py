@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -700,18 +701,20 @@ _WRAPS = (("", ""), ("“", "”"), ("„", "“"), ("‚", "‘"), ("«", "»")
 
 
 @st.composite
-def _western_sentences(draw: st.DrawFn) -> str:
-    words = draw(st.lists(st.sampled_from(_WESTERN_WORDS), min_size=1, max_size=40))
+def _sentences(draw: st.DrawFn, words: Sequence[str], *, max_size: int,
+               small_only: frozenset[str] = frozenset()) -> str:
+    """Words in any case (but `small_only`), each in a wrap of quotes or punctuation."""
     out = []
-    for word in words:
-        word = draw(st.sampled_from((word, word.upper(), word.capitalize())))
+    for word in draw(st.lists(st.sampled_from(words), min_size=1, max_size=max_size)):
+        if word not in small_only:
+            word = draw(st.sampled_from((word, word.upper(), word.capitalize())))
         before, after = draw(st.sampled_from(_WRAPS))
         out.append(before + word + after)
     return " ".join(out)
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
-@given(_western_sentences())
+@given(_sentences(_WESTERN_WORDS, max_size=40))
 def test_windows_1252_text_of_any_length_is_read_as_written(text: str):
     document = ingest_bytes("note.txt", text.encode("cp1252"))
     assert document.sections[0].text == text
@@ -730,20 +733,8 @@ _UTF8_WORDS = (
 _PHONETIC = frozenset({"/ʌ/", "ˈsʌmθɪŋ"})  # IPA is written in small letters only
 
 
-@st.composite
-def _utf8_sentences(draw: st.DrawFn) -> str:
-    words = draw(st.lists(st.sampled_from(_UTF8_WORDS), min_size=1, max_size=12))
-    out = []
-    for word in words:
-        if word not in _PHONETIC:
-            word = draw(st.sampled_from((word, word.upper(), word.capitalize())))
-        before, after = draw(st.sampled_from(_WRAPS))
-        out.append(before + word + after)
-    return " ".join(out)
-
-
 @hypothesis_settings(max_examples=300, deadline=None)
-@given(_utf8_sentences())
+@given(_sentences(_UTF8_WORDS, max_size=12, small_only=_PHONETIC))
 def test_utf8_text_of_any_length_in_other_scripts_is_read_as_written(text: str):
     read = ingest_bytes("note.txt", text.encode("utf-8")).sections[0].text
     assert read == unicodedata.normalize("NFC", text)  # documents are kept composed

@@ -5,8 +5,12 @@ GIL) then runs beside all of that on another core (see sparkdocs.token_child).""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 COUNTING_COMMANDS = frozenset({"count", "prompt", "diff"})
 _GLOBAL_OPTIONS_WITH_VALUES = frozenset({"--user"})
@@ -56,3 +60,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("interrupted: stopped by the user\n")
         return 130
     return run_command(args)
+
+
+def run() -> NoReturn:
+    """The console script (and `python -m sparkdocs`): `main`, then the process ends. A
+    counting command that runs no other thread by then ends without tearing its modules and
+    objects down (~30 ms of a ~0.3 s command): its tokenizer child is reaped and logging and
+    output are flushed first, and what the store committed stands, as after any exit (SQLite
+    keeps committed transactions; an open connection's log is checkpointed by the next one)."""
+    args = sys.argv[1:]
+    code = main(args)
+    if command_name(args) in COUNTING_COMMANDS and threading.active_count() == 1:
+        from .token_child import close_children
+
+        close_children()
+        logging.shutdown()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a reader that went away: as Python's own exit says
+            code = code or 120
+        os._exit(code)
+    sys.exit(code)

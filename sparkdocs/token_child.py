@@ -40,6 +40,16 @@ def tokenizer_beside(load_ranks: RanksLoader) -> Llama3Tokenizer:
     return Llama3Tokenizer(encoding=encoding, counter=encoding.count_batch)
 
 
+def close_children() -> None:
+    """End every tokenizer child this process started and reap it (at exit, or before a
+    command's process ends at once: sparkdocs.launch)."""
+    while _RUNNING:
+        _RUNNING.pop().close()
+
+
+_RUNNING: list[ChildEncoding] = []
+
+
 def _can_fork() -> bool:
     return sys.platform == "linux" and threading.active_count() == 1
 
@@ -70,7 +80,9 @@ class ChildEncoding:
             _serve(theirs, self._load_ranks)
         theirs.close()
         self._socket, self._pid = ours, pid
-        atexit.register(self.close)
+        if not _RUNNING:
+            atexit.register(close_children)
+        _RUNNING.append(self)
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:

@@ -45,7 +45,8 @@ def test_the_command_guessed_is_the_one_click_runs(user: list[str], rest: list[s
 def test_a_counting_command_that_ends_at_once_leaves_its_output_and_store_whole(tmp_path):
     """`python -m sparkdocs count` ends its process without tearing it down (sparkdocs.launch
     `run`): its output, larger than a pipe holds, arrives whole (json is the judge); the store
-    it wrote passes SQLite's own integrity check and serves the next command."""
+    it wrote passes SQLite's own integrity check and serves the next command; a short table,
+    still in the output's buffer at the end, arrives too."""
     import json
     import os
     import sqlite3
@@ -56,7 +57,8 @@ def test_a_counting_command_that_ends_at_once_leaves_its_output_and_store_whole(
     (tree / "src").mkdir(parents=True)
     for number in range(600):
         (tree / "src" / f"module_{number:03}.py").write_text(f"def f{number}(x):\n    return x\n")
-    env = {**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")}
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    env["SPARKDOCS_CACHE_DIR"] = str(tmp_path / "cache")  # output buffered, as a user has it
 
     def count() -> dict:
         done = subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(tree), "--json"],
@@ -74,3 +76,8 @@ def test_a_counting_command_that_ends_at_once_leaves_its_output_and_store_whole(
         with sqlite3.connect(path) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert count()["sections"] == first["sections"]
+    note = tmp_path / "note.md"
+    note.write_text("# Note\nPayment is due in thirty days.\n")
+    short = subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(note), "--json"],
+                           capture_output=True, text=True, env=env, timeout=180)
+    assert short.returncode == 0 and json.loads(short.stdout)["name"] == "note.md"

@@ -20,9 +20,10 @@ class Measured:
 
 
 def _as_installed(env: dict[str, str]) -> dict[str, str]:
-    """Every contender runs as installed: with its bytecode cached. A shell that sets
-    PYTHONDONTWRITEBYTECODE would make an edited module compile on every run."""
-    return {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    """Every contender runs as a user's shell runs it: bytecode cached (a shell that sets
+    PYTHONDONTWRITEBYTECODE makes an edited module compile on every run), output buffered."""
+    return {key: value for key, value in env.items()
+            if key not in ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")}
 
 
 def run_measured(command: list[str], *, env: dict[str, str] | None = None, repeat: int = 3) -> Measured:

@@ -139,6 +139,8 @@ def _absurd_at(text: str, index: int) -> bool:
             base -= 1
         if base < 0 or not text[base].isalpha():
             return True
+        if "\u0300" <= char <= "\u036f":  # diacritics any script may carry (`n̄`), but Greek's
+            return "GREEK" in unicodedata.name(char, "") and _script(text[base]) != "GREEK"
         cluster = text[base:index + 1]
         return (_script(text[base]) != _script(char)
                 and len(unicodedata.normalize("NFC", cluster)) == len(cluster))

@@ -90,15 +90,24 @@ def _cp1252_not_utf8(data: bytes) -> bool:
 
 # Letters of Latin Extended-B and the IPA block that living orthographies write: African
 # alphabets, Azeri ə, Khoisan clicks, the ʻokina, Vietnamese ơ ư, Pinyin ǎ…ǜ, Croatian ǆ,
-# Sami ǧ ǩ, Romanian ș ț. The rest is phonetics, dialectology or history.
+# Sami ǥ ǧ ǩ ǯ, Livonian ǟ ȯ, Kabiyè Ɩ Ʊ, Romanian ș ț. The rest is phonetics, dialectology
+# or history.
 _LIVING_LATIN = frozenset(
-    "ƏəƐɛƆɔƊɗƁɓƳƴƘƙƝɲŊŋƔɣƲʋƩʃƷʒƉɖƎǝƑƒƗɨɄʉⱭɑƜɯǀǁǂǃʻʼʔƠơƯư"
-    + "".join(chr(code) for code in range(0x1C4, 0x1DD))
-    + "ǦǧǨǩǪǫȘșȚț"
+    "ƏəƐɛƆɔƊɗƁɓƳƴƘƙƝɲŊŋƔɣƲʋƩʃƷʒƉɖƎǝƑƒƗɨɄʉⱭɑƜɯǀǁǂǃʻʼʔƠơƯưƖɩƱʊ"
+    + "".join(chr(code) for code in range(0x1C4, 0x1F6))
+    + "ȘșȚțȮȯȪȫȬȭȰȱȲȳ"
 )
 _IPA = range(0x250, 0x2B0)
-# Scripts that no one-letter word of a Western text's bytes could be, and that never stand
-# alone: a letter of theirs with no letter of its own script beside it is a chance reading.
+# Scripts that a chance reading of cp1252 bytes lands in (two-byte UTF-8 beyond Latin and
+# Greek) and that real text never glues to a Latin letter, with their digits and signs;
+# beyond them, any letter of three-byte UTF-8 (Indic, CJK, Hangul: `perché\xa0»` is the
+# bytes of `perch頻`) but Latin's and Greek's. Greek is glued to Latin in real text (TNFα,
+# 5 µg, 10 kΩ), and so are symbols.
+_NEVER_BESIDE_LATIN = frozenset({
+    "CYRILLIC", "ARMENIAN", "HEBREW", "ARABIC", "ARABIC-INDIC", "EXTENDED", "SYRIAC",
+    "THAANA", "NKO", "SAMARITAN", "MANDAIC"})
+# Scripts no one-letter word is written in: a letter of theirs with no letter of its own
+# script beside it is a chance reading.
 _RARE_SCRIPTS = frozenset({"SYRIAC", "THAANA", "NKO", "SAMARITAN", "MANDAIC"})
 
 
@@ -110,15 +119,25 @@ def _capitals_then_small(text: str, index: int) -> bool:
 
 
 def _script(char: str) -> str:
-    return unicodedata.name(char, "?").split(" ")[0]
+    """The script of a character, the first word of its name after compatibility folding
+    (`ℓ` is `l`, `²` is `2`, `µ` is Greek `μ`); Latin-1 and Latin Extended are Latin."""
+    folded = unicodedata.normalize("NFKC", char)[:1] or char
+    if folded < "\u0250":
+        return "LATIN"
+    return unicodedata.name(folded, "?").split(" ")[0]
+
+
+def _latin_letter(char: str) -> bool:
+    return char.isalpha() and _script(char) == "LATIN"
 
 
 def _absurd_in_utf8(text: str) -> bool:
     """A character of the UTF-8 reading that real text does not hold where it stands: a C1
-    control or unassigned code point; a letter, digit or mark of another script touching a
-    Latin letter; a mark with no letter it belongs to; a letter of Latin Extended-B no living
-    language writes, or a phonetic letter after a capital; a small letter ending a word of
-    capitals; a letter of a rare script standing alone."""
+    control or unassigned code point; a letter, digit, mark or sign of a script never glued
+    to Latin touching a Latin letter; a mark with no letter it belongs to; a letter of Latin
+    Extended-B no living language writes, as a capital, after one or alone; a phonetic
+    letter after a capital; a small letter ending a word of capitals; a letter of a rare
+    script standing alone. Symbols (² ½ ™ ×) and Greek letters are never evidence."""
     for match in _NON_ASCII_RUN.finditer(text):
         for index in range(match.start(), match.end()):
             if _absurd_at(text, index):
@@ -134,28 +153,43 @@ def _absurd_at(text: str, index: int) -> bool:
     before = text[index - 1] if index > 0 else " "
     after = text[index + 1] if index + 1 < len(text) else " "
     if category.startswith("M"):
-        base = index - 1
-        while base >= 0 and unicodedata.category(text[base]).startswith("M"):
-            base -= 1
-        if base < 0 or not text[base].isalpha():
-            return True
-        if "\u0300" <= char <= "\u036f":  # diacritics any script may carry (`n̄`), but Greek's
-            return "GREEK" in unicodedata.name(char, "") and _script(text[base]) != "GREEK"
-        cluster = text[base:index + 1]
-        return (_script(text[base]) != _script(char)
-                and len(unicodedata.normalize("NFC", cluster)) == len(cluster))
-    if not char.isalnum():
-        return False
+        return _mark_absurd(text, index)
     script = _script(char)
-    if script != "LATIN" and any(
-            near.isalpha() and _script(near) == "LATIN" for near in (before, after)):
+    if _never_beside_latin(char, script) and (_latin_letter(before) or _latin_letter(after)):
         return True
+    if not char.isalpha():
+        return False
+    if 0x180 <= ord(char) < _IPA.start and char not in _LIVING_LATIN:
+        return char.isupper() or before.isupper() or not (before.isalpha() or after.isalpha())
+    if ord(char) in _IPA and char not in _LIVING_LATIN:
+        return before.isupper()  # `/ʌ/` is phonetics, `QUʀ` none
     if script == "LATIN":
-        if 0x180 <= ord(char) < _IPA.stop and char not in _LIVING_LATIN:
-            return ord(char) not in _IPA or before.isupper()  # `/ʌ/` is phonetics, `QUɅ` none
         return _capitals_then_small(text, index)
     return script in _RARE_SCRIPTS and not any(
         near.isalpha() and _script(near) == script for near in (before, after))
+
+
+def _never_beside_latin(char: str, script: str) -> bool:
+    if script in ("LATIN", "GREEK"):
+        return False
+    return script in _NEVER_BESIDE_LATIN or (char >= "\u0800" and char.isalpha())
+
+
+def _mark_absurd(text: str, index: int) -> bool:
+    """A combining mark needs a letter to carry it; a Latin letter carries the common
+    diacritics (composed or not: `n̄`) but not another script's marks (`U` + ypogegrammeni,
+    `O` + hamza), unless the pair composes."""
+    char = text[index]
+    base = index - 1
+    while base >= 0 and unicodedata.category(text[base]).startswith("M"):
+        base -= 1
+    if base < 0 or not text[base].isalpha():
+        return True
+    if "\u0300" <= char <= "\u036f":
+        return "GREEK" in unicodedata.name(char, "") and _script(text[base]) != "GREEK"
+    cluster = text[base:index + 1]
+    return (_script(text[base]) != _script(char)
+            and len(unicodedata.normalize("NFC", cluster)) == len(cluster))
 
 
 def _sample(data: bytes, limit: int = SAMPLE_BYTES) -> bytes:
@@ -193,27 +227,34 @@ def _legacy_encoding(data: bytes) -> str | None:
 
 
 # What Western text written in cp1252 never holds, and other code pages read as cp1252 do:
-# four non-ASCII characters in a row or three non-ASCII letters (Cyrillic, Greek, Arabic,
-# CJK bytes: `Ïðèâåò`, `êàê`; quotes around a word do not count), or a symbol inside a
-# word (Polish cp1250: `Za¿ó³æ`). Real words have at most two (`ção`, `Größe`); apostrophes, dashes and `·` do join letters.
+# four non-ASCII characters in a row, or a word of three non-ASCII letters (Cyrillic, Greek,
+# Arabic, CJK bytes: `Ïðèâåò`, `Êàê`; quotes around a word do not count, and Icelandic
+# `þýðir` has ASCII letters beside its three), or a letter of Central European and Baltic
+# code pages, a symbol in cp1252, inside a word (Polish cp1250: `Za¿ó³æ`). Symbols both code
+# pages share (`L×B×H`, `Intel®Core`) are no evidence.
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f\xa0]+")
-_JOINERS = frozenset("’‘´·–—\xad")
 _QUOTES = "“”„‚‘’«»‹›…¿¡"
+_CP1250_LETTERS_AS_SYMBOLS = frozenset("¡£¥¨¯³¸¹¼¾¿")
 
 
 def _reads_as_western(text: str) -> bool:
     for match in _NON_ASCII_RUN.finditer(text):
-        run = match.group().strip(_QUOTES)  # `“þú”`: a short word wholly accented, in quotes
-        if len(run) >= 4 or (len(run) == 3 and run.isalpha()):
+        run = match.group().strip(_QUOTES)
+        if len(run) >= 4:
             return False
         start, end = match.start(), match.end()
+        if (len(run) == 3 and run.isalpha() and not _ascii_letter(text, start - 1)
+                and not _ascii_letter(text, end)):
+            return False
         for index in range(start, end):
-            char = text[index]
-            if char.isalpha() or char in _JOINERS or index == 0 or index + 1 >= len(text):
-                continue
-            if text[index - 1].isalpha() and text[index + 1].isalpha():
+            if (text[index] in _CP1250_LETTERS_AS_SYMBOLS and 0 < index < len(text) - 1
+                    and text[index - 1].isalpha() and text[index + 1].isalpha()):
                 return False
     return True
+
+
+def _ascii_letter(text: str, index: int) -> bool:
+    return 0 <= index < len(text) and text[index].isascii() and text[index].isalpha()
 
 
 def _decodes(data: bytes, encoding: str) -> bool:

@@ -158,6 +158,7 @@ def _serve(connection: socket.socket, load_ranks: RanksLoader) -> None:
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: this ends with it
+        logging.disable(logging.CRITICAL)  # the command says what is wrong, once, not a copy here
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)  # a reader of the command's output waits for no copy of it here

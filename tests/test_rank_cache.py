@@ -4,6 +4,7 @@ rebuilt, and concurrent writers leaving a whole file."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -60,7 +61,9 @@ def test_the_first_load_writes_the_cache_and_the_next_reads_the_same_ranks(
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte", "empty", "another format",
-                                    "right digest, wrong content"])
+                                    "right digest, wrong content", "a token twice",
+                                    "text for tokens", "a number", "a FIFO",
+                                    "a link to /dev/zero", "too large"])
 def test_a_damaged_cache_is_rebuilt_and_still_counts_exactly(
         tmp_path: Path, damage: str, good_file: bytes, meta_ranks, hf):
     import hashlib
@@ -79,8 +82,19 @@ def test_a_damaged_cache_is_rebuilt_and_still_counts_exactly(
         path.write_bytes(b"")
     elif damage == "another format":
         path.write_bytes(b"not a ranks file\n" * 100)
-    else:  # a well-formed file whose ranks are not the tokenizer's (say, a half-written dict)
-        payload = marshal.dumps({b"a": 0, b"b": 1})
+    elif damage == "a FIFO":  # opening it would wait for a writer forever
+        os.mkfifo(path)
+    elif damage == "a link to /dev/zero":  # reading it would never end
+        path.symlink_to("/dev/zero")
+    elif damage == "too large":
+        path.write_bytes(good_file + b"\0" * 8 * 2**20)
+    else:  # well-formed files (the digest matches) whose content is not the tokenizer's
+        tokens = sorted(meta_ranks, key=meta_ranks.__getitem__)
+        content = {"right digest, wrong content": {b"a": 0, b"b": 1},
+                   "a token twice": [*tokens[:-1], tokens[0]],
+                   "text for tokens": [t.decode("latin-1") for t in tokens],
+                   "a number": 128_000}[damage]
+        payload = marshal.dumps(content)
         path.write_bytes(MAGIC + hashlib.sha256(payload).digest() + payload)
     assert read_ranks(path) is None
     ranks = CachedRanks(path)()
@@ -189,3 +203,9 @@ def test_a_one_shot_count_builds_its_tokenizer_beside_it_from_the_cache_folder(
     refused = count(SPARKDOCS_CONTEXT_LENGTH="many")
     assert refused.returncode == 2 and "SPARKDOCS_CONTEXT_LENGTH" in refused.stderr
     assert "Traceback" not in refused.stderr
+    blocker = tmp_path / "a file"
+    blocker.write_text("where the cache folder should be")
+    blocked = count(SPARKDOCS_CACHE_DIR=str(blocker))  # the child's warnings are not repeated
+    assert blocked.returncode == 2
+    assert [line for line in blocked.stderr.splitlines() if line.strip()] == [
+        line for line in blocked.stderr.splitlines() if line.startswith("error:")], blocked.stderr

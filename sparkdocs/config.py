@@ -158,8 +158,10 @@ _KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false",
 
 
 def _path(value: Any) -> Path:
+    """A path as a shell would give it: `~` is the home folder (an env file or compose file
+    does not expand it, and the store and the caches must all land in one place)."""
     if isinstance(value, str | os.PathLike):
-        return Path(value)
+        return Path(value).expanduser()
     raise PydanticCustomError("path_type", "Input is not a valid path")
 
 

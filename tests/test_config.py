@@ -42,7 +42,7 @@ def _judge_model() -> type[BaseSettings]:
         bounds = {k: spec.metadata[k] for k in ("ge", "gt", "le") if spec.metadata.get(k) is not None}
         default = (Field(default_factory=spec.default_factory, **bounds)
                    if spec.default_factory is not MISSING else Field(spec.default, **bounds))
-        specs[spec.name] = (types[spec.name], default)
+        specs[spec.name] = (_home_expanded(types[spec.name]), default)
     class Base(BaseSettings):
         model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
                                           frozen=True, extra="ignore", allow_inf_nan=False)
@@ -50,12 +50,24 @@ def _judge_model() -> type[BaseSettings]:
     return create_model("Judge", __base__=Base, **specs)  # type: ignore[call-overload]
 
 
+def _home_expanded(kind: Any) -> Any:
+    """Paths as Settings documents them: `~` is the home folder (pydantic's own validator
+    hook, so the judge still parses every value itself)."""
+    from typing import Annotated
+
+    from pydantic import AfterValidator
+
+    expanded = Annotated[Path, AfterValidator(Path.expanduser)]
+    return {Path: expanded, Path | None: expanded | None}.get(kind, kind)
+
+
 Judge = _judge_model()
 FIELDS = sorted(f.name for f in dataclasses.fields(Settings) if f.init)
 TEXTS = st.one_of(
     st.sampled_from(["", "0", "1", "-3", "512", "65536", "1e3", "2.5", "true", "False", "yes",
                      "off", "none", "null", "inf", "-inf", "99999999999999999999", "1e300", "password", "proxy", "user", "shared", "auto", "md",
-                     "jsonl", "/tmp/x", " 7 ", "http://h:1/v1", "1_000", "nan", "inf"]),
+                     "jsonl", "/tmp/x", " 7 ", "http://h:1/v1", "1_000", "nan", "inf", "~/x", "~",
+                     "~root/x", "a/~"]),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"),
             max_size=12))
 

@@ -8,6 +8,7 @@ cursor, whoever adds it. Styling is explicit (`rich.text.Text` spans via `_say`)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import sys
@@ -182,7 +183,7 @@ def app(user: str | None) -> None:
 
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(value, indent=2, ensure_ascii=False))  # nothing, when stdout is closed
 
 
 @app.command()
@@ -950,7 +951,16 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.Abort:
         return 130
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_FULL:
+            raise
+        _say(err, "error:", "bold red", f"cannot write the output ({exc.strerror}); free "
+             "some space or send the output elsewhere.", soft_wrap=True)
+        return 2
     return 0
+
+
+_OUTPUT_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # what a full disk says
 
 
 from .cli_user import user_app  # noqa: E402  # the `sparkdocs user` commands (team mode)

@@ -161,7 +161,15 @@ def _path(value: Any) -> Path:
     """A path as a shell would give it: `~` is the home folder (an env file or compose file
     does not expand it, and the store and the caches must all land in one place)."""
     if isinstance(value, str | os.PathLike):
-        return Path(value).expanduser()
+        path = Path(value)
+        if not str(path).startswith("~"):
+            return path
+        if str(path).split("/", 1)[0] == "~" and not os.environ.get("HOME", "x"):
+            raise PydanticCustomError("path_home", "~ is no folder while HOME is empty")
+        try:
+            return path.expanduser()
+        except RuntimeError:  # ~name of no user
+            raise PydanticCustomError("path_home", "~ names no user's home folder") from None
     raise PydanticCustomError("path_type", "Input is not a valid path")
 
 

@@ -75,10 +75,11 @@ def run() -> NoReturn:
 
         close_children()
         logging.shutdown()
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):  # a reader that went away: as Python's own exit says
-            code = code or 120
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:  # None: the command was started with it closed
+                    stream.flush()
+            except (OSError, ValueError):  # a reader that went away: as Python's own exit says
+                code = code or 120
         os._exit(code)
     sys.exit(code)

@@ -59,7 +59,7 @@ def read_ranks(path: Path) -> dict[bytes, int] | None:
         return None
     try:
         tokens = marshal.loads(payload)
-    except (EOFError, ValueError, TypeError) as exc:
+    except Exception as exc:  # any damage, even a crafted code object, means rebuild
         log.warning("the tokenizer cache %s is unreadable (%s); building it again", path, exc)
         return None
     well_formed = (type(tokens) is list and len(tokens) == NUM_BASE_TOKENS
@@ -80,6 +80,7 @@ def write_ranks(path: Path, ranks: dict[bytes, int]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".",
                                              suffix=".tmp")
+        os.fchmod(handle, 0o644)  # a shared cache folder: other users read it too
         with os.fdopen(handle, "wb") as file:
             file.write(MAGIC + hashlib.sha256(payload).digest() + payload)
             file.flush()

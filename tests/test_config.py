@@ -135,3 +135,16 @@ def test_a_child_rebuilds_the_same_settings(tmp_path: Path) -> None:
     with mock.patch.dict(os.environ, {**_clean_environ(), **child}, clear=True):
         assert Settings() == given_settings
         assert Judge().model_dump() == given_settings.as_dict()
+
+
+@pytest.mark.parametrize("value,home,reason", [
+    ("~nouser-sparkdocs/x", "/root", "~ names no user's home folder"),
+    ("~/x", "", "~ is no folder while HOME is empty"),
+    ("~", "", "~ is no folder while HOME is empty"),
+])
+def test_a_path_of_no_home_is_one_line_that_names_it(monkeypatch: pytest.MonkeyPatch, value,
+                                                      home, reason) -> None:
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.setenv("SPARKDOCS_CACHE_DIR", value)
+    with pytest.raises(ConfigError, match=rf"SPARKDOCS_CACHE_DIR='{value}' is not valid \({reason}\)"):
+        build_settings()

@@ -696,7 +696,8 @@ _WESTERN_WORDS = (
     "le", "de", "que", "com", "por", "100", "3,50", "l’été", "d’ôter", "Jean–Paul", "col·lecció",
     "perché", "città", "più", "così", "però", "è", "één", "café", "geïnd", "þú", "ég", "já",
     "aquí", "así", "sí", "país", "þýðir", "Þýðing", "þýðandi", "L×B×H", "30×20", "Intel®Core™",
-    "Kärcher®Reiniger", "nº", "2º", "1ª", "m²", "½",
+    "Kärcher®Reiniger", "nº", "2º", "1ª", "m²", "½", "————", "········", "••••", "x³y", "åäö",
+    "äöü", "ÅÄÖ", "†‡",
 )
 _WRAPS = (("", ""), ("“", "”"), ("„", "“"), ("‚", "‘"), ("«", "»"), ("‹", "›"), ("¿", "?"),
           ("¡", "!"), ("", "…"), ("", ","), ("", "."), ("€ ", ""), ("", " €"), ("— ", ""))
@@ -732,7 +733,8 @@ _UTF8_WORDS = (
     "e\u0301te\u0301", "π", "αβγ", "ο", "η", "λόγος", "и", "в", "мир", "Москва", "ש", "שלום",
     "و", "سلام", "中", "文字", "ʻokina", "Hawaiʻi", "/ʌ/", "ˈsʌmθɪŋ", "100", "de", "la",
     "n\u0304", "g\u0303uarani", "m\u0327", "а\u0301", "ά\u0345", "m²", "µg", "nº", "H₂O",
-    "CO₂", "R²", "TNFα", "NFκB", "kΩ", "½", "ℓ", "Ⅱ", "x³", "’s", "—",
+    "CO₂", "R²", "TNFα", "NFκB", "kΩ", "½", "ℓ", "Ⅱ", "x³", "’s", "—", "iPhone版", "Word版",
+    "A股", "A型", "PC방", "pаypal", "Mіcrosoft", "בGoogle", "لGoogle", "Kɪm", "x∈ℝ", "★★☆",
 )
 _PHONETIC = frozenset({"/ʌ/", "ˈsʌmθɪŋ"})  # IPA is written in small letters only
 
@@ -742,6 +744,23 @@ _PHONETIC = frozenset({"/ʌ/", "ˈsʌmθɪŋ"})  # IPA is written in small lette
 def test_utf8_text_of_any_length_in_other_scripts_is_read_as_written(text: str):
     read = ingest_bytes("note.txt", text.encode("utf-8")).sections[0].text
     assert read == unicodedata.normalize("NFC", text)  # documents are kept composed
+
+
+def test_long_utf8_text_stays_utf8_whatever_lies_beyond_the_sample():
+    """The sample decides, the whole file is decoded: a UTF-8 file longer than the sample with a
+    word glued to a foreign letter (`iPhone版`) and a `”` past the sample (bytes E2 80 9D: 9D
+    is no cp1252) stays UTF-8, whole."""
+    from sparkdocs.ingest.text import SAMPLE_BYTES
+
+    paragraph = ("Meeting in Köln with José, Renée and Zoë: the café menu costs €1,200 – it’s "
+                 "final.\n\n")
+    text = ("Download the iPhone版 app.\n\n" + paragraph * (SAMPLE_BYTES // len(paragraph) + 20)
+            + "He said “done” and left.")
+    assert ingest_bytes("notes.txt", text.encode("utf-8")).sections[0].text.startswith(
+        "Download the iPhone版 app.")
+    document = ingest_bytes("notes.txt", text.encode("utf-8"))
+    assert "".join(s.text for s in document.sections).endswith("He said “done” and left.")
+    assert not document.warnings
 
 
 @pytest.mark.parametrize("text", ["über", "Ça va très bien", "€ 100", "ação", "“Olá”"])

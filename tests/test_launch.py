@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import click
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,44 @@ def test_a_counting_command_that_ends_at_once_leaves_its_output_and_store_whole(
     short = subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(note), "--json"],
                            capture_output=True, text=True, env=env, timeout=180)
     assert short.returncode == 0 and json.loads(short.stdout)["name"] == "note.md"
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_command_started_with_a_stream_closed_ends_as_the_command_says(tmp_path, closed,
+                                                                        exists):
+    """A closed stream is None in Python: the fast end's flush skips it, so the exit code is
+    the command's own (0, or 2 for a missing file), with no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    note = tmp_path / "note.md"
+    if exists:
+        note.write_text("# Note\nDue in thirty days.\n")
+    fd = 1 if closed == "stdout" else 2
+    shell = f'"$0" -m sparkdocs count "$1" --json {fd}>&-; echo "exit $?" >&{3 - fd}'
+    done = subprocess.run(["sh", "-c", shell, sys.executable, str(note)], capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")})
+    told = done.stdout + done.stderr
+    assert f"exit {0 if exists else 2}" in told, told
+    assert "Traceback" not in told
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_output_to_a_full_disk_is_one_error_line(tmp_path, as_json):
+    import os
+    import subprocess
+    import sys
+
+    note = tmp_path / "note.md"
+    note.write_text("# Note\nDue in thirty days.\n")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "sparkdocs", "count", str(note),
+                               *(["--json"] if as_json else [])], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "SPARKDOCS_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "error: cannot write the output (No space left on device)" in done.stderr

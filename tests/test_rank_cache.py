@@ -63,7 +63,7 @@ def test_the_first_load_writes_the_cache_and_the_next_reads_the_same_ranks(
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte", "empty", "another format",
                                     "right digest, wrong content", "a token twice",
                                     "text for tokens", "a number", "a FIFO",
-                                    "a link to /dev/zero", "too large"])
+                                    "a link to /dev/zero", "too large", "a broken code object"])
 def test_a_damaged_cache_is_rebuilt_and_still_counts_exactly(
         tmp_path: Path, damage: str, good_file: bytes, meta_ranks, hf):
     import hashlib
@@ -88,6 +88,12 @@ def test_a_damaged_cache_is_rebuilt_and_still_counts_exactly(
         path.symlink_to("/dev/zero")
     elif damage == "too large":
         path.write_bytes(good_file + b"\0" * 8 * 2**20)
+    elif damage == "a broken code object":  # marshal raises SystemError on it
+        import struct
+
+        code = bytearray(marshal.dumps(compile("x = 1", "f", "exec")))
+        code[1:5] = struct.pack("<i", -5)  # a negative argument count
+        path.write_bytes(MAGIC + hashlib.sha256(code).digest() + bytes(code))
     else:  # well-formed files (the digest matches) whose content is not the tokenizer's
         tokens = sorted(meta_ranks, key=meta_ranks.__getitem__)
         content = {"right digest, wrong content": {b"a": 0, b"b": 1},

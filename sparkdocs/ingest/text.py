@@ -48,7 +48,10 @@ def decode_text(data: bytes, *, name: str) -> tuple[str, str | None]:
     else:
         if not _cp1252_not_utf8(data):
             return text, None
-        legacy_text = data.decode("cp1252")
+        try:
+            legacy_text = data.decode("cp1252")
+        except UnicodeDecodeError:  # beyond the sample the bytes are no cp1252 at all
+            return text, None
         return legacy_text, _legacy_warning(name, "cp1252")
     if looks_binary(data):
         raise UnsupportedFormatError(
@@ -80,12 +83,36 @@ def _legacy_warning(name: str, encoding: str) -> str:
 def _cp1252_not_utf8(data: bytes) -> bool:
     """Valid UTF-8 that is cp1252 all the same: short Western text can be valid UTF-8 by
     chance (an accented capital ending a word, then `…` or a closing quote: `É…` is the bytes
-    of `Ʌ`, `AVÔ…` of `AVԅ`), and then only the UTF-8 reading is absurd (`_absurd_in_utf8`).
-    Both readings must agree: text that cp1252 reads as no Western text is stays UTF-8."""
+    of `Ʌ`, `AVÔ…` of `AVԅ`). Reading real UTF-8 as cp1252 garbles a whole document, the other
+    mistake a character or two, so the evidence must be plain: the file decodes as cp1252
+    and reads as Western text; at least half of the UTF-8 reading's characters beyond
+    ASCII are absurd where they stand (`_absurd_at`); and each of those is, in cp1252, a word
+    ending in an accented letter and closing punctuation (`É…`, `perché\xa0»`), never letters
+    and signs inside a word (`pаypal`, `iPhone版`)."""
     sample = _sample(data)
     if not _decodes(sample, "cp1252") or not _reads_as_western(sample.decode("cp1252")):
         return False
-    return _absurd_in_utf8(sample.decode("utf-8", errors="replace"))
+    utf8 = sample.decode("utf-8", errors="replace")
+    beyond = [index for match in _NON_ASCII_RUN.finditer(utf8)
+              for index in range(match.start(), match.end())]
+    absurd = [index for index in beyond if _absurd_at(utf8, index)]
+    return (bool(absurd) and 2 * len(absurd) >= len(beyond)
+            and all(_word_end_in_cp1252(utf8, index) for index in absurd))
+
+
+# What follows a word directly in Western text (`là…»`, `perché\xa0»`, `Intel®`).
+_CLOSERS = frozenset("…”’»›“\xa0")
+_AFTER_A_WORD = _CLOSERS | frozenset("®™°©")
+
+
+def _word_end_in_cp1252(utf8: str, index: int) -> bool:
+    """Whether the character at `index`, its bytes read as cp1252, is an accented letter
+    ending a word followed by closing punctuation."""
+    legacy = utf8[index].encode("utf-8").decode("cp1252", errors="replace")
+    lead, rest = legacy[0], legacy[1:]
+    if not lead.isalpha() or (index + 1 < len(utf8) and utf8[index + 1].isalpha()):
+        return False
+    return rest in _AFTER_A_WORD if len(rest) == 1 else all(c in _CLOSERS for c in rest)
 
 
 # Letters of Latin Extended-B and the IPA block that living orthographies write: African
@@ -227,34 +254,33 @@ def _legacy_encoding(data: bytes) -> str | None:
 
 
 # What Western text written in cp1252 never holds, and other code pages read as cp1252 do:
-# four non-ASCII characters in a row, or a word of three non-ASCII letters (Cyrillic, Greek,
-# Arabic, CJK bytes: `Ïðèâåò`, `Êàê`; quotes around a word do not count, and Icelandic
-# `þýðir` has ASCII letters beside its three), or a letter of Central European and Baltic
-# code pages, a symbol in cp1252, inside a word (Polish cp1250: `Za¿ó³æ`). Symbols both code
-# pages share (`L×B×H`, `Intel®Core`) are no evidence.
+# four non-ASCII letters in a row (Cyrillic, Greek, Hebrew, Arabic bytes: `Ïðèâåò`; rules and
+# leaders of dashes, dots and bullets are not letters), or a letter of Central European and
+# Baltic code pages that is a symbol in cp1252 inside a word (Polish cp1250: `by³o`,
+# `Za¿ó³æ`; not `x³y`). Symbols both code pages share (`L×B×H`, `Intel®Core`) are no evidence.
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f\xa0]+")
-_QUOTES = "“”„‚‘’«»‹›…¿¡"
+_NON_ASCII_LETTERS = re.compile(r"[^\W\d_\x00-\x7f¹²³¼½¾]{4,}")
 _CP1250_LETTERS_AS_SYMBOLS = frozenset("¡£¥¨¯³¸¹¼¾¿")
 
 
 def _reads_as_western(text: str) -> bool:
+    if _NON_ASCII_LETTERS.search(text):
+        return False
     for match in _NON_ASCII_RUN.finditer(text):
-        run = match.group().strip(_QUOTES)
-        if len(run) >= 4:
-            return False
-        start, end = match.start(), match.end()
-        if (len(run) == 3 and run.isalpha() and not _ascii_letter(text, start - 1)
-                and not _ascii_letter(text, end)):
-            return False
-        for index in range(start, end):
-            if (text[index] in _CP1250_LETTERS_AS_SYMBOLS and 0 < index < len(text) - 1
-                    and text[index - 1].isalpha() and text[index + 1].isalpha()):
+        for index in range(match.start(), match.end()):
+            if text[index] in _CP1250_LETTERS_AS_SYMBOLS and _inside_a_word(text, index):
                 return False
     return True
 
 
-def _ascii_letter(text: str, index: int) -> bool:
-    return 0 <= index < len(text) and text[index].isascii() and text[index].isalpha()
+def _inside_a_word(text: str, index: int) -> bool:
+    """Letters on both sides of `index`, at least two on one side."""
+    before = after = 0
+    while before < 2 and index - before > 0 and text[index - before - 1].isalpha():
+        before += 1
+    while after < 2 and index + after + 1 < len(text) and text[index + after + 1].isalpha():
+        after += 1
+    return before >= 1 and after >= 1 and max(before, after) >= 2
 
 
 def _decodes(data: bytes, encoding: str) -> bool:

@@ -135,13 +135,33 @@ def test_upload_ask_twice_and_reload(app_url, real_server, tmp_path, artifacts_d
         page.screenshot(path=str(artifacts_dir / "02-ask-page.png"), full_page=True)
         assert "session=" in page.url
 
+        before = page.locator(MAIN).inner_text()
         page.reload()
-        expect(page.get_by_text("What is the payment term?")).to_be_visible(timeout=60_000)
-        expect(page.get_by_text("Who may terminate?")).to_be_visible()
-        # the page draws turn by turn; on a loaded machine the last one's line takes seconds
-        expect(page.get_by_text(STATS)).to_have_count(2, timeout=60_000)
+        with _explained(page, tmp_path, artifacts_dir / "03-after-reload-failed.png", before):
+            expect(page.get_by_text("What is the payment term?")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Who may terminate?")).to_be_visible()
+            # the page draws turn by turn; on a loaded machine the last one's line takes seconds
+            expect(page.get_by_text(STATS)).to_have_count(2, timeout=60_000)
         page.screenshot(path=str(artifacts_dir / "03-after-reload.png"), full_page=True)
         browser.close()
+
+
+MAIN = '[data-testid="stMain"]'
+
+
+@contextlib.contextmanager
+def _explained(page, tmp_path: Path, screenshot: Path, before: str):
+    """A failed expectation says what the page showed before and now, and what the app
+    logged (a failure seen once under load is then understood, not only retried)."""
+    try:
+        yield
+    except AssertionError as exc:
+        page.screenshot(path=str(screenshot), full_page=True)
+        log = tmp_path / "streamlit.log"
+        now = page.locator(MAIN).inner_text()
+        logged = log.read_text(errors="replace")[-4000:] if log.exists() else "(none)"
+        raise AssertionError(f"{exc}\n--- page before ---\n{before[-3000:]}\n--- page now ---\n"
+                             f"{now[-3000:]}\n--- app log ---\n{logged}") from exc
 
 
 def _answer_streaming(p, url: str, tmp_path: Path):

@@ -254,9 +254,9 @@ class PromptBuilder:
     def encoder(self) -> ChatEncoder:
         return self._enc
 
-    def _first_turn_tokens(self, prepared: PreparedDocument, tail: str) -> int:
+    def _first_turn_tokens(self, block_tokens: int, tail: str) -> int:
         # system + user header/eot + "\n\n" + block + tail (independent segments, see tokens.py)
-        return (self._system_tokens + self._user_open_tokens + prepared.block_tokens
+        return (self._system_tokens + self._user_open_tokens + block_tokens
                 + (self._tok.count(tail) if tail else 0))
 
     def question(self, prepared: PreparedDocument, question: str) -> Prompt:
@@ -264,7 +264,7 @@ class PromptBuilder:
         tail = f"{QUESTION_LEAD} {clean_question(question)}"
         messages = (ChatMessage("system", SYSTEM_PROMPT),
                     ChatMessage("user", prepared.block + tail))
-        tokens = self._first_turn_tokens(prepared, tail) + self._generation_tokens
+        tokens = self._first_turn_tokens(prepared.block_tokens, tail) + self._generation_tokens
         return Prompt(Task.QUESTION, messages, tokens)
 
     def follow_up(self, prepared: PreparedDocument, history: Sequence[tuple[str, str]],
@@ -294,7 +294,7 @@ class PromptBuilder:
         messages = (ChatMessage("system", SYSTEM_PROMPT),
                     ChatMessage("user", prepared.block + tail))
         return Prompt(Task.SUMMARY, messages,
-                      self._first_turn_tokens(prepared, tail) + self._generation_tokens)
+                      self._first_turn_tokens(prepared.block_tokens, tail) + self._generation_tokens)
 
     def merge(self, part_summaries: Sequence[tuple[str, str]], instructions: str | None = None
               ) -> Prompt:
@@ -311,7 +311,7 @@ class PromptBuilder:
         tail = f"{QUESTION_LEAD} {clean_question(question)}\n\n{PART_RULE}"
         messages = (ChatMessage("system", SYSTEM_PROMPT),
                     ChatMessage("user", prepared.block + tail))
-        tokens = self._first_turn_tokens(prepared, tail) + self._generation_tokens
+        tokens = self._first_turn_tokens(prepared.block_tokens, tail) + self._generation_tokens
         return Prompt(Task.QUESTION, messages, tokens)
 
     def merge_answers(self, part_answers: Sequence[tuple[str, str]], question: str) -> Prompt:
@@ -331,8 +331,7 @@ class PromptBuilder:
     def prefix_tokens(self, block_tokens: int) -> int:
         """The tokens of the warm-up prompt (the prefix every question starts with) around a
         block of `block_tokens`: known without rendering the block."""
-        return (self._system_tokens + self._user_open_tokens + block_tokens
-                + self._tok.count(QUESTION_LEAD) + self._generation_tokens)
+        return self._first_turn_tokens(block_tokens, QUESTION_LEAD) + self._generation_tokens
 
     def overhead_tokens(self, *, question_reserve: int = QUESTION_RESERVE_TOKENS) -> int:
         """Everything in a question prompt except the document's sections: template, system text,

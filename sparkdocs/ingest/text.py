@@ -158,21 +158,13 @@ def _latin_letter(char: str) -> bool:
     return char.isalpha() and _script(char) == "LATIN"
 
 
-def _absurd_in_utf8(text: str) -> bool:
-    """A character of the UTF-8 reading that real text does not hold where it stands: a C1
-    control or unassigned code point; a letter, digit, mark or sign of a script never glued
-    to Latin touching a Latin letter; a mark with no letter it belongs to; a letter of Latin
-    Extended-B no living language writes, as a capital, after one or alone; a phonetic
-    letter after a capital; a small letter ending a word of capitals; a letter of a rare
-    script standing alone. Symbols (² ½ ™ ×) and Greek letters are never evidence."""
-    for match in _NON_ASCII_RUN.finditer(text):
-        for index in range(match.start(), match.end()):
-            if _absurd_at(text, index):
-                return True
-    return False
-
-
 def _absurd_at(text: str, index: int) -> bool:
+    """Whether the character at `index` of the UTF-8 reading is one real text does not hold
+    where it stands: a C1 control or unassigned code point; a letter, digit, mark or sign of
+    a script never glued to Latin touching a Latin letter; a mark with no letter it belongs
+    to; a letter of Latin Extended-B no living language writes, as a capital, after one or
+    alone; a phonetic letter after a capital; a small letter ending a word of capitals; a
+    letter of a rare script standing alone. Symbols (² ½ ™ ×) and Greek are no evidence."""
     char = text[index]
     category = unicodedata.category(char)
     if category in ("Cc", "Cn", "Co"):  # C1 controls, unassigned, private use
